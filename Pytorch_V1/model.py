@@ -1,0 +1,273 @@
+"""ICNN_s: a 1D U-Net (after milesial/Pytorch-UNet) with a Wiener-filter prior branch.
+
+Part names, widths and state-dict keys follow the seed (REFERENCE section 6), so
+a seed checkpoint loads strictly. Differences from the seed, on purpose:
+the prior modulation is functional and per signal (no parameter is replaced
+in forward, a signal never depends on its batch-mates), and every batch-norm
+can run in ``fixed`` (running statistics) or ``unfixed`` (the signal's own
+statistics) mode at inference.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from signals.classical import wiener_inverse_response
+
+MIN_LENGTH = 16  # four halvings must leave at least one sample
+PRIOR_TAPS = 3  # one factor per tap of the bottleneck's first kernel
+BN_MODES = ("fixed", "unfixed")
+BN_TRAIN_STATS = ("batch", "signal", "mixed")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture switches, saved (as plain types) in every checkpoint."""
+
+    prior: bool = True  # the Wiener prior branch
+    norm: str = "bn"  # "bn" or "sparse_bn" (BN followed by a learnable soft threshold)
+    bn_mode: str = "fixed"  # inference default: "fixed" or "unfixed"
+
+    def __post_init__(self):
+        if self.norm not in ("bn", "sparse_bn"):
+            raise ValueError(f"norm must be 'bn' or 'sparse_bn', got {self.norm!r}")
+        if self.bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+class SignalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose statistics are chosen by ``mode`` and ``train_stats``.
+
+    Inference (``eval()``): ``fixed`` uses the running statistics; ``unfixed``
+    uses each signal's own mean and biased variance per channel over the length
+    axis, so N signals give exactly what one signal at a time gives.
+    Training: ``train_stats`` picks batch statistics (standard BN), per-signal
+    statistics, or a coin flip per step between the two ("mixed").
+    With ``sparse=True`` a learnable per-channel soft threshold λ = |threshold|
+    follows the normalisation (the seed's proposed sparse BN).
+    """
+
+    def __init__(self, num_features: int, sparse: bool = False):
+        super().__init__(num_features)
+        self.mode = "fixed"  # plain attributes: never in the state_dict
+        self.use_signal_stats = False  # set per step by the training loop
+        self.last_abs_mean: torch.Tensor | None = None
+        if sparse:
+            self.threshold = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("threshold", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, L)
+        per_signal = self.use_signal_stats if self.training else self.mode == "unfixed"
+        if per_signal:
+            if self.training:
+                self._track_running_stats(x)
+            mean = x.mean(dim=2, keepdim=True)  # (N, C, 1)
+            var = x.var(dim=2, unbiased=False, keepdim=True)
+            z = (x - mean) * torch.rsqrt(var + self.eps)
+            z = z * self.weight[:, None] + self.bias[:, None]
+        else:
+            z = super().forward(x)
+        if self.threshold is not None:
+            if self.training:
+                self.last_abs_mean = z.abs().mean()
+            lam = self.threshold.abs()[:, None]
+            z = torch.sign(z) * F.relu(z.abs() - lam)
+        return z
+
+    @torch.no_grad()
+    def _track_running_stats(self, x: torch.Tensor) -> None:
+        # Keep running statistics meaningful while training on per-signal statistics.
+        n = x.shape[0] * x.shape[2]
+        mean = x.mean(dim=(0, 2))
+        var = x.var(dim=(0, 2), unbiased=False) * n / max(n - 1, 1)
+        m = self.momentum
+        self.running_mean.mul_(1 - m).add_(m * mean)
+        self.running_var.mul_(1 - m).add_(m * var)
+        self.num_batches_tracked.add_(1)
+
+
+class DoubleConv(nn.Module):
+    """(conv → BN → ReLU) × 2. The first kernel can be scaled per signal."""
+
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, sparse: bool = False):
+        super().__init__()
+        mid = mid_channels or out_channels
+        self.double_conv = nn.Sequential(
+            nn.Conv1d(in_channels, mid, kernel_size=3, padding=1),
+            SignalBatchNorm1d(mid, sparse),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(mid, out_channels, kernel_size=3, padding=1),
+            SignalBatchNorm1d(out_channels, sparse),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor, kernel_scale: torch.Tensor | None = None) -> torch.Tensor:
+        if kernel_scale is None:
+            return self.double_conv(x)
+        conv = self.double_conv[0]
+        x = modulated_conv1d(x, conv.weight, conv.bias, kernel_scale)
+        for layer in self.double_conv[1:]:
+            x = layer(x)
+        return x
+
+
+def modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Conv1d (padding 1) with a per-signal kernel ``weight · scale[n]``.
+
+    x: (N, C_in, L); weight: (C_out, C_in, K); scale: (N, C_out, K), broadcast over C_in.
+    One grouped convolution, group n holding signal n's kernel.
+    """
+    n, c_in, length = x.shape
+    c_out, _, k = weight.shape
+    kernels = weight[None] * scale[:, :, None, :]  # (N, C_out, C_in, K)
+    y = F.conv1d(x.reshape(1, n * c_in, length), kernels.reshape(n * c_out, c_in, k), padding=k // 2, groups=n)
+    return y.reshape(n, c_out, -1) + bias[None, :, None]
+
+
+class Down(nn.Module):
+    """Max-pool by 2, then DoubleConv."""
+
+    def __init__(self, in_channels: int, out_channels: int, sparse: bool = False):
+        super().__init__()
+        self.maxpool_conv = nn.Sequential(nn.MaxPool1d(2), DoubleConv(in_channels, out_channels, sparse=sparse))
+
+    def forward(self, x: torch.Tensor, kernel_scale: torch.Tensor | None = None) -> torch.Tensor:
+        pool, conv = self.maxpool_conv
+        return conv(pool(x), kernel_scale)
+
+
+class Up(nn.Module):
+    """Linear upsampling ×2 (align_corners), pad to the skip's length, concat [skip, up], DoubleConv."""
+
+    def __init__(self, in_channels: int, out_channels: int, sparse: bool = False):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="linear", align_corners=True)
+        self.conv = DoubleConv(in_channels, out_channels, in_channels // 2, sparse=sparse)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        x1 = self.up(x1)
+        x1, x2 = pad_to_match(x1, x2)
+        return self.conv(torch.cat([x2, x1], dim=1))
+
+
+def pad_to_match(x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad the shorter of the two along length: left diff//2, right the rest."""
+    diff = x2.shape[2] - x1.shape[2]
+    if diff > 0:
+        x1 = F.pad(x1, [diff // 2, diff - diff // 2])
+    elif diff < 0:
+        x2 = F.pad(x2, [-diff // 2, -diff - (-diff // 2)])
+    return x1, x2
+
+
+class OutConv(nn.Module):
+    """1×1 convolution to the output channels."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class WienerNet(nn.Module):
+    """Prior branch: encodes h and pools it to one factor per (channel, tap) of down4's first kernel."""
+
+    def __init__(self, sparse: bool = False):
+        super().__init__()
+        self.inc = DoubleConv(1, 2, sparse=sparse)
+        self.down1 = Down(2, 4, sparse)
+        self.down2 = Down(4, 8, sparse)
+        self.down3 = Down(8, 16, sparse)
+        self.beta = nn.Parameter(torch.full((1,), 0.1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (N, 1, L) -> (N, 16, 3)
+        p1 = self.inc(h)
+        p2 = self.down1(p1)
+        p3 = self.down2(p2)
+        p4 = self.down3(p3)
+        # For L = 100 this is the seed's max-pool 4 (12 -> 3); other lengths pool adaptively.
+        pooled = F.adaptive_max_pool1d(p4, PRIOR_TAPS)
+        return 1.0 + self.beta * pooled
+
+
+class ICNN_s(nn.Module):
+    """The seed's ICNN_s. Input and output (N, 1, L), L ≥ 16."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        sparse = self.config.norm == "sparse_bn"
+        self.inc = DoubleConv(1, 2, sparse=sparse)
+        self.down1 = Down(2, 4, sparse)
+        self.down2 = Down(4, 8, sparse)
+        self.down3 = Down(8, 16, sparse)
+        self.down4 = Down(16, 16, sparse)
+        self.up1 = Up(32, 8, sparse)
+        self.up2 = Up(16, 4, sparse)
+        self.up3 = Up(8, 2, sparse)
+        self.up4 = Up(4, 2, sparse)
+        self.outc = OutConv(2, 1)
+        self.wienernet = WienerNet(sparse) if self.config.prior else None
+        self.set_bn_mode(self.config.bn_mode)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[1] != 1:
+            raise ValueError(f"expected input of shape (N, 1, L), got {tuple(x.shape)}")
+        if x.shape[2] < MIN_LENGTH:
+            raise ValueError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
+        kernel_scale = None
+        if self.wienernet is not None:
+            if h is None:
+                h = wiener_prior(x)
+            kernel_scale = self.wienernet(h)  # (N, 16, 3)
+        x1 = self.inc(x)  # (N, 2, L)
+        x2 = self.down1(x1)  # (N, 4, L/2)
+        x3 = self.down2(x2)  # (N, 8, L/4)
+        x4 = self.down3(x3)  # (N, 16, L/8)
+        x5 = self.down4(x4, kernel_scale)  # (N, 16, L/16)
+        x = self.up1(x5, x4)  # (N, 8, L/8)
+        x = self.up2(x, x3)  # (N, 4, L/4)
+        x = self.up3(x, x2)  # (N, 2, L/2)
+        x = self.up4(x, x1)  # (N, 2, L)
+        return self.outc(x)  # (N, 1, L)
+
+    def batch_norms(self) -> list[SignalBatchNorm1d]:
+        return [m for m in self.modules() if isinstance(m, SignalBatchNorm1d)]
+
+    def set_bn_mode(self, mode: str) -> None:
+        """Inference statistics for every BN: "fixed" (running) or "unfixed" (per signal)."""
+        if mode not in BN_MODES:
+            raise ValueError(f"bn mode must be one of {BN_MODES}, got {mode!r}")
+        for bn in self.batch_norms():
+            bn.mode = mode
+
+    def set_signal_stats(self, on: bool) -> None:
+        """Training statistics for every BN: per signal (True) or per batch (False)."""
+        for bn in self.batch_norms():
+            bn.use_signal_stats = on
+
+    def sparsity_penalty(self) -> torch.Tensor:
+        """Sum over sparse BNs of mean |normalised activation| from the last training forward."""
+        terms = [bn.last_abs_mean for bn in self.batch_norms() if bn.last_abs_mean is not None]
+        return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def wiener_prior(x: torch.Tensor) -> torch.Tensor:
+    """h of each signal (``signals.classical.wiener_inverse_response``), as a tensor like x."""
+    h = wiener_inverse_response(x.detach().squeeze(1).double().cpu().numpy())
+    return torch.from_numpy(h.astype(np.float32))[:, None, :].to(x.device, x.dtype)
