@@ -1,0 +1,39 @@
+"""Write the project's TestSamples/Test0..5_{data,label}.txt from fixed seeds.
+
+    python -m signals.make_test_samples [--out DIR] [--sigma S]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from signals.errors import InputError, run_cli
+from signals.io import TEST_SAMPLE_SEEDS, write_test_samples
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def get_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="make_test_samples",
+        description=f"Write TestK_data.txt (noisy) and TestK_label.txt (clean), K = 0..5, "
+        f"drawn from the fixed seeds {TEST_SAMPLE_SEEDS[0]}..{TEST_SAMPLE_SEEDS[-1]}.",
+    )
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "TestSamples",
+                        help="folder to write into, created if missing (default: the repository's TestSamples/)")
+    parser.add_argument("--sigma", type=float, default=3.0, help="white-noise standard deviation (default 3)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if not args.sigma >= 0:
+        raise InputError(f"--sigma must be >= 0, got {args.sigma}")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"{args.out}: exists and is not a folder")
+    written = write_test_samples(args.out, args.sigma)
+    print(f"wrote {len(written)} files to {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main, "make_test_samples")

@@ -1,0 +1,207 @@
+"""What both front-ends (Pytorch_V1/test.py, Numpy_V2/Numpy_test.py) share: the method
+table (timing, RMSE ± CI, PSNRs) with its Markdown and JSON forms, the random benchmark,
+and denoising a user's signal file in chunks.
+
+A *method* is a callable ``noisy (N, L) -> estimate (N, L)``; methods are passed as an
+ordered dict ``{key: callable}``, so the table follows the dict's order.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from signals import classical
+from signals.errors import InputError
+from signals.io import atomic_write, check_length, check_output_path, read_npy, read_signals, write_signals
+from signals.metrics import mean_ci95, psnr, psnr_paper, rmse
+from signals.synthesis import noisy_pairs
+
+Method = Callable[[np.ndarray], np.ndarray]
+
+# ICNN_s halves the length four times; equal to Pytorch_V1.model.MIN_LENGTH (a test checks),
+# repeated here because signals/ must not import torch.
+NETWORK_MIN_LENGTH = 16
+CHUNK = 8192
+
+METHOD_LABELS = {
+    "net_fixed": "network, fixed BN",
+    "net_unfixed": "network, unfixed BN",
+    "wiener": "Wiener",
+    "l1": "L1 (srls)",
+    "gmc": "GMC",
+    "soft": "soft threshold",
+    "bayes": "Bayes posterior mean",
+}
+
+
+def method_label(key: str) -> str:
+    """Human-readable name of a method key (the key itself when unknown)."""
+    return METHOD_LABELS.get(key, key)
+
+
+def classical_methods(sigma: float) -> dict[str, Method]:
+    """The classical denoisers at noise level ``sigma``, keyed as in the JSON report.
+
+    ``soft`` thresholds at T = σ; ``bayes`` is the posterior mean given σ.
+    """
+    return {
+        "wiener": classical.wiener,
+        "l1": classical.l1_srls,
+        "gmc": classical.gmc,
+        "soft": lambda noisy: classical.soft_threshold(noisy, threshold=sigma),
+        "bayes": lambda noisy: classical.bayes_posterior_mean(noisy, sigma),
+    }
+
+
+def evaluate_methods(
+    clean: np.ndarray, noisy: np.ndarray, methods: dict[str, Method], progress: bool = True
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Run and time each method on the same signals and score it.
+
+    Parameters
+    ----------
+    clean, noisy : np.ndarray
+        Shape (N, L).
+    methods : dict
+        ``{key: callable(noisy) -> estimate}``.
+    progress : bool
+        Show a tqdm bar over methods (on stderr).
+
+    Returns
+    -------
+    scores : dict
+        ``{key: {"rmse", "rmse_ci95", "psnr_paper", "psnr", "seconds_per_signal"}}``,
+        each the mean over signals (CI is the 95 % half-width).
+    estimates : dict
+        ``{key: estimate (N, L)}``.
+    """
+    n = noisy.shape[0]
+    scores, estimates = {}, {}
+    bar = tqdm(methods.items(), desc="methods", unit="method", disable=not progress, leave=False)
+    for key, method in bar:
+        bar.set_postfix_str(key)
+        start = time.perf_counter()
+        estimate = np.asarray(method(noisy), dtype=np.float64)
+        elapsed = time.perf_counter() - start
+        if estimate.shape != noisy.shape:
+            raise ValueError(f"method {key!r} returned shape {estimate.shape}, expected {noisy.shape}")
+        mean_rmse, ci95 = mean_ci95(rmse(estimate, clean))
+        scores[key] = {
+            "rmse": mean_rmse,
+            "rmse_ci95": ci95,
+            "psnr_paper": float(np.mean(psnr_paper(estimate, clean))),
+            "psnr": float(np.mean(psnr(estimate, clean))),
+            "seconds_per_signal": elapsed / n,
+        }
+        estimates[key] = estimate
+    return scores, estimates
+
+
+def build_report(sigma: float, n: int, seed: int | None, scores: dict[str, dict]) -> dict:
+    """The JSON report: ``{"sigma", "n", "seed", "methods": {key: scores}}``."""
+    return {"sigma": float(sigma), "n": int(n), "seed": seed, "methods": scores}
+
+
+def format_table(report: dict) -> str:
+    """Markdown table of a report: RMSE ± CI95, paper PSNR, PSNR and seconds per signal."""
+    lines = [
+        f"σ = {report['sigma']:g}, {report['n']} signals, seed {report['seed']}",
+        "",
+        "| method | RMSE ± CI95 | paper PSNR | PSNR (dB) | s / signal |",
+        "|---|---|---|---|---|",
+    ]
+    for key, s in report["methods"].items():
+        lines.append(
+            f"| {key} | {s['rmse']:.3f} ± {s['rmse_ci95']:.3f} | {s['psnr_paper']:.2f} "
+            f"| {s['psnr']:.2f} | {s['seconds_per_signal']:.2e} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report_json(path: str | os.PathLike, report: dict) -> None:
+    """Write the report as indented JSON, atomically."""
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def random_benchmark(
+    n: int, sigma: float, seed: int, methods: dict[str, Method], progress: bool = True
+) -> tuple[dict, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Draw ``n`` benchmark signals from ``seed`` and evaluate every method on them.
+
+    Returns
+    -------
+    report : dict
+        See :func:`build_report`.
+    clean, noisy : np.ndarray
+        The drawn signals, (n, L).
+    estimates : dict
+        ``{key: estimate (n, L)}``.
+    """
+    if n < 1:
+        raise InputError(f"--random needs at least 1 signal, got {n}")
+    if not sigma > 0:
+        raise InputError(f"--sigma must be > 0, got {sigma}")
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(seed), n, sigma)
+    scores, estimates = evaluate_methods(clean, noisy, methods, progress)
+    return build_report(sigma, n, seed, scores), clean, noisy, estimates
+
+
+def read_signal_file(path: str | os.PathLike, min_length: int = NETWORK_MIN_LENGTH) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Read ``.txt`` or ``.npy`` signals for denoising.
+
+    Returns the signals as float64 (N, L) and the shape they were stored in
+    (``[L]`` for ``.txt``), so the output can be written back in that shape.
+    Raises :class:`InputError` for unreadable, non-finite or too-short signals.
+    """
+    if Path(path).suffix.lower() == ".npy":
+        stored = read_npy(path)
+        shape = stored.shape
+        signals = np.atleast_2d(stored).astype(np.float64)
+    else:
+        signals = read_signals(path)
+        shape = signals.shape[1:]
+    check_length(signals, min_length, str(path))
+    return signals, shape
+
+
+def denoise_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    denoise: Method,
+    min_length: int = NETWORK_MIN_LENGTH,
+    chunk: int = CHUNK,
+    progress: bool = True,
+) -> tuple[int, int]:
+    """Denoise every signal of ``input_path`` in chunks and write them to ``output_path``.
+
+    The output keeps the input's shape (``[L]`` or ``[N, L]``); it may not
+    overwrite the input, and its folder is created when missing. A ``.txt``
+    output holds one signal. Everything is checked before anything is written.
+
+    Returns
+    -------
+    (N, L) : tuple of int
+    """
+    output_path = Path(output_path)
+    out_format = output_path.suffix.lower()
+    if out_format not in (".txt", ".npy"):
+        raise InputError(f"{output_path}: unsupported output format {output_path.suffix!r} (use .txt or .npy)")
+    signals, shape = read_signal_file(input_path, min_length)
+    if out_format == ".txt" and signals.shape[0] != 1:
+        raise InputError(f"{output_path}: a .txt output holds one signal, got {signals.shape[0]}; use .npy")
+    # Only now, with the input known good, may the output folder be created.
+    output_path = check_output_path(output_path, input_path)
+    out = np.empty_like(signals)
+    starts = range(0, signals.shape[0], chunk)
+    for start in tqdm(starts, desc="denoising", unit="chunk", disable=not progress or len(starts) < 2):
+        out[start : start + chunk] = denoise(signals[start : start + chunk])
+    like_shape = shape if out_format == ".npy" else None
+    write_signals(output_path, out, like_shape=like_shape)
+    return signals.shape
