@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -20,9 +21,19 @@ from matplotlib.figure import Figure
 from signals.classical import bayes_posterior_mean, soft_threshold
 from signals.io import read_test_samples
 from signals.metrics import psnr_paper, rmse
-from signals.report import Method, method_label
+
+Method = Callable[[np.ndarray], np.ndarray]
 
 DPI = 110
+METHOD_LABELS = {
+    "net_fixed": "network, fixed BN",
+    "net_unfixed": "network, unfixed BN",
+    "wiener": "Wiener",
+    "l1": "L1 (srls)",
+    "gmc": "GMC",
+    "soft": "soft threshold",
+    "bayes": "Bayes posterior mean",
+}
 CLEAN_STYLE = dict(color="0.55", lw=2.2, alpha=0.35, label="clean")
 COLORS = {
     "noisy": "tab:gray",
@@ -34,6 +45,11 @@ COLORS = {
     "soft": "tab:purple",
     "bayes": "black",
 }
+
+
+def method_label(key: str) -> str:
+    """Human-readable name of a method key (the key itself when unknown)."""
+    return METHOD_LABELS.get(key, key)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
@@ -99,8 +115,8 @@ def methods_chart(report: dict) -> Figure:
     ax = fig.subplots()
     y = np.arange(len(keys))
     ax.barh(y, means, xerr=cis, color=[COLORS.get(k, "tab:brown") for k in keys], alpha=0.8, capsize=3)
-    for yi, mean in zip(y, means):
-        ax.text(mean, yi, f" {mean:.3f}", va="center", ha="left", fontsize=8)
+    for yi, mean, ci in zip(y, means, cis):
+        ax.text(mean + ci, yi, f"  {mean:.3f}", va="center", ha="left", fontsize=8)
     if "bayes" in methods:
         ax.axvline(methods["bayes"]["rmse"], color="black", ls="--", lw=1, label="Bayes limit")
         ax.legend(loc="lower right", fontsize=8)

@@ -1,0 +1,1 @@
+"""NumPy front-end: ICNN_s inference in pure NumPy from HDF5 weights (no torch)."""
