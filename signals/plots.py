@@ -59,7 +59,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -83,7 +83,9 @@ def comparison_figure(title: str, clean: np.ndarray, noisy: np.ndarray, estimate
         ``{method_key: estimate (L,)}``, drawn in this order.
     """
     panels = {"noisy": noisy, **estimates}
-    fig = Figure(figsize=(10, 12), layout="constrained")
+    # Fixed margins rather than a layout engine: drawing stays fast with many panels.
+    fig = Figure(figsize=(10, 12))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.05, top=0.94, hspace=0.45)
     axes = fig.subplots(len(panels) + 1, 1, sharex=True, sharey=True)
     t = np.arange(clean.shape[-1])
 
