@@ -29,7 +29,7 @@ def get_args(argv=None):
         "soft threshold and the Bayes limit. Modes: figures (default), --random N, or --input/--output.",
     )
     parser.add_argument("--weights", type=Path, default=None, metavar="PATH",
-                        help=f"HDF5 weights written by pth2h5.py (default: {DEFAULT_WEIGHTS.relative_to(REPO_ROOT)}; "
+                        help="HDF5 weights written by pth2h5.py (default: ckpt/ckpt_best.h5 in the repository; "
                         "if that default is missing the figures and table show classical methods only)")
     report.add_mode_args(parser, REPO_ROOT, FIG_SUFFIX)
     args = parser.parse_args(argv)

@@ -30,8 +30,8 @@ def get_args(argv=None):
         "and the Bayes limit. Modes: figures (default), --random N, or --input/--output.",
     )
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, metavar="PATH",
-                        help=f"checkpoint written by train.py, or the seed's layout "
-                        f"(default: {DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)})")
+                        help="checkpoint written by train.py, or the seed's layout "
+                        "(default: ckpt/ckpt_best.pth in the repository)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the network runs; auto picks CUDA when available (default auto)")
     report.add_mode_args(parser, REPO_ROOT, FIG_SUFFIX)
