@@ -131,11 +131,10 @@ def methods_chart(report: dict) -> Figure:
 
 
 def filter_figure(noisy: np.ndarray, estimates: dict[str, np.ndarray], sigma: float, max_points: int = 20000, seed: int = 0) -> Figure:
-    """"The network as a filter": output sample vs input sample, for each estimator.
+    """"The network as a filter": output sample vs input sample, one panel per estimator.
 
-    Each estimator is a scatter of (noisy value, estimate value) pairs; drawn
-    with them are the Bayes posterior-mean curve E[x | y], the soft threshold
-    at T = σ and the identity.
+    Each panel scatters (noisy value, estimate value) pairs, over the Bayes
+    posterior-mean curve E[x | y], the soft threshold at T = σ and the identity.
 
     Parameters
     ----------
@@ -149,22 +148,23 @@ def filter_figure(noisy: np.ndarray, estimates: dict[str, np.ndarray], sigma: fl
         At most this many points per scatter, drawn at random from ``seed``.
     """
     y = np.ravel(noisy)
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(y.size, size=min(max_points, y.size), replace=False)
-    fig = Figure(figsize=(8, 6.5), layout="constrained")
-    ax = fig.subplots()
-    for key, estimate in estimates.items():
-        ax.scatter(y[pick], np.ravel(estimate)[pick], s=3, alpha=0.25, color=COLORS.get(key, "tab:brown"),
-                   label=method_label(key), rasterized=True)
+    pick = np.random.default_rng(seed).choice(y.size, size=min(max_points, y.size), replace=False)
     grid = np.linspace(y.min(), y.max(), 600)
-    ax.plot(grid, bayes_posterior_mean(grid, sigma), color="black", lw=2, label="Bayes posterior mean")
-    ax.plot(grid, soft_threshold(grid, threshold=sigma), color="tab:purple", lw=1.5, ls="--", label=f"soft threshold T = {sigma:g}")
-    ax.plot(grid, grid, color="0.6", lw=1, ls=":", label="identity")
-    ax.set_xlabel("input sample (noisy)")
-    ax.set_ylabel("output sample")
-    ax.set_title(f"Output vs input, per sample (σ = {sigma:g})", fontsize=10)
-    ax.legend(fontsize=8, markerscale=4, loc="upper left")
-    ax.grid(alpha=0.3)
+    fig = Figure(figsize=(5.5 * len(estimates) + 0.5, 5.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(estimates), sharex=True, sharey=True))
+    for ax, (key, estimate) in zip(axes, estimates.items()):
+        ax.scatter(y[pick], np.ravel(estimate)[pick], s=3, alpha=0.2, color=COLORS.get(key, "tab:brown"),
+                   label=method_label(key), rasterized=True)
+        ax.plot(grid, bayes_posterior_mean(grid, sigma), color="black", lw=2, label="Bayes posterior mean")
+        ax.plot(grid, soft_threshold(grid, threshold=sigma), color="tab:purple", lw=1.5, ls="--",
+                label=f"soft threshold T = {sigma:g}")
+        ax.plot(grid, grid, color="0.6", lw=1, ls=":", label="identity")
+        ax.set_title(method_label(key), fontsize=10)
+        ax.set_xlabel("input sample (noisy)")
+        ax.legend(fontsize=8, markerscale=4, loc="upper left")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("output sample")
+    fig.suptitle(f"Output vs input, per sample (σ = {sigma:g})", fontsize=11)
     return fig
 
 
