@@ -34,6 +34,7 @@ BN_MODES = ("fixed", "unfixed")
 # Panels of the per-sample figures, in order (those available).
 FIGURE_METHODS = ("net_fixed", "net_unfixed", "wiener", "l1", "gmc")
 
+
 def classical_methods(sigma: float) -> dict[str, Method]:
     """The classical denoisers at noise level ``sigma``, keyed as in the JSON report.
 
