@@ -1,0 +1,356 @@
+"""Inference-only NumPy layers with PyTorch semantics, in PyTorch's (N, C, L) layout.
+
+Every function takes and returns arrays indexed ``[signal, channel, position]``
+exactly as ``torch.nn.functional`` does, and gives the same result for any
+memory order. For speed the model keeps its activations *batch-innermost*:
+an (N, C, L) array that is a transposed view of a contiguous (C, L, N)
+buffer (see :func:`batch_innermost`), the way torch's ``channels_last`` is a
+memory format rather than a different shape. In that order
+
+- a convolution over the whole batch is one large GEMM, (K·C_out, C_in) @ (C_in, L·N),
+  instead of N tiny ones, and its taps are shifted slabs of that product;
+- pooling, upsampling, padding and concatenation move whole contiguous rows of N values;
+- every element-wise step runs over contiguous memory.
+
+Results keep the input's float dtype (float32 like torch's float32 forward,
+or float64 for checking the arithmetic); other inputs become float32. No Python
+loop runs over signals, channels or positions; the only loops are over kernel
+taps or window offsets (≤ 3).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BN_EPS = 1e-5
+BN_MODES = ("fixed", "unfixed")
+
+
+def batch_innermost(x: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """The same (N, C, L) array, stored as a contiguous (C, L, N) buffer.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Activations, shape (N, C, L), any memory order.
+    dtype : np.dtype
+        float32 (default) or float64.
+
+    Returns
+    -------
+    np.ndarray
+        Equal to ``x`` (as ``dtype``), shape (N, C, L), memory order (C, L, N).
+    """
+    return _from_cln(np.ascontiguousarray(_to_cln(x), dtype=dtype))
+
+
+def _float_type(x: np.ndarray) -> np.dtype:
+    """float64 stays float64; everything else computes in float32."""
+    return np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+
+
+def _to_cln(x: np.ndarray) -> np.ndarray:
+    """(N, C, L) -> a (C, L, N) view; contiguous when x is batch-innermost."""
+    return x.transpose(1, 2, 0)
+
+
+def _from_cln(y: np.ndarray) -> np.ndarray:
+    """(C, L, N) buffer -> the (N, C, L) view of it."""
+    return y.transpose(2, 0, 1)
+
+
+def _tap_products(x_cln: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Every kernel tap applied to every position: one GEMM for all taps.
+
+    x_cln: (C_in, L, N) contiguous; weight: (C_out, C_in, K). Returns (K, C_out, L, N)
+    with ``[k, o, l, n] = Σ_c weight[o, c, k] · x[c, l, n]``.
+    """
+    c_in, length, n = x_cln.shape
+    c_out, _, k = weight.shape
+    stacked = np.ascontiguousarray(weight.transpose(2, 0, 1), dtype=x_cln.dtype).reshape(k * c_out, c_in)
+    products = stacked @ x_cln.reshape(c_in, length * n)  # (K·C_out, L·N)
+    return products.reshape(k, c_out, length, n)
+
+
+def _tap_range(tap: int, padding: int, in_len: int, out_len: int) -> tuple[int, int]:
+    """Output positions [lo, hi) that tap ``tap`` reaches; they read input lo + tap - padding ..."""
+    return max(0, padding - tap), min(out_len, in_len + padding - tap)
+
+
+def _sum_taps(taps: np.ndarray, padding: int, bias: np.ndarray | None, tap_scale: np.ndarray | None) -> np.ndarray:
+    """Shift-and-add the per-tap products into the convolution output, (C_out, L_out, N).
+
+    ``tap_scale`` (C_out, K, N), when given, multiplies tap k of output channel o
+    of signal n (the per-signal kernel of :func:`modulated_conv1d`).
+    """
+    k, c_out, in_len, n = taps.shape
+    out_len = in_len + 2 * padding - k + 1
+    if out_len < 1:
+        raise ValueError(f"conv1d: input length {in_len} is too short for kernel {k} with padding {padding}")
+    out = np.zeros((c_out, out_len, n), dtype=taps.dtype)  # (C_out, L_out, N)
+    for tap in range(k):  # taps, not positions: k ≤ 3 here
+        lo, hi = _tap_range(tap, padding, in_len, out_len)
+        if lo >= hi:
+            continue
+        shifted = taps[tap, :, lo + tap - padding : hi + tap - padding]  # (C_out, hi - lo, N)
+        if tap_scale is None:
+            out[:, lo:hi] += shifted
+        else:
+            out[:, lo:hi] += shifted * tap_scale[:, tap, None, :]
+    if bias is not None:
+        out += bias.astype(out.dtype)[:, None, None]
+    return out
+
+
+def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, padding: int = 0) -> np.ndarray:
+    """``torch.nn.functional.conv1d`` with stride 1, dilation 1, one group, zero padding.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, shape (N, C_in, L).
+    weight : np.ndarray
+        Kernels, shape (C_out, C_in, K); any K ≥ 1.
+    bias : np.ndarray, optional
+        Shape (C_out,).
+    padding : int
+        Zeros added at both ends of the length axis.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C_out, L + 2·padding − K + 1), batch-innermost.
+    """
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"conv1d: input has {x.shape[1]} channels, weight expects {weight.shape[1]}")
+    x_cln = np.ascontiguousarray(_to_cln(x), dtype=_float_type(x))  # (C_in, L, N)
+    return _from_cln(_sum_taps(_tap_products(x_cln, weight), padding, bias, None))
+
+
+def modulated_conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Conv1d (padding K // 2) with a per-signal kernel ``weight · scale[n]``.
+
+    Mirror of ``Pytorch_V1.model.modulated_conv1d``. Instead of N grouped
+    convolutions, the shared kernel's per-tap products are scaled per signal,
+    since Σ_c (w[o,c,k]·s[n,o,k])·x = s[n,o,k]·Σ_c w[o,c,k]·x.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, shape (N, C_in, L).
+    weight : np.ndarray
+        Shared kernel, shape (C_out, C_in, K).
+    bias : np.ndarray
+        Shape (C_out,), not scaled.
+    scale : np.ndarray
+        Per-signal factors, shape (N, C_out, K), broadcast over C_in.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C_out, L) for odd K, batch-innermost.
+    """
+    n, c_out, k = scale.shape
+    if n != x.shape[0] or (c_out, k) != (weight.shape[0], weight.shape[2]):
+        raise ValueError(f"modulated_conv1d: scale shape {scale.shape} does not fit input {x.shape} and weight {weight.shape}")
+    x_cln = np.ascontiguousarray(_to_cln(x), dtype=_float_type(x))  # (C_in, L, N)
+    tap_scale = scale.transpose(1, 2, 0).astype(x_cln.dtype)  # (C_out, K, N)
+    return _from_cln(_sum_taps(_tap_products(x_cln, weight), k // 2, bias, tap_scale))
+
+
+def batch_norm(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    mode: str = "fixed",
+    eps: float = BN_EPS,
+) -> np.ndarray:
+    """BatchNorm1d at inference, in the two modes of REFERENCE §7.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Shape (N, C, L).
+    weight, bias, running_mean, running_var : np.ndarray
+        Per-channel parameters and running statistics, shape (C,).
+    mode : {"fixed", "unfixed"}
+        ``fixed`` normalises with the running statistics (torch's eval mode);
+        ``unfixed`` with each signal's own mean and biased variance per channel
+        over the length axis (torch's train-mode BN on a batch of one).
+    eps : float
+        Added to the variance.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C, L), batch-innermost.
+    """
+    x_cln = _to_cln(x)  # (C, L, N)
+    dtype = _float_type(x)
+    gamma = weight.astype(dtype)[:, None, None]
+    beta = bias.astype(dtype)[:, None, None]
+    if mode == "fixed":
+        # As torch's CPU kernel: y = x·α + (β − mean·α), α = γ / sqrt(var + eps).
+        alpha = gamma / np.sqrt(running_var.astype(dtype)[:, None, None] + dtype.type(eps))
+        shift = beta - running_mean.astype(dtype)[:, None, None] * alpha
+        out = np.multiply(x_cln, alpha, dtype=dtype)
+        out += shift
+    elif mode == "unfixed":
+        # Statistics accumulated in float64 and rounded once, like torch's CPU
+        # reductions: a signal's mean can be large next to its spread, and one
+        # ulp of it, divided by the spread, would show in the output.
+        x64 = x_cln.astype(np.float64)
+        mean64 = x64.mean(axis=1, keepdims=True)  # (C, 1, N)
+        var = np.square(x64 - mean64).mean(axis=1, keepdims=True).astype(dtype)  # biased
+        out = np.subtract(x_cln, mean64.astype(dtype), dtype=dtype)
+        out *= dtype.type(1) / np.sqrt(var + dtype.type(eps))
+        out *= gamma
+        out += beta
+    else:
+        raise ValueError(f"batch_norm mode must be one of {BN_MODES}, got {mode!r}")
+    return _from_cln(out)
+
+
+def soft_threshold(z: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """The sparse-BN shrinkage sign(z)·relu(|z| − |threshold|), per channel.
+
+    Parameters
+    ----------
+    z : np.ndarray
+        Shape (N, C, L).
+    threshold : np.ndarray
+        Shape (C,); its absolute value is the threshold λ.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C, L).
+    """
+    dtype = _float_type(z)
+    lam = np.abs(threshold.astype(dtype))[:, None, None]
+    z_cln = _to_cln(z)  # (C, L, N)
+    # z − clip(z, −λ, λ) is sign(z)·max(|z| − λ, 0), bit for bit, in two passes.
+    out = np.subtract(z_cln, np.clip(z_cln, -lam, lam), dtype=dtype)
+    return _from_cln(out)
+
+
+def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """max(x, 0), element-wise; ``inplace`` overwrites ``x``."""
+    zero = x.dtype.type(0)
+    if inplace:
+        return np.maximum(x, zero, out=x)
+    return np.maximum(x, zero)
+
+
+def max_pool1d(x: np.ndarray, kernel_size: int = 2) -> np.ndarray:
+    """``F.max_pool1d(x, k)``: stride k, no padding, a trailing partial window dropped (floor).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Shape (N, C, L), L ≥ k.
+    kernel_size : int
+        Window and stride.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C, L // k), batch-innermost.
+    """
+    x_cln = _to_cln(x)  # (C, L, N)
+    out_len = x_cln.shape[1] // kernel_size
+    if out_len < 1:
+        raise ValueError(f"max_pool1d: length {x_cln.shape[1]} is shorter than the window {kernel_size}")
+    span = out_len * kernel_size
+    out = np.array(x_cln[:, 0:span:kernel_size], dtype=_float_type(x), order="C")  # (C, L//k, N)
+    for offset in range(1, kernel_size):  # window offsets, not positions
+        np.maximum(out, x_cln[:, offset:span:kernel_size], out=out)
+    return _from_cln(out)
+
+
+def adaptive_max_pool1d(x: np.ndarray, output_size: int) -> np.ndarray:
+    """``F.adaptive_max_pool1d``: bin i covers [floor(i·L/out), ceil((i+1)·L/out)).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Shape (N, C, L).
+    output_size : int
+        Number of bins; may exceed L (bins then repeat samples).
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C, output_size).
+    """
+    x_cln = _to_cln(x)  # (C, L, N)
+    length = x_cln.shape[1]
+    bins = np.arange(output_size)
+    start = (bins * length) // output_size
+    end = -((-(bins + 1) * length) // output_size)  # ceil
+    widest = int((end - start).max())
+    # Each bin as `widest` indices, short bins repeating their last sample (max unchanged).
+    index = np.minimum(start[:, None] + np.arange(widest), end[:, None] - 1)  # (out, widest)
+    gathered = x_cln[:, index]  # (C, out, widest, N)
+    return _from_cln(np.ascontiguousarray(gathered.max(axis=2), dtype=_float_type(x)))
+
+
+def upsample_linear(x: np.ndarray, scale_factor: int = 2) -> np.ndarray:
+    """``nn.Upsample(scale_factor, mode="linear", align_corners=True)``.
+
+    Output sample i reads source position i·(L − 1)/(L_out − 1), interpolated
+    between its two neighbours, as torch's CPU kernel does.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Shape (N, C, L).
+    scale_factor : int
+        Integer length multiplier.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C, L·scale_factor), batch-innermost.
+    """
+    x_cln = _to_cln(x)  # (C, L, N)
+    dtype = _float_type(x)
+    in_len = x_cln.shape[1]
+    out_len = in_len * scale_factor
+    step = dtype.type((in_len - 1) / (out_len - 1)) if out_len > 1 else dtype.type(0)
+    source = step * np.arange(out_len, dtype=dtype)
+    left = np.minimum(source.astype(np.int64), in_len - 1)
+    right = np.minimum(left + 1, in_len - 1)
+    right_weight = (source - left.astype(dtype))[None, :, None]  # (1, L_out, 1)
+    left_weight = dtype.type(1) - right_weight
+    out = x_cln[:, left] * left_weight  # (C, L_out, N)
+    out += x_cln[:, right] * right_weight
+    return _from_cln(out)
+
+
+def pad_length(x: np.ndarray, left: int, right: int) -> np.ndarray:
+    """Zero-pad the length axis: ``F.pad(x, [left, right])`` for left, right ≥ 0."""
+    x_cln = _to_cln(x)  # (C, L, N)
+    c, length, n = x_cln.shape
+    out = np.zeros((c, left + length + right, n), dtype=_float_type(x))
+    out[:, left : left + length] = x_cln
+    return _from_cln(out)
+
+
+def pad_to_match(x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad the shorter of the two along length: left diff//2, right the rest.
+
+    Mirror of ``Pytorch_V1.model.pad_to_match``; returns ``(x1, x2)``.
+    """
+    diff = x2.shape[2] - x1.shape[2]
+    if diff > 0:
+        x1 = pad_length(x1, diff // 2, diff - diff // 2)
+    elif diff < 0:
+        x2 = pad_length(x2, -diff // 2, -diff - (-diff // 2))
+    return x1, x2
+
+
+def concat_channels(parts: list[np.ndarray]) -> np.ndarray:
+    """``torch.cat(parts, dim=1)`` for (N, C_i, L) arrays of equal N and L."""
+    return _from_cln(np.concatenate([_to_cln(p) for p in parts], axis=0).astype(_float_type(parts[0]), copy=False))
