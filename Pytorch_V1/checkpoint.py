@@ -30,13 +30,21 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # truncated zip, foreign file, or a pickle that wants to run code
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: not a loadable checkpoint ({type(err).__name__}: {reason[:160]})") from None
+        raise InputError(f"{path}: not a loadable checkpoint ({load_error_reason(err)})") from None
     if not isinstance(ckpt, dict) or "net_state_dict" not in ckpt:
         raise InputError(f"{path}: not a checkpoint (no 'net_state_dict' entry)")
     if not isinstance(ckpt["net_state_dict"], dict):
         raise InputError(f"{path}: 'net_state_dict' is not a dict of tensors")
     return ckpt
+
+
+def load_error_reason(err: Exception) -> str:
+    """The telling line of a torch.load error (the unpickler's verdict when there is one)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    telling = [ln for ln in lines if "WeightsUnpickler error" in ln or "Unsupported global" in ln]
+    text = (telling or lines or [type(err).__name__])[0]
+    text = text.replace("WeightsUnpickler error: ", "refused by the weights-only unpickler: ")
+    return f"{type(err).__name__}: {text[:200]}"
 
 
 def config_from_state_dict(state_dict: dict) -> ModelConfig:

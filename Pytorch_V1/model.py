@@ -72,12 +72,13 @@ class SignalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, L)
         per_signal = self.use_signal_stats if self.training else self.mode == "unfixed"
         if per_signal:
+            x32 = x.float()  # statistics in float32: under AMP, float16 sums overflow
             if self.training:
-                self._track_running_stats(x)
-            mean = x.mean(dim=2, keepdim=True)  # (N, C, 1)
-            var = x.var(dim=2, unbiased=False, keepdim=True)
-            z = (x - mean) * torch.rsqrt(var + self.eps)
-            z = z * self.weight[:, None] + self.bias[:, None]
+                self._track_running_stats(x32)
+            mean = x32.mean(dim=2, keepdim=True)  # (N, C, 1)
+            var = x32.var(dim=2, unbiased=False, keepdim=True)
+            z = (x32 - mean) * torch.rsqrt(var + self.eps)
+            z = (z * self.weight[:, None] + self.bias[:, None]).to(x.dtype)
         else:
             z = super().forward(x)
         if self.threshold is not None:
@@ -90,9 +91,8 @@ class SignalBatchNorm1d(nn.BatchNorm1d):
     @torch.no_grad()
     def _track_running_stats(self, x: torch.Tensor) -> None:
         # Keep running statistics meaningful while training on per-signal statistics.
-        n = x.shape[0] * x.shape[2]
         mean = x.mean(dim=(0, 2))
-        var = x.var(dim=(0, 2), unbiased=False) * n / max(n - 1, 1)
+        var = x.var(dim=(0, 2), unbiased=x.shape[0] * x.shape[2] > 1)  # unbiased, as BatchNorm tracks
         m = self.momentum
         self.running_mean.mul_(1 - m).add_(m * mean)
         self.running_var.mul_(1 - m).add_(m * var)

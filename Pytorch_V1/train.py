@@ -35,7 +35,7 @@ from Pytorch_V1.sure import estimate_sigma, sure_per_signal
 from signals.classical import bayes_posterior_mean
 from signals.errors import InputError, run_cli
 from signals.io import remove_stale_temps
-from signals.metrics import rmse
+from signals.metrics import mse, rmse
 from signals.synthesis import noisy_pairs, parse_sigma
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +53,7 @@ class TrainConfig:
     sigma: float | list | str = 3.0  # a number, [low, high] for blind training, or "auto" (estimated)
     seed: int = 666
     bn_train: str = "mixed"  # BN statistics while training: batch, signal or mixed
+    bn_mode: str | None = None  # inference BN mode to record; None picks the better on validation
     sparsity_weight: float = 0.0  # L1 weight on normalised activations (sparse_bn)
     sure_epsilon: float = 1e-3  # Monte-Carlo divergence step, times sigma
     data: str | None = None
@@ -64,7 +65,7 @@ class TrainConfig:
     model: dict = field(default_factory=lambda: ModelConfig().to_dict())
 
 
-def get_args(argv=None) -> tuple[TrainConfig, Path, bool, bool]:
+def get_args(argv=None) -> tuple[TrainConfig, Path, bool]:
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=d.steps, help="total (global) optimiser steps (default %(default)s)")
@@ -109,10 +110,10 @@ def get_args(argv=None) -> tuple[TrainConfig, Path, bool, bool]:
     cfg = TrainConfig(
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, loss=a.loss,
         sigma=list(sigma) if isinstance(sigma, tuple) else sigma, seed=a.seed, bn_train=a.bn_train,
-        sparsity_weight=a.sparsity_weight, data=a.data, val_size=a.val_size, eval_every=a.eval_every,
+        bn_mode=a.bn_mode, sparsity_weight=a.sparsity_weight, data=a.data, val_size=a.val_size, eval_every=a.eval_every,
         save_every=a.save_every, device=a.device, model=model.to_dict(),
     )
-    return cfg, Path(a.ckpt_dir), a.resume, a.bn_mode is None
+    return cfg, Path(a.ckpt_dir), a.resume
 
 
 def sigma_arg(sigma):
@@ -136,9 +137,11 @@ def evaluate(model: ICNN_s, x: torch.Tensor, h: torch.Tensor | None, clean: np.n
         pred = model(x, h)
         out[mode] = float(rmse(pred[:, 0].double().cpu().numpy(), clean).mean())
         if sure is not None:
+            # Compare sqrt(mean SURE) with sqrt(mean MSE): per-signal SURE is too noisy to root.
             sigma, probe, eps = sure
             risk = sure_per_signal(model, x, pred, sigma, probe, eps, with_prior=h is not None)
-            out[f"sure_{mode}"] = float(risk.clamp_min(0).sqrt().mean())
+            out[f"sure_{mode}"] = float(risk.mean().clamp_min(0).sqrt())
+            out[f"root_mse_{mode}"] = float(np.sqrt(mse(pred[:, 0].double().cpu().numpy(), clean).mean()))
     model.train()
     return out
 
@@ -172,7 +175,7 @@ def init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world_size
 
 
-def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False, choose_bn_mode: bool = True) -> dict:
+def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False) -> dict:
     """Run training; returns the final validation RMSEs. Only rank 0 writes files."""
     rank, local_rank, world_size = init_distributed()
     is_main = rank == 0
@@ -218,15 +221,15 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False, choose_bn_mode
     last_path, best_path = ckpt_dir / "ckpt_last.pth", ckpt_dir / "ckpt_best.pth"
     log_path = ckpt_dir / "train_log.csv"
     if resume:
-        if not last_path.is_file():
-            raise InputError(f"{last_path}: nothing to resume from")
         ckpt = load_checkpoint(last_path, device)
         load_state_dict_strict(model, ckpt["net_state_dict"], str(last_path))
+        model.config = ModelConfig.from_dict(ckpt["config"]["model"])
         optimizer.load_state_dict(ckpt["optim_state_dict"])
         scheduler.load_state_dict(ckpt["sched_state_dict"])
         if use_amp and "scaler_state_dict" in ckpt:
             scaler.load_state_dict(ckpt["scaler_state_dict"])
         step, best = ckpt["step"], ckpt.get("best_val_rmse", float("inf"))
+        resumed_val = ckpt.get("val_rmse") or {}
         stream.load_state(ckpt["rng_state"]["stream"][rank] if world_size > 1 else ckpt["rng_state"]["stream"])
         flip_rng.bit_generator.state = ckpt["rng_state"]["flip"]
     ddp_model = model
@@ -265,16 +268,18 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False, choose_bn_mode
             "best_val_rmse": best,
             "loss": last_loss,
             "rng_state": {"stream": stream_state, "flip": flip_rng.bit_generator.state},
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
 
+    if is_main and resume:
+        truncate_log(log_path, step)
     if is_main and not resume:
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["step", "loss", "lr", "val_rmse_fixed", "val_rmse_unfixed",
-                                    "val_sure_rmse_fixed", "val_sure_rmse_unfixed", "seconds"])
+                                    "val_root_mse_fixed", "val_sure_root_mse_fixed", "seconds"])
     start = time.time()
     last_loss = float("nan")
-    val = {}
+    val = resumed_val if resume else {}
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True, file=sys.stderr)
     while step < cfg.steps:
         noisy, clean, sigmas = stream.next_batch()
@@ -313,12 +318,13 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False, choose_bn_mode
             with open(log_path, "a", newline="") as f:
                 csv.writer(f).writerow([step, f"{last_loss:.6f}", f"{scheduler.get_last_lr()[0]:.3e}",
                                         f"{val['fixed']:.5f}", f"{val['unfixed']:.5f}",
-                                        f"{val.get('sure_fixed', float('nan')):.5f}",
-                                        f"{val.get('sure_unfixed', float('nan')):.5f}", f"{time.time() - start:.1f}"])
+                                        f"{val.get('root_mse_fixed', float('nan')):.5f}",
+                                        f"{val.get('sure_fixed', float('nan')):.5f}", f"{time.time() - start:.1f}"])
             bar.set_postfix(loss=f"{last_loss:.3f}", fixed=f"{val['fixed']:.4f}", unfixed=f"{val['unfixed']:.4f}",
                             bayes=f"{bayes_val:.4f}")
             # Select on what training may see: SURE for label-free runs, else validation RMSE.
             scores = {m: val[f"sure_{m}" if val_sure else m] for m in ("fixed", "unfixed")}
+            choose_bn_mode = cfg.bn_mode is None
             score = min(scores.values()) if choose_bn_mode else scores[model.config.bn_mode]
             if score < best:
                 best = score
@@ -335,6 +341,24 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False, choose_bn_mode
     if world_size > 1:
         dist.destroy_process_group()
     return val
+
+
+def truncate_log(log_path: Path, step: int) -> None:
+    """Drop log rows written after ``step`` by a run that was killed before its next checkpoint."""
+    if not log_path.is_file():
+        return
+    with open(log_path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    with open(log_path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def resume_config(ckpt_dir: Path) -> TrainConfig:
+    """The saved config of the run in ``ckpt_dir``: a resumed run is the run it was."""
+    ckpt = load_checkpoint(ckpt_dir / "ckpt_last.pth")
+    saved = dict(ckpt["config"]["train"])
+    return TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
 
 
 def plot_curve(log_path: Path, png_path: Path, bayes_rmse: float) -> None:
@@ -369,9 +393,14 @@ def plot_curve(log_path: Path, png_path: Path, bayes_rmse: float) -> None:
 
 
 def main() -> None:
-    cfg, ckpt_dir, resume, choose_bn_mode = get_args()
+    cfg, ckpt_dir, resume = get_args()
+    if resume:
+        device = cfg.device
+        cfg = resume_config(ckpt_dir)
+        cfg.device = device
+        print(f"resuming {ckpt_dir / 'ckpt_last.pth'} with its saved config", file=sys.stderr)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    train(cfg, ckpt_dir, resume, choose_bn_mode)
+    train(cfg, ckpt_dir, resume)
 
 
 if __name__ == "__main__":
