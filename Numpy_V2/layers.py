@@ -86,18 +86,24 @@ def _sum_taps(taps: np.ndarray, padding: int, bias: np.ndarray | None, tap_scale
     out_len = in_len + 2 * padding - k + 1
     if out_len < 1:
         raise ValueError(f"conv1d: input length {in_len} is too short for kernel {k} with padding {padding}")
-    out = np.zeros((c_out, out_len, n), dtype=taps.dtype)  # (C_out, L_out, N)
-    for tap in range(k):  # taps, not positions: k ≤ 3 here
-        lo, hi = _tap_range(tap, padding, in_len, out_len)
-        if lo >= hi:
-            continue
-        shifted = taps[tap, :, lo + tap - padding : hi + tap - padding]  # (C_out, hi - lo, N)
-        if tap_scale is None:
-            out[:, lo:hi] += shifted
-        else:
-            out[:, lo:hi] += shifted * tap_scale[:, tap, None, :]
-    if bias is not None:
-        out += bias.astype(out.dtype)[:, None, None]
+    ranges = [_tap_range(tap, padding, in_len, out_len) for tap in range(k)]
+
+    def shifted(tap: int) -> np.ndarray:  # tap's products at the output positions it reaches
+        lo, hi = ranges[tap]
+        part = taps[tap, :, lo + tap - padding : hi + tap - padding]  # (C_out, hi - lo, N)
+        return part if tap_scale is None else part * tap_scale[:, tap, None, :]
+
+    bias_column = np.zeros((c_out, 1, 1), taps.dtype) if bias is None else bias.astype(taps.dtype)[:, None, None]
+    # Start from a tap that reaches every output (the centre one for "same" padding):
+    # one pass fewer than zero-filling first.
+    full = [tap for tap, (lo, hi) in enumerate(ranges) if (lo, hi) == (0, out_len)]
+    if full:
+        out = np.add(shifted(full[0]), bias_column)  # (C_out, L_out, N)
+    else:
+        out = np.broadcast_to(bias_column, (c_out, out_len, n)).copy()
+    for tap, (lo, hi) in enumerate(ranges):  # taps, not positions: k ≤ 3 here
+        if lo < hi and tap not in full[:1]:
+            out[:, lo:hi] += shifted(tap)
     return out
 
 
@@ -197,15 +203,14 @@ def batch_norm(
         out = np.multiply(x_cln, alpha, dtype=dtype)
         out += shift
     elif mode == "unfixed":
-        # Statistics accumulated in float64 and rounded once, like torch's CPU
-        # reductions: a signal's mean can be large next to its spread, and one
-        # ulp of it, divided by the spread, would show in the output.
-        x64 = x_cln.astype(np.float64)
-        mean64 = x64.mean(axis=1, keepdims=True)  # (C, 1, N)
-        var = np.square(x64 - mean64).mean(axis=1, keepdims=True).astype(dtype)  # biased
-        out = np.subtract(x_cln, mean64.astype(dtype), dtype=dtype)
-        out *= dtype.type(1) / np.sqrt(var + dtype.type(eps))
-        out *= gamma
+        length = x_cln.shape[1]
+        # The mean is summed in float64 and rounded once: a signal's mean can be
+        # large next to its spread, and its rounding error, divided by the
+        # spread, would show in the output. The variance has no such cancellation.
+        mean = (x_cln.sum(axis=1, keepdims=True, dtype=np.float64) / length).astype(dtype)  # (C, 1, N)
+        out = np.subtract(x_cln, mean, dtype=dtype)
+        var = np.square(out).sum(axis=1, keepdims=True) / dtype.type(length)  # biased
+        out *= gamma / np.sqrt(var + dtype.type(eps))
         out += beta
     else:
         raise ValueError(f"batch_norm mode must be one of {BN_MODES}, got {mode!r}")
@@ -238,9 +243,11 @@ def soft_threshold(z: np.ndarray, threshold: np.ndarray) -> np.ndarray:
 def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """max(x, 0), element-wise; ``inplace`` overwrites ``x``."""
     zero = x.dtype.type(0)
+    x_cln = _to_cln(x)  # iterate in memory order: contiguous for batch-innermost x
     if inplace:
-        return np.maximum(x, zero, out=x)
-    return np.maximum(x, zero)
+        np.maximum(x_cln, zero, out=x_cln)
+        return x
+    return _from_cln(np.maximum(x_cln, zero))
 
 
 def max_pool1d(x: np.ndarray, kernel_size: int = 2) -> np.ndarray:

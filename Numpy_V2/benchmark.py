@@ -1,0 +1,218 @@
+"""Throughput of the ICNN_s forward: NumPy, PyTorch eager, and ONNX Runtime when installed.
+
+    python Numpy_V2/benchmark.py [--checkpoint ckpt/ckpt_best.pth] [--n 100000] [--length 100]
+                                 [--bn fixed] [--end-to-end]
+
+Every backend gets the same weights, the same signals and the same Wiener
+prior h (computed once, and timed on its own since both sides share it). The
+thread count is OMP_NUM_THREADS (default: every core), read by NumPy's BLAS at
+start-up; torch and ONNX Runtime are set to the same number.
+
+Without ``--checkpoint`` the weights are random (torch's initialisation with
+randomised BN statistics), so the timings do not depend on a trained file.
+``--end-to-end`` also times the whole ``.npy -> .npy`` processes, as the issue's
+target is stated: Numpy_V2/Numpy_test.py against Pytorch_V1/test.py.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from Numpy_V2.model import FORWARD_BLOCK, load_h5, wiener_prior  # noqa: E402
+from signals.errors import InputError, run_cli  # noqa: E402
+from signals.synthesis import SpikePrior, noisy_pairs  # noqa: E402
+
+TORCH_CHUNK = 8192  # what Pytorch_V1.inference.denoise feeds the model
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmark.py", description="Signals per second of the ICNN_s forward, NumPy vs PyTorch (vs ONNX Runtime).")
+    parser.add_argument("--checkpoint", type=Path, default=None, metavar="PATH", help="a .pth checkpoint (default: random weights)")
+    parser.add_argument("--n", type=int, default=100_000, help="number of signals (default 100000)")
+    parser.add_argument("--length", type=int, default=100, help="signal length (default 100)")
+    parser.add_argument("--bn", choices=("fixed", "unfixed"), default="fixed", help="batch-norm mode (default fixed)")
+    parser.add_argument("--no-prior", action="store_true", help="random weights without the prior branch")
+    parser.add_argument("--end-to-end", action="store_true", help="also time Numpy_test.py and test.py denoising a .npy file")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.length < 16:
+        parser.error("--n must be >= 1 and --length >= 16")
+    return args
+
+
+def thread_count() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+
+
+def timed(run) -> float:
+    """Wall seconds of one call (after one small warm-up call made by the caller)."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def prepare_weights(args: argparse.Namespace, folder: Path) -> tuple[Path, Path]:
+    """(checkpoint .pth, weights .h5): the given checkpoint, or random weights, converted by pth2h5."""
+    import torch
+
+    from pth2h5 import convert
+    from Pytorch_V1.checkpoint import save_checkpoint
+    from Pytorch_V1.model import ICNN_s, ModelConfig
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        torch.manual_seed(args.seed)
+        model = ICNN_s(ModelConfig(prior=not args.no_prior))
+        generator = torch.Generator().manual_seed(args.seed)
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name.endswith("running_mean"):
+                    buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
+                elif name.endswith("running_var"):
+                    buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
+        checkpoint = folder / "random.pth"
+        save_checkpoint(checkpoint, {"net_state_dict": model.state_dict(), "config": {"model": model.config.to_dict()}})
+    weights = folder / "weights.h5"
+    convert(checkpoint, weights)
+    return checkpoint, weights
+
+
+def numpy_forward(net, x: np.ndarray, h: np.ndarray | None, bn_mode: str) -> None:
+    for start in range(0, x.shape[0], FORWARD_BLOCK):
+        block = slice(start, start + FORWARD_BLOCK)
+        net.forward(x[block], None if h is None else h[block], bn_mode)
+
+
+def torch_eager(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int) -> float:
+    """Seconds for PyTorch eager on the CPU, chunked as Pytorch_V1.inference.denoise does."""
+    import torch
+
+    from Pytorch_V1.checkpoint import load_model
+
+    torch.set_num_threads(threads)
+    model, _ = load_model(checkpoint, "cpu")
+    model.set_bn_mode(bn_mode)
+    x_t = torch.from_numpy(x)
+    h_t = torch.from_numpy(h) if h is not None else None
+
+    def run(n: int) -> None:
+        with torch.no_grad():
+            for start in range(0, n, TORCH_CHUNK):
+                stop = min(start + TORCH_CHUNK, n)
+                model(x_t[start:stop], None if h_t is None else h_t[start:stop])
+
+    run(min(256, x.shape[0]))
+    return timed(lambda: run(x.shape[0]))
+
+
+def onnx_runtime(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int, folder: Path) -> float | str:
+    """Seconds for ONNX Runtime on the CPU, or why it was skipped."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return "onnxruntime is not installed (optional): skipped"
+    import torch
+
+    from Pytorch_V1.checkpoint import load_model
+
+    model, _ = load_model(checkpoint, "cpu")
+    model.set_bn_mode(bn_mode)
+    block = min(FORWARD_BLOCK, x.shape[0])
+    example = (torch.from_numpy(x[:block]), torch.from_numpy(h[:block]) if h is not None else None)
+    path = folder / "icnn_s.onnx"
+    try:  # fixed batch size: the per-signal kernel is a grouped conv with one group per signal
+        torch.onnx.export(model, example, str(path), input_names=["x", "h"], dynamo=False)
+    except Exception as err:  # the exporter's failures have no common type
+        return f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:120]}): skipped"
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run() -> None:
+        for start in range(0, x.shape[0] - block + 1, block):  # whole blocks only (fixed batch size)
+            feed = {"x": x[start : start + block]}
+            if "h" in names:
+                feed["h"] = h[start : start + block]
+            session.run(None, feed)
+
+    whole = (x.shape[0] // block) * block
+    if whole == 0:
+        return "fewer signals than one ONNX batch: skipped"
+    return timed(run) * x.shape[0] / whole
+
+
+def end_to_end(checkpoint: Path, weights: Path, noisy: np.ndarray, bn_mode: str, folder: Path) -> tuple[float, float]:
+    """Wall seconds of the two whole processes denoising the same .npy file."""
+    source = folder / "noisy.npy"
+    np.save(source, noisy.astype(np.float64))
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    commands = {
+        "numpy": [sys.executable, str(REPO_ROOT / "Numpy_V2" / "Numpy_test.py"), "--weights", str(weights)],
+        "torch": [sys.executable, str(REPO_ROOT / "Pytorch_V1" / "test.py"), "--checkpoint", str(checkpoint), "--device", "cpu"],
+    }
+    seconds = {}
+    for name, command in commands.items():
+        output = folder / f"{name}.npy"
+        start = time.perf_counter()
+        done = subprocess.run([*command, "--input", str(source), "--output", str(output), "--bn", bn_mode], env=env, capture_output=True, text=True)
+        seconds[name] = time.perf_counter() - start
+        if done.returncode != 0:
+            raise InputError(f"{name} process failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+    return seconds["numpy"], seconds["torch"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    threads = thread_count()
+    rng = np.random.default_rng(args.seed)
+    noisy = noisy_pairs(rng, args.n, prior=SpikePrior(length=args.length))[1]
+    x = noisy.astype(np.float32)[:, None, :]  # (N, 1, L)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError("benchmark.py needs torch to build the weights and the PyTorch baseline") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        checkpoint, weights = prepare_weights(args, folder)
+        net = load_h5(weights)
+        print(f"{args.n} signals of length {args.length}, {threads} thread(s), bn {args.bn}, prior {'on' if net.wienernet is not None else 'off'}")
+
+        h = None
+        if net.wienernet is not None:
+            h_seconds = timed(lambda: wiener_prior(x))
+            h = wiener_prior(x)
+            print(f"  Wiener prior h (shared)  {args.n / h_seconds:10.0f} signals/s")
+
+        numpy_forward(net, x[:256], None if h is None else h[:256], args.bn)  # warm-up
+        numpy_seconds = timed(lambda: numpy_forward(net, x, h, args.bn))
+        torch_seconds = torch_eager(checkpoint, x, h, args.bn, threads)
+        print(f"  NumPy forward            {args.n / numpy_seconds:10.0f} signals/s")
+        print(f"  PyTorch eager forward    {args.n / torch_seconds:10.0f} signals/s")
+        print(f"  NumPy / PyTorch time     {numpy_seconds / torch_seconds:10.2f}  (<= 1 means NumPy is at least as fast)")
+        onnx = onnx_runtime(checkpoint, x, h, args.bn, threads, folder)
+        if isinstance(onnx, str):
+            print(f"  ONNX Runtime             {onnx}")
+        else:
+            print(f"  ONNX Runtime forward     {args.n / onnx:10.0f} signals/s")
+            print(f"  NumPy / ONNX time        {numpy_seconds / onnx:10.2f}")
+
+        if args.end_to_end:
+            numpy_wall, torch_wall = end_to_end(checkpoint, weights, noisy, args.bn, folder)
+            print(f"  whole process, .npy -> .npy: Numpy_test.py {numpy_wall:.2f} s, test.py {torch_wall:.2f} s, ratio {numpy_wall / torch_wall:.2f}")
+
+
+if __name__ == "__main__":
+    run_cli(main, "benchmark.py")
