@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,7 +29,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: checkpoint file is empty")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a foreign pickle protocol before refusing it: keep stderr to one line.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # truncated zip, foreign file, or a pickle that wants to run code
         raise InputError(f"{path}: not a loadable checkpoint ({load_error_reason(err)})") from None
     if not isinstance(ckpt, dict) or "net_state_dict" not in ckpt:

@@ -10,7 +10,6 @@ The checkpoint (``--checkpoint``, default ckpt/ckpt_best.pth) is loaded with
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 from Pytorch_V1.checkpoint import load_model
@@ -47,10 +46,7 @@ def main(argv=None):
         device = resolve_device(args.device)
     except ValueError as err:
         raise InputError(str(err)) from None
-    with warnings.catch_warnings():
-        # torch warns about a foreign pickle protocol before refusing it: keep stderr to one line.
-        warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        model, _ = load_model(args.checkpoint, device)
+    model, _ = load_model(args.checkpoint, device)
     if args.input is not None:
         n, length = report.denoise_file(args.input, args.output, lambda noisy: denoise(model, noisy, args.bn),
                                         min_length=MIN_LENGTH, chunk=CHUNK)
