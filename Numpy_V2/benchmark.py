@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,9 @@ def onnx_runtime(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode:
     example = (torch.from_numpy(x[:block]), torch.from_numpy(h[:block]) if h is not None else None)
     path = folder / "icnn_s.onnx"
     try:  # fixed batch size: the per-signal kernel is a grouped conv with one group per signal
-        torch.onnx.export(model, example, str(path), input_names=["x", "h"], dynamo=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about the shape checks
+            torch.onnx.export(model, example, str(path), input_names=["x", "h"], dynamo=False)
     except Exception as err:  # the exporter's failures have no common type
         return f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:120]}): skipped"
     options = onnxruntime.SessionOptions()
