@@ -1,0 +1,346 @@
+"""Numpy_V2/model.py: the NumPy ICNN_s against the PyTorch one, HDF5 loading and its errors.
+
+Parity is max|numpy − torch| / max|torch|. In float32 it is held to 1e-5 in
+fixed mode. In unfixed mode each signal's channels are normalised by their own
+spread (eps 1e-5), which amplifies float32 rounding, by chance up to ~1e-4 for
+random weights: torch's float32 forward is then itself that far from its
+float64 forward. So the arithmetic is checked exactly in float64 (both modes,
+≤ 1e-12), and float32 unfixed is held to 1e-5 or, where torch's own float32
+rounding error is larger, to twice that.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from conftest import REPO_ROOT, load_script  # noqa: E402
+from Numpy_V2.model import NumpyICNN, Weights, expected_shapes, load_h5  # noqa: E402
+from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
+from Pytorch_V1.model import ICNN_s, ModelConfig, SignalBatchNorm1d, wiener_prior  # noqa: E402
+from signals.errors import InputError  # noqa: E402
+from signals.synthesis import SpikePrior, noisy_pairs  # noqa: E402
+
+LENGTHS = (16, 77, 100, 129, 1000)
+CONFIGS = [(True, "bn"), (True, "sparse_bn"), (False, "bn"), (False, "sparse_bn")]
+FLOAT32_TOLERANCE = 1e-5
+FLOAT64_TOLERANCE = 1e-12
+SHIPPED_CHECKPOINT = REPO_ROOT / "ckpt" / "ckpt_best.pth"
+
+
+@pytest.fixture(scope="module")
+def pth2h5():
+    return load_script(REPO_ROOT / "pth2h5.py", "pth2h5_script")
+
+
+def random_model(prior: bool, norm: str, seed: int = 0) -> ICNN_s:
+    """torch's initialisation with every BN's affine and running statistics, the sparse
+    thresholds (nonzero) and β randomised; eval mode."""
+    torch.manual_seed(seed)
+    model = ICNN_s(ModelConfig(prior=prior, norm=norm))
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(shape, low, high):
+        return low + (high - low) * torch.rand(shape, generator=generator)
+
+    with torch.no_grad():
+        for bn in model.batch_norms():
+            channels = bn.num_features
+            bn.weight.copy_(draw(channels, 0.75, 1.25))
+            bn.bias.copy_(0.1 * torch.randn(channels, generator=generator))
+            bn.running_mean.copy_(0.5 * torch.randn(channels, generator=generator))
+            bn.running_var.copy_(draw(channels, 0.5, 1.5))
+            if bn.threshold is not None:
+                sign = torch.where(torch.rand(channels, generator=generator) < 0.5, -1.0, 1.0)
+                bn.threshold.copy_(sign * draw(channels, 0.05, 0.25))  # negative ones act through |λ|
+        if model.wienernet is not None:
+            model.wienernet.beta.fill_(0.5)
+    return model.eval()
+
+
+def convert(pth2h5, model: ICNN_s, folder, name: str = "w") -> tuple:
+    """Save ``model`` as a checkpoint, convert it with pth2h5.py; return (pth, h5) paths."""
+    pth, h5 = folder / f"{name}.pth", folder / f"{name}.h5"
+    save_checkpoint(pth, {"net_state_dict": model.state_dict(), "config": {"model": model.config.to_dict()}, "format_version": 1})
+    pth2h5.convert(pth, h5)
+    return pth, h5
+
+
+def spike_signals(length: int, n: int = 6, seed: int = 0) -> np.ndarray:
+    """Benchmark-like noisy spike signals, (n, 1, length) float32."""
+    noisy = noisy_pairs(np.random.default_rng(seed + length), n, 3.0, SpikePrior(length=length))[1]
+    return noisy.astype(np.float32)[:, None, :]
+
+
+def torch_forward(model: ICNN_s, x: np.ndarray, bn_mode: str) -> np.ndarray:
+    model.set_bn_mode(bn_mode)
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def exact_unfixed_forward(self, x):
+    """SignalBatchNorm1d at inference with the statistics in x's own dtype (REFERENCE §7).
+
+    The module computes unfixed statistics in float32 (for AMP), which would make a
+    float64 reference partly float32.
+    """
+    if self.mode != "unfixed":
+        return original_bn_forward(self, x)
+    mean = x.mean(dim=2, keepdim=True)
+    var = x.var(dim=2, unbiased=False, keepdim=True)
+    z = (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None] + self.bias[:, None]
+    if self.threshold is not None:
+        z = torch.sign(z) * F.relu(z.abs() - self.threshold.abs()[:, None])
+    return z
+
+
+original_bn_forward = SignalBatchNorm1d.forward
+
+
+@pytest.fixture(scope="module")
+def converted(pth2h5, tmp_path_factory):
+    """{(prior, norm): (torch model, NumPy model loaded from the converted .h5)}."""
+    folder = tmp_path_factory.mktemp("converted")
+    models = {}
+    for seed, (prior, norm) in enumerate(CONFIGS):
+        model = random_model(prior, norm, seed)
+        _, h5 = convert(pth2h5, model, folder, f"{norm}_{prior}")
+        models[prior, norm] = (model, load_h5(h5))
+    return models
+
+
+@pytest.mark.parametrize("prior,norm", CONFIGS)
+def test_fixed_mode_float32_parity(converted, prior, norm):
+    model, net = converted[prior, norm]
+    assert net.config == {"prior": prior, "norm": norm, "bn_mode": "fixed"}
+    for length in LENGTHS:
+        x = spike_signals(length)
+        error = relative_error(net.forward(x, bn_mode="fixed"), torch_forward(model, x, "fixed"))
+        assert error <= FLOAT32_TOLERANCE, f"L={length}: {error:.2e}"
+
+
+@pytest.mark.parametrize("prior,norm", CONFIGS)
+def test_float64_arithmetic_is_torchs_in_both_modes(converted, prior, norm, monkeypatch):
+    monkeypatch.setattr(SignalBatchNorm1d, "forward", exact_unfixed_forward)
+    model32, net32 = converted[prior, norm]
+    model = random_model(prior, norm).double()
+    model.load_state_dict(model32.state_dict())
+    net = NumpyICNN(Weights({k: v.numpy() for k, v in model32.state_dict().items() if "num_batches" not in k}, "test"),
+                    net32.config, dtype=np.float64)
+    for length in LENGTHS:
+        x = spike_signals(length).astype(np.float64)
+        h = wiener_prior(torch.from_numpy(x).float()).double() if prior else None
+        for mode in ("fixed", "unfixed"):
+            model.set_bn_mode(mode)
+            with torch.no_grad():
+                expected = model(torch.from_numpy(x), h).numpy()
+            got = net.forward(x, None if h is None else h.numpy(), mode)
+            assert got.dtype == np.float64
+            assert relative_error(got, expected) <= FLOAT64_TOLERANCE, f"L={length} {mode}"
+
+
+def check_unfixed_float32(model: ICNN_s, net: NumpyICNN, x: np.ndarray, monkeypatch) -> None:
+    """NumPy within 1e-5 of torch, or within twice torch's own float32 error where that is larger."""
+    expected = torch_forward(model, x, "unfixed")
+    exact = ICNN_s(model.config).double().eval()
+    exact.load_state_dict(model.state_dict())
+    exact.set_bn_mode("unfixed")
+    with monkeypatch.context() as patch, torch.no_grad():
+        patch.setattr(SignalBatchNorm1d, "forward", exact_unfixed_forward)
+        h = wiener_prior(torch.from_numpy(x)).double() if model.wienernet is not None else None
+        torch_rounding = relative_error(expected, exact(torch.from_numpy(x).double(), h).numpy())
+    error = relative_error(net.forward(x, bn_mode="unfixed"), expected)
+    bound = max(FLOAT32_TOLERANCE, 2 * torch_rounding)
+    assert error <= bound, f"L={x.shape[2]}: {error:.2e} (torch's own float32 error {torch_rounding:.2e})"
+
+
+@pytest.mark.parametrize("prior,norm", CONFIGS)
+def test_unfixed_mode_float32_parity(converted, prior, norm, monkeypatch):
+    model, net = converted[prior, norm]
+    for length in LENGTHS:
+        check_unfixed_float32(model, net, spike_signals(length), monkeypatch)
+
+
+def test_seed_checkpoint_layout_converts_and_matches(pth2h5, tmp_path):
+    """The seed's checkpoint: no config, epoch/net_state_dict/optim_state_dict/loss."""
+    model = random_model(True, "bn", seed=5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-6)
+    torch.save({"epoch": 199, "net_state_dict": model.state_dict(), "optim_state_dict": optimizer.state_dict(),
+                "loss": torch.tensor(0.25)}, tmp_path / "seed.pth")
+    pth2h5.convert(tmp_path / "seed.pth", tmp_path / "seed.h5")
+    net = load_h5(tmp_path / "seed.h5")
+    assert net.config == {"prior": True, "norm": "bn", "bn_mode": "fixed"}
+    x = spike_signals(100)
+    for mode in ("fixed", "unfixed"):
+        error = relative_error(net.forward(x, bn_mode=mode), torch_forward(model, x, mode))
+        assert error <= FLOAT32_TOLERANCE, mode
+
+
+@pytest.mark.parametrize("prior,norm", CONFIGS)
+def test_seed_h5_without_attributes_is_read_as_the_seed_model(tmp_path, prior, norm):
+    """The seed's converter: flat datasets named by key, no attributes; the architecture comes from the keys."""
+    model = random_model(prior, norm, seed=2)
+    with h5py.File(tmp_path / "seed.h5", "w") as f:
+        for key, value in model.state_dict().items():
+            if not key.endswith("num_batches_tracked"):
+                f.create_dataset(key, data=value.numpy().reshape(-1))
+    net = load_h5(tmp_path / "seed.h5")
+    assert net.metadata == {} and net.config == {"prior": prior, "norm": norm, "bn_mode": "fixed"}
+    x = spike_signals(77)
+    assert relative_error(net.forward(x, bn_mode="fixed"), torch_forward(model, x, "fixed")) <= FLOAT32_TOLERANCE
+
+
+def test_hdf5_round_trip(pth2h5, tmp_path):
+    model = random_model(True, "sparse_bn", seed=3)
+    pth, h5 = convert(pth2h5, model, tmp_path)
+    state = {k: v.numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    with h5py.File(h5, "r") as f:
+        assert set(f) == set(state)
+        for key, value in state.items():
+            assert f[key].dtype == np.float32 and f[key].shape == (value.size,)
+            np.testing.assert_array_equal(f[key][()], value.reshape(-1))
+        assert f.attrs["format"] == "icnn_s-weights"
+        assert f.attrs["format_version"] == 1
+        assert json.loads(f.attrs["config"])["model"] == {"prior": True, "norm": "sparse_bn", "bn_mode": "fixed"}
+        assert f.attrs["source_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
+        assert f.attrs["torch_version"] == str(torch.__version__)
+    assert set(state) == set(expected_shapes({"prior": True, "norm": "sparse_bn"}))
+    net = load_h5(h5)
+    assert net.metadata["source_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
+
+
+def rewrite_h5(source, target, drop: str | None = None, replace: dict | None = None, add: dict | None = None) -> None:
+    """Copy an .h5 with one dataset dropped, replaced or added (attributes kept)."""
+    with h5py.File(source, "r") as f, h5py.File(target, "w") as g:
+        for name, value in f.attrs.items():
+            g.attrs[name] = value
+        for key in f:
+            if key != drop:
+                g.create_dataset(key, data=(replace or {}).get(key, f[key][()]))
+        for key, value in (add or {}).items():
+            g.create_dataset(key, data=value)
+
+
+@pytest.fixture(scope="module")
+def good_h5(pth2h5, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good")
+    return convert(pth2h5, random_model(True, "bn", seed=1), folder)[1]
+
+
+def test_missing_dataset_is_named(good_h5, tmp_path):
+    key = "down2.maxpool_conv.1.double_conv.4.running_var"
+    rewrite_h5(good_h5, tmp_path / "bad.h5", drop=key)
+    with pytest.raises(InputError, match=f"missing dataset '{key}'"):
+        load_h5(tmp_path / "bad.h5")
+
+
+def test_missing_prior_weight_is_named(good_h5, tmp_path):
+    rewrite_h5(good_h5, tmp_path / "bad.h5", drop="wienernet.beta")
+    with pytest.raises(InputError, match="'wienernet.beta'"):
+        load_h5(tmp_path / "bad.h5")
+
+
+def test_misshaped_dataset_is_named(good_h5, tmp_path):
+    key = "up1.conv.double_conv.0.weight"  # (16, 32, 3): 1536 values
+    rewrite_h5(good_h5, tmp_path / "bad.h5", replace={key: np.zeros(1535, np.float32)})
+    with pytest.raises(InputError, match=rf"'{key}' has shape \(1535,\), expected \(16, 32, 3\)"):
+        load_h5(tmp_path / "bad.h5")
+
+
+def test_unflattened_dataset_of_the_right_shape_is_accepted(good_h5, tmp_path):
+    key = "up1.conv.double_conv.0.weight"
+    with h5py.File(good_h5, "r") as f:
+        value = f[key][()].reshape(16, 32, 3)
+    rewrite_h5(good_h5, tmp_path / "ok.h5", replace={key: value})
+    x = spike_signals(100)
+    np.testing.assert_array_equal(load_h5(tmp_path / "ok.h5").forward(x), load_h5(good_h5).forward(x))
+
+
+def test_unexpected_dataset_is_named(good_h5, tmp_path):
+    rewrite_h5(good_h5, tmp_path / "bad.h5", add={"inc.double_conv.1.threshold": np.zeros(2, np.float32)})
+    with pytest.raises(InputError, match="unexpected dataset 'inc.double_conv.1.threshold'"):
+        load_h5(tmp_path / "bad.h5")
+
+
+def test_non_finite_weight_is_named(good_h5, tmp_path):
+    key = "outc.conv.bias"
+    rewrite_h5(good_h5, tmp_path / "bad.h5", replace={key: np.array([np.nan], np.float32)})
+    with pytest.raises(InputError, match=key):
+        load_h5(tmp_path / "bad.h5")
+
+
+@pytest.mark.parametrize("content", ["truncated", "empty", "text"])
+def test_unreadable_files_are_input_errors(good_h5, tmp_path, content):
+    data = {"truncated": good_h5.read_bytes()[: good_h5.stat().st_size // 2], "empty": b"", "text": b"not hdf5\n" * 50}[content]
+    (tmp_path / "bad.h5").write_bytes(data)
+    with pytest.raises(InputError, match="bad.h5"):
+        load_h5(tmp_path / "bad.h5")
+    with pytest.raises(InputError, match="no such"):
+        load_h5(tmp_path / "absent.h5")
+
+
+def test_foreign_format_attribute_is_refused(good_h5, tmp_path):
+    rewrite_h5(good_h5, tmp_path / "bad.h5")
+    with h5py.File(tmp_path / "bad.h5", "a") as f:
+        f.attrs["format_version"] = 99
+    with pytest.raises(InputError, match="format_version"):
+        load_h5(tmp_path / "bad.h5")
+
+
+def test_denoise_is_chunked_per_signal_and_float64(converted):
+    model, net = converted[True, "bn"]
+    noisy = spike_signals(100, n=40)[:, 0].astype(np.float64)
+    for mode in ("fixed", "unfixed"):
+        whole = net.denoise(noisy, bn_mode=mode)
+        assert whole.dtype == np.float64 and whole.shape == noisy.shape
+        np.testing.assert_allclose(net.denoise(noisy, bn_mode=mode, chunk=7), whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+        np.testing.assert_allclose(net.denoise(noisy[3], bn_mode=mode)[0], whole[3], rtol=0, atol=1e-6 * np.abs(whole).max())
+    assert relative_error(net.denoise(noisy), torch_forward(model, noisy.astype(np.float32)[:, None], "fixed")[:, 0]) <= FLOAT32_TOLERANCE
+
+
+def test_bad_input_is_an_input_error(converted):
+    _, net = converted[True, "bn"]
+    with pytest.raises(InputError, match="length >= 16"):
+        net.denoise(np.zeros((2, 15)))
+    with pytest.raises(InputError, match="length >= 16"):
+        net.forward(np.zeros((2, 1, 8), np.float32))
+    with pytest.raises(InputError, match="bn mode"):
+        net.denoise(np.zeros((2, 100)), bn_mode="train")
+    with pytest.raises(InputError, match="non-finite"):
+        net.denoise(np.full((2, 100), np.nan))
+    with pytest.raises(InputError, match=r"\(N, 1, L\)"):
+        net.forward(np.zeros((2, 3, 100), np.float32))
+
+
+def test_numpy_model_never_imports_torch():
+    code = "import sys, Numpy_V2.model, Numpy_V2.layers; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
+
+
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.exists(), reason="ckpt/ckpt_best.pth is not shipped yet")
+def test_shipped_checkpoint_parity(pth2h5, tmp_path, monkeypatch):
+    from Pytorch_V1.checkpoint import load_model
+
+    model, _ = load_model(SHIPPED_CHECKPOINT)
+    pth2h5.convert(SHIPPED_CHECKPOINT, tmp_path / "shipped.h5")
+    net = load_h5(tmp_path / "shipped.h5")
+    shipped_h5 = SHIPPED_CHECKPOINT.with_suffix(".h5")
+    if shipped_h5.exists():  # the shipped .h5 is the conversion of the shipped .pth
+        assert load_h5(shipped_h5).metadata["source_sha256"] == hashlib.sha256(SHIPPED_CHECKPOINT.read_bytes()).hexdigest()
+    for length in LENGTHS:
+        x = spike_signals(length, n=16)
+        error = relative_error(net.forward(x, bn_mode="fixed"), torch_forward(model, x, "fixed"))
+        assert error <= FLOAT32_TOLERANCE, f"L={length} fixed: {error:.2e}"
+        check_unfixed_float32(model, net, x, monkeypatch)
