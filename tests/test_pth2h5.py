@@ -1,0 +1,130 @@
+"""pth2h5.py: conversion, defaults, the CSV summary, and refusing bad or malicious sources."""
+from __future__ import annotations
+
+import csv
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script  # noqa: E402
+from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
+from Pytorch_V1.model import ICNN_s, ModelConfig  # noqa: E402
+
+SCRIPT = REPO_ROOT / "pth2h5.py"
+
+
+@pytest.fixture(scope="module")
+def pth2h5():
+    return load_script(SCRIPT, "pth2h5_script")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A small valid checkpoint of ours (config recorded), and its model."""
+    torch.manual_seed(0)
+    model = ICNN_s(ModelConfig(prior=True, norm="bn", bn_mode="unfixed"))
+    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
+    save_checkpoint(path, {"net_state_dict": model.state_dict(), "config": {"model": model.config.to_dict(), "lr": 1e-4},
+                           "format_version": 1, "step": 7})
+    return path, model
+
+
+class CreatesMarker:
+    """Unpickling this calls open(marker, "w"): proof that the file ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def no_temp_files(folder) -> bool:
+    return not list(folder.glob(".*.tmp"))
+
+
+def test_cli_converts_with_csv_from_another_folder(checkpoint, tmp_path):
+    source, model = checkpoint
+    result = run_script(SCRIPT, source, tmp_path / "out" / "w.h5", "--csv", tmp_path / "w.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    state = {k: v.numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    with h5py.File(tmp_path / "out" / "w.h5", "r") as f:
+        assert set(f) == set(state) and len(state) == 159
+        assert '"bn_mode": "unfixed"' in f.attrs["config"] and '"lr": 0.0001' in f.attrs["config"]
+    with open(tmp_path / "w.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["name", "shape", "mean", "std"]
+    assert [row[0] for row in rows[1:]] == list(state)
+    by_name = {row[0]: row for row in rows[1:]}
+    weight = state["up1.conv.double_conv.0.weight"]
+    name, shape, mean, std = by_name["up1.conv.double_conv.0.weight"]
+    assert shape == "16x32x3"
+    assert float(mean) == pytest.approx(weight.astype(np.float64).mean(), rel=1e-6)
+    assert float(std) == pytest.approx(weight.astype(np.float64).std(), rel=1e-6)
+    assert by_name["wienernet.beta"][1] == "1"
+
+
+def test_destination_defaults_to_source_with_h5(pth2h5, checkpoint, tmp_path, run_main):
+    source = tmp_path / "copy.pth"
+    source.write_bytes(checkpoint[0].read_bytes())
+    code, out, err = run_main(pth2h5, [source])
+    assert code == 0, err
+    assert (tmp_path / "copy.h5").is_file()
+    assert no_temp_files(tmp_path)
+
+
+def test_default_source_is_the_repositorys_checkpoint(pth2h5):
+    assert pth2h5.parse_args([]).source == REPO_ROOT / "ckpt" / "ckpt_best.pth"
+    assert pth2h5.parse_args([]).destination is None
+
+
+def test_truncated_source_is_refused(checkpoint, tmp_path):
+    data = checkpoint[0].read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    result = run_script(SCRIPT, tmp_path / "cut.pth", tmp_path / "cut.h5", "--csv", tmp_path / "cut.csv", cwd=tmp_path)
+    assert_one_line_error(result.returncode, result.stderr, "cut.pth")
+    assert not (tmp_path / "cut.h5").exists() and not (tmp_path / "cut.csv").exists()
+    assert no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("layout", ["torch_save", "raw_pickle"])
+def test_malicious_pickle_is_refused_and_never_run(tmp_path, layout):
+    marker = tmp_path / "marker"
+    payload = {"net_state_dict": {"inc.double_conv.0.weight": CreatesMarker(marker)}, "epoch": 1}
+    source = tmp_path / "evil.pth"
+    if layout == "torch_save":
+        torch.save(payload, source)
+    else:
+        source.write_bytes(pickle.dumps(payload))
+    result = run_script(SCRIPT, source, tmp_path / "evil.h5", cwd=tmp_path)
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert_one_line_error(result.returncode, result.stderr, "evil.pth")
+    assert not (tmp_path / "evil.h5").exists()
+    assert no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ({"epoch": 3}, "net_state_dict"),
+    ({"net_state_dict": {"a.weight": torch.full((2,), float("nan"))}}, "non-finite"),
+    ({"net_state_dict": {}}, "no tensors"),
+])
+def test_not_a_usable_checkpoint(pth2h5, tmp_path, run_main, content, fragment):
+    torch.save(content, tmp_path / "odd.pth")
+    code, _, err = run_main(pth2h5, [tmp_path / "odd.pth", tmp_path / "odd.h5"])
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "odd.h5").exists()
+
+
+def test_missing_source_and_overwriting_source(pth2h5, checkpoint, tmp_path, run_main):
+    code, _, err = run_main(pth2h5, [tmp_path / "absent.pth"])
+    assert_one_line_error(code, err, "absent.pth")
+    source = tmp_path / "same.pth"
+    source.write_bytes(checkpoint[0].read_bytes())
+    code, _, err = run_main(pth2h5, [source, source])
+    assert_one_line_error(code, err, "refusing to overwrite")
+    assert source.read_bytes() == checkpoint[0].read_bytes()
