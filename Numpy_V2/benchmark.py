@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from Numpy_V2.model import FORWARD_BLOCK, load_h5, wiener_prior  # noqa: E402
+from Numpy_V2.model import FORWARD_BLOCK, load_h5, one_blas_thread_initializer, wiener_prior  # noqa: E402
 from signals.errors import InputError, run_cli  # noqa: E402
 from signals.synthesis import SpikePrior, noisy_pairs  # noqa: E402
 
@@ -89,17 +90,30 @@ def prepare_weights(args: argparse.Namespace, folder: Path) -> tuple[Path, Path]
     return checkpoint, weights
 
 
-def numpy_forward(net, x: np.ndarray, h: np.ndarray | None, bn_mode: str) -> None:
-    for start in range(0, x.shape[0], FORWARD_BLOCK):
+def numpy_forward(net, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int) -> None:
+    """The forward over blocks, on a pool of threads with one BLAS thread each, as net.denoise runs it."""
+
+    def run(start: int) -> None:
         block = slice(start, start + FORWARD_BLOCK)
         net.forward(x[block], None if h is None else h[block], bn_mode)
 
+    starts = range(0, x.shape[0], FORWARD_BLOCK)
+    initializer = one_blas_thread_initializer() if threads > 1 else None
+    if initializer is None:
+        for start in starts:
+            run(start)
+    else:
+        with ThreadPoolExecutor(threads, initializer=initializer) as pool:
+            list(pool.map(run, starts))
 
-def torch_eager(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int) -> float:
-    """Seconds for PyTorch eager on the CPU, chunked as Pytorch_V1.inference.denoise does."""
+
+def torch_eager(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int) -> tuple[float, float]:
+    """Seconds for PyTorch eager on the CPU, chunked as Pytorch_V1.inference.denoise does:
+    the forward given h, and denoise (h included)."""
     import torch
 
     from Pytorch_V1.checkpoint import load_model
+    from Pytorch_V1.inference import denoise
 
     torch.set_num_threads(threads)
     model, _ = load_model(checkpoint, "cpu")
@@ -114,7 +128,8 @@ def torch_eager(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: 
                 model(x_t[start:stop], None if h_t is None else h_t[start:stop])
 
     run(min(256, x.shape[0]))
-    return timed(lambda: run(x.shape[0]))
+    forward_seconds = timed(lambda: run(x.shape[0]))
+    return forward_seconds, timed(lambda: denoise(model, x[:, 0], bn_mode))
 
 
 def onnx_runtime(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int, folder: Path) -> float | str:
@@ -199,18 +214,24 @@ def main(argv: list[str] | None = None) -> None:
             h = wiener_prior(x)
             print(f"  Wiener prior h (shared)  {args.n / h_seconds:10.0f} signals/s")
 
-        numpy_forward(net, x[:256], None if h is None else h[:256], args.bn)  # warm-up
-        numpy_seconds = timed(lambda: numpy_forward(net, x, h, args.bn))
-        torch_seconds = torch_eager(checkpoint, x, h, args.bn, threads)
-        print(f"  NumPy forward            {args.n / numpy_seconds:10.0f} signals/s")
-        print(f"  PyTorch eager forward    {args.n / torch_seconds:10.0f} signals/s")
-        print(f"  NumPy / PyTorch time     {numpy_seconds / torch_seconds:10.2f}  (<= 1 means NumPy is at least as fast)")
+        numpy_forward(net, x[:256], None if h is None else h[:256], args.bn, 1)  # warm-up
+        numpy_seconds = timed(lambda: numpy_forward(net, x, h, args.bn, threads))
+        numpy_denoise_seconds = timed(lambda: net.denoise(x[:, 0], args.bn))
+        torch_seconds, torch_denoise_seconds = torch_eager(checkpoint, x, h, args.bn, threads)
+        print("  forward, given h:")
+        print(f"    NumPy                  {args.n / numpy_seconds:10.0f} signals/s")
+        print(f"    PyTorch eager          {args.n / torch_seconds:10.0f} signals/s")
+        print(f"    NumPy / PyTorch time   {numpy_seconds / torch_seconds:10.2f}  (<= 1: NumPy at least as fast)")
         onnx = onnx_runtime(checkpoint, x, h, args.bn, threads, folder)
         if isinstance(onnx, str):
-            print(f"  ONNX Runtime             {onnx}")
+            print(f"    ONNX Runtime           {onnx}")
         else:
-            print(f"  ONNX Runtime forward     {args.n / onnx:10.0f} signals/s")
-            print(f"  NumPy / ONNX time        {numpy_seconds / onnx:10.2f}")
+            print(f"    ONNX Runtime           {args.n / onnx:10.0f} signals/s")
+            print(f"    NumPy / ONNX time      {numpy_seconds / onnx:10.2f}")
+        print("  denoise (h + forward), as the test scripts call it:")
+        print(f"    NumPy net.denoise      {args.n / numpy_denoise_seconds:10.0f} signals/s")
+        print(f"    PyTorch denoise        {args.n / torch_denoise_seconds:10.0f} signals/s")
+        print(f"    NumPy / PyTorch time   {numpy_denoise_seconds / torch_denoise_seconds:10.2f}")
 
         if args.end_to_end:
             numpy_wall, torch_wall = end_to_end(checkpoint, weights, noisy, args.bn, folder)

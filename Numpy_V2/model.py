@@ -12,8 +12,11 @@ the seed's ICNN_s, its architecture inferred from the keys as
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import h5py
@@ -254,8 +257,14 @@ class NumpyICNN:
 
     __call__ = forward
 
-    def denoise(self, noisy: np.ndarray, bn_mode: str | None = None, chunk: int = CHUNK) -> np.ndarray:
+    def denoise(self, noisy: np.ndarray, bn_mode: str | None = None, chunk: int = CHUNK, threads: int | None = None) -> np.ndarray:
         """Denoise (N, L) signals in chunks, as ``Pytorch_V1.inference.denoise`` does.
+
+        Each block of ``FORWARD_BLOCK`` signals (prior h, then forward) is independent
+        of the others, so blocks run on a pool of threads, each with a one-thread
+        BLAS: NumPy releases the GIL, and small GEMMs split over BLAS threads
+        stall badly when the cores are shared. The result does not depend on
+        ``threads``.
 
         Parameters
         ----------
@@ -264,8 +273,10 @@ class NumpyICNN:
         bn_mode : {"fixed", "unfixed"}, optional
             Defaults to ``config["bn_mode"]``.
         chunk : int
-            Signals whose priors are computed together (bounds memory); the
-            forward runs on blocks of at most ``FORWARD_BLOCK`` of them.
+            Signals converted to float32 at a time (bounds memory).
+        threads : int, optional
+            Worker threads; default OMP_NUM_THREADS when set (as torch reads it),
+            else every core. One when the BLAS's thread count cannot be pinned.
 
         Returns
         -------
@@ -282,13 +293,24 @@ class NumpyICNN:
         if chunk < 1:
             raise InputError(f"chunk must be >= 1, got {chunk}")
         out = np.empty(noisy.shape, dtype=np.float64)
-        for start in range(0, noisy.shape[0], chunk):
-            x = noisy[start : start + chunk].astype(np.float32)[:, None, :]  # (n, 1, L)
+
+        def denoise_block(start: int) -> None:
+            x = noisy[start : start + FORWARD_BLOCK].astype(np.float32)[:, None, :]  # (n, 1, L)
             h = wiener_prior(x) if self.wienernet is not None else None
-            for offset in range(0, x.shape[0], FORWARD_BLOCK):
-                block = slice(offset, offset + FORWARD_BLOCK)
-                block_h = h[block] if h is not None else None
-                out[start + offset : start + offset + x[block].shape[0]] = self.forward(x[block], block_h, mode)[:, 0]
+            out[start : start + x.shape[0]] = self.forward(x, h, mode)[:, 0]
+
+        workers = threads or default_threads()
+        pin_blas = one_blas_thread_initializer() if workers > 1 else None
+        if pin_blas is None:
+            workers = 1
+        for chunk_start in range(0, noisy.shape[0], chunk):
+            starts = range(chunk_start, min(chunk_start + chunk, noisy.shape[0]), FORWARD_BLOCK)
+            if workers == 1 or len(starts) == 1:
+                for start in starts:
+                    denoise_block(start)
+            else:
+                with ThreadPoolExecutor(min(workers, len(starts)), initializer=pin_blas) as pool:
+                    list(pool.map(denoise_block, starts))  # list(): re-raise a worker's error here
         return out
 
     def _bn_mode(self, bn_mode: str | None) -> str:
@@ -296,6 +318,33 @@ class NumpyICNN:
         if mode not in BN_MODES:
             raise InputError(f"bn mode must be one of {BN_MODES}, got {mode!r}")
         return mode
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set (as torch reads it), else every core."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+@lru_cache(maxsize=1)
+def one_blas_thread_initializer():
+    """A function that makes the calling thread's OpenBLAS calls single-threaded, or None.
+
+    Uses ``openblas_set_num_threads_local`` (OpenBLAS ≥ 0.3.27, the library that
+    NumPy's wheels bundle). Without it (another BLAS, an older OpenBLAS) denoise
+    stays on one thread rather than risk threads × BLAS-threads oversubscription.
+    """
+    libraries = Path(np.__file__).parent.parent / "numpy.libs"
+    for path in sorted(libraries.glob("*openblas*")) if libraries.is_dir() else []:
+        try:
+            set_local = ctypes.CDLL(str(path)).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
+        return lambda: set_local(1)
+    return None
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
