@@ -314,7 +314,7 @@ def test_denoise_threads_do_not_change_the_result(converted):
     _, net = converted[True, "sparse_bn"]
     noisy = spike_signals(100, n=2500)[:, 0]  # three blocks
     for mode in ("fixed", "unfixed"):
-        np.testing.assert_array_equal(net.denoise(noisy, mode, threads=1), net.denoise(noisy, mode, chunk=2000, threads=3))
+        np.testing.assert_array_equal(net.denoise(noisy, mode, threads=1), net.denoise(noisy, mode, threads=3))
 
 
 def test_bad_input_is_an_input_error(converted):
