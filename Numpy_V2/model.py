@@ -264,7 +264,8 @@ class NumpyICNN:
         of the others, so blocks run on a pool of threads, each with a one-thread
         BLAS: NumPy releases the GIL, and small GEMMs split over BLAS threads
         stall badly when the cores are shared. The result does not depend on
-        ``threads``.
+        ``threads``; ``chunk`` moves block boundaries, which can change results
+        by float32 rounding (BLAS kernels vary with the matrix width).
 
         Parameters
         ----------
