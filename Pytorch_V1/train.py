@@ -52,7 +52,7 @@ class TrainConfig:
     loss: str = "mse"
     sigma: float | list | str = 3.0  # a number, [low, high] for blind training, or "auto" (estimated)
     seed: int = 666
-    bn_train: str = "mixed"  # BN statistics while training: batch, signal or mixed
+    bn_train: str = "batch"  # BN statistics while training: batch, signal or mixed
     bn_mode: str | None = None  # inference BN mode to record; None picks the better on validation
     sparsity_weight: float = 0.0  # L1 weight on normalised activations (sparse_bn)
     weight_by_sigma: bool = False  # divide each signal's squared error by its σ² (blind runs)
@@ -366,7 +366,11 @@ def truncate_log(log_path: Path, step: int) -> None:
 
 def resume_config(ckpt_dir: Path) -> TrainConfig:
     """The saved config of the run in ``ckpt_dir``: a resumed run is the run it was."""
-    ckpt = load_checkpoint(ckpt_dir / "ckpt_last.pth")
+    path = ckpt_dir / "ckpt_last.pth"
+    ckpt = load_checkpoint(path)
+    missing = [k for k in ("config", "optim_state_dict", "sched_state_dict", "rng_state", "step") if k not in ckpt]
+    if missing or "train" not in (ckpt["config"] or {}):
+        raise InputError(f"{path}: not a resumable train.py checkpoint (no {(missing or ['config.train'])[0]!r})")
     saved = dict(ckpt["config"]["train"])
     return TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
 

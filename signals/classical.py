@@ -33,8 +33,10 @@ def wiener(x: np.ndarray, window: int = WIENER_WINDOW) -> np.ndarray:
     noise = local_var.mean(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         gain = 1.0 - noise / local_var
-    filtered = local_mean + gain * (x - local_mean)
-    return np.where(local_var < noise, local_mean, filtered)
+        filtered = local_mean + gain * (x - local_mean)
+    # scipy uses `<`; `<=` gives the same values (gain is 0 at equality) and keeps an
+    # all-zero signal (0/0) finite.
+    return np.where(local_var <= noise, local_mean, filtered)
 
 
 def wiener_inverse_response(x: np.ndarray, rel_floor: float = 1e-3) -> np.ndarray:

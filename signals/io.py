@@ -13,7 +13,8 @@ import numpy as np
 from signals.errors import InputError
 from signals.synthesis import noisy_pairs
 
-MIN_LENGTH = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def read_txt(path: str | os.PathLike) -> np.ndarray:
@@ -224,6 +225,7 @@ def atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
