@@ -127,7 +127,7 @@ def torch_eager(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: 
                 stop = min(start + TORCH_CHUNK, n)
                 model(x_t[start:stop], None if h_t is None else h_t[start:stop])
 
-    run(min(256, x.shape[0]))
+    run(min(TORCH_CHUNK, x.shape[0]))  # warm-up at full chunk size: oneDNN builds its kernels per shape
     forward_seconds = timed(lambda: run(x.shape[0]))
     return forward_seconds, timed(lambda: denoise(model, x[:, 0], bn_mode))
 
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             h = wiener_prior(x)
             print(f"  Wiener prior h (shared)  {args.n / h_seconds:10.0f} signals/s")
 
-        numpy_forward(net, x[:256], None if h is None else h[:256], args.bn, 1)  # warm-up
+        numpy_forward(net, x[:FORWARD_BLOCK], None if h is None else h[:FORWARD_BLOCK], args.bn, 1)  # warm-up
         numpy_seconds = timed(lambda: numpy_forward(net, x, h, args.bn, threads))
         numpy_denoise_seconds = timed(lambda: net.denoise(x[:, 0], args.bn))
         torch_seconds, torch_denoise_seconds = torch_eager(checkpoint, x, h, args.bn, threads)
