@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@echo "installing into $(VENV) (about a minute)"
+	@start=$$(date +%s) && \
+	$(PYTHON) -m venv $(VENV) && \
+	$(PY) -m pip install --quiet -r requirements.txt && \
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . && \
+	echo $$(( $$(date +%s) - start )) > $(VENV)/.install_seconds
 	touch $(STAMP)
 
 test: install

@@ -72,7 +72,8 @@ class SignalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, L)
         per_signal = self.use_signal_stats if self.training else self.mode == "unfixed"
         if per_signal:
-            x32 = x.float()  # statistics in float32: under AMP, float16 sums overflow
+            # Statistics in at least float32: under AMP, float16 sums overflow.
+            x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
             if self.training:
                 self._track_running_stats(x32)
             mean = x32.mean(dim=2, keepdim=True)  # (N, C, 1)

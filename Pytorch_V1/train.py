@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 class TrainConfig:
     """Everything that defines a run; saved as plain types in every checkpoint."""
 
-    steps: int = 4000
+    steps: int = 3000
     batch_size: int = 256
     lr: float = 6e-3
     optimizer: str = "adam"
