@@ -288,6 +288,7 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False) -> dict:
                                     "val_root_mse_fixed", "val_sure_root_mse_fixed", "seconds"])
     start = time.time()
     last_loss = float("nan")
+    loss_sum, loss_count = 0.0, 0  # the mean training loss since the last log row
     val = resumed_val if resume else {}
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True, file=sys.stderr)
     while step < cfg.steps:
@@ -316,6 +317,7 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False) -> dict:
         scheduler.step()
         step += 1
         last_loss = float(loss.detach())
+        loss_sum, loss_count = loss_sum + last_loss, loss_count + 1
         if not math.isfinite(last_loss):
             raise RuntimeError(f"training diverged at step {step} (loss {last_loss}); try a lower --lr")
         bar.update(1)
@@ -326,10 +328,11 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False) -> dict:
         if evaluate_now and is_main:
             val = evaluate(model, val_x, val_h, val_clean, val_sure)
             with open(log_path, "a", newline="") as f:
-                csv.writer(f).writerow([step, f"{last_loss:.6f}", f"{scheduler.get_last_lr()[0]:.3e}",
+                csv.writer(f).writerow([step, f"{loss_sum / loss_count:.6f}", f"{scheduler.get_last_lr()[0]:.3e}",
                                         f"{val['fixed']:.5f}", f"{val['unfixed']:.5f}",
                                         f"{val.get('root_mse_fixed', float('nan')):.5f}",
                                         f"{val.get('sure_fixed', float('nan')):.5f}", f"{time.time() - start:.1f}"])
+            loss_sum, loss_count = 0.0, 0
             bar.set_postfix(loss=f"{last_loss:.3f}", fixed=f"{val['fixed']:.4f}", unfixed=f"{val['unfixed']:.4f}",
                             bayes=f"{bayes_val:.4f}")
             # Select on what training may see: SURE for label-free runs, else validation RMSE.

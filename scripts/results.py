@@ -79,7 +79,8 @@ def classical_estimates(noisy: np.ndarray, sigma: float) -> dict[str, np.ndarray
 def activation_sparsity(model: ICNN_s, noisy: np.ndarray, mode: str) -> dict:
     """Share of exact zeros after each normalisation (BN + threshold) and after its ReLU."""
     outputs = []
-    hooks = [bn.register_forward_hook(lambda m, i, o: outputs.append(o)) for bn in model.batch_norms()
+    # clone: the ReLU after each BN works in place on its output
+    hooks = [bn.register_forward_hook(lambda m, i, o: outputs.append(o.clone())) for bn in model.batch_norms()
              if isinstance(bn, SignalBatchNorm1d)]
     model.set_bn_mode(mode)
     x = torch.from_numpy(noisy.astype(np.float32))[:, None]
