@@ -22,6 +22,7 @@ MIN_LENGTH = 16  # four halvings must leave at least one sample
 PRIOR_TAPS = 3  # one factor per tap of the bottleneck's first kernel
 BN_MODES = ("fixed", "unfixed")
 BN_TRAIN_STATS = ("batch", "signal", "mixed")
+SPARSE_THRESHOLD_INIT = 0.01
 
 
 @dataclass
@@ -65,7 +66,8 @@ class SignalBatchNorm1d(nn.BatchNorm1d):
         self.use_signal_stats = False  # set per step by the training loop
         self.last_abs_mean: torch.Tensor | None = None
         if sparse:
-            self.threshold = nn.Parameter(torch.zeros(num_features))
+            # Not 0: d|t|/dt is 0 there, and the thresholds would never move.
+            self.threshold = nn.Parameter(torch.full((num_features,), SPARSE_THRESHOLD_INIT))
         else:
             self.register_parameter("threshold", None)
 
@@ -83,10 +85,10 @@ class SignalBatchNorm1d(nn.BatchNorm1d):
         else:
             z = super().forward(x)
         if self.threshold is not None:
-            if self.training:
-                self.last_abs_mean = z.abs().mean()
-            lam = self.threshold.abs()[:, None]
-            z = torch.sign(z) * F.relu(z.abs() - lam)
+            magnitude = F.relu(z.abs() - self.threshold.abs()[:, None])
+            if self.training:  # the L1 penalty acts on the sparse features, so it also pulls λ up
+                self.last_abs_mean = magnitude.mean()
+            z = torch.sign(z) * magnitude
         return z
 
     @torch.no_grad()

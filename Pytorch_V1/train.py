@@ -395,6 +395,11 @@ def plot_curve(log_path: Path, png_path: Path, bayes_rmse: float) -> None:
     ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss")
     ax_val.plot(steps, [float(r["val_rmse_fixed"]) for r in rows], label="fixed BN")
     ax_val.plot(steps, [float(r["val_rmse_unfixed"]) for r in rows], label="unfixed BN")
+    sure = [float(r["val_sure_root_mse_fixed"]) for r in rows]
+    if not all(math.isnan(v) for v in sure):  # label-free run: does SURE track the true error?
+        ax_val.plot(steps, [float(r["val_root_mse_fixed"]) for r in rows], color="tab:green", ls=":",
+                    label="√(mean MSE), fixed BN (uses labels)")
+        ax_val.plot(steps, sure, color="tab:red", ls="-.", label="√(mean SURE), fixed BN (no labels)")
     ax_val.axhline(bayes_rmse, color="k", ls="--", lw=1, label=f"Bayes limit {bayes_rmse:.3f}")
     lo = bayes_rmse - 0.02
     ax_val.set_ylim(lo, max(lo + 0.3, min(2.5, max(float(r["val_rmse_unfixed"]) for r in rows) + 0.02)))

@@ -110,3 +110,19 @@ def test_uneven_batch_over_workers_is_a_clear_error(tmp_path):
     run = _torchrun(["--steps", "2", "--batch-size", "15", "--ckpt-dir", str(tmp_path / "c")], tmp_path)
     assert run.returncode != 0
     assert "must divide evenly" in run.stderr
+
+
+def test_sparse_bn_thresholds_learn_under_the_l1_penalty():
+    from Pytorch_V1.model import ICNN_s, ModelConfig
+
+    model = ICNN_s(ModelConfig(norm="sparse_bn")).train()
+    before = [bn.threshold.detach().clone() for bn in model.batch_norms()]
+    _, noisy, _ = noisy_pairs(np.random.default_rng(0), 32, 3.0)
+    x = torch.tensor(noisy, dtype=torch.float32)[:, None]
+    out = model(x)
+    loss = out.pow(2).mean() + 1e-2 * model.sparsity_penalty()
+    loss.backward()
+    grads = [bn.threshold.grad for bn in model.batch_norms()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads), "a threshold got no gradient"
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert all(not torch.equal(b, bn.threshold) for b, bn in zip(before, model.batch_norms()))
