@@ -97,7 +97,8 @@ def get_args(argv=None) -> tuple[TrainConfig, Path, bool]:
     p.add_argument("--save-every", type=int, default=d.save_every, help="write ckpt_last.pth every N steps (default %(default)s)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto picks CUDA when present")
     p.add_argument("--ckpt-dir", default="ckpt", help="where checkpoints, log and curve go (default %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from CKPT_DIR/ckpt_last.pth at its step")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from CKPT_DIR/ckpt_last.pth at its step, with the config saved there (other flags are ignored)")
     a = p.parse_args(argv)
     if a.sigma == "auto":
         if a.data is None:
