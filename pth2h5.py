@@ -28,7 +28,7 @@ import torch
 from Numpy_V2.model import SUPPORTED_FORMAT_VERSION, WEIGHTS_FORMAT
 from Pytorch_V1.checkpoint import load_checkpoint, model_config_of
 from signals.errors import InputError, run_cli
-from signals.io import atomic_write
+from signals.io import atomic_write, check_output_path
 
 DEFAULT_SOURCE = Path(__file__).resolve().parent / "ckpt" / "ckpt_best.pth"
 SKIPPED_SUFFIX = "num_batches_tracked"  # a step counter, not a weight
@@ -112,9 +112,9 @@ def convert(source: Path, destination: Path, csv_path: Path | None = None) -> di
         "torch_version": str(torch.__version__),
     }
     payload = h5_bytes(arrays, attributes)
-    _check_destination(destination, source)
+    check_output_path(destination, source)
     if csv_path is not None:
-        _check_destination(csv_path, source)
+        check_output_path(csv_path, source)
     try:
         atomic_write(destination, lambda f: f.write(payload))
         if csv_path is not None:
@@ -131,13 +131,6 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
-
-
-def _check_destination(path: Path, source: Path) -> None:
-    if path.exists() and path.resolve() == source.resolve():
-        raise InputError(f"{path}: refusing to overwrite the source checkpoint")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a file path")
 
 
 def main(argv: list[str] | None = None) -> None:
