@@ -53,6 +53,7 @@ def main() -> None:
         if run.exists():
             shutil.rmtree(run)  # a demo run starts fresh; the shipped ckpt/ is untouched
         stage("train", [PY, "Pytorch_V1/train.py", "--ckpt-dir", run], timings)
+    figs.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "train_curve.png", figs / "train_curve.png")
     stage("test.py figures", [PY, "Pytorch_V1/test.py", "--checkpoint", pth, "--fig-dir", figs], timings)
     stage("test.py table", [PY, "Pytorch_V1/test.py", "--checkpoint", pth, "--random", args.n, "--seed", args.seed,
