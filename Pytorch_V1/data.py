@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from signals.io import read_folder_dataset
 from signals.synthesis import noisy_pairs
 
 
@@ -18,7 +17,6 @@ class SyntheticStream:
         self.rng = np.random.default_rng([seed, rank, world_size])
         self.batch_size = batch_size
         self.sigma = sigma
-        self.has_labels = True
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(noisy, clean, sigmas), shapes (B, L), (B, L), (B,)."""
@@ -40,9 +38,8 @@ class FolderStream:
     """
 
     def __init__(self, noisy: np.ndarray, clean: np.ndarray | None, seed: int, batch_size: int,
-                 sigma, rank: int = 0, world_size: int = 1):
+                 sigma: float, rank: int = 0, world_size: int = 1):
         self.noisy, self.clean = noisy, clean
-        self.has_labels = clean is not None
         self.rng = np.random.default_rng([seed, 7])  # same permutation on every rank
         self.batch_size = batch_size
         self.sigma = sigma
@@ -50,12 +47,6 @@ class FolderStream:
         self.epoch = 0
         self.order = np.empty(0, dtype=int)
         self.cursor = 0
-
-    @classmethod
-    def from_folder(cls, folder, seed: int, batch_size: int, sigma, rank: int = 0, world_size: int = 1,
-                    require_labels: bool = True) -> "FolderStream":
-        noisy, clean = read_folder_dataset(folder, require_labels=require_labels)
-        return cls(noisy, clean, seed, batch_size, sigma, rank, world_size)
 
     def _new_epoch(self) -> None:
         perm = self.rng.permutation(self.noisy.shape[0])
@@ -69,7 +60,7 @@ class FolderStream:
         idx = self.order[self.cursor : self.cursor + self.batch_size]
         self.cursor += self.batch_size
         clean = self.clean[idx] if self.clean is not None else None
-        sigmas = np.full(idx.size, float(self.sigma) if np.isscalar(self.sigma) else np.nan)
+        sigmas = np.full(idx.size, float(self.sigma))
         return self.noisy[idx], clean, sigmas
 
     def state(self) -> dict:

@@ -34,7 +34,7 @@ from Pytorch_V1.model import BN_TRAIN_STATS, ICNN_s, ModelConfig, wiener_prior
 from Pytorch_V1.sure import estimate_sigma, sure_per_signal
 from signals.classical import bayes_posterior_mean
 from signals.errors import InputError, run_cli
-from signals.io import remove_stale_temps
+from signals.io import read_folder_dataset, remove_stale_temps
 from signals.metrics import mse, rmse
 from signals.synthesis import noisy_pairs, parse_sigma
 
@@ -198,18 +198,16 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False) -> dict:
         raise InputError(f"--batch-size {cfg.batch_size} must divide evenly over {world_size} workers")
     local_batch = cfg.batch_size // world_size
     if cfg.data is not None:
-        stream = FolderStream.from_folder(cfg.data, cfg.seed, local_batch, 0.0, rank, world_size,
-                                          require_labels=cfg.loss != "sure")
+        noisy, clean = read_folder_dataset(cfg.data, require_labels=cfg.loss != "sure")
         if cfg.sigma == "auto":
-            cfg.sigma = round(estimate_sigma(stream.noisy), 4)
+            cfg.sigma = round(estimate_sigma(noisy), 4)
             if is_main:
                 print(f"estimated noise sigma of {cfg.data}: {cfg.sigma}", file=sys.stderr)
         elif not np.isscalar(sigma_arg(cfg.sigma)):
             raise InputError("--data needs one --sigma value (the folder's noise level) or --sigma auto")
-        stream.sigma = cfg.sigma
+        stream = FolderStream(noisy, clean, cfg.seed, local_batch, cfg.sigma, rank, world_size)
     else:
-        sigma = sigma_arg(cfg.sigma)
-        stream = SyntheticStream(cfg.seed, local_batch, sigma, rank, world_size)
+        stream = SyntheticStream(cfg.seed, local_batch, sigma_arg(cfg.sigma), rank, world_size)
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if is_main:
@@ -301,8 +299,7 @@ def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False) -> dict:
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             pred = ddp_model(x, h)
             if cfg.loss == "sure":
-                sig = torch.as_tensor(sigmas if np.all(np.isfinite(sigmas)) else estimate_sigma(noisy),
-                                      dtype=torch.float32, device=device)
+                sig = torch.as_tensor(sigmas, dtype=torch.float32, device=device)
                 probe = to_tensor(flip_rng.standard_normal(noisy.shape), device)
                 loss = sure_per_signal(ddp_model, x, pred.float(), sig, probe, cfg.sure_epsilon,
                                        with_prior=model.wienernet is not None).mean()

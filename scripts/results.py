@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import denoise
-from Pytorch_V1.model import ICNN_s, SignalBatchNorm1d, wiener_prior
+from Pytorch_V1.model import ICNN_s, wiener_prior
 from signals import classical
 from signals.errors import InputError, run_cli
 from signals.io import atomic_write
@@ -80,8 +80,7 @@ def activation_sparsity(model: ICNN_s, noisy: np.ndarray, mode: str) -> dict:
     """Share of exact zeros after each normalisation (BN + threshold) and after its ReLU."""
     outputs = []
     # clone: the ReLU after each BN works in place on its output
-    hooks = [bn.register_forward_hook(lambda m, i, o: outputs.append(o.clone())) for bn in model.batch_norms()
-             if isinstance(bn, SignalBatchNorm1d)]
+    hooks = [bn.register_forward_hook(lambda m, i, o: outputs.append(o.clone())) for bn in model.batch_norms()]
     model.set_bn_mode(mode)
     x = torch.from_numpy(noisy.astype(np.float32))[:, None]
     model(x, wiener_prior(x) if model.wienernet is not None else None)

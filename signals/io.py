@@ -96,9 +96,8 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
     """Refuse an output that would overwrite an input; create its folder if missing."""
     output = Path(output)
     for inp in inputs:
+        # samefile also catches ./ spellings, symlinks and hard links.
         if Path(inp).exists() and output.exists() and os.path.samefile(output, inp):
-            raise InputError(f"{output}: refusing to overwrite the input file")
-        if output.resolve() == Path(inp).resolve():
             raise InputError(f"{output}: refusing to overwrite the input file")
     if output.exists() and output.is_dir():
         raise InputError(f"{output}: is a folder, expected a file path")
