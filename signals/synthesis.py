@@ -9,6 +9,10 @@ SIGNAL_LENGTH = 100
 N_SPIKES = 20
 AMPLITUDE_RANGE = (2, 10)
 SIGMA = 3.0
+# Held-out evaluation signals: one default seed for every script that draws them
+# (test.py, Numpy_test.py, results.py, benchmarks). Training has its own seed (666, the seed's).
+DEFAULT_SEED = 2026
+TRAIN_SEED = 666
 
 
 @dataclass(frozen=True)
@@ -104,3 +108,18 @@ def noisy_pairs(
     sigmas = draw_sigmas(rng, n, sigma)
     noisy = clean + sigmas[:, None] * rng.standard_normal(clean.shape)
     return clean, noisy, sigmas
+
+
+def benchmark_signals(seed: int, n: int, sigma: float = SIGMA) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out draw every evaluation script shares: same ``seed``, ``n``, ``sigma`` -> same signals.
+
+    The generator is ``default_rng([seed, round(100·σ)])``, so each noise level of a
+    sweep is its own independent draw.
+
+    Returns
+    -------
+    clean, noisy : np.ndarray
+        Shape (n, SIGNAL_LENGTH), float64.
+    """
+    clean, noisy, _ = noisy_pairs(np.random.default_rng([seed, int(round(sigma * 100))]), n, sigma)
+    return clean, noisy
