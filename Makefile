@@ -1,10 +1,12 @@
 # Two commands matter: `make demo` (the whole pipeline) and `make test`.
+# `make demo` writes only under runs/demo/ (ignored by git); `make demo-refresh` runs it and
+# then copies the committed set (RESULTS.md, figures, tables) into demo/.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo demo-refresh clean
 
 install: $(STAMP)
 
@@ -23,5 +25,10 @@ test: install
 demo: install
 	$(PY) scripts/demo.py
 
+demo-refresh: install
+	$(PY) scripts/demo.py --refresh
+
+# Removes the venv and the demo's own run (marked by demo.py); training runs under runs/ are the user's.
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV)
+	if [ -f runs/demo/.demo-run ]; then rm -rf runs/demo; fi

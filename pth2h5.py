@@ -9,8 +9,11 @@ seed's converter wrote them. Root attributes: ``format``, ``format_version``,
 checkpoints), ``source_sha256`` and ``torch_version``.
 
 The source is loaded with ``weights_only=True`` on the CPU, so a malicious
-pickle is refused rather than run; the output is written atomically. Bad input
-gives one line on stderr and exit status 2.
+pickle is refused rather than run; a state dict that does not build the model it
+records is refused with the message ``Numpy_V2`` would give
+(``icnn.spec.check_weights``). The format is ``icnn.h5weights``; the output is
+written atomically and never over the source. Bad input gives one line on stderr
+and exit status 2.
 """
 from __future__ import annotations
 
@@ -18,23 +21,21 @@ import argparse
 import csv
 import hashlib
 import io
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from Numpy_V2.model import SUPPORTED_FORMAT_VERSION, WEIGHTS_FORMAT
-from Pytorch_V1.checkpoint import load_checkpoint, model_config_of
+from icnn.h5weights import write_weights
+from icnn.spec import COUNTER_SUFFIX, ModelConfig
+from Pytorch_V1.checkpoint import check_state_dict, load_checkpoint, model_config_of
 from signals.errors import InputError, run_cli
-from signals.io import atomic_write, check_output_path
+from signals.io import atomic_write
 
 DEFAULT_SOURCE = Path(__file__).resolve().parent / "ckpt" / "ckpt_best.pth"
-SKIPPED_SUFFIX = "num_batches_tracked"  # a step counter, not a weight
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pth2h5.py", description="Convert an ICNN_s checkpoint (.pth) to HDF5 weights (.h5).")
     parser.add_argument("source", nargs="?", type=Path, default=DEFAULT_SOURCE, help=f"checkpoint to read (default {DEFAULT_SOURCE})")
     parser.add_argument("destination", nargs="?", type=Path, default=None, help="HDF5 file to write (default: SOURCE with .h5)")
@@ -42,42 +43,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def weight_arrays(state_dict: dict, source: Path) -> dict[str, np.ndarray]:
-    """Every tensor except the BN step counters, as float32 NumPy arrays, in state-dict order."""
-    arrays = {}
-    for key, value in state_dict.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise InputError(f"{source}: net_state_dict entry {key!r} is not a named tensor")
-        if key.endswith(SKIPPED_SUFFIX):
-            continue
-        if not (value.is_floating_point() or value.dtype in (torch.int64, torch.int32)):
-            raise InputError(f"{source}: tensor {key!r} has dtype {value.dtype}, expected floats")
-        array = value.detach().to("cpu", torch.float32).numpy()
-        if not np.isfinite(array).all():
-            raise InputError(f"{source}: tensor {key!r} holds non-finite values")
-        arrays[key] = array
-    if not arrays:
-        raise InputError(f"{source}: net_state_dict holds no tensors")
-    return arrays
+def weight_arrays(state_dict: dict) -> dict[str, np.ndarray]:
+    """Every tensor except the BN step counters, as float32 NumPy arrays, in state-dict order.
+
+    ``state_dict`` has passed ``check_state_dict`` (dense, floating, finite, the model's shapes).
+    """
+    return {key: value.detach().to("cpu", torch.float32).numpy()
+            for key, value in state_dict.items() if not key.endswith(COUNTER_SUFFIX)}
 
 
-def checkpoint_config(ckpt: dict) -> dict:
-    """The checkpoint's config with the model config filled in (inferred for the seed's layout)."""
+def checkpoint_config(ckpt: dict, model: ModelConfig) -> dict:
+    """The checkpoint's config with the checked model config filled in (inferred for the seed's layout)."""
     recorded = ckpt.get("config")
     config = dict(recorded) if isinstance(recorded, dict) else {}
-    config["model"] = model_config_of(ckpt).to_dict()
+    config["model"] = model.to_dict()
     return config
-
-
-def h5_bytes(arrays: dict[str, np.ndarray], attributes: dict) -> bytes:
-    """The whole HDF5 file, built in memory so the write to disk can be atomic."""
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
-        for name, value in attributes.items():
-            f.attrs[name] = value
-        for key, array in arrays.items():
-            f.create_dataset(key, data=array.reshape(-1))
-    return buffer.getvalue()
 
 
 def summary_rows(arrays: dict[str, np.ndarray]) -> list[list]:
@@ -89,38 +69,32 @@ def summary_rows(arrays: dict[str, np.ndarray]) -> list[list]:
     return rows
 
 
-def write_csv(path: Path, rows: list[list]) -> None:
+def write_csv(path: Path, rows: list[list], reads=()) -> None:
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
-    atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")), reads=reads)
 
 
 def convert(source: Path, destination: Path, csv_path: Path | None = None) -> dict[str, np.ndarray]:
-    """Read ``source`` safely and write ``destination`` (and the CSV summary) atomically."""
+    """Read ``source`` safely, check that it builds the model, write ``destination`` (and the CSV) atomically.
+
+    Raises
+    ------
+    InputError
+        An unsafe or foreign source, a config of the wrong type, a state dict that
+        does not build the model (the message ``Numpy_V2`` would give), or an output
+        that is one of the inputs or cannot be written.
+    """
     source_bytes = _read_bytes(source)
     ckpt = load_checkpoint(source, "cpu")  # weights_only=True: never runs code from the file
-    arrays = weight_arrays(ckpt["net_state_dict"], source)
-    try:
-        config_json = json.dumps(checkpoint_config(ckpt), default=str)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"{source}: checkpoint config cannot be written as JSON ({err})") from None
-    attributes = {
-        "format": WEIGHTS_FORMAT,
-        "format_version": SUPPORTED_FORMAT_VERSION,
-        "config": config_json,
-        "source_sha256": hashlib.sha256(source_bytes).hexdigest(),
-        "torch_version": str(torch.__version__),
-    }
-    payload = h5_bytes(arrays, attributes)
-    check_output_path(destination, source)
+    model_config = model_config_of(ckpt, str(source))
+    check_state_dict(ckpt["net_state_dict"], model_config, str(source))
+    config = checkpoint_config(ckpt, model_config)
+    arrays = weight_arrays(ckpt["net_state_dict"])
+    attributes = {"source_sha256": hashlib.sha256(source_bytes).hexdigest(), "torch_version": str(torch.__version__)}
+    write_weights(destination, arrays, config, attributes, reads=(source,))
     if csv_path is not None:
-        check_output_path(csv_path, source)
-    try:
-        atomic_write(destination, lambda f: f.write(payload))
-        if csv_path is not None:
-            write_csv(csv_path, summary_rows(arrays))
-    except OSError as err:
-        raise InputError(f"{err.filename or destination}: cannot write ({err.strerror or err})") from None
+        write_csv(csv_path, summary_rows(arrays), reads=(source, destination))
     return arrays
 
 
@@ -134,7 +108,7 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = get_args(argv)
     destination = args.destination or args.source.with_suffix(".h5")
     arrays = convert(args.source, destination, args.csv)
     print(f"wrote {destination} ({len(arrays)} tensors)")

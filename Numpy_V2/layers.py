@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BN_EPS = 1e-5
-BN_MODES = ("fixed", "unfixed")
+from icnn.spec import BN_EPS, BN_MODES
 
 
 def batch_innermost(x: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:

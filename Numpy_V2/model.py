@@ -1,29 +1,32 @@
-"""ICNN_s in pure NumPy, read from the HDF5 weights that ``pth2h5.py`` writes.
+"""ICNN_s in pure NumPy, inference only, from HDF5 weights (format: :mod:`icnn.h5weights`).
 
 The forward mirrors ``Pytorch_V1.model.ICNN_s.forward`` line for line, with the
-same part names (inc, down1..down4, up1..up4, outc, wienernet), and reads each
-weight by its state-dict key. It never imports torch.
-
-HDF5 layout: one flat float32 dataset per state-dict tensor at the root, named
-by its key (dots kept); root attributes ``format``, ``format_version`` and
-``config`` (JSON). A file without attributes (the seed's converter) is read as
-the seed's ICNN_s, its architecture inferred from the keys as
-``Pytorch_V1.checkpoint.config_from_state_dict`` does.
+same part names (inc, down1..down4, up1..up4, outc, wienernet) and widths
+(:mod:`icnn.spec`), and reads each weight by its state-dict key. Inference is
+stateless: the BN mode is an argument. Thread control lives in
+:mod:`Numpy_V2.parallel`. It never imports torch.
 """
 from __future__ import annotations
 
-import ctypes
-import json
 import os
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
-from pathlib import Path
 
-import h5py
 import numpy as np
 
+from icnn.h5weights import read_weights
+from icnn.spec import (
+    CHUNK,
+    DECODER,
+    ENCODER,
+    KERNEL_SIZE,
+    MIN_LENGTH,
+    OUTC,
+    PRIOR_ENCODER,
+    PRIOR_TAPS,
+    ModelConfig,
+    check_bn_mode,
+    check_weights,
+)
 from Numpy_V2.layers import (
-    BN_MODES,
     adaptive_max_pool1d,
     batch_innermost,
     batch_norm,
@@ -36,57 +39,34 @@ from Numpy_V2.layers import (
     soft_threshold,
     upsample_linear,
 )
+from Numpy_V2.parallel import run_blocks
 from signals.classical import wiener_inverse_response
 from signals.errors import InputError
-from signals.io import check_finite
+from signals.io import check_chunk
 
-WEIGHTS_FORMAT = "icnn_s-weights"
-SUPPORTED_FORMAT_VERSION = 1
-MIN_LENGTH = 16  # four halvings must leave at least one sample
-PRIOR_TAPS = 3  # one factor per tap of the bottleneck's first kernel
-NORMS = ("bn", "sparse_bn")
-CHUNK = 8192
 # Signals per forward pass inside a chunk: about 1 MB of float32 activations per
 # layer, so one block's activations stay in cache (measured: 1024 is ~1.4x faster than 8192).
 FORWARD_BLOCK = 1024
 
 
 class Weights:
-    """The datasets of one file, handed out by key with their expected shapes recorded.
+    """The weights of one model, handed out by key in their tensor shapes.
 
-    Parts ask for every tensor they use with :meth:`take`; after the model is
-    built, :meth:`check` names whatever was missing, mis-shaped or left unused.
+    Checked as a whole first (:func:`icnn.spec.check_weights`: the same message
+    torch and pth2h5 give), so :meth:`take` only reshapes.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], source: str):
+    def __init__(self, arrays: dict[str, np.ndarray], config: ModelConfig, source: str):
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        check_weights({k: v.shape for k, v in arrays.items()}, config, source, flat_ok=True)
+        for key, value in arrays.items():
+            if value.dtype.kind != "f" and not key.endswith("num_batches_tracked"):
+                raise InputError(f"{source}: tensor {key!r} holds {value.dtype}, expected floating point")
         self.arrays = arrays
         self.source = source
-        self.expected: dict[str, tuple[int, ...]] = {}
-        self.missing: list[str] = []
-        self.misshaped: list[str] = []
 
     def take(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
-        self.expected[key] = shape
-        if key not in self.arrays:
-            self.missing.append(key)
-            return np.zeros(shape, dtype=np.float32)
-        stored = self.arrays[key]
-        # The converter writes flat datasets; an unflattened tensor of the right shape is fine too.
-        if stored.shape not in ((int(np.prod(shape)),), shape):
-            self.misshaped.append(f"{key!r} has shape {stored.shape}, expected {shape} ({int(np.prod(shape))} values)")
-            return np.zeros(shape, dtype=np.float32)
-        return stored.reshape(shape)
-
-    def check(self) -> None:
-        if self.missing:
-            names = ", ".join(repr(k) for k in self.missing[:3])
-            raise InputError(f"{self.source}: missing dataset {names} ({len(self.missing)} missing in all)")
-        if self.misshaped:
-            raise InputError(f"{self.source}: dataset {self.misshaped[0]} ({len(self.misshaped)} mis-shaped in all)")
-        unexpected = sorted(set(self.arrays) - set(self.expected))
-        if unexpected:
-            names = ", ".join(repr(k) for k in unexpected[:3])
-            raise InputError(f"{self.source}: unexpected dataset {names} ({len(unexpected)} unexpected in all)")
+        return self.arrays[key].reshape(shape)
 
 
 class Conv1d:
@@ -126,9 +106,9 @@ class DoubleConv:
 
     def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, mid_channels: int | None, sparse: bool):
         mid = mid_channels or out_channels
-        self.conv1 = Conv1d(weights, f"{prefix}.double_conv.0", in_channels, mid, 3)
+        self.conv1 = Conv1d(weights, f"{prefix}.double_conv.0", in_channels, mid, KERNEL_SIZE)
         self.bn1 = SignalBatchNorm1d(weights, f"{prefix}.double_conv.1", mid, sparse)
-        self.conv2 = Conv1d(weights, f"{prefix}.double_conv.3", mid, out_channels, 3)
+        self.conv2 = Conv1d(weights, f"{prefix}.double_conv.3", mid, out_channels, KERNEL_SIZE)
         self.bn2 = SignalBatchNorm1d(weights, f"{prefix}.double_conv.4", out_channels, sparse)
 
     def __call__(self, x: np.ndarray, mode: str, kernel_scale: np.ndarray | None = None) -> np.ndarray:
@@ -172,47 +152,44 @@ class WienerNet:
     """Prior branch: encodes h and pools it to one factor per (channel, tap) of down4's first kernel."""
 
     def __init__(self, weights: Weights, prefix: str, sparse: bool):
-        self.inc = DoubleConv(weights, f"{prefix}.inc", 1, 2, None, sparse)
-        self.down1 = Down(weights, f"{prefix}.down1", 2, 4, sparse)
-        self.down2 = Down(weights, f"{prefix}.down2", 4, 8, sparse)
-        self.down3 = Down(weights, f"{prefix}.down3", 8, 16, sparse)
+        (_, a, b), *downs = PRIOR_ENCODER
+        self.inc = DoubleConv(weights, f"{prefix}.inc", a, b, None, sparse)
+        for name, cin, cout in downs:
+            setattr(self, name, Down(weights, f"{prefix}.{name}", cin, cout, sparse))
         self.beta = weights.take(f"{prefix}.beta", (1,))
 
     def __call__(self, h: np.ndarray, mode: str) -> np.ndarray:  # (N, 1, L) -> (N, 16, 3)
-        p1 = self.inc(h, mode)
-        p2 = self.down1(p1, mode)
-        p3 = self.down2(p2, mode)
-        p4 = self.down3(p3, mode)
+        p = self.inc(h, mode)
+        for name, _, _ in PRIOR_ENCODER[1:]:
+            p = getattr(self, name)(p, mode)
         # For L = 100 this is the seed's max-pool 4 (12 -> 3); other lengths pool adaptively.
-        pooled = adaptive_max_pool1d(p4, PRIOR_TAPS)
+        pooled = adaptive_max_pool1d(p, PRIOR_TAPS)
         return pooled.dtype.type(1.0) + self.beta.astype(pooled.dtype) * pooled
 
 
 class NumpyICNN:
-    """The seed's ICNN_s, inference only. Input and output (N, 1, L), L ≥ 16.
+    """The seed's ICNN_s, inference only. Input and output (N, 1, L), L ≥ MIN_LENGTH.
 
-    Build it with :func:`load_h5`. ``config`` holds the model switches
-    (``prior``, ``norm``, ``bn_mode``); ``metadata`` the file's attributes.
-    ``dtype`` is float32 (as torch's forward) or float64 (to check the arithmetic).
+    Build it with :func:`load_h5`, or from arrays: ``NumpyICNN(arrays, config)``.
+    ``config`` is the :class:`icnn.spec.ModelConfig`; ``metadata`` the file's
+    attributes. ``dtype`` is float32 (as torch's forward) or float64 (to check the arithmetic).
     """
 
-    def __init__(self, weights: Weights, config: dict, metadata: dict | None = None, dtype: type = np.float32):
+    def __init__(self, arrays: dict[str, np.ndarray], config: ModelConfig, metadata: dict | None = None,
+                 dtype: type = np.float32, source: str = "weights"):
         self.config = config
         self.metadata = metadata or {}
         self.dtype = np.dtype(dtype)
-        sparse = config["norm"] == "sparse_bn"
-        self.inc = DoubleConv(weights, "inc", 1, 2, None, sparse)
-        self.down1 = Down(weights, "down1", 2, 4, sparse)
-        self.down2 = Down(weights, "down2", 4, 8, sparse)
-        self.down3 = Down(weights, "down3", 8, 16, sparse)
-        self.down4 = Down(weights, "down4", 16, 16, sparse)
-        self.up1 = Up(weights, "up1", 32, 8, sparse)
-        self.up2 = Up(weights, "up2", 16, 4, sparse)
-        self.up3 = Up(weights, "up3", 8, 2, sparse)
-        self.up4 = Up(weights, "up4", 4, 2, sparse)
-        self.outc = OutConv(weights, "outc", 2, 1)
-        self.wienernet = WienerNet(weights, "wienernet", sparse) if config["prior"] else None
-        weights.check()
+        weights = Weights(arrays, config, source)
+        sparse = config.norm == "sparse_bn"
+        (_, a, b), *downs = ENCODER
+        self.inc = DoubleConv(weights, "inc", a, b, None, sparse)
+        for name, cin, cout in downs:
+            setattr(self, name, Down(weights, name, cin, cout, sparse))
+        for name, cin, cout in DECODER:
+            setattr(self, name, Up(weights, name, cin, cout, sparse))
+        self.outc = OutConv(weights, OUTC[0], OUTC[1], OUTC[2])
+        self.wienernet = WienerNet(weights, "wienernet", sparse) if config.prior else None
 
     def forward(self, x: np.ndarray, h: np.ndarray | None = None, bn_mode: str | None = None) -> np.ndarray:
         """Denoise a batch.
@@ -224,14 +201,18 @@ class NumpyICNN:
         h : np.ndarray, optional
             The Wiener prior of each signal, shape (N, 1, L); computed from x when omitted.
         bn_mode : {"fixed", "unfixed"}, optional
-            Batch-norm statistics; defaults to ``config["bn_mode"]``.
+            Batch-norm statistics; defaults to ``config.bn_mode``.
 
         Returns
         -------
         np.ndarray
             Shape (N, 1, L), of the model's ``dtype``.
         """
-        mode = self._bn_mode(bn_mode)
+        return self._forward(x, h, check_bn_mode(bn_mode or self.config.bn_mode))
+
+    __call__ = forward
+
+    def _forward(self, x: np.ndarray, h: np.ndarray | None, mode: str) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 3 or x.shape[1] != 1:
             raise InputError(f"expected input of shape (N, 1, L), got {x.shape}")
@@ -255,110 +236,52 @@ class NumpyICNN:
         x = self.up4(x, x1, mode)  # (N, 2, L)
         return self.outc(x)  # (N, 1, L)
 
-    __call__ = forward
+    def denoise(self, noisy: np.ndarray, bn_mode: str | None = None, threads: int | None = None,
+                chunk: int = CHUNK) -> np.ndarray:
+        """Denoise (N, L) signals, as ``Pytorch_V1.inference.denoise`` does.
 
-    def denoise(self, noisy: np.ndarray, bn_mode: str | None = None, chunk: int = CHUNK, threads: int | None = None) -> np.ndarray:
-        """Denoise (N, L) signals in chunks, as ``Pytorch_V1.inference.denoise`` does.
-
-        Each block of ``FORWARD_BLOCK`` signals (prior h, then forward) is independent
-        of the others, so blocks run on a pool of threads, each with a one-thread
-        BLAS: NumPy releases the GIL, and small GEMMs split over BLAS threads
-        stall badly when the cores are shared. The result does not depend on
-        ``threads``; ``chunk`` moves block boundaries, which can change results
-        by float32 rounding (BLAS kernels vary with the matrix width).
+        Blocks of ``FORWARD_BLOCK`` signals (prior h, then forward) are independent,
+        so they run on ``threads`` workers (:func:`Numpy_V2.parallel.run_blocks`).
+        The result does not depend on ``threads``; ``chunk`` moves block boundaries,
+        which can change results by float32 rounding (BLAS kernels vary with width).
 
         Parameters
         ----------
         noisy : np.ndarray
-            Shape (N, L) or (L,), finite, L ≥ 16.
+            Shape (N, L) or (L,), finite (and within float32's range), L ≥ 16.
         bn_mode : {"fixed", "unfixed"}, optional
-            Defaults to ``config["bn_mode"]``.
-        chunk : int
-            Signals converted to float32 at a time (bounds memory).
+            Defaults to ``config.bn_mode``.
         threads : int, optional
-            Worker threads; default OMP_NUM_THREADS when set (as torch reads it),
-            else every core. One when the BLAS's thread count cannot be pinned.
+            Worker threads (``signals.threads.resolve_threads``: default 1).
+        chunk : int
+            Signals handed to the pool at a time.
 
         Returns
         -------
         np.ndarray
-            Denoised signals, float64, shape (N, L).
+            Shape (N, L), in the input's float dtype (float32 or float64; others give float64).
         """
-        mode = self._bn_mode(bn_mode)
+        mode = check_bn_mode(bn_mode or self.config.bn_mode)
         noisy = np.atleast_2d(np.asarray(noisy))
         if noisy.ndim != 2:
             raise InputError(f"expected signals of shape (N, L), got {noisy.shape}")
         if noisy.shape[1] < MIN_LENGTH:
             raise InputError(f"signals must have length >= {MIN_LENGTH}, got {noisy.shape[1]}")
-        check_finite(noisy, "input")
         if chunk < 1:
             raise InputError(f"chunk must be >= 1, got {chunk}")
-        out = np.empty(noisy.shape, dtype=np.float64)
+        out = np.empty(noisy.shape, dtype=noisy.dtype if noisy.dtype in (np.float32, np.float64) else np.float64)
 
         def denoise_block(start: int) -> None:
-            x = noisy[start : start + FORWARD_BLOCK].astype(np.float32)[:, None, :]  # (n, 1, L)
+            raw = noisy[start : start + FORWARD_BLOCK]
+            check_chunk(raw, start, "input", self.dtype)
+            x = raw.astype(self.dtype)[:, None, :]  # (n, 1, L)
             h = wiener_prior(x) if self.wienernet is not None else None
-            out[start : start + x.shape[0]] = self.forward(x, h, mode)[:, 0]
+            out[start : start + x.shape[0]] = self._forward(x, h, mode)[:, 0]
 
-        workers = threads or default_threads()
-        pin_blas = one_blas_thread_initializer() if workers > 1 else None
-        if pin_blas is None:
-            workers = 1
         for chunk_start in range(0, noisy.shape[0], chunk):
-            starts = range(chunk_start, min(chunk_start + chunk, noisy.shape[0]), FORWARD_BLOCK)
-            if workers == 1 or len(starts) == 1:
-                for start in starts:
-                    denoise_block(start)
-            else:
-                with ThreadPoolExecutor(min(workers, len(starts)), initializer=pin_blas) as pool:
-                    list(pool.map(denoise_block, starts))  # list(): re-raise a worker's error here
+            stop = min(chunk_start + chunk, noisy.shape[0])
+            run_blocks(denoise_block, range(chunk_start, stop, FORWARD_BLOCK), threads)
         return out
-
-    def _bn_mode(self, bn_mode: str | None) -> str:
-        mode = bn_mode or self.config.get("bn_mode", "fixed")
-        if mode not in BN_MODES:
-            raise InputError(f"bn mode must be one of {BN_MODES}, got {mode!r}")
-        return mode
-
-
-def default_threads() -> int:
-    """OMP_NUM_THREADS when set (as torch reads it), else every core."""
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
-    except ValueError:
-        return os.cpu_count() or 1
-
-
-@lru_cache(maxsize=1)
-def one_blas_thread_initializer():
-    """A function that makes the calling thread's OpenBLAS calls single-threaded, or None.
-
-    Uses ``openblas_set_num_threads_local`` (OpenBLAS ≥ 0.3.27, the library that
-    NumPy's wheels bundle). Without it (another BLAS, an older OpenBLAS) denoise
-    stays on one thread rather than risk threads × BLAS-threads oversubscription.
-    """
-    libraries = Path(np.__file__).parent.parent / "numpy.libs"
-    for path in sorted(libraries.glob("*openblas*")) if libraries.is_dir() else []:
-        try:
-            set_local = ctypes.CDLL(str(path)).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
-        return lambda: set_local(1)
-    return None
-
-
-def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Every state-dict key the forward reads for ``config``, with its shape.
-
-    The BN step counters (``num_batches_tracked``) are not among them.
-    """
-    probe = Weights({}, "expected")
-    try:
-        NumpyICNN(probe, config)
-    except InputError:  # an empty probe misses every key, by design
-        pass
-    return probe.expected
 
 
 def wiener_prior(x: np.ndarray) -> np.ndarray:
@@ -388,86 +311,8 @@ def load_h5(path: str | os.PathLike, dtype: type = np.float32) -> NumpyICNN:
     Raises
     ------
     InputError
-        When the file is missing, not HDF5, truncated, of another format, or
-        lacks or mis-shapes an expected dataset (named in the message).
+        From :func:`icnn.h5weights.read_weights`: missing, unreadable, hostile or
+        mis-shaped files, named in one line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such weights file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: weights file is empty")
-    arrays, attributes = _read_h5(path)
-    metadata, config = _config_of(path, arrays, attributes)
-    return NumpyICNN(Weights(arrays, str(path)), config, metadata, dtype)
-
-
-def _read_h5(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Every root dataset as a float32 array, and the root attributes."""
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        with h5py.File(path, "r") as f:
-            attributes = {name: _plain(value) for name, value in f.attrs.items()}
-            for key, item in f.items():
-                if not isinstance(item, h5py.Dataset):
-                    raise InputError(f"{path}: {key!r} is a group, expected a flat dataset per tensor")
-                if key.endswith("num_batches_tracked"):
-                    continue  # a counter, not used at inference
-                if item.dtype.kind not in "fiu":
-                    raise InputError(f"{path}: dataset {key!r} holds {item.dtype}, expected numbers")
-                arrays[key] = np.asarray(item[()], dtype=np.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:  # truncated file, not HDF5, unreadable chunk
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: not a readable HDF5 weights file ({reason[:160]})") from None
-    for key, array in arrays.items():
-        if not np.isfinite(array).all():
-            raise InputError(f"{path}: dataset {key!r} holds non-finite values")
-    return arrays, attributes
-
-
-def _plain(value):
-    """HDF5 attribute -> plain Python (bytes decoded, 0-d arrays unwrapped)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return value.item()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _config_of(path: Path, arrays: dict[str, np.ndarray], attributes: dict) -> tuple[dict, dict]:
-    """(metadata, model config): recorded in the attributes, or the seed's ICNN_s inferred from keys."""
-    if not attributes:  # the seed's converter wrote no attributes
-        config = {
-            "prior": "wienernet.beta" in arrays,
-            "norm": "sparse_bn" if any(k.endswith(".threshold") for k in arrays) else "bn",
-            "bn_mode": "fixed",
-        }
-        return {}, config
-    file_format = attributes.get("format")
-    if file_format != WEIGHTS_FORMAT:
-        raise InputError(f"{path}: format attribute is {file_format!r}, expected {WEIGHTS_FORMAT!r}")
-    version = attributes.get("format_version")
-    if not isinstance(version, int) or version > SUPPORTED_FORMAT_VERSION:
-        raise InputError(f"{path}: format_version {version!r} is not supported (this reader knows up to {SUPPORTED_FORMAT_VERSION})")
-    try:
-        recorded = json.loads(attributes.get("config", "{}"))
-    except (TypeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: config attribute is not valid JSON ({err})") from None
-    model = recorded.get("model") if isinstance(recorded, dict) else None
-    if not isinstance(model, dict):
-        raise InputError(f"{path}: config attribute has no 'model' entry")
-    config = {
-        "prior": model.get("prior", True),
-        "norm": model.get("norm", "bn"),
-        "bn_mode": model.get("bn_mode", "fixed"),
-    }
-    if not isinstance(config["prior"], bool):
-        raise InputError(f"{path}: config 'prior' must be true or false, got {config['prior']!r}")
-    if config["norm"] not in NORMS:
-        raise InputError(f"{path}: config 'norm' must be one of {NORMS}, got {config['norm']!r}")
-    if config["bn_mode"] not in BN_MODES:
-        raise InputError(f"{path}: config 'bn_mode' must be one of {BN_MODES}, got {config['bn_mode']!r}")
-    metadata = dict(attributes)
-    metadata["config"] = recorded
-    return metadata, config
+    arrays, config, metadata = read_weights(path)
+    return NumpyICNN(arrays, config, metadata, dtype, str(path))

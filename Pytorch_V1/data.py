@@ -1,10 +1,15 @@
-"""Training data: a seeded stream of fresh synthetic pairs, or a folder in the seed's layout."""
+"""Training data: a seeded stream of fresh synthetic pairs, or a folder in the seed's layout
+with a seeded held-out validation split."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from signals.synthesis import noisy_pairs
+
+VAL_FRACTION = 0.1  # of a --data folder, held out for validation
+MIN_VAL = 100  # at least this many held-out signals
+SPLIT_STREAM = 11  # the split permutation is default_rng([seed, SPLIT_STREAM])
 
 
 class SyntheticStream:
@@ -17,6 +22,7 @@ class SyntheticStream:
         self.rng = np.random.default_rng([seed, rank, world_size])
         self.batch_size = batch_size
         self.sigma = sigma
+        self.epoch = 0
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(noisy, clean, sigmas), shapes (B, L), (B, L), (B,)."""
@@ -35,14 +41,15 @@ class FolderStream:
 
     Each epoch is a fresh permutation; with ``world_size`` > 1 each rank takes
     every ``world_size``-th index of it, as a DistributedSampler would.
+    ``sigmas`` is one noise level for all signals, or one per signal (N,).
     """
 
     def __init__(self, noisy: np.ndarray, clean: np.ndarray | None, seed: int, batch_size: int,
-                 sigma: float, rank: int = 0, world_size: int = 1):
+                 sigmas: float | np.ndarray, rank: int = 0, world_size: int = 1):
         self.noisy, self.clean = noisy, clean
+        self.sigmas = np.broadcast_to(np.asarray(sigmas, dtype=np.float64), noisy.shape[:1])
         self.rng = np.random.default_rng([seed, 7])  # same permutation on every rank
         self.batch_size = batch_size
-        self.sigma = sigma
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.order = np.empty(0, dtype=int)
@@ -60,8 +67,7 @@ class FolderStream:
         idx = self.order[self.cursor : self.cursor + self.batch_size]
         self.cursor += self.batch_size
         clean = self.clean[idx] if self.clean is not None else None
-        sigmas = np.full(idx.size, float(self.sigma))
-        return self.noisy[idx], clean, sigmas
+        return self.noisy[idx], clean, self.sigmas[idx].copy()
 
     def state(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "epoch": self.epoch,
@@ -73,6 +79,17 @@ class FolderStream:
         self.order = np.asarray(state["order"], dtype=int)
 
 
+def held_out_size(n_signals: int, requested: int | None) -> int:
+    """Validation signals to hold out of a folder: ``requested``, else 10 % but at least 100."""
+    return requested if requested is not None else max(MIN_VAL, int(round(VAL_FRACTION * n_signals)))
+
+
+def split_indices(n_signals: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices of a folder: a seeded permutation, validation first, each sorted."""
+    perm = np.random.default_rng([seed, SPLIT_STREAM]).permutation(n_signals)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 def to_tensor(signals: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B, L) float64 NumPy -> (B, 1, L) float32 tensor on ``device``."""
+    """(B, L) float NumPy -> (B, 1, L) float32 tensor on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(signals, dtype=np.float32))[:, None].to(device)

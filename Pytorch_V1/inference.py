@@ -1,36 +1,76 @@
-"""Batched, chunked inference with a trained ICNN_s on NumPy signals."""
+"""Batched, chunked, stateless inference with a trained ICNN_s on NumPy signals."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from icnn.spec import CHUNK, check_bn_mode
 from Pytorch_V1.model import ICNN_s, wiener_prior
-
-CHUNK = 8192
+from signals.errors import InputError
+from signals.io import check_chunk
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
+    """``auto`` picks CUDA when present, else CPU; ``cuda`` without CUDA is an :class:`InputError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but CUDA is not available")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} asked for, but CUDA is not available on this machine (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise InputError(f"--device {name!r} is not a device torch knows ({err})") from None
+
+
+def configure_threads(n: int) -> None:
+    """Use ``n`` intra-op threads, and one inter-op thread when torch still allows setting it.
+
+    Call from a script's ``main``, never at import (importing changes no process state).
+    """
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable once, before any inter-op work
+        pass
+
+
+def output_dtype(dtype: np.dtype) -> np.dtype:
+    """The input's float dtype (float32 stays float32); anything else becomes float64."""
+    return np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.dtype(np.float64)
 
 
 @torch.no_grad()
 def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk: int = CHUNK) -> np.ndarray:
-    """Denoise (N, L) signals in chunks; returns float64 (N, L).
+    """Denoise (N, L) signals in chunks of ``chunk``, without changing the model.
 
-    ``bn_mode`` defaults to the mode the model's config records.
+    Parameters
+    ----------
+    model : ICNN_s
+        Evaluated in eval mode (set here).
+    noisy : np.ndarray
+        Shape (N, L) or (L,); computed in float32. NaN, inf and values beyond
+        float32's range are refused (InputError naming signal and index).
+    bn_mode : {"fixed", "unfixed"}, optional
+        Defaults to the mode the model's config records.
+    chunk : int
+        Signals per forward pass (bounds memory).
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, L), in the input's float dtype (float32 or float64; others give float64).
     """
+    mode = check_bn_mode(bn_mode or model.config.bn_mode)
+    if chunk < 1:
+        raise InputError(f"chunk must be >= 1, got {chunk}")
     device = next(model.parameters()).device
     model.eval()
-    model.set_bn_mode(bn_mode or model.config.bn_mode)
     noisy = np.atleast_2d(noisy)
-    out = np.empty(noisy.shape, dtype=np.float64)
+    out = np.empty(noisy.shape, dtype=output_dtype(noisy.dtype))
     for start in range(0, noisy.shape[0], chunk):
-        x = torch.from_numpy(noisy[start : start + chunk].astype(np.float32))[:, None].to(device)
+        raw = noisy[start : start + chunk]
+        check_chunk(raw, start, "input", np.float32)  # finite, and inside float32's range: never NaN out
+        x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))[:, None].to(device)
         h = wiener_prior(x) if model.wienernet is not None else None
-        out[start : start + chunk] = model(x, h)[:, 0].double().cpu().numpy()
+        out[start : start + chunk] = model(x, h, mode)[:, 0].cpu().numpy()
     return out

@@ -9,70 +9,52 @@ statistics) mode at inference.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from icnn.spec import (
+    BN_EPS,
+    DECODER,
+    ENCODER,
+    KERNEL_SIZE,
+    MIN_LENGTH,
+    OUTC,
+    PRIOR_BETA_INIT,
+    PRIOR_ENCODER,
+    PRIOR_TAPS,
+    SPARSE_THRESHOLD_INIT,
+    ModelConfig,
+    check_bn_mode,
+)
 from signals.classical import wiener_inverse_response
-
-MIN_LENGTH = 16  # four halvings must leave at least one sample
-PRIOR_TAPS = 3  # one factor per tap of the bottleneck's first kernel
-BN_MODES = ("fixed", "unfixed")
-BN_TRAIN_STATS = ("batch", "signal", "mixed")
-SPARSE_THRESHOLD_INIT = 0.01
-
-
-@dataclass
-class ModelConfig:
-    """Architecture switches, saved (as plain types) in every checkpoint."""
-
-    prior: bool = True  # the Wiener prior branch
-    norm: str = "bn"  # "bn" or "sparse_bn" (BN followed by a learnable soft threshold)
-    bn_mode: str = "fixed"  # inference default: "fixed" or "unfixed"
-
-    def __post_init__(self):
-        if self.norm not in ("bn", "sparse_bn"):
-            raise ValueError(f"norm must be 'bn' or 'sparse_bn', got {self.norm!r}")
-        if self.bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
 
 
 class SignalBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d whose statistics are chosen by ``mode`` and ``train_stats``.
+    """BatchNorm1d whose statistics are chosen per call.
 
-    Inference (``eval()``): ``fixed`` uses the running statistics; ``unfixed``
-    uses each signal's own mean and biased variance per channel over the length
-    axis, so N signals give exactly what one signal at a time gives.
-    Training: ``train_stats`` picks batch statistics (standard BN), per-signal
-    statistics, or a coin flip per step between the two ("mixed").
+    Inference (``eval()``): ``forward(x, mode)`` with ``fixed`` uses the running
+    statistics; ``unfixed`` uses each signal's own mean and biased variance per
+    channel over the length axis, so N signals give exactly what one signal at a
+    time gives. The mode is an argument, never stored: inference is stateless.
+    Training: ``use_signal_stats`` (set per step by the training loop) picks
+    per-signal statistics instead of batch statistics (standard BN).
     With ``sparse=True`` a learnable per-channel soft threshold λ = |threshold|
     follows the normalisation (the seed's proposed sparse BN).
     """
 
     def __init__(self, num_features: int, sparse: bool = False):
-        super().__init__(num_features)
-        self.mode = "fixed"  # plain attributes: never in the state_dict
-        self.use_signal_stats = False  # set per step by the training loop
+        super().__init__(num_features, eps=BN_EPS)
+        self.use_signal_stats = False  # plain attributes: never in the state_dict
         self.last_abs_mean: torch.Tensor | None = None
         if sparse:
-            # Not 0: d|t|/dt is 0 there, and the thresholds would never move.
             self.threshold = nn.Parameter(torch.full((num_features,), SPARSE_THRESHOLD_INIT))
         else:
             self.register_parameter("threshold", None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, L)
-        per_signal = self.use_signal_stats if self.training else self.mode == "unfixed"
+    def forward(self, x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:  # (N, C, L)
+        per_signal = self.use_signal_stats if self.training else mode == "unfixed"
         if per_signal:
             # Statistics in at least float32: under AMP, float16 sums overflow.
             x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -108,27 +90,28 @@ class DoubleConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, sparse: bool = False):
         super().__init__()
         mid = mid_channels or out_channels
-        self.double_conv = nn.Sequential(
-            nn.Conv1d(in_channels, mid, kernel_size=3, padding=1),
+        pad = KERNEL_SIZE // 2
+        self.double_conv = nn.Sequential(  # a Sequential for the seed's state-dict keys
+            nn.Conv1d(in_channels, mid, kernel_size=KERNEL_SIZE, padding=pad),
             SignalBatchNorm1d(mid, sparse),
             nn.ReLU(inplace=True),
-            nn.Conv1d(mid, out_channels, kernel_size=3, padding=1),
+            nn.Conv1d(mid, out_channels, kernel_size=KERNEL_SIZE, padding=pad),
             SignalBatchNorm1d(out_channels, sparse),
             nn.ReLU(inplace=True),
         )
 
-    def forward(self, x: torch.Tensor, kernel_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bn_mode: str = "fixed", kernel_scale: torch.Tensor | None = None) -> torch.Tensor:
+        conv1, bn1, relu1, conv2, bn2, relu2 = self.double_conv
         if kernel_scale is None:
-            return self.double_conv(x)
-        conv = self.double_conv[0]
-        x = modulated_conv1d(x, conv.weight, conv.bias, kernel_scale)
-        for layer in self.double_conv[1:]:
-            x = layer(x)
-        return x
+            x = conv1(x)
+        else:
+            x = modulated_conv1d(x, conv1.weight, conv1.bias, kernel_scale)
+        x = relu1(bn1(x, bn_mode))
+        return relu2(bn2(conv2(x), bn_mode))
 
 
 def modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Conv1d (padding 1) with a per-signal kernel ``weight · scale[n]``.
+    """Conv1d (padding K // 2) with a per-signal kernel ``weight · scale[n]``.
 
     x: (N, C_in, L); weight: (C_out, C_in, K); scale: (N, C_out, K), broadcast over C_in.
     One grouped convolution, group n holding signal n's kernel.
@@ -147,9 +130,9 @@ class Down(nn.Module):
         super().__init__()
         self.maxpool_conv = nn.Sequential(nn.MaxPool1d(2), DoubleConv(in_channels, out_channels, sparse=sparse))
 
-    def forward(self, x: torch.Tensor, kernel_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bn_mode: str = "fixed", kernel_scale: torch.Tensor | None = None) -> torch.Tensor:
         pool, conv = self.maxpool_conv
-        return conv(pool(x), kernel_scale)
+        return conv(pool(x), bn_mode, kernel_scale)
 
 
 class Up(nn.Module):
@@ -160,10 +143,10 @@ class Up(nn.Module):
         self.up = nn.Upsample(scale_factor=2, mode="linear", align_corners=True)
         self.conv = DoubleConv(in_channels, out_channels, in_channels // 2, sparse=sparse)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, bn_mode: str = "fixed") -> torch.Tensor:
         x1 = self.up(x1)
         x1, x2 = pad_to_match(x1, x2)
-        return self.conv(torch.cat([x2, x1], dim=1))
+        return self.conv(torch.cat([x2, x1], dim=1), bn_mode)
 
 
 def pad_to_match(x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,43 +175,45 @@ class WienerNet(nn.Module):
 
     def __init__(self, sparse: bool = False):
         super().__init__()
-        self.inc = DoubleConv(1, 2, sparse=sparse)
-        self.down1 = Down(2, 4, sparse)
-        self.down2 = Down(4, 8, sparse)
-        self.down3 = Down(8, 16, sparse)
-        self.beta = nn.Parameter(torch.full((1,), 0.1))
+        (_, a, b), *downs = PRIOR_ENCODER
+        self.inc = DoubleConv(a, b, sparse=sparse)
+        for name, cin, cout in downs:
+            setattr(self, name, Down(cin, cout, sparse))
+        self.beta = nn.Parameter(torch.full((1,), PRIOR_BETA_INIT))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (N, 1, L) -> (N, 16, 3)
-        p1 = self.inc(h)
-        p2 = self.down1(p1)
-        p3 = self.down2(p2)
-        p4 = self.down3(p3)
+    def forward(self, h: torch.Tensor, bn_mode: str = "fixed") -> torch.Tensor:  # (N, 1, L) -> (N, 16, 3)
+        p = self.inc(h, bn_mode)
+        for name, _, _ in PRIOR_ENCODER[1:]:
+            p = getattr(self, name)(p, bn_mode)
         # For L = 100 this is the seed's max-pool 4 (12 -> 3); other lengths pool adaptively.
-        pooled = F.adaptive_max_pool1d(p4, PRIOR_TAPS)
+        pooled = F.adaptive_max_pool1d(p, PRIOR_TAPS)
         return 1.0 + self.beta * pooled
 
 
 class ICNN_s(nn.Module):
-    """The seed's ICNN_s. Input and output (N, 1, L), L ≥ 16."""
+    """The seed's ICNN_s. Input and output (N, 1, L), L ≥ MIN_LENGTH.
+
+    Inference is stateless: the BN mode is an argument of :meth:`forward`
+    (default: the config's ``bn_mode``).
+    """
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = config or ModelConfig()
         sparse = self.config.norm == "sparse_bn"
-        self.inc = DoubleConv(1, 2, sparse=sparse)
-        self.down1 = Down(2, 4, sparse)
-        self.down2 = Down(4, 8, sparse)
-        self.down3 = Down(8, 16, sparse)
-        self.down4 = Down(16, 16, sparse)
-        self.up1 = Up(32, 8, sparse)
-        self.up2 = Up(16, 4, sparse)
-        self.up3 = Up(8, 2, sparse)
-        self.up4 = Up(4, 2, sparse)
-        self.outc = OutConv(2, 1)
+        (_, a, b), *downs = ENCODER
+        self.inc = DoubleConv(a, b, sparse=sparse)
+        for name, cin, cout in downs:
+            setattr(self, name, Down(cin, cout, sparse))
+        for name, cin, cout in DECODER:
+            setattr(self, name, Up(cin, cout, sparse))
+        self.outc = OutConv(OUTC[1], OUTC[2])
         self.wienernet = WienerNet(sparse) if self.config.prior else None
-        self.set_bn_mode(self.config.bn_mode)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, bn_mode: str | None = None) -> torch.Tensor:
+        """Denoise (N, 1, L) signals; ``h`` is the Wiener prior (computed when None),
+        ``bn_mode`` "fixed" or "unfixed" (None: the config's mode; ignored in training)."""
+        mode = check_bn_mode(bn_mode or self.config.bn_mode)
         if x.ndim != 3 or x.shape[1] != 1:
             raise ValueError(f"expected input of shape (N, 1, L), got {tuple(x.shape)}")
         if x.shape[2] < MIN_LENGTH:
@@ -237,27 +222,20 @@ class ICNN_s(nn.Module):
         if self.wienernet is not None:
             if h is None:
                 h = wiener_prior(x)
-            kernel_scale = self.wienernet(h)  # (N, 16, 3)
-        x1 = self.inc(x)  # (N, 2, L)
-        x2 = self.down1(x1)  # (N, 4, L/2)
-        x3 = self.down2(x2)  # (N, 8, L/4)
-        x4 = self.down3(x3)  # (N, 16, L/8)
-        x5 = self.down4(x4, kernel_scale)  # (N, 16, L/16)
-        x = self.up1(x5, x4)  # (N, 8, L/8)
-        x = self.up2(x, x3)  # (N, 4, L/4)
-        x = self.up3(x, x2)  # (N, 2, L/2)
-        x = self.up4(x, x1)  # (N, 2, L)
+            kernel_scale = self.wienernet(h, mode)  # (N, 16, 3)
+        x1 = self.inc(x, mode)  # (N, 2, L)
+        x2 = self.down1(x1, mode)  # (N, 4, L/2)
+        x3 = self.down2(x2, mode)  # (N, 8, L/4)
+        x4 = self.down3(x3, mode)  # (N, 16, L/8)
+        x5 = self.down4(x4, mode, kernel_scale)  # (N, 16, L/16)
+        x = self.up1(x5, x4, mode)  # (N, 8, L/8)
+        x = self.up2(x, x3, mode)  # (N, 4, L/4)
+        x = self.up3(x, x2, mode)  # (N, 2, L/2)
+        x = self.up4(x, x1, mode)  # (N, 2, L)
         return self.outc(x)  # (N, 1, L)
 
     def batch_norms(self) -> list[SignalBatchNorm1d]:
         return [m for m in self.modules() if isinstance(m, SignalBatchNorm1d)]
-
-    def set_bn_mode(self, mode: str) -> None:
-        """Inference statistics for every BN: "fixed" (running) or "unfixed" (per signal)."""
-        if mode not in BN_MODES:
-            raise ValueError(f"bn mode must be one of {BN_MODES}, got {mode!r}")
-        for bn in self.batch_norms():
-            bn.mode = mode
 
     def set_signal_stats(self, on: bool) -> None:
         """Training statistics for every BN: per signal (True) or per batch (False)."""

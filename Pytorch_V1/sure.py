@@ -4,6 +4,9 @@ For y = x + σ·n and a denoiser f, per signal of length L
     SURE = ‖f(y) − y‖²/L − σ² + 2σ²·div f(y)/L
 is an unbiased estimate of ‖f(y) − x‖²/L. The divergence is estimated with one
 Gaussian probe b: div ≈ bᵀ(f(y + εb) − f(y))/ε (Ramani, Blu & Unser 2008).
+
+SURE needs σ. For a folder of unknown noise (``--sigma auto``) :func:`folder_sigmas`
+decides between one pooled estimate and one estimate per signal.
 """
 from __future__ import annotations
 
@@ -11,6 +14,11 @@ import numpy as np
 import torch
 
 from Pytorch_V1.model import wiener_prior
+from signals.classical import estimate_sigma
+from signals.errors import InputError
+from signals.synthesis import SpikePrior, noisy_pairs
+
+VARIES_FACTOR = 1.5  # per-signal estimates spread this much more than at one σ: σ varies
 
 
 def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor,
@@ -41,15 +49,36 @@ def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Ten
     return residual - sigma**2 + 2 * sigma**2 * divergence / length
 
 
-def estimate_sigma(noisy: np.ndarray) -> float:
-    """Noise std of a set of sparse, positive-spike signals on a zero baseline, pooled.
+def relative_spread(values: np.ndarray) -> float:
+    """Interquartile range over the median."""
+    q25, q50, q75 = np.percentile(values, [25, 50, 75])
+    return float((q75 - q25) / q50)
 
-    Negative samples are almost all noise on a zero sample, and |noise| there is
-    half-normal with median 0.6745σ, so σ̂ = 1.4826 · median(|y| : y ≤ 0).
-    Measured bias on the benchmark: −0.3 % at σ = 1, −1.7 % at σ = 3, −2.4 % at σ = 5.
+
+def folder_sigmas(noisy: np.ndarray, source: str) -> tuple[float, np.ndarray | None]:
+    """σ of a folder of noisy signals: (pooled estimate, per-signal estimates or None).
+
+    Per-signal estimates are returned only when the folder's σ visibly varies: their
+    relative spread is more than :data:`VARIES_FACTOR` times the spread the same
+    estimator shows on synthetic spike signals of one σ (the pooled one) and the
+    same length. Otherwise one pooled value is the better estimate for every signal.
     """
-    values = np.asarray(noisy, dtype=np.float64).ravel()
-    negative = values[values <= 0]
-    if negative.size == 0:
-        raise ValueError("cannot estimate sigma: no sample is <= 0")
-    return float(1.4826 * np.median(np.abs(negative)))
+    try:
+        pooled = float(estimate_sigma(noisy))
+    except ValueError as err:
+        raise InputError(f"{source}: cannot estimate the noise level ({err})") from None
+    per_signal = per_signal_sigmas(noisy, source)
+    if not (np.isfinite(pooled) and pooled > 0):
+        raise InputError(f"{source}: estimated noise level is {pooled}; give --sigma")
+    _, reference, _ = noisy_pairs(np.random.default_rng(0), 2000, pooled, SpikePrior(length=noisy.shape[1]))
+    expected = relative_spread(np.asarray(estimate_sigma(reference, per_signal=True)))
+    varies = relative_spread(per_signal) > VARIES_FACTOR * expected
+    return pooled, (per_signal if varies else None)
+
+
+def per_signal_sigmas(noisy: np.ndarray, source: str) -> np.ndarray:
+    """σ estimated from each signal alone, shape (N,), kept above 1e-3."""
+    try:
+        return np.clip(np.asarray(estimate_sigma(noisy, per_signal=True), dtype=np.float64), 1e-3, None)
+    except ValueError as err:
+        raise InputError(f"{source}: cannot estimate the noise level per signal ({err})") from None

@@ -3,424 +3,763 @@
     python Pytorch_V1/train.py                       # the shipped recipe, CPU-friendly
     python Pytorch_V1/train.py --sigma 0.5:5         # blind: a noise level per signal
     python Pytorch_V1/train.py --loss sure           # no clean labels (Stein's unbiased risk)
+    python Pytorch_V1/train.py --data DIR            # your own data/N.txt (+ labels/N.txt)
     torchrun --standalone --nproc-per-node=2 Pytorch_V1/train.py   # DistributedDataParallel
 
-Writes to --ckpt-dir: ckpt_last.pth (atomic, every --save-every steps and at
-the end), ckpt_best.pth (best validation RMSE), train_log.csv and
-train_curve.png. --resume continues from ckpt_last.pth at its step, with
-model, optimiser, scheduler and data-stream state restored.
+Each run writes a NEW folder, runs/train-YYYYmmdd-HHMMSS under the current
+directory (or --run-dir DIR): ckpt_last.pth (every --save-every steps and at
+the end), ckpt_best.pth (best on validation), train_log.csv, train_curve.png.
+It never writes into ckpt/: promoting a run there is an explicit step, and the
+run ends by printing the commands to test, convert and promote it.
+A folder that holds a run is refused unless --resume (continue it) or
+--overwrite (replace it). One run per folder: a lock is held for the whole run.
+
+Validation: on synthetic data, 1000 fresh signals from default_rng([seed, 999]);
+with --data, a seeded 10 % of the folder (at least 100 signals) held out of
+training. Validation picks ckpt_best.pth and the recorded BN mode.
+
+Learning rate (get_lr): a linear warm-up over the first 5 % of the steps, then
+a cosine from --lr down to 1 % of it at the last step. It is a function of the
+step and the run's total steps only, so `--resume --steps N` follows, from the
+saved step on, exactly the curve of a fresh N-step run: a longer run
+re-stretches the remaining decay, a shorter one ends its decay sooner.
+
+--resume continues ckpt_last.pth at its step with its saved config; it honours
+--steps, --eval-every, --save-every, --device and --threads, and refuses any
+flag that would change what the run is (seed, data, model, loss, sigma, ...).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from Pytorch_V1.checkpoint import FORMAT_VERSION, load_checkpoint, load_state_dict_strict, save_checkpoint
-from Pytorch_V1.data import FolderStream, SyntheticStream, to_tensor
-from Pytorch_V1.inference import resolve_device
-from Pytorch_V1.model import BN_TRAIN_STATS, ICNN_s, ModelConfig, wiener_prior
-from Pytorch_V1.sure import estimate_sigma, sure_per_signal
+from icnn.spec import BN_MODES, BN_TRAIN_STATS, CHUNK, NORMS, ModelConfig
+from Pytorch_V1.checkpoint import FORMAT_VERSION, load_checkpoint, load_state_dict_strict
+from Pytorch_V1.data import FolderStream, SyntheticStream, held_out_size, split_indices, to_tensor, SPLIT_STREAM
+from Pytorch_V1.inference import configure_threads, resolve_device
+from Pytorch_V1.model import ICNN_s, wiener_prior
+from Pytorch_V1.rundir import RunDir, default_run_dir
+from Pytorch_V1.sure import folder_sigmas, per_signal_sigmas, sure_per_signal
 from signals.classical import bayes_posterior_mean
-from signals.errors import InputError, run_cli
-from signals.io import read_folder_dataset, remove_stale_temps
+from signals.cli import add_device_arg, add_threads_arg, nonnegative_int, positive_float, positive_int, run_cli
+from signals.errors import InputError
+from signals.io import atomic_write, read_folder_dataset
 from signals.metrics import mse, rmse
-from signals.synthesis import noisy_pairs, parse_sigma
+from signals.plots import save_figure, training_curve
+from signals.progress import Progress
+from signals.synthesis import SIGMA, TRAIN_SEED, noisy_pairs, parse_sigma
+from signals.threads import resolve_threads
 
 REPO = Path(__file__).resolve().parent.parent
+LOG_COLUMNS = ["step", "loss", "lr", "val_rmse_fixed", "val_rmse_unfixed", "val_root_mse_fixed",
+               "val_sure_root_mse_fixed", "seconds"]
+SIGMA_MISMATCH = 0.2  # warn when --sigma and the folder's estimate differ by more than this fraction
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a run; saved as plain types in every checkpoint."""
+    """Everything that defines a run; saved as plain types in every checkpoint, never changed by the loop."""
 
     steps: int = 3000
-    batch_size: int = 256
-    lr: float = 6e-3
+    batch_size: int = 256  # signals per step, over all workers
+    lr: float = 6e-3  # peak learning rate (get_lr)
     optimizer: str = "adam"
-    loss: str = "mse"
-    sigma: float | list | str = 3.0  # a number, [low, high] for blind training, or "auto" (estimated)
-    seed: int = 666
+    loss: str = "mse"  # mse, smoothl1 (the seed's) or sure (label-free)
+    sigma: list[float] | None = None  # [low, high] (low == high: one σ); None until resolved (load_data)
+    sigma_per_signal: bool = False  # --data with varying σ: each signal's own estimate (sure.folder_sigmas)
+    seed: int = TRAIN_SEED
     bn_train: str = "batch"  # BN statistics while training: batch, signal or mixed
     bn_mode: str | None = None  # inference BN mode to record; None picks the better on validation
     sparsity_weight: float = 0.0  # L1 weight on normalised activations (sparse_bn)
     weight_by_sigma: bool = False  # divide each signal's squared error by its σ² (blind runs)
     sure_epsilon: float = 1e-3  # Monte-Carlo divergence step, times sigma
-    data: str | None = None
-    val_size: int = 1000
+    data: str | None = None  # a folder in the seed's layout; None: fresh synthetic signals
+    val_size: int | None = None  # None: 1000 synthetic, or 10 % (at least 100) of the folder
+    split: dict | None = None  # --data: how the validation signals were held out
     eval_every: int = 250
     save_every: int = 500
     warmup: float = 0.05  # fraction of steps with a linear warm-up
     device: str = "auto"
-    model: dict = field(default_factory=lambda: ModelConfig().to_dict())
+    model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn"})
 
 
-def get_args(argv=None) -> tuple[TrainConfig, Path, bool]:
+# Flags that define the run: with --resume they must match the saved run (else refused).
+# Each maps to its value in a TrainConfig.
+RUN_FLAGS = {
+    "seed": lambda c: c.seed, "batch_size": lambda c: c.batch_size, "lr": lambda c: c.lr,
+    "optimizer": lambda c: c.optimizer, "loss": lambda c: c.loss, "sigma": lambda c: c.sigma,
+    "norm": lambda c: c.model["norm"], "no_prior": lambda c: not c.model["prior"],
+    "sparsity_weight": lambda c: c.sparsity_weight, "weight_by_sigma": lambda c: c.weight_by_sigma,
+    "bn_train": lambda c: c.bn_train, "bn_mode": lambda c: c.bn_mode, "data": lambda c: c.data,
+    "val_size": lambda c: c.val_size,
+}
+RESUMABLE = ("steps", "eval_every", "save_every", "device")  # honoured by --resume
+
+
+# ---------------------------------------------------------------------------
+# command line
+
+
+def sigma_arg(text: str) -> list[float] | str:
+    """argparse type: ``auto``, or a finite σ > 0, or LOW:HIGH, as [low, high]."""
+    if text == "auto":
+        return text
+    try:
+        value = parse_sigma(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    low, high = (value, value) if np.isscalar(value) else value
+    if not (math.isfinite(high) and low > 0):
+        raise argparse.ArgumentTypeError(f"sigma must be finite and > 0, got {text!r}")
+    return [float(low), float(high)]
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def run_dir_arg(text: str) -> Path:
+    """argparse type: a folder path that is not an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a run folder")
+    return path
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags are an InputError: one line on stderr and exit 2 under run_cli (no usage block)."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (see --help)")
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    """Parse and check the flags. Flags that define the run default to None, so that
+    :func:`given_flags` can tell what the user typed (a resumed run refuses those)."""
     d = TrainConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=d.steps, help="total (global) optimiser steps (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="signals per step, over all workers (default %(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer, help="adam, or sgd with momentum 0.9 like the seed")
-    p.add_argument("--loss", choices=["mse", "smoothl1", "sure"], default=d.loss,
-                   help="mse, smoothl1 (the seed's), or sure: label-free Stein's unbiased risk estimate")
-    p.add_argument("--sigma", default=str(d.sigma),
-                   help="noise std of the training signals, LOW:HIGH to draw one per signal (blind), "
-                        "or auto to estimate it from --data (default 3)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for weights, data and validation (default %(default)s)")
-    p.add_argument("--norm", choices=["bn", "sparse_bn"], default="bn", help="plain BN, or BN with a learnable soft threshold")
-    p.add_argument("--sparsity-weight", type=float, default=d.sparsity_weight,
-                   help="L1 penalty weight on normalised activations, for --norm sparse_bn (default %(default)s)")
-    p.add_argument("--no-prior", action="store_true", help="switch the Wiener prior branch off (ablation)")
-    p.add_argument("--weight-by-sigma", action="store_true",
-                   help="divide each signal's squared error by its sigma^2, so a blind run (--sigma LOW:HIGH) "
-                        "is not dominated by its noisiest signals")
-    p.add_argument("--bn-train", choices=BN_TRAIN_STATS, default=d.bn_train,
-                   help="BN statistics in training: batch, per signal, or a coin flip per step (default %(default)s)")
-    p.add_argument("--bn-mode", choices=["fixed", "unfixed"], default=None,
-                   help="BN mode recorded as this model's inference default (default: the better one on validation)")
-    p.add_argument("--data", default=None,
-                   help="train on a folder in the seed's layout (data/N.txt, labels/N.txt; labels optional with --loss sure)")
-    p.add_argument("--val-size", type=int, default=d.val_size, help="signals in the fixed validation set (default %(default)s)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N steps (default %(default)s)")
-    p.add_argument("--save-every", type=int, default=d.save_every, help="write ckpt_last.pth every N steps (default %(default)s)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto picks CUDA when present")
-    p.add_argument("--ckpt-dir", default="ckpt", help="where checkpoints, log and curve go (default %(default)s)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from CKPT_DIR/ckpt_last.pth at its step, with the config saved there (other flags are ignored)")
+    p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=positive_int, help=f"total (global) optimiser steps (default {d.steps})")
+    p.add_argument("--batch-size", type=positive_int, help=f"signals per step, over all workers (default {d.batch_size})")
+    p.add_argument("--lr", type=positive_float, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default), or sgd with momentum 0.9 like the seed")
+    p.add_argument("--loss", choices=["mse", "smoothl1", "sure"],
+                   help="mse (default), smoothl1 (the seed's), or sure: label-free Stein's unbiased risk estimate")
+    p.add_argument("--sigma", type=sigma_arg, metavar="S",
+                   help=f"noise std of the training signals, LOW:HIGH to draw one per signal (blind), or auto "
+                        f"(estimated from --data). Default: {SIGMA:g} on synthetic data, the folder's estimate with --data")
+    p.add_argument("--seed", type=nonnegative_int, metavar="K", help=f"seed of weights, data, split and validation (default {TRAIN_SEED})")
+    p.add_argument("--norm", choices=NORMS, help="bn (default), or sparse_bn: BN with a learnable soft threshold")
+    p.add_argument("--sparsity-weight", type=nonnegative_float, help="L1 penalty on normalised activations, for --norm sparse_bn (default 0)")
+    p.add_argument("--no-prior", action="store_true", default=None, help="switch the Wiener prior branch off (ablation)")
+    p.add_argument("--weight-by-sigma", action="store_true", default=None,
+                   help="divide each signal's squared error by its sigma^2 (blind runs: not dominated by the noisiest)")
+    p.add_argument("--bn-train", choices=BN_TRAIN_STATS, help="BN statistics in training: batch (default), signal, or a coin flip per step")
+    p.add_argument("--bn-mode", choices=BN_MODES, help="BN mode recorded as this model's inference default (default: the better on validation)")
+    p.add_argument("--data", help="train on a folder in the seed's layout (data/N.txt, labels/N.txt; labels optional with --loss sure)")
+    p.add_argument("--val-size", type=positive_int, help="validation signals (default 1000 synthetic; with --data 10 %% of it, at least 100)")
+    p.add_argument("--eval-every", type=positive_int, help=f"validate every N steps (default {d.eval_every})")
+    p.add_argument("--save-every", type=positive_int, help=f"write ckpt_last.pth every N steps (default {d.save_every})")
+    add_device_arg(p)
+    add_threads_arg(p)
+    p.add_argument("--run-dir", type=run_dir_arg, metavar="DIR", help="the run folder (default: a new runs/train-YYYYmmdd-HHMMSS)")
+    p.add_argument("--ckpt-dir", type=run_dir_arg, dest="run_dir", help=argparse.SUPPRESS)  # the seed's name
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from ckpt_last.pth, with its saved config")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir (says what it deletes)")
     a = p.parse_args(argv)
-    if a.sigma == "auto":
-        if a.data is None:
-            p.error("--sigma auto (estimate the noise level) needs --data")
-        sigma = "auto"
-    else:
-        try:
-            sigma = parse_sigma(a.sigma)
-        except ValueError as err:
-            p.error(str(err))
-    if a.steps < 1 or a.batch_size < 1 or a.eval_every < 1 or a.save_every < 1 or a.val_size < 1:
-        p.error("--steps, --batch-size, --eval-every, --save-every and --val-size must be positive")
-    model = ModelConfig(prior=not a.no_prior, norm=a.norm, bn_mode=a.bn_mode or "fixed")
-    cfg = TrainConfig(
-        steps=a.steps, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, loss=a.loss,
-        sigma=list(sigma) if isinstance(sigma, tuple) else sigma, seed=a.seed, bn_train=a.bn_train,
-        bn_mode=a.bn_mode, sparsity_weight=a.sparsity_weight, weight_by_sigma=a.weight_by_sigma, data=a.data, val_size=a.val_size, eval_every=a.eval_every,
-        save_every=a.save_every, device=a.device, model=model.to_dict(),
+    if a.sigma == "auto" and a.data is None and not a.resume:
+        p.error("--sigma auto (estimate the noise level) needs --data")
+    if a.resume and a.overwrite:
+        p.error("--resume and --overwrite exclude each other")
+    if a.resume and a.run_dir is None:
+        p.error("--resume needs --run-dir DIR (the run to continue)")
+    return a
+
+
+def given_flags(args: argparse.Namespace) -> set[str]:
+    """The flags the user typed, among RUN_FLAGS and RESUMABLE (argparse left the others at None)."""
+    return {name for name in (*RUN_FLAGS, *RESUMABLE) if getattr(args, name) is not None}
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """A TrainConfig: the given flags, TrainConfig's defaults for the rest."""
+    d = TrainConfig()
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    return TrainConfig(
+        steps=pick(a.steps, d.steps), batch_size=pick(a.batch_size, d.batch_size), lr=pick(a.lr, d.lr),
+        optimizer=pick(a.optimizer, d.optimizer), loss=pick(a.loss, d.loss),
+        sigma=None if a.sigma == "auto" else a.sigma, seed=pick(a.seed, d.seed), bn_train=pick(a.bn_train, d.bn_train),
+        bn_mode=a.bn_mode, sparsity_weight=pick(a.sparsity_weight, d.sparsity_weight),
+        weight_by_sigma=bool(a.weight_by_sigma), data=a.data, val_size=a.val_size,
+        eval_every=pick(a.eval_every, d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
+        model={"prior": not a.no_prior, "norm": pick(a.norm, "bn")},
     )
-    return cfg, Path(a.ckpt_dir), a.resume
 
 
-def sigma_arg(sigma):
-    return tuple(sigma) if isinstance(sigma, list) else sigma
+def resumed_config(saved: dict, asked: TrainConfig, given: set[str] | None, source: Path) -> TrainConfig:
+    """The saved run's config, with the flags a resume may change taken from ``asked``.
+
+    ``given`` names the flags the user typed (None: all of them, for library calls):
+    a run-defining one that differs from the saved run is refused, a RESUMABLE one is honoured.
+    """
+    try:
+        known = {k: v for k, v in saved["config"]["train"].items() if k in TrainConfig.__dataclass_fields__}
+        known["sigma"] = saved_sigma(known.get("sigma"))
+        cfg = TrainConfig(**known)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{source}: not a resumable train.py checkpoint (config: {err})") from None
+    for name in sorted(set(RUN_FLAGS) if given is None else given & set(RUN_FLAGS)):
+        if name == "sigma" and asked.sigma is None:
+            continue  # --sigma auto: the saved run's σ was estimated
+        mine, theirs = RUN_FLAGS[name](asked), RUN_FLAGS[name](cfg)
+        if mine != theirs:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} would change the resumed run (saved: {theirs}, asked: {mine}); "
+                             f"resume without {flag}, or start a new run in another --run-dir")
+    cfg = replace(cfg, **{k: getattr(asked, k) for k in RESUMABLE if given is None or k in given})
+    if cfg.steps < saved["step"]:
+        raise InputError(f"--steps {cfg.steps} is before the saved step {saved['step']} of {source}; "
+                         "a resumed run can only end at or after it")
+    return cfg
 
 
-def validation_set(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A fixed validation set, from its own seed stream, never from training data."""
-    clean, noisy, sigmas = noisy_pairs(np.random.default_rng([cfg.seed, 999]), cfg.val_size, sigma_arg(cfg.sigma))
-    return noisy, clean, sigmas
+def saved_sigma(value) -> list[float] | None:
+    """A recorded sigma (one number, [low, high], or None) as [low, high]."""
+    if value is None or value == "auto":
+        return None
+    low, high = (value, value) if np.isscalar(value) else value
+    return [float(low), float(high)]
+
+
+# ---------------------------------------------------------------------------
+# setup: workers, data, model and optimiser
+
+
+@dataclass(frozen=True)
+class Workers:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Workers:
+    """One worker, or a process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Workers()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Workers(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world_size)
+
+
+def note(text: str, workers: Workers) -> None:
+    """One line on stderr, from the main worker only."""
+    if workers.is_main:
+        print(f"train.py: {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Validation:
+    """The fixed validation set, as tensors; ``clean`` None when the folder has no labels."""
+
+    x: torch.Tensor
+    h: torch.Tensor | None
+    clean: np.ndarray | None
+    sigmas: torch.Tensor
+    probe: torch.Tensor | None  # SURE's Monte-Carlo probe (label-free model selection)
+    bayes: float | None  # the Bayes limit: only where the prior is known (synthetic data)
+    description: str
+
+
+def sigma_spec(sigma: list[float]) -> float | tuple[float, float]:
+    """[low, high] as signals.synthesis takes it: one number when low == high (draws nothing)."""
+    low, high = sigma
+    return low if low == high else (low, high)
+
+
+def load_data(cfg: TrainConfig, workers: Workers, device: torch.device):
+    """(config with sigma and val_size resolved, training stream, Validation)."""
+    if cfg.batch_size % workers.world_size:
+        raise InputError(f"--batch-size {cfg.batch_size} must divide evenly over {workers.world_size} workers")
+    local_batch = cfg.batch_size // workers.world_size
+    if cfg.data is not None:
+        return folder_data(cfg, workers, device, local_batch)
+    cfg = replace(cfg, sigma=cfg.sigma or [SIGMA, SIGMA], val_size=cfg.val_size or 1000)
+    stream = SyntheticStream(cfg.seed, local_batch, sigma_spec(cfg.sigma), workers.rank, workers.world_size)
+    clean, noisy, sigmas = noisy_pairs(np.random.default_rng([cfg.seed, 999]), cfg.val_size, sigma_spec(cfg.sigma))
+    bayes = float(rmse(bayes_posterior_mean(noisy, sigmas[:, None]), clean).mean())
+    what = f"{cfg.val_size} synthetic signals (default_rng([{cfg.seed}, 999]), sigma {format_sigma(cfg.sigma)})"
+    return cfg, stream, validation(cfg, noisy, clean, sigmas, bayes, what, device)
+
+
+def folder_data(cfg: TrainConfig, workers: Workers, device: torch.device, local_batch: int):
+    """Read the folder, resolve its σ, hold out the validation split."""
+    noisy, clean = read_folder_dataset(cfg.data, require_labels=cfg.loss != "sure")
+    n = noisy.shape[0]
+    n_val = held_out_size(n, cfg.val_size)
+    if n_val >= n:
+        raise InputError(f"{cfg.data}: {n} signals; holding out {n_val} for validation leaves none to train on "
+                         "(validation takes 10 %, at least 100; or set --val-size)")
+    if cfg.split is not None and cfg.split.get("n_signals") != n:  # a resumed run
+        raise InputError(f"{cfg.data}: holds {n} signals now, the run was trained on {cfg.split.get('n_signals')}")
+    cfg, sigmas = resolve_folder_sigma(cfg, noisy, workers)
+    train_idx, val_idx = split_indices(n, n_val, cfg.seed)
+    split = {"n_signals": n, "n_val": n_val, "rule": f"default_rng([seed, {SPLIT_STREAM}]).permutation(n_signals)[:n_val]"}
+    cfg = replace(cfg, val_size=n_val, split=split)
+    pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
+    stream = FolderStream(noisy[train_idx], pick(clean, train_idx), cfg.seed, local_batch, sigmas[train_idx],
+                          workers.rank, workers.world_size)
+    what = f"{n_val} held-out signals of {cfg.data}"
+    return cfg, stream, validation(cfg, noisy[val_idx], pick(clean, val_idx), sigmas[val_idx], None, what, device)
+
+
+def resolve_folder_sigma(cfg: TrainConfig, noisy: np.ndarray, workers: Workers) -> tuple[TrainConfig, np.ndarray]:
+    """(config with sigma set, σ of each signal): the given --sigma, else the folder's estimate."""
+    if cfg.sigma is not None and cfg.sigma[0] != cfg.sigma[1] and not cfg.sigma_per_signal:
+        raise InputError("--data needs one --sigma value (the folder's noise level) or --sigma auto")
+    pooled, per_signal = folder_sigmas(noisy, cfg.data)
+    if cfg.sigma_per_signal or (cfg.sigma is None and per_signal is not None):
+        if per_signal is None:  # a resumed run that found σ varying: the same per-signal estimates
+            per_signal = per_signal_sigmas(noisy, cfg.data)
+        low, high = (round(float(v), 4) for v in np.percentile(per_signal, [1, 99]))
+        note(f"sigma varies across {cfg.data}: per-signal estimates {low}..{high} (1st-99th percentile); "
+             "each signal's own estimate is used", workers)
+        return replace(cfg, sigma=[low, high], sigma_per_signal=True), per_signal
+    if cfg.sigma is None:
+        cfg = replace(cfg, sigma=[round(pooled, 4)] * 2)
+        note(f"noise sigma of {cfg.data} estimated at {pooled:.4f} (pooled over all {noisy.shape[0]} signals)", workers)
+    elif abs(cfg.sigma[0] / pooled - 1) > SIGMA_MISMATCH:
+        note(f"warning: --sigma {cfg.sigma[0]:g} differs from the folder's estimated {pooled:.3f} by "
+             f"{100 * abs(cfg.sigma[0] / pooled - 1):.0f} % (omit --sigma to use the estimate)", workers)
+    return cfg, np.full(noisy.shape[0], cfg.sigma[0])
+
+
+def format_sigma(sigma: list[float]) -> str:
+    return f"{sigma[0]:g}" if sigma[0] == sigma[1] else f"{sigma[0]:g}..{sigma[1]:g}"
+
+
+def validation(cfg: TrainConfig, noisy, clean, sigmas, bayes, description, device) -> Validation:
+    x = to_tensor(noisy, device)
+    probe = None
+    if cfg.loss == "sure":  # label-free model selection: SURE needs a fixed probe
+        probe = to_tensor(np.random.default_rng([cfg.seed, 998]).standard_normal(noisy.shape), device)
+    return Validation(x, wiener_prior(x) if cfg.model["prior"] else None, clean,
+                      torch.as_tensor(sigmas, dtype=torch.float32, device=device), probe, bayes, description)
+
+
+@dataclass
+class Trainer:
+    """What one step changes: the model, its optimiser, the AMP scaler and the coin/probe generator."""
+
+    model: ICNN_s
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    flip_rng: np.random.Generator  # BN-statistics coin ("mixed") and SURE probes
+    device: torch.device
+    use_amp: bool
+
+
+def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device) -> Trainer:
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG state
+        torch.manual_seed(cfg.seed)
+        model = ICNN_s(ModelConfig.from_dict(cfg.model, "train config"))
+    model.to(device).train()
+    if cfg.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=get_lr(0, cfg), fused=True)  # one kernel for all tiny tensors
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=get_lr(0, cfg), momentum=0.9, weight_decay=1e-6)
+    use_amp = device.type == "cuda" and cfg.loss != "sure"  # SURE's finite difference needs float32
+    net = model
+    if workers.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return Trainer(model, net, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp),
+                   np.random.default_rng([cfg.seed, 5, workers.rank]), device, use_amp)
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimiser step ``step`` (0-based) in a run of ``cfg.steps`` steps.
+
+    Linear warm-up over the first ``cfg.warmup`` of the steps, then a cosine from
+    ``cfg.lr`` to 1 % of it at ``cfg.steps``. A function of (step, steps) only:
+    a resumed run with other --steps follows the curve of a fresh run of that length.
+    """
+    warm = max(1, int(cfg.warmup * cfg.steps))
+    if step < warm:
+        return cfg.lr * ((step + 1) / warm)
+    t = (step - warm) / max(1, cfg.steps - warm)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+# ---------------------------------------------------------------------------
+# one step
+
+
+def get_batch(stream, trainer: Trainer):
+    """(x, h, clean, sigmas) of the next batch: tensors, and σ per signal as NumPy (B,); clean None without labels."""
+    noisy, clean, sigmas = stream.next_batch()
+    x = to_tensor(noisy, trainer.device)
+    h = wiener_prior(x) if trainer.model.wienernet is not None else None
+    clean = to_tensor(clean, trainer.device) if clean is not None else None
+    return x, h, clean, sigmas
+
+
+def compute_loss(cfg: TrainConfig, trainer: Trainer, x, h, clean, sigmas) -> torch.Tensor:
+    pred = trainer.net(x, h)
+    if cfg.loss == "sure":
+        probe = to_tensor(trainer.flip_rng.standard_normal(tuple(x.shape[::2])), trainer.device)
+        sigma = torch.as_tensor(sigmas, dtype=torch.float32, device=trainer.device)
+        loss = sure_per_signal(trainer.net, x, pred.float(), sigma, probe, cfg.sure_epsilon, h is not None).mean()
+    else:
+        loss_fn = F.smooth_l1_loss if cfg.loss == "smoothl1" else F.mse_loss
+        per_signal = loss_fn(pred.float(), clean, reduction="none").mean(dim=(1, 2))
+        if cfg.weight_by_sigma:
+            per_signal = per_signal * torch.as_tensor(1.0 / sigmas**2, dtype=torch.float32, device=trainer.device)
+        loss = per_signal.mean()
+    if cfg.sparsity_weight > 0:
+        loss = loss + cfg.sparsity_weight * trainer.model.sparsity_penalty()
+    return loss
+
+
+def train_step(cfg: TrainConfig, trainer: Trainer, batch, step: int) -> float:
+    """One optimiser step at learning rate get_lr(step); returns the loss."""
+    per_signal = cfg.bn_train == "signal" or (cfg.bn_train == "mixed" and trainer.flip_rng.random() < 0.5)
+    trainer.model.set_signal_stats(per_signal)
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = get_lr(step, cfg)
+    with torch.autocast(trainer.device.type, dtype=torch.float16, enabled=trainer.use_amp):
+        loss = compute_loss(cfg, trainer, *batch)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.scale(loss).backward()
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise InputError(f"training diverged at step {step + 1} (loss {value}); try a lower --lr")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# evaluate
 
 
 @torch.no_grad()
-def evaluate(model: ICNN_s, x: torch.Tensor, h: torch.Tensor | None, clean: np.ndarray,
-             sure: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> dict[str, float]:
-    """Validation RMSE in both BN modes; with ``sure=(sigma, probe, eps)`` also the label-free SURE RMSE."""
+def evaluate(model: ICNN_s, val: Validation, epsilon: float) -> dict[str, float]:
+    """Validation in both BN modes: RMSE (with labels) and, for SURE runs, the label-free √(mean SURE)."""
     model.eval()
     out = {}
-    for mode in ("fixed", "unfixed"):
-        model.set_bn_mode(mode)
-        pred = model(x, h)
-        out[mode] = float(rmse(pred[:, 0].double().cpu().numpy(), clean).mean())
-        if sure is not None:
-            # Compare sqrt(mean SURE) with sqrt(mean MSE): per-signal SURE is too noisy to root.
-            sigma, probe, eps = sure
-            risk = sure_per_signal(model, x, pred, sigma, probe, eps, with_prior=h is not None)
-            out[f"sure_{mode}"] = float(risk.mean().clamp_min(0).sqrt())
-            out[f"root_mse_{mode}"] = float(np.sqrt(mse(pred[:, 0].double().cpu().numpy(), clean).mean()))
-    model.train()
+    try:
+        for mode in BN_MODES:
+            preds, risks = [], []
+            for s in (slice(i, i + CHUNK) for i in range(0, val.x.shape[0], CHUNK)):
+                h = val.h[s] if val.h is not None else None
+                pred = model(val.x[s], h, bn_mode=mode)
+                preds.append(pred[:, 0].double().cpu().numpy())
+                if val.probe is not None:
+                    risks.append(sure_per_signal(partial(model, bn_mode=mode), val.x[s], pred, val.sigmas[s],
+                                                 val.probe[s], epsilon, h is not None))
+            pred = np.concatenate(preds)
+            if val.clean is not None:
+                out[mode] = float(rmse(pred, val.clean).mean())
+            if risks:  # compare sqrt(mean SURE) with sqrt(mean MSE): per-signal SURE is too noisy to root
+                out[f"sure_{mode}"] = float(torch.cat(risks).mean().clamp_min(0).sqrt())
+                if val.clean is not None:
+                    out[f"root_mse_{mode}"] = float(np.sqrt(mse(pred, val.clean).mean()))
+    finally:
+        model.train()
     return out
 
 
-def make_lr_lambda(cfg: TrainConfig):
-    """Linear warm-up, then cosine decay to 1 % of the peak."""
-    warm = max(1, int(cfg.warmup * cfg.steps))
-
-    def lr_lambda(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, cfg.steps - warm)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-
-    return lr_lambda
+def selection_scores(val_result: dict, loss: str) -> dict[str, float]:
+    """Per BN mode, what picks the best checkpoint: SURE for label-free runs, else validation RMSE."""
+    return {m: val_result[f"sure_{m}" if loss == "sure" else m] for m in BN_MODES}
 
 
-def supervised_loss(pred: torch.Tensor, clean: torch.Tensor, kind: str, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean loss over signals; ``weights`` (N,) rescales each signal's loss."""
-    if kind == "smoothl1":
-        per_signal = F.smooth_l1_loss(pred, clean, reduction="none").mean(dim=(1, 2))
-    else:
-        per_signal = F.mse_loss(pred, clean, reduction="none").mean(dim=(1, 2))
-    if weights is not None:
-        per_signal = per_signal * weights
-    return per_signal.mean()
+# ---------------------------------------------------------------------------
+# checkpoint and log
 
 
-def init_distributed() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size); starts a process group when launched by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world_size
+@dataclass
+class TrainState:
+    """What the loop changes besides the trainer; restored on resume."""
+
+    step: int = 0
+    best: float = math.inf
+    bn_mode: str = "fixed"  # the recorded inference mode: --bn-mode, or the better on validation at the best step
+    val: dict = field(default_factory=dict)
+    last_loss: float = math.nan
+    loss_sum: float = 0.0  # training loss since the last log row
+    loss_count: int = 0
 
 
-def train(cfg: TrainConfig, ckpt_dir: Path, resume: bool = False) -> dict:
-    """Run training; returns the final validation RMSEs. Only rank 0 writes files."""
-    rank, local_rank, world_size = init_distributed()
-    is_main = rank == 0
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    use_amp = device.type == "cuda" and cfg.loss != "sure"  # SURE's finite difference needs float32
-    if cfg.batch_size % world_size:
-        raise InputError(f"--batch-size {cfg.batch_size} must divide evenly over {world_size} workers")
-    local_batch = cfg.batch_size // world_size
-    if cfg.data is not None:
-        noisy, clean = read_folder_dataset(cfg.data, require_labels=cfg.loss != "sure")
-        if cfg.sigma == "auto":
-            cfg.sigma = round(estimate_sigma(noisy), 4)
-            if is_main:
-                print(f"estimated noise sigma of {cfg.data}: {cfg.sigma}", file=sys.stderr)
-        elif not np.isscalar(sigma_arg(cfg.sigma)):
-            raise InputError("--data needs one --sigma value (the folder's noise level) or --sigma auto")
-        stream = FolderStream(noisy, clean, cfg.seed, local_batch, cfg.sigma, rank, world_size)
-    else:
-        stream = SyntheticStream(cfg.seed, local_batch, sigma_arg(cfg.sigma), rank, world_size)
-
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if is_main:
-        remove_stale_temps(ckpt_dir)
-    model_cfg = ModelConfig.from_dict(cfg.model)
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG state
-        torch.manual_seed(cfg.seed)
-        model = ICNN_s(model_cfg)
-    model.to(device).train()
-    if cfg.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one kernel for all tiny tensors
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, make_lr_lambda(cfg))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    flip_rng = np.random.default_rng([cfg.seed, 5, rank])  # the BN-statistics coin in "mixed"
-
-    step, best = 0, float("inf")
-    last_path, best_path = ckpt_dir / "ckpt_last.pth", ckpt_dir / "ckpt_best.pth"
-    log_path = ckpt_dir / "train_log.csv"
-    if resume:
-        ckpt = load_checkpoint(last_path, device)
-        load_state_dict_strict(model, ckpt["net_state_dict"], str(last_path))
-        model.config = ModelConfig.from_dict(ckpt["config"]["model"])
-        optimizer.load_state_dict(ckpt["optim_state_dict"])
-        scheduler.load_state_dict(ckpt["sched_state_dict"])
-        if use_amp and "scaler_state_dict" in ckpt:
-            scaler.load_state_dict(ckpt["scaler_state_dict"])
-        step, best = ckpt["step"], ckpt.get("best_val_rmse", float("inf"))
-        resumed_val = ckpt.get("val_rmse") or {}
-        stream.load_state(ckpt["rng_state"]["stream"][rank] if world_size > 1 else ckpt["rng_state"]["stream"])
-        flip_rng.bit_generator.state = ckpt["rng_state"]["flip"]
-    ddp_model = model
-    if world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-
-    val_noisy, val_clean, val_sigmas = validation_set(cfg)
-    val_x = to_tensor(val_noisy, device)
-    val_h = wiener_prior(val_x) if model.wienernet is not None else None
-    bayes_val = float(rmse(bayes_posterior_mean(val_noisy, val_sigmas[:, None]), val_clean).mean())
-    val_sure = None
-    if cfg.loss == "sure":  # label-free model selection: the validation labels are only reported
-        val_sure = (torch.as_tensor(val_sigmas, dtype=torch.float32, device=device),
-                    to_tensor(np.random.default_rng([cfg.seed, 998]).standard_normal(val_noisy.shape), device),
-                    cfg.sure_epsilon)
-
-    def gather_stream_state():
-        state = stream.state()
-        if world_size == 1:
-            return state
-        states = [None] * world_size
-        dist.all_gather_object(states, state)
-        return states
-
-    def checkpoint(val: dict, stream_state) -> dict:
-        return {
-            "format_version": FORMAT_VERSION,
-            "step": step,
-            "epoch": getattr(stream, "epoch", 0),
-            "net_state_dict": model.state_dict(),
-            "optim_state_dict": optimizer.state_dict(),
-            "sched_state_dict": scheduler.state_dict(),
-            "scaler_state_dict": scaler.state_dict() if use_amp else {},
-            "config": {"model": model.config.to_dict(), "train": asdict(cfg), "world_size": world_size},
-            "val_rmse": val,
-            "best_val_rmse": best,
-            "loss": last_loss,
-            "rng_state": {"stream": stream_state, "flip": flip_rng.bit_generator.state},
-            "torch_version": str(torch.__version__),
-        }
-
-    if is_main and resume:
-        truncate_log(log_path, step)
-    if is_main and not resume:
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["step", "loss", "lr", "val_rmse_fixed", "val_rmse_unfixed",
-                                    "val_root_mse_fixed", "val_sure_root_mse_fixed", "seconds"])
-    start = time.time()
-    last_loss = float("nan")
-    loss_sum, loss_count = 0.0, 0  # the mean training loss since the last log row
-    val = resumed_val if resume else {}
-    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True, file=sys.stderr)
-    while step < cfg.steps:
-        noisy, clean, sigmas = stream.next_batch()
-        x = to_tensor(noisy, device)
-        h = wiener_prior(x) if model.wienernet is not None else None
-        per_signal = cfg.bn_train == "signal" or (cfg.bn_train == "mixed" and flip_rng.random() < 0.5)
-        model.set_signal_stats(per_signal)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            pred = ddp_model(x, h)
-            if cfg.loss == "sure":
-                sig = torch.as_tensor(sigmas, dtype=torch.float32, device=device)
-                probe = to_tensor(flip_rng.standard_normal(noisy.shape), device)
-                loss = sure_per_signal(ddp_model, x, pred.float(), sig, probe, cfg.sure_epsilon,
-                                       with_prior=model.wienernet is not None).mean()
-            else:
-                weights = torch.as_tensor(1.0 / sigmas**2, dtype=torch.float32, device=device) if cfg.weight_by_sigma else None
-                loss = supervised_loss(pred.float(), to_tensor(clean, device), cfg.loss, weights)
-            if cfg.sparsity_weight > 0:
-                loss = loss + cfg.sparsity_weight * model.sparsity_penalty()
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        step += 1
-        last_loss = float(loss.detach())
-        loss_sum, loss_count = loss_sum + last_loss, loss_count + 1
-        if not math.isfinite(last_loss):
-            raise RuntimeError(f"training diverged at step {step} (loss {last_loss}); try a lower --lr")
-        bar.update(1)
-        evaluate_now = step % cfg.eval_every == 0 or step == cfg.steps
-        save_now = step % cfg.save_every == 0 or step == cfg.steps
-        if evaluate_now or save_now:
-            stream_state = gather_stream_state()  # a collective: every rank joins
-        if evaluate_now and is_main:
-            val = evaluate(model, val_x, val_h, val_clean, val_sure)
-            with open(log_path, "a", newline="") as f:
-                csv.writer(f).writerow([step, f"{loss_sum / loss_count:.6f}", f"{scheduler.get_last_lr()[0]:.3e}",
-                                        f"{val['fixed']:.5f}", f"{val['unfixed']:.5f}",
-                                        f"{val.get('root_mse_fixed', float('nan')):.5f}",
-                                        f"{val.get('sure_fixed', float('nan')):.5f}", f"{time.time() - start:.1f}"])
-            loss_sum, loss_count = 0.0, 0
-            bar.set_postfix(loss=f"{last_loss:.3f}", fixed=f"{val['fixed']:.4f}", unfixed=f"{val['unfixed']:.4f}",
-                            bayes=f"{bayes_val:.4f}")
-            # Select on what training may see: SURE for label-free runs, else validation RMSE.
-            scores = {m: val[f"sure_{m}" if val_sure else m] for m in ("fixed", "unfixed")}
-            choose_bn_mode = cfg.bn_mode is None
-            score = min(scores.values()) if choose_bn_mode else scores[model.config.bn_mode]
-            if score < best:
-                best = score
-                if choose_bn_mode:
-                    model.config.bn_mode = min(scores, key=scores.get)
-                save_checkpoint(best_path, checkpoint(val, stream_state))
-        if save_now and is_main:
-            save_checkpoint(last_path, checkpoint(val, stream_state))
-    bar.close()
-    if is_main:
-        plot_curve(log_path, ckpt_dir / "train_curve.png", bayes_val)
-        print(f"done: {step} steps in {time.time() - start:.1f} s; validation RMSE fixed {val.get('fixed', float('nan')):.4f}, "
-              f"unfixed {val.get('unfixed', float('nan')):.4f} (Bayes {bayes_val:.4f}); best {best:.4f} -> {best_path}")
-    if world_size > 1:
-        dist.destroy_process_group()
-    return val
+def trained_model_config(cfg: TrainConfig, state: TrainState) -> ModelConfig:
+    """The ModelConfig saved with the weights: architecture, chosen BN mode and the σ range trained on."""
+    return ModelConfig.from_dict({**cfg.model, "bn_mode": state.bn_mode, "sigma_range": cfg.sigma}, "train config")
 
 
-def truncate_log(log_path: Path, step: int) -> None:
-    """Drop log rows written after ``step`` by a run that was killed before its next checkpoint."""
-    if not log_path.is_file():
-        return
-    with open(log_path, newline="") as f:
-        rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    with open(log_path, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
+def checkpoint_dict(cfg: TrainConfig, trainer: Trainer, state: TrainState, stream, stream_state, workers: Workers) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "step": state.step,
+        "epoch": stream.epoch,
+        "net_state_dict": trainer.model.state_dict(),
+        "optim_state_dict": trainer.optimizer.state_dict(),
+        "scaler_state_dict": trainer.scaler.state_dict() if trainer.use_amp else {},
+        "config": {"model": trained_model_config(cfg, state).to_dict(), "train": asdict(cfg),
+                   "world_size": workers.world_size},
+        "val_rmse": state.val,
+        "best_val_rmse": state.best,
+        "loss": state.last_loss,
+        "rng_state": {"stream": stream_state, "flip": trainer.flip_rng.bit_generator.state},
+        "torch_version": str(torch.__version__),
+    }
 
 
-def resume_config(ckpt_dir: Path) -> TrainConfig:
-    """The saved config of the run in ``ckpt_dir``: a resumed run is the run it was."""
-    path = ckpt_dir / "ckpt_last.pth"
+def write_checkpoint(path: Path, ckpt: dict) -> None:
+    """torch.save into memory, then one atomic write (never a half-written file)."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def load_resume_point(path: Path) -> dict:
+    """ckpt_last.pth of the run being resumed, checked to hold what a resume needs."""
     ckpt = load_checkpoint(path)
-    missing = [k for k in ("config", "optim_state_dict", "sched_state_dict", "rng_state", "step") if k not in ckpt]
-    if missing or "train" not in (ckpt["config"] or {}):
+    missing = [k for k in ("config", "optim_state_dict", "rng_state", "step") if k not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("train"), dict):
         raise InputError(f"{path}: not a resumable train.py checkpoint (no {(missing or ['config.train'])[0]!r})")
-    saved = dict(ckpt["config"]["train"])
-    return TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+    return ckpt
 
 
-def plot_curve(log_path: Path, png_path: Path, bayes_rmse: float) -> None:
-    """Training loss and validation RMSE (both BN modes) against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(log_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    steps = [int(r["step"]) for r in rows]
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    ax_loss.plot(steps, [float(r["loss"]) for r in rows], color="tab:gray")
-    ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss")
-    ax_val.plot(steps, [float(r["val_rmse_fixed"]) for r in rows], label="fixed BN")
-    ax_val.plot(steps, [float(r["val_rmse_unfixed"]) for r in rows], label="unfixed BN")
-    sure = [float(r["val_sure_root_mse_fixed"]) for r in rows]
-    if not all(math.isnan(v) for v in sure):  # label-free run: does SURE track the true error?
-        ax_val.plot(steps, [float(r["val_root_mse_fixed"]) for r in rows], color="tab:green", ls=":",
-                    label="√(mean MSE), fixed BN (uses labels)")
-        ax_val.plot(steps, sure, color="tab:red", ls="-.", label="√(mean SURE), fixed BN (no labels)")
-    ax_val.axhline(bayes_rmse, color="k", ls="--", lw=1, label=f"Bayes limit {bayes_rmse:.3f}")
-    lo = bayes_rmse - 0.02
-    ax_val.set_ylim(lo, max(lo + 0.3, min(2.5, max(float(r["val_rmse_unfixed"]) for r in rows) + 0.02)))
-    ax_val.set(xlabel="step", ylabel="validation RMSE", title="Validation RMSE")
-    ax_val.legend()
-    for ax in (ax_loss, ax_val):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+def restore(ckpt: dict, trainer: Trainer, stream, workers: Workers, source: Path) -> TrainState:
+    """Load weights, optimiser and data-stream state; the loop continues at the saved step."""
+    saved_world = ckpt["config"].get("world_size", 1)
+    if saved_world != workers.world_size:
+        raise InputError(f"{source}: saved by {saved_world} workers; resume it with the same number (now {workers.world_size})")
+    load_state_dict_strict(trainer.model, ckpt["net_state_dict"], str(source))
+    trainer.optimizer.load_state_dict(ckpt["optim_state_dict"])
+    if trainer.use_amp and ckpt.get("scaler_state_dict"):
+        trainer.scaler.load_state_dict(ckpt["scaler_state_dict"])
+    streams = ckpt["rng_state"]["stream"]
+    stream.load_state(streams[workers.rank] if workers.world_size > 1 else streams)
+    trainer.flip_rng.bit_generator.state = ckpt["rng_state"]["flip"]
+    return TrainState(step=ckpt["step"], best=ckpt.get("best_val_rmse", math.inf),
+                      bn_mode=ckpt["config"]["model"].get("bn_mode", "fixed"), val=ckpt.get("val_rmse") or {},
+                      last_loss=ckpt.get("loss", math.nan))
 
 
-def main() -> None:
-    cfg, ckpt_dir, resume = get_args()
-    if resume:
-        device = cfg.device
-        cfg = resume_config(ckpt_dir)
-        cfg.device = device
-        print(f"resuming {ckpt_dir / 'ckpt_last.pth'} with its saved config", file=sys.stderr)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    train(cfg, ckpt_dir, resume)
+def gather_stream_state(stream, workers: Workers):
+    """Every worker's data-stream state (a collective: every rank must call it)."""
+    state = stream.state()
+    if workers.world_size == 1:
+        return state
+    states = [None] * workers.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def start_log(path: Path, step: int) -> None:
+    """A fresh log (header only) at step 0; on resume, keep the rows up to ``step`` (a killed run
+    may have logged past its last checkpoint) and recreate the header if the log is missing."""
+    rows = read_log(path) if step > 0 and path.is_file() else []
+    kept = [r for r in rows if r.get("step", "").isdigit() and 0 < int(r["step"]) <= step]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if None not in r.values()]  # a row cut short by a kill has Nones
+
+
+def append_log(path: Path, state: TrainState, lr: float, seconds: float) -> None:
+    v = lambda key: f"{state.val.get(key, math.nan):.5f}"  # noqa: E731
+    row = [state.step, f"{state.loss_sum / max(1, state.loss_count):.6f}", f"{lr:.3e}", v("fixed"), v("unfixed"),
+           v("root_mse_fixed"), v("sure_fixed"), f"{seconds:.1f}"]
+    with open(path, "a", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerow(row)
+
+
+# ---------------------------------------------------------------------------
+# the loop
+
+
+def validate_and_keep_best(cfg: TrainConfig, trainer: Trainer, val: Validation, state: TrainState, run: RunDir,
+                           stream, stream_state, workers: Workers, seconds: float) -> None:
+    """Evaluate, log a row, and write ckpt_best.pth when validation improved (main worker only)."""
+    state.val = evaluate(trainer.model, val, cfg.sure_epsilon)
+    append_log(run.file("train_log.csv"), state, get_lr(state.step, cfg), seconds)
+    state.loss_sum, state.loss_count = 0.0, 0
+    scores = selection_scores(state.val, cfg.loss)
+    mode = cfg.bn_mode or min(scores, key=scores.get)
+    if scores[mode] < state.best:
+        state.best, state.bn_mode = scores[mode], mode
+        write_checkpoint(run.file("ckpt_best.pth"), checkpoint_dict(cfg, trainer, state, stream, stream_state, workers))
+
+
+def train_loop(cfg: TrainConfig, trainer: Trainer, stream, val: Validation, state: TrainState, run: RunDir,
+               workers: Workers) -> None:
+    start = time.time()
+    bar = Progress(cfg.steps, "train", unit="step", initial=state.step, enabled=workers.is_main)
+    while state.step < cfg.steps:
+        state.last_loss = train_step(cfg, trainer, get_batch(stream, trainer), state.step)
+        state.step += 1
+        state.loss_sum, state.loss_count = state.loss_sum + state.last_loss, state.loss_count + 1
+        evaluate_now = state.step % cfg.eval_every == 0 or state.step == cfg.steps
+        save_now = state.step % cfg.save_every == 0 or state.step == cfg.steps
+        if evaluate_now or save_now:
+            stream_state = gather_stream_state(stream, workers)
+        if evaluate_now and workers.is_main:
+            validate_and_keep_best(cfg, trainer, val, state, run, stream, stream_state, workers, time.time() - start)
+            bar.set_postfix(progress_text(state, val))
+        if save_now and workers.is_main:
+            write_checkpoint(run.file("ckpt_last.pth"), checkpoint_dict(cfg, trainer, state, stream, stream_state, workers))
+        bar.update(1)
+    bar.close()
+
+
+def progress_text(state: TrainState, val: Validation) -> str:
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in state.val.items() if k in BN_MODES or k.startswith("sure_"))
+    bayes = f" (Bayes {val.bayes:.4f})" if val.bayes is not None else ""
+    return f"loss {state.last_loss:.3f}; validation {shown}{bayes}"
+
+
+# ---------------------------------------------------------------------------
+# the whole run
+
+
+def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool = False,
+          given: set[str] | None = None) -> dict:
+    """Run training in ``run_dir``; returns the final validation result. Only the main worker writes.
+
+    With ``resume``, the saved config is used; ``cfg`` supplies the flags a resume may
+    change (steps, eval_every, save_every, device), and the flags in ``given``
+    (all, when None) must agree with the saved run.
+    """
+    workers = init_distributed()
+    try:
+        with open_run(Path(run_dir), resume, overwrite, workers) as run:
+            ckpt = load_resume_point(run.file("ckpt_last.pth")) if resume else None
+            if ckpt is not None:
+                cfg = resumed_config(ckpt, cfg, given, run.file("ckpt_last.pth"))
+            device = worker_device(cfg, workers)
+            cfg, stream, val = load_data(cfg, workers, device)
+            trainer = build_trainer(cfg, workers, device)
+            state = TrainState(bn_mode=cfg.bn_mode or "fixed")
+            if ckpt is not None:
+                state = restore(ckpt, trainer, stream, workers, run.file("ckpt_last.pth"))
+            announce(cfg, run, val, state, workers)
+            if workers.is_main:
+                start_log(run.file("train_log.csv"), state.step)
+            train_loop(cfg, trainer, stream, val, state, run, workers)
+            if workers.is_main:
+                finish(cfg, run, val, state)
+            return state.val
+    finally:
+        if workers.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class NoRun:
+    """The run folder as seen by workers other than the main one: they write nothing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+@contextmanager
+def open_run(run_dir: Path, resume: bool, overwrite: bool, workers: Workers):
+    """The locked run folder on the main worker; every worker stops if it cannot be opened."""
+    run = RunDir(run_dir, resume, overwrite) if workers.is_main else NoRun(run_dir)
+    error = None
+    if workers.is_main:
+        try:
+            run.open()
+        except InputError as err:
+            error = err
+    if workers.world_size > 1:
+        box = [None if error is None else str(error)]
+        dist.broadcast_object_list(box, src=0)
+        error = error or (InputError(box[0]) if box[0] is not None else None)
+    if error is not None:
+        raise error
+    try:
+        yield run
+    finally:
+        if workers.is_main:
+            run.close()
+
+
+def worker_device(cfg: TrainConfig, workers: Workers) -> torch.device:
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and workers.world_size > 1:
+        device = torch.device("cuda", workers.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def announce(cfg: TrainConfig, run, val: Validation, state: TrainState, workers: Workers) -> None:
+    verb = f"resuming at step {state.step} of {cfg.steps}" if state.step else f"training {cfg.steps} steps"
+    note(f"{verb} in {run.path}; validation on {val.description}", workers)
+
+
+def finish(cfg: TrainConfig, run: RunDir, val: Validation, state: TrainState) -> None:
+    """Draw the curve, print the result and the commands that test, convert and promote this run."""
+    title = f"{run.path.name}: validation on {val.description}"
+    save_figure(training_curve(read_log(run.file("train_log.csv")), val.bayes, title), run.file("train_curve.png"))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in state.val.items() if k in BN_MODES or k.startswith("sure_"))
+    bayes = f" (Bayes {val.bayes:.4f})" if val.bayes is not None else ""
+    print(f"done: step {state.step}; validation on {val.description}: RMSE {shown}{bayes}; "
+          f"best {state.best:.4f} ({state.bn_mode} BN) -> {run.file('ckpt_best.pth')}")
+    best, h5 = run.file("ckpt_best.pth"), run.file("ckpt_best.h5")
+    print("next (test.py alone still evaluates the shipped ckpt/ckpt_best.pth):")
+    print(f"  test:    python {script('Pytorch_V1/test.py')} --weights {best}")
+    print(f"  convert: python {script('pth2h5.py')} {best} {h5}")
+    print(f"           python {script('Numpy_V2/Numpy_test.py')} --weights {h5}")
+    print(f"  promote: cp {best} {script('ckpt/ckpt_best.pth')} && cp {h5} {script('ckpt/ckpt_best.h5')}")
+
+
+def script(relative: str) -> str:
+    """A repository path as the user can type it from the current directory."""
+    path = os.path.relpath(REPO / relative)
+    return path if not path.startswith("..") else str(REPO / relative)
+
+
+def main(argv=None) -> None:
+    args = get_args(argv)
+    configure_threads(resolve_threads(args.threads))
+    run_dir = args.run_dir if args.run_dir is not None else default_run_dir()
+    train(config_from_args(args), run_dir, args.resume, args.overwrite, given_flags(args))
 
 
 if __name__ == "__main__":

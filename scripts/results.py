@@ -1,13 +1,18 @@
-"""Evaluate every shipped checkpoint on held-out signals and write demo/RESULTS.md.
+"""Evaluate every shipped checkpoint on held-out signals and write a Markdown report.
 
-    python scripts/results.py                      # 2000 signals per σ, seed 2026
+    python scripts/results.py                      # 2000 signals per σ, seed 2026 -> runs/results/RESULTS.md
     python scripts/results.py --n 5000 --seed 77   # any other held-out draw
+    python scripts/results.py --output demo/RESULTS.md   # what `make demo-refresh` does
+
+Signals come from ``signals.synthesis.benchmark_signals(seed, n, σ)``: the same --seed and
+--n give the same signals, and the σ = 3 table the same rows (names, decimals, values), as
+``test.py --random`` and ``Numpy_test.py --random`` (tests/test_numpy_test_cli.py checks it).
 
 Checkpoints looked for in --ckpt-dir (missing ones are reported as such):
 ckpt_best.pth (the main model), ckpt_noprior.pth (no Wiener prior), ckpt_sparse.pth
 (sparse BN), ckpt_blind.pth (blind, σ 0.5..5), ckpt_sure.pth (no clean labels).
 --extra NAME=PATH adds a checkpoint (make demo adds its fresh run this way).
-Also draws demo/blind_curve.png and checks each issue's numeric target.
+Also draws blind_curve.png beside the report and checks each issue's numeric target.
 """
 from __future__ import annotations
 
@@ -19,15 +24,17 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from icnn.spec import BN_MODES
 from Pytorch_V1.checkpoint import load_model
-from Pytorch_V1.inference import denoise
+from Pytorch_V1.inference import configure_threads, denoise
 from Pytorch_V1.model import ICNN_s, wiener_prior
-from signals import classical
+from signals import classical, cli, evaluate
 from signals.errors import InputError, run_cli
-from signals.io import atomic_write
-from signals.metrics import mean_ci95, psnr, psnr_paper, rmse
+from signals.io import atomic_write, guard_output
 from signals.plots import save_figure
-from signals.synthesis import noisy_pairs
+from signals.progress import progress
+from signals.synthesis import benchmark_signals
+from signals.threads import resolve_threads
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = {
@@ -40,39 +47,35 @@ SHIPPED = {
 SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0)
 
 
+DEFAULT_OUTPUT = Path("runs") / "results" / "RESULTS.md"  # under the current folder, never a tracked one
+
+
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=2000, help="signals per noise level (default %(default)s)")
-    p.add_argument("--seed", type=int, default=2026, help="seed of the held-out draw (default %(default)s)")
+    p = argparse.ArgumentParser(prog="results.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_n_arg(p, 2000)
+    cli.add_seed_arg(p, what="the held-out draw")
+    cli.add_threads_arg(p)
     p.add_argument("--ckpt-dir", type=Path, default=REPO / "ckpt", help="where the shipped checkpoints are")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another checkpoint to evaluate")
-    p.add_argument("--out", type=Path, default=REPO / "demo" / "RESULTS.md", help="Markdown report (default demo/RESULTS.md)")
-    p.add_argument("--fig-dir", type=Path, default=REPO / "demo", help="where blind_curve.png goes")
+    p.add_argument("--output", "--out", type=Path, default=DEFAULT_OUTPUT, metavar="PATH",
+                   help=f"the Markdown report (default {DEFAULT_OUTPUT} under the current folder)")
+    p.add_argument("--fig-dir", type=Path, default=None, metavar="DIR",
+                   help="where blind_curve.png goes (default: the report's folder)")
     a = p.parse_args(argv)
     if a.n < 2:
         p.error("--n must be at least 2")
     return a
 
 
-def held_out(seed: int, n: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    clean, noisy, _ = noisy_pairs(np.random.default_rng([seed, int(round(sigma * 100))]), n, sigma)
-    return clean, noisy
-
-
 def score(estimate: np.ndarray, clean: np.ndarray) -> dict:
-    mean, ci = mean_ci95(rmse(estimate, clean))
-    return {"rmse": mean, "ci": ci, "psnr_paper": float(psnr_paper(estimate, clean).mean()),
-            "psnr": float(psnr(estimate, clean).mean())}
+    """Scores as in every table (signals.evaluate.score)."""
+    return evaluate.score(estimate, clean)
 
 
 def classical_estimates(noisy: np.ndarray, sigma: float) -> dict[str, np.ndarray]:
-    return {
-        "wiener": classical.wiener(noisy),
-        "l1": classical.l1_srls(noisy),
-        "gmc": classical.gmc(noisy),
-        "soft": classical.soft_threshold(noisy, threshold=sigma),
-        "bayes": classical.bayes_posterior_mean(noisy, sigma),
-    }
+    """Every classical method of the CLIs' tables (signals.evaluate.classical_methods), in their order."""
+    return {key: method(noisy) for key, method in evaluate.classical_methods(sigma).items()}
 
 
 @torch.no_grad()
@@ -81,9 +84,8 @@ def activation_sparsity(model: ICNN_s, noisy: np.ndarray, mode: str) -> dict:
     outputs = []
     # clone: the ReLU after each BN works in place on its output
     hooks = [bn.register_forward_hook(lambda m, i, o: outputs.append(o.clone())) for bn in model.batch_norms()]
-    model.set_bn_mode(mode)
     x = torch.from_numpy(noisy.astype(np.float32))[:, None]
-    model(x, wiener_prior(x) if model.wienernet is not None else None)
+    model(x, wiener_prior(x) if model.wienernet is not None else None, mode)
     for h in hooks:
         h.remove()
     z = torch.cat([o.flatten() for o in outputs])
@@ -92,29 +94,65 @@ def activation_sparsity(model: ICNN_s, noisy: np.ndarray, mode: str) -> dict:
 
 
 def table(rows: list[tuple[str, dict]], bayes: float) -> list[str]:
-    lines = ["| method | RMSE ± CI95 | vs Bayes | paper PSNR | PSNR (dB) |", "|---|---|---|---|---|"]
-    for name, s in rows:
-        lines.append(f"| {name} | {s['rmse']:.4f} ± {s['ci']:.4f} | {100 * (s['rmse'] / bayes - 1):+.1f} % "
-                     f"| {s['psnr_paper']:.2f} | {s['psnr']:.2f} |")
-    return lines
+    """The one table format (signals.evaluate.table_rows): names and decimals as in the CLIs."""
+    return evaluate.table_rows(rows, bayes)
 
 
-def blind_curve(curves: dict[str, list[float]]) -> Figure:
+def sigma3_section(models: dict, seed: int, n: int) -> tuple[list[str], list[tuple[str, dict]], dict, tuple]:
+    """The σ = 3 table: every model in both BN modes, then the classical methods.
+
+    The network rows are named ``NAME (MODE BN)`` and the classical rows as in the CLIs,
+    so ``net`` here equals ``test.py --random --seed SEED --n N`` row for row.
+
+    Returns
+    -------
+    lines, rows, classical scores, (clean, noisy)
+    """
+    clean, noisy = benchmark_signals(seed, n, 3.0)
+    base = {k: score(v, clean) for k, v in classical_estimates(noisy, 3.0).items()}
+    rows = []
+    for name, (model, _) in models.items():
+        if name == "blind":
+            continue
+        for mode in BN_MODES:
+            rows.append((evaluate.net_row_name(name, mode), score(denoise(model, noisy, mode), clean)))
+    rows += [(evaluate.row_name(k), s) for k, s in base.items()]
+    lines = ["## σ = 3", ""] + table(rows, base["bayes"]["rmse"]) + [""]
+    return lines, rows, base, (clean, noisy)
+
+
+def blind_oracle_columns(sigma: float, clean: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
+    """HOOK (helper B): extra per-σ columns for the blind sweep, e.g. the blind Bayes oracle.
+
+    Return ``{curve name: RMSE}`` for this σ; each name becomes a row of "Across noise
+    levels" and a line of blind_curve.png. Empty for now.
+    """
+    return {}
+
+
+def network_as_filter_section(models: dict, seed: int, n: int, fig_dir: Path, reads: tuple) -> list[str]:
+    """HOOK (helper J): the "network as a filter" section (Markdown lines, figures into ``fig_dir``).
+
+    Empty for now.
+    """
+    return []
+
+
+def blind_curve(curves: dict[str, list[float]], made_by: str = "") -> Figure:
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.subplots()
     styles = {"bayes": dict(color="black", ls="--", lw=2)}
     for name, values in curves.items():
         ax.plot(SIGMAS, values, marker="o", label=name, **styles.get(name, {}))
-    ax.set(xlabel="noise σ (not told to the blind model)", ylabel="RMSE (mean over signals)",
-           title="One blind model for every noise level")
+    ax.set(xlabel="noise σ (not told to the blind model)", ylabel="RMSE (mean over signals)")
+    ax.set_title("One blind model for every noise level" + (f"\n{made_by}" if made_by else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
 
 
-def main(argv=None) -> None:
-    args = get_args(argv)
-    torch.set_grad_enabled(False)
+def load_models(args) -> dict:
+    """``{name: (model, checkpoint)}``: the shipped checkpoints found, then every --extra."""
     models = {}
     for name, file in SHIPPED.items():
         path = args.ckpt_dir / file
@@ -122,88 +160,87 @@ def main(argv=None) -> None:
             models[name] = load_model(path)
     for item in args.extra:
         name, sep, path = item.partition("=")
-        if not sep:
+        if not sep or not name:
             raise InputError(f"--extra expects NAME=PATH, got {item!r}")
         models[name] = load_model(path)
+    return models
 
-    out = [f"# Results on held-out signals", "",
-           f"{args.n} signals per noise level, drawn with `np.random.default_rng([{args.seed}, round(100·σ)])`; "
-           f"reproduce with `python scripts/results.py --n {args.n} --seed {args.seed}`.", ""]
-    clean, noisy = held_out(args.seed, args.n, 3.0)
-    base = {k: score(v, clean) for k, v in classical_estimates(noisy, 3.0).items()}
-    bayes3 = base["bayes"]["rmse"]
-    rows = []
-    for name, (model, ckpt) in models.items():
-        if name == "blind":
-            continue
-        for mode in ("fixed", "unfixed"):
-            rows.append((f"{name} ({mode} BN)", score(denoise(model, noisy, mode), clean)))
-    rows += [(k, base[k]) for k in ("wiener", "l1", "gmc", "soft", "bayes")]
-    out += ["## σ = 3", ""] + table(rows, bayes3) + [""]
-    out += ["Rows: `net` ckpt/ckpt_best.pth; `noprior` the same recipe with `--no-prior`; `sparse` with "
-            "`--norm sparse_bn`; `sure` trained from noisy signals only; `soft` thresholds at T = σ; "
-            "`bayes` is the posterior mean given σ (the limit).", ""]
 
-    # The seed's protocol (REFERENCE §3): 1000 random signals, mean of 3 runs.
-    if "net" in models:
-        seed_table = {"net (fixed BN)": (9.59, 1.84), "net (unfixed BN)": (9.86, 1.81), "wiener": (4.85, 2.40),
-                      "l1": (4.54, 2.44), "gmc": (1.66, 2.89)}
-        runs = []
-        for run in range(3):
-            c, y = held_out(args.seed + 1 + run, 1000, 3.0)
-            est = {"net (fixed BN)": denoise(models["net"][0], y, "fixed"),
-                   "net (unfixed BN)": denoise(models["net"][0], y, "unfixed"),
-                   "wiener": classical.wiener(y), "l1": classical.l1_srls(y), "gmc": classical.gmc(y)}
-            runs.append({k: score(v, c) for k, v in est.items()})
-        out += ["## The seed's table, reproduced", "",
-                "Its protocol: σ = 3, 1000 random signals, mean of 3 runs (seeds "
-                f"{args.seed + 1}..{args.seed + 3}). Seed numbers from its report.", "",
-                "| | paper PSNR (seed) | paper PSNR (ours) | RMSE (seed) | RMSE (ours) |", "|---|---|---|---|---|"]
-        for k, (seed_psnr, seed_rmse) in seed_table.items():
-            ours_psnr = np.mean([r[k]["psnr_paper"] for r in runs])
-            ours_rmse = np.mean([r[k]["rmse"] for r in runs])
-            out.append(f"| {k} | {seed_psnr:.2f} | {ours_psnr:.2f} | {seed_rmse:.2f} | {ours_rmse:.3f} |")
-        out.append("")
+def seed_table_section(models: dict, seed: int) -> list[str]:
+    """The seed's protocol (REFERENCE §3): σ = 3, 1000 random signals, mean of 3 runs."""
+    if "net" not in models:
+        return []
+    seed_table = {"net (fixed BN)": (9.59, 1.84), "net (unfixed BN)": (9.86, 1.81), "wiener": (4.85, 2.40),
+                  "l1": (4.54, 2.44), "gmc": (1.66, 2.89)}
+    runs = []
+    for run in range(3):
+        c, y = benchmark_signals(seed + 1 + run, 1000, 3.0)
+        est = {"net (fixed BN)": denoise(models["net"][0], y, "fixed"),
+               "net (unfixed BN)": denoise(models["net"][0], y, "unfixed"),
+               "wiener": classical.wiener(y), "l1": classical.l1_srls(y), "gmc": classical.gmc(y)}
+        runs.append({k: score(v, c) for k, v in est.items()})
+    out = ["## The seed's table, reproduced", "",
+           "Its protocol: σ = 3, 1000 random signals, mean of 3 runs (seeds "
+           f"{seed + 1}..{seed + 3}). Seed numbers from its report.", "",
+           "| | paper PSNR (seed) | paper PSNR (ours) | RMSE (seed) | RMSE (ours) |", "|---|---|---|---|---|"]
+    for k, (seed_psnr, seed_rmse) in seed_table.items():
+        ours_psnr = np.mean([r[k]["psnr_paper"] for r in runs])
+        ours_rmse = np.mean([r[k]["rmse"] for r in runs])
+        out.append(f"| {k} | {seed_psnr:.2f} | {ours_psnr:.2f} | {seed_rmse:.2f} | {ours_rmse:.4f} |")
+    return out + [""]
 
-    # Blind model and the baselines across noise levels.
-    curves = {"bayes": [], "wiener": [], "soft (T = σ)": []}
-    sweep_models = {n: m for n, m in models.items() if n in ("blind", "net", "sparse")}
-    for name in sweep_models:
-        for mode in ("fixed", "unfixed"):
-            curves[f"{name} ({mode} BN)"] = []
-    for sigma in SIGMAS:
-        c, y = held_out(args.seed, args.n, sigma)
+
+def sweep(models: dict, seed: int, n: int) -> dict[str, list[float]]:
+    """RMSE per σ in SIGMAS: the oracle, Wiener, soft, any hook columns, then blind/net/sparse in both modes."""
+    curves: dict[str, list[float]] = {"bayes": [], "wiener": [], "soft (T = σ)": []}
+    swept = {name: m for name, m in models.items() if name in ("blind", "net", "sparse")}
+    for sigma in progress(SIGMAS, len(SIGMAS), "noise levels", "σ"):
+        c, y = benchmark_signals(seed, n, sigma)
         curves["bayes"].append(score(classical.bayes_posterior_mean(y, sigma), c)["rmse"])
         curves["wiener"].append(score(classical.wiener(y), c)["rmse"])
         curves["soft (T = σ)"].append(score(classical.soft_threshold(y, threshold=sigma), c)["rmse"])
-        for name, (model, _) in sweep_models.items():
-            for mode in ("fixed", "unfixed"):
-                curves[f"{name} ({mode} BN)"].append(score(denoise(model, y, mode), c)["rmse"])
-    out += ["## Across noise levels", "", "RMSE; in brackets, the ratio to the σ-aware Bayes RMSE.", "",
-            "| model | " + " | ".join(f"σ = {s:g}" for s in SIGMAS) + " |", "|---" * (len(SIGMAS) + 1) + "|"]
+        for name, value in blind_oracle_columns(sigma, c, y).items():
+            curves.setdefault(name, []).append(value)
+        for name, (model, _) in swept.items():
+            for mode in BN_MODES:
+                curves.setdefault(evaluate.net_row_name(name, mode), []).append(score(denoise(model, y, mode), c)["rmse"])
+    return curves
+
+
+def sweep_section(curves: dict[str, list[float]], has_blind: bool, fig_path: Path, made_by: str, reads: tuple) -> list[str]:
+    """The "Across noise levels" table, and blind_curve.png when the blind model is there."""
+    out = ["## Across noise levels", "", "RMSE; in brackets, the ratio to the σ-aware Bayes RMSE.", "",
+           "| model | " + " | ".join(f"σ = {s:g}" for s in SIGMAS) + " |", "|---" * (len(SIGMAS) + 1) + "|"]
     for name, values in curves.items():
-        cells = [f"{v:.3f}" + ("" if name == "bayes" else f" ({v / b:.3f})") for v, b in zip(values, curves["bayes"])]
+        cells = [f"{v:.4f}" + ("" if name == "bayes" else f" ({v / b:.3f})") for v, b in zip(values, curves["bayes"])]
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out.append("")
-    if "blind" in models:
+    if has_blind:
         shown = {k: v for k, v in curves.items() if not k.startswith(("net", "sparse"))}
-        save_figure(blind_curve(shown), args.fig_dir / "blind_curve.png")
-        out += ["![blind curve](blind_curve.png)", ""]
+        save_figure(blind_curve(shown, made_by), fig_path, reads=reads)
+        out += [f"![blind curve]({fig_path.name})", ""]
+    return out
 
-    # The seed's proposed sparse BN against plain BN.
-    if "net" in models and "sparse" in models:
-        out += ["## Sparse BN study", "", "| model | BN mode | BN outputs exactly 0 | ReLU outputs 0 | mean abs BN output | RMSE σ = 3 |",
-                "|---|---|---|---|---|---|"]
-        for name in ("net", "sparse"):
-            model = models[name][0]
-            for mode in ("fixed", "unfixed"):
-                sp = activation_sparsity(model, noisy[:500], mode)
-                r = score(denoise(model, noisy, mode), clean)["rmse"]
-                out.append(f"| {name} | {mode} | {100 * sp['bn_zero']:.1f} % | {100 * sp['relu_zero']:.1f} % "
-                           f"| {sp['mean_abs']:.3f} | {r:.4f} |")
-        out.append("")
 
-    # Each issue's numeric target, measured here.
+def sparse_section(models: dict, clean: np.ndarray, noisy: np.ndarray) -> list[str]:
+    """The seed's proposed sparse BN against plain BN: how sparse, and at what RMSE."""
+    if "net" not in models or "sparse" not in models:
+        return []
+    out = ["## Sparse BN study", "", "| model | BN mode | BN outputs exactly 0 | ReLU outputs 0 | mean abs BN output | RMSE σ = 3 |",
+           "|---|---|---|---|---|---|"]
+    for name in ("net", "sparse"):
+        model = models[name][0]
+        for mode in BN_MODES:
+            sp = activation_sparsity(model, noisy[:500], mode)
+            r = score(denoise(model, noisy, mode), clean)["rmse"]
+            out.append(f"| {name} | {mode} | {100 * sp['bn_zero']:.1f} % | {100 * sp['relu_zero']:.1f} % "
+                       f"| {sp['mean_abs']:.3f} | {r:.4f} |")
+    return out + [""]
+
+
+def targets_section(models: dict, rows: list, base: dict, curves: dict) -> list[str]:
+    """Each issue's numeric target, measured here."""
+    bayes3 = base["bayes"]["rmse"]
     checks = [
         ("wiener RMSE in 2.37–2.43", base["wiener"]["rmse"], 2.37 <= base["wiener"]["rmse"] <= 2.43),
         ("l1 RMSE in 2.41–2.47", base["l1"]["rmse"], 2.41 <= base["l1"]["rmse"] <= 2.47),
@@ -217,19 +254,51 @@ def main(argv=None) -> None:
         checks += [("net fixed BN ≤ 1.63", f, f <= 1.63), ("net unfixed BN ≤ 1.80", u, u <= 1.80)]
     if "blind" in models:
         mode = models["blind"][0].config.bn_mode
-        ratios = [v / b for v, b in zip(curves[f"blind ({mode} BN)"], curves["bayes"])]
+        ratios = [v / b for v, b in zip(curves[evaluate.net_row_name("blind", mode)], curves["bayes"])]
         checks.append((f"blind ({mode} BN, as recorded) ≤ 1.03 × Bayes at σ = 1..5 (worst ratio)", max(ratios),
                        max(ratios) <= 1.03))
     if "sure" in models:
         mode = models["sure"][0].config.bn_mode
-        s = lookup[f"sure ({mode} BN)"]["rmse"]
+        s = lookup[evaluate.net_row_name("sure", mode)]["rmse"]
         checks.append((f"sure ({mode} BN, as recorded) ≤ 1.667", s, s <= 1.667))
-    out += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    out += [f"| {t} | {v:.4f} | {'yes' if ok else '**no**'} |" for t, v, ok in checks]
+    out = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    return out + [f"| {t} | {v:.4f} | {'yes' if ok else '**no**'} |" for t, v, ok in checks]
+
+
+def main(argv=None) -> None:
+    args = get_args(argv)
+    configure_threads(resolve_threads(args.threads))
+    torch.set_grad_enabled(False)
+    models = load_models(args)
+    reads = tuple(str(ckpt_path) for ckpt_path in _model_paths(args))
+    guard_output(args.output, reads)  # fail before the work, not after
+    fig_dir = args.fig_dir if args.fig_dir is not None else args.output.parent
+    made_by = f"PyTorch; weights in {args.ckpt_dir}; seed {args.seed}, {args.n} signals per σ"
+    out = ["# Results on held-out signals", "",
+           f"{args.n} signals per noise level, `signals.synthesis.benchmark_signals({args.seed}, {args.n}, σ)` "
+           f"(`np.random.default_rng([{args.seed}, round(100·σ)])`); reproduce with "
+           f"`python scripts/results.py --n {args.n} --seed {args.seed}`. The σ = 3 rows equal "
+           f"`test.py --random --n {args.n} --seed {args.seed}` and `Numpy_test.py --random ...` row for row.", ""]
+    lines, rows, base, (clean, noisy) = sigma3_section(models, args.seed, args.n)
+    out += lines
+    out += ["Rows: `net` ckpt/ckpt_best.pth; `noprior` the same recipe with `--no-prior`; `sparse` with "
+            "`--norm sparse_bn`; `sure` trained from noisy signals only; `soft` thresholds at T = σ; "
+            "`bayes` is the posterior mean given σ (the limit).", ""]
+    out += seed_table_section(models, args.seed)
+    curves = sweep(models, args.seed, args.n)
+    out += sweep_section(curves, "blind" in models, fig_dir / "blind_curve.png", made_by, reads)
+    out += sparse_section(models, clean, noisy)
+    out += network_as_filter_section(models, args.seed, args.n, fig_dir, reads)
+    out += targets_section(models, rows, base, curves)
     text = "\n".join(out) + "\n"
-    atomic_write(args.out, lambda fh: fh.write(text.encode()))
+    atomic_write(args.output, lambda fh: fh.write(text.encode()), reads=reads)
     print(text)
-    print(f"wrote {args.out}", file=sys.stderr)
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+def _model_paths(args) -> list[Path]:
+    paths = [args.ckpt_dir / f for f in SHIPPED.values() if (args.ckpt_dir / f).is_file()]
+    return paths + [Path(item.partition("=")[2]) for item in args.extra]
 
 
 if __name__ == "__main__":

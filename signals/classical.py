@@ -224,3 +224,199 @@ def bayes_posterior_mean(y: np.ndarray, sigma: float | np.ndarray = SIGMA, prior
     log_post = log_w - 0.5 * ((y[..., None] - support) / sigma) ** 2  # (..., A)
     log_post -= logsumexp(log_post, axis=-1, keepdims=True)
     return np.exp(log_post) @ support
+
+
+
+# --- Noise level and the wavelet baseline ------------------------------------------------------
+
+MAD_TO_SIGMA = 1 / 0.6744897501960817  # 1 / Φ⁻¹(0.75) ≈ 1.4826: median of |N(0, σ²)| is 0.6745 σ
+SIGMA_METHODS = ("negative", "wavelet")
+
+
+def estimate_sigma(noisy: np.ndarray, per_signal: bool = False, method: str = "negative") -> float | np.ndarray:
+    """Noise standard deviation of sparse positive-spike signals on a zero baseline.
+
+    ``"negative"`` (the default): samples ≤ 0 are almost all noise on a zero
+    sample, and |noise| there is half-normal, so σ̂ = 1.4826 · median(|y| : y ≤ 0).
+    ``"wavelet"``: the wavelet MAD of ``skimage.restoration.estimate_sigma``
+    (finest db2 detail coefficients, median(|d|) / 0.6745), for comparison; the
+    spikes leak into the detail coefficients, so it overestimates σ on this prior.
+    ``scripts/compare_sigma_estimators.py`` measures both on 2000 benchmark
+    signals: pooled bias +0.0 % (σ = 0.5) to −2.5 % (σ = 5) for ``"negative"``,
+    +142 % to +11 % for ``"wavelet"``; per-signal spread (L = 100) 17-18 % against
+    18-53 %.
+
+    Parameters
+    ----------
+    noisy : np.ndarray
+        Noisy signals, (N, L) or one signal (L,).
+    per_signal : bool
+        One estimate per signal instead of one pooled over all samples.
+    method : {"negative", "wavelet"}
+        The estimator.
+
+    Returns
+    -------
+    float or np.ndarray
+        The pooled estimate, or shape (N,) when ``per_signal``.
+
+    Raises
+    ------
+    ValueError
+        Non-finite input, or a signal (or set) with no usable sample.
+    """
+    if method not in SIGMA_METHODS:
+        raise ValueError(f"unknown sigma estimator {method!r}; choose from {SIGMA_METHODS}")
+    y = np.atleast_2d(np.asarray(noisy, dtype=np.float64))
+    if y.size == 0 or not np.isfinite(y).all():
+        raise ValueError("cannot estimate sigma: empty input or a non-finite value")
+    if method == "wavelet":
+        return _wavelet_sigma(y, per_signal)
+    if not per_signal:
+        y = y.reshape(1, -1)
+    negative = y <= 0
+    empty = np.flatnonzero(~negative.any(axis=-1))
+    if empty.size:
+        which = f"signal {empty[0]} has" if per_signal else "the signals have"
+        raise ValueError(f"cannot estimate sigma: {which} no sample <= 0")
+    sigmas = MAD_TO_SIGMA * np.nanmedian(np.where(negative, -y, np.nan), axis=-1)
+    return sigmas if per_signal else float(sigmas[0])
+
+
+def _wavelet_sigma(y: np.ndarray, per_signal: bool) -> float | np.ndarray:
+    """skimage's estimator, batched: MAD of the nonzero finest db2 detail coefficients."""
+    import pywt  # scikit-image's wavelet dependency; imported only when used
+
+    detail = pywt.dwt(y, "db2", axis=-1)[1]
+    if not per_signal:
+        detail = detail[detail != 0]
+        if detail.size == 0:
+            raise ValueError("cannot estimate sigma: every detail coefficient is zero")
+        return float(MAD_TO_SIGMA * np.median(np.abs(detail)))
+    magnitude = np.where(detail != 0, np.abs(detail), np.nan)
+    empty = np.flatnonzero(np.isnan(magnitude).all(axis=-1))
+    if empty.size:
+        raise ValueError(f"cannot estimate sigma: signal {empty[0]} has no nonzero detail coefficient")
+    return MAD_TO_SIGMA * np.nanmedian(magnitude, axis=-1)
+
+
+def wavelet(y: np.ndarray, sigma: float | np.ndarray = SIGMA, method: str = "BayesShrink",
+            wavelet_name: str = "db1", mode: str = "soft", levels: int | None = None) -> np.ndarray:
+    """Wavelet shrinkage, ``skimage.restoration.denoise_wavelet`` applied to each signal.
+
+    scikit-image's defaults (Haar wavelet, soft thresholds, the number of levels
+    it picks: 3 for L = 100) with the noise level given, not estimated.
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Noisy signals, (N, L) or (L,).
+    sigma : float or np.ndarray
+        Noise level: a scalar, or one per signal (shape (N,) or (N, 1)).
+    method : {"BayesShrink", "VisuShrink"}
+        BayesShrink: a threshold σ²/σ_x per subband (Chang, Yu & Vetterli 2000);
+        VisuShrink: the universal threshold σ·√(2 ln L) (Donoho & Johnstone 1994).
+    wavelet_name, mode, levels
+        Passed to ``denoise_wavelet`` as ``wavelet``, ``mode``, ``wavelet_levels``.
+
+    Returns
+    -------
+    np.ndarray
+        Denoised signals, same shape as ``y``, float64.
+    """
+    from skimage.restoration import denoise_wavelet  # heavy import, only when used
+
+    y = np.asarray(y, dtype=np.float64)
+    rows = np.atleast_2d(y)
+    sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64).reshape(-1), (rows.shape[0],))
+    # channel_axis: each signal is one channel, thresholded on its own (skimage loops over them).
+    out = denoise_wavelet(np.ascontiguousarray(rows.T), sigma=list(sigmas), wavelet=wavelet_name, mode=mode,
+                          wavelet_levels=levels, method=method, channel_axis=-1, rescale_sigma=True)
+    return out.T.reshape(y.shape)
+
+# --- Blind Bayes oracle: σ unknown, marginalised over a prior range (issue 12) ---------------------
+
+
+def _sigma_grid(sigma_range: tuple[float, float], n_grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Geometric grid over ``sigma_range`` and the log prior mass of each cell under a uniform prior.
+
+    A log-spaced grid keeps the same relative resolution at small and large σ (the posterior
+    of σ given one signal has a roughly constant relative width); each node carries the
+    mass of its cell, so the prior stays uniform in σ.
+    """
+    low, high = float(sigma_range[0]), float(sigma_range[1])
+    if not (0 < low <= high and np.isfinite(high)) or n_grid < 1:
+        raise ValueError(f"sigma_range must satisfy 0 < low <= high and n_grid >= 1, got {sigma_range}, {n_grid}")
+    if low == high or n_grid == 1:
+        return np.array([np.sqrt(low * high)]), np.zeros(1)
+    edges = np.geomspace(low, high, n_grid + 1)
+    return np.sqrt(edges[:-1] * edges[1:]), np.log(np.diff(edges))
+
+
+def _spike_loglik_and_mean(y: np.ndarray, sigma: float, prior: SpikePrior) -> tuple[np.ndarray, np.ndarray]:
+    """Log-likelihood of each signal (last axis) at noise ``sigma``, and the σ-aware posterior mean."""
+    support = np.concatenate([[0.0], prior.amplitudes])
+    p0 = prior.zero_probability
+    log_w = np.log(np.concatenate([[p0], np.full(prior.amplitudes.size, (1 - p0) / prior.amplitudes.size)]))
+    log_joint = log_w - 0.5 * ((y[..., None] - support) / sigma) ** 2  # (..., L, A)
+    log_marginal = logsumexp(log_joint, axis=-1)  # (..., L), without the Gaussian constant
+    loglik = log_marginal.sum(axis=-1) - y.shape[-1] * np.log(sigma)
+    mean = np.exp(log_joint - log_marginal[..., None]) @ support
+    return loglik, mean
+
+
+def bayes_blind_posterior_mean(
+    y: np.ndarray,
+    sigma_range: tuple[float, float] = (0.5, 5.0),
+    n_grid: int = 96,
+    prior: SpikePrior = SpikePrior(),
+    return_sigma: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The blind minimum-MSE denoiser: E[x | y] with σ unknown, uniform on ``sigma_range``.
+
+    For each signal (the last axis), the likelihood of the whole signal under the spike
+    prior is computed at every σ of a grid; the posterior of σ (uniform prior) then
+    weights the σ-aware posterior means:
+    E[x | y] = Σ_k p(σ_k | y) · E[x | y, σ_k]. This is the honest limit of a denoiser
+    that is told nothing about σ but was trained on that range. Samples are treated as
+    independent given σ, with the marginal of :func:`bayes_posterior_mean` (the same
+    approximation the σ-aware oracle makes).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Noisy signals, shape (L,) or (..., L); each row is one signal with one σ.
+    sigma_range : (float, float)
+        Prior range [low, high] of σ, 0 < low <= high. low == high gives the σ-aware oracle.
+    n_grid : int
+        Number of σ nodes, log-spaced; 96 spaces them 2.4 % apart on 0.5..5, well below
+        the posterior width of σ given 100 samples (about 8 %).
+    prior : SpikePrior
+        The clean-signal distribution.
+    return_sigma : bool
+        Also return the posterior mean of σ for each signal.
+
+    Returns
+    -------
+    np.ndarray
+        Posterior mean, same shape as ``y``; with ``return_sigma``, also E[σ | y],
+        shape ``y.shape[:-1]``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    grid, log_prior = _sigma_grid(sigma_range, n_grid)
+    # Streaming softmax over the grid: never hold all K posterior means at once.
+    top = np.full(y.shape[:-1], -np.inf)
+    norm = np.zeros(y.shape[:-1])
+    acc = np.zeros(y.shape)
+    sigma_acc = np.zeros(y.shape[:-1])
+    for sigma, lp in zip(grid, log_prior):
+        loglik, mean = _spike_loglik_and_mean(y, sigma, prior)
+        score = loglik + lp
+        new_top = np.maximum(top, score)
+        scale, weight = np.exp(top - new_top), np.exp(score - new_top)
+        norm = norm * scale + weight
+        acc = acc * scale[..., None] + weight[..., None] * mean
+        sigma_acc = sigma_acc * scale + weight * sigma
+        top = new_top
+    out = acc / norm[..., None]
+    return (out, sigma_acc / norm) if return_sigma else out

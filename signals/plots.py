@@ -2,24 +2,21 @@
 "the network as a filter". Matplotlib only (no torch).
 
 Figures are built with the object-oriented API (``matplotlib.figure.Figure``) and
-rendered by the Agg canvas, so no GUI backend and no pyplot global state are involved.
+rendered to PNG by Agg when saved, so no GUI backend and no pyplot global state are
+involved, and importing this module changes no process state (no ``matplotlib.use``).
+Every figure is written through the guarded, atomic write path (:func:`save_figure`).
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
-
-import matplotlib
-
-matplotlib.use("Agg")  # headless, whatever the environment asks for
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from signals.classical import bayes_posterior_mean, soft_threshold
-from signals.io import read_test_samples
+from signals.io import TEST_SAMPLE_SEEDS, atomic_write
 from signals.metrics import psnr_paper, rmse
 
 Method = Callable[[np.ndarray], np.ndarray]
@@ -47,67 +44,81 @@ COLORS = {
 }
 
 
+def method_color(key: str) -> str:
+    """Colour of a method key, or of a table row name (``PyTorch net (fixed BN)``, ``soft (T = σ)``)."""
+    if key in COLORS:
+        return COLORS[key]
+    for fragment, color in (("(unfixed BN)", COLORS["net_unfixed"]), ("(fixed BN)", COLORS["net_fixed"]),
+                            ("soft", COLORS["soft"])):
+        if fragment in key:
+            return color
+    return "tab:brown"
+
+
 def method_label(key: str) -> str:
     """Human-readable name of a method key (the key itself when unknown)."""
     return METHOD_LABELS.get(key, key)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Render ``fig`` to a temp file beside ``path``, then ``os.replace`` it into place."""
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI, reads: tuple = ()) -> Path:
+    """Render ``fig`` as PNG through :func:`signals.io.atomic_write` (never over a file in ``reads``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png",
+                                                    metadata={"Software": None}), reads=reads)
 
 
-def comparison_figure(title: str, clean: np.ndarray, noisy: np.ndarray, estimates: dict[str, np.ndarray]) -> Figure:
-    """Stacked panels sharing the x axis: clean, noisy, then one per method.
+def comparison_figure(title: str, clean: np.ndarray, noisy: np.ndarray, estimates: dict[str, np.ndarray],
+                      differences: dict[str, np.ndarray] | None = None) -> Figure:
+    """Stacked panels sharing the x axis: clean, noisy, one per method, then any differences.
 
-    The clean signal is drawn faintly under every other panel; each panel's
+    The clean signal is drawn faintly under every method panel; each panel's
     title gives its RMSE and paper PSNR against the clean signal.
 
     Parameters
     ----------
     title : str
-        Figure title, e.g. ``"Test0"``.
+        Figure title: the sample and what made the figure (backend, weights, seed).
     clean, noisy : np.ndarray
         One signal each, shape (L,).
     estimates : dict
         ``{method_key: estimate (L,)}``, drawn in this order.
+    differences : dict, optional
+        ``{label: difference (L,)}`` drawn last on their own scale (e.g. NumPy − PyTorch).
     """
     panels = {"noisy": noisy, **estimates}
+    differences = differences or {}
     # Fixed margins rather than a layout engine: drawing stays fast with many panels.
-    fig = Figure(figsize=(10, 12))
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.05, top=0.94, hspace=0.45)
-    axes = fig.subplots(len(panels) + 1, 1, sharex=True, sharey=True)
+    fig = Figure(figsize=(10, 12 + 1.3 * len(differences)))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.05, top=0.93, hspace=0.55)
+    axes = fig.subplots(len(panels) + 1 + len(differences), 1, sharex=True)
+    for ax in axes[1 : len(panels) + 1]:
+        ax.sharey(axes[0])
+    for ax, (label, diff) in zip(axes[len(panels) + 1 :], differences.items()):
+        t = np.arange(diff.shape[-1])
+        ax.plot(t, diff, color="tab:red", lw=1.0)
+        ax.set_title(f"{label}  (max |Δ| {np.max(np.abs(diff)):.2g})", loc="left", fontsize=10)
     t = np.arange(clean.shape[-1])
 
     axes[0].plot(t, clean, color="black", lw=1.3)
     axes[0].set_title("clean", loc="left", fontsize=10)
     for ax, (key, signal) in zip(axes[1:], panels.items()):
         ax.plot(t, clean, **CLEAN_STYLE)
-        ax.plot(t, signal, color=COLORS.get(key, "tab:brown"), lw=1.1)
+        ax.plot(t, signal, color=method_color(key), lw=1.1)
         score = f"RMSE {rmse(signal, clean):.3f}, paper PSNR {psnr_paper(signal, clean):.2f}"
         ax.set_title(f"{method_label(key)}  ({score})", loc="left", fontsize=10)
     for ax in axes:
         ax.axhline(0, color="0.85", lw=0.6, zorder=0)
         ax.tick_params(labelsize=8)
     axes[-1].set_xlabel("sample")
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
-def methods_chart(report: dict) -> Figure:
+def methods_chart(report: dict, made_by: str = "") -> Figure:
     """Horizontal bars of RMSE ± CI95 per method, with the Bayes RMSE as a vertical line.
 
-    ``report`` is the dict of :func:`signals.report.build_report`.
+    ``report`` is the dict of :func:`signals.evaluate.build_report` (its methods keyed as there,
+    or with any other label); ``made_by`` (backend, weights, seed) goes into the title.
     """
     methods = report["methods"]
     keys = list(methods)
@@ -116,7 +127,7 @@ def methods_chart(report: dict) -> Figure:
     fig = Figure(figsize=(8, 0.45 * len(keys) + 1.6), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(keys))
-    ax.barh(y, means, xerr=cis, color=[COLORS.get(k, "tab:brown") for k in keys], alpha=0.8, capsize=3)
+    ax.barh(y, means, xerr=cis, color=[method_color(k) for k in keys], alpha=0.8, capsize=3)
     for yi, mean, ci in zip(y, means, cis):
         ax.text(mean + ci, yi, f"  {mean:.3f}", va="center", ha="left", fontsize=8)
     if "bayes" in methods:
@@ -126,11 +137,13 @@ def methods_chart(report: dict) -> Figure:
     ax.invert_yaxis()  # first method on top
     ax.set_xlim(0, means.max() * 1.15)
     ax.set_xlabel("RMSE (mean over signals, ± 95 % CI)")
-    ax.set_title(f"σ = {report['sigma']:g}, {report['n']} signals", fontsize=10)
+    about = f"; {made_by}" if made_by else ""
+    ax.set_title(f"σ = {report['sigma']:g}, {report['n']} signals{about}", fontsize=9)
     return fig
 
 
-def filter_figure(noisy: np.ndarray, estimates: dict[str, np.ndarray], sigma: float, max_points: int = 20000, seed: int = 0) -> Figure:
+def filter_figure(noisy: np.ndarray, estimates: dict[str, np.ndarray], sigma: float, max_points: int = 20000,
+                  seed: int = 0, made_by: str = "") -> Figure:
     """"The network as a filter": output sample vs input sample, one panel per estimator.
 
     Each panel scatters (noisy value, estimate value) pairs, over the Bayes
@@ -146,6 +159,8 @@ def filter_figure(noisy: np.ndarray, estimates: dict[str, np.ndarray], sigma: fl
         Noise level for the Bayes and soft-threshold curves.
     max_points, seed : int
         At most this many points per scatter, drawn at random from ``seed``.
+    made_by : str
+        What made the figure (backend, weights, seed), for the title.
     """
     y = np.ravel(noisy)
     pick = np.random.default_rng(seed).choice(y.size, size=min(max_points, y.size), replace=False)
@@ -153,7 +168,7 @@ def filter_figure(noisy: np.ndarray, estimates: dict[str, np.ndarray], sigma: fl
     fig = Figure(figsize=(5.5 * len(estimates) + 0.5, 5.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(estimates), sharex=True, sharey=True))
     for ax, (key, estimate) in zip(axes, estimates.items()):
-        ax.scatter(y[pick], np.ravel(estimate)[pick], s=3, alpha=0.2, color=COLORS.get(key, "tab:brown"),
+        ax.scatter(y[pick], np.ravel(estimate)[pick], s=3, alpha=0.2, color=method_color(key),
                    label=method_label(key), rasterized=True)
         ax.plot(grid, bayes_posterior_mean(grid, sigma), color="black", lw=2, label="Bayes posterior mean")
         ax.plot(grid, soft_threshold(grid, threshold=sigma), color="tab:purple", lw=1.5, ls="--",
@@ -164,15 +179,83 @@ def filter_figure(noisy: np.ndarray, estimates: dict[str, np.ndarray], sigma: fl
         ax.legend(fontsize=8, markerscale=4, loc="upper left")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("output sample")
-    fig.suptitle(f"Output vs input, per sample (σ = {sigma:g})", fontsize=11)
+    about = f"; {made_by}" if made_by else ""
+    fig.suptitle(f"Output vs input, per sample (σ = {sigma:g}){about}", fontsize=10)
     return fig
 
 
-def draw_test_sample_figures(samples_dir: str | os.PathLike, fig_dir: str | os.PathLike, suffix: str, methods: dict[str, Method]) -> list[Path]:
-    """One comparison figure per ``TestK`` in ``samples_dir``, saved as ``fig_dir/TestK_{suffix}.png``."""
+def sample_title(name: str, samples_dir: str | os.PathLike, made_by: str, seeded: bool = False) -> str:
+    """``Test0: <made_by>`` and the sample file; with ``seeded`` (the repository's TestSamples), its seed."""
+    k = name[len("Test"):]
+    known = seeded and k.isdigit() and int(k) < len(TEST_SAMPLE_SEEDS)
+    seed = f" (drawn with seed {TEST_SAMPLE_SEEDS[int(k)]})" if known else ""
+    return f"{name}: {made_by}\nsample {Path(samples_dir).name}/{name}_data.txt{seed}"
+
+
+def draw_test_sample_figures(samples: list, fig_dir: str | os.PathLike, suffix: str, methods: dict[str, Method],
+                             made_by: str = "", reads: tuple = (), samples_dir: str | os.PathLike = "TestSamples",
+                             seeded: bool = False) -> list[Path]:
+    """One comparison figure per sample, saved as ``fig_dir/{name}_{suffix}.png``.
+
+    Parameters
+    ----------
+    samples : list of (name, noisy, clean)
+        As :func:`signals.io.read_test_samples` returns them.
+    fig_dir : path
+        Where the figures go (created if missing).
+    suffix : str
+        File-name suffix (the backend: ``torch`` or ``numpy``).
+    methods : dict
+        ``{key: callable(noisy (1, L)) -> (1, L)}``, one panel each.
+    made_by, reads, samples_dir, seeded
+        Title note (backend, weights); files never written over; where the samples came from,
+        and whether they are the repository's (drawn from ``TEST_SAMPLE_SEEDS``).
+    """
     written = []
-    for name, noisy, clean in read_test_samples(samples_dir):
+    for name, noisy, clean in samples:
         estimates = {key: np.asarray(method(noisy[None]))[0] for key, method in methods.items()}
-        fig = comparison_figure(name, clean, noisy, estimates)
-        written.append(save_figure(fig, Path(fig_dir) / f"{name}_{suffix}.png"))
+        fig = comparison_figure(sample_title(name, samples_dir, made_by, seeded), clean, noisy, estimates)
+        written.append(save_figure(fig, Path(fig_dir) / f"{name}_{suffix}.png", reads=reads))
     return written
+
+
+def training_curve(rows: list[dict], bayes_rmse: float | None, title: str) -> Figure:
+    """Training loss and validation RMSE (both BN modes) against step, from train.py's log rows.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``train_log.csv`` rows (``csv.DictReader``): ``step``, ``loss``, ``val_rmse_fixed``,
+        ``val_rmse_unfixed``, ``val_root_mse_fixed``, ``val_sure_root_mse_fixed`` (``nan`` when absent).
+    bayes_rmse : float or None
+        The Bayes limit on the validation set, drawn only where the prior is known (synthetic data).
+    title : str
+        Figure title: what was trained and validated on.
+    """
+    col = lambda key: np.array([float(r.get(key) or "nan") for r in rows])  # noqa: E731
+    steps = col("step")
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_loss, ax_val = fig.subplots(1, 2)
+    ax_loss.plot(steps, col("loss"), color="tab:gray")
+    ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss")
+    for key, label in (("val_rmse_fixed", "fixed BN"), ("val_rmse_unfixed", "unfixed BN")):
+        if np.isfinite(col(key)).any():
+            ax_val.plot(steps, col(key), label=label)
+    sure = col("val_sure_root_mse_fixed")
+    if np.isfinite(sure).any():  # label-free run: does SURE track the true error?
+        if np.isfinite(col("val_root_mse_fixed")).any():
+            ax_val.plot(steps, col("val_root_mse_fixed"), color="tab:green", ls=":", label="√(mean MSE), fixed BN (uses labels)")
+        ax_val.plot(steps, sure, color="tab:red", ls="-.", label="√(mean SURE), fixed BN (no labels)")
+    if bayes_rmse is not None and np.isfinite(bayes_rmse) and bayes_rmse > 0:
+        ax_val.axhline(bayes_rmse, color="k", ls="--", lw=1, label=f"Bayes limit {bayes_rmse:.3f}")
+    shown = np.concatenate([col(k) for k in ("val_rmse_fixed", "val_rmse_unfixed", "val_sure_root_mse_fixed")])
+    shown = shown[np.isfinite(shown)]
+    if shown.size:  # zoom on the end of training, where the curves differ
+        low = min(shown.min(), bayes_rmse or np.inf) - 0.02
+        ax_val.set_ylim(low, max(low + 0.3, min(low + 1.0, shown.max() + 0.02)))
+    ax_val.set(xlabel="step", ylabel="validation RMSE", title="Validation")
+    ax_val.legend(fontsize=8)
+    for ax in (ax_loss, ax_val):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return fig

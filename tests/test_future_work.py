@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from conftest import REPO_ROOT
 from Pytorch_V1.checkpoint import load_checkpoint, save_checkpoint
 from Pytorch_V1.data import SyntheticStream
-from Pytorch_V1.sure import estimate_sigma, sure_per_signal
+from Pytorch_V1.sure import sure_per_signal
+from signals.classical import estimate_sigma
 from signals.synthesis import draw_sigmas, noisy_pairs, parse_sigma
 
 TRAIN = REPO_ROOT / "Pytorch_V1" / "train.py"

@@ -212,9 +212,8 @@ def test_adaptive_pool_is_the_seeds_max_pool_4_at_length_100():
 @pytest.mark.parametrize("length", LENGTHS)
 def test_lengths_give_same_shape(length, mode):
     model = make_model(1)
-    model.set_bn_mode(mode)
     with torch.no_grad():
-        y = model(signals_of_length(3, length))
+        y = model(signals_of_length(3, length), bn_mode=mode)
     assert y.shape == (3, 1, length)
     assert torch.isfinite(y).all()
 
@@ -222,9 +221,8 @@ def test_lengths_give_same_shape(length, mode):
 @pytest.mark.parametrize("mode", ["fixed", "unfixed"])
 def test_too_short_raises_value_error(mode):
     model = make_model(1)
-    model.set_bn_mode(mode)
     with pytest.raises(ValueError, match="16"):
-        model(torch.randn(2, 1, 15))
+        model(torch.randn(2, 1, 15), bn_mode=mode)
 
 
 def test_bad_input_rank_raises_value_error():
@@ -236,14 +234,13 @@ def test_bad_input_rank_raises_value_error():
 def test_prior_changes_the_output(mode):
     """Guard for the batching tests below: with beta != 0 the prior branch really acts."""
     model = make_model(2)
-    model.set_bn_mode(mode)
     seen = []
     model.down4.register_forward_hook(lambda module, args, out: seen.append(out))
     x = batch_of_100(4)
     with torch.no_grad():
-        with_prior = model(x)
+        with_prior = model(x, bn_mode=mode)
         model.wienernet.beta.zero_()
-        without = model(x)
+        without = model(x, bn_mode=mode)
     assert (seen[0] - seen[1]).abs().max() > 1e-2
     assert (with_prior - without).abs().max() > 1e-2
 
@@ -252,23 +249,21 @@ def test_prior_changes_the_output(mode):
 @pytest.mark.parametrize("length", [100, 77])
 def test_batch_equals_one_signal_at_a_time(mode, length):
     model = make_model(3)
-    model.set_bn_mode(mode)
     x = signals_of_length(6, length, seed=4)
     with torch.no_grad():
-        batch = model(x)
-        singles = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
+        batch = model(x, bn_mode=mode)
+        singles = torch.cat([model(x[i : i + 1], bn_mode=mode) for i in range(x.shape[0])])
     torch.testing.assert_close(batch, singles, atol=ATOL, rtol=ATOL)
 
 
 @pytest.mark.parametrize("mode", ["fixed", "unfixed"])
 def test_output_does_not_depend_on_batch_mates(mode):
     model = make_model(4)
-    model.set_bn_mode(mode)
     x = batch_of_100(8, seed=5)
     others = batch_of_100(7, seed=6) * 5 + 10  # very different batch-mates
     with torch.no_grad():
-        a = model(x[:4])
-        b = model(torch.cat([others[:3], x[:4], others[3:]]))[3:7]
+        a = model(x[:4], bn_mode=mode)
+        b = model(torch.cat([others[:3], x[:4], others[3:]]), bn_mode=mode)[3:7]
     torch.testing.assert_close(a, b, atol=ATOL, rtol=ATOL)
 
 
@@ -288,22 +283,24 @@ def test_unfixed_equals_train_mode_bn_on_a_batch_of_one():
     model = make_model(6)
     reference = copy.deepcopy(model).train()
     reference.set_signal_stats(False)  # plain batch statistics
-    model.set_bn_mode("unfixed")
     x = batch_of_100(3, seed=8)
     with torch.no_grad():
         for i in range(3):
-            torch.testing.assert_close(model(x[i : i + 1]), reference(x[i : i + 1]), atol=ATOL, rtol=ATOL)
+            torch.testing.assert_close(model(x[i : i + 1], bn_mode="unfixed"), reference(x[i : i + 1]), atol=ATOL, rtol=ATOL)
 
 
 def test_fixed_and_unfixed_differ():
     model = make_model(7)
     x = batch_of_100(3)
     with torch.no_grad():
-        model.set_bn_mode("fixed")
-        fixed = model(x)
-        model.set_bn_mode("unfixed")
-        unfixed = model(x)
+        fixed = model(x, bn_mode="fixed")
+        unfixed = model(x, bn_mode="unfixed")
+        default = model(x)
     assert (fixed - unfixed).abs().max() > 1e-3
+    assert torch.equal(default, fixed)  # None means the config's mode
+    model.config.bn_mode = "unfixed"
+    with torch.no_grad():
+        assert torch.equal(model(x), unfixed)
 
 
 @pytest.mark.parametrize("train_stats", [False, True])
@@ -312,14 +309,13 @@ def test_signal_batch_norm_against_functional(train_stats):
     bn = randomise(SignalBatchNorm1d(4), seed=9)
     x = torch.randn(5, 4, 30) * 2 + 1
     with torch.no_grad():
-        bn.mode = "fixed"
         ref = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=1e-5)
-        torch.testing.assert_close(bn(x), ref, atol=ATOL, rtol=ATOL)
-        bn.mode = "unfixed"
+        torch.testing.assert_close(bn(x, "fixed"), ref, atol=ATOL, rtol=ATOL)
+        torch.testing.assert_close(bn(x), ref, atol=ATOL, rtol=ATOL)  # fixed by default
         per_signal = torch.cat([
             F.batch_norm(x[i : i + 1], None, None, bn.weight, bn.bias, training=True, eps=1e-5) for i in range(5)
         ])
-        torch.testing.assert_close(bn(x), per_signal, atol=ATOL, rtol=ATOL)
+        torch.testing.assert_close(bn(x, "unfixed"), per_signal, atol=ATOL, rtol=ATOL)
         # Training: the running statistics move as plain BatchNorm's would, whichever statistics normalise.
         plain = torch.nn.BatchNorm1d(4)
         plain.load_state_dict({k: v for k, v in bn.state_dict().items() if k != "threshold"})
@@ -333,22 +329,30 @@ def test_signal_batch_norm_against_functional(train_stats):
             torch.testing.assert_close(getattr(bn, name), getattr(plain, name), atol=1e-6, rtol=1e-6)
 
 
-def test_set_bn_mode_rejects_unknown_modes():
+def test_forward_rejects_unknown_modes():
     model = make_model(0)
-    for bad in ["train", "FIXED", "", None]:
-        with pytest.raises(ValueError):
-            model.set_bn_mode(bad)
-    with pytest.raises(ValueError):
+    x = batch_of_100(1)
+    for bad in ["train", "FIXED", 3]:
+        with pytest.raises(InputError, match="bn mode"):
+            model(x, bn_mode=bad)
+    with pytest.raises(InputError, match="bn_mode"):
         ModelConfig(bn_mode="batch")
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="norm"):
         ModelConfig(norm="layer_norm")
 
 
-def test_bn_mode_is_not_in_the_state_dict():
+def test_inference_is_stateless():
+    """No BN mode lives in the model: no attribute, no state-dict entry, no set_bn_mode."""
     model = make_model(0)
-    keys = set(model.state_dict())
-    model.set_bn_mode("unfixed")
-    assert set(model.state_dict()) == keys
+    assert not hasattr(model, "set_bn_mode")
+    assert not any(hasattr(bn, "mode") for bn in model.batch_norms())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = batch_of_100(2)
+    with torch.no_grad():
+        first = model(x, bn_mode="fixed")
+        model(x, bn_mode="unfixed")
+        assert torch.equal(model(x, bn_mode="fixed"), first)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
 # ---------------------------------------------------------------------------
@@ -409,8 +413,7 @@ def test_all_zero_signal_gives_a_finite_prior_and_output():
     assert torch.isfinite(wiener_prior(x)).all()
     with torch.no_grad():
         for mode in ("fixed", "unfixed"):
-            model.set_bn_mode(mode)
-            assert torch.isfinite(model(x)).all(), mode
+            assert torch.isfinite(model(x, bn_mode=mode)).all(), mode
 
 
 # ---------------------------------------------------------------------------
@@ -453,9 +456,7 @@ def test_sparse_bn_with_zero_threshold_is_plain_bn():
     x = batch_of_100(3)
     with torch.no_grad():
         for mode in ("fixed", "unfixed"):
-            plain.set_bn_mode(mode)
-            sparse.set_bn_mode(mode)
-            torch.testing.assert_close(sparse(x), plain(x), atol=ATOL, rtol=ATOL)
+            torch.testing.assert_close(sparse(x, bn_mode=mode), plain(x, bn_mode=mode), atol=ATOL, rtol=ATOL)
         bn = sparse.inc.double_conv[1]
         z = torch.randn(2, 2, 20)
         bn.threshold.zero_()
@@ -488,9 +489,12 @@ def test_no_prior_removes_exactly_the_wienernet_keys():
 
 
 def test_model_config_round_trip():
-    cfg = ModelConfig(prior=False, norm="sparse_bn", bn_mode="unfixed")
+    cfg = ModelConfig(prior=False, norm="sparse_bn", bn_mode="unfixed", sigma_range=[0.5, 5])
     assert ModelConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
-    assert all(isinstance(v, (bool, str)) for v in cfg.to_dict().values())
+    assert cfg.to_dict() == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed", "sigma_range": [0.5, 5.0]}
+    assert ModelConfig(sigma_range=3).sigma_range == [3.0, 3.0]  # one sigma s is [s, s]
+    assert ModelConfig.from_dict({}, train_sigma=[1, 2]).sigma_range == [1.0, 2.0]
+    assert ModelConfig.from_dict({}, train_sigma="auto").sigma_range is None  # nothing derived from a non-number
 
 
 # ---------------------------------------------------------------------------
@@ -516,9 +520,7 @@ def test_seed_layout_checkpoint_loads_strictly(tmp_path):
     x = batch_of_100(3)
     with torch.no_grad():
         for mode in ("fixed", "unfixed"):
-            model.set_bn_mode(mode)
-            loaded.set_bn_mode(mode)
-            assert torch.equal(loaded(x), model(x))
+            assert torch.equal(loaded(x, bn_mode=mode), model(x, bn_mode=mode))
 
 
 @pytest.mark.parametrize("config", [dict(prior=False), dict(norm="sparse_bn")])
@@ -548,16 +550,20 @@ def test_strict_loading_names_missing_and_unexpected_keys():
     model = ICNN_s()
     state = model.state_dict()
     missing = {k: v for k, v in state.items() if k != "up2.conv.double_conv.4.running_var"}
-    with pytest.raises(InputError, match=r"missing key 'up2\.conv\.double_conv\.4\.running_var'"):
+    with pytest.raises(InputError, match=r"missing tensor 'up2\.conv\.double_conv\.4\.running_var'"):
         load_state_dict_strict(ICNN_s(), missing, "x.pth")
     extra = {**state, "down9.weight": torch.zeros(1)}
-    with pytest.raises(InputError, match=r"unexpected key 'down9\.weight'"):
+    with pytest.raises(InputError, match=r"unexpected tensor 'down9\.weight'"):
         load_state_dict_strict(ICNN_s(), extra, "x.pth")
     with pytest.raises(InputError, match=r"'wienernet\.beta'.*\(2,\).*\(1,\)"):
         load_state_dict_strict(ICNN_s(), {**state, "wienernet.beta": torch.zeros(2)}, "x.pth")
     # A prior checkpoint into a no-prior model, and the other way round.
-    with pytest.raises(InputError, match="unexpected key 'wienernet"):
+    with pytest.raises(InputError, match="unexpected tensor 'wienernet"):
         load_state_dict_strict(ICNN_s(ModelConfig(prior=False)), state, "x.pth")
+    with pytest.raises(InputError, match="missing tensor 'wienernet"):
+        load_state_dict_strict(ICNN_s(), ICNN_s(ModelConfig(prior=False)).state_dict(), "x.pth")
+    # A config-less checkpoint without the BN step counters still loads (they stay 0).
+    load_state_dict_strict(ICNN_s(), {k: v for k, v in state.items() if "num_batches" not in k}, "x.pth")
 
 
 def test_load_checkpoint_refuses_non_checkpoints(tmp_path):
@@ -603,10 +609,116 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(signals.io.os, "fsync", broken_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="No space left"):
         save_checkpoint(path, {"net_state_dict": ICNN_s().state_dict(), "step": 2})
     monkeypatch.undo()
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temp file left behind
     assert load_checkpoint(path)["step"] == 1
     assert os.stat(path).st_size > 0
+
+
+# ---------------------------------------------------------------------------
+# inference.py: stateless, dtype-keeping denoise; device and threads
+
+
+def test_denoise_keeps_dtype_and_takes_the_mode_as_an_argument():
+    from Pytorch_V1.inference import denoise
+
+    model = make_model(16)
+    noisy = batch_of_100(20, seed=9)[:, 0].numpy()
+    fixed32 = denoise(model, noisy, "fixed", chunk=7)
+    assert fixed32.dtype == np.float32 and fixed32.shape == noisy.shape
+    fixed64 = denoise(model, noisy.astype(np.float64), "fixed")
+    assert fixed64.dtype == np.float64
+    np.testing.assert_allclose(fixed64, fixed32, rtol=0, atol=1e-5 * np.abs(fixed32).max())
+    unfixed = denoise(model, noisy, "unfixed")
+    assert np.abs(unfixed - fixed32).max() > 1e-3
+    with torch.no_grad():
+        expected = model(torch.from_numpy(noisy)[:, None], bn_mode="unfixed")[:, 0].numpy()
+    np.testing.assert_allclose(unfixed, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert denoise(model, noisy.astype(np.int64)).dtype == np.float64
+    # The model is left as it was: a later default call is fixed (its config's mode).
+    np.testing.assert_array_equal(denoise(model, noisy), denoise(model, noisy, "fixed"))
+    with pytest.raises(InputError, match="bn mode"):
+        denoise(model, noisy, "train")
+    big = noisy.astype(np.float64)
+    big[3, 17] = 1e39  # finite in float64, inf in float32: refused, never NaN output
+    with pytest.raises(InputError, match="signal 3 .* index 17"):
+        denoise(model, big, chunk=2)
+
+
+def test_resolve_device_and_threads():
+    from Pytorch_V1.inference import configure_threads, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
+    before = torch.get_num_threads()
+    try:
+        configure_threads(1)
+        assert torch.get_num_threads() == 1
+        configure_threads(1)  # a second call: inter-op threads can no longer be set, and that is fine
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------
+# checkpoint hardening: config and tensor types
+
+
+def save_raw(path, content) -> None:
+    torch.save(content, path)
+
+
+@pytest.mark.parametrize("config,fragment", [
+    (["model"], "'config' must be a dict"),
+    ("prior", "'config' must be a dict"),
+    ({"model": ["bn"]}, "model config must be a dict"),
+    ({"model": {"prior": "yes"}}, "'prior'"),
+    ({"model": {"norm": 3}}, "'norm'"),
+    ({"model": {"bn_mode": ["fixed"]}}, "'bn_mode'"),
+    ({"model": {"sigma_range": [5, 1]}}, "'sigma_range'"),
+    ({"model": {"sigma_range": "wide"}}, "'sigma_range'"),
+])
+def test_checkpoint_config_of_the_wrong_type_is_named(tmp_path, config, fragment):
+    save_raw(tmp_path / "c.pth", {"net_state_dict": ICNN_s().state_dict(), "config": config})
+    with pytest.raises(InputError, match=fragment):
+        load_model(tmp_path / "c.pth")
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    (torch.full((1,), float("nan")), "non-finite"),
+    (torch.full((1,), float("inf")), "non-finite"),
+    (torch.ones(1, dtype=torch.int64), "floating point"),
+    (torch.ones(1).to_sparse(), "dense"),
+    ("0.1", "not a named tensor"),
+])
+def test_checkpoint_tensors_are_checked(tmp_path, bad, fragment):
+    state = {**ICNN_s().state_dict(), "wienernet.beta": bad}
+    save_raw(tmp_path / "t.pth", {"net_state_dict": state})
+    with pytest.raises(InputError, match=fragment):
+        load_model(tmp_path / "t.pth")
+
+
+def test_text_file_as_checkpoint_gets_a_clear_message(tmp_path):
+    (tmp_path / "signal.txt").write_text("101.5\n3.25\n")
+    with pytest.raises(InputError, match=r"signal\.txt: not a PyTorch checkpoint \(text\)"):
+        load_model(tmp_path / "signal.txt")
+
+
+def test_shipped_configs_load_and_fill_sigma_range():
+    """The shipped checkpoints predate sigma_range: it comes from the recorded training sigma."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "ckpt"
+    paths = sorted(folder.glob("*.pth"))
+    if not paths:
+        pytest.skip("no shipped checkpoints")
+    for path in paths:
+        model, ckpt = load_model(path)
+        sigma = ckpt["config"]["train"]["sigma"]
+        expected = [float(sigma)] * 2 if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+        assert model.config.sigma_range == expected, path.name

@@ -107,8 +107,7 @@ def test_batch_norm_unfixed_matches_signal_batchnorm_module():
         for name, value in zip(("weight", "bias", "running_mean", "running_var"), (weight, bias, mean, var)):
             getattr(module, name).copy_(tensor(value))
         for mode in ("fixed", "unfixed"):
-            module.mode = mode
-            assert_matches(layers.batch_norm(x, weight, bias, mean, var, mode), module(tensor(x)))
+            assert_matches(layers.batch_norm(x, weight, bias, mean, var, mode), module(tensor(x), mode))
 
 
 def test_batch_norm_rejects_unknown_mode():

@@ -22,8 +22,9 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from conftest import REPO_ROOT, load_script  # noqa: E402
-from Numpy_V2.model import NumpyICNN, Weights, expected_shapes, load_h5  # noqa: E402
+from conftest import BLOCK_TORCH, REPO_ROOT, load_script  # noqa: E402
+from icnn.spec import ModelConfig as SpecConfig, expected_shapes  # noqa: E402
+from Numpy_V2.model import NumpyICNN, load_h5  # noqa: E402
 from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
 from Pytorch_V1.model import ICNN_s, ModelConfig, SignalBatchNorm1d, wiener_prior  # noqa: E402
 from signals.errors import InputError  # noqa: E402
@@ -81,23 +82,22 @@ def spike_signals(length: int, n: int = 6, seed: int = 0) -> np.ndarray:
 
 
 def torch_forward(model: ICNN_s, x: np.ndarray, bn_mode: str) -> np.ndarray:
-    model.set_bn_mode(bn_mode)
     with torch.no_grad():
-        return model(torch.from_numpy(x)).numpy()
+        return model(torch.from_numpy(x), bn_mode=bn_mode).numpy()
 
 
 def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
-def exact_unfixed_forward(self, x):
+def exact_unfixed_forward(self, x, mode="fixed"):
     """SignalBatchNorm1d at inference with the statistics in x's own dtype (REFERENCE §7).
 
     The module computes unfixed statistics in float32 (for AMP), which would make a
     float64 reference partly float32.
     """
-    if self.mode != "unfixed":
-        return original_bn_forward(self, x)
+    if mode != "unfixed":
+        return original_bn_forward(self, x, mode)
     mean = x.mean(dim=2, keepdim=True)
     var = x.var(dim=2, unbiased=False, keepdim=True)
     z = (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None] + self.bias[:, None]
@@ -124,7 +124,7 @@ def converted(pth2h5, tmp_path_factory):
 @pytest.mark.parametrize("prior,norm", CONFIGS)
 def test_fixed_mode_float32_parity(converted, prior, norm):
     model, net = converted[prior, norm]
-    assert net.config == {"prior": prior, "norm": norm, "bn_mode": "fixed"}
+    assert (net.config.prior, net.config.norm, net.config.bn_mode) == (prior, norm, "fixed")
     for length in LENGTHS:
         x = spike_signals(length)
         error = relative_error(net.forward(x, bn_mode="fixed"), torch_forward(model, x, "fixed"))
@@ -137,15 +137,13 @@ def test_float64_arithmetic_is_torchs_in_both_modes(converted, prior, norm, monk
     model32, net32 = converted[prior, norm]
     model = random_model(prior, norm).double()
     model.load_state_dict(model32.state_dict())
-    net = NumpyICNN(Weights({k: v.numpy() for k, v in model32.state_dict().items() if "num_batches" not in k}, "test"),
-                    net32.config, dtype=np.float64)
+    net = NumpyICNN({k: v.numpy() for k, v in model32.state_dict().items()}, net32.config, dtype=np.float64)
     for length in LENGTHS:
         x = spike_signals(length).astype(np.float64)
         h = wiener_prior(torch.from_numpy(x).float()).double() if prior else None
         for mode in ("fixed", "unfixed"):
-            model.set_bn_mode(mode)
             with torch.no_grad():
-                expected = model(torch.from_numpy(x), h).numpy()
+                expected = model(torch.from_numpy(x), h, mode).numpy()
             got = net.forward(x, None if h is None else h.numpy(), mode)
             assert got.dtype == np.float64
             assert relative_error(got, expected) <= FLOAT64_TOLERANCE, f"L={length} {mode}"
@@ -156,11 +154,10 @@ def check_unfixed_float32(model: ICNN_s, net: NumpyICNN, x: np.ndarray, monkeypa
     expected = torch_forward(model, x, "unfixed")
     exact = ICNN_s(model.config).double().eval()
     exact.load_state_dict(model.state_dict())
-    exact.set_bn_mode("unfixed")
     with monkeypatch.context() as patch, torch.no_grad():
         patch.setattr(SignalBatchNorm1d, "forward", exact_unfixed_forward)
         h = wiener_prior(torch.from_numpy(x)).double() if model.wienernet is not None else None
-        torch_rounding = relative_error(expected, exact(torch.from_numpy(x).double(), h).numpy())
+        torch_rounding = relative_error(expected, exact(torch.from_numpy(x).double(), h, "unfixed").numpy())
     error = relative_error(net.forward(x, bn_mode="unfixed"), expected)
     bound = max(FLOAT32_TOLERANCE, 2 * torch_rounding)
     assert error <= bound, f"L={x.shape[2]}: {error:.2e} (torch's own float32 error {torch_rounding:.2e})"
@@ -181,7 +178,7 @@ def test_seed_checkpoint_layout_converts_and_matches(pth2h5, tmp_path):
                 "loss": torch.tensor(0.25)}, tmp_path / "seed.pth")
     pth2h5.convert(tmp_path / "seed.pth", tmp_path / "seed.h5")
     net = load_h5(tmp_path / "seed.h5")
-    assert net.config == {"prior": True, "norm": "bn", "bn_mode": "fixed"}
+    assert (net.config.prior, net.config.norm, net.config.bn_mode) == (True, "bn", "fixed")
     x = spike_signals(100)
     for mode in ("fixed", "unfixed"):
         error = relative_error(net.forward(x, bn_mode=mode), torch_forward(model, x, mode))
@@ -197,7 +194,7 @@ def test_seed_h5_without_attributes_is_read_as_the_seed_model(tmp_path, prior, n
             if not key.endswith("num_batches_tracked"):
                 f.create_dataset(key, data=value.numpy().reshape(-1))
     net = load_h5(tmp_path / "seed.h5")
-    assert net.metadata == {} and net.config == {"prior": prior, "norm": norm, "bn_mode": "fixed"}
+    assert net.metadata == {} and net.config == SpecConfig(prior=prior, norm=norm, bn_mode="fixed")
     x = spike_signals(77)
     assert relative_error(net.forward(x, bn_mode="fixed"), torch_forward(model, x, "fixed")) <= FLOAT32_TOLERANCE
 
@@ -213,10 +210,11 @@ def test_hdf5_round_trip(pth2h5, tmp_path):
             np.testing.assert_array_equal(f[key][()], value.reshape(-1))
         assert f.attrs["format"] == "icnn_s-weights"
         assert f.attrs["format_version"] == 1
-        assert json.loads(f.attrs["config"])["model"] == {"prior": True, "norm": "sparse_bn", "bn_mode": "fixed"}
+        assert json.loads(f.attrs["config"])["model"] == {"prior": True, "norm": "sparse_bn", "bn_mode": "fixed",
+                                                          "sigma_range": None}
         assert f.attrs["source_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
         assert f.attrs["torch_version"] == str(torch.__version__)
-    assert set(state) == set(expected_shapes({"prior": True, "norm": "sparse_bn"}))
+    assert set(state) == set(expected_shapes(SpecConfig(prior=True, norm="sparse_bn")))
     net = load_h5(h5)
     assert net.metadata["source_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
 
@@ -242,7 +240,7 @@ def good_h5(pth2h5, tmp_path_factory):
 def test_missing_dataset_is_named(good_h5, tmp_path):
     key = "down2.maxpool_conv.1.double_conv.4.running_var"
     rewrite_h5(good_h5, tmp_path / "bad.h5", drop=key)
-    with pytest.raises(InputError, match=f"missing dataset '{key}'"):
+    with pytest.raises(InputError, match=f"missing tensor '{key}'"):
         load_h5(tmp_path / "bad.h5")
 
 
@@ -270,7 +268,7 @@ def test_unflattened_dataset_of_the_right_shape_is_accepted(good_h5, tmp_path):
 
 def test_unexpected_dataset_is_named(good_h5, tmp_path):
     rewrite_h5(good_h5, tmp_path / "bad.h5", add={"inc.double_conv.1.threshold": np.zeros(2, np.float32)})
-    with pytest.raises(InputError, match="unexpected dataset 'inc.double_conv.1.threshold'"):
+    with pytest.raises(InputError, match="unexpected tensor 'inc.double_conv.1.threshold'"):
         load_h5(tmp_path / "bad.h5")
 
 
@@ -299,9 +297,12 @@ def test_foreign_format_attribute_is_refused(good_h5, tmp_path):
         load_h5(tmp_path / "bad.h5")
 
 
-def test_denoise_is_chunked_per_signal_and_float64(converted):
+def test_denoise_is_chunked_per_signal_and_keeps_the_float_dtype(converted):
     model, net = converted[True, "bn"]
     noisy = spike_signals(100, n=40)[:, 0].astype(np.float64)
+    assert net.denoise(noisy.astype(np.float32)).dtype == np.float32
+    assert net.denoise(noisy.astype(np.int32)).dtype == np.float64
+    np.testing.assert_array_equal(net.denoise(noisy.astype(np.float32)), net.denoise(noisy).astype(np.float32))
     for mode in ("fixed", "unfixed"):
         whole = net.denoise(noisy, bn_mode=mode)
         assert whole.dtype == np.float64 and whole.shape == noisy.shape
@@ -327,6 +328,12 @@ def test_bad_input_is_an_input_error(converted):
         net.denoise(np.zeros((2, 100)), bn_mode="train")
     with pytest.raises(InputError, match="non-finite"):
         net.denoise(np.full((2, 100), np.nan))
+    with pytest.raises(InputError, match="signal 1 .* index 7.*float32"):  # finite in float64, inf in float32
+        net.denoise(np.where(np.arange(200).reshape(2, 100) == 107, 1e39, 0.0))
+    with pytest.raises(InputError, match="bn mode"):
+        net.forward(np.zeros((2, 1, 100), np.float32), bn_mode="FIXED")
+    with pytest.raises(InputError, match="threads"):
+        net.denoise(np.zeros((2, 100)), threads=0)
     with pytest.raises(InputError, match=r"\(N, 1, L\)"):
         net.forward(np.zeros((2, 3, 100), np.float32))
 
@@ -334,6 +341,47 @@ def test_bad_input_is_an_input_error(converted):
 def test_numpy_model_never_imports_torch():
     code = "import sys, Numpy_V2.model, Numpy_V2.layers; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
+
+
+def test_every_numpy_module_imports_with_torch_blocked():
+    """Every module of Numpy_V2 and icnn imports in an interpreter where torch cannot be imported."""
+    modules = [f"Numpy_V2.{p.stem}" for p in sorted((REPO_ROOT / "Numpy_V2").glob("*.py")) if p.stem != "__init__"]
+    modules += [f"icnn.{p.stem}" for p in sorted((REPO_ROOT / "icnn").glob("*.py")) if p.stem != "__init__"]
+    assert "Numpy_V2.model" in modules and "icnn.h5weights" in modules and "icnn.spec" in modules
+    block = BLOCK_TORCH.split("sys.argv = ")[0]  # the import hook, without the run-a-script tail
+    code = block + f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\nprint(len({modules!r}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(len(modules))
+
+
+ARCHITECTURE_CONSTANTS = ("MIN_LENGTH", "NETWORK_MIN_LENGTH", "PRIOR_TAPS", "BN_MODES", "BN_CHOICES", "BN_TRAIN_STATS",
+                          "NORMS", "BN_EPS", "SPARSE_THRESHOLD_INIT", "CHUNK", "TORCH_CHUNK", "ENCODER", "DECODER",
+                          "PRIOR_ENCODER", "KERNEL_SIZE", "WEIGHTS_FORMAT", "SUPPORTED_FORMAT_VERSION")
+
+
+def test_each_architecture_constant_is_defined_in_one_file():
+    """A grep of the source tree: `NAME = ...` at the start of a line, for every architecture constant,
+    appears in icnn/spec.py or icnn/h5weights.py and nowhere else (aliases such as NETWORK_MIN_LENGTH count)."""
+    import re
+
+    sources = [p for folder in ("icnn", "Numpy_V2", "Pytorch_V1", "signals", "scripts")
+               for p in (REPO_ROOT / folder).rglob("*.py")] + [REPO_ROOT / "pth2h5.py"]
+    pattern = re.compile(rf"^\s*({'|'.join(ARCHITECTURE_CONSTANTS)})\s*(:[^=]*)?=", re.MULTILINE)
+    literal = re.compile(r'^\s*[A-Z_]+\s*=\s*\(\s*"fixed",\s*"unfixed"\s*\)', re.MULTILINE)
+    found: dict[str, list[str]] = {}
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        for match in pattern.finditer(text):
+            found.setdefault(match.group(1), []).append(str(path.relative_to(REPO_ROOT)))
+        for match in literal.finditer(text):
+            found.setdefault("('fixed', 'unfixed')", []).append(str(path.relative_to(REPO_ROOT)))
+    homes = {"icnn/spec.py", "icnn/h5weights.py"}
+    duplicates = {name: files for name, files in found.items() if len(files) > 1 or not set(files) <= homes}
+    assert not duplicates, duplicates
+    for name in ("MIN_LENGTH", "PRIOR_TAPS", "BN_MODES", "BN_TRAIN_STATS", "NORMS", "BN_EPS", "SPARSE_THRESHOLD_INIT",
+                 "CHUNK", "ENCODER", "DECODER", "WEIGHTS_FORMAT"):
+        assert len(found.get(name, [])) == 1, name
 
 
 @pytest.mark.skipif(not SHIPPED_CHECKPOINT.exists(), reason="ckpt/ckpt_best.pth is not shipped yet")

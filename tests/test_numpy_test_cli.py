@@ -1,12 +1,17 @@
-"""Numpy_V2/Numpy_test.py: runs with torch unimportable, figures, table, JSON, bad input."""
+"""Numpy_V2/Numpy_test.py: runs with torch unimportable, figures, table, JSON, bad input, streaming,
+the out-of-range σ warning; and the same seed giving the same table in test.py, Numpy_test.py and
+scripts/results.py."""
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script
+from signals.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Numpy_V2" / "Numpy_test.py"
 CLASSICAL = {"wiener", "l1", "gmc", "soft", "bayes"}
@@ -21,19 +26,35 @@ def numpy_test(tmp_path, monkeypatch):
     return module
 
 
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A random-weight checkpoint and its .h5 (pth2h5.py), recording sigma_range [3, 3]."""
+    torch = pytest.importorskip("torch")
+    from Pytorch_V1.checkpoint import save_checkpoint
+    from Pytorch_V1.model import ICNN_s, ModelConfig
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    config = {**ModelConfig().to_dict(), "sigma_range": [3.0, 3.0]}
+    save_checkpoint(folder / "w.pth", {"net_state_dict": ICNN_s().state_dict(), "config": {"model": config},
+                                       "format_version": 1})
+    load_script(REPO_ROOT / "pth2h5.py", "pth2h5_for_numpy_cli").convert(folder / "w.pth", folder / "w.h5")
+    return folder / "w.pth", folder / "w.h5"
+
+
 def test_random_table_and_json_with_torch_unimportable(tmp_path):
-    result = run_script(SCRIPT, "--random", 60, "--sigma", 3, "--seed", 7, "--json", tmp_path / "r.json",
+    result = run_script(SCRIPT, "--random", "--n", 60, "--sigma", 3, "--seed", 7, "--json", tmp_path / "r.json",
                         "--plots", "--fig-dir", tmp_path / "figs", cwd=tmp_path, block_torch=True)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     report = json.loads((tmp_path / "r.json").read_text())
-    assert set(report) == {"sigma", "n", "seed", "methods"}
-    assert (report["sigma"], report["n"], report["seed"]) == (3.0, 60, 7)
+    assert {"sigma", "n", "seed", "methods", "backend"} <= set(report)
+    assert (report["sigma"], report["n"], report["seed"], report["backend"]) == (3.0, 60, 7, "NumPy")
     # With the repository's weights present the network rows come too; without, classical only.
     assert CLASSICAL <= set(report["methods"]) <= CLASSICAL | {"net_fixed", "net_unfixed"}
-    for key, scores in report["methods"].items():
+    for scores in report["methods"].values():
         assert set(scores) == SCORE_KEYS
-        assert f"| {key} |" in result.stdout
+    assert "| soft (T = σ) |" in result.stdout and "| wiener |" in result.stdout
     assert (tmp_path / "figs" / "methods_numpy.png").is_file()
     assert (tmp_path / "figs" / "filter_numpy.png").is_file()
 
@@ -41,12 +62,18 @@ def test_random_table_and_json_with_torch_unimportable(tmp_path):
 def test_figures_classical_only_without_default_weights(numpy_test, run_main, tmp_path):
     code, out, err = run_main(numpy_test, ["--fig-dir", tmp_path / "figs"])
     assert code == 0, err
-    assert "classical methods only" in err and len(err.strip().splitlines()) == 1
+    assert "classical methods only" in err and "pth2h5.py" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [f"Test{k}_numpy.png" for k in range(6)]
 
 
+def test_figures_default_to_runs_figures_under_the_current_folder(weights, tmp_path):
+    result = run_script(SCRIPT, "--weights", weights[1], cwd=tmp_path, block_torch=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "runs" / "figures").iterdir()) == [f"Test{k}_numpy.png" for k in range(6)]
+
+
 def test_random_classical_keys_without_default_weights(numpy_test, run_main, tmp_path):
-    code, out, err = run_main(numpy_test, ["--random", 20, "--seed", 1, "--json", tmp_path / "r.json"])
+    code, out, err = run_main(numpy_test, ["--random", "--n", 20, "--seed", 1, "--json", tmp_path / "r.json"])
     assert code == 0, err
     assert list(json.loads((tmp_path / "r.json").read_text())["methods"]) == ["wiener", "l1", "gmc", "soft", "bayes"]
 
@@ -54,14 +81,19 @@ def test_random_classical_keys_without_default_weights(numpy_test, run_main, tmp
 def test_help_explains_every_flag(numpy_test, run_main):
     code, out, _ = run_main(numpy_test, ["--help"])
     assert code == 0
-    for flag in ["--weights", "--samples", "--fig-dir", "--random", "--sigma", "--seed", "--json", "--plots",
-                 "--input", "--output", "--bn"]:
+    for flag in ["--weights", "--bn", "--random", "--n", "--seed", "--sigma", "--threads", "--input", "--output",
+                 "--json", "--fig-dir", "--samples", "--plots"]:
         assert flag in out
+    args = numpy_test.get_args([])
+    assert (args.n, args.seed) == (2000, 2026)
 
 
-def test_explicit_missing_weights_is_an_error(numpy_test, run_main, tmp_path):
-    code, _, err = run_main(numpy_test, ["--weights", tmp_path / "none.h5", "--random", 5])
-    assert_one_line_error(code, err, "none.h5")
+def test_explicit_missing_weights_says_how_to_make_them(numpy_test, run_main, tmp_path):
+    code, _, err = run_main(numpy_test, ["--weights", tmp_path / "ckpt_blind.h5", "--random", "--n", 5])
+    assert_one_line_error(code, err, "ckpt_blind.h5", "no such", "pth2h5.py SRC.pth")
+    (tmp_path / "ckpt_blind.pth").write_bytes(b"x")  # the source exists: the hint names it
+    code, _, err = run_main(numpy_test, ["--weights", tmp_path / "ckpt_blind.h5", "--random", "--n", 5])
+    assert_one_line_error(code, err, f"pth2h5.py {tmp_path / 'ckpt_blind.pth'} {tmp_path / 'ckpt_blind.h5'}")
 
 
 def test_input_needs_weights(numpy_test, run_main, tmp_path):
@@ -71,9 +103,12 @@ def test_input_needs_weights(numpy_test, run_main, tmp_path):
     assert not (tmp_path / "out.npy").exists()
 
 
-@pytest.mark.parametrize("argv", [["--random", 5, "--input", "a.npy", "--output", "b.npy"],
-                                  ["--input", "a.npy"], ["--bn", "fixed"], ["--json", "r.json"]])
-def test_mixed_modes_are_refused(numpy_test, run_main, argv):
+@pytest.mark.parametrize("argv", [["--random", "--input", "a.npy", "--output", "b.npy"], ["--input", "a.npy"],
+                                  ["--json", "r.json"], ["--plots"], ["--random", "7"],
+                                  ["--input", "a.npy", "--output", "b.npy", "--sigma", "3"],
+                                  ["--random", "--n", "0"], ["--random", "--seed", "-1"], ["--random", "--sigma", "0"],
+                                  ["--random", "--sigma", "nan"], ["--threads", "0"]])
+def test_bad_flags_are_refused(numpy_test, run_main, argv):
     code, _, err = run_main(numpy_test, argv)
     assert code == 2 and "Traceback" not in err
 
@@ -83,28 +118,128 @@ def test_bad_samples_folder(numpy_test, run_main, tmp_path):
     assert_one_line_error(code, err.strip().splitlines()[-1], "no TestK_data.txt")
 
 
-def test_network_matches_pytorch_when_converter_exists(tmp_path, run_main):
-    """With pth2h5.py and the NumPy model present: convert a random checkpoint, denoise a file
-    with both front-ends, and compare."""
-    torch = pytest.importorskip("torch")
-    pth2h5 = load_script(REPO_ROOT / "pth2h5.py", "pth2h5_script") if (REPO_ROOT / "pth2h5.py").exists() else pytest.skip("no pth2h5.py")
-    pytest.importorskip("Numpy_V2.model")
-    from Pytorch_V1.checkpoint import save_checkpoint
-    from Pytorch_V1.model import ICNN_s, ModelConfig
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_input_keeps_float_dtype(numpy_test, run_main, weights, tmp_path, dtype):
+    np.save(tmp_path / "in.npy", (np.random.default_rng(0).normal(size=(5, 100)) * 3).astype(dtype))
+    code, out, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "in.npy",
+                                           "--output", tmp_path / "o.npy"])
+    assert code == 0, err
+    assert np.load(tmp_path / "o.npy").dtype == dtype and f"({np.dtype(dtype).name})" in out
 
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path / "w.pth", {"net_state_dict": ICNN_s().state_dict(),
-                                         "config": {"model": ModelConfig().to_dict()}, "format_version": 1})
-    pth2h5.convert(tmp_path / "w.pth", tmp_path / "w.h5")
+
+def test_rows_txt_input(numpy_test, run_main, weights, tmp_path):
+    noisy = np.random.default_rng(3).normal(size=(4, 64)) * 3
+    np.savetxt(tmp_path / "in.txt", noisy)  # np.savetxt of (N, L): one signal per row
+    code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "in.txt",
+                                         "--output", tmp_path / "o.npy"])
+    assert code == 0, err
+    assert np.load(tmp_path / "o.npy").shape == (4, 64)
+
+
+def test_value_beyond_float32_is_one_line(numpy_test, run_main, weights, tmp_path):
+    noisy = np.zeros((3, 100))
+    noisy[1, 5] = 1e39
+    np.save(tmp_path / "in.npy", noisy)
+    code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "in.npy",
+                                         "--output", tmp_path / "out" / "o.npy"])
+    assert_one_line_error(code, err, "signal 1", "index 5", "float32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+@pytest.mark.parametrize("which", ["weights", "input"])
+def test_json_over_what_it_reads_is_refused(numpy_test, run_main, weights, tmp_path, which):
+    """Issue 10: `Numpy_test.py --weights c.h5 --json c.h5` turned the weights into JSON."""
+    h5 = tmp_path / "c.h5"
+    h5.write_bytes(weights[1].read_bytes())
+    np.save(tmp_path / "in.npy", np.zeros((2, 100)))
+    target = h5 if which == "weights" else tmp_path / "in.npy"
+    original = target.read_bytes()
+    for mode in (["--random", "--n", 3], ["--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy"]):
+        if which == "input" and mode[0] == "--random":
+            continue
+        code, _, err = run_main(numpy_test, ["--weights", h5, *mode, "--json", target])
+        assert_one_line_error(code, err, "refusing to overwrite")
+        assert target.read_bytes() == original
+
+
+def test_figure_over_the_weights_is_refused(numpy_test, run_main, weights, tmp_path):
+    h5 = tmp_path / "figs" / "Test0_numpy.png"  # weights that happen to sit where a figure would go
+    h5.parent.mkdir()
+    h5.write_bytes(weights[1].read_bytes())
+    code, _, err = run_main(numpy_test, ["--weights", h5, "--fig-dir", tmp_path / "figs"])
+    assert_one_line_error(code, err, "refusing to overwrite")
+    assert h5.read_bytes() == weights[1].read_bytes()
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(weights, tmp_path):
+    np.save(tmp_path / "in.npy", (np.random.default_rng(6).normal(size=(9000, 32)) * 3).astype(np.float32))
+    result = run_script(SCRIPT, "--weights", weights[1], "--input", "in.npy", "--output", "o.npy", cwd=tmp_path,
+                        block_torch=True)
+    assert result.returncode == 0, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("denoising:")]
+    assert lines and lines[-1].startswith("denoising: 9000/9000") and "\r" not in result.stderr
+
+
+@pytest.mark.parametrize("sigma, warned", [(3.0, False), (8.0, True)])
+def test_out_of_range_warning(numpy_test, run_main, weights, tmp_path, sigma, warned):
+    np.save(tmp_path / "in.npy", benchmark_signals(9, 300, sigma)[1])
+    code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "in.npy",
+                                         "--output", tmp_path / "o.npy"])
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(lines) == int(warned), err
+    if warned:
+        assert lines[0].startswith("Numpy_test.py: warning:") and "trained on noise σ 3" in lines[0]
+
+
+def test_network_matches_pytorch(weights, tmp_path, run_main):
+    """Denoise a file with both front-ends from the same weights, and compare."""
     noisy = np.random.default_rng(0).normal(size=(4, 100)) * 3
     np.save(tmp_path / "in.npy", noisy)
     numpy_test = load_script(SCRIPT, "numpy_test_script")
     torch_test = load_script(REPO_ROOT / "Pytorch_V1" / "test.py", "torch_test_script")
     for bn in ["fixed", "unfixed"]:
-        code, _, err = run_main(numpy_test, ["--weights", tmp_path / "w.h5", "--input", tmp_path / "in.npy",
+        code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "in.npy",
                                              "--output", tmp_path / f"np_{bn}.npy", "--bn", bn])
         assert code == 0, err
-        code, _, err = run_main(torch_test, ["--checkpoint", tmp_path / "w.pth", "--device", "cpu", "--input",
+        code, _, err = run_main(torch_test, ["--weights", weights[0], "--device", "cpu", "--input",
                                              tmp_path / "in.npy", "--output", tmp_path / f"pt_{bn}.npy", "--bn", bn])
         assert code == 0, err
         np.testing.assert_allclose(np.load(tmp_path / f"np_{bn}.npy"), np.load(tmp_path / f"pt_{bn}.npy"), atol=1e-4)
+
+
+# --- one seed, one set of signals, one table (issue 13 item 6) ---------------------------------------
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """``{row name: [RMSE ± CI, vs Bayes, paper PSNR, PSNR]}`` of a Markdown table (timings dropped)."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) >= 5 and re.match(r"^-?\d+\.\d{4} ± ", cells[1]):
+            rows[cells[0]] = cells[1:5]
+    return rows
+
+
+def test_same_seed_same_signals_same_rows_in_all_three_scripts(weights, tmp_path, run_main):
+    seed, n = 31, 60
+    numpy_test = load_script(SCRIPT, "numpy_test_script")
+    torch_test = load_script(REPO_ROOT / "Pytorch_V1" / "test.py", "torch_test_script")
+    results = load_script(REPO_ROOT / "scripts" / "results.py", "results_script")
+    flags = ["--random", "--n", n, "--seed", seed]
+    code, np_out, err = run_main(numpy_test, ["--weights", weights[1], *flags])
+    assert code == 0, err
+    code, pt_out, err = run_main(torch_test, ["--weights", weights[0], "--device", "cpu", *flags])
+    assert code == 0, err
+    from Pytorch_V1.checkpoint import load_model
+
+    lines, *_ = results.sigma3_section({"net": load_model(weights[0])}, seed, n)
+    res_rows = table_rows("\n".join(lines))
+    np_rows, pt_rows = table_rows(np_out), table_rows(pt_out)
+    names = ["net (fixed BN)", "net (unfixed BN)", "wiener", "l1", "gmc", "soft (T = σ)", "bayes"]
+    assert list(np_rows) == list(pt_rows) == list(res_rows) == names
+    assert np_rows == pt_rows == res_rows  # same values to the printed decimals
+    # The signals are the shared held-out draw: a different seed gives different rows.
+    code, other, _ = run_main(numpy_test, ["--weights", weights[1], "--random", "--n", n, "--seed", seed + 1])
+    assert table_rows(other)["wiener"] != np_rows["wiener"]
+    assert benchmark_signals(seed, n, 3.0)[1].shape == (n, 100)

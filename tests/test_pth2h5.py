@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script  # noqa: E402
 from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
 from Pytorch_V1.model import ICNN_s, ModelConfig  # noqa: E402
+from signals.errors import InputError  # noqa: E402
 
 SCRIPT = REPO_ROOT / "pth2h5.py"
 
@@ -79,8 +80,8 @@ def test_destination_defaults_to_source_with_h5(pth2h5, checkpoint, tmp_path, ru
 
 
 def test_default_source_is_the_repositorys_checkpoint(pth2h5):
-    assert pth2h5.parse_args([]).source == REPO_ROOT / "ckpt" / "ckpt_best.pth"
-    assert pth2h5.parse_args([]).destination is None
+    assert pth2h5.get_args([]).source == REPO_ROOT / "ckpt" / "ckpt_best.pth"
+    assert pth2h5.get_args([]).destination is None
 
 
 def test_truncated_source_is_refused(checkpoint, tmp_path):
@@ -111,7 +112,9 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path, layout):
 @pytest.mark.parametrize("content,fragment", [
     ({"epoch": 3}, "net_state_dict"),
     ({"net_state_dict": {"a.weight": torch.full((2,), float("nan"))}}, "non-finite"),
-    ({"net_state_dict": {}}, "no tensors"),
+    ({"net_state_dict": {}}, "missing tensor 'inc.double_conv.0.weight'"),
+    ({"net_state_dict": {"a.weight": torch.ones(2)}, "config": ["model"]}, "'config' must be a dict"),
+    ({"net_state_dict": {"a.weight": torch.ones(2)}, "config": "prior"}, "'config' must be a dict"),
 ])
 def test_not_a_usable_checkpoint(pth2h5, tmp_path, run_main, content, fragment):
     torch.save(content, tmp_path / "odd.pth")
@@ -128,3 +131,52 @@ def test_missing_source_and_overwriting_source(pth2h5, checkpoint, tmp_path, run
     code, _, err = run_main(pth2h5, [source, source])
     assert_one_line_error(code, err, "refusing to overwrite")
     assert source.read_bytes() == checkpoint[0].read_bytes()
+
+
+@pytest.mark.parametrize("change", ["drop_prior", "add_threshold", "reshape", "config_says_no_prior"])
+def test_wrong_architecture_is_refused_with_numpys_message(pth2h5, tmp_path, run_main, change):
+    """pth2h5 refuses a state dict that does not build the model, with the message Numpy_V2 gives for the
+    same tensors written straight to an .h5 (icnn.spec.check_weights, one rule for both)."""
+    from icnn.h5weights import write_weights
+    from Numpy_V2.model import load_h5
+
+    torch.manual_seed(0)
+    state = ICNN_s().state_dict()
+    config = {"model": ModelConfig().to_dict()}
+    if change == "drop_prior":
+        state = {k: v for k, v in state.items() if k != "wienernet.beta"}
+    elif change == "add_threshold":
+        state["inc.double_conv.1.threshold"] = torch.zeros(2)
+    elif change == "reshape":
+        state["up1.conv.double_conv.0.weight"] = torch.zeros(16, 32, 2)
+    else:
+        config = {"model": ModelConfig(prior=False).to_dict()}
+    torch.save({"net_state_dict": state, "config": config}, tmp_path / "wrong.pth")
+    code, _, err = run_main(pth2h5, [tmp_path / "wrong.pth", tmp_path / "wrong.h5"])
+    assert_one_line_error(code, err, "wrong.pth")
+    assert not (tmp_path / "wrong.h5").exists() and no_temp_files(tmp_path)
+    arrays = {k: v.numpy() for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    write_weights(tmp_path / "wrong.h5", arrays, config, {})
+    with pytest.raises(InputError) as numpy_error:
+        load_h5(tmp_path / "wrong.h5")
+    torch_message = err.strip().split("wrong.pth: ", 1)[1]
+    numpy_message = str(numpy_error.value).split("wrong.h5: ", 1)[1]
+    if change == "reshape":  # the .h5 stores tensors flat, so it names the flat shape
+        torch_message, numpy_message = torch_message.split(" has shape")[0], numpy_message.split(" has shape")[0]
+    assert torch_message == numpy_message
+
+
+def test_conversion_records_sigma_range_and_round_trips(pth2h5, tmp_path):
+    """The model config written to the .h5 is the checked one, sigma_range filled from the training sigma."""
+    from Numpy_V2.model import load_h5
+
+    torch.manual_seed(1)
+    model = ICNN_s()
+    torch.save({"net_state_dict": model.state_dict(),
+                "config": {"model": {"prior": True, "norm": "bn", "bn_mode": "unfixed"}, "train": {"sigma": [0.5, 5.0]}}},
+               tmp_path / "blind.pth")
+    pth2h5.convert(tmp_path / "blind.pth", tmp_path / "blind.h5")
+    net = load_h5(tmp_path / "blind.h5")
+    assert net.config == ModelConfig(prior=True, norm="bn", bn_mode="unfixed", sigma_range=[0.5, 5.0])
+    with h5py.File(tmp_path / "blind.h5", "r") as f:
+        assert f.attrs["format_version"] == 1 and '"sigma_range": [0.5, 5.0]' in f.attrs["config"]

@@ -167,8 +167,28 @@ def test_killed_and_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path):
     for pid, state in a["optim_state_dict"]["state"].items():
         for name, value in state.items():
             assert torch.equal(value, b["optim_state_dict"]["state"][pid][name]), (pid, name)
-    assert a["sched_state_dict"] == b["sched_state_dict"]
     assert a["val_rmse"] == b["val_rmse"]
+
+
+def test_a_second_training_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Two processes, one run folder: the second (even with --overwrite) gets one line and exit 2,
+    and deletes nothing of the first run, which is still going."""
+    folder = tmp_path / "run"
+    flags = ["--steps", "3000", "--batch-size", "16", "--val-size", "100", "--eval-every", "5", "--save-every", "5",
+             "--device", "cpu"]
+    first = start_training(folder, *flags)
+    wait_for(folder / "ckpt_last.pth", first)
+    second = subprocess.run([sys.executable, str(TRAIN), "--run-dir", str(folder), "--overwrite", *flags],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert_one_line_error(second.returncode, second.stderr, "another train.py run holds this folder")
+    assert first.poll() is None, "the first run ended before the second was tried"
+    step = load_checkpoint(folder / "ckpt_last.pth")["step"]
+    deadline = time.monotonic() + 60
+    while load_checkpoint(folder / "ckpt_last.pth")["step"] == step:  # the first run goes on writing
+        assert time.monotonic() < deadline and first.poll() is None, log_tail(folder)
+        time.sleep(0.05)
+    kill_9(first)
 
 
 # ---------------------------------------------------------------------------
@@ -259,7 +279,7 @@ def test_cuda_saved_checkpoint_works_in_test_py_and_pth2h5(pth2h5, run_main, tmp
         np.testing.assert_array_equal(f["outc.conv.weight"][()], model.outc.conv.weight.detach().numpy().ravel())
     np.save(tmp_path / "in.npy", np.random.default_rng(0).normal(size=(2, 100)))
     torch_test = load_script(TORCH_TEST, "torch_test_script_reliability")
-    code, _, err = run_main(torch_test, ["--checkpoint", tmp_path / "cuda.pth", "--device", "cpu", "--input",
+    code, _, err = run_main(torch_test, ["--weights", tmp_path / "cuda.pth", "--device", "cpu", "--input",
                                          tmp_path / "in.npy", "--output", tmp_path / "out.npy"])
     assert code == 0, err
     assert np.load(tmp_path / "out.npy").shape == (2, 100)
@@ -328,7 +348,7 @@ def test_numpy_test_bad_weights(numpy_test, run_main, weights_h5, tmp_path, case
 def test_numpy_test_bad_weights_in_random_mode(numpy_test, run_main, weights_h5, tmp_path):
     data = weights_h5.read_bytes()
     (tmp_path / "cut.h5").write_bytes(data[: len(data) // 3])
-    code, _, err = run_main(numpy_test, ["--weights", tmp_path / "cut.h5", "--random", 5, "--json", tmp_path / "r.json"])
+    code, _, err = run_main(numpy_test, ["--weights", tmp_path / "cut.h5", "--random", "--n", 5, "--json", tmp_path / "r.json"])
     assert_one_line_error(code, err, "cut.h5")
     assert not (tmp_path / "r.json").exists()
 
@@ -394,7 +414,7 @@ def run_front_end(front_end, numpy_test, run_main, weights_h5, checkpoint, *argv
     if front_end == "numpy":
         return run_main(numpy_test, ["--weights", weights_h5, *argv])
     torch_test = load_script(TORCH_TEST, "torch_test_script_reliability")
-    return run_main(torch_test, ["--checkpoint", checkpoint, "--device", "cpu", *argv])
+    return run_main(torch_test, ["--weights", checkpoint, "--device", "cpu", *argv])
 
 
 @pytest.mark.parametrize("front_end, case", [("numpy", c) for c in NUMPY_CASES] + [("torch", c) for c in TORCH_CASES])

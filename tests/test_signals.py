@@ -1,17 +1,19 @@
-"""signals/: classical denoisers, synthesis, I/O, metrics, report and plots."""
+"""signals/: classical denoisers, synthesis, I/O and metrics (the evaluation library and plots: test_evaluate.py)."""
 from __future__ import annotations
 
-import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 import scipy.signal
 
-from conftest import REPO_ROOT, assert_one_line_error
-from signals import classical, io, plots, report
+from conftest import REPO_ROOT, assert_one_line_error, load_script
+from signals import classical, evaluate, io
 from signals.metrics import mean_ci95, psnr, psnr_paper, rmse
-from signals.synthesis import SpikePrior, clean_spikes, noisy_pairs
+from signals.synthesis import DEFAULT_SEED, SpikePrior, benchmark_signals, clean_spikes, noisy_pairs
 
 
 # --- classical denoisers -------------------------------------------------------------------
@@ -51,7 +53,7 @@ def test_l1_objective_never_increases_over_ista():
 def test_classical_table_on_2000_signals_and_bayes_beats_all():
     # REFERENCE §3-4 and issue 2's ranges; one draw serves both checks.
     clean, noisy, _ = noisy_pairs(np.random.default_rng(20240611), 2000, 3.0)
-    scores, _ = report.evaluate_methods(clean, noisy, report.classical_methods(3.0), progress=False)
+    scores, _ = evaluate.evaluate_methods(clean, noisy, evaluate.classical_methods(3.0), progress=False)
     rmses = {k: s["rmse"] for k, s in scores.items()}
     assert 2.37 <= rmses["wiener"] <= 2.43
     assert 2.41 <= rmses["l1"] <= 2.47
@@ -67,6 +69,62 @@ def test_soft_threshold_and_bayes_shapes():
     b = classical.bayes_posterior_mean(y, 3.0)
     assert b.shape == y.shape and np.all((b >= 0) & (b <= 10))
 
+
+
+# --- noise level and the wavelet baseline ----------------------------------------------------
+
+
+def test_estimate_sigma_per_signal_matches_a_plain_loop_and_the_pooled_value():
+    _, noisy, _ = noisy_pairs(np.random.default_rng(8), 50, 2.0)
+    loop = [1.4826 * np.median(-row[row <= 0]) for row in noisy]
+    np.testing.assert_allclose(classical.estimate_sigma(noisy, per_signal=True), loop, rtol=1e-4)
+    pooled = 1.4826 * np.median(-noisy[noisy <= 0])
+    assert classical.estimate_sigma(noisy) == pytest.approx(pooled, rel=1e-4)
+    with pytest.raises(ValueError, match="signal 1"):
+        classical.estimate_sigma(np.array([[-1.0, 2.0], [1.0, 2.0]]), per_signal=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        classical.estimate_sigma(np.array([[-1.0, np.nan]]))
+
+
+def test_wavelet_sigma_is_scikit_image_batched():
+    from skimage.restoration import estimate_sigma as skimage_sigma
+
+    _, noisy, _ = noisy_pairs(np.random.default_rng(9), 12, 1.5)
+    ours = classical.estimate_sigma(noisy, per_signal=True, method="wavelet")
+    np.testing.assert_allclose(ours, [skimage_sigma(row) for row in noisy], rtol=1e-9)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 3.0, 5.0])
+def test_default_sigma_estimator_beats_the_wavelet_mad_on_spikes(sigma):
+    # The comparison behind the default (scripts/compare_sigma_estimators.py), on one draw.
+    _, noisy = benchmark_signals(DEFAULT_SEED, 2000, sigma)
+    negative = classical.estimate_sigma(noisy) / sigma - 1
+    wavelet = classical.estimate_sigma(noisy, method="wavelet") / sigma - 1
+    assert abs(negative) < 0.04 and abs(negative) < abs(wavelet)
+
+
+def test_wavelet_denoiser_is_scikit_image_per_signal_and_beats_wiener():
+    from skimage.restoration import denoise_wavelet
+
+    clean, noisy = benchmark_signals(DEFAULT_SEED, 2000, 3.0)
+    out = classical.wavelet(noisy, 3.0)
+    for i in (0, 7):
+        expected = denoise_wavelet(noisy[i], sigma=3.0, method="BayesShrink", mode="soft", rescale_sigma=True)
+        np.testing.assert_allclose(out[i], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(classical.wavelet(noisy[:3], np.array([3.0, 1.0, 3.0]))[1],
+                               denoise_wavelet(noisy[1], sigma=1.0, method="BayesShrink", rescale_sigma=True), atol=1e-12)
+    score = rmse(out, clean).mean()
+    assert rmse(classical.bayes_posterior_mean(noisy, 3.0), clean).mean() < score < rmse(classical.wiener(noisy), clean).mean()
+
+
+def test_compare_sigma_estimators_script(run_main, tmp_path):
+    script = load_script(REPO_ROOT / "scripts" / "compare_sigma_estimators.py", "compare_sigma_estimators")
+    code, out, err = run_main(script, ["--n", "300", "--repeats", "2", "--output", tmp_path / "sigma.md"])
+    assert code == 0, err
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "estimator" not in line]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [(f"{s:g}", m) for s in script.SIGMAS for m in ("negative", "wavelet")]
+    assert all(abs(float(r[2])) < 5 for r in rows if r[1].strip() == "negative")  # per-signal bias, % of σ
+    assert (tmp_path / "sigma.md").read_text() == out
 
 # --- synthesis -------------------------------------------------------------------------------
 
@@ -115,7 +173,8 @@ def test_txt_round_trip(tmp_path):
     signal = np.random.default_rng(0).normal(size=100) * 7
     io.write_txt(tmp_path / "s.txt", signal)
     np.testing.assert_allclose(io.read_txt(tmp_path / "s.txt"), signal, rtol=1e-8)
-    assert io.read_signals(tmp_path / "s.txt").shape == (1, 100)
+    signals, stored = io.read_signals(tmp_path / "s.txt")
+    assert signals.shape == (1, 100) and stored == (100,)
 
 
 @pytest.mark.parametrize("shape", [(100,), (7, 100)])
@@ -123,7 +182,8 @@ def test_npy_round_trip(tmp_path, shape):
     signals = np.random.default_rng(1).normal(size=shape)
     io.write_signals(tmp_path / "s.npy", np.atleast_2d(signals), like_shape=shape)
     np.testing.assert_array_equal(io.read_npy(tmp_path / "s.npy"), signals)
-    assert io.read_signals(tmp_path / "s.npy").shape == np.atleast_2d(signals).shape
+    read, stored = io.read_signals(tmp_path / "s.npy")
+    assert read.shape == np.atleast_2d(signals).shape and stored == shape
 
 
 def test_folder_dataset_pairs_by_file_name(tmp_path):
@@ -151,6 +211,39 @@ def test_committed_test_samples_match_the_generator(tmp_path):
         np.testing.assert_array_equal(clean, clean2)
 
 
+
+STREAM_SCRIPT = """
+import os, sys, numpy as np
+from signals import io
+
+def rss_mb():  # resident now, not the lifetime peak
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+path, out_path = sys.argv[1], sys.argv[2]
+before, peak = rss_mb(), 0.0
+signals, shape = io.read_signals(path)
+with io.open_npy_output(out_path, shape, signals.dtype, reads=[path]) as out:
+    for start, block in io.iter_chunks(signals, 4096, path, np.float32):
+        out[start : start + len(block)] = 2 * block
+        io.release_pages(out)
+        peak = max(peak, rss_mb())
+print(peak - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident size from /proc")
+def test_streaming_a_large_npy_keeps_memory_bounded(tmp_path):
+    # 40 MB in, 40 MB out through memory maps. Without releasing pages, every touched
+    # page stays resident (+40 MB for the output alone); with it, about one chunk.
+    np.save(tmp_path / "in.npy", np.tile(np.arange(100, dtype=np.float32), (100_000, 1)))
+    result = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, str(tmp_path / "in.npy"), str(tmp_path / "out.npy")],
+                            capture_output=True, text=True, check=True, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert float(result.stdout) < 20, result.stdout
+    out = np.load(tmp_path / "out.npy", mmap_mode="r")
+    assert out.dtype == np.float32 and out.shape == (100_000, 100)
+    np.testing.assert_array_equal(out[[0, -1]], 2 * np.arange(100, dtype=np.float32)[None].repeat(2, 0))
+
 # --- bad input: one line on stderr, exit 2 ---------------------------------------------------
 
 
@@ -172,7 +265,9 @@ def test_nan_in_npy_names_signal_and_index(run_call, tmp_path):
     signals = np.zeros((3, 50))
     signals[1, 7] = np.nan
     np.save(tmp_path / "nan.npy", signals)
-    assert_one_line_error(*run_call(lambda: io.read_signals(tmp_path / "nan.npy")), "nan.npy", "signal 1", "index 7")
+    read, _ = io.read_signals(tmp_path / "nan.npy")  # values are checked per chunk, not at open
+    assert_one_line_error(*run_call(lambda: io.check_chunk(read[1:], 1, "nan.npy", np.float32)), "nan.npy", "signal 1", "index 7")
+    assert_one_line_error(*run_call(lambda: io.read_npy(tmp_path / "nan.npy")), "nan.npy", "signal 1", "index 7")
 
 
 def test_inf_in_txt_names_index(run_call, tmp_path):
@@ -187,7 +282,7 @@ def test_unpaired_folder(run_call, tmp_path):
     assert_one_line_error(*run_call(lambda: io.read_folder_dataset(tmp_path)), "do not pair up", "1.txt", "5.txt")
 
 
-# --- metrics, report, plots ------------------------------------------------------------------
+# --- metrics ---------------------------------------------------------------------------------
 
 
 def test_metrics_formulas():
@@ -200,55 +295,3 @@ def test_metrics_formulas():
     assert mean == 2.0 and ci == pytest.approx(1.96 / np.sqrt(3))
 
 
-def test_report_json_and_table(tmp_path):
-    rep, clean, noisy, estimates = report.random_benchmark(30, 3.0, 4, {"soft": report.classical_methods(3.0)["soft"]}, progress=False)
-    report.write_report_json(tmp_path / "r.json", rep)
-    loaded = json.loads((tmp_path / "r.json").read_text())
-    assert set(loaded) == {"sigma", "n", "seed", "methods"}
-    assert (loaded["sigma"], loaded["n"], loaded["seed"]) == (3.0, 30, 4)
-    assert set(loaded["methods"]["soft"]) == {"rmse", "rmse_ci95", "psnr_paper", "psnr", "seconds_per_signal"}
-    assert loaded["methods"]["soft"]["rmse"] == pytest.approx(rmse(estimates["soft"], clean).mean())
-    table = report.format_table(rep)
-    assert "| soft |" in table and "±" in table
-
-
-def test_denoise_file_keeps_shape_and_refuses_overwrite(run_call, tmp_path):
-    signals = np.random.default_rng(2).normal(size=(5, 32))
-    np.save(tmp_path / "in.npy", signals)
-    report.denoise_file(tmp_path / "in.npy", tmp_path / "new" / "out.npy", lambda x: 2 * x, progress=False)
-    np.testing.assert_allclose(np.load(tmp_path / "new" / "out.npy"), 2 * signals)
-    code, err = run_call(lambda: report.denoise_file(tmp_path / "in.npy", tmp_path / "in.npy", lambda x: x))
-    assert_one_line_error(code, err, "overwrite")
-    np.testing.assert_array_equal(np.load(tmp_path / "in.npy"), signals)
-
-
-def test_denoise_file_in_chunks(tmp_path):
-    signals = np.random.default_rng(3).normal(size=(1000, 16))
-    np.save(tmp_path / "in.npy", signals)
-    sizes = []
-    report.denoise_file(tmp_path / "in.npy", tmp_path / "out.npy", lambda x: sizes.append(len(x)) or x, chunk=300, progress=False)
-    assert sizes == [300, 300, 300, 100]
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), signals)
-
-
-def test_short_signal_is_refused(run_call, tmp_path):
-    np.save(tmp_path / "short.npy", np.zeros((2, 10)))
-    code, err = run_call(lambda: report.denoise_file(tmp_path / "short.npy", tmp_path / "o.npy", lambda x: x))
-    assert_one_line_error(code, err, "length 10", "16")
-    assert not (tmp_path / "o.npy").exists()
-
-
-def test_plots_write_pngs(tmp_path):
-    clean, noisy, _ = noisy_pairs(np.random.default_rng(0), 40, 3.0)
-    estimates = {"soft": classical.soft_threshold(noisy, 3.0), "wiener": classical.wiener(noisy)}
-    methods = {"soft": lambda y: estimates["soft"], "bayes": lambda y: classical.bayes_posterior_mean(y, 3.0)}
-    scores, _ = report.evaluate_methods(clean, noisy, methods, progress=False)
-    figures = [
-        plots.comparison_figure("x", clean[0], noisy[0], {k: v[0] for k, v in estimates.items()}),
-        plots.methods_chart(report.build_report(3.0, 40, 0, scores)),
-        plots.filter_figure(noisy, {"wiener": estimates["wiener"]}, 3.0),
-    ]
-    for i, fig in enumerate(figures):
-        path = plots.save_figure(fig, tmp_path / "figs" / f"{i}.png")
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((tmp_path / "figs").glob(".*"))  # no temp files left

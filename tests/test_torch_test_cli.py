@@ -1,7 +1,9 @@
-"""Pytorch_V1/test.py with a random-weight checkpoint: figures, table, file denoising, bad input."""
+"""Pytorch_V1/test.py with a random-weight checkpoint: figures, table, file denoising, bad input,
+the guarded write path, streaming and the out-of-range σ warning."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 
@@ -10,23 +12,28 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script
+from icnn.spec import BN_MODES, MIN_LENGTH
 from Pytorch_V1.checkpoint import load_model, save_checkpoint
 from Pytorch_V1.inference import denoise
-from Pytorch_V1.model import MIN_LENGTH, ICNN_s, ModelConfig
-from signals import report
+from Pytorch_V1.model import ICNN_s, ModelConfig
+from signals.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Pytorch_V1" / "test.py"
 ALL_METHODS = {"net_fixed", "net_unfixed", "wiener", "l1", "gmc", "soft", "bayes"}
 
 
+def write_checkpoint(path, config: dict | None = None, train: dict | None = None, seed: int = 0):
+    torch.manual_seed(seed)
+    recorded = {"model": config if config is not None else ModelConfig().to_dict()}
+    if train is not None:
+        recorded["train"] = train
+    save_checkpoint(path, {"net_state_dict": ICNN_s().state_dict(), "config": recorded, "format_version": 1})
+    return path
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = ICNN_s()
-    path = tmp_path_factory.mktemp("ckpt") / "random.pth"
-    save_checkpoint(path, {"net_state_dict": model.state_dict(), "config": {"model": ModelConfig().to_dict()},
-                           "format_version": 1})
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "random.pth")
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +42,19 @@ def torch_test():
 
 
 def run(run_main, torch_test, checkpoint, *argv):
-    return run_main(torch_test, ["--checkpoint", checkpoint, "--device", "cpu", *argv])
+    return run_main(torch_test, ["--weights", checkpoint, "--device", "cpu", *argv])
 
 
-def test_min_length_is_shared_with_signals():
-    assert report.NETWORK_MIN_LENGTH == MIN_LENGTH
+def test_cli_convention(run_main, torch_test):
+    code, out, _ = run_main(torch_test, ["--help"])
+    assert code == 0
+    for flag in ["--weights", "--bn", "--random", "--n", "--seed", "--sigma", "--device", "--threads", "--input",
+                 "--output", "--json", "--fig-dir", "--samples", "--plots"]:
+        assert flag in out
+    assert "--checkpoint" not in out  # the old spelling still works, unadvertised
+    args = torch_test.get_args([])
+    assert (args.n, args.seed, args.random, args.fig_dir) == (2000, 2026, False, torch_test.cli.DEFAULT_FIG_DIR)
+    assert not args.fig_dir.is_absolute()  # under the current folder, never a tracked one
 
 
 def test_figure_mode_writes_one_png_per_sample(run_main, torch_test, checkpoint, tmp_path):
@@ -54,15 +69,38 @@ def test_figure_mode_writes_one_png_per_sample(run_main, torch_test, checkpoint,
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
 
 
+def test_figures_default_to_runs_figures_under_the_current_folder(checkpoint, tmp_path):
+    result = run_script(SCRIPT, "--weights", checkpoint, "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "runs" / "figures").iterdir()) == [f"Test{k}_torch.png" for k in range(6)]
+
+
 def test_random_mode_json_keys(run_main, torch_test, checkpoint, tmp_path):
-    code, out, err = run(run_main, torch_test, checkpoint, "--random", 40, "--seed", 3, "--json", tmp_path / "r.json",
-                         "--plots", "--fig-dir", tmp_path)
+    code, out, err = run(run_main, torch_test, checkpoint, "--random", "--n", 40, "--seed", 3, "--json",
+                         tmp_path / "r.json", "--plots", "--fig-dir", tmp_path)
     assert code == 0, err
     result = json.loads((tmp_path / "r.json").read_text())
-    assert (result["sigma"], result["n"], result["seed"]) == (3.0, 40, 3)
+    assert (result["sigma"], result["n"], result["seed"], result["backend"]) == (3.0, 40, 3, "PyTorch")
+    assert result["weights"] == str(checkpoint)
     assert set(result["methods"]) == ALL_METHODS
-    assert all(f"| {k} |" in out for k in ALL_METHODS)
+    for name in ["net (fixed BN)", "net (unfixed BN)", "wiener", "l1", "gmc", "soft (T = σ)", "bayes"]:
+        assert f"| {name} |" in out
     assert (tmp_path / "methods_torch.png").is_file() and (tmp_path / "filter_torch.png").is_file()
+
+
+def test_old_checkpoint_flag_and_bn_restricts_rows(run_main, torch_test, checkpoint):
+    code, out, err = run_main(torch_test, ["--checkpoint", checkpoint, "--device", "cpu", "--random", "--n", 5,
+                                           "--bn", "unfixed"])
+    assert code == 0, err
+    assert "| net (unfixed BN) |" in out and "| net (fixed BN) |" not in out
+
+
+def test_sigma_auto_in_random_mode(run_main, torch_test, checkpoint, tmp_path):
+    code, out, err = run(run_main, torch_test, checkpoint, "--random", "--n", 30, "--sigma", "auto",
+                         "--json", tmp_path / "r.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["sigma"] == 3.0 and report["classical_sigma"] == "estimated"
 
 
 @pytest.mark.parametrize("shape", [(100,), (5, 100), (3, 77)])
@@ -74,16 +112,24 @@ def test_npy_in_npy_out_same_shape_and_values(run_main, torch_test, checkpoint, 
                        "--bn", "unfixed")
     assert code == 0, err
     denoised = np.load(out_path)
-    assert denoised.shape == shape
+    assert denoised.shape == shape and denoised.dtype == np.float64
     model, _ = load_model(checkpoint)
     np.testing.assert_allclose(np.atleast_2d(denoised), denoise(model, np.atleast_2d(noisy), "unfixed"), atol=1e-6)
+
+
+def test_float32_in_float32_out(run_main, torch_test, checkpoint, tmp_path):
+    noisy = (np.random.default_rng(5).normal(size=(7, 100)) * 3).astype(np.float32)
+    np.save(tmp_path / "in.npy", noisy)
+    code, out, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "o.npy").dtype == np.float32 and "(float32)" in out
 
 
 def test_txt_in_txt_out_and_bn_modes_differ(run_main, torch_test, checkpoint, tmp_path):
     signal = np.random.default_rng(2).normal(size=100) * 3
     (tmp_path / "in.txt").write_text("".join(f"{v}\n" for v in signal))
     outputs = {}
-    for bn in ["fixed", "unfixed"]:
+    for bn in BN_MODES:
         code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.txt", "--output",
                            tmp_path / f"out_{bn}.txt", "--bn", bn)
         assert code == 0, err
@@ -92,23 +138,32 @@ def test_txt_in_txt_out_and_bn_modes_differ(run_main, torch_test, checkpoint, tm
     assert not np.allclose(outputs["fixed"], outputs["unfixed"])
 
 
+def test_rows_txt_in_gives_rows_txt_out(run_main, torch_test, checkpoint, tmp_path):
+    noisy = np.random.default_rng(3).normal(size=(4, 64)) * 3
+    np.savetxt(tmp_path / "in.txt", noisy)  # one signal per row
+    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.txt", "--output", tmp_path / "o.txt")
+    assert code == 0, err
+    model, _ = load_model(checkpoint)
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "o.txt"), denoise(model, noisy), atol=1e-6)
+
+
 def test_truncated_checkpoint(run_main, torch_test, checkpoint, tmp_path):
     data = checkpoint.read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    code, _, err = run(run_main, torch_test, tmp_path / "cut.pth", "--random", 5)
+    code, _, err = run(run_main, torch_test, tmp_path / "cut.pth", "--random", "--n", 5)
     assert_one_line_error(code, err, "cut.pth")
 
 
 def test_missing_checkpoint(run_main, torch_test, tmp_path):
-    code, _, err = run(run_main, torch_test, tmp_path / "none.pth", "--random", 5)
-    assert_one_line_error(code, err, "none.pth", "no such")
+    code, _, err = run(run_main, torch_test, tmp_path / "none.pth", "--random", "--n", 5)
+    assert_one_line_error(code, err, "none.pth", "no such", "train.py")
 
 
 def test_checkpoint_shape_mismatch_names_key_and_shapes(run_main, torch_test, checkpoint, tmp_path):
     state = ICNN_s().state_dict()
     state["outc.conv.weight"] = torch.zeros(1, 3, 1)
     save_checkpoint(tmp_path / "bad.pth", {"net_state_dict": state})
-    code, _, err = run(run_main, torch_test, tmp_path / "bad.pth", "--random", 5)
+    code, _, err = run(run_main, torch_test, tmp_path / "bad.pth", "--random", "--n", 5)
     assert_one_line_error(code, err, "outc.conv.weight", "(1, 3, 1)", "(1, 2, 1)")
 
 
@@ -130,13 +185,13 @@ def test_pickle_with_code_is_refused_and_not_run(checkpoint, tmp_path):
     with open(tmp_path / "evil.pth", "wb") as f:
         pickle.dump({"net_state_dict": CreatesFile(marker)}, f)
     # A real process, from an unrelated working directory.
-    result = run_script(SCRIPT, "--checkpoint", tmp_path / "evil.pth", "--device", "cpu", "--random", 5, cwd=tmp_path)
+    result = run_script(SCRIPT, "--weights", tmp_path / "evil.pth", "--device", "cpu", "--random", "--n", 5, cwd=tmp_path)
     assert_one_line_error(result.returncode, result.stderr, "evil.pth")
     assert not marker.exists()
 
 
 def test_runs_from_any_directory(checkpoint, tmp_path):
-    result = run_script(SCRIPT, "--checkpoint", checkpoint, "--device", "cpu", "--random", 10, "--json", "r.json",
+    result = run_script(SCRIPT, "--weights", checkpoint, "--device", "cpu", "--random", "--n", 10, "--json", "r.json",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert set(json.loads((tmp_path / "r.json").read_text())["methods"]) == ALL_METHODS
@@ -149,14 +204,15 @@ def test_short_signal(run_main, torch_test, checkpoint, tmp_path):
     assert not (tmp_path / "o.npy").exists()
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_non_finite_signal_is_named(run_main, torch_test, checkpoint, tmp_path, bad):
+@pytest.mark.parametrize("bad, fragment", [(np.nan, "non-finite"), (np.inf, "non-finite"), (1e39, "float32")])
+def test_bad_value_is_named_and_nothing_is_written(run_main, torch_test, checkpoint, tmp_path, bad, fragment):
     noisy = np.zeros((4, 100))
     noisy[2, 40] = bad
     np.save(tmp_path / "in.npy", noisy)
-    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy")
-    assert_one_line_error(code, err, "signal 2", "index 40")
-    assert not (tmp_path / "o.npy").exists()
+    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output",
+                       tmp_path / "new" / "o.npy")
+    assert_one_line_error(code, err, "signal 2", "index 40", fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
 
 
 @pytest.mark.parametrize("content, fragment", [("", "empty"), ("1\n2\nabc\n", "line 3")])
@@ -175,13 +231,105 @@ def test_output_may_not_overwrite_input(run_main, torch_test, checkpoint, tmp_pa
     np.testing.assert_array_equal(np.load(tmp_path / "in.npy"), noisy)
 
 
-def test_many_signals_to_txt_is_refused(run_main, torch_test, checkpoint, tmp_path):
-    np.save(tmp_path / "in.npy", np.zeros((3, 100)))
-    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", tmp_path / "o.txt")
-    assert_one_line_error(code, err, ".npy")
+@pytest.mark.parametrize("spelling", ["same", "symlink", "hardlink"])
+@pytest.mark.parametrize("mode", ["random", "input"])
+def test_json_over_the_weights_is_refused(run_main, torch_test, tmp_path, spelling, mode):
+    """Issue 10: `test.py --checkpoint c.pth --random 3 --json c.pth` turned the checkpoint into JSON."""
+    weights = write_checkpoint(tmp_path / "c.pth")
+    original = weights.read_bytes()
+    target = {"same": weights, "symlink": tmp_path / "l.json", "hardlink": tmp_path / "h.json"}[spelling]
+    if spelling == "symlink":
+        target.symlink_to(weights)
+    elif spelling == "hardlink":
+        os.link(weights, target)
+    np.save(tmp_path / "in.npy", np.zeros((2, 100)))
+    extra = ["--random", "--n", 3] if mode == "random" else ["--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy"]
+    code, _, err = run_main(torch_test, ["--weights", weights, "--device", "cpu", *extra, "--json", target])
+    assert_one_line_error(code, err, "refusing to overwrite", "c.pth")
+    assert weights.read_bytes() == original
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_json_over_the_input_is_refused(run_main, torch_test, checkpoint, tmp_path):
+    np.save(tmp_path / "in.npy", np.zeros((2, 100)))
+    original = (tmp_path / "in.npy").read_bytes()
+    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy",
+                       "--json", tmp_path / "in.npy")
+    assert_one_line_error(code, err, "refusing to overwrite")
+    assert (tmp_path / "in.npy").read_bytes() == original
+
+
+@pytest.mark.parametrize("flag", ["--output", "--json"])
+def test_output_parent_is_a_file(run_main, torch_test, checkpoint, tmp_path, flag):
+    np.save(tmp_path / "in.npy", np.zeros((2, 100)))
+    (tmp_path / "afile").write_text("x")
+    out = {"--output": tmp_path / "afile" / "o.npy", "--json": tmp_path / "o.npy"}
+    json_path = tmp_path / "afile" / "r.json" if flag == "--json" else tmp_path / "r.json"
+    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", out[flag],
+                       "--json", json_path)
+    assert_one_line_error(code, err, "afile")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_input_mode_json_summary(run_main, torch_test, checkpoint, tmp_path):
+    np.save(tmp_path / "in.npy", np.zeros((3, 100), dtype=np.float32))
+    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy",
+                       "--json", tmp_path / "s.json")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["n"], summary["length"], summary["dtype"], summary["bn_mode"]) == (3, 100, "float32", "fixed")
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(checkpoint, tmp_path):
+    noisy = (np.random.default_rng(6).normal(size=(9000, 32)) * 3).astype(np.float32)  # more than one chunk
+    np.save(tmp_path / "in.npy", noisy)
+    result = run_script(SCRIPT, "--weights", checkpoint, "--device", "cpu", "--input", "in.npy", "--output", "o.npy",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("denoising:")]
+    assert lines and lines[-1].startswith("denoising: 9000/9000")
+    assert "\r" not in result.stderr
+    assert np.load(tmp_path / "o.npy").shape == (9000, 32)
+
+
+# --- the out-of-range σ warning (issue 12 item 6) ---------------------------------------------------
+
+
+def warnings_of(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if "warning" in ln]
+
+
+@pytest.mark.parametrize("config, train, sigma, warned", [
+    ({**ModelConfig().to_dict(), "sigma_range": [0.5, 5.0]}, None, 8.0, True),
+    ({**ModelConfig().to_dict(), "sigma_range": [0.5, 5.0]}, None, 2.0, False),
+    (ModelConfig().to_dict(), {"sigma": 3.0}, 8.0, True),  # older checkpoint: the recorded training sigma
+    (ModelConfig().to_dict(), {"sigma": 3.0}, 3.0, False),
+    (ModelConfig().to_dict(), None, 8.0, False),  # nothing recorded: nothing to compare with
+])
+def test_out_of_range_warning(run_main, torch_test, tmp_path, config, train, sigma, warned):
+    weights = write_checkpoint(tmp_path / "w.pth", config, train)
+    np.save(tmp_path / "in.npy", benchmark_signals(9, 300, sigma)[1])
+    code, out, err = run_main(torch_test, ["--weights", weights, "--device", "cpu", "--input", tmp_path / "in.npy",
+                                           "--output", tmp_path / "o.npy"])
+    assert code == 0, err
+    lines = warnings_of(err)
+    if warned:
+        assert len(lines) == 1, err
+        assert lines[0].startswith("test.py: warning:") and "of 300 signal" in lines[0] and "above" in lines[0]
+    else:
+        assert lines == [], err
+    assert np.load(tmp_path / "o.npy").shape == (300, 100)  # a warning, not a refusal
+
+
+def test_out_of_range_warning_in_random_mode(run_main, torch_test, tmp_path):
+    weights = write_checkpoint(tmp_path / "w.pth", {**ModelConfig().to_dict(), "sigma_range": [3.0, 3.0]})
+    code, _, err = run_main(torch_test, ["--weights", weights, "--device", "cpu", "--random", "--n", 200, "--sigma", 6])
+    assert code == 0 and len(warnings_of(err)) == 1, err
+    code, _, err = run_main(torch_test, ["--weights", weights, "--device", "cpu", "--random", "--n", 200])
+    assert code == 0 and warnings_of(err) == [], err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_requested_without_cuda(run_main, torch_test, checkpoint):
-    code, _, err = run_main(torch_test, ["--checkpoint", checkpoint, "--device", "cuda", "--random", 5])
+    code, _, err = run_main(torch_test, ["--weights", checkpoint, "--device", "cuda", "--random", "--n", 5])
     assert_one_line_error(code, err, "CUDA")

@@ -1,10 +1,11 @@
-"""Pytorch_V1/train.py: a short run learns and writes its files, checkpoints hold plain data,
---resume continues at the saved step with the saved config, flags, and folder training."""
+"""Pytorch_V1/train.py: a short run learns and writes its files into its own run folder, checkpoints
+hold plain data, --resume continues bit for bit and honours or refuses each flag, run folders are never
+clobbered, bad flags are one line, and --data validates on a held-out split of the user's folder."""
 from __future__ import annotations
 
-import copy
 import csv
-import sys
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,26 +13,32 @@ import pytest
 import torch
 
 import Pytorch_V1.train as train_mod
+from conftest import assert_one_line_error
+from icnn.spec import ModelConfig
 from Pytorch_V1.checkpoint import load_checkpoint, load_model
-from Pytorch_V1.data import SyntheticStream, to_tensor
-from Pytorch_V1.model import ICNN_s, ModelConfig, wiener_prior
-from Pytorch_V1.train import TrainConfig, evaluate, get_args, train, validation_set
+from Pytorch_V1.data import SyntheticStream, split_indices, to_tensor
+from Pytorch_V1.inference import denoise
+from Pytorch_V1.model import ICNN_s, wiener_prior
+from Pytorch_V1.rundir import LOCK_NAME, RunDir
+from Pytorch_V1.train import TrainConfig, evaluate, get_args, get_lr, train
 from signals.errors import InputError
-from signals.io import write_folder_dataset
-from signals.synthesis import noisy_pairs
+from signals.io import read_folder_dataset, write_folder_dataset
+from signals.metrics import rmse
+from signals.synthesis import benchmark_signals, noisy_pairs
 
-REQUIRED_KEYS = {"net_state_dict", "optim_state_dict", "sched_state_dict", "step", "config", "val_rmse",
-                 "format_version"}
+REQUIRED_KEYS = {"net_state_dict", "optim_state_dict", "step", "config", "val_rmse", "format_version", "rng_state"}
 SHORT = dict(steps=40, batch_size=32, val_size=200, eval_every=20, save_every=20, device="cpu")
-
-
-def short_config(**overrides) -> TrainConfig:
-    return TrainConfig(**{**SHORT, **overrides})
+TINY = dict(steps=10, batch_size=16, val_size=50, eval_every=5, save_every=5, device="cpu")
+RUN_FILES = {"ckpt_last.pth", "ckpt_best.pth", "train_log.csv", "train_curve.png"}
 
 
 def read_log(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def strip_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def assert_plain(value, where="config"):
@@ -47,22 +54,33 @@ def assert_plain(value, where="config"):
         assert value is None or type(value) in (bool, int, float, str), f"{where} is {type(value).__name__}"
 
 
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def synthetic_validation(seed: int, n: int, sigma: float = 3.0):
+    clean, noisy, _ = noisy_pairs(np.random.default_rng([seed, 999]), n, sigma)
+    return noisy, clean
+
+
 def untrained_val_rmse(cfg: TrainConfig) -> dict[str, float]:
     """The validation RMSE of the network train() starts from (same seed, same validation set)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = ICNN_s(ModelConfig.from_dict(cfg.model))
-    noisy, clean, _ = validation_set(cfg)
-    x = to_tensor(noisy, torch.device("cpu"))
-    return evaluate(model, x, wiener_prior(x), clean)
+        model = ICNN_s(ModelConfig())
+    noisy, clean = synthetic_validation(cfg.seed, cfg.val_size)
+    val = train_mod.validation(replace(cfg, sigma=[3.0, 3.0]), noisy, clean, np.full(len(noisy), 3.0), None, "", torch.device("cpu"))
+    return evaluate(model, val, cfg.sure_epsilon)
 
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     """One uninterrupted 40-step run: (config, folder, returned validation RMSEs)."""
-    folder = tmp_path_factory.mktemp("short_run")
-    cfg = short_config()
-    val = train(copy.deepcopy(cfg), folder)
+    folder = tmp_path_factory.mktemp("short_run") / "run"
+    cfg = TrainConfig(**SHORT)
+    val = train(cfg, folder)
     return cfg, folder, val
 
 
@@ -70,9 +88,38 @@ class Crash(Exception):
     """Stands in for a crash right after a checkpoint was written."""
 
 
+def crash_after_step(monkeypatch, step: int):
+    real = train_mod.write_checkpoint
+
+    def write_then_crash(path, ckpt):
+        real(path, ckpt)
+        if Path(path).name == "ckpt_last.pth" and ckpt["step"] == step:
+            raise Crash
+
+    monkeypatch.setattr(train_mod, "write_checkpoint", write_then_crash)
+    return lambda: monkeypatch.setattr(train_mod, "write_checkpoint", real)
+
+
+def count_batches(monkeypatch) -> list[int]:
+    sizes = []
+    real_next = SyntheticStream.next_batch
+
+    def counting_next(self):
+        noisy, clean, sigmas = real_next(self)
+        sizes.append(noisy.shape[0])
+        return noisy, clean, sigmas
+
+    monkeypatch.setattr(SyntheticStream, "next_batch", counting_next)
+    return sizes
+
+
+# ---------------------------------------------------------------------------
+# a short run
+
+
 def test_short_training_lowers_validation_rmse(short_run):
     cfg, folder, val = short_run
-    before = untrained_val_rmse(cfg)
+    before = untrained_val_rmse(replace(cfg, val_size=200))
     for mode in ("fixed", "unfixed"):
         assert val[mode] < before[mode] - 0.05, (mode, val[mode], before[mode])
     rows = read_log(folder / "train_log.csv")
@@ -81,121 +128,228 @@ def test_short_training_lowers_validation_rmse(short_run):
     assert all(np.isfinite(float(r["loss"])) for r in rows)
 
 
+def test_validation_is_the_seeded_synthetic_draw(short_run):
+    """The default run validates on default_rng([seed, 999]): an independent evaluation of the
+    best checkpoint on that draw gives the logged number."""
+    cfg, folder, _ = short_run
+    model, ckpt = load_model(folder / "ckpt_best.pth")
+    noisy, clean = synthetic_validation(cfg.seed, cfg.val_size)
+    mode = ckpt["config"]["model"]["bn_mode"]
+    independent = float(rmse(denoise(model, noisy, bn_mode=mode), clean).mean())
+    assert independent == pytest.approx(ckpt["val_rmse"][mode], rel=1e-5)
+
+
 def test_short_training_writes_its_files(short_run):
     cfg, folder, _ = short_run
-    assert {p.name for p in folder.iterdir()} == {"ckpt_last.pth", "ckpt_best.pth", "train_log.csv",
-                                                  "train_curve.png"}
+    assert {p.name for p in folder.iterdir()} == RUN_FILES | {LOCK_NAME}
     assert (folder / "train_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     last, best = load_checkpoint(folder / "ckpt_last.pth"), load_checkpoint(folder / "ckpt_best.pth")
     for ckpt in (last, best):
         assert REQUIRED_KEYS <= set(ckpt)
-        assert isinstance(ckpt["format_version"], int)
         assert_plain(ckpt["config"])
         assert_plain(ckpt["val_rmse"], "val_rmse")
         assert set(ckpt["val_rmse"]) >= {"fixed", "unfixed"}
         assert set(ckpt["net_state_dict"]) == set(ICNN_s().state_dict())
-        assert ckpt["config"]["train"]["steps"] == cfg.steps
-        assert ckpt["config"]["train"]["batch_size"] == cfg.batch_size
-        assert ckpt["config"]["model"] == ModelConfig.from_dict(ckpt["config"]["model"]).to_dict()
-        assert len(ckpt["sched_state_dict"]) > 0 and len(ckpt["optim_state_dict"]["state"]) > 0
-    assert last["step"] == cfg.steps
-    assert best["step"] in (20, 40)
+        train_cfg = ckpt["config"]["train"]
+        assert (train_cfg["steps"], train_cfg["batch_size"], train_cfg["seed"]) == (40, 32, 666)
+        assert train_cfg["sigma"] == [3.0, 3.0] and train_cfg["data"] is None
+        model_cfg = ckpt["config"]["model"]
+        assert model_cfg == ModelConfig.from_dict(model_cfg).to_dict()
+        assert model_cfg["sigma_range"] == [3.0, 3.0]
+        assert len(ckpt["optim_state_dict"]["state"]) > 0
+    assert last["step"] == cfg.steps and best["step"] in (20, 40)
     # The best checkpoint holds the lowest validation RMSE that the log shows, in its recorded BN mode.
     rows = read_log(folder / "train_log.csv")
     lowest = min(min(float(r["val_rmse_fixed"]), float(r["val_rmse_unfixed"])) for r in rows)
     mode = best["config"]["model"]["bn_mode"]
     assert best["val_rmse"][mode] == pytest.approx(lowest, abs=1e-5)
-    model, _ = load_model(folder / "ckpt_best.pth")  # strict, with its recorded architecture
+    model, _ = load_model(folder / "ckpt_best.pth")
     assert model.config.bn_mode == mode
 
 
+def test_logged_lr_follows_get_lr(short_run):
+    cfg, folder, _ = short_run
+    for row in read_log(folder / "train_log.csv"):
+        assert float(row["lr"]) == pytest.approx(get_lr(int(row["step"]), cfg), rel=1e-3)
+
+
+def test_lr_schedule_rule():
+    cfg = TrainConfig(steps=1000, lr=1.0)
+    assert get_lr(0, cfg) == pytest.approx(1 / 50)  # warm-up over 5 % of the steps
+    assert get_lr(49, cfg) == pytest.approx(1.0)
+    assert get_lr(1000, cfg) == pytest.approx(0.01)  # 1 % of the peak at the last step
+    lrs = [get_lr(s, cfg) for s in range(50, 1001)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    # A pure function of (step, steps): extending re-stretches what is left of the decay.
+    assert get_lr(500, replace(cfg, steps=2000)) > get_lr(500, cfg)
+
+
 def test_cpu_training_is_deterministic(tmp_path):
-    cfg = short_config(steps=10, eval_every=5, save_every=5, val_size=50, batch_size=16)
-    train(copy.deepcopy(cfg), tmp_path / "a")
-    train(copy.deepcopy(cfg), tmp_path / "b")
-    a = load_checkpoint(tmp_path / "a" / "ckpt_last.pth")["net_state_dict"]
-    b = load_checkpoint(tmp_path / "b" / "ckpt_last.pth")["net_state_dict"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    cfg = TrainConfig(**TINY)
+    train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b")
+    assert_same_weights(load_checkpoint(tmp_path / "a" / "ckpt_last.pth")["net_state_dict"],
+                        load_checkpoint(tmp_path / "b" / "ckpt_last.pth")["net_state_dict"])
 
 
-def test_resume_continues_at_saved_step_with_saved_config(short_run, tmp_path, monkeypatch, capsys):
-    """Crash right after the step-20 checkpoint, then `train.py --resume` with other flags: the saved
-    config wins, only the remaining 20 steps run, and the result is the uninterrupted run's, bit for bit."""
-    cfg, reference_folder, _ = short_run
+# ---------------------------------------------------------------------------
+# resume
+
+
+def test_crash_then_resume_equals_the_uninterrupted_run(short_run, tmp_path, monkeypatch, run_main):
+    """Crash right after the step-20 checkpoint, then `train.py --resume`: only the remaining 20 steps
+    run, and the weights and the log are the uninterrupted run's, bit for bit."""
+    cfg, reference, _ = short_run
     folder = tmp_path / "run"
-    real_save = train_mod.save_checkpoint
-
-    def save_then_crash(path, ckpt):
-        real_save(path, ckpt)
-        if Path(path).name == "ckpt_last.pth" and ckpt["step"] == 20:
-            raise Crash
-
-    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_crash)
+    undo = crash_after_step(monkeypatch, 20)
     with pytest.raises(Crash):
-        train(copy.deepcopy(cfg), folder)
-    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+        train(cfg, folder)
+    undo()
     assert load_checkpoint(folder / "ckpt_last.pth")["step"] == 20
+    batches = count_batches(monkeypatch)
+    code, out, err = run_main(train_mod, ["--resume", "--run-dir", folder, "--device", "cpu"])
+    assert code == 0, err
+    assert batches == [cfg.batch_size] * 20
+    assert "resuming at step 20 of 40" in err
+    last, ref = load_checkpoint(folder / "ckpt_last.pth"), load_checkpoint(reference / "ckpt_last.pth")
+    assert last["step"] == 40 and last["config"] == ref["config"]
+    assert_same_weights(last["net_state_dict"], ref["net_state_dict"])
+    assert strip_seconds(read_log(folder / "train_log.csv")) == strip_seconds(read_log(reference / "train_log.csv"))
+    assert "test:" in out and "pth2h5.py" in out and "promote: cp" in out
 
-    batches = []
-    real_next = SyntheticStream.next_batch
 
-    def counting_next(self):
-        noisy, clean, sigmas = real_next(self)
-        batches.append(noisy.shape[0])
-        return noisy, clean, sigmas
-
-    monkeypatch.setattr(SyntheticStream, "next_batch", counting_next)
-    monkeypatch.setattr(sys, "argv", ["train.py", "--resume", "--ckpt-dir", str(folder), "--device", "cpu",
-                                      "--steps", "1000", "--batch-size", "7", "--lr", "1"])
-    train_mod.main()
-    assert batches == [cfg.batch_size] * (cfg.steps - 20)
-    assert "resum" in capsys.readouterr().err
-
+@pytest.mark.parametrize("new_steps", [15, 25])
+def test_resume_with_steps_ends_at_that_step(tmp_path, monkeypatch, run_main, new_steps):
+    """A 20-step run stopped at step 10, resumed with --steps 15 (shorter) or 25 (longer): it ends there,
+    and from step 10 on its learning rate is the one of a fresh run of that many steps."""
+    folder = tmp_path / "run"
+    undo = crash_after_step(monkeypatch, 10)
+    with pytest.raises(Crash):
+        train(TrainConfig(**{**TINY, "steps": 20}), folder)
+    undo()
+    batches = count_batches(monkeypatch)
+    code, _, err = run_main(train_mod, ["--resume", "--run-dir", folder, "--steps", new_steps])
+    assert code == 0, err
+    assert len(batches) == new_steps - 10
     last = load_checkpoint(folder / "ckpt_last.pth")
-    reference = load_checkpoint(reference_folder / "ckpt_last.pth")
-    assert last["step"] == cfg.steps
-    assert last["config"]["train"] == reference["config"]["train"]
-    for key, value in reference["net_state_dict"].items():
-        assert torch.equal(last["net_state_dict"][key], value), key
-    # The log is the uninterrupted run's log, with no duplicated rows.
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(read_log(folder / "train_log.csv")) == strip(read_log(reference_folder / "train_log.csv"))
+    assert last["step"] == new_steps and last["config"]["train"]["steps"] == new_steps
+    rows = read_log(folder / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(5, new_steps + 1, 5))
+    fresh = replace(TrainConfig(**TINY), steps=new_steps)
+    for row in rows[2:]:
+        assert float(row["lr"]) == pytest.approx(get_lr(int(row["step"]), fresh), rel=1e-3)
 
 
-def test_resume_in_process_continues_from_step(tmp_path, monkeypatch):
-    """train(cfg, resume=True) starts at ckpt_last.pth's step: only the missing steps run."""
-    first = short_config(steps=10, eval_every=5, save_every=5, val_size=50, batch_size=16)
-    train(copy.deepcopy(first), tmp_path)
-    calls = []
-    real_next = SyntheticStream.next_batch
-    monkeypatch.setattr(SyntheticStream, "next_batch", lambda self: calls.append(1) or real_next(self))
-    train(copy.deepcopy(first), tmp_path, resume=True)  # already finished: nothing to do
-    assert calls == []
-    longer = copy.deepcopy(first)
-    longer.steps = 15
-    train(longer, tmp_path, resume=True)
-    assert len(calls) == 5
-    assert load_checkpoint(tmp_path / "ckpt_last.pth")["step"] == 15
-    assert [int(r["step"]) for r in read_log(tmp_path / "train_log.csv")] == [5, 10, 15]
+def test_resume_in_process_finished_run_does_nothing(tmp_path, monkeypatch):
+    cfg = TrainConfig(**TINY)
+    train(cfg, tmp_path)
+    batches = count_batches(monkeypatch)
+    train(cfg, tmp_path, resume=True)
+    assert batches == []
+    with pytest.raises(InputError, match="before the saved step 10"):
+        train(replace(cfg, steps=5), tmp_path, resume=True)
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path, run_call, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["train.py", "--resume", "--ckpt-dir", str(tmp_path / "none")])
-    code, err = run_call(train_mod.main)
-    assert code == 2 and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and "ckpt_last.pth" in err
+def test_resume_recreates_a_missing_log(tmp_path, run_main):
+    train(TrainConfig(**TINY), tmp_path / "run")
+    (tmp_path / "run" / "train_log.csv").unlink()
+    code, _, err = run_main(train_mod, ["--resume", "--run-dir", tmp_path / "run", "--steps", 15])
+    assert code == 0, err
+    assert [int(r["step"]) for r in read_log(tmp_path / "run" / "train_log.csv")] == [15]
 
 
-def test_resume_from_a_config_less_checkpoint_is_a_clear_error(tmp_path, run_call, monkeypatch):
-    """A seed-layout file (no saved config, no optimiser/RNG state to continue from) as ckpt_last.pth:
-    one clear line and exit 2, not a KeyError traceback."""
+@pytest.fixture(scope="module")
+def finished_tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "run"
+    train(TrainConfig(**{**TINY, "seed": 5}), folder)
+    return folder
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--seed", "1234"], "--seed"), (["--batch-size", "8"], "--batch-size"), (["--lr", "0.1"], "--lr"),
+    (["--sigma", "2"], "--sigma"), (["--loss", "smoothl1"], "--loss"), (["--no-prior"], "--no-prior"),
+    (["--norm", "sparse_bn"], "--norm"), (["--data", "elsewhere"], "--data"), (["--val-size", "7"], "--val-size"),
+])
+def test_resume_refuses_a_flag_that_changes_the_run(finished_tiny_run, run_main, flags, named):
+    before = (finished_tiny_run / "ckpt_last.pth").read_bytes()
+    code, _, err = run_main(train_mod, ["--resume", "--run-dir", finished_tiny_run, "--steps", "12", *flags])
+    assert_one_line_error(code, err, named, "resume")
+    assert (finished_tiny_run / "ckpt_last.pth").read_bytes() == before
+
+
+def test_resume_accepts_a_flag_equal_to_the_saved_one(finished_tiny_run, run_main):
+    code, _, err = run_main(train_mod, ["--resume", "--run-dir", finished_tiny_run, "--seed", "5", "--batch-size", "16"])
+    assert code == 0, err
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, run_main):
+    code, _, err = run_main(train_mod, ["--resume", "--run-dir", tmp_path / "none"])
+    assert_one_line_error(code, err, "ckpt_last.pth")
+    assert not (tmp_path / "none").exists()
+
+
+def test_resume_from_a_config_less_checkpoint_is_a_clear_error(tmp_path, run_main):
+    """A seed-layout file (no saved config, no optimiser/RNG state) as ckpt_last.pth: one clear line."""
     torch.save({"epoch": 1, "net_state_dict": ICNN_s().state_dict(), "optim_state_dict": {}, "loss": 0.1},
                tmp_path / "ckpt_last.pth")
-    monkeypatch.setattr(sys, "argv", ["train.py", "--resume", "--ckpt-dir", str(tmp_path), "--device", "cpu"])
-    code, err = run_call(train_mod.main)
-    assert code == 2 and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and "ckpt_last.pth" in err
+    code, _, err = run_main(train_mod, ["--resume", "--run-dir", tmp_path, "--device", "cpu"])
+    assert_one_line_error(code, err, "ckpt_last.pth")
+
+
+# ---------------------------------------------------------------------------
+# run folders
+
+
+def test_default_run_folder_is_new_and_under_runs(tmp_path, monkeypatch, run_main):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        code, out, err = run_main(train_mod, ["--steps", 2, "--batch-size", 8, "--val-size", 20, "--device", "cpu"])
+        assert code == 0, err
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(r.name.startswith("train-") for r in runs)
+    assert all(RUN_FILES <= {p.name for p in r.iterdir()} for r in runs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing else written, no ckpt/
+
+
+def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(finished_tiny_run, run_main, capsys):
+    before = {p.name: p.read_bytes() for p in finished_tiny_run.iterdir()}
+    code, _, err = run_main(train_mod, ["--run-dir", finished_tiny_run, "--steps", 2])
+    assert_one_line_error(code, err, "holds another run", "--resume", "--overwrite")
+    assert {p.name: p.read_bytes() for p in finished_tiny_run.iterdir()} == before
+
+
+def test_overwrite_says_what_it_replaces(tmp_path, run_main):
+    folder = tmp_path / "run"
+    train(TrainConfig(**TINY), folder)
+    code, _, err = run_main(train_mod, ["--run-dir", folder, "--overwrite", "--steps", 4, "--batch-size", 8,
+                                        "--val-size", 20, "--eval-every", 2, "--device", "cpu"])
+    assert code == 0, err
+    assert "--overwrite" in err and "ckpt_last.pth" in err and "ckpt_best.pth" in err
+    assert load_checkpoint(folder / "ckpt_last.pth")["step"] == 4
+    assert [int(r["step"]) for r in read_log(folder / "train_log.csv")] == [2, 4]
+
+
+def test_a_second_run_on_a_locked_folder_gets_one_line(tmp_path, run_main):
+    folder = tmp_path / "run"
+    with RunDir(folder):  # another run holds the folder
+        code, _, err = run_main(train_mod, ["--run-dir", folder, "--steps", 2])
+        assert_one_line_error(code, err, "another train.py run holds this folder")
+        code, _, err = run_main(train_mod, ["--run-dir", folder, "--overwrite", "--steps", 2])
+        assert_one_line_error(code, err, "another train.py run holds this folder")
+    assert not (folder / "ckpt_last.pth").exists()
+
+
+def test_only_our_own_temp_files_are_removed(tmp_path, monkeypatch):
+    """Leftovers of our atomic writes (.ckpt_last.pth.*.tmp ...) go; any other .tmp file stays."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    ours = [folder / ".ckpt_last.pth.1234x5678-abcd.tmp", folder / ".train_log.csv.9x9-1.tmp"]
+    theirs = [folder / ".ckpt_best.h5.1234x5678-abcd.tmp", folder / "notes.tmp", folder / ".mine.tmp"]
+    for p in ours + theirs:
+        p.write_bytes(b"x")
+    train(TrainConfig(**{**TINY, "steps": 2}), folder)
+    assert not any(p.exists() for p in ours)
+    assert all(p.read_bytes() == b"x" for p in theirs)
 
 
 # ---------------------------------------------------------------------------
@@ -203,100 +357,173 @@ def test_resume_from_a_config_less_checkpoint_is_a_clear_error(tmp_path, run_cal
 
 
 def test_defaults():
-    cfg, ckpt_dir, resume = get_args([])
-    assert (cfg.model["prior"], cfg.model["norm"], resume) == (True, "bn", False)
-    assert cfg.weight_by_sigma is False
-    assert ckpt_dir == Path("ckpt")
-    assert cfg.data is None and cfg.device == "auto"
+    args = get_args([])
+    cfg = train_mod.config_from_args(args)
+    assert cfg == TrainConfig()  # the shipped recipe
+    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, cfg.sigma) == (3000, 256, 6e-3, 666, None)
+    assert args.run_dir is None and args.resume is False and args.overwrite is False
+    assert train_mod.given_flags(args) == {"device"}
 
 
 def test_every_flag_parses(tmp_path):
-    cfg, ckpt_dir, resume = get_args([
+    args = get_args([
         "--steps", "7", "--batch-size", "5", "--lr", "0.01", "--optimizer", "sgd", "--loss", "smoothl1",
         "--sigma", "2.5", "--seed", "11", "--norm", "sparse_bn", "--sparsity-weight", "0.2", "--no-prior",
-        "--weight-by-sigma",        "--bn-train", "signal", "--bn-mode", "unfixed", "--data", str(tmp_path), "--val-size", "9",
-        "--eval-every", "3", "--save-every", "4", "--device", "cpu", "--ckpt-dir", str(tmp_path / "c"), "--resume",
+        "--weight-by-sigma", "--bn-train", "signal", "--bn-mode", "unfixed", "--data", str(tmp_path), "--val-size", "9",
+        "--eval-every", "3", "--save-every", "4", "--device", "cpu", "--threads", "2", "--run-dir", str(tmp_path / "c"),
     ])
+    cfg = train_mod.config_from_args(args)
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.optimizer, cfg.loss) == (7, 5, 0.01, "sgd", "smoothl1")
-    assert (cfg.sigma, cfg.seed, cfg.sparsity_weight, cfg.bn_train, cfg.bn_mode) == (2.5, 11, 0.2, "signal", "unfixed")
+    assert (cfg.sigma, cfg.seed, cfg.sparsity_weight, cfg.bn_train, cfg.bn_mode) == ([2.5, 2.5], 11, 0.2, "signal", "unfixed")
     assert (cfg.data, cfg.val_size, cfg.eval_every, cfg.save_every, cfg.device) == (str(tmp_path), 9, 3, 4, "cpu")
-    assert cfg.model == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed"}
-    assert cfg.weight_by_sigma is True
-    assert ckpt_dir == tmp_path / "c" and resume is True
-    assert_plain(cfg.model)
+    assert cfg.model == {"prior": False, "norm": "sparse_bn"} and cfg.weight_by_sigma is True
+    assert args.run_dir == tmp_path / "c" and args.threads == 2
+    assert get_args(["--ckpt-dir", str(tmp_path)]).run_dir == tmp_path  # the seed's flag name still works
 
 
-@pytest.mark.parametrize("text, expected", [("0.5:5", [0.5, 5.0]), ("3", 3.0), ("0", 0.0)])
+@pytest.mark.parametrize("text, expected", [("0.5:5", [0.5, 5.0]), ("3", [3.0, 3.0]), ("auto", "auto")])
 def test_sigma_forms(text, expected):
-    assert get_args(["--sigma", text])[0].sigma == expected
+    assert get_args(["--sigma", text, "--data", "d"]).sigma == expected
 
 
-def test_sigma_auto_with_data(tmp_path):
-    assert get_args(["--sigma", "auto", "--data", str(tmp_path)])[0].sigma == "auto"
-
-
-@pytest.mark.parametrize("argv", [
-    ["--steps", "0"], ["--steps", "abc"], ["--batch-size", "-1"], ["--eval-every", "0"], ["--save-every", "0"],
-    ["--val-size", "0"], ["--lr", "fast"], ["--optimizer", "rmsprop"], ["--loss", "l2"], ["--norm", "layer"],
-    ["--bn-train", "never"], ["--bn-mode", "train"], ["--device", "tpu"], ["--sigma", "abc"], ["--sigma", "5:1"],
-    ["--sigma", "-1"], ["--sigma", "auto"], ["--unknown-flag"], ["--no-prior", "false"], ["--no-prior=1"],
-    ["--resume=true"], ["--weight-by-sigma=yes"], ["extra"],
+@pytest.mark.parametrize("argv, fragment", [
+    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"), (["--lr", "inf"], "--lr"), (["--sigma", "inf"], "--sigma"),
+    (["--sigma", "0"], "--sigma"), (["--sigma", "0:5"], "--sigma"), (["--sigma", "nan"], "--sigma"),
+    (["--seed", "-1"], "--seed"), (["--steps", "0"], "--steps"), (["--steps", "abc"], "--steps"),
+    (["--batch-size", "-1"], "--batch-size"), (["--eval-every", "0"], "--eval-every"),
+    (["--save-every", "0"], "--save-every"), (["--val-size", "0"], "--val-size"), (["--threads", "0"], "--threads"),
+    (["--sparsity-weight", "-1"], "--sparsity-weight"), (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--loss", "l2"], "--loss"), (["--norm", "layer"], "--norm"), (["--bn-train", "never"], "--bn-train"),
+    (["--bn-mode", "train"], "--bn-mode"), (["--device", "tpu"], "--device"), (["--sigma", "abc"], "--sigma"),
+    (["--sigma", "5:1"], "--sigma"), (["--sigma", "auto"], "--sigma auto"), (["--unknown-flag"], "unknown"),
+    (["--no-prior=1"], "--no-prior"), (["--resume=true"], "--resume"), (["extra"], "extra"),
+    (["--resume"], "--run-dir"), (["--resume", "--overwrite", "--run-dir", "x"], "--overwrite"),
 ])
-def test_bad_flags_exit_2(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        get_args(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "error:" in err and "Traceback" not in err
+def test_bad_flags_are_one_line(argv, fragment, run_main, tmp_path):
+    code, _, err = run_main(train_mod, argv)
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_dir_that_is_a_file_is_one_line(tmp_path, run_main):
+    (tmp_path / "f").write_text("user file")
+    code, _, err = run_main(train_mod, ["--run-dir", tmp_path / "f", "--steps", 1])
+    assert_one_line_error(code, err, "is a file")
+    assert (tmp_path / "f").read_text() == "user file"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line(tmp_path, run_main):
+    code, _, err = run_main(train_mod, ["--device", "cuda", "--run-dir", tmp_path / "run", "--steps", 1])
+    assert_one_line_error(code, err, "cuda", "not available")
+    assert not (tmp_path / "run" / "ckpt_last.pth").exists()
 
 
 # ---------------------------------------------------------------------------
 # folder training
 
 
-def write_dataset(folder: Path, n: int, labels: bool, seed: int = 0) -> None:
-    clean, noisy, _ = noisy_pairs(np.random.default_rng(seed), n, 3.0)
+def write_dataset(folder: Path, n: int, labels: bool, sigma: float = 3.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(seed), n, sigma)
     write_folder_dataset(folder, noisy, clean if labels else None)
+    return noisy, clean
 
 
-FOLDER_RUN = dict(steps=8, batch_size=16, val_size=100, eval_every=4, save_every=4, device="cpu")
+FOLDER_RUN = dict(steps=8, batch_size=16, eval_every=4, save_every=4, device="cpu")
 
 
-def test_folder_training(tmp_path):
-    write_dataset(tmp_path / "ds", 40, labels=True)
-    cfg = TrainConfig(**FOLDER_RUN, data=str(tmp_path / "ds"))
-    val = train(cfg, tmp_path / "ckpt")
-    ckpt = load_checkpoint(tmp_path / "ckpt" / "ckpt_last.pth")
-    assert ckpt["step"] == 8 and ckpt["config"]["train"]["data"] == str(tmp_path / "ds")
-    assert ckpt["epoch"] >= 3  # 8 batches of 16 from 40 signals: several passes
+def write_plain_folder(folder: Path, noisy: np.ndarray, clean: np.ndarray) -> None:
+    """The seed's layout, one float per line, written plainly (write_folder_dataset fsyncs every file: slow)."""
+    for sub, signals in (("data", noisy), ("labels", clean)):
+        (folder / sub).mkdir(parents=True)
+        for i, signal in enumerate(signals):
+            (folder / sub / f"{i}.txt").write_text("".join(f"{v:.9g}\n" for v in signal))
+
+
+@pytest.fixture(scope="module")
+def sigma2_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sigma2") / "ds"
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(3), 1200, 2.0)
+    write_plain_folder(folder, noisy, clean)
+    return folder, noisy, clean
+
+
+def test_folder_run_validates_on_its_held_out_split(sigma2_folder, tmp_path, capsys):
+    """10 % (at least 100) of the folder is held out; the printed validation RMSE is what an independent
+    evaluation of the best checkpoint on exactly those signals gives; σ is estimated; no Bayes line."""
+    folder, noisy, clean = sigma2_folder
+    run = tmp_path / "run"
+    val = train(TrainConfig(**{**FOLDER_RUN, "steps": 40, "eval_every": 20, "save_every": 20}, data=str(folder)), run)
+    out, err = capsys.readouterr()
+    assert "validation on 120 held-out signals of" in err and "validation on 120 held-out signals of" in out
+    assert "Bayes" not in out + err
+    best = load_checkpoint(run / "ckpt_best.pth")
+    train_cfg = best["config"]["train"]
+    assert train_cfg["data"] == str(folder) and train_cfg["val_size"] == 120
+    assert train_cfg["split"]["n_signals"] == 1200 and train_cfg["split"]["n_val"] == 120
+    assert abs(train_cfg["sigma"][0] / 2.0 - 1) < 0.05 and train_cfg["sigma"][0] == train_cfg["sigma"][1]
+    assert best["config"]["model"]["sigma_range"] == train_cfg["sigma"]
+    _, val_idx = split_indices(1200, 120, train_cfg["seed"])
+    model, _ = load_model(run / "ckpt_best.pth")
+    mode = best["config"]["model"]["bn_mode"]
+    noisy, clean = read_folder_dataset(folder)  # as the files hold them
+    independent = float(rmse(denoise(model, noisy[val_idx], bn_mode=mode), clean[val_idx]).mean())
+    assert independent == pytest.approx(best["val_rmse"][mode], rel=1e-4)
+    # ... and it predicts the error on fresh signals of the folder's noise level.
+    fresh_clean, fresh_noisy = benchmark_signals(2026, 3000, 2.0)
+    fresh = float(rmse(denoise(model, fresh_noisy, bn_mode=mode), fresh_clean).mean())
+    assert abs(fresh / best["val_rmse"][mode] - 1) < 0.05, (fresh, best["val_rmse"][mode])
     assert np.isfinite(val["fixed"]) and np.isfinite(val["unfixed"])
-    assert (tmp_path / "ckpt" / "ckpt_best.pth").is_file()
+
+
+def test_folder_sigma_that_disagrees_with_the_estimate_warns(sigma2_folder, tmp_path, capsys):
+    folder, _, _ = sigma2_folder
+    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(folder), sigma=[3.0, 3.0]), tmp_path / "run")
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--sigma 3" in warnings[0] and "differs" in warnings[0]
+    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(folder), sigma=[2.1, 2.1]), tmp_path / "run2")
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_folder_training_with_sure_needs_no_labels(tmp_path):
-    write_dataset(tmp_path / "ds", 32, labels=False)
+    write_dataset(tmp_path / "ds", 150, labels=False)
     assert not (tmp_path / "ds" / "labels").exists()
-    cfg = TrainConfig(**FOLDER_RUN, data=str(tmp_path / "ds"), loss="sure")
-    val = train(cfg, tmp_path / "ckpt")
-    ckpt = load_checkpoint(tmp_path / "ckpt" / "ckpt_last.pth")
+    val = train(TrainConfig(**FOLDER_RUN, data=str(tmp_path / "ds"), loss="sure", val_size=30), tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")
     assert ckpt["step"] == 8 and ckpt["config"]["train"]["loss"] == "sure"
-    assert all(np.isfinite(v) for v in val.values())
+    assert set(val) == {"sure_fixed", "sure_unfixed"} and all(np.isfinite(v) for v in val.values())
 
 
-def test_folder_without_labels_and_mse_is_a_clear_error(tmp_path, run_call, monkeypatch):
+def test_folder_of_varying_sigma_uses_per_signal_estimates_for_sure(tmp_path, capsys):
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(1), 400, (0.5, 5.0))
+    write_folder_dataset(tmp_path / "ds", noisy, None)
+    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(tmp_path / "ds"), loss="sure"), tmp_path / "run")
+    assert "each signal's own estimate" in capsys.readouterr().err
+    cfg = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["config"]["train"]
+    assert cfg["sigma_per_signal"] is True and cfg["sigma"][0] < 1.0 < 4.0 < cfg["sigma"][1]
+
+
+def test_too_small_folder_is_a_clear_error(tmp_path, run_main):
+    write_dataset(tmp_path / "ds", 60, labels=True)
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "run", "--steps", 2])
+    assert_one_line_error(code, err, "60 signals", "validation")
+
+
+def test_folder_without_labels_and_mse_is_a_clear_error(tmp_path, run_main):
     write_dataset(tmp_path / "ds", 16, labels=False)
-    with pytest.raises(InputError, match="labels"):
-        train(TrainConfig(**FOLDER_RUN, data=str(tmp_path / "ds")), tmp_path / "ckpt")
-    monkeypatch.setattr(sys, "argv", ["train.py", "--data", str(tmp_path / "ds"), "--ckpt-dir", str(tmp_path / "c2"),
-                                      "--device", "cpu", "--steps", "2"])
-    code, err = run_call(train_mod.main)
-    assert code == 2 and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and "labels" in err
-    assert not (tmp_path / "c2").exists()
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "c2", "--steps", 2])
+    assert_one_line_error(code, err, "labels")
+    assert not (tmp_path / "c2" / "ckpt_last.pth").exists()
 
 
-def test_missing_data_folder_is_a_clear_error(tmp_path, run_call, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["train.py", "--data", str(tmp_path / "nope"), "--ckpt-dir",
-                                      str(tmp_path / "c"), "--device", "cpu"])
-    code, err = run_call(train_mod.main)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "nope" in err
+def test_labels_of_a_different_length_are_a_clear_error(tmp_path, run_main):
+    noisy, clean = write_dataset(tmp_path / "ds", 8, labels=True)
+    write_folder_dataset(tmp_path / "ds", noisy[:1], clean[:1, :90])  # labels/0.txt is shorter than data/0.txt
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "c", "--steps", 2])
+    assert_one_line_error(code, err, "0.txt")
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path, run_main):
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "nope", "--run-dir", tmp_path / "c", "--device", "cpu"])
+    assert_one_line_error(code, err, "nope")

@@ -1,0 +1,139 @@
+"""Read the network as a filter: its exact Jacobian at each signal, in pure NumPy (torch never imported).
+
+    python Numpy_V2/explain.py --weights ckpt/ckpt_best.h5 --input noisy.npy --output J.npz \
+        [--bn fixed|unfixed] [--figures DIR] [--sigma S] [--threads N]
+
+Writes an ``.npz`` with ``jacobian`` (N, L, L), ``jacobian[n, i, j] = ∂f_i/∂y_j`` at
+signal n (the total derivative, through the Wiener prior and, in unfixed mode,
+each signal's own BN statistics), ``offset`` (N, L) = f(y) − J(y)·y and
+``output`` (N, L) = f(y), all float64, computed by forward-mode differentiation
+(``Numpy_V2.jacobian``). With ``--figures DIR`` it also draws, for the first
+signal, its adaptive filters, J as a heat map in both BN modes beside the Bayes
+denoiser's diagonal Jacobian (at ``--sigma``), the offset, and the feature maps.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from icnn.spec import BN_MODES, MIN_LENGTH
+from Numpy_V2.jacobian import bayes_jacobian_diagonal, bn_mode_of, feature_maps, jacobians
+from Numpy_V2.model import load_h5
+from signals.cli import add_bn_arg, add_threads_arg, add_weights_arg, positive_float, run_cli
+from signals.errors import InputError
+from signals.io import atomic_write, check_chunk, guard_output, read_signals
+from signals.progress import Progress
+from signals.synthesis import SIGMA
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = REPO_ROOT / "ckpt" / "ckpt_best.h5"
+# The Jacobians are held in memory before the .npz is written: refuse inputs beyond this.
+MAX_JACOBIAN_BYTES = 4 * 2**30
+WIENER_KERNEL = np.full(3, 1.0 / 3.0)  # scipy.signal.wiener's local mean over its 3-sample window
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="explain.py",
+        description="Exact Jacobians J(y) of the NumPy ICNN_s (forward-mode, float64), the offset "
+        "f(y) − J(y)·y and the output, for every input signal; optional figures.",
+    )
+    add_weights_arg(parser, DEFAULT_WEIGHTS, "HDF5 weights (.h5)")
+    parser.add_argument("--input", type=Path, required=True, metavar="PATH", help="noisy signals, .npy ([L] or [N, L]) or .txt")
+    parser.add_argument("--output", type=Path, required=True, metavar="PATH",
+                        help="the .npz to write (jacobian, offset, output)")
+    add_bn_arg(parser, BN_MODES)
+    parser.add_argument("--figures", type=Path, default=None, metavar="DIR",
+                        help="also draw the filter figures of the first signal into DIR")
+    parser.add_argument("--sigma", type=positive_float, default=SIGMA, metavar="S",
+                        help=f"noise level of the Bayes denoiser drawn beside the network in the figures (default {SIGMA})")
+    add_threads_arg(parser)
+    return parser.parse_args(argv)
+
+
+def read_input(path: Path) -> np.ndarray:
+    """Checked (N, L) float64 signals from ``path``, refusing inputs whose Jacobians would not fit."""
+    signals, _ = read_signals(path)
+    n, length = signals.shape
+    if length < MIN_LENGTH:
+        raise InputError(f"{path}: signals have length {length}, need at least {MIN_LENGTH}")
+    size = n * length * length * 8
+    if size > MAX_JACOBIAN_BYTES:
+        raise InputError(f"{path}: {n} signals of length {length} need {size / 2**30:.1f} GiB of Jacobians "
+                         f"(limit {MAX_JACOBIAN_BYTES / 2**30:.0f} GiB); split the input")
+    check_chunk(signals, 0, str(path), np.float64)
+    return np.array(signals, dtype=np.float64)
+
+
+def write_npz(path: Path, result: dict[str, np.ndarray], reads: tuple[Path, ...]) -> None:
+    """The three arrays as an uncompressed .npz, written atomically, never over a file this command reads."""
+    arrays = {key: result[key] for key in ("jacobian", "offset", "output")}
+    atomic_write(path, lambda f: np.savez(f, **arrays), reads=reads)
+
+
+def signal_figures(net, noisy: np.ndarray, clean: np.ndarray | None, jacobian_by_mode: dict[str, np.ndarray],
+                   offset: np.ndarray, output: np.ndarray, mode: str, sigma: float) -> dict[str, object]:
+    """The four per-signal figures of one signal: {file stem: Figure}.
+
+    ``jacobian_by_mode`` holds this signal's (L, L) Jacobian for each BN mode to draw;
+    ``offset`` and ``output`` are those of ``mode``.
+    """
+    from signals.filter_plots import (adaptive_filters_figure, feature_maps_figure, jacobian_heatmaps_figure,
+                                      offset_figure, pick_rows)
+
+    bayes_mean, bayes_slope = bayes_jacobian_diagonal(noisy, sigma)
+    rows = pick_rows(clean if clean is not None else bayes_mean)
+    panels = [(f"network, {m} BN", j) for m, j in jacobian_by_mode.items()]
+    panels.append((f"Bayes posterior mean (σ = {sigma:g})", np.diag(bayes_slope)))
+    features = feature_maps(net, noisy[None], mode)
+    return {
+        "adaptive_filters": adaptive_filters_figure(noisy, clean, jacobian_by_mode[mode], rows, WIENER_KERNEL,
+                                                    f"network ({mode} BN): the samples examined", bayes_slope),
+        "jacobian_heatmaps": jacobian_heatmaps_figure(panels),
+        "offset": offset_figure(noisy, clean, output, offset, f"network ({mode} BN): f(y) = J(y)·y + b(y)"),
+        "feature_maps": feature_maps_figure(noisy, {k: v[0] for k, v in features.items()},
+                                            f"feature maps at each U-Net level ({mode} BN)"),
+    }
+
+
+def save_figures(figures: dict[str, object], folder: Path, prefix: str, reads: tuple[Path, ...] = ()) -> list[Path]:
+    """Save each Figure as ``folder/prefix_stem.png``; returns the paths."""
+    from signals.plots import save_figure
+
+    paths = []
+    for stem, fig in figures.items():
+        path = guard_output(folder / f"{prefix}{stem}.png", reads)
+        paths.append(save_figure(fig, path))
+    return paths
+
+
+def main(argv=None) -> None:
+    args = get_args(argv)
+    reads = (args.weights, args.input)
+    if args.output.suffix.lower() != ".npz":
+        raise InputError(f"{args.output}: the output is an .npz archive; name it *.npz")
+    guard_output(args.output, reads)  # refuse a bad output before the work, not after
+    net = load_h5(args.weights, dtype=np.float64)
+    y = read_input(args.input)
+    mode = bn_mode_of(net, args.bn)
+    bar = Progress(y.shape[0], "jacobians", unit="signal")
+    try:
+        result = jacobians(net, y, mode, threads=args.threads, progress=bar)
+    finally:
+        bar.close()
+    write_npz(args.output, result, reads)
+    print(f"{y.shape[0]} Jacobian(s) of length {y.shape[1]} with {mode} BN -> {args.output}")
+    if args.figures is not None:
+        by_mode = {mode: result["jacobian"][0]}
+        other = "unfixed" if mode == "fixed" else "fixed"
+        by_mode[other] = jacobians(net, y[:1], other)["jacobian"][0]
+        by_mode = {m: by_mode[m] for m in ("fixed", "unfixed")}
+        figures = signal_figures(net, y[0], None, by_mode, result["offset"][0], result["output"][0], mode, args.sigma)
+        for path in save_figures(figures, args.figures, "explain_", reads + (args.output,)):
+            print(f"figure -> {path}")
+
+
+if __name__ == "__main__":
+    run_cli(main, "explain.py")

@@ -1,0 +1,118 @@
+"""A training run's folder: a new one by default, never clobbered, held by one run at a time.
+
+``train.py`` writes into a run folder (default ``runs/train-YYYYmmdd-HHMMSS`` under
+the current directory, never the tracked ``ckpt/``). Rules:
+
+- a lock file (``.train.lock``, :mod:`filelock`) is held for the whole run, so a
+  second run on the same folder stops with one line; the OS drops the lock when
+  a process dies, even by ``kill -9``, so a resume never finds a stale lock;
+- a folder that already holds a run is refused unless the run is resumed
+  (``--resume``) or explicitly replaced (``--overwrite``, which says what it replaces);
+- temp files are deleted only when they are this script's own: the atomic writer's
+  ``.NAME.*.tmp`` for one of :data:`RUN_FILES`, found while holding the lock (nobody
+  else may be writing them). Any other file is left alone.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from signals.errors import InputError
+
+RUN_FILES = ("ckpt_last.pth", "ckpt_best.pth", "train_log.csv", "train_curve.png")
+LOCK_NAME = ".train.lock"
+RUNS_ROOT = Path("runs")
+
+
+def default_run_dir(root: Path = RUNS_ROOT) -> Path:
+    """A new, not yet existing folder ``root/train-YYYYmmdd-HHMMSS`` (``-2``, ``-3``... if taken)."""
+    base = root / time.strftime("train-%Y%m%d-%H%M%S")
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+class RunDir:
+    """The run folder, locked from :meth:`open` to :meth:`close` (or as a context manager).
+
+    Parameters
+    ----------
+    path : Path
+        The folder; created when missing.
+    resume : bool
+        Continue the run in it (``ckpt_last.pth`` must exist).
+    overwrite : bool
+        Replace the run in it (its :data:`RUN_FILES` are deleted, and named, first).
+    """
+
+    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False):
+        if resume and overwrite:
+            raise InputError("--resume and --overwrite exclude each other")
+        self.path, self.resume, self.overwrite = Path(path), resume, overwrite
+        self.lock = FileLock(self.path / LOCK_NAME, timeout=0)
+
+    def open(self) -> "RunDir":
+        self._make_folder()
+        try:
+            self.lock.acquire()
+        except Timeout:
+            raise InputError(f"{self.path}: another train.py run holds this folder (lock {LOCK_NAME}); "
+                             "wait for it to end or pick another --run-dir") from None
+        except OSError as err:
+            raise InputError(f"{self.path}: cannot lock the run folder ({err.strerror or err})") from None
+        try:
+            self._check_contents()
+            self._remove_own_temps()
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> "RunDir":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def _make_folder(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path}: is a file, expected a run folder (--run-dir)")
+        if self.resume and not self.path.is_dir():
+            raise InputError(f"{self.path / 'ckpt_last.pth'}: no such checkpoint to resume (no run folder)")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"{self.path}: cannot create the run folder ({err.strerror or err})") from None
+
+    def _check_contents(self) -> None:
+        present = [name for name in RUN_FILES if (self.path / name).exists()]
+        if self.resume:
+            if not (self.path / "ckpt_last.pth").is_file():
+                raise InputError(f"{self.path / 'ckpt_last.pth'}: no such checkpoint to resume")
+            return
+        if present and not self.overwrite:
+            raise InputError(f"{self.path}: holds another run ({', '.join(present)}); use --resume to continue it, "
+                             "--overwrite to replace it, or another --run-dir")
+        if present:
+            print(f"train.py: --overwrite: deleting the previous run in {self.path}: {', '.join(present)}",
+                  file=sys.stderr)
+            for name in present:
+                (self.path / name).unlink()
+
+    def _remove_own_temps(self) -> list[Path]:
+        """Leftovers of an interrupted atomic write of one of our files (we hold the lock)."""
+        stale = [p for name in RUN_FILES for p in self.path.glob(f".{name}.*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale

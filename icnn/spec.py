@@ -1,0 +1,219 @@
+"""Every architecture fact of ICNN_s, once, for PyTorch, NumPy and the weights format.
+
+Modelled on nanoGPT's ``GPTConfig``: one dataclass (:class:`ModelConfig`) that is
+saved in every checkpoint and ``.h5`` file and read back by both sides. This module
+imports neither torch nor NumPy model code, so ``Numpy_V2`` and ``pth2h5.py`` can
+share it.
+
+State-dict layout (REFERENCE section 6): a ``DoubleConv`` at prefix ``p`` holds
+``p.double_conv.{0,3}.{weight,bias}`` (convolutions) and
+``p.double_conv.{1,4}.{weight,bias,running_mean,running_var[,threshold],num_batches_tracked}``
+(batch norms); a ``Down`` keeps its ``DoubleConv`` at ``name.maxpool_conv.1``, an ``Up``
+at ``name.conv``; ``outc.conv`` is a 1×1 convolution; ``wienernet.beta`` scales the prior.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Iterable
+
+from signals.errors import InputError
+
+MIN_LENGTH = 16  # four halvings must leave at least one sample
+PRIOR_TAPS = 3  # one prior factor per tap of the bottleneck's first kernel
+KERNEL_SIZE = 3  # every DoubleConv convolution, padding KERNEL_SIZE // 2
+BN_MODES = ("fixed", "unfixed")  # inference statistics: running, or each signal's own
+BN_TRAIN_STATS = ("batch", "signal", "mixed")  # training statistics
+NORMS = ("bn", "sparse_bn")  # BN, or BN followed by a learnable soft threshold
+BN_EPS = 1e-5  # nn.BatchNorm1d's default
+SPARSE_THRESHOLD_INIT = 0.01  # not 0: d|t|/dt is 0 there and the thresholds would never move
+PRIOR_BETA_INIT = 0.1  # wienernet.beta at initialisation
+CHUNK = 8192  # signals per inference chunk (bounds memory)
+COUNTER_SUFFIX = "num_batches_tracked"  # BN step counters: in torch's state dict, not weights
+
+# (in, out) channels of each part. Up's DoubleConv has mid = in // 2 channels; the rest mid = out.
+ENCODER = (("inc", 1, 2), ("down1", 2, 4), ("down2", 4, 8), ("down3", 8, 16), ("down4", 16, 16))
+DECODER = (("up1", 32, 8), ("up2", 16, 4), ("up3", 8, 2), ("up4", 4, 2))
+OUTC = ("outc", 2, 1)
+PRIOR_ENCODER = (("inc", 1, 2), ("down1", 2, 4), ("down2", 4, 8), ("down3", 8, 16))
+PRIOR_PREFIX = "wienernet"
+MODULATED_PART = "down4"  # its first kernel is scaled per signal by the prior, (N, 16, PRIOR_TAPS)
+
+MAX_WEIGHT_VALUES = 1_000_000  # far above any ICNN_s (~22k); bounds what a reader allocates
+
+
+@dataclass
+class ModelConfig:
+    """Architecture switches, saved (as plain JSON types) in every checkpoint and .h5 file.
+
+    ``sigma_range`` is the [low, high] noise level the model was trained on (low == high
+    for one σ; a single number s is stored as [s, s]), used for the out-of-range
+    warning; None when unknown. Files written
+    before it existed lack it: :meth:`from_dict` then fills it from the recorded
+    training sigma when the caller passes one (``train_sigma``), else leaves None.
+    """
+
+    prior: bool = True  # the Wiener prior branch
+    norm: str = "bn"  # one of NORMS
+    bn_mode: str = "fixed"  # inference default, one of BN_MODES
+    sigma_range: list[float] | None = None
+
+    def __post_init__(self):
+        self.validate("config")
+
+    def validate(self, source: str) -> None:
+        """Raise :class:`InputError` naming the first field of the wrong type or value."""
+        if not isinstance(self.prior, bool):
+            raise InputError(f"{source}: model config field 'prior' must be true or false, got {self.prior!r}")
+        if self.norm not in NORMS or not isinstance(self.norm, str):
+            raise InputError(f"{source}: model config field 'norm' must be one of {NORMS}, got {self.norm!r}")
+        if self.bn_mode not in BN_MODES or not isinstance(self.bn_mode, str):
+            raise InputError(f"{source}: model config field 'bn_mode' must be one of {BN_MODES}, got {self.bn_mode!r}")
+        if self.sigma_range is not None:
+            self.sigma_range = check_sigma_range(self.sigma_range, source)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config", train_sigma=None) -> "ModelConfig":
+        """Build from a recorded dict, type-checking every field; unknown keys are ignored.
+
+        Parameters
+        ----------
+        d : dict
+            The recorded model config.
+        source : str
+            Named in error messages (the file).
+        train_sigma : optional
+            The run's recorded training sigma (a number or [low, high]); fills
+            ``sigma_range`` when ``d`` has none. Anything else leaves it None.
+
+        Raises
+        ------
+        InputError
+            ``d`` is not a dict, or a field has the wrong type or value.
+        """
+        if not isinstance(d, dict):
+            raise InputError(f"{source}: model config must be a dict, got {type(d).__name__}")
+        known = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        if known.get("sigma_range") is None:
+            known["sigma_range"] = sigma_range_of(train_sigma)
+        config = cls.__new__(cls)
+        for f in fields(cls):
+            setattr(config, f.name, known.get(f.name, f.default))
+        config.validate(source)
+        return config
+
+
+def check_sigma_range(value, source: str) -> list[float]:
+    """[low, high] with 0 < low <= high, both finite numbers (not bools); one number s means [s, s]."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value, value]
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok or not 0 < value[0] <= value[1]:
+        raise InputError(f"{source}: model config field 'sigma_range' must be [low, high] with 0 < low <= high, "
+                         f"got {str(value)[:80]}")
+    return [float(value[0]), float(value[1])]
+
+
+def sigma_range_of(train_sigma) -> list[float] | None:
+    """A recorded training sigma (number or [low, high]) as [low, high]; None when it is anything else."""
+    try:
+        return check_sigma_range(train_sigma, "")
+    except InputError:
+        return None
+
+
+def check_bn_mode(mode) -> str:
+    """``mode`` when it is one of :data:`BN_MODES`, else :class:`InputError`."""
+    if not isinstance(mode, str) or mode not in BN_MODES:
+        raise InputError(f"bn mode must be one of {BN_MODES}, got {mode!r}")
+    return mode
+
+
+def config_from_keys(keys: Iterable[str]) -> ModelConfig:
+    """The architecture of a config-less (seed) file, read from its state-dict keys."""
+    keys = list(keys)
+    return ModelConfig(
+        prior=f"{PRIOR_PREFIX}.beta" in keys,
+        norm="sparse_bn" if any(k.endswith(".threshold") for k in keys) else "bn",
+    )
+
+
+def double_conv_shapes(prefix: str, in_ch: int, out_ch: int, mid_ch: int, sparse: bool) -> dict[str, tuple]:
+    """Keys and shapes of one DoubleConv (without the BN step counters)."""
+    bn_names = ("weight", "bias") + (("threshold",) if sparse else ()) + ("running_mean", "running_var")
+    shapes: dict[str, tuple] = {}
+    for conv, bn, c_in, c_out in ((0, 1, in_ch, mid_ch), (3, 4, mid_ch, out_ch)):  # torch's state-dict order
+        shapes[f"{prefix}.double_conv.{conv}.weight"] = (c_out, c_in, KERNEL_SIZE)
+        shapes[f"{prefix}.double_conv.{conv}.bias"] = (c_out,)
+        shapes.update({f"{prefix}.double_conv.{bn}.{name}": (c_out,) for name in bn_names})
+    return shapes
+
+
+def part_prefix(name: str) -> str:
+    """Where a part's DoubleConv sits in the state dict."""
+    if name == "inc" or name.endswith(".inc"):
+        return name
+    return f"{name}.conv" if name.split(".")[-1].startswith("up") else f"{name}.maxpool_conv.1"
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every weight key the forward reads for ``config``, with its shape, in state-dict order.
+
+    The BN step counters (``num_batches_tracked``) are not among them.
+    """
+    sparse = config.norm == "sparse_bn"
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, in_ch, out_ch in ENCODER:
+        shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, out_ch, sparse))
+    for name, in_ch, out_ch in DECODER:
+        shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, in_ch // 2, sparse))
+    name, in_ch, out_ch = OUTC
+    shapes[f"{name}.conv.weight"] = (out_ch, in_ch, 1)
+    shapes[f"{name}.conv.bias"] = (out_ch,)
+    if config.prior:
+        shapes[f"{PRIOR_PREFIX}.beta"] = (1,)  # a module's own parameters precede its children's
+        for name, in_ch, out_ch in PRIOR_ENCODER:
+            shapes.update(double_conv_shapes(part_prefix(f"{PRIOR_PREFIX}.{name}"), in_ch, out_ch, out_ch, sparse))
+    return shapes
+
+
+def _size(shape: tuple) -> int:
+    return math.prod(int(d) for d in shape)
+
+
+def check_weights(shapes: dict[str, tuple], config: ModelConfig, source: str, flat_ok: bool = False) -> None:
+    """Raise :class:`InputError` unless ``shapes`` are exactly the weights of ``config``.
+
+    The one message for a wrong state dict, whether torch, NumPy or pth2h5 reads it:
+    the first missing, unexpected or mis-shaped key, and how many there are.
+
+    Parameters
+    ----------
+    shapes : dict[str, tuple]
+        Stored key -> shape. BN step counters (``…num_batches_tracked``) are allowed
+        as scalars or 1-element arrays, never required.
+    config : ModelConfig
+        The architecture the weights should build.
+    source : str
+        Named in the message.
+    flat_ok : bool
+        Accept a flat (size,) array for any shape (the HDF5 format stores them flat).
+    """
+    expected = expected_shapes(config)
+    missing = [k for k in expected if k not in shapes]
+    if missing:
+        raise InputError(f"{source}: missing tensor {missing[0]!r} ({len(missing)} missing in all) "
+                         f"for a model with prior={config.prior}, norm={config.norm!r}")
+    unexpected = [k for k in shapes if k not in expected
+                  and not (isinstance(k, str) and k.endswith(COUNTER_SUFFIX) and _size(shapes[k]) == 1)]
+    if unexpected:
+        raise InputError(f"{source}: unexpected tensor {str(unexpected[0])[:80]!r} ({len(unexpected)} unexpected in all) "
+                         f"for a model with prior={config.prior}, norm={config.norm!r}")
+    for key, want in expected.items():
+        got = tuple(shapes[key])
+        if got != want and not (flat_ok and got == (_size(want),)):
+            raise InputError(f"{source}: tensor {key!r} has shape {got}, expected {want} ({_size(want)} values)")

@@ -1,0 +1,426 @@
+"""The evaluation library both front-ends and ``scripts/results.py`` share.
+
+- the methods: :func:`classical_methods` and :func:`network_methods`, each an ordered
+  dict ``{key: callable(noisy (N, L)) -> estimate (N, L)}`` (the table follows its order);
+- scoring: :func:`evaluate_methods`, :func:`build_report`, :func:`random_benchmark` on the
+  one held-out draw :func:`signals.synthesis.benchmark_signals`;
+- the table: :func:`format_table` / :func:`table_rows`, one row format (names, decimals)
+  for test.py, Numpy_test.py and results.py;
+- streaming: :func:`denoise_file` denoises a signal file chunk by chunk into its output;
+- the out-of-range check: :class:`SigmaRangeCheck`.
+
+No argparse here (that is :mod:`signals.cli`) and no architecture constant: callers pass
+``min_length`` and ``chunk`` (from ``icnn.spec``) in.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from signals import classical
+from signals.errors import InputError
+from signals.io import atomic_write, iter_chunks, open_npy_output, read_signals, release_pages, write_signals
+from signals.metrics import mean_ci95, psnr, psnr_paper, rmse
+from signals.progress import Progress
+from signals.synthesis import benchmark_signals
+
+Method = Callable[[np.ndarray], np.ndarray]
+
+# Row names of every table, keyed as in the JSON report. Network rows of other models
+# (results.py) follow the same "NAME (MODE BN)" pattern through :func:`net_row_name`.
+ROW_NAMES = {
+    "wiener": "wiener",
+    "l1": "l1",
+    "gmc": "gmc",
+    "soft": "soft (T = σ)",
+    "bayes": "bayes",
+}
+TABLE_HEADER = ("| method | RMSE ± CI95 | vs Bayes | paper PSNR | PSNR (dB) |", "|---|---|---|---|---|")
+
+
+def net_row_name(model: str, mode: str) -> str:
+    """Table name of a network row: ``"net (fixed BN)"``."""
+    return f"{model} ({mode} BN)"
+
+
+def row_name(key: str) -> str:
+    """Table name of a report key (``net_fixed`` -> ``net (fixed BN)``)."""
+    if key.startswith("net_"):
+        return net_row_name("net", key[len("net_"):])
+    return ROW_NAMES.get(key, key)
+
+
+def classical_methods(sigma: float | str) -> dict[str, Method]:
+    """The classical denoisers, keyed as in the JSON report.
+
+    Parameters
+    ----------
+    sigma : float or "auto"
+        Noise level given to the soft threshold (T = σ) and the Bayes oracle; ``"auto"``
+        estimates it for each signal with :func:`signals.classical.estimate_sigma`.
+    """
+    def level(noisy: np.ndarray):
+        if sigma != "auto":
+            return sigma
+        each = per_signal_sigma(noisy)
+        missing = ~np.isfinite(each)
+        if missing.any():  # a signal with no sample <= 0: fall back to the estimate pooled over all signals
+            try:
+                each[missing] = classical.estimate_sigma(noisy)
+            except ValueError as err:
+                raise InputError(f"--sigma auto: {err}; give --sigma S") from None
+        return each[:, None]
+
+    return {
+        "wiener": classical.wiener,
+        "l1": classical.l1_srls,
+        "gmc": classical.gmc,
+        "soft": lambda noisy: classical.soft_threshold(noisy, threshold=level(noisy)),
+        "bayes": lambda noisy: classical.bayes_posterior_mean(noisy, level(noisy)),
+    }
+
+
+def per_signal_sigma(noisy: np.ndarray) -> np.ndarray:
+    """σ estimated for each signal (:func:`signals.classical.estimate_sigma`); NaN where it cannot be."""
+    noisy = np.atleast_2d(noisy)
+    usable = (noisy <= 0).any(axis=-1)  # the estimator reads the samples <= 0
+    out = np.full(noisy.shape[0], np.nan)
+    if usable.any():
+        out[usable] = classical.estimate_sigma(noisy[usable], per_signal=True)
+    return out
+
+
+def network_methods(denoise: Callable[[np.ndarray, str], np.ndarray], bn_modes: tuple[str, ...]) -> dict[str, Method]:
+    """``net_fixed``, ``net_unfixed`` (one per mode) from a ``denoise(noisy, bn_mode)`` callable."""
+    return {f"net_{mode}": (lambda noisy, m=mode: denoise(noisy, m)) for mode in bn_modes}
+
+
+def score(estimate: np.ndarray, clean: np.ndarray) -> dict:
+    """``{"rmse", "rmse_ci95", "psnr_paper", "psnr"}``: means over signals (CI: 95 % half-width)."""
+    estimate = np.asarray(estimate, dtype=np.float64)
+    mean_rmse, ci95 = mean_ci95(rmse(estimate, clean))
+    return {"rmse": mean_rmse, "rmse_ci95": ci95, "psnr_paper": float(np.mean(psnr_paper(estimate, clean))),
+            "psnr": float(np.mean(psnr(estimate, clean)))}
+
+
+def evaluate_methods(
+    clean: np.ndarray, noisy: np.ndarray, methods: dict[str, Method], progress: bool = True
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Run and time each method on the same signals and score it.
+
+    Parameters
+    ----------
+    clean, noisy : np.ndarray
+        Shape (N, L).
+    methods : dict
+        ``{key: callable(noisy) -> estimate}``.
+    progress : bool
+        Report progress over methods on stderr (:class:`signals.progress.Progress`).
+
+    Returns
+    -------
+    scores : dict
+        ``{key: {"rmse", "rmse_ci95", "psnr_paper", "psnr", "seconds_per_signal"}}``.
+    estimates : dict
+        ``{key: estimate (N, L)}``.
+    """
+    n = noisy.shape[0]
+    scores, estimates = {}, {}
+    with Progress(len(methods), "methods", "method", every=10.0, enabled=progress) as bar:
+        for key, method in methods.items():
+            bar.set_postfix(key)
+            start = time.perf_counter()
+            estimate = np.asarray(method(noisy))
+            elapsed = time.perf_counter() - start
+            if estimate.shape != noisy.shape:
+                raise ValueError(f"method {key!r} returned shape {estimate.shape}, expected {noisy.shape}")
+            scores[key] = {**score(estimate, clean), "seconds_per_signal": elapsed / n}
+            estimates[key] = estimate
+            bar.update(1)
+    return scores, estimates
+
+
+def build_report(sigma: float, n: int, seed: int | None, scores: dict[str, dict], **about) -> dict:
+    """The JSON report: ``{"sigma", "n", "seed", "methods": {key: scores}, **about}``.
+
+    ``about`` records what made it (``backend``, ``weights``, ``classical_sigma``).
+    """
+    return {"sigma": float(sigma), "n": int(n), "seed": seed, "methods": scores, **about}
+
+
+def table_rows(rows: list[tuple[str, dict]], bayes_rmse: float | None, timing: bool = False) -> list[str]:
+    """Markdown table: RMSE ± CI95 (4 decimals), vs Bayes, paper PSNR, PSNR (2 decimals).
+
+    Parameters
+    ----------
+    rows : list of (name, scores)
+        ``scores`` as from :func:`score`.
+    bayes_rmse : float or None
+        The oracle's RMSE on the same signals; None leaves "vs Bayes" empty.
+    timing : bool
+        Add a seconds-per-signal column (the only column that changes between runs).
+    """
+    header, rule = TABLE_HEADER
+    if timing:
+        header, rule = header + " s / signal |", rule + "---|"
+    lines = [header, rule]
+    for name, s in rows:
+        versus = f"{100 * (s['rmse'] / bayes_rmse - 1):+.1f} %" if bayes_rmse else ""
+        line = (f"| {name} | {s['rmse']:.4f} ± {s['rmse_ci95']:.4f} | {versus} | {s['psnr_paper']:.2f} "
+                f"| {s['psnr']:.2f} |")
+        lines.append(line + (f" {s['seconds_per_signal']:.2e} |" if timing else ""))
+    return lines
+
+
+def format_table(report: dict) -> str:
+    """The report as a caption line and a Markdown table (with timings), rows in report order."""
+    methods = report["methods"]
+    bayes = methods.get("bayes", {}).get("rmse")
+    about = ", ".join(f"{k} {report[k]}" for k in ("backend", "weights") if report.get(k))
+    caption = f"σ = {report['sigma']:g}, {report['n']} signals, seed {report['seed']}" + (f"; {about}" if about else "")
+    rows = [(row_name(k), s) for k, s in methods.items()]
+    return "\n".join([caption, "", *table_rows(rows, bayes, timing=True)])
+
+
+def report_json_bytes(report: dict) -> bytes:
+    """The report as indented JSON (NaN, e.g. a CI from one signal, becomes null)."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return (json.dumps(clean(report), indent=2, allow_nan=False) + "\n").encode()
+
+
+def write_report_json(path: str | os.PathLike, report: dict, reads: tuple = ()) -> Path:
+    """Write the report as JSON through the guarded, atomic write path."""
+    data = report_json_bytes(report)
+    atomic_write(Path(path), lambda f: f.write(data), reads=reads)
+    return Path(path)
+
+
+def random_benchmark(
+    n: int, sigma: float, seed: int, methods: dict[str, Method], progress: bool = True, classical_sigma: str = "given",
+    **about,
+) -> tuple[dict, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Evaluate every method on the held-out draw ``benchmark_signals(seed, n, sigma)``.
+
+    Returns
+    -------
+    report : dict
+        See :func:`build_report`.
+    clean, noisy : np.ndarray
+        The drawn signals, (n, L).
+    estimates : dict
+        ``{key: estimate (n, L)}``.
+    """
+    if n < 1:
+        raise InputError(f"--n needs at least 1 signal, got {n}")
+    if not sigma > 0:
+        raise InputError(f"--sigma must be > 0, got {sigma}")
+    clean, noisy = benchmark_signals(seed, n, sigma)
+    scores, estimates = evaluate_methods(clean, noisy, methods, progress)
+    report = build_report(sigma, n, seed, scores, classical_sigma=classical_sigma, **about)
+    return report, clean, noisy, estimates
+
+
+# ---------------------------------------------------------------------------
+# Is the input's noise inside the range the model was trained on?
+
+# Spread (sd of log σ̂) of one signal's σ estimate at length 100, measured on the benchmark
+# prior at σ = 0.5..8 (0.17-0.18); it shrinks as 1/sqrt(length).
+SIGMA_SPREAD_AT_100 = 0.18
+# A signal counts as outside when its estimate is beyond the range by more than this many
+# spreads (×2.05 / ÷2.05 at length 100): far past what estimation error alone gives.
+SIGMA_Z = 4.0
+# The median estimate over a file is compared too (its spread falls as 1/sqrt(N)), with a floor:
+# a median more than 10 % outside the range is a shift of the whole input, not chance.
+SIGMA_POOLED_FLOOR = 0.10
+# Individual flags warn only above this share of signals (and always for a single signal).
+SIGMA_FLAG_SHARE = 1e-3
+
+
+@dataclass
+class SigmaRangeCheck:
+    """Collect per-signal σ estimates and say, once, whether they leave a model's range.
+
+    Parameters
+    ----------
+    low, high : float
+        The noise range the model was trained on (equal for one σ).
+    """
+
+    low: float
+    high: float
+    estimates: list = field(default_factory=list)
+    length: int = 100
+
+    def add(self, sigma_hat: np.ndarray, length: int) -> None:
+        """Record the estimates of one chunk of signals of this ``length``."""
+        self.estimates.append(np.asarray(sigma_hat, dtype=np.float64).ravel())
+        self.length = length
+
+    def warning(self) -> str | None:
+        """One line naming how many signals lie outside the range and by how much; None when in range."""
+        est = np.concatenate(self.estimates) if self.estimates else np.empty(0)
+        est = est[np.isfinite(est) & (est > 0)]
+        if est.size == 0:
+            return None
+        spread = SIGMA_SPREAD_AT_100 * math.sqrt(100 / max(self.length, 1))
+        each = math.exp(SIGMA_Z * spread)
+        above, below = est > self.high * each, est < self.low / each
+        median = float(np.median(est))
+        pooled = math.exp(max(SIGMA_Z * 1.2533 * spread / math.sqrt(est.size), math.log1p(SIGMA_POOLED_FLOOR)))
+        pooled_out = median > self.high * pooled or median < self.low / pooled
+        flagged = int(above.sum() + below.sum())
+        if not pooled_out and flagged <= SIGMA_FLAG_SHARE * est.size:
+            return None
+        trained = f"{self.low:g}" if self.low == self.high else f"{self.low:g}..{self.high:g}"
+        parts = [f"warning: the model was trained on noise σ {trained}, but the input's estimated σ is "
+                 f"{median:.3g} (median of {est.size} signal(s), {_times(median, self.low, self.high)})"]
+        if above.any():
+            parts.append(f"{int(above.sum())} signal(s) above it beyond estimation error "
+                         f"(up to σ̂ {est.max():.3g}, {est.max() / self.high:.2f}× the top)")
+        if below.any():
+            parts.append(f"{int(below.sum())} signal(s) below it (down to σ̂ {est.min():.3g}, "
+                         f"{self.low / est.min():.2f}× under the bottom)")
+        return "; ".join(parts) + "; expect worse denoising there"
+
+
+def _times(value: float, low: float, high: float) -> str:
+    if value > high:
+        return f"{value / high:.2f}× the top"
+    if value < low:
+        return f"{low / value:.2f}× under the bottom"
+    return "inside"
+
+
+def sigma_range_check(sigma_range, noisy: np.ndarray | None = None) -> SigmaRangeCheck | None:
+    """A :class:`SigmaRangeCheck` for ``sigma_range`` ([low, high] or None), fed ``noisy`` when given."""
+    if not sigma_range:
+        return None
+    check = SigmaRangeCheck(float(sigma_range[0]), float(sigma_range[1]))
+    if noisy is not None:
+        noisy = np.atleast_2d(noisy)
+        check.add(per_signal_sigma(noisy), noisy.shape[-1])
+    return check
+
+
+# ---------------------------------------------------------------------------
+# Denoise a signal file, chunk by chunk
+
+
+@dataclass
+class FileResult:
+    """What :func:`denoise_file` did: ``n`` signals of ``length``, written as ``dtype``."""
+
+    n: int
+    length: int
+    dtype: str
+    warning: str | None
+
+
+def denoise_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    denoise: Method,
+    min_length: int,
+    chunk: int,
+    reads: tuple = (),
+    sigma_range=None,
+    progress: bool = True,
+) -> FileResult:
+    """Denoise every signal of ``input_path`` and write them to ``output_path``, streaming.
+
+    A ``.npy`` input is memory-mapped and goes through the network ``chunk`` signals at a
+    time into a memory-mapped ``.npy`` output, so memory stays bounded whatever the file
+    size. Each chunk is checked (finite, inside the float32 range the network computes in)
+    before it is used; a bad value anywhere leaves no output (the temp file is removed, and
+    so is any folder this call created). float32 in gives float32 out, float64 gives float64.
+
+    Parameters
+    ----------
+    input_path, output_path : path
+        ``.txt`` (one value per line, or one signal per row) or ``.npy`` ([L] or [N, L]).
+        The output keeps the input's shape; it may not be (or link to) any of ``reads``.
+    denoise : callable
+        ``noisy chunk (n, L) -> estimate (n, L)``, keeping the float dtype.
+    min_length, chunk : int
+        The network's minimum length and signals per chunk (``icnn.spec``).
+    reads : tuple of path
+        Every file the command reads (weights, input): never written over.
+    sigma_range : [low, high] or None
+        The model's training noise range, for :class:`SigmaRangeCheck`.
+    progress : bool
+        Report progress on stderr when there is more than one chunk.
+    """
+    output_path = Path(output_path)
+    suffix = output_path.suffix.lower()
+    if suffix not in (".txt", ".npy"):
+        raise InputError(f"{output_path}: unsupported output format {output_path.suffix!r} (use .txt or .npy)")
+    signals, stored_shape = read_signals(input_path)
+    signals = signals.reshape(-1, signals.shape[-1]) if signals.ndim != 2 else signals
+    if signals.shape[-1] < min_length:
+        raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
+    dtype = signals.dtype if signals.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    check = sigma_range_check(sigma_range)
+    stream = _Stream(signals, denoise, chunk, str(input_path), check, progress)
+    with _undo_new_folders(output_path):
+        if suffix == ".npy":
+            with open_npy_output(output_path, tuple(stored_shape), dtype, reads=reads) as out:
+                stream.run(out.reshape(signals.shape))
+        else:
+            out = np.empty(signals.shape, dtype)
+            stream.run(out)
+            write_signals(output_path, out, like_shape=tuple(stored_shape), reads=reads)
+    n, length = signals.shape
+    return FileResult(n, length, np.dtype(dtype).name, check.warning() if check else None)
+
+
+@dataclass
+class _Stream:
+    signals: np.ndarray
+    denoise: Method
+    chunk: int
+    source: str
+    check: SigmaRangeCheck | None
+    progress: bool
+
+    def run(self, out: np.ndarray) -> None:
+        n, length = self.signals.shape
+        with Progress(n, "denoising", "signals", every=5.0, enabled=self.progress and n > self.chunk) as bar:
+            # Each block is checked (finite, inside float32: the networks compute in float32) before use.
+            for start, block in iter_chunks(self.signals, self.chunk, self.source, np.float32):
+                if self.check is not None:
+                    self.check.add(per_signal_sigma(block), length)
+                out[start : start + block.shape[0]] = self.denoise(block)
+                release_pages(out)
+                bar.update(block.shape[0])
+
+
+class _undo_new_folders:
+    """Remove the (still empty) folders above ``path`` that did not exist before, when the body fails."""
+
+    def __init__(self, path: Path):
+        self.missing = [p for p in Path(os.path.abspath(path)).parents if not p.exists()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            for folder in self.missing:  # deepest first
+                try:
+                    folder.rmdir()  # only ever an empty folder
+                except OSError:
+                    break
+        return False
