@@ -99,7 +99,7 @@ def signal_figures(net, noisy: np.ndarray, clean: np.ndarray | None, jacobian_by
 
 
 def save_figures(figures: dict[str, object], folder: Path, prefix: str, reads: tuple[Path, ...] = ()) -> list[Path]:
-    """Save each Figure as ``folder/prefix_stem.png``; returns the paths."""
+    """Save each Figure as ``folder/{prefix}{stem}.png``, never over a file in ``reads``; returns the paths."""
     from signals.plots import save_figure
 
     paths = []

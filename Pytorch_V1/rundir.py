@@ -55,6 +55,7 @@ class RunDir:
             raise InputError("--resume and --overwrite exclude each other")
         self.path, self.resume, self.overwrite = Path(path), resume, overwrite
         self.lock = FileLock(self.path / LOCK_NAME, timeout=0)
+        self.created = False  # this run made the folder: remove it again if the run wrote nothing
 
     def open(self) -> "RunDir":
         self._make_folder()
@@ -69,12 +70,20 @@ class RunDir:
             self._check_contents()
             self._remove_own_temps()
         except BaseException:
-            self.lock.release()
+            self.close()
             raise
         return self
 
     def close(self) -> None:
-        self.lock.release()
+        """Release the lock; a folder this run created and left empty (a run that failed at setup) goes."""
+        try:
+            if self.created and {p.name for p in self.path.iterdir()} == {LOCK_NAME}:
+                (self.path / LOCK_NAME).unlink()
+                self.path.rmdir()
+        except OSError:
+            pass  # best effort: an empty folder left behind is harmless
+        finally:
+            self.lock.release()
 
     def __enter__(self) -> "RunDir":
         return self.open()
@@ -91,6 +100,7 @@ class RunDir:
         if self.resume and not self.path.is_dir():
             raise InputError(f"{self.path / 'ckpt_last.pth'}: no such checkpoint to resume (no run folder)")
         try:
+            self.created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise InputError(f"{self.path}: cannot create the run folder ({err.strerror or err})") from None

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from icnn.spec import BN_MODES, BN_TRAIN_STATS, CHUNK, NORMS, ModelConfig
 from Pytorch_V1.checkpoint import FORMAT_VERSION, load_checkpoint, load_state_dict_strict
-from Pytorch_V1.data import FolderStream, SyntheticStream, held_out_size, split_indices, to_tensor, SPLIT_STREAM
+from Pytorch_V1.data import SPLIT_STREAM, FolderStream, SyntheticStream, held_out_size, split_indices, to_tensor
 from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir
@@ -509,6 +509,7 @@ class TrainState:
 
     step: int = 0
     best: float = math.inf
+    best_step: int = 0
     bn_mode: str = "fixed"  # the recorded inference mode: --bn-mode, or the better on validation at the best step
     val: dict = field(default_factory=dict)
     last_loss: float = math.nan
@@ -533,6 +534,7 @@ def checkpoint_dict(cfg: TrainConfig, trainer: Trainer, state: TrainState, strea
                    "world_size": workers.world_size},
         "val_rmse": state.val,
         "best_val_rmse": state.best,
+        "best_step": state.best_step,
         "loss": state.last_loss,
         "rng_state": {"stream": stream_state, "flip": trainer.flip_rng.bit_generator.state},
         "torch_version": str(torch.__version__),
@@ -567,7 +569,7 @@ def restore(ckpt: dict, trainer: Trainer, stream, workers: Workers, source: Path
     streams = ckpt["rng_state"]["stream"]
     stream.load_state(streams[workers.rank] if workers.world_size > 1 else streams)
     trainer.flip_rng.bit_generator.state = ckpt["rng_state"]["flip"]
-    return TrainState(step=ckpt["step"], best=ckpt.get("best_val_rmse", math.inf),
+    return TrainState(step=ckpt["step"], best=ckpt.get("best_val_rmse", math.inf), best_step=ckpt.get("best_step", 0),
                       bn_mode=ckpt["config"]["model"].get("bn_mode", "fixed"), val=ckpt.get("val_rmse") or {},
                       last_loss=ckpt.get("loss", math.nan))
 
@@ -620,7 +622,7 @@ def validate_and_keep_best(cfg: TrainConfig, trainer: Trainer, val: Validation, 
     scores = selection_scores(state.val, cfg.loss)
     mode = cfg.bn_mode or min(scores, key=scores.get)
     if scores[mode] < state.best:
-        state.best, state.bn_mode = scores[mode], mode
+        state.best, state.best_step, state.bn_mode = scores[mode], state.step, mode
         write_checkpoint(run.file("ckpt_best.pth"), checkpoint_dict(cfg, trainer, state, stream, stream_state, workers))
 
 
@@ -740,7 +742,7 @@ def finish(cfg: TrainConfig, run: RunDir, val: Validation, state: TrainState) ->
     shown = ", ".join(f"{k} {v:.4f}" for k, v in state.val.items() if k in BN_MODES or k.startswith("sure_"))
     bayes = f" (Bayes {val.bayes:.4f})" if val.bayes is not None else ""
     print(f"done: step {state.step}; validation on {val.description}: RMSE {shown}{bayes}; "
-          f"best {state.best:.4f} ({state.bn_mode} BN) -> {run.file('ckpt_best.pth')}")
+          f"best {state.best:.4f} ({state.bn_mode} BN, step {state.best_step}) -> {run.file('ckpt_best.pth')}")
     best, h5 = run.file("ckpt_best.pth"), run.file("ckpt_best.h5")
     print("next (test.py alone still evaluates the shipped ckpt/ckpt_best.pth):")
     print(f"  test:    python {script('Pytorch_V1/test.py')} --weights {best}")
@@ -757,6 +759,7 @@ def script(relative: str) -> str:
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    resolve_device(args.device)  # --device cuda without CUDA: one line before any folder is made
     configure_threads(resolve_threads(args.threads))
     run_dir = args.run_dir if args.run_dir is not None else default_run_dir()
     train(config_from_args(args), run_dir, args.resume, args.overwrite, given_flags(args))

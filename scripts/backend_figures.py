@@ -95,7 +95,7 @@ def main(argv=None) -> None:
     net = load_h5(args.h5)
     torch_net = lambda y, m: denoise(model, y, m)  # noqa: E731
     numpy_net = lambda y, m: net.denoise(y, bn_mode=m)  # noqa: E731
-    made_by = f"PyTorch ({args.weights.name}) and NumPy ({args.h5.name})"
+    made_by = f"PyTorch ({cli.shown_path(args.weights)}) and NumPy ({cli.shown_path(args.h5)})"
     reads = (args.weights, args.h5, args.samples)
     for path in sample_figures(args, torch_net, numpy_net, made_by, reads) + \
             benchmark_figures(args, torch_net, numpy_net, made_by, reads):

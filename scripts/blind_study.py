@@ -93,7 +93,8 @@ def run_network(model, noisy: np.ndarray) -> np.ndarray:
 def training_summary(ckpt: dict) -> str:
     """Steps, batch, lr, loss and σ of a train.py checkpoint, as recorded in it."""
     train = (ckpt.get("config") or {}).get("train") or {}
-    keys = ("loss", "sigma", "steps", "batch_size", "lr", "sure_epsilon", "sure_probes", "sure_central", "sigma_estimate")
+    keys = ("loss", "sigma", "steps", "batch_size", "lr", "weight_by", "weight_by_sigma", "sure_epsilon", "sure_probes",
+            "sure_central", "sigma_estimate")
     return ", ".join(f"{k}={train[k]}" for k in keys if k in train) or "no training config recorded"
 
 

@@ -134,8 +134,16 @@ class Backend:
     bn_modes: tuple
 
     def label(self) -> str:
-        """``PyTorch, ckpt_best.pth`` (what made a table or a figure)."""
-        return f"{self.name}, {self.weights.name}" if self.weights is not None else f"{self.name}, no weights"
+        """``PyTorch, ckpt/ckpt_best.pth`` (what made a table or a figure)."""
+        return f"{self.name}, {shown_path(self.weights)}" if self.weights is not None else f"{self.name}, no weights"
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when it lies inside it, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: str, bn_modes: tuple) -> None:

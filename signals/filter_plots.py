@@ -143,7 +143,7 @@ def offset_figure(noisy: np.ndarray, clean: np.ndarray | None, output: np.ndarra
 
 
 def effective_dimension_figure(sigmas: np.ndarray, curves: dict[str, dict[str, np.ndarray]], length: int) -> Figure:
-    """tr J and ‖J‖²_F against σ, one line per denoiser (mean over signals, band = 10th-90th percentile).
+    """tr J and ‖J‖²_F against σ, one line per denoiser (median over signals, band = 10th-90th percentile).
 
     Parameters
     ----------
@@ -159,7 +159,7 @@ def effective_dimension_figure(sigmas: np.ndarray, curves: dict[str, dict[str, n
     for ax, key, label in zip(axes, ("trace", "frobenius_squared"), ("tr J", "‖J‖²_F")):
         for name, values in curves.items():
             v = np.asarray(values[key])
-            line = ax.plot(sigmas, v.mean(axis=1), "o-", ms=4, label=name)[0]
+            line = ax.plot(sigmas, np.median(v, axis=1), "o-", ms=4, label=name)[0]
             ax.fill_between(sigmas, np.percentile(v, 10, axis=1), np.percentile(v, 90, axis=1),
                             color=line.get_color(), alpha=0.15)
         ax.set(xlabel="noise σ", ylabel=label, title=f"{label} (the identity has {length})")

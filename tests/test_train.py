@@ -286,6 +286,10 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, run_main):
     code, _, err = run_main(train_mod, ["--resume", "--run-dir", tmp_path / "none"])
     assert_one_line_error(code, err, "ckpt_last.pth")
     assert not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_main(train_mod, ["--resume", "--run-dir", tmp_path / "empty"])
+    assert_one_line_error(code, err, "ckpt_last.pth")
+    assert (tmp_path / "empty").is_dir()  # a folder the run did not make is never removed
 
 
 def test_resume_from_a_config_less_checkpoint_is_a_clear_error(tmp_path, run_main):
@@ -416,7 +420,14 @@ def test_run_dir_that_is_a_file_is_one_line(tmp_path, run_main):
 def test_device_cuda_without_cuda_is_one_line(tmp_path, run_main):
     code, _, err = run_main(train_mod, ["--device", "cuda", "--run-dir", tmp_path / "run", "--steps", 1])
     assert_one_line_error(code, err, "cuda", "not available")
-    assert not (tmp_path / "run" / "ckpt_last.pth").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_at_setup_leaves_no_folder(tmp_path, monkeypatch, run_main):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "nope", "--steps", 1])
+    assert_one_line_error(code, err, "nope")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 # ---------------------------------------------------------------------------
