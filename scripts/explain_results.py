@@ -28,13 +28,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from icnn.spec import BN_MODES as MODES
 from signals.cli import add_n_arg, add_seed_arg, positive_float, positive_int, run_cli
 from signals.errors import InputError
 from signals.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
-MODES = ("fixed", "unfixed")
 # Speeds are CPU seconds of this process, every side on one thread: on a shared machine
 # wall time would also measure the other users.
 clock = time.process_time
