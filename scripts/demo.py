@@ -6,6 +6,7 @@
 4. Numpy_test.py: the same figures and table from the HDF5 weights, NumPy side
 5. backend_figures.py: each picture once, both backends in it (TestK.png, methods.png, filter.png)
 6. results.py: every shipped checkpoint and this run on held-out signals -> RUN/RESULTS.md
+7. explain_results.py: this run read as a filter through its exact Jacobian -> RUN/filter/
 
 Everything goes under RUN (--run-dir, default runs/demo/, ignored by git): after
 `make demo`, `git status --porcelain` is empty. `make demo-refresh` (--refresh) then
@@ -39,8 +40,10 @@ MARKER_TEXT = "made by scripts/demo.py; a later demo may delete this folder\n"
 # What earlier demos put in demo/ and the both-backend figures replace (one picture, one file).
 SUPERSEDED = tuple(f"{stem}_{side}.png" for stem in (*(f"Test{k}" for k in range(6)), "methods", "filter")
                    for side in ("torch", "numpy"))
-COMMITTED = ("RESULTS.md", "blind_curve.png", "train_curve.png", "results_torch.json", "results_numpy.json",
-             *(f"Test{k}.png" for k in range(6)), "methods.png", "filter.png")
+FILTER_FIGURES = tuple(f"filter_{name}.png" for name in
+                       ("adaptive_filters", "jacobian_heatmaps", "offset", "feature_maps", "effective_dimension"))
+COMMITTED = ("RESULTS.md", "FILTER.md", "blind_curve.png", "train_curve.png", "results_torch.json", "results_numpy.json",
+             *(f"Test{k}.png" for k in range(6)), "methods.png", "filter.png", *FILTER_FIGURES)
 
 
 def get_args(argv=None):
@@ -108,6 +111,8 @@ def stages(args, run: Path, timings: dict) -> None:
                                      "--seed", args.seed, "--fig-dir", figs], timings, log)
     stage("results", [PY, "scripts/results.py", "--n", args.n, "--seed", args.seed, "--extra", f"demo_run={pth}",
                       "--output", run / "RESULTS.md", "--fig-dir", run], timings, log)
+    stage("network as a filter", [PY, "scripts/explain_results.py", "--weights", pth, "--n", args.n, "--seed", args.seed,
+                                  "--output", run / "filter"], timings, log)
 
 
 def write_timings(run: Path, timings: dict) -> str:
@@ -130,6 +135,8 @@ def committed_sources(run: Path) -> dict[str, Path]:
     sources = {"RESULTS.md": run / "RESULTS.md", "blind_curve.png": run / "blind_curve.png",
                "train_curve.png": run / "train" / "train_curve.png",
                "results_torch.json": run / "results_torch.json", "results_numpy.json": run / "results_numpy.json"}
+    sources["FILTER.md"] = run / "filter" / "explain_results.md"
+    sources.update({name: run / "filter" / name for name in FILTER_FIGURES})
     sources.update({name: figs / name for name in COMMITTED if name.endswith(".png") and name not in sources})
     return sources
 

@@ -291,7 +291,7 @@ def accuracy_section(modes: dict) -> list[str]:
 
 
 def sure_section(modes: dict, bayes: dict) -> list[str]:
-    lines = ["| denoiser | true RMSE | √mean SURE, exact tr J | ratio − 1 | √mean SURE, Monte-Carlo | ratio − 1 "
+    lines = ["| denoiser | √mean MSE (uses labels) | √mean SURE, exact tr J | ratio − 1 | √mean SURE, Monte-Carlo | ratio − 1 "
              "| MC divergence vs tr J: corr. / rel. RMS diff. |", "|---|---|---|---|---|---|---|"]
     for mode, m in modes.items():
         truth, exact, mc = (np.sqrt(np.mean(m[k])) for k in ("mse", "sure", "mc_sure"))

@@ -402,7 +402,12 @@ class _Stream:
             for start, block in iter_chunks(self.signals, self.chunk, self.source, np.float32):
                 if self.check is not None:
                     self.check.add(per_signal_sigma(block), length)
-                out[start : start + block.shape[0]] = self.denoise(block)
+                estimate = self.denoise(block)
+                bad = ~np.isfinite(estimate).all(axis=-1)
+                if bad.any():  # finite input that overflows inside the network: refuse, never write NaN
+                    raise InputError(f"{self.source}: signal {start + int(np.argmax(bad))} overflows inside the "
+                                     "network (its values are too large); rescale the input")
+                out[start : start + block.shape[0]] = estimate
                 release_pages(out)
                 bar.update(block.shape[0])
 

@@ -166,3 +166,18 @@ def test_importing_plots_changes_no_process_state(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["None", "True", "None"]
+
+
+def test_denoise_file_refuses_to_write_a_non_finite_output(run_call, tmp_path):
+    # Finite input that overflows inside a network must end in one line and no file, never in NaN output.
+    np.save(tmp_path / "in.npy", np.ones((5, 32), dtype=np.float32))
+
+    def overflowing(x):
+        y = x.copy()
+        y[3, 0] = np.inf
+        return y
+
+    code, err = run_call(lambda: evaluate.denoise_file(tmp_path / "in.npy", tmp_path / "out.npy", overflowing,
+                                                       MIN_LENGTH, CHUNK))
+    assert_one_line_error(code, err, "signal 3 overflows")
+    assert not (tmp_path / "out.npy").exists()

@@ -131,10 +131,10 @@ def test_compare_sigma_estimators_script(run_main, tmp_path):
 
 def test_synthesis_is_vectorised_100k_signals_under_a_second():
     best = np.inf
-    for _ in range(3):  # best of three: the machine is shared
-        start = time.perf_counter()
+    for _ in range(3):  # best of three, in CPU time: wall time on a shared machine also counts the others
+        start = time.process_time()
         clean, noisy, sigmas = noisy_pairs(np.random.default_rng(0), 100_000, 3.0)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     assert clean.shape == noisy.shape == (100_000, 100) and sigmas.shape == (100_000,)
     assert best < 1.0
 
