@@ -38,7 +38,7 @@ DEFAULT_SOURCE = Path(__file__).resolve().parent / "ckpt" / "ckpt_best.pth"
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pth2h5.py", description="Convert an ICNN_s checkpoint (.pth) to HDF5 weights (.h5).")
     parser.add_argument("source", nargs="?", type=Path, default=DEFAULT_SOURCE, help=f"checkpoint to read (default {DEFAULT_SOURCE})")
-    parser.add_argument("destination", nargs="?", type=Path, default=None, help="HDF5 file to write (default: SOURCE with .h5)")
+    parser.add_argument("destination", nargs="?", type=Path, default=None, help="HDF5 file to write (default: SOURCE with .h5, only when no such file exists; name an existing file to replace it)")
     parser.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write a per-tensor summary (name, shape, mean, std)")
     return parser.parse_args(argv)
 
@@ -110,6 +110,9 @@ def _read_bytes(path: Path) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     args = get_args(argv)
     destination = args.destination or args.source.with_suffix(".h5")
+    if args.destination is None and destination.exists():
+        # The default never replaces a file (the shipped ckpt/*.h5 among them): replacing is asked for by name.
+        raise InputError(f"{destination} exists; to replace it, name it: python pth2h5.py {args.source} {destination}")
     arrays = convert(args.source, destination, args.csv)
     print(f"wrote {destination} ({len(arrays)} tensors)")
     if args.csv is not None:

@@ -180,3 +180,21 @@ def test_conversion_records_sigma_range_and_round_trips(pth2h5, tmp_path):
     assert net.config == ModelConfig(prior=True, norm="bn", bn_mode="unfixed", sigma_range=[0.5, 5.0])
     with h5py.File(tmp_path / "blind.h5", "r") as f:
         assert f.attrs["format_version"] == 1 and '"sigma_range": [0.5, 5.0]' in f.attrs["config"]
+
+
+def test_default_destination_never_replaces_an_existing_file(tmp_path):
+    # `python pth2h5.py SRC` writes SRC.h5 only when it does not exist (the shipped ckpt/*.h5 are safe).
+    import shutil
+
+    from conftest import REPO_ROOT, assert_one_line_error, run_script
+
+    source = tmp_path / "model.pth"
+    shutil.copyfile(REPO_ROOT / "ckpt" / "ckpt_best.pth", source)
+    first = run_script(REPO_ROOT / "pth2h5.py", source, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "model.h5").read_bytes()
+    second = run_script(REPO_ROOT / "pth2h5.py", source, cwd=tmp_path)
+    assert_one_line_error(second.returncode, second.stderr, "exists", "name it")
+    assert (tmp_path / "model.h5").read_bytes() == before
+    third = run_script(REPO_ROOT / "pth2h5.py", source, tmp_path / "model.h5", cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
