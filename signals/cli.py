@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +293,8 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
     if backend.denoise is None:
         raise InputError("--input needs the network: pass --weights")
     if args.json is not None:
+        if os.path.abspath(args.json) == os.path.abspath(args.output):
+            raise InputError(f"{args.json}: --json and --output name the same file; give two paths")
         guard_output(args.json, reads + (args.output,))
     result = evaluate.denoise_file(args.input, args.output, lambda noisy: backend.denoise(noisy, args.bn),
                                    backend.min_length, backend.chunk, reads, backend.sigma_range)

@@ -243,3 +243,11 @@ def test_same_seed_same_signals_same_rows_in_all_three_scripts(weights, tmp_path
     code, other, _ = run_main(numpy_test, ["--weights", weights[1], "--random", "--n", n, "--seed", seed + 1])
     assert table_rows(other)["wiener"] != np_rows["wiener"]
     assert benchmark_signals(seed, n, 3.0)[1].shape == (n, 100)
+
+
+def test_json_and_output_naming_one_file_is_one_line(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 100), np.float32))
+    done = run_script(SCRIPT, "--input", tmp_path / "x.npy", "--output", tmp_path / "o.npy",
+                      "--json", tmp_path / "o.npy", cwd=tmp_path, block_torch=True)
+    assert_one_line_error(done.returncode, done.stderr, "--json and --output name the same file")
+    assert not (tmp_path / "o.npy").exists()
