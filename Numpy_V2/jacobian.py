@@ -4,21 +4,22 @@ Each ``*_dual`` function takes a value and its tangents and returns both. A
 value is an (N, C, L) activation, batch-innermost as in :mod:`Numpy_V2.layers`
 (a view of a contiguous (C, L, N) buffer). Its tangents carry D directions
 (D = L, one per input sample) as an (N·D, C, L) view of a contiguous
-(C, L, N, D) buffer: the tangents form one batch axis of N·D columns, so every linear
-layer (convolution, upsampling, padding, concatenation) pushes them through the
-same layer function as the value, without bias; piecewise-linear layers
-(ReLU, max-pool, fixed BN, soft threshold) pass them by the value's mask;
-unfixed BN and the prior's kernel modulation have closed-form derivatives.
-The directions are innermost because the masks and statistics are per signal:
-broadcast over D they run as long contiguous loops (with N innermost, a block
-of 8 signals made every such loop 8 elements long and 5-10x slower).
+(C, L, N, D) buffer: the tangents form one batch axis of N·D columns, so each
+convolution is one GEMM for all of them (:func:`conv_tangents`) and upsampling,
+padding and concatenation use the value's layer functions, without bias;
+piecewise-linear layers (ReLU, max-pool, fixed BN, soft threshold) pass them by
+the value's mask; unfixed BN and the prior's kernel modulation have closed-form
+derivatives. The directions are innermost because masks and statistics are per
+signal: broadcast over D they run as long contiguous loops (with N innermost, a
+block of 8 signals made each such loop 8 elements long; the unfixed BN step was
+2x slower).
 
 The Jacobian is the *total* derivative of f(y): it includes the path through
 the Wiener prior h(y) (``signals.classical.wiener_inverse_response``), whose
-derivative dh/dy is exact (:func:`prior_dual`). Values are computed in float64;
-tangents in float32 (``TANGENT_DTYPE``): the Jacobian then agrees with float64
-autograd to ~1e-6 relative, well inside issue 11's 1e-5 median, at twice the speed.
-Torch is never imported.
+derivative dh/dy is exact (:func:`prior_dual`), and through the prior's encoder,
+differentiated in reverse mode (:func:`wienernet_dual`: 48 outputs per signal,
+fewer than L inputs). Values are computed in float64, tangents in float32
+(``TANGENT_DTYPE``). Torch is never imported.
 """
 from __future__ import annotations
 
@@ -47,10 +48,10 @@ from signals.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 # fixed / unfixed BN, mean of 3 runs: block 8: 498 / 372, 16: 495 / 391, 24: 520 / 408,
 # 32: 422 / 354.
 JACOBIAN_BLOCK = 24
-# Tangent precision. float32 halves the memory traffic that bounds every tangent
-# pass (~1.6x faster than float64); the values, the masks they choose and dh/dy stay
-# float64. Error against float64 autograd, per signal: medians 1e-7..2e-6 relative over
-# the tested checkpoints (issue 11 allows 1e-5); np.float64 gives ~1e-10.
+# Tangent precision. float32 halves the memory traffic that bounds every tangent pass
+# (measured 2x the Jacobians/s of float64 at L = 100); the values, the masks they
+# choose and dh/dy stay float64. Error against float64 autograd, per signal: medians
+# 1e-7..2e-6 relative over the tested checkpoints (issue 11 allows 1e-5); float64 ~1e-10.
 TANGENT_DTYPE = np.float32
 
 
@@ -85,10 +86,11 @@ def _tap_ranges(k: int, length: int):
 def conv_tangents(t: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """The tangents (N·D, C_in, L) through a bias-free "same" convolution (odd K), as (N·D, C_out, L).
 
-    Fewer passes than ``layers.conv1d`` over these wide buffers (measured 15-40 %
-    faster at block 32): when C_in < C_out the K shifted inputs are stacked and
-    one GEMM writes the output once (im2col); otherwise one GEMM gives every tap's
-    products and the centre tap's slab *is* the output, the others added in place.
+    Fewer passes than ``layers.conv1d`` over these wide buffers (measured 7-50 %
+    faster per convolution at block 32): when C_in < C_out the K shifted inputs
+    are stacked and one GEMM writes the output once (im2col); otherwise one GEMM
+    gives every tap's products and the centre tap's slab *is* the output, the
+    others added in place.
     """
     x = _cln(t)  # (C_in, L, N·D)
     c_in, length, _ = x.shape
@@ -381,7 +383,7 @@ def bn_mode_of(net, bn_mode: str | None) -> str:
 
 
 def network_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
-                 tangent_dtype: type = None) -> tuple[np.ndarray, np.ndarray]:
+                 tangent_dtype: type | None = None) -> tuple[np.ndarray, np.ndarray]:
     """f(y) and its total Jacobian for one block of signals.
 
     Parameters
@@ -433,7 +435,7 @@ def network_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
 
 
 def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOBIAN_BLOCK,
-              threads: int | None = None, progress=None, tangent_dtype: type = None) -> dict[str, np.ndarray]:
+              threads: int | None = None, progress=None, tangent_dtype: type | None = None) -> dict[str, np.ndarray]:
     """f(y), J(y) and the offset b(y) = f(y) − J(y)·y for every signal, in blocks.
 
     Parameters
@@ -451,7 +453,7 @@ def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOB
     progress : signals.progress.Progress, optional
         Updated with the number of signals done.
     tangent_dtype : type, optional
-        Precision of the tangents (default ``TANGENT_DTYPE``, float32); np.float64 is ~1.6x slower.
+        Precision of the tangents (default ``TANGENT_DTYPE``, float32); np.float64 (~1e-10) is ~2x slower.
 
     Returns
     -------
