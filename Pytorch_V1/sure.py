@@ -2,8 +2,10 @@
 
 For y = x + σ·n and a denoiser f, per signal of length L
     SURE = ‖f(y) − y‖²/L − σ² + 2σ²·div f(y)/L
-is an unbiased estimate of ‖f(y) − x‖²/L. The divergence is estimated with one
-Gaussian probe b: div ≈ bᵀ(f(y + εb) − f(y))/ε (Ramani, Blu & Unser 2008).
+is an unbiased estimate of ‖f(y) − x‖²/L. The divergence is estimated with Gaussian
+probes b (Ramani, Blu & Unser 2008): antithetic, div ≈ bᵀ(f(y + εb) − f(y − εb))/2ε,
+whose bias is O(ε²) so ε can be large (0.1·σ) and the float32 difference well above
+rounding; or one-sided, bᵀ(f(y + εb) − f(y))/ε, bias O(ε), which needs a tiny ε.
 
 SURE needs σ. For a folder of unknown noise (``--sigma auto``) :func:`folder_sigmas`
 decides between one pooled estimate and one estimate per signal.
@@ -22,7 +24,7 @@ VARIES_FACTOR = 1.5  # per-signal estimates spread this much more than at one σ
 
 
 def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor,
-                    probe: torch.Tensor, epsilon: float, with_prior: bool) -> torch.Tensor:
+                    probe: torch.Tensor, epsilon: float, with_prior: bool, central: bool = False) -> torch.Tensor:
     """SURE of each signal, shape (N,).
 
     Parameters
@@ -34,19 +36,33 @@ def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Ten
     sigma : torch.Tensor
         Noise level per signal, shape (N,).
     probe : torch.Tensor
-        Standard normal probe b, shape (N, 1, L).
+        Standard normal probes b, shape (N, 1, L), or (P, N, 1, L) for P probes averaged.
     epsilon : float
         Step of the finite difference, relative to sigma.
     with_prior : bool
         Recompute the Wiener prior h for the perturbed input (it is part of f).
+    central : bool
+        Antithetic probes (a central difference) instead of a one-sided one.
     """
     length = x.shape[-1]
     eps = (epsilon * sigma).clamp_min(1e-6)[:, None, None]  # (N, 1, 1)
-    x_probe = x + eps * probe
-    pred_probe = model(x_probe, wiener_prior(x_probe) if with_prior else None)
-    divergence = (probe * (pred_probe - pred)).sum(dim=(1, 2)) / eps.flatten()
+    probes = probe if probe.ndim == 4 else probe[None]
+    divergence = 0.0
+    for b in probes:
+        plus = _perturbed(model, x + eps * b, with_prior)
+        if central:
+            difference, step = plus - _perturbed(model, x - eps * b, with_prior), 2 * eps
+        else:
+            difference, step = plus - pred, eps
+        divergence = divergence + (b * difference).sum(dim=(1, 2)) / step.flatten()
+    divergence = divergence / probes.shape[0]
     residual = ((pred - x) ** 2).mean(dim=(1, 2))
     return residual - sigma**2 + 2 * sigma**2 * divergence / length
+
+
+def _perturbed(model, x: torch.Tensor, with_prior: bool) -> torch.Tensor:
+    """f at a perturbed input, the prior h recomputed from it (h is part of f)."""
+    return model(x, wiener_prior(x) if with_prior else None)
 
 
 def relative_spread(values: np.ndarray) -> float:

@@ -54,7 +54,7 @@ from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir
 from Pytorch_V1.sure import folder_sigmas, per_signal_sigmas, sure_per_signal
-from signals.classical import bayes_posterior_mean
+from signals.classical import bayes_mse, bayes_posterior_mean, estimate_sigma
 from signals.cli import add_device_arg, add_threads_arg, nonnegative_int, positive_float, positive_int, run_cli
 from signals.errors import InputError
 from signals.io import atomic_write, read_folder_dataset
@@ -68,6 +68,12 @@ REPO = Path(__file__).resolve().parent.parent
 LOG_COLUMNS = ["step", "loss", "lr", "val_rmse_fixed", "val_rmse_unfixed", "val_root_mse_fixed",
                "val_sure_root_mse_fixed", "seconds"]
 SIGMA_MISMATCH = 0.2  # warn when --sigma and the folder's estimate differ by more than this fraction
+WEIGHTS = ("none", "sigma2", "bayes")
+# Validation SURE picks the label-free checkpoint. One probe gives root-SURE a ±0.6 % spread on
+# 1000 signals, the size of the differences it must rank; 8 antithetic probes (16 forward
+# passes, no gradient) cut that to about ±0.2 %. No gradient flows here, so the step can be small.
+VAL_PROBES = 8
+VAL_EPSILON = 1e-2
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,12 @@ class TrainConfig:
     bn_train: str = "batch"  # BN statistics while training: batch, signal or mixed
     bn_mode: str | None = None  # inference BN mode to record; None picks the better on validation
     sparsity_weight: float = 0.0  # L1 weight on normalised activations (sparse_bn)
-    weight_by_sigma: bool = False  # divide each signal's squared error by its σ² (blind runs)
-    sure_epsilon: float = 1e-3  # Monte-Carlo divergence step, times sigma
+    weight_by: str = "none"  # per-signal loss weight (blind runs): none, sigma2 (1/σ²) or bayes (1/Bayes MSE at σ)
+    sure_epsilon: float = 0.1  # SURE's finite-difference step, times σ (antithetic probes: bias O(ε²))
+    sure_probes: int = 1  # Monte-Carlo probes per signal and step
+    sure_central: bool = True  # antithetic probes, (f(y+εb) − f(y−εb))/2ε; False: one-sided (f(y+εb) − f(y))/ε
+    sigma_estimate: str = "true"  # σ given to SURE on synthetic data: the true one, or each signal's own estimate
+    lr_final: float = 0.01  # the cosine ends at this fraction of --lr
     data: str | None = None  # a folder in the seed's layout; None: fresh synthetic signals
     val_size: int | None = None  # None: 1000 synthetic, or 10 % (at least 100) of the folder
     split: dict | None = None  # --data: how the validation signals were held out
@@ -103,7 +113,10 @@ RUN_FLAGS = {
     "seed": lambda c: c.seed, "batch_size": lambda c: c.batch_size, "lr": lambda c: c.lr,
     "optimizer": lambda c: c.optimizer, "loss": lambda c: c.loss, "sigma": lambda c: c.sigma,
     "norm": lambda c: c.model["norm"], "no_prior": lambda c: not c.model["prior"],
-    "sparsity_weight": lambda c: c.sparsity_weight, "weight_by_sigma": lambda c: c.weight_by_sigma,
+    "sparsity_weight": lambda c: c.sparsity_weight, "weight_by": lambda c: c.weight_by,
+    "sure_epsilon": lambda c: c.sure_epsilon, "sure_probes": lambda c: c.sure_probes,
+    "sure_central": lambda c: c.sure_central, "sigma_estimate": lambda c: c.sigma_estimate,
+    "lr_final": lambda c: c.lr_final,
     "bn_train": lambda c: c.bn_train, "bn_mode": lambda c: c.bn_mode, "data": lambda c: c.data,
     "val_size": lambda c: c.val_size,
 }
@@ -172,8 +185,18 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--norm", choices=NORMS, help="bn (default), or sparse_bn: BN with a learnable soft threshold")
     p.add_argument("--sparsity-weight", type=nonnegative_float, help="L1 penalty on normalised activations, for --norm sparse_bn (default 0)")
     p.add_argument("--no-prior", action="store_true", default=None, help="switch the Wiener prior branch off (ablation)")
-    p.add_argument("--weight-by-sigma", action="store_true", default=None,
-                   help="divide each signal's squared error by its sigma^2 (blind runs: not dominated by the noisiest)")
+    p.add_argument("--weight-by", choices=WEIGHTS,
+                   help="per-signal loss weight for blind runs, so no noise level dominates: sigma2 (1/sigma^2) or "
+                        "bayes (1/the Bayes MSE at that sigma) (default none)")
+    p.add_argument("--weight-by-sigma", action="store_const", const="sigma2", dest="weight_by", help=argparse.SUPPRESS)
+    p.add_argument("--sure-epsilon", type=positive_float, help=f"SURE's finite-difference step, times sigma (default {d.sure_epsilon})")
+    p.add_argument("--sure-probes", type=positive_int, help=f"SURE Monte-Carlo probes per signal and step (default {d.sure_probes})")
+    p.add_argument("--sure-one-sided", action="store_const", const=False, dest="sure_central",
+                   help="one-sided SURE divergence (f(y+eps b) - f(y))/eps instead of the default antithetic probes")
+    p.add_argument("--sigma-estimate", choices=("true", "signal"),
+                   help="sigma the SURE loss gets on synthetic data: the true one (default), or each signal's own "
+                        "estimate (blind and label-free: the loss is never told sigma)")
+    p.add_argument("--lr-final", type=positive_float, help=f"the cosine ends at this fraction of --lr (default {d.lr_final})")
     p.add_argument("--bn-train", choices=BN_TRAIN_STATS, help="BN statistics in training: batch (default), signal, or a coin flip per step")
     p.add_argument("--bn-mode", choices=BN_MODES, help="BN mode recorded as this model's inference default (default: the better on validation)")
     p.add_argument("--data", help="train on a folder in the seed's layout (data/N.txt, labels/N.txt; labels optional with --loss sure)")
@@ -210,7 +233,10 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         optimizer=pick(a.optimizer, d.optimizer), loss=pick(a.loss, d.loss),
         sigma=None if a.sigma == "auto" else a.sigma, seed=pick(a.seed, d.seed), bn_train=pick(a.bn_train, d.bn_train),
         bn_mode=a.bn_mode, sparsity_weight=pick(a.sparsity_weight, d.sparsity_weight),
-        weight_by_sigma=bool(a.weight_by_sigma), data=a.data, val_size=a.val_size,
+        weight_by=pick(a.weight_by, d.weight_by), sure_epsilon=pick(a.sure_epsilon, d.sure_epsilon),
+        sure_probes=pick(a.sure_probes, d.sure_probes), sure_central=pick(a.sure_central, d.sure_central),
+        sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), lr_final=pick(a.lr_final, d.lr_final),
+        data=a.data, val_size=a.val_size,
         eval_every=pick(a.eval_every, d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
         model={"prior": not a.no_prior, "norm": pick(a.norm, "bn")},
     )
@@ -223,7 +249,10 @@ def resumed_config(saved: dict, asked: TrainConfig, given: set[str] | None, sour
     a run-defining one that differs from the saved run is refused, a RESUMABLE one is honoured.
     """
     try:
-        known = {k: v for k, v in saved["config"]["train"].items() if k in TrainConfig.__dataclass_fields__}
+        recorded = saved["config"]["train"]
+        known = {k: v for k, v in recorded.items() if k in TrainConfig.__dataclass_fields__}
+        if "weight_by" not in recorded and recorded.get("weight_by_sigma"):  # runs saved before --weight-by
+            known["weight_by"] = "sigma2"
         known["sigma"] = saved_sigma(known.get("sigma"))
         cfg = TrainConfig(**known)
     except (KeyError, TypeError, ValueError) as err:
@@ -365,8 +394,11 @@ def format_sigma(sigma: list[float]) -> str:
 def validation(cfg: TrainConfig, noisy, clean, sigmas, bayes, description, device) -> Validation:
     x = to_tensor(noisy, device)
     probe = None
-    if cfg.loss == "sure":  # label-free model selection: SURE needs a fixed probe
-        probe = to_tensor(np.random.default_rng([cfg.seed, 998]).standard_normal(noisy.shape), device)
+    if cfg.loss == "sure":  # label-free model selection: SURE needs fixed probes
+        probes = np.random.default_rng([cfg.seed, 998]).standard_normal((VAL_PROBES, *noisy.shape))
+        probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(device)  # (P, N, 1, L)
+        if cfg.sigma_estimate == "signal":
+            sigmas = np.maximum(estimate_sigma(noisy, per_signal=True, method="negative_rms"), 1e-3)
     return Validation(x, wiener_prior(x) if cfg.model["prior"] else None, clean,
                       torch.as_tensor(sigmas, dtype=torch.float32, device=device), probe, bayes, description)
 
@@ -405,14 +437,14 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
     """Learning rate of optimiser step ``step`` (0-based) in a run of ``cfg.steps`` steps.
 
     Linear warm-up over the first ``cfg.warmup`` of the steps, then a cosine from
-    ``cfg.lr`` to 1 % of it at ``cfg.steps``. A function of (step, steps) only:
+    ``cfg.lr`` to ``cfg.lr_final`` of it (1 % by default) at ``cfg.steps``. A function of (step, steps) only:
     a resumed run with other --steps follows the curve of a fresh run of that length.
     """
     warm = max(1, int(cfg.warmup * cfg.steps))
     if step < warm:
         return cfg.lr * ((step + 1) / warm)
     t = (step - warm) / max(1, cfg.steps - warm)
-    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 # ---------------------------------------------------------------------------
@@ -430,19 +462,32 @@ def get_batch(stream, trainer: Trainer):
 
 def compute_loss(cfg: TrainConfig, trainer: Trainer, x, h, clean, sigmas) -> torch.Tensor:
     pred = trainer.net(x, h)
+    if cfg.sigma_estimate == "signal":  # blind and label-free: the loss is never told the true σ
+        sigmas = np.maximum(estimate_sigma(x[:, 0].double().cpu().numpy(), per_signal=True, method="negative_rms"), 1e-3)
     if cfg.loss == "sure":
-        probe = to_tensor(trainer.flip_rng.standard_normal(tuple(x.shape[::2])), trainer.device)
+        probes = trainer.flip_rng.standard_normal((cfg.sure_probes, x.shape[0], x.shape[2]))
+        probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(trainer.device)  # (P, N, 1, L)
         sigma = torch.as_tensor(sigmas, dtype=torch.float32, device=trainer.device)
-        loss = sure_per_signal(trainer.net, x, pred.float(), sigma, probe, cfg.sure_epsilon, h is not None).mean()
+        per_signal = sure_per_signal(trainer.net, x, pred.float(), sigma, probe, cfg.sure_epsilon, h is not None,
+                                     central=cfg.sure_central)
     else:
         loss_fn = F.smooth_l1_loss if cfg.loss == "smoothl1" else F.mse_loss
         per_signal = loss_fn(pred.float(), clean, reduction="none").mean(dim=(1, 2))
-        if cfg.weight_by_sigma:
-            per_signal = per_signal * torch.as_tensor(1.0 / sigmas**2, dtype=torch.float32, device=trainer.device)
-        loss = per_signal.mean()
+    weights = loss_weights(cfg.weight_by, sigmas)
+    if weights is not None:
+        per_signal = per_signal * torch.as_tensor(weights, dtype=torch.float32, device=trainer.device)
+    loss = per_signal.mean()
     if cfg.sparsity_weight > 0:
         loss = loss + cfg.sparsity_weight * trainer.model.sparsity_penalty()
     return loss
+
+
+def loss_weights(kind: str, sigmas: np.ndarray) -> np.ndarray | None:
+    """Per-signal loss weights (mean 1) so that no noise level dominates a blind run; None for "none"."""
+    if kind == "none":
+        return None
+    weights = 1.0 / sigmas**2 if kind == "sigma2" else 1.0 / bayes_mse(sigmas)
+    return weights / weights.mean()
 
 
 def train_step(cfg: TrainConfig, trainer: Trainer, batch, step: int) -> float:
@@ -468,7 +513,7 @@ def train_step(cfg: TrainConfig, trainer: Trainer, batch, step: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: ICNN_s, val: Validation, epsilon: float) -> dict[str, float]:
+def evaluate(model: ICNN_s, val: Validation) -> dict[str, float]:
     """Validation in both BN modes: RMSE (with labels) and, for SURE runs, the label-free √(mean SURE)."""
     model.eval()
     out = {}
@@ -481,7 +526,7 @@ def evaluate(model: ICNN_s, val: Validation, epsilon: float) -> dict[str, float]
                 preds.append(pred[:, 0].double().cpu().numpy())
                 if val.probe is not None:
                     risks.append(sure_per_signal(partial(model, bn_mode=mode), val.x[s], pred, val.sigmas[s],
-                                                 val.probe[s], epsilon, h is not None))
+                                                 val.probe[:, s], VAL_EPSILON, h is not None, central=True))
             pred = np.concatenate(preds)
             if val.clean is not None:
                 out[mode] = float(rmse(pred, val.clean).mean())
@@ -616,7 +661,7 @@ def append_log(path: Path, state: TrainState, lr: float, seconds: float) -> None
 def validate_and_keep_best(cfg: TrainConfig, trainer: Trainer, val: Validation, state: TrainState, run: RunDir,
                            stream, stream_state, workers: Workers, seconds: float) -> None:
     """Evaluate, log a row, and write ckpt_best.pth when validation improved (main worker only)."""
-    state.val = evaluate(trainer.model, val, cfg.sure_epsilon)
+    state.val = evaluate(trainer.model, val)
     append_log(run.file("train_log.csv"), state, get_lr(state.step, cfg), seconds)
     state.loss_sum, state.loss_count = 0.0, 0
     scores = selection_scores(state.val, cfg.loss)

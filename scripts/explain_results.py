@@ -38,7 +38,6 @@ SWEEP_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
 # Speeds are CPU seconds of this process, every side on one thread: on a shared machine
 # wall time would also measure the other users.
 clock = time.process_time
-SURE_EPSILON = 1e-3  # the Monte-Carlo divergence step (× σ) that training uses (TrainConfig.sure_epsilon)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -158,13 +157,16 @@ def best_time(fn, repeats: int = 3) -> float:
 
 
 def monte_carlo_sure(pth: Path, y: np.ndarray, sigma: float, mode: str, seed: int) -> np.ndarray:
-    """Per-signal SURE of ``Pytorch_V1.sure.sure_per_signal`` (one Gaussian probe, step 1e-3·σ), float32 as in training."""
+    """Per-signal SURE of ``Pytorch_V1.sure.sure_per_signal`` with train.py's default probe (one antithetic
+    Gaussian probe, its step ``TrainConfig.sure_epsilon``·σ), float32 as in training."""
     import torch
 
     from Pytorch_V1.checkpoint import load_model
     from Pytorch_V1.model import wiener_prior
     from Pytorch_V1.sure import sure_per_signal
+    from Pytorch_V1.train import TrainConfig
 
+    recipe = TrainConfig()  # the probe training uses
     model, _ = load_model(pth, "cpu")
     x = torch.tensor(y[:, None, :], dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
@@ -173,7 +175,8 @@ def monte_carlo_sure(pth: Path, y: np.ndarray, sigma: float, mode: str, seed: in
     with torch.no_grad():
         h = wiener_prior(x) if model.wienernet is not None else None
         pred = model(x, h, bn_mode=mode)
-        risk = sure_per_signal(partial(model, bn_mode=mode), x, pred, sigmas, probe, SURE_EPSILON, h is not None)
+        risk = sure_per_signal(partial(model, bn_mode=mode), x, pred, sigmas, probe, recipe.sure_epsilon, h is not None,
+                               central=recipe.sure_central)
     return risk.double().numpy()
 
 
@@ -371,7 +374,8 @@ def markdown(args, modes: dict, bayes: dict, forward: float, curves: dict, lengt
         *accuracy_section(modes), "",
         f"### The SURE identity at σ = {args.sigma:g} ({args.n} signals)", "",
         "SURE = ‖f(y) − y‖²/L − σ² + 2σ²·tr J/L per signal, averaged, square-rooted; no labels used. "
-        "The Monte-Carlo column is `Pytorch_V1/sure.py` (one probe, step 1e-3·σ, float32, as in training).", "",
+        "The Monte-Carlo column is `Pytorch_V1/sure.py` with train.py's default probe (one antithetic probe, "
+        "step 0.1·σ, float32, as in training).", "",
         *sure_section(modes, bayes), "",
         "### The filter in numbers", "",
         *numbers_section(modes, bayes, length), "",

@@ -2,11 +2,13 @@
 soft threshold, and the Bayes minimum-MSE oracle (REFERENCE sections 4-5)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.special import logsumexp
 
-from signals.synthesis import SIGMA, SpikePrior
+from signals.synthesis import SIGMA, SpikePrior, noisy_pairs
 
 WIENER_WINDOW = 3
 
@@ -230,14 +232,49 @@ def bayes_posterior_mean(y: np.ndarray, sigma: float | np.ndarray = SIGMA, prior
 # --- Noise level and the wavelet baseline ------------------------------------------------------
 
 MAD_TO_SIGMA = 1 / 0.6744897501960817  # 1 / Φ⁻¹(0.75) ≈ 1.4826: median of |N(0, σ²)| is 0.6745 σ
-SIGMA_METHODS = ("negative", "wavelet")
+SIGMA_METHODS = ("negative", "negative_rms", "wavelet")
 
+
+
+def bayes_mse(sigmas: np.ndarray) -> np.ndarray:
+    """The Bayes (minimum) MSE per sample of the benchmark prior at each noise level σ.
+
+    Interpolated (log-log) on a table of 41 levels from 0.05 to 20, each measured once
+    on 2000 signals drawn from its own seed (``default_rng([4242, k])``); blind training
+    divides each signal's loss by it so that no noise level dominates.
+
+    Parameters
+    ----------
+    sigmas : np.ndarray
+        Noise levels, any shape; clipped to the table's range.
+
+    Returns
+    -------
+    np.ndarray
+        The Bayes MSE at each σ, same shape.
+    """
+    log_grid, log_mse = _bayes_mse_table()
+    return np.exp(np.interp(np.log(np.clip(sigmas, 0.05, 20.0)), log_grid, log_mse))
+
+
+@lru_cache(maxsize=1)
+def _bayes_mse_table() -> tuple[np.ndarray, np.ndarray]:
+    grid = np.geomspace(0.05, 20.0, 41)
+    values = []
+    for k, sigma in enumerate(grid):
+        clean, noisy, _ = noisy_pairs(np.random.default_rng([4242, k]), 2000, float(sigma))
+        values.append(float(((bayes_posterior_mean(noisy, sigma) - clean) ** 2).mean()))
+    return np.log(grid), np.log(np.maximum(values, 1e-12))  # tiny σ: the posterior is exact, MSE 0
 
 def estimate_sigma(noisy: np.ndarray, per_signal: bool = False, method: str = "negative") -> float | np.ndarray:
     """Noise standard deviation of sparse positive-spike signals on a zero baseline.
 
     ``"negative"`` (the default): samples ≤ 0 are almost all noise on a zero
     sample, and |noise| there is half-normal, so σ̂ = 1.4826 · median(|y| : y ≤ 0).
+    ``"negative_rms"``: the root-mean-square of the samples ≤ 0, since E[y² | y ≤ 0] = σ²
+    there. Per signal (about 40 such samples of 100) its spread is about 11 %, against
+    18 % for the median form, which makes it the per-signal estimate of choice
+    (blind label-free training); pooled, the two agree.
     ``"wavelet"``: the wavelet MAD of ``skimage.restoration.estimate_sigma``
     (finest db2 detail coefficients, median(|d|) / 0.6745), for comparison; the
     spikes leak into the detail coefficients, so it overestimates σ on this prior.
@@ -252,7 +289,7 @@ def estimate_sigma(noisy: np.ndarray, per_signal: bool = False, method: str = "n
         Noisy signals, (N, L) or one signal (L,).
     per_signal : bool
         One estimate per signal instead of one pooled over all samples.
-    method : {"negative", "wavelet"}
+    method : {"negative", "negative_rms", "wavelet"}
         The estimator.
 
     Returns
@@ -279,7 +316,10 @@ def estimate_sigma(noisy: np.ndarray, per_signal: bool = False, method: str = "n
     if empty.size:
         which = f"signal {empty[0]} has" if per_signal else "the signals have"
         raise ValueError(f"cannot estimate sigma: {which} no sample <= 0")
-    sigmas = MAD_TO_SIGMA * np.nanmedian(np.where(negative, -y, np.nan), axis=-1)
+    if method == "negative_rms":
+        sigmas = np.sqrt(np.where(negative, y * y, 0.0).sum(axis=-1) / negative.sum(axis=-1))
+    else:
+        sigmas = MAD_TO_SIGMA * np.nanmedian(np.where(negative, -y, np.nan), axis=-1)
     return sigmas if per_signal else float(sigmas[0])
 
 

@@ -40,12 +40,15 @@ def test_blind_stream_gives_each_signal_its_own_sigma():
     assert abs(np.mean(spread / sigmas) - 1) < 0.01
 
 
-def _sure_and_mse(denoiser, sigma: float, n: int = 20000, seed: int = 0):
+def _sure_and_mse(denoiser, sigma: float, n: int = 20000, seed: int = 0, central: bool = False, probes: int = 0):
     clean, noisy, _ = noisy_pairs(np.random.default_rng(seed), n, sigma)
     x = torch.tensor(noisy, dtype=torch.float64)[:, None]
-    probe = torch.tensor(np.random.default_rng(seed + 1).standard_normal(noisy.shape))[:, None]
+    shape = (probes, *noisy.shape) if probes else noisy.shape  # (P, N, L): P probes averaged
+    probe = torch.tensor(np.random.default_rng(seed + 1).standard_normal(shape)).unsqueeze(-2)
     pred = denoiser(x, None)
-    sure = sure_per_signal(denoiser, x, pred, torch.full((n,), sigma, dtype=torch.float64), probe, 1e-3, False)
+    epsilon = 0.1 if central else 1e-3  # antithetic probes: bias O(ε²), so a large step is fine
+    sure = sure_per_signal(denoiser, x, pred, torch.full((n,), sigma, dtype=torch.float64), probe, epsilon, False,
+                           central=central)
     mse = ((pred[:, 0].numpy() - clean) ** 2).mean(axis=1)
     return sure.numpy(), mse
 
@@ -55,8 +58,9 @@ def _sure_and_mse(denoiser, sigma: float, n: int = 20000, seed: int = 0):
     lambda x, h: F.softshrink(x, 3.0),  # soft threshold: divergence = number of |y| > T
     lambda x, h: torch.relu(x - 2.0) + 0.1 * torch.roll(x, 1, dims=-1),  # couples neighbours
 ])
-def test_sure_is_an_unbiased_estimate_of_the_mse(denoiser):
-    sure, mse = _sure_and_mse(denoiser, 3.0)
+@pytest.mark.parametrize("central, probes", [(False, 0), (True, 0), (True, 3)])
+def test_sure_is_an_unbiased_estimate_of_the_mse(denoiser, central, probes):
+    sure, mse = _sure_and_mse(denoiser, 3.0, central=central, probes=probes)
     diff = sure - mse
     stderr = diff.std(ddof=1) / np.sqrt(diff.size)
     assert abs(diff.mean()) < 4 * stderr, (sure.mean(), mse.mean(), stderr)

@@ -72,7 +72,7 @@ def untrained_val_rmse(cfg: TrainConfig) -> dict[str, float]:
         model = ICNN_s(ModelConfig())
     noisy, clean = synthetic_validation(cfg.seed, cfg.val_size)
     val = train_mod.validation(replace(cfg, sigma=[3.0, 3.0]), noisy, clean, np.full(len(noisy), 3.0), None, "", torch.device("cpu"))
-    return evaluate(model, val, cfg.sure_epsilon)
+    return evaluate(model, val)
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +380,7 @@ def test_every_flag_parses(tmp_path):
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.optimizer, cfg.loss) == (7, 5, 0.01, "sgd", "smoothl1")
     assert (cfg.sigma, cfg.seed, cfg.sparsity_weight, cfg.bn_train, cfg.bn_mode) == ([2.5, 2.5], 11, 0.2, "signal", "unfixed")
     assert (cfg.data, cfg.val_size, cfg.eval_every, cfg.save_every, cfg.device) == (str(tmp_path), 9, 3, 4, "cpu")
-    assert cfg.model == {"prior": False, "norm": "sparse_bn"} and cfg.weight_by_sigma is True
+    assert cfg.model == {"prior": False, "norm": "sparse_bn"} and cfg.weight_by == "sigma2"
     assert args.run_dir == tmp_path / "c" and args.threads == 2
     assert get_args(["--ckpt-dir", str(tmp_path)]).run_dir == tmp_path  # the seed's flag name still works
 
@@ -538,3 +538,29 @@ def test_labels_of_a_different_length_are_a_clear_error(tmp_path, run_main):
 def test_missing_data_folder_is_a_clear_error(tmp_path, run_main):
     code, _, err = run_main(train_mod, ["--data", tmp_path / "nope", "--run-dir", tmp_path / "c", "--device", "cpu"])
     assert_one_line_error(code, err, "nope")
+
+
+def test_sure_and_blind_recipe_flags_reach_the_config():
+    args = get_args(["--loss", "sure", "--sigma", "0.5:5", "--sigma-estimate", "signal", "--weight-by", "bayes",
+                     "--sure-probes", "3", "--sure-one-sided", "--sure-epsilon", "0.002", "--lr-final", "0.05"])
+    cfg = train_mod.config_from_args(args)
+    assert (cfg.sigma_estimate, cfg.weight_by, cfg.sure_probes, cfg.sure_central) == ("signal", "bayes", 3, False)
+    assert (cfg.sure_epsilon, cfg.lr_final) == (0.002, 0.05)
+    default = train_mod.config_from_args(get_args([]))
+    assert (default.sure_central, default.sure_probes, default.sigma_estimate, default.weight_by) == (True, 1, "true", "none")
+
+
+def test_loss_weights_balance_noise_levels():
+    sigmas = np.array([0.5, 1.0, 5.0])
+    assert train_mod.loss_weights("none", sigmas) is None
+    for kind in ("sigma2", "bayes"):
+        w = train_mod.loss_weights(kind, sigmas)
+        assert w.mean() == pytest.approx(1.0) and w[0] > w[1] > w[2]  # the noisiest signals weigh least
+
+
+def test_blind_label_free_run_never_needs_the_true_sigma(tmp_path):
+    # --sigma-estimate signal: SURE gets each signal's own estimate; a tiny run trains and validates.
+    val = train_mod.train(train_mod.config_from_args(get_args([
+        "--loss", "sure", "--sigma", "0.5:5", "--sigma-estimate", "signal", "--weight-by", "bayes", "--steps", "6",
+        "--batch-size", "16", "--val-size", "40", "--eval-every", "3", "--device", "cpu"])), tmp_path / "run")
+    assert np.isfinite(val["sure_fixed"]) and np.isfinite(val["fixed"])
