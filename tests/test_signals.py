@@ -122,7 +122,7 @@ def test_compare_sigma_estimators_script(run_main, tmp_path):
     code, out, err = run_main(script, ["--n", "300", "--repeats", "2", "--output", tmp_path / "sigma.md"])
     assert code == 0, err
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "estimator" not in line]
-    assert [(r[0].strip(), r[1].strip()) for r in rows] == [(f"{s:g}", m) for s in script.SIGMAS for m in ("negative", "wavelet")]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [(f"{s:g}", m) for s in script.SIGMAS for m in ("negative", "negative_rms", "wavelet")]
     assert all(abs(float(r[2])) < 5 for r in rows if r[1].strip() == "negative")  # per-signal bias, % of σ
     assert (tmp_path / "sigma.md").read_text() == out
 
