@@ -1,11 +1,12 @@
-"""Compare two noise-level estimators on spike signals and print a Markdown table.
+"""Compare the noise-level estimators on spike signals and print a Markdown table.
 
     .venv/bin/python scripts/compare_sigma_estimators.py            # 2000 signals, 20 pooled draws per σ
     .venv/bin/python scripts/compare_sigma_estimators.py --n 500 --repeats 5 --output sigma.md
 
-Estimators (both in :func:`signals.classical.estimate_sigma`):
+Estimators (all in :func:`signals.classical.estimate_sigma`):
 
-- negative: 1.4826 · median(|y| : y ≤ 0), the project's estimator;
+- negative_rms: the RMS of the samples ≤ 0, the default (it won this comparison);
+- negative: 1.4826 · median(|y| : y ≤ 0), the first round's estimator;
 - wavelet: ``skimage.restoration.estimate_sigma``, the MAD of the finest db2 detail
   coefficients (checked here against scikit-image itself on the first signals).
 

@@ -266,22 +266,19 @@ def _bayes_mse_table() -> tuple[np.ndarray, np.ndarray]:
         values.append(float(((bayes_posterior_mean(noisy, sigma) - clean) ** 2).mean()))
     return np.log(grid), np.log(np.maximum(values, 1e-12))  # tiny σ: the posterior is exact, MSE 0
 
-def estimate_sigma(noisy: np.ndarray, per_signal: bool = False, method: str = "negative") -> float | np.ndarray:
+def estimate_sigma(noisy: np.ndarray, per_signal: bool = False, method: str = "negative_rms") -> float | np.ndarray:
     """Noise standard deviation of sparse positive-spike signals on a zero baseline.
 
-    ``"negative"`` (the default): samples ≤ 0 are almost all noise on a zero
-    sample, and |noise| there is half-normal, so σ̂ = 1.4826 · median(|y| : y ≤ 0).
-    ``"negative_rms"``: the root-mean-square of the samples ≤ 0, since E[y² | y ≤ 0] = σ²
-    there. Per signal (about 40 such samples of 100) its spread is about 11 %, against
-    18 % for the median form, which makes it the per-signal estimate of choice
-    (blind label-free training); pooled, the two agree.
-    ``"wavelet"``: the wavelet MAD of ``skimage.restoration.estimate_sigma``
-    (finest db2 detail coefficients, median(|d|) / 0.6745), for comparison; the
-    spikes leak into the detail coefficients, so it overestimates σ on this prior.
-    ``scripts/compare_sigma_estimators.py`` measures both on 2000 benchmark
-    signals: pooled bias +0.0 % (σ = 0.5) to −2.5 % (σ = 5) for ``"negative"``,
-    +142 % to +11 % for ``"wavelet"``; per-signal spread (L = 100) 17-18 % against
-    18-53 %.
+    Samples ≤ 0 are almost all noise on a zero sample. ``"negative_rms"`` (the
+    default) is their root-mean-square, since E[y² | y ≤ 0] = σ² there; ``"negative"``
+    the half-normal median form 1.4826 · median(|y| : y ≤ 0) (the first round's
+    estimator); ``"wavelet"`` the wavelet MAD of ``skimage.restoration.estimate_sigma``
+    (finest db2 detail coefficients, median(|d|) / 0.6745), whose detail coefficients
+    the spikes leak into, so it overestimates σ on this prior.
+    ``scripts/compare_sigma_estimators.py`` measures the three on 2000 benchmark
+    signals per σ = 0.5..5: per-signal spread (L = 100) 11 % for ``"negative_rms"``,
+    17-18 % for ``"negative"``, 18-53 % for ``"wavelet"``; pooled bias +0.1 % to −1.4 %,
+    0.0 % to −2.5 %, and +142 % to +11 %.
 
     Parameters
     ----------

@@ -76,10 +76,13 @@ def test_soft_threshold_and_bayes_shapes():
 
 def test_estimate_sigma_per_signal_matches_a_plain_loop_and_the_pooled_value():
     _, noisy, _ = noisy_pairs(np.random.default_rng(8), 50, 2.0)
-    loop = [1.4826 * np.median(-row[row <= 0]) for row in noisy]
-    np.testing.assert_allclose(classical.estimate_sigma(noisy, per_signal=True), loop, rtol=1e-4)
-    pooled = 1.4826 * np.median(-noisy[noisy <= 0])
-    assert classical.estimate_sigma(noisy) == pytest.approx(pooled, rel=1e-4)
+    median_form = lambda v: 1.4826 * np.median(-v[v <= 0])  # noqa: E731
+    rms_form = lambda v: np.sqrt(np.mean(v[v <= 0] ** 2))  # noqa: E731
+    for method, form in (("negative", median_form), ("negative_rms", rms_form)):
+        loop = [form(row) for row in noisy]
+        np.testing.assert_allclose(classical.estimate_sigma(noisy, per_signal=True, method=method), loop, rtol=1e-4)
+        assert classical.estimate_sigma(noisy, method=method) == pytest.approx(form(noisy), rel=1e-4)
+    assert classical.estimate_sigma(noisy) == pytest.approx(rms_form(noisy), rel=1e-12)  # the default
     with pytest.raises(ValueError, match="signal 1"):
         classical.estimate_sigma(np.array([[-1.0, 2.0], [1.0, 2.0]]), per_signal=True)
     with pytest.raises(ValueError, match="non-finite"):
