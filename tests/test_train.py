@@ -548,6 +548,10 @@ def test_sure_and_blind_recipe_flags_reach_the_config():
     assert (cfg.sure_epsilon, cfg.lr_final) == (0.002, 0.05)
     default = train_mod.config_from_args(get_args([]))
     assert (default.sure_central, default.sure_probes, default.sigma_estimate, default.weight_by) == (True, 1, "true", "none")
+    assert (default.steps, default.batch_size, default.lr) == (3000, 256, 6e-3)
+    sure = train_mod.config_from_args(get_args(["--loss", "sure"]))
+    assert (sure.steps, sure.batch_size, sure.lr) == (1500, 512, 1e-2)  # the label-free recipe
+    assert train_mod.config_from_args(get_args(["--loss", "sure", "--steps", "7"])).steps == 7
 
 
 def test_loss_weights_balance_noise_levels():
