@@ -698,9 +698,18 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, stream, val: Validation, stat
 
 
 def progress_text(state: TrainState, val: Validation) -> str:
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in state.val.items() if k in BN_MODES or k.startswith("sure_"))
     bayes = f" (Bayes {val.bayes:.4f})" if val.bayes is not None else ""
-    return f"loss {state.last_loss:.3f}; validation {shown}{bayes}"
+    return f"loss {state.last_loss:.3f}; validation {validation_text(state.val)}{bayes}"
+
+
+def validation_text(result: dict) -> str:
+    """``RMSE fixed …, unfixed …; √(mean SURE) fixed …`` (SURE only in label-free runs, RMSE only with labels)."""
+    parts = []
+    for label, prefix in (("RMSE", ""), ("√(mean SURE)", "sure_")):
+        values = ", ".join(f"{m} {result[prefix + m]:.4f}" for m in BN_MODES if prefix + m in result)
+        if values:
+            parts.append(f"{label} {values}")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------
@@ -789,9 +798,8 @@ def finish(cfg: TrainConfig, run: RunDir, val: Validation, state: TrainState) ->
     """Draw the curve, print the result and the commands that test, convert and promote this run."""
     title = f"{run.path.name}: validation on {val.description}"
     save_figure(training_curve(read_log(run.file("train_log.csv")), val.bayes, title), run.file("train_curve.png"))
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in state.val.items() if k in BN_MODES or k.startswith("sure_"))
     bayes = f" (Bayes {val.bayes:.4f})" if val.bayes is not None else ""
-    print(f"done: step {state.step}; validation on {val.description}: RMSE {shown}{bayes}; "
+    print(f"done: step {state.step}; validation on {val.description}: {validation_text(state.val)}{bayes}; "
           f"best {state.best:.4f} ({state.bn_mode} BN, step {state.best_step}) -> {run.file('ckpt_best.pth')}")
     best, h5 = run.file("ckpt_best.pth"), run.file("ckpt_best.h5")
     print("next (test.py alone still evaluates the shipped ckpt/ckpt_best.pth):")
