@@ -89,8 +89,8 @@ def add_seed_arg(parser: argparse.ArgumentParser, default: int = DEFAULT_SEED, w
 
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                        help="compute threads (default 1: this small network gains ~9 %% from a second thread on a "
-                        "quiet machine and loses many times that when another process shares the cores; "
+                        help="compute threads (default 1: on a 2-core machine a second thread made training 1.45x "
+                        "faster when quiet but 35x slower beside one busy process, scripts/bench_threads.py; "
                         "capped at the cores this process may use)")
 
 
