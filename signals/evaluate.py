@@ -39,6 +39,7 @@ ROW_NAMES = {
     "wiener": "wiener",
     "l1": "l1",
     "gmc": "gmc",
+    "wavelet": "wavelet (BayesShrink)",
     "soft": "soft (T = σ)",
     "bayes": "bayes",
 }
@@ -63,7 +64,7 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
     Parameters
     ----------
     sigma : float or "auto"
-        Noise level given to the soft threshold (T = σ) and the Bayes oracle; ``"auto"``
+        Noise level given to the wavelet shrinkage, the soft threshold (T = σ) and the Bayes oracle; ``"auto"``
         estimates it for each signal with :func:`signals.classical.estimate_sigma`.
     """
     def level(noisy: np.ndarray):
@@ -82,6 +83,7 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
         "wiener": classical.wiener,
         "l1": classical.l1_srls,
         "gmc": classical.gmc,
+        "wavelet": lambda noisy: classical.wavelet(noisy, level(noisy)),
         "soft": lambda noisy: classical.soft_threshold(noisy, threshold=level(noisy)),
         "bayes": lambda noisy: classical.bayes_posterior_mean(noisy, level(noisy)),
     }

@@ -14,7 +14,7 @@ from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script
 from signals.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Numpy_V2" / "Numpy_test.py"
-CLASSICAL = {"wiener", "l1", "gmc", "soft", "bayes"}
+CLASSICAL = {"wiener", "l1", "gmc", "wavelet", "soft", "bayes"}
 SCORE_KEYS = {"rmse", "rmse_ci95", "psnr_paper", "psnr", "seconds_per_signal"}
 
 
@@ -75,7 +75,7 @@ def test_figures_default_to_runs_figures_under_the_current_folder(weights, tmp_p
 def test_random_classical_keys_without_default_weights(numpy_test, run_main, tmp_path):
     code, out, err = run_main(numpy_test, ["--random", "--n", 20, "--seed", 1, "--json", tmp_path / "r.json"])
     assert code == 0, err
-    assert list(json.loads((tmp_path / "r.json").read_text())["methods"]) == ["wiener", "l1", "gmc", "soft", "bayes"]
+    assert list(json.loads((tmp_path / "r.json").read_text())["methods"]) == ["wiener", "l1", "gmc", "wavelet", "soft", "bayes"]
 
 
 def test_help_explains_every_flag(numpy_test, run_main):
@@ -236,7 +236,7 @@ def test_same_seed_same_signals_same_rows_in_all_three_scripts(weights, tmp_path
     lines, *_ = results.sigma3_section({"net": load_model(weights[0])}, seed, n)
     res_rows = table_rows("\n".join(lines))
     np_rows, pt_rows = table_rows(np_out), table_rows(pt_out)
-    names = ["net (fixed BN)", "net (unfixed BN)", "wiener", "l1", "gmc", "soft (T = σ)", "bayes"]
+    names = ["net (fixed BN)", "net (unfixed BN)", "wiener", "l1", "gmc", "wavelet (BayesShrink)", "soft (T = σ)", "bayes"]
     assert list(np_rows) == list(pt_rows) == list(res_rows) == names
     assert np_rows == pt_rows == res_rows  # same values to the printed decimals
     # The signals are the shared held-out draw: a different seed gives different rows.

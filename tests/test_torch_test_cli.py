@@ -19,7 +19,7 @@ from Pytorch_V1.model import ICNN_s, ModelConfig
 from signals.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Pytorch_V1" / "test.py"
-ALL_METHODS = {"net_fixed", "net_unfixed", "wiener", "l1", "gmc", "soft", "bayes"}
+ALL_METHODS = {"net_fixed", "net_unfixed", "wiener", "l1", "gmc", "wavelet", "soft", "bayes"}
 
 
 def write_checkpoint(path, config: dict | None = None, train: dict | None = None, seed: int = 0):
