@@ -131,15 +131,21 @@ def blind_oracle_rmse(clean: np.ndarray, noisy: np.ndarray) -> float:
 
 
 def blind_curve(curves: dict[str, list[float]], made_by: str = "") -> Figure:
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
-    ax = fig.subplots()
+    """RMSE against σ (left), and the ratio to the σ-aware Bayes RMSE of what lies near it (right)."""
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    ax_rmse, ax_ratio = fig.subplots(1, 2)
     styles = {"bayes": dict(color="black", ls="--", lw=2), BLIND_ORACLE: dict(color="0.45", ls=":", lw=2)}
     for name, values in curves.items():
-        ax.plot(SIGMAS, values, marker="o", label=name, **styles.get(name, {}))
-    ax.set(xlabel="noise σ (not told to the blind model)", ylabel="RMSE (mean over signals)")
-    ax.set_title("One blind model for every noise level" + (f"\n{made_by}" if made_by else ""), fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
+        (line,) = ax_rmse.plot(SIGMAS, values, marker="o", label=name, **styles.get(name, {}))
+        ratio = np.asarray(values) / np.asarray(curves["bayes"])
+        if ratio.max() < 1.1:  # the baselines are far off this scale; the left panel shows them
+            ax_ratio.plot(SIGMAS, ratio, marker="o", label=name, **{**styles.get(name, {}), "color": line.get_color()})
+    ax_rmse.set(xlabel="noise σ (not told to the blind models)", ylabel="RMSE (mean over signals)")
+    ax_ratio.set(xlabel="noise σ", ylabel="RMSE / σ-aware Bayes RMSE")
+    for ax in (ax_rmse, ax_ratio):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("One blind model for every noise level" + (f"\n{made_by}" if made_by else ""), fontsize=10)
     return fig
 
 
@@ -266,7 +272,7 @@ def main(argv=None) -> None:
     reads = tuple(str(ckpt_path) for ckpt_path in _model_paths(args))
     guard_output(args.output, reads)  # fail before the work, not after
     fig_dir = args.fig_dir if args.fig_dir is not None else args.output.parent
-    made_by = f"PyTorch; weights in {args.ckpt_dir}; seed {args.seed}, {args.n} signals per σ"
+    made_by = f"PyTorch; weights in {cli.shown_path(args.ckpt_dir)}/; seed {args.seed}, {args.n} signals per σ"
     out = ["# Results on held-out signals", "",
            f"{args.n} signals per noise level, `signals.synthesis.benchmark_signals({args.seed}, {args.n}, σ)` "
            f"(`np.random.default_rng([{args.seed}, round(100·σ)])`); reproduce with "
