@@ -126,10 +126,8 @@ def main(argv=None) -> None:
     write_npz(args.output, result, reads)
     print(f"{y.shape[0]} Jacobian(s) of length {y.shape[1]} with {mode} BN -> {args.output}")
     if args.figures is not None:
-        by_mode = {mode: result["jacobian"][0]}
-        other = "unfixed" if mode == "fixed" else "fixed"
-        by_mode[other] = jacobians(net, y[:1], other)["jacobian"][0]
-        by_mode = {m: by_mode[m] for m in ("fixed", "unfixed")}
+        # Both modes of the first signal, in BN_MODES order; the mode asked for is already computed.
+        by_mode = {m: result["jacobian"][0] if m == mode else jacobians(net, y[:1], m)["jacobian"][0] for m in BN_MODES}
         figures = signal_figures(net, y[0], None, by_mode, result["offset"][0], result["output"][0], mode, args.sigma)
         for path in save_figures(figures, args.figures, "explain_", reads + (args.output,)):
             print(f"figure -> {path}")
