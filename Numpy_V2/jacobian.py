@@ -30,6 +30,7 @@ from scipy.ndimage import uniform_filter1d
 
 from icnn.spec import BN_EPS, PRIOR_TAPS
 from Numpy_V2.layers import (
+    adaptive_bin_index,
     batch_innermost,
     batch_norm,
     concat_channels,
@@ -231,12 +232,7 @@ def max_pool_adjoint(x: np.ndarray, g4: np.ndarray, kernel_size: int = 2) -> np.
 def adaptive_positions(x: np.ndarray, output_size: int) -> np.ndarray:
     """Adaptive max-pool (torch's bins): the position of each bin's first maximum, (C, output_size, N)."""
     x_cln = _cln(x)
-    length = x_cln.shape[1]
-    bins = np.arange(output_size)
-    start = (bins * length) // output_size
-    end = -((-(bins + 1) * length) // output_size)  # ceil
-    widest = int((end - start).max())
-    index = np.minimum(start[:, None] + np.arange(widest), end[:, None] - 1)  # (out, widest)
+    index = adaptive_bin_index(x_cln.shape[1], output_size)  # (out, widest), as layers.adaptive_max_pool1d
     pick = x_cln[:, index].argmax(axis=2)  # (C, out, N): first maximum
     return index[np.arange(output_size)[None, :, None], pick]
 

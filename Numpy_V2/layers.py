@@ -298,15 +298,21 @@ def adaptive_max_pool1d(x: np.ndarray, output_size: int) -> np.ndarray:
         Shape (N, C, output_size).
     """
     x_cln = _to_cln(x)  # (C, L, N)
-    length = x_cln.shape[1]
+    gathered = x_cln[:, adaptive_bin_index(x_cln.shape[1], output_size)]  # (C, out, widest, N)
+    return _from_cln(np.ascontiguousarray(gathered.max(axis=2), dtype=_float_type(x)))
+
+
+def adaptive_bin_index(length: int, output_size: int) -> np.ndarray:
+    """Positions of each adaptive-pooling bin, ``[floor(i·L/out), ceil((i+1)·L/out))``, shape (out, widest).
+
+    Each bin is ``widest`` indices long; shorter bins repeat their last position, which
+    changes neither their maximum nor the position of its first occurrence.
+    """
     bins = np.arange(output_size)
     start = (bins * length) // output_size
     end = -((-(bins + 1) * length) // output_size)  # ceil
     widest = int((end - start).max())
-    # Each bin as `widest` indices, short bins repeating their last sample (max unchanged).
-    index = np.minimum(start[:, None] + np.arange(widest), end[:, None] - 1)  # (out, widest)
-    gathered = x_cln[:, index]  # (C, out, widest, N)
-    return _from_cln(np.ascontiguousarray(gathered.max(axis=2), dtype=_float_type(x)))
+    return np.minimum(start[:, None] + np.arange(widest), end[:, None] - 1)
 
 
 def upsample_linear(x: np.ndarray, scale_factor: int = 2) -> np.ndarray:

@@ -54,8 +54,9 @@ from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir
 from Pytorch_V1.sure import folder_sigmas, per_signal_sigmas, sure_per_signal
-from signals.classical import bayes_mse, bayes_posterior_mean, estimate_sigma
-from signals.cli import add_device_arg, add_threads_arg, nonnegative_int, positive_float, positive_int, run_cli
+from signals.classical import bayes_mse, bayes_posterior_mean
+from signals.cli import (add_device_arg, add_threads_arg, nonnegative_float, nonnegative_int, positive_float,
+                         positive_int, run_cli)
 from signals.errors import InputError
 from signals.io import atomic_write, read_folder_dataset
 from signals.metrics import mse, rmse
@@ -142,17 +143,6 @@ def sigma_arg(text: str) -> list[float] | str:
     if not (math.isfinite(high) and low > 0):
         raise argparse.ArgumentTypeError(f"sigma must be finite and > 0, got {text!r}")
     return [float(low), float(high)]
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def run_dir_arg(text: str) -> Path:
@@ -403,7 +393,7 @@ def validation(cfg: TrainConfig, noisy, clean, sigmas, bayes, description, devic
         probes = np.random.default_rng([cfg.seed, 998]).standard_normal((VAL_PROBES, *noisy.shape))
         probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(device)  # (P, N, 1, L)
         if cfg.sigma_estimate == "signal":
-            sigmas = np.maximum(estimate_sigma(noisy, per_signal=True, method="negative_rms"), 1e-3)
+            sigmas = per_signal_sigmas(noisy, "validation signals")
     return Validation(x, wiener_prior(x) if cfg.model["prior"] else None, clean,
                       torch.as_tensor(sigmas, dtype=torch.float32, device=device), probe, bayes, description)
 
@@ -468,7 +458,7 @@ def get_batch(stream, trainer: Trainer):
 def compute_loss(cfg: TrainConfig, trainer: Trainer, x, h, clean, sigmas) -> torch.Tensor:
     pred = trainer.net(x, h)
     if cfg.sigma_estimate == "signal":  # blind and label-free: the loss is never told the true σ
-        sigmas = np.maximum(estimate_sigma(x[:, 0].double().cpu().numpy(), per_signal=True, method="negative_rms"), 1e-3)
+        sigmas = per_signal_sigmas(x[:, 0].double().cpu().numpy(), "training batch")
     if cfg.loss == "sure":
         probes = trainer.flip_rng.standard_normal((cfg.sure_probes, x.shape[0], x.shape[2]))
         probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(trainer.device)  # (P, N, 1, L)

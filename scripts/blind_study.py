@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from signals.classical import bayes_blind_posterior_mean, bayes_posterior_mean
-from signals.errors import InputError, run_cli
+from signals.errors import run_cli
 from signals.metrics import rmse
 from signals.synthesis import DEFAULT_SEED, benchmark_signals
 

@@ -45,12 +45,21 @@ def nonnegative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
+    return _finite_float(text, "> 0", lambda v: v > 0)
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _finite_float(text, ">= 0", lambda v: v >= 0)
+
+
+def _finite_float(text: str, bound: str, within) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    if not math.isfinite(value) or not within(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
     return value
 
 
