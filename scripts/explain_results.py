@@ -321,7 +321,7 @@ def numbers_section(modes: dict, bayes: dict, length: int) -> list[str]:
 
 
 def speed_section(modes: dict, forward: float, n: int, length: int) -> list[str]:
-    lines = [f"| BN | NumPy explain, Jacobians/s | torch autograd (float64, vmapped backward), Jacobians/s "
+    lines = ["| BN | NumPy explain, Jacobians/s | torch autograd (float64, vmapped backward), Jacobians/s "
              "| torch + dh/dy by central differences, Jacobians/s | NumPy / torch(+dh) |", "|---|---|---|---|---|"]
     for mode, m in modes.items():
         ours, autograd = n / m["seconds"], n / m["autograd_seconds"]
