@@ -7,6 +7,11 @@ probes b (Ramani, Blu & Unser 2008): antithetic, div ≈ bᵀ(f(y + εb) − f(y
 whose bias is O(ε²) so ε can be large (0.1·σ) and the float32 difference well above
 rounding; or one-sided, bᵀ(f(y + εb) − f(y))/ε, bias O(ε), which needs a tiny ε.
 
+Two anchors from the literature train without labels as well: Recorrupted-to-Recorrupted
+(:func:`r2r_per_signal`), which also needs σ, and UNSURE (Tachella, Davies & Jacques, ICLR
+2025), which learns one noise variance η for the whole data set as a Lagrange multiplier:
+train.py raises η while the mean divergence is positive (``sure_from_divergence`` with σ² = η).
+
 SURE needs σ. For a folder of unknown noise (``--sigma auto``) :func:`folder_sigmas`
 decides between one pooled estimate and one estimate per signal.
 """
@@ -44,20 +49,44 @@ def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Ten
     central : bool
         Antithetic probes (a central difference) instead of a one-sided one.
     """
-    length = x.shape[-1]
-    eps = (epsilon * sigma).clamp_min(1e-6)[:, None, None]  # (N, 1, 1)
+    divergence = mc_divergence(model, x, pred, epsilon * sigma, probe, with_prior, central)
+    return sure_from_divergence(x, pred, sigma**2, divergence)
+
+
+def sure_from_divergence(x: torch.Tensor, pred: torch.Tensor, variance: torch.Tensor,
+                         divergence: torch.Tensor) -> torch.Tensor:
+    """‖f(y) − y‖²/L − σ² + 2σ²·div f(y)/L per signal, for noise variance σ² (a scalar or (N,))."""
+    residual = ((pred - x) ** 2).mean(dim=(1, 2))
+    return residual - variance + 2 * variance * divergence / x.shape[-1]
+
+
+def mc_divergence(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Tensor, probe: torch.Tensor,
+                  with_prior: bool, central: bool = False) -> torch.Tensor:
+    """Monte-Carlo divergence of f at each signal, shape (N,); ``step`` is the absolute ε, shape (N,)."""
+    eps = step.clamp_min(1e-6)[:, None, None]  # (N, 1, 1)
     probes = probe if probe.ndim == 4 else probe[None]
     divergence = 0.0
     for b in probes:
         plus = _perturbed(model, x + eps * b, with_prior)
         if central:
-            difference, step = plus - _perturbed(model, x - eps * b, with_prior), 2 * eps
+            difference, width = plus - _perturbed(model, x - eps * b, with_prior), 2 * eps
         else:
-            difference, step = plus - pred, eps
-        divergence = divergence + (b * difference).sum(dim=(1, 2)) / step.flatten()
-    divergence = divergence / probes.shape[0]
-    residual = ((pred - x) ** 2).mean(dim=(1, 2))
-    return residual - sigma**2 + 2 * sigma**2 * divergence / length
+            difference, width = plus - pred, eps
+        divergence = divergence + (b * difference).sum(dim=(1, 2)) / width.flatten()
+    return divergence / probes.shape[0]
+
+
+def r2r_per_signal(model, x: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor, alpha: float,
+                   with_prior: bool) -> torch.Tensor:
+    """Recorrupted-to-Recorrupted loss of each signal, shape (N,) (Pang et al., CVPR 2021).
+
+    With y = x + n, n ~ N(0, σ²), and z ~ N(0, 1), the pair ŷ = y + ασz and ȳ = y − σz/α
+    has independent noises, so E‖f(ŷ) − ȳ‖² = E‖f(ŷ) − x‖² + const: a clean-target loss
+    for inputs of noise σ·√(1 + α²), with no clean signal. ``z`` has the shape of ``x``.
+    """
+    s = sigma[:, None, None]
+    pred = _perturbed(model, x + alpha * s * z, with_prior)
+    return ((pred - (x - s * z / alpha)) ** 2).mean(dim=(1, 2))
 
 
 def _perturbed(model, x: torch.Tensor, with_prior: bool) -> torch.Tensor:

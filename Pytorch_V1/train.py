@@ -53,7 +53,8 @@ from Pytorch_V1.data import SPLIT_STREAM, FolderStream, SyntheticStream, held_ou
 from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir
-from Pytorch_V1.sure import folder_sigmas, per_signal_sigmas, sure_per_signal
+from Pytorch_V1.sure import (folder_sigmas, mc_divergence, per_signal_sigmas, r2r_per_signal, sure_from_divergence,
+                              sure_per_signal)
 from signals.classical import bayes_mse, bayes_posterior_mean
 from signals.cli import (add_device_arg, add_threads_arg, nonnegative_float, nonnegative_int, positive_float,
                          positive_int, run_cli)
@@ -70,6 +71,11 @@ LOG_COLUMNS = ["step", "loss", "lr", "val_rmse_fixed", "val_rmse_unfixed", "val_
                "val_sure_root_mse_fixed", "seconds"]
 SIGMA_MISMATCH = 0.2  # warn when --sigma and the folder's estimate differ by more than this fraction
 WEIGHTS = ("none", "sigma2", "bayes")
+LABEL_FREE = ("sure", "r2r", "unsure")  # losses that never see a clean signal (Pytorch_V1/sure.py)
+# UNSURE's multiplier η (the noise variance it learns) climbs the loss by momentum ascent; a step
+# is UNSURE_STEP times the first batch's mean square, so the rate does not depend on the data's scale.
+UNSURE_STEP = 1e-3
+UNSURE_MOMENTUM = 0.9
 # --loss sure trains on a noisier gradient: a larger batch and lr reach the limit in fewer steps
 # (held-out 1.0043 x Bayes at σ = 3 in 1500 steps; the supervised defaults serve --loss mse).
 SURE_RECIPE = {"steps": 1500, "batch_size": 512, "lr": 1e-2}
@@ -88,7 +94,7 @@ class TrainConfig:
     batch_size: int = 256  # signals per step, over all workers
     lr: float = 6e-3  # peak learning rate (get_lr)
     optimizer: str = "adam"
-    loss: str = "mse"  # mse, smoothl1 (the seed's) or sure (label-free)
+    loss: str = "mse"  # mse, smoothl1 (the seed's); label-free: sure, r2r or unsure
     sigma: list[float] | None = None  # [low, high] (low == high: one σ); None until resolved (load_data)
     sigma_per_signal: bool = False  # --data with varying σ: each signal's own estimate (sure.folder_sigmas)
     seed: int = TRAIN_SEED
@@ -99,6 +105,7 @@ class TrainConfig:
     sure_epsilon: float = 0.1  # SURE's finite-difference step, times σ (antithetic probes: bias O(ε²))
     sure_probes: int = 1  # Monte-Carlo probes per signal and step
     sure_central: bool = True  # antithetic probes, (f(y+εb) − f(y−εb))/2ε; False: one-sided (f(y+εb) − f(y))/ε
+    r2r_alpha: float = 0.5  # --loss r2r: recorrupt with ασz, target y − σz/α
     sigma_estimate: str = "true"  # σ given to SURE on synthetic data: the true one, or each signal's own estimate
     lr_final: float = 0.01  # the cosine ends at this fraction of --lr
     data: str | None = None  # a folder in the seed's layout; None: fresh synthetic signals
@@ -120,6 +127,7 @@ RUN_FLAGS = {
     "sparsity_weight": lambda c: c.sparsity_weight, "weight_by": lambda c: c.weight_by,
     "sure_epsilon": lambda c: c.sure_epsilon, "sure_probes": lambda c: c.sure_probes,
     "sure_central": lambda c: c.sure_central, "sigma_estimate": lambda c: c.sigma_estimate,
+    "r2r_alpha": lambda c: c.r2r_alpha,
     "lr_final": lambda c: c.lr_final,
     "bn_train": lambda c: c.bn_train, "bn_mode": lambda c: c.bn_mode, "data": lambda c: c.data,
     "val_size": lambda c: c.val_size,
@@ -171,8 +179,10 @@ def get_args(argv=None) -> argparse.Namespace:
                                                            f"{SURE_RECIPE['batch_size']} with --loss sure)")
     p.add_argument("--lr", type=positive_float, help=f"peak learning rate (default {d.lr}; {SURE_RECIPE['lr']} with --loss sure)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default), or sgd with momentum 0.9 like the seed")
-    p.add_argument("--loss", choices=["mse", "smoothl1", "sure"],
-                   help="mse (default), smoothl1 (the seed's), or sure: label-free Stein's unbiased risk estimate")
+    p.add_argument("--loss", choices=["mse", "smoothl1", *LABEL_FREE],
+                   help="mse (default), smoothl1 (the seed's), or label-free: sure (Stein's unbiased risk "
+                        "estimate), r2r (Recorrupted-to-Recorrupted, needs sigma like sure) or unsure (learns one "
+                        "noise variance for the whole data set)")
     p.add_argument("--sigma", type=sigma_arg, metavar="S",
                    help=f"noise std of the training signals, LOW:HIGH to draw one per signal (blind), or auto "
                         f"(estimated from --data). Default: {SIGMA:g} on synthetic data, the folder's estimate with --data")
@@ -188,6 +198,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sure-probes", type=positive_int, help=f"SURE Monte-Carlo probes per signal and step (default {d.sure_probes})")
     p.add_argument("--sure-one-sided", action="store_const", const=False, dest="sure_central",
                    help="one-sided SURE divergence (f(y+eps b) - f(y))/eps instead of the default antithetic probes")
+    p.add_argument("--r2r-alpha", type=positive_float, help=f"--loss r2r: recorruption strength alpha (default {d.r2r_alpha})")
     p.add_argument("--sigma-estimate", choices=("true", "signal"),
                    help="sigma the SURE loss gets on synthetic data: the true one (default), or each signal's own "
                         "estimate (blind and label-free: the loss is never told sigma)")
@@ -221,7 +232,7 @@ def given_flags(args: argparse.Namespace) -> set[str]:
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """A TrainConfig: the given flags, TrainConfig's defaults for the rest (:data:`SURE_RECIPE` for --loss sure)."""
-    d = replace(TrainConfig(), **SURE_RECIPE) if a.loss == "sure" else TrainConfig()
+    d = replace(TrainConfig(), **SURE_RECIPE) if a.loss in LABEL_FREE else TrainConfig()
     pick = lambda value, default: default if value is None else value  # noqa: E731
     return TrainConfig(
         steps=pick(a.steps, d.steps), batch_size=pick(a.batch_size, d.batch_size), lr=pick(a.lr, d.lr),
@@ -230,7 +241,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         bn_mode=a.bn_mode, sparsity_weight=pick(a.sparsity_weight, d.sparsity_weight),
         weight_by=pick(a.weight_by, d.weight_by), sure_epsilon=pick(a.sure_epsilon, d.sure_epsilon),
         sure_probes=pick(a.sure_probes, d.sure_probes), sure_central=pick(a.sure_central, d.sure_central),
-        sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), lr_final=pick(a.lr_final, d.lr_final),
+        sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), r2r_alpha=pick(a.r2r_alpha, d.r2r_alpha), lr_final=pick(a.lr_final, d.lr_final),
         data=a.data, val_size=a.val_size,
         eval_every=pick(a.eval_every, d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
         model={"prior": not a.no_prior, "norm": pick(a.norm, "bn")},
@@ -342,7 +353,7 @@ def load_data(cfg: TrainConfig, workers: Workers, device: torch.device):
 
 def folder_data(cfg: TrainConfig, workers: Workers, device: torch.device, local_batch: int):
     """Read the folder, resolve its σ, hold out the validation split."""
-    noisy, clean = read_folder_dataset(cfg.data, require_labels=cfg.loss != "sure")
+    noisy, clean = read_folder_dataset(cfg.data, require_labels=cfg.loss not in LABEL_FREE)
     n = noisy.shape[0]
     n_val = held_out_size(n, cfg.val_size)
     if n_val >= n:
@@ -389,7 +400,7 @@ def format_sigma(sigma: list[float]) -> str:
 def validation(cfg: TrainConfig, noisy, clean, sigmas, bayes, description, device) -> Validation:
     x = to_tensor(noisy, device)
     probe = None
-    if cfg.loss == "sure":  # label-free model selection: SURE needs fixed probes
+    if cfg.loss in LABEL_FREE:  # label-free model selection: SURE needs fixed probes
         probes = np.random.default_rng([cfg.seed, 998]).standard_normal((VAL_PROBES, *noisy.shape))
         probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(device)  # (P, N, 1, L)
         if cfg.sigma_estimate == "signal":
@@ -406,9 +417,12 @@ class Trainer:
     net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    flip_rng: np.random.Generator  # BN-statistics coin ("mixed") and SURE probes
+    flip_rng: np.random.Generator  # BN-statistics coin ("mixed"), SURE probes, R2R recorruption
     device: torch.device
     use_amp: bool
+    eta: float = math.nan  # --loss unsure: the learned noise variance (NaN until the first batch)
+    eta_velocity: float = 0.0
+    eta_step: float = math.nan  # UNSURE_STEP times the first batch's mean square
 
 
 def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device) -> Trainer:
@@ -420,7 +434,7 @@ def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device) -> T
         optimizer = torch.optim.Adam(model.parameters(), lr=get_lr(0, cfg), fused=True)  # one kernel for all tiny tensors
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=get_lr(0, cfg), momentum=0.9, weight_decay=1e-6)
-    use_amp = device.type == "cuda" and cfg.loss != "sure"  # SURE's finite difference needs float32
+    use_amp = device.type == "cuda" and cfg.loss not in LABEL_FREE  # finite differences need float32
     net = model
     if workers.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -456,18 +470,13 @@ def get_batch(stream, trainer: Trainer):
 
 
 def compute_loss(cfg: TrainConfig, trainer: Trainer, x, h, clean, sigmas) -> torch.Tensor:
-    pred = trainer.net(x, h)
     if cfg.sigma_estimate == "signal":  # blind and label-free: the loss is never told the true σ
         sigmas = per_signal_sigmas(x[:, 0].double().cpu().numpy(), "training batch")
-    if cfg.loss == "sure":
-        probes = trainer.flip_rng.standard_normal((cfg.sure_probes, x.shape[0], x.shape[2]))
-        probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(trainer.device)  # (P, N, 1, L)
-        sigma = torch.as_tensor(sigmas, dtype=torch.float32, device=trainer.device)
-        per_signal = sure_per_signal(trainer.net, x, pred.float(), sigma, probe, cfg.sure_epsilon, h is not None,
-                                     central=cfg.sure_central)
+    if cfg.loss in LABEL_FREE:
+        per_signal = label_free_loss(cfg, trainer, x, h, sigmas)
     else:
         loss_fn = F.smooth_l1_loss if cfg.loss == "smoothl1" else F.mse_loss
-        per_signal = loss_fn(pred.float(), clean, reduction="none").mean(dim=(1, 2))
+        per_signal = loss_fn(trainer.net(x, h).float(), clean, reduction="none").mean(dim=(1, 2))
     weights = loss_weights(cfg.weight_by, sigmas)
     if weights is not None:
         per_signal = per_signal * torch.as_tensor(weights, dtype=torch.float32, device=trainer.device)
@@ -475,6 +484,37 @@ def compute_loss(cfg: TrainConfig, trainer: Trainer, x, h, clean, sigmas) -> tor
     if cfg.sparsity_weight > 0:
         loss = loss + cfg.sparsity_weight * trainer.model.sparsity_penalty()
     return loss
+
+
+def label_free_loss(cfg: TrainConfig, trainer: Trainer, x, h, sigmas: np.ndarray) -> torch.Tensor:
+    """Per-signal SURE, R2R or UNSURE loss, shape (N,): no clean signal involved."""
+    sigma = torch.as_tensor(sigmas, dtype=torch.float32, device=trainer.device)
+    if cfg.loss == "r2r":
+        z = torch.from_numpy(trainer.flip_rng.standard_normal(x.shape).astype(np.float32)).to(trainer.device)
+        return r2r_per_signal(trainer.net, x, sigma, z, cfg.r2r_alpha, h is not None)
+    probes = trainer.flip_rng.standard_normal((cfg.sure_probes, x.shape[0], x.shape[2]))
+    probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(trainer.device)  # (P, N, 1, L)
+    pred = trainer.net(x, h).float()
+    if cfg.loss == "unsure":  # σ is not used: the loss learns one variance η instead
+        sigma = torch.full_like(sigma, math.sqrt(unsure_eta(trainer, x)))
+    divergence = mc_divergence(trainer.net, x, pred, cfg.sure_epsilon * sigma, probe, h is not None, cfg.sure_central)
+    if cfg.loss == "unsure":
+        ascend_eta(trainer, float(divergence.detach().mean()) / x.shape[-1])
+    return sure_from_divergence(x, pred, sigma**2, divergence)
+
+
+def unsure_eta(trainer: Trainer, x: torch.Tensor) -> float:
+    """UNSURE's current η; the first batch sets its start (a quarter of the mean square) and its step."""
+    if math.isnan(trainer.eta):
+        scale = float((x.double() ** 2).mean())
+        trainer.eta, trainer.eta_step = 0.25 * scale, UNSURE_STEP * scale
+    return trainer.eta
+
+
+def ascend_eta(trainer: Trainer, mean_divergence: float) -> None:
+    """Momentum ascent of ‖y − f‖² + 2η·div f in η: η stops where the mean divergence is 0."""
+    trainer.eta_velocity = UNSURE_MOMENTUM * trainer.eta_velocity + 2 * mean_divergence
+    trainer.eta = max(trainer.eta + trainer.eta_step * trainer.eta_velocity, 1e-8)
 
 
 def loss_weights(kind: str, sigmas: np.ndarray) -> np.ndarray | None:
@@ -508,8 +548,12 @@ def train_step(cfg: TrainConfig, trainer: Trainer, batch, step: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: ICNN_s, val: Validation) -> dict[str, float]:
-    """Validation in both BN modes: RMSE (with labels) and, for SURE runs, the label-free √(mean SURE)."""
+def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None) -> dict[str, float]:
+    """Validation in both BN modes: RMSE (with labels) and, for label-free runs, the label-free √(mean SURE).
+
+    ``sigmas`` replaces ``val.sigmas`` in SURE (UNSURE's learned σ).
+    """
+    sigmas = val.sigmas if sigmas is None else sigmas
     model.eval()
     out = {}
     try:
@@ -520,7 +564,7 @@ def evaluate(model: ICNN_s, val: Validation) -> dict[str, float]:
                 pred = model(val.x[s], h, bn_mode=mode)
                 preds.append(pred[:, 0].double().cpu().numpy())
                 if val.probe is not None:
-                    risks.append(sure_per_signal(partial(model, bn_mode=mode), val.x[s], pred, val.sigmas[s],
+                    risks.append(sure_per_signal(partial(model, bn_mode=mode), val.x[s], pred, sigmas[s],
                                                  val.probe[:, s], VAL_EPSILON, h is not None, central=True))
             pred = np.concatenate(preds)
             if val.clean is not None:
@@ -536,7 +580,7 @@ def evaluate(model: ICNN_s, val: Validation) -> dict[str, float]:
 
 def selection_scores(val_result: dict, loss: str) -> dict[str, float]:
     """Per BN mode, what picks the best checkpoint: SURE for label-free runs, else validation RMSE."""
-    return {m: val_result[f"sure_{m}" if loss == "sure" else m] for m in BN_MODES}
+    return {m: val_result[f"sure_{m}" if loss in LABEL_FREE else m] for m in BN_MODES}
 
 
 # ---------------------------------------------------------------------------
@@ -577,6 +621,7 @@ def checkpoint_dict(cfg: TrainConfig, trainer: Trainer, state: TrainState, strea
         "best_step": state.best_step,
         "loss": state.last_loss,
         "rng_state": {"stream": stream_state, "flip": trainer.flip_rng.bit_generator.state},
+        "unsure": {"eta": trainer.eta, "velocity": trainer.eta_velocity, "step": trainer.eta_step},
         "torch_version": str(torch.__version__),
     }
 
@@ -609,6 +654,9 @@ def restore(ckpt: dict, trainer: Trainer, stream, workers: Workers, source: Path
     streams = ckpt["rng_state"]["stream"]
     stream.load_state(streams[workers.rank] if workers.world_size > 1 else streams)
     trainer.flip_rng.bit_generator.state = ckpt["rng_state"]["flip"]
+    unsure = ckpt.get("unsure") or {}
+    trainer.eta, trainer.eta_velocity, trainer.eta_step = (float(unsure.get(k, d)) for k, d in
+                                                           (("eta", math.nan), ("velocity", 0.0), ("step", math.nan)))
     return TrainState(step=ckpt["step"], best=ckpt.get("best_val_rmse", math.inf), best_step=ckpt.get("best_step", 0),
                       bn_mode=ckpt["config"]["model"].get("bn_mode", "fixed"), val=ckpt.get("val_rmse") or {},
                       last_loss=ckpt.get("loss", math.nan))
@@ -656,7 +704,10 @@ def append_log(path: Path, state: TrainState, lr: float, seconds: float) -> None
 def validate_and_keep_best(cfg: TrainConfig, trainer: Trainer, val: Validation, state: TrainState, run: RunDir,
                            stream, stream_state, workers: Workers, seconds: float) -> None:
     """Evaluate, log a row, and write ckpt_best.pth when validation improved (main worker only)."""
-    state.val = evaluate(trainer.model, val)
+    learned = None if math.isnan(trainer.eta) else torch.full_like(val.sigmas, math.sqrt(trainer.eta))
+    state.val = evaluate(trainer.model, val, learned)
+    if learned is not None:
+        state.val["unsure_sigma"] = math.sqrt(trainer.eta)
     append_log(run.file("train_log.csv"), state, get_lr(state.step, cfg), seconds)
     state.loss_sum, state.loss_count = 0.0, 0
     scores = selection_scores(state.val, cfg.loss)
@@ -699,6 +750,8 @@ def validation_text(result: dict) -> str:
         values = ", ".join(f"{m} {result[prefix + m]:.4f}" for m in BN_MODES if prefix + m in result)
         if values:
             parts.append(f"{label} {values}")
+    if "unsure_sigma" in result:
+        parts.append(f"learned σ {result['unsure_sigma']:.4f}")
     return "; ".join(parts)
 
 

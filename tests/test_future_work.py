@@ -131,3 +131,63 @@ def test_sparse_bn_thresholds_learn_under_the_l1_penalty():
     assert all(g is not None and g.abs().sum() > 0 for g in grads), "a threshold got no gradient"
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     assert all(not torch.equal(b, bn.threshold) for b, bn in zip(before, model.batch_norms()))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_r2r_loss_is_the_clean_loss_at_the_recorrupted_noise_plus_a_constant(alpha):
+    # ŷ = y + ασz and ȳ = y − σz/α have independent noises, so E‖f(ŷ) − ȳ‖²/L = E‖f(ŷ) − x‖²/L + σ²(1 + 1/α²).
+    from Pytorch_V1.sure import r2r_per_signal
+
+    sigma, n = 2.0, 20000
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(5), n, sigma)
+    x = torch.tensor(noisy, dtype=torch.float64)[:, None]
+    z = torch.tensor(np.random.default_rng(6).standard_normal(x.shape))
+    denoiser = lambda v, h: torch.relu(v - 2.0) + 0.1 * torch.roll(v, 1, dims=-1)  # noqa: E731
+    loss = r2r_per_signal(denoiser, x, torch.full((n,), sigma, dtype=torch.float64), z, alpha, False).numpy()
+    clean_loss = ((denoiser(x + alpha * sigma * z, None)[:, 0].numpy() - clean) ** 2).mean(axis=1)
+    diff = loss - clean_loss - sigma**2 * (1 + 1 / alpha**2)
+    assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(n), diff.mean()
+
+
+def test_unsure_raises_eta_while_the_divergence_is_positive_and_lowers_it_when_negative():
+    import Pytorch_V1.train as train_mod
+
+    trainer = train_mod.Trainer(*[None] * 7)
+    assert train_mod.unsure_eta(trainer, torch.full((4, 1, 10), 2.0)) == pytest.approx(0.25 * 4.0)
+    start = trainer.eta
+    for _ in range(5):
+        train_mod.ascend_eta(trainer, 0.3)
+    assert trainer.eta > start
+    high = trainer.eta
+    for _ in range(40):
+        train_mod.ascend_eta(trainer, -0.3)
+    assert 0 < trainer.eta < high
+
+
+def test_unsure_run_learns_a_noise_level_and_resumes_it(tmp_path):
+    import Pytorch_V1.train as train_mod
+
+    args = ["--loss", "unsure", "--steps", "6", "--batch-size", "16", "--val-size", "40", "--eval-every", "3",
+            "--save-every", "3", "--device", "cpu", "--run-dir", str(tmp_path / "run")]
+    val = train_mod.train(train_mod.config_from_args(train_mod.get_args(args)), tmp_path / "run")
+    saved = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["unsure"]
+    assert np.isfinite(saved["eta"]) and saved["eta"] > 0 and val["unsure_sigma"] == pytest.approx(np.sqrt(saved["eta"]))
+    cfg = train_mod.config_from_args(train_mod.get_args(["--steps", "9", "--run-dir", str(tmp_path / "run")]))
+    train_mod.train(cfg, tmp_path / "run", resume=True, given={"steps"})
+    resumed = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")
+    assert resumed["step"] == 9 and resumed["unsure"]["eta"] != saved["eta"]  # it went on from the saved η
+
+
+@pytest.mark.parametrize("loss", ["r2r", "unsure"])
+def test_every_label_free_loss_gets_the_label_free_recipe_and_needs_no_labels(loss, tmp_path):
+    import Pytorch_V1.train as train_mod
+    from signals.io import write_folder_dataset
+
+    cfg = train_mod.config_from_args(train_mod.get_args(["--loss", loss]))
+    assert (cfg.steps, cfg.batch_size, cfg.lr) == (1500, 512, 1e-2)
+    _, noisy, _ = noisy_pairs(np.random.default_rng(2), 150, 2.0)
+    write_folder_dataset(tmp_path / "ds", noisy, None)
+    run = dict(steps=4, batch_size=16, eval_every=2, save_every=2, device="cpu", loss=loss, data=str(tmp_path / "ds"),
+               val_size=30)
+    val = train_mod.train(train_mod.TrainConfig(**run), tmp_path / "run")
+    assert np.isfinite(val["sure_fixed"]) and "fixed" not in val  # no labels: selected by SURE alone
