@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import math
 import os
@@ -48,7 +49,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from icnn.spec import BN_MODES, BN_TRAIN_STATS, CHUNK, NORMS, ModelConfig
-from Pytorch_V1.checkpoint import FORMAT_VERSION, load_checkpoint, load_state_dict_strict
+from Pytorch_V1.checkpoint import FORMAT_VERSION, load_checkpoint, load_state_dict_strict, model_config_of
 from Pytorch_V1.data import SPLIT_STREAM, FolderStream, SyntheticStream, held_out_size, split_indices, to_tensor
 from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.model import ICNN_s, wiener_prior
@@ -108,6 +109,8 @@ class TrainConfig:
     r2r_alpha: float = 0.5  # --loss r2r: recorrupt with ασz, target y − σz/α
     sigma_estimate: str = "true"  # σ given to SURE on synthetic data: the true one, or each signal's own estimate
     lr_final: float = 0.01  # the cosine ends at this fraction of --lr
+    init: str | None = None  # warm start from this checkpoint's weights (fine-tuning); None: seeded random
+    init_sha256: str | None = None  # of the --init file, so the run records exactly what it started from
     data: str | None = None  # a folder in the seed's layout; None: fresh synthetic signals
     val_size: int | None = None  # None: 1000 synthetic, or 10 % (at least 100) of the folder
     split: dict | None = None  # --data: how the validation signals were held out
@@ -129,7 +132,7 @@ RUN_FLAGS = {
     "sure_central": lambda c: c.sure_central, "sigma_estimate": lambda c: c.sigma_estimate,
     "r2r_alpha": lambda c: c.r2r_alpha,
     "lr_final": lambda c: c.lr_final,
-    "bn_train": lambda c: c.bn_train, "bn_mode": lambda c: c.bn_mode, "data": lambda c: c.data,
+    "bn_train": lambda c: c.bn_train, "bn_mode": lambda c: c.bn_mode, "data": lambda c: c.data, "init": lambda c: c.init,
     "val_size": lambda c: c.val_size,
 }
 RESUMABLE = ("steps", "eval_every", "save_every", "device")  # honoured by --resume
@@ -205,6 +208,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-final", type=positive_float, help=f"the cosine ends at this fraction of --lr (default {d.lr_final})")
     p.add_argument("--bn-train", choices=BN_TRAIN_STATS, help="BN statistics in training: batch (default), signal, or a coin flip per step")
     p.add_argument("--bn-mode", choices=BN_MODES, help="BN mode recorded as this model's inference default (default: the better on validation)")
+    p.add_argument("--init", metavar="PATH", help="start from the weights of this train.py checkpoint (fine-tune it) "
+                                                   "instead of a seeded random init; same architecture (--no-prior, --norm)")
     p.add_argument("--data", help="train on a folder in the seed's layout (data/N.txt, labels/N.txt; labels optional with --loss sure)")
     p.add_argument("--val-size", type=positive_int, help="validation signals (default 1000 synthetic; with --data 10 %% of it, at least 100)")
     p.add_argument("--eval-every", type=positive_int, help=f"validate every N steps (default {d.eval_every})")
@@ -242,10 +247,18 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         weight_by=pick(a.weight_by, d.weight_by), sure_epsilon=pick(a.sure_epsilon, d.sure_epsilon),
         sure_probes=pick(a.sure_probes, d.sure_probes), sure_central=pick(a.sure_central, d.sure_central),
         sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), r2r_alpha=pick(a.r2r_alpha, d.r2r_alpha), lr_final=pick(a.lr_final, d.lr_final),
-        data=a.data, val_size=a.val_size,
+        data=a.data, val_size=a.val_size, init=a.init, init_sha256=None if a.init is None else file_sha256(a.init),
         eval_every=pick(a.eval_every, d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
         model={"prior": not a.no_prior, "norm": pick(a.norm, "bn")},
     )
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file, or a one-line error naming it."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def resumed_config(saved: dict, asked: TrainConfig, given: set[str] | None, source: Path) -> TrainConfig:
@@ -425,10 +438,13 @@ class Trainer:
     eta_step: float = math.nan  # UNSURE_STEP times the first batch's mean square
 
 
-def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device) -> Trainer:
+def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device, warm_start: bool = True) -> Trainer:
+    """Model, optimiser and generators; the weights of ``cfg.init`` when given and ``warm_start``."""
     with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG state
         torch.manual_seed(cfg.seed)
         model = ICNN_s(ModelConfig.from_dict(cfg.model, "train config"))
+    if cfg.init is not None and warm_start:
+        load_initial_weights(model, cfg)
     model.to(device).train()
     if cfg.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=get_lr(0, cfg), fused=True)  # one kernel for all tiny tensors
@@ -440,6 +456,18 @@ def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device) -> T
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return Trainer(model, net, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp),
                    np.random.default_rng([cfg.seed, 5, workers.rank]), device, use_amp)
+
+
+def load_initial_weights(model: ICNN_s, cfg: TrainConfig) -> None:
+    """--init: the weights of a checkpoint of the same architecture, checked to be the file the config names."""
+    if file_sha256(cfg.init) != cfg.init_sha256:
+        raise InputError(f"{cfg.init}: changed since the run was set up (sha256 differs)")
+    ckpt = load_checkpoint(cfg.init)
+    theirs = model_config_of(ckpt, cfg.init)
+    if (theirs.prior, theirs.norm) != (cfg.model["prior"], cfg.model["norm"]):
+        raise InputError(f"{cfg.init}: a model with prior={theirs.prior}, norm={theirs.norm}; this run builds "
+                         f"prior={cfg.model['prior']}, norm={cfg.model['norm']} (match --no-prior and --norm)")
+    load_state_dict_strict(model, ckpt["net_state_dict"], cfg.init)
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
@@ -775,7 +803,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool
                 cfg = resumed_config(ckpt, cfg, given, run.file("ckpt_last.pth"))
             device = worker_device(cfg, workers)
             cfg, stream, val = load_data(cfg, workers, device)
-            trainer = build_trainer(cfg, workers, device)
+            trainer = build_trainer(cfg, workers, device, warm_start=ckpt is None)
             state = TrainState(bn_mode=cfg.bn_mode or "fixed")
             if ckpt is not None:
                 state = restore(ckpt, trainer, stream, workers, run.file("ckpt_last.pth"))

@@ -54,40 +54,17 @@ def get_args(argv=None) -> argparse.Namespace:
 
 
 def load_network(path: Path):
-    """(model, checkpoint dict) through the new API, or the older one when it is not there yet."""
-    try:
-        from Pytorch_V1.checkpoint import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        loaded = load_model(path, "cpu")
-        return loaded if isinstance(loaded, tuple) else (loaded, {})
-    from Pytorch_V1.checkpoint import load_checkpoint  # older tree: build the model by hand
-    from Pytorch_V1.model import ICNN_s, ModelConfig
+    """(model in eval mode, checkpoint dict)."""
+    from Pytorch_V1.checkpoint import load_model
 
-    ckpt = load_checkpoint(path)
-    model = ICNN_s(ModelConfig.from_dict(ckpt["config"]["model"]))
-    model.load_state_dict(ckpt["net_state_dict"])
-    return model.eval(), ckpt
+    return load_model(path, "cpu")
 
 
 def run_network(model, noisy: np.ndarray) -> np.ndarray:
     """Denoise with the model's recorded BN mode (fixed for every shipped blind/SURE model)."""
-    try:
-        from Pytorch_V1.inference import denoise
-    except ImportError:
-        denoise = None
-    if denoise is not None:
-        try:
-            return denoise(model, noisy, None)
-        except TypeError:  # an older denoise(model, noisy) signature
-            return denoise(model, noisy)
-    import torch
-    from Pytorch_V1.model import wiener_prior
+    from Pytorch_V1.inference import denoise
 
-    with torch.no_grad():
-        x = torch.from_numpy(noisy.astype(np.float32))[:, None]
-        return model(x, wiener_prior(x) if model.wienernet is not None else None)[:, 0].numpy()
+    return denoise(model, noisy)
 
 
 def training_summary(ckpt: dict) -> str:

@@ -568,3 +568,27 @@ def test_blind_label_free_run_never_needs_the_true_sigma(tmp_path):
         "--loss", "sure", "--sigma", "0.5:5", "--sigma-estimate", "signal", "--weight-by", "bayes", "--steps", "6",
         "--batch-size", "16", "--val-size", "40", "--eval-every", "3", "--device", "cpu"])), tmp_path / "run")
     assert np.isfinite(val["sure_fixed"]) and np.isfinite(val["fixed"])
+
+
+def test_init_starts_from_the_given_weights_and_records_the_file(tmp_path):
+    source = tmp_path / "source.pth"
+    train(TrainConfig(**TINY), tmp_path / "a")
+    (tmp_path / "a" / "ckpt_last.pth").rename(source)
+    cfg = train_mod.config_from_args(get_args(["--init", str(source), "--steps", "3", "--device", "cpu"]))
+    assert cfg.init == str(source) and len(cfg.init_sha256) == 64
+    trainer = train_mod.build_trainer(cfg, train_mod.Workers(), torch.device("cpu"))
+    assert_same_weights(trainer.model.state_dict(), load_checkpoint(source)["net_state_dict"])
+    seeded = train_mod.build_trainer(replace(cfg, init=None), train_mod.Workers(), torch.device("cpu"))
+    assert not torch.equal(seeded.model.state_dict()["outc.conv.bias"], trainer.model.state_dict()["outc.conv.bias"])
+    source.write_bytes(source.read_bytes() + b"x")  # the file changed after the run was set up
+    with pytest.raises(InputError, match="changed"):
+        train_mod.build_trainer(cfg, train_mod.Workers(), torch.device("cpu"))
+
+
+def test_init_from_another_architecture_is_one_line_and_makes_no_run(tmp_path, run_main, capsys):
+    train(TrainConfig(**TINY, model={"prior": False, "norm": "bn"}), tmp_path / "noprior")
+    capsys.readouterr()  # that run's own progress lines
+    code, _, err = run_main(train_mod, ["--init", tmp_path / "noprior" / "ckpt_last.pth", "--steps", 2,
+                                        "--run-dir", tmp_path / "run", "--device", "cpu"])
+    assert_one_line_error(code, err, "prior=False", "--no-prior")
+    assert not (tmp_path / "run").exists()

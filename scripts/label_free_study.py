@@ -1,0 +1,109 @@
+"""Label-free training, three ways: SURE against its anchors R2R and UNSURE (issue 12).
+
+    python scripts/label_free_study.py ckpt/ckpt_sure.pth runs/r2r/ckpt_best.pth runs/unsure/ckpt_best.pth
+    python scripts/label_free_study.py A.pth B.pth --sigma 1 3 5 --n 2000 --output runs/label_free.md
+
+Each checkpoint is a ``train.py --loss sure|r2r|unsure`` run (any train.py checkpoint works).
+For every σ, on ``signals.synthesis.benchmark_signals(seed, n, σ)``, it prints the RMSE of
+f(y) and its ratio to the σ-aware Bayes RMSE. An R2R model was trained on inputs of noise
+σ·√(1 + α²), so it also gets the inference of its paper (Pang et al., CVPR 2021): the mean of
+f(y + ασz) over ``--draws`` recorruptions z, with the σ its training used (the true one, or
+each signal's own estimate for a ``--sigma-estimate signal`` run). An UNSURE model prints the
+noise level it learned, √η, beside the true σ.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from signals.classical import bayes_posterior_mean, estimate_sigma
+from signals.cli import add_threads_arg, positive_float, positive_int
+from signals.errors import run_cli
+from signals.metrics import rmse
+from signals.synthesis import DEFAULT_SEED, benchmark_signals
+from signals.threads import resolve_threads
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="label_free_study.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights", nargs="+", type=Path, help="train.py checkpoints (.pth)")
+    p.add_argument("--sigma", type=positive_float, nargs="+", default=[3.0], help="noise levels (default: 3)")
+    p.add_argument("--n", type=positive_int, default=2000, help="held-out signals per σ (default %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the held-out draw (default %(default)s)")
+    p.add_argument("--draws", type=positive_int, default=16, help="R2R recorruptions averaged (default %(default)s)")
+    p.add_argument("--output", type=Path, help="also write the table (Markdown) and a .json beside it")
+    add_threads_arg(p)
+    return p.parse_args(argv)
+
+
+def recorrupted_mean(model, noisy: np.ndarray, sigma: np.ndarray, alpha: float, draws: int, seed: int) -> np.ndarray:
+    """R2R's inference: the mean of f(y + ασz) over ``draws`` standard normal z (seeded)."""
+    from Pytorch_V1.inference import denoise
+
+    rng = np.random.default_rng([seed, 77])
+    total = np.zeros_like(noisy)
+    for _ in range(draws):
+        total += denoise(model, noisy + alpha * sigma[:, None] * rng.standard_normal(noisy.shape))
+    return total / draws
+
+
+def rows_for(path: Path, model, ckpt: dict, noisy: np.ndarray, clean: np.ndarray, sigma: float, bayes: float,
+             a: argparse.Namespace) -> list[dict]:
+    """The table rows of one checkpoint at one σ: f(y), and R2R's recorruption mean."""
+    from Pytorch_V1.inference import denoise
+
+    train = ckpt["config"].get("train", {})
+    loss = train.get("loss", "?")
+    value = float(rmse(denoise(model, noisy), clean).mean())
+    rows = [{"weights": str(path), "loss": loss, "inference": "f(y)", "sigma": sigma, "rmse": value,
+             "vs_bayes": value / bayes}]
+    if loss == "unsure" and "unsure" in ckpt:
+        rows[0]["learned_sigma"] = float(np.sqrt(ckpt["unsure"]["eta"]))
+    if loss == "r2r":
+        told = train.get("sigma_estimate") == "signal"
+        s = estimate_sigma(noisy, per_signal=True) if told else np.full(len(noisy), sigma)
+        value = float(rmse(recorrupted_mean(model, noisy, s, train["r2r_alpha"], a.draws, a.seed), clean).mean())
+        rows.append({**rows[0], "inference": f"mean of {a.draws} f(y + ασz)", "rmse": value, "vs_bayes": value / bayes})
+    return rows
+
+
+def markdown(rows: list[dict], a: argparse.Namespace) -> str:
+    lines = [f"Held-out: {a.n} signals per σ, seed {a.seed}.", "",
+             "| σ | weights | loss | inference | RMSE | ×Bayes | learned σ |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        learned = f"{r['learned_sigma']:.4f}" if "learned_sigma" in r else ""
+        lines.append(f"| {r['sigma']:g} | `{r['weights']}` | {r['loss']} | {r['inference']} | {r['rmse']:.4f} | "
+                     f"{r['vs_bayes']:.4f} | {learned} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    a = get_args(argv)
+    import torch
+    from Pytorch_V1.checkpoint import load_model
+
+    torch.set_num_threads(resolve_threads(a.threads))
+    models = [(path, *load_model(path, "cpu")) for path in a.weights]
+    rows = []
+    for sigma in a.sigma:
+        clean, noisy = benchmark_signals(a.seed, a.n, sigma)
+        bayes = float(rmse(bayes_posterior_mean(noisy, sigma), clean).mean())
+        for path, model, ckpt in models:
+            rows += rows_for(path, model, ckpt, noisy, clean, sigma, bayes, a)
+        print(f"σ={sigma:g} done (Bayes {bayes:.4f})", file=sys.stderr, flush=True)
+    text = markdown(rows, a)
+    print(text)
+    if a.output is not None:
+        from signals.io import atomic_write
+
+        atomic_write(a.output, lambda f: f.write(text.encode()), reads=a.weights)
+        atomic_write(a.output.with_suffix(".json"), lambda f: f.write(json.dumps(rows, indent=1).encode()), reads=a.weights)
+
+
+if __name__ == "__main__":
+    run_cli(main, "label_free_study.py")
