@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from Pytorch_V1.model import wiener_prior
-from signals.classical import estimate_sigma
+from signals.classical import estimate_sigma, shrink_sigma
 from signals.errors import InputError
 from signals.synthesis import SpikePrior, noisy_pairs
 
@@ -121,9 +121,10 @@ def folder_sigmas(noisy: np.ndarray, source: str) -> tuple[float, np.ndarray | N
     return pooled, (per_signal if varies else None)
 
 
-def per_signal_sigmas(noisy: np.ndarray, source: str) -> np.ndarray:
-    """σ estimated from each signal alone, shape (N,), kept above 1e-3."""
+def per_signal_sigmas(noisy: np.ndarray, source: str, prior: tuple | None = None) -> np.ndarray:
+    """σ estimated from each signal alone (shrunk toward ``prior`` when given), shape (N,), kept above 1e-3."""
     try:
-        return np.clip(np.asarray(estimate_sigma(noisy, per_signal=True), dtype=np.float64), 1e-3, None)
+        raw = estimate_sigma(noisy, per_signal=True) if prior is None else shrink_sigma(noisy, prior)
+        return np.clip(np.asarray(raw, dtype=np.float64), 1e-3, None)
     except ValueError as err:
         raise InputError(f"{source}: cannot estimate the noise level per signal ({err})") from None

@@ -56,7 +56,7 @@ from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir
 from Pytorch_V1.sure import (folder_sigmas, mc_divergence, per_signal_sigmas, r2r_per_signal, sure_from_divergence,
                               sure_per_signal)
-from signals.classical import bayes_mse, bayes_posterior_mean
+from signals.classical import bayes_mse, bayes_posterior_mean, sigma_prior
 from signals.cli import (add_device_arg, add_threads_arg, nonnegative_float, nonnegative_int, positive_float,
                          positive_int, run_cli)
 from signals.errors import InputError
@@ -85,6 +85,7 @@ SURE_RECIPE = {"steps": 1500, "batch_size": 512, "lr": 1e-2}
 # passes, no gradient) cut that to about ±0.2 %. No gradient flows here, so the step can be small.
 VAL_PROBES = 8
 VAL_EPSILON = 1e-2
+PRIOR_SIGNALS = 20000  # noisy signals that --sigma-estimate shrunk fits the σ distribution on
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sure-one-sided", action="store_const", const=False, dest="sure_central",
                    help="one-sided SURE divergence (f(y+eps b) - f(y))/eps instead of the default antithetic probes")
     p.add_argument("--r2r-alpha", type=positive_float, help=f"--loss r2r: recorruption strength alpha (default {d.r2r_alpha})")
-    p.add_argument("--sigma-estimate", choices=("true", "signal"),
+    p.add_argument("--sigma-estimate", choices=("true", "signal", "shrunk"),
                    help="sigma the SURE loss gets on synthetic data: the true one (default), or each signal's own "
                         "estimate (blind and label-free: the loss is never told sigma)")
     p.add_argument("--lr-final", type=positive_float, help=f"the cosine ends at this fraction of --lr (default {d.lr_final})")
@@ -341,6 +342,7 @@ class Validation:
     probe: torch.Tensor | None  # SURE's Monte-Carlo probe (label-free model selection)
     bayes: float | None  # the Bayes limit: only where the prior is known (synthetic data)
     description: str
+    sigma_prior: tuple | None = None  # --sigma-estimate shrunk: the σ distribution fitted on noisy training signals
 
 
 def sigma_spec(sigma: list[float]) -> float | tuple[float, float]:
@@ -361,7 +363,10 @@ def load_data(cfg: TrainConfig, workers: Workers, device: torch.device):
     clean, noisy, sigmas = noisy_pairs(np.random.default_rng([cfg.seed, 999]), cfg.val_size, sigma_spec(cfg.sigma))
     bayes = float(rmse(bayes_posterior_mean(noisy, sigmas[:, None]), clean).mean())
     what = f"{cfg.val_size} synthetic signals (default_rng([{cfg.seed}, 999]), sigma {format_sigma(cfg.sigma)})"
-    return cfg, stream, validation(cfg, noisy, clean, sigmas, bayes, what, device)
+    prior = None
+    if cfg.sigma_estimate == "shrunk":  # fitted on noisy training-like signals only, never their σ
+        prior = sigma_prior(noisy_pairs(np.random.default_rng([cfg.seed, 997]), PRIOR_SIGNALS, sigma_spec(cfg.sigma))[1])
+    return cfg, stream, validation(cfg, noisy, clean, sigmas, bayes, what, device, prior)
 
 
 def folder_data(cfg: TrainConfig, workers: Workers, device: torch.device, local_batch: int):
@@ -382,7 +387,8 @@ def folder_data(cfg: TrainConfig, workers: Workers, device: torch.device, local_
     stream = FolderStream(noisy[train_idx], pick(clean, train_idx), cfg.seed, local_batch, sigmas[train_idx],
                           workers.rank, workers.world_size)
     what = f"{n_val} held-out signals of {cfg.data}"
-    return cfg, stream, validation(cfg, noisy[val_idx], pick(clean, val_idx), sigmas[val_idx], None, what, device)
+    prior = sigma_prior(noisy[train_idx]) if cfg.sigma_estimate == "shrunk" else None
+    return cfg, stream, validation(cfg, noisy[val_idx], pick(clean, val_idx), sigmas[val_idx], None, what, device, prior)
 
 
 def resolve_folder_sigma(cfg: TrainConfig, noisy: np.ndarray, workers: Workers) -> tuple[TrainConfig, np.ndarray]:
@@ -410,16 +416,16 @@ def format_sigma(sigma: list[float]) -> str:
     return f"{sigma[0]:g}" if sigma[0] == sigma[1] else f"{sigma[0]:g}..{sigma[1]:g}"
 
 
-def validation(cfg: TrainConfig, noisy, clean, sigmas, bayes, description, device) -> Validation:
+def validation(cfg: TrainConfig, noisy, clean, sigmas, bayes, description, device, prior=None) -> Validation:
     x = to_tensor(noisy, device)
     probe = None
     if cfg.loss in LABEL_FREE:  # label-free model selection: SURE needs fixed probes
         probes = np.random.default_rng([cfg.seed, 998]).standard_normal((VAL_PROBES, *noisy.shape))
         probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(device)  # (P, N, 1, L)
-        if cfg.sigma_estimate == "signal":
-            sigmas = per_signal_sigmas(noisy, "validation signals")
+        if cfg.sigma_estimate != "true":
+            sigmas = per_signal_sigmas(noisy, "validation signals", prior)
     return Validation(x, wiener_prior(x) if cfg.model["prior"] else None, clean,
-                      torch.as_tensor(sigmas, dtype=torch.float32, device=device), probe, bayes, description)
+                      torch.as_tensor(sigmas, dtype=torch.float32, device=device), probe, bayes, description, prior)
 
 
 @dataclass
@@ -436,6 +442,7 @@ class Trainer:
     eta: float = math.nan  # --loss unsure: the learned noise variance (NaN until the first batch)
     eta_velocity: float = 0.0
     eta_step: float = math.nan  # UNSURE_STEP times the first batch's mean square
+    sigma_prior: tuple | None = None  # --sigma-estimate shrunk (Validation.sigma_prior)
 
 
 def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device, warm_start: bool = True) -> Trainer:
@@ -498,8 +505,8 @@ def get_batch(stream, trainer: Trainer):
 
 
 def compute_loss(cfg: TrainConfig, trainer: Trainer, x, h, clean, sigmas) -> torch.Tensor:
-    if cfg.sigma_estimate == "signal":  # blind and label-free: the loss is never told the true σ
-        sigmas = per_signal_sigmas(x[:, 0].double().cpu().numpy(), "training batch")
+    if cfg.sigma_estimate != "true":  # blind and label-free: the loss is never told the true σ
+        sigmas = per_signal_sigmas(x[:, 0].double().cpu().numpy(), "training batch", trainer.sigma_prior)
     if cfg.loss in LABEL_FREE:
         per_signal = label_free_loss(cfg, trainer, x, h, sigmas)
     else:
@@ -740,7 +747,8 @@ def validate_and_keep_best(cfg: TrainConfig, trainer: Trainer, val: Validation, 
     state.loss_sum, state.loss_count = 0.0, 0
     scores = selection_scores(state.val, cfg.loss)
     mode = cfg.bn_mode or min(scores, key=scores.get)
-    if scores[mode] < state.best:
+    # UNSURE's SURE uses its own learned σ, which drifts, so it cannot rank steps: its best is its latest.
+    if scores[mode] < state.best or cfg.loss == "unsure":
         state.best, state.best_step, state.bn_mode = scores[mode], state.step, mode
         write_checkpoint(run.file("ckpt_best.pth"), checkpoint_dict(cfg, trainer, state, stream, stream_state, workers))
 
@@ -804,6 +812,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool
             device = worker_device(cfg, workers)
             cfg, stream, val = load_data(cfg, workers, device)
             trainer = build_trainer(cfg, workers, device, warm_start=ckpt is None)
+            trainer.sigma_prior = val.sigma_prior
             state = TrainState(bn_mode=cfg.bn_mode or "fixed")
             if ckpt is not None:
                 state = restore(ckpt, trainer, stream, workers, run.file("ckpt_last.pth"))

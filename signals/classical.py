@@ -337,6 +337,67 @@ def _wavelet_sigma(y: np.ndarray, per_signal: bool) -> float | np.ndarray:
     return MAD_TO_SIGMA * np.nanmedian(magnitude, axis=-1)
 
 
+def sigma_prior(noisy: np.ndarray, n_grid: int = 200, iterations: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """The distribution of the noise level over a set of signals, fitted from the noisy signals alone.
+
+    Each signal's ``negative_rms`` estimate σ̂ is the mean of k squares of zero-baseline
+    noise, so k·σ̂²/σ² follows χ²_k. The prior is the nonparametric maximum-likelihood
+    mixing distribution of σ on a log-spaced grid (EM for the NPMLE, as in empirical Bayes),
+    with no labels and no parametric form. :func:`shrink_sigma` uses it.
+
+    Parameters
+    ----------
+    noisy : np.ndarray
+        Noisy signals, (N, L); the more the better (thousands).
+    n_grid : int
+        Grid points between half the smallest and twice the largest estimate.
+    iterations : int
+        EM iterations.
+
+    Returns
+    -------
+    grid, weights : np.ndarray
+        σ values (n_grid,) and their prior probabilities, summing to 1.
+    """
+    sigma_hat, count = _negative_rms_and_count(noisy)
+    grid = np.geomspace(0.5 * sigma_hat.min(), 2.0 * sigma_hat.max(), n_grid)
+    likelihood = _chi2_likelihood(sigma_hat, count, grid)  # (N, G), each row scaled to max 1
+    weights = np.full(n_grid, 1.0 / n_grid)
+    for _ in range(iterations):
+        weights = weights * (likelihood.T @ (1.0 / (likelihood @ weights))) / len(sigma_hat)
+    return grid, weights / weights.sum()
+
+
+def shrink_sigma(noisy: np.ndarray, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Each signal's noise level from its own estimate and ``prior``: √E[σ² | σ̂, k], shape (N,).
+
+    The posterior mean of σ² given the signal's ``negative_rms`` estimate, under the prior
+    fitted by :func:`sigma_prior`. It is the best function of σ̂ in the mean-square sense
+    over the data's σ distribution; at the edges of that range it stays inside it.
+    """
+    sigma_hat, count = _negative_rms_and_count(noisy)
+    grid, weights = prior
+    posterior = _chi2_likelihood(sigma_hat, count, grid) * weights
+    return np.sqrt((posterior @ grid**2) / posterior.sum(axis=1))
+
+
+def _negative_rms_and_count(noisy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per signal: the RMS of the samples ≤ 0 (``estimate_sigma``'s default) and how many there are."""
+    y = np.atleast_2d(np.asarray(noisy, dtype=np.float64))
+    sigma_hat = np.asarray(estimate_sigma(y, per_signal=True))  # raises on empty, non-finite or no sample <= 0
+    return np.clip(sigma_hat, 1e-12, None), (y <= 0).sum(axis=1)
+
+
+def _chi2_likelihood(sigma_hat: np.ndarray, count: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """p(σ̂ | σ = grid[j]) for each signal, from k·σ̂²/σ² ~ χ²_k; rows scaled to a maximum of 1."""
+    from scipy.stats import chi2
+
+    k = count[:, None].astype(np.float64)
+    t = k * (sigma_hat[:, None] / grid[None, :]) ** 2
+    log = chi2.logpdf(t, k) + np.log(t)  # the density of log σ̂², up to a constant per signal
+    return np.exp(log - log.max(axis=1, keepdims=True))
+
+
 def wavelet(y: np.ndarray, sigma: float | np.ndarray = SIGMA, method: str = "BayesShrink",
             wavelet_name: str = "db1", mode: str = "soft", levels: int | None = None) -> np.ndarray:
     """Wavelet shrinkage, ``skimage.restoration.denoise_wavelet`` applied to each signal.
