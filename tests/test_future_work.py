@@ -191,3 +191,23 @@ def test_every_label_free_loss_gets_the_label_free_recipe_and_needs_no_labels(lo
                val_size=30)
     val = train_mod.train(train_mod.TrainConfig(**run), tmp_path / "run")
     assert np.isfinite(val["sure_fixed"]) and "fixed" not in val  # no labels: selected by SURE alone
+
+
+def test_label_free_study_reports_r2r_recorruption_mean_and_unsure_learned_sigma(tmp_path, capsys):
+    import Pytorch_V1.train as train_mod
+    from conftest import load_script
+
+    for loss in ("r2r", "unsure"):
+        args = ["--loss", loss, "--steps", "4", "--batch-size", "16", "--val-size", "40", "--eval-every", "2",
+                "--device", "cpu"]
+        train_mod.train(train_mod.config_from_args(train_mod.get_args(args)), tmp_path / loss)
+    study = load_script(REPO_ROOT / "scripts" / "label_free_study.py", "label_free_study")
+    out = tmp_path / "table.md"
+    study.main([str(tmp_path / "r2r" / "ckpt_best.pth"), str(tmp_path / "unsure" / "ckpt_last.pth"),
+                "--n", "20", "--draws", "2", "--output", str(out)])
+    rows = __import__("json").loads(out.with_suffix(".json").read_text())
+    assert [(r["loss"], r["inference"]) for r in rows] == [("r2r", "f(y)"), ("r2r", "mean of 2 f(y + ασz)"),
+                                                           ("unsure", "f(y)")]
+    assert rows[2]["learned_sigma"] > 0 and all(np.isfinite(r["rmse"]) and r["vs_bayes"] > 0.9 for r in rows)
+    assert rows[0]["rmse"] != rows[1]["rmse"]  # the recorruption mean is computed, not copied
+    assert "| 3 |" in out.read_text()
