@@ -368,17 +368,29 @@ def sigma_prior(noisy: np.ndarray, n_grid: int = 200, iterations: int = 500) -> 
     return grid, weights / weights.sum()
 
 
-def shrink_sigma(noisy: np.ndarray, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Each signal's noise level from its own estimate and ``prior``: √E[σ² | σ̂, k], shape (N,).
+def sigma_posterior_mean(noisy: np.ndarray, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """√E[σ² | σ̂, k] per signal under ``prior`` (from :func:`sigma_prior`), shape (N,).
 
-    The posterior mean of σ² given the signal's ``negative_rms`` estimate, under the prior
-    fitted by :func:`sigma_prior`. It is the best function of σ̂ in the mean-square sense
-    over the data's σ distribution; at the edges of that range it stays inside it.
+    The best function of a signal's own ``negative_rms`` estimate in the mean-square sense
+    over the data's σ distribution. Near the top of that range it stays inside it; in the
+    middle it sits above σ̂ (for k ≈ 40 samples, E[σ² | σ̂] ≈ k·σ̂²/(k − 3), +7 %).
     """
     sigma_hat, count = _negative_rms_and_count(noisy)
     grid, weights = prior
     posterior = _chi2_likelihood(sigma_hat, count, grid) * weights
     return np.sqrt((posterior @ grid**2) / posterior.sum(axis=1))
+
+
+def shrink_sigma(noisy: np.ndarray, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Each signal's σ̂, pulled down to :func:`sigma_posterior_mean` where that is lower, shape (N,).
+
+    σ̂² is unbiased for σ² inside the data's σ range, but near its top half of the signals
+    overshoot it, and a label-free loss then treats them as noisier than any signal is. The
+    posterior mean knows the range; where it is lower, it is used. Where it is higher (the
+    middle, by the χ² skew, and the bottom edge) σ̂ is kept. Measured as SURE weights in
+    blind label-free training (README): the top edge gains 2 %, the middle is unchanged.
+    """
+    return np.minimum(_negative_rms_and_count(noisy)[0], sigma_posterior_mean(noisy, prior))
 
 
 def _negative_rms_and_count(noisy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

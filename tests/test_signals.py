@@ -301,18 +301,20 @@ def test_metrics_formulas():
 
 
 def test_sigma_prior_is_fitted_from_noisy_signals_and_shrinks_toward_it():
-    from signals.classical import estimate_sigma, shrink_sigma, sigma_prior
+    from signals.classical import estimate_sigma, shrink_sigma, sigma_posterior_mean, sigma_prior
     from signals.synthesis import noisy_pairs
 
-    # One noise level: the fitted distribution piles up there and the shrunk estimates agree far better than σ̂.
+    # One noise level: the fitted distribution piles up there and the posterior means agree far better than σ̂.
     _, noisy, _ = noisy_pairs(np.random.default_rng(11), 4000, 2.0)
     grid, weights = sigma_prior(noisy)
     assert weights.sum() == pytest.approx(1.0) and weights[(grid > 1.8) & (grid < 2.2)].sum() > 0.9
-    raw, shrunk = estimate_sigma(noisy, per_signal=True), shrink_sigma(noisy, (grid, weights))
-    assert np.std(shrunk) < 0.3 * np.std(raw) and abs(np.median(shrunk) / 2.0 - 1) < 0.03
-    # A range of levels: the distribution spans it, and no shrunk estimate strays far past its edges.
+    raw, posterior = estimate_sigma(noisy, per_signal=True), sigma_posterior_mean(noisy, (grid, weights))
+    assert np.std(posterior) < 0.3 * np.std(raw) and abs(np.median(posterior) / 2.0 - 1) < 0.03
+    # A range of levels: the distribution spans it; shrink_sigma pulls the top back inside and keeps σ̂ below.
     _, noisy, sigmas = noisy_pairs(np.random.default_rng(12), 6000, (1.0, 4.0))
     prior = sigma_prior(noisy)
-    raw, shrunk = estimate_sigma(noisy, per_signal=True), shrink_sigma(noisy, prior)
-    assert raw.max() > 4.4 and shrunk.max() < 4.2 and raw.min() < 0.85 and shrunk.min() > 0.9
-    assert np.corrcoef(shrunk, sigmas)[0, 1] > 0.9
+    raw, posterior, shrunk = (estimate_sigma(noisy, per_signal=True), sigma_posterior_mean(noisy, prior),
+                              shrink_sigma(noisy, prior))
+    assert raw.max() > 4.4 and posterior.max() < 4.2 and shrunk.max() < 4.2
+    assert np.array_equal(shrunk, np.minimum(raw, posterior)) and (shrunk == raw).mean() > 0.5
+    assert np.corrcoef(posterior, sigmas)[0, 1] > 0.9
