@@ -108,7 +108,7 @@ class TrainConfig:
     sure_probes: int = 1  # Monte-Carlo probes per signal and step
     sure_central: bool = True  # antithetic probes, (f(y+εb) − f(y−εb))/2ε; False: one-sided (f(y+εb) − f(y))/ε
     r2r_alpha: float = 0.5  # --loss r2r: recorrupt with ασz, target y − σz/α
-    sigma_estimate: str = "true"  # σ given to SURE on synthetic data: the true one, or each signal's own estimate
+    sigma_estimate: str = "true"  # σ the label-free loss gets: the true one, each signal's estimate, or it shrunk
     lr_final: float = 0.01  # the cosine ends at this fraction of --lr
     init: str | None = None  # warm start from this checkpoint's weights (fine-tuning); None: seeded random
     init_sha256: str | None = None  # of the --init file, so the run records exactly what it started from
@@ -204,8 +204,10 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="one-sided SURE divergence (f(y+eps b) - f(y))/eps instead of the default antithetic probes")
     p.add_argument("--r2r-alpha", type=positive_float, help=f"--loss r2r: recorruption strength alpha (default {d.r2r_alpha})")
     p.add_argument("--sigma-estimate", choices=("true", "signal", "shrunk"),
-                   help="sigma the SURE loss gets on synthetic data: the true one (default), or each signal's own "
-                        "estimate (blind and label-free: the loss is never told sigma)")
+                   help="sigma the label-free loss gets on synthetic data: the true one (default); signal: each "
+                        "signal's own estimate (blind and label-free: the loss is never told sigma); shrunk: that "
+                        "estimate, pulled down where it overshoots the sigma distribution fitted on the noisy "
+                        "training signals (signals.classical.shrink_sigma)")
     p.add_argument("--lr-final", type=positive_float, help=f"the cosine ends at this fraction of --lr (default {d.lr_final})")
     p.add_argument("--bn-train", choices=BN_TRAIN_STATS, help="BN statistics in training: batch (default), signal, or a coin flip per step")
     p.add_argument("--bn-mode", choices=BN_MODES, help="BN mode recorded as this model's inference default (default: the better on validation)")

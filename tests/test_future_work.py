@@ -211,3 +211,21 @@ def test_label_free_study_reports_r2r_recorruption_mean_and_unsure_learned_sigma
     assert rows[2]["learned_sigma"] > 0 and all(np.isfinite(r["rmse"]) and r["vs_bayes"] > 0.9 for r in rows)
     assert rows[0]["rmse"] != rows[1]["rmse"]  # the recorruption mean is computed, not copied
     assert "| 3 |" in out.read_text()
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_shrunk_sigma_estimate_fits_its_prior_on_noisy_training_signals_only(folder, tmp_path):
+    import Pytorch_V1.train as train_mod
+    from signals.io import write_folder_dataset
+
+    run = dict(steps=3, batch_size=16, eval_every=3, save_every=3, device="cpu", loss="sure", sigma_estimate="shrunk",
+               val_size=40)
+    if folder:
+        _, noisy, _ = noisy_pairs(np.random.default_rng(4), 300, (0.5, 5.0))
+        write_folder_dataset(tmp_path / "ds", noisy, None)  # no labels, no σ anywhere
+        run.update(data=str(tmp_path / "ds"), sigma=None)
+    else:
+        run.update(sigma=[0.5, 5.0])
+    val = train_mod.train(train_mod.TrainConfig(**run), tmp_path / "run")
+    assert np.isfinite(val["sure_fixed"])
+    assert load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["config"]["train"]["sigma_estimate"] == "shrunk"
