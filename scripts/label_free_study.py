@@ -10,6 +10,11 @@ f(y) and its ratio to the σ-aware Bayes RMSE. An R2R model was trained on input
 f(y + ασz) over ``--draws`` recorruptions z, with the σ its training used (the true one, or
 each signal's own estimate for a ``--sigma-estimate signal`` run). An UNSURE model prints the
 noise level it learned, √η, beside the true σ.
+
+``--score LOW:HIGH`` adds a label-free score per checkpoint, to choose between runs without a
+clean signal: the blind SURE objective (per-signal σ̂, weights 1/σ̂², 8 antithetic probes) on
+``--n`` noisy signals of σ drawn uniformly from LOW:HIGH (``default_rng([seed, 999])``).
+Lower is better.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=positive_int, default=2000, help="held-out signals per σ (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the held-out draw (default %(default)s)")
     p.add_argument("--draws", type=positive_int, default=16, help="R2R recorruptions averaged (default %(default)s)")
+    p.add_argument("--score", metavar="LOW:HIGH", help="also print the label-free blind score on σ from LOW:HIGH")
     p.add_argument("--output", type=Path, help="also write the table (Markdown) and a .json beside it")
     add_threads_arg(p)
     return p.parse_args(argv)
@@ -72,6 +78,23 @@ def rows_for(path: Path, model, ckpt: dict, noisy: np.ndarray, clean: np.ndarray
     return rows
 
 
+def label_free_score(model, noisy: np.ndarray, seed: int) -> float:
+    """Mean over signals of SURE / σ̂² (weights normalised to mean 1): the blind training objective."""
+    import torch
+    from Pytorch_V1.model import wiener_prior
+    from Pytorch_V1.sure import per_signal_sigmas, sure_per_signal
+
+    sigma = per_signal_sigmas(noisy, "score signals")
+    x = torch.from_numpy(noisy.astype(np.float32))[:, None]
+    probe = np.random.default_rng([seed, 998]).standard_normal((8, *noisy.shape)).astype(np.float32)
+    f = lambda v, h: model(v, wiener_prior(v) if model.wienernet is not None else None)  # noqa: E731
+    with torch.no_grad():
+        risk = sure_per_signal(f, x, f(x, None), torch.from_numpy(sigma.astype(np.float32)),
+                               torch.from_numpy(probe)[:, :, None], 1e-2, False, central=True).double().numpy()
+    weights = 1 / sigma**2
+    return float((risk * weights / weights.mean()).mean())
+
+
 def markdown(rows: list[dict], a: argparse.Namespace) -> str:
     lines = [f"Held-out: {a.n} signals per σ, seed {a.seed}.", "",
              "| σ | weights | loss | inference | RMSE | ×Bayes | learned σ |", "|---|---|---|---|---|---|---|"]
@@ -96,6 +119,12 @@ def main(argv=None) -> None:
         for path, model, ckpt in models:
             rows += rows_for(path, model, ckpt, noisy, clean, sigma, bayes, a)
         print(f"σ={sigma:g} done (Bayes {bayes:.4f})", file=sys.stderr, flush=True)
+    if a.score is not None:
+        from signals.synthesis import noisy_pairs, parse_sigma
+
+        _, noisy, _ = noisy_pairs(np.random.default_rng([a.seed, 999]), a.n, parse_sigma(a.score))
+        for path, model, _ in models:
+            print(f"label-free score (σ {a.score}, {a.n} signals): {label_free_score(model, noisy, a.seed):.5f}  {path}")
     text = markdown(rows, a)
     print(text)
     if a.output is not None:

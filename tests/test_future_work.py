@@ -204,7 +204,9 @@ def test_label_free_study_reports_r2r_recorruption_mean_and_unsure_learned_sigma
     study = load_script(REPO_ROOT / "scripts" / "label_free_study.py", "label_free_study")
     out = tmp_path / "table.md"
     study.main([str(tmp_path / "r2r" / "ckpt_best.pth"), str(tmp_path / "unsure" / "ckpt_last.pth"),
-                "--n", "20", "--draws", "2", "--output", str(out)])
+                "--n", "20", "--draws", "2", "--score", "0.5:5", "--output", str(out)])
+    scores = [line for line in capsys.readouterr().out.splitlines() if line.startswith("label-free score")]
+    assert len(scores) == 2 and all(np.isfinite(float(line.split("): ")[1].split()[0])) for line in scores)
     rows = __import__("json").loads(out.with_suffix(".json").read_text())
     assert [(r["loss"], r["inference"]) for r in rows] == [("r2r", "f(y)"), ("r2r", "mean of 2 f(y + ασz)"),
                                                            ("unsure", "f(y)")]
