@@ -29,7 +29,7 @@ from signals.classical import bayes_posterior_mean, estimate_sigma
 from signals.cli import add_threads_arg, positive_float, positive_int
 from signals.errors import run_cli
 from signals.metrics import rmse
-from signals.synthesis import DEFAULT_SEED, benchmark_signals
+from signals.synthesis import DEFAULT_SEED, benchmark_signals, parse_sigma
 from signals.threads import resolve_threads
 
 
@@ -41,10 +41,22 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=positive_int, default=2000, help="held-out signals per σ (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the held-out draw (default %(default)s)")
     p.add_argument("--draws", type=positive_int, default=16, help="R2R recorruptions averaged (default %(default)s)")
-    p.add_argument("--score", metavar="LOW:HIGH", help="also print the label-free blind score on σ from LOW:HIGH")
+    p.add_argument("--score", metavar="LOW:HIGH", type=sigma_range_arg,
+                   help="also print the label-free blind score on σ from LOW:HIGH")
     p.add_argument("--output", type=Path, help="also write the table (Markdown) and a .json beside it")
     add_threads_arg(p)
     return p.parse_args(argv)
+
+
+def sigma_range_arg(text: str) -> tuple[float, float]:
+    """argparse type: LOW:HIGH with 0 < LOW <= HIGH."""
+    try:
+        value = parse_sigma(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if np.isscalar(value) or value[0] <= 0:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH with 0 < LOW <= HIGH, got {text!r}")
+    return value
 
 
 def recorrupted_mean(model, noisy: np.ndarray, sigma: np.ndarray, alpha: float, draws: int, seed: int) -> np.ndarray:
@@ -83,6 +95,7 @@ def label_free_score(model, noisy: np.ndarray, seed: int) -> float:
     import torch
     from Pytorch_V1.model import wiener_prior
     from Pytorch_V1.sure import per_signal_sigmas, sure_per_signal
+    from Pytorch_V1.train import loss_weights
 
     sigma = per_signal_sigmas(noisy, "score signals")
     x = torch.from_numpy(noisy.astype(np.float32))[:, None]
@@ -91,8 +104,7 @@ def label_free_score(model, noisy: np.ndarray, seed: int) -> float:
     with torch.no_grad():
         risk = sure_per_signal(f, x, f(x, None), torch.from_numpy(sigma.astype(np.float32)),
                                torch.from_numpy(probe)[:, :, None], 1e-2, False, central=True).double().numpy()
-    weights = 1 / sigma**2
-    return float((risk * weights / weights.mean()).mean())
+    return float((risk * loss_weights("sigma2", sigma)).mean())
 
 
 def markdown(rows: list[dict], a: argparse.Namespace) -> str:
@@ -120,11 +132,11 @@ def main(argv=None) -> None:
             rows += rows_for(path, model, ckpt, noisy, clean, sigma, bayes, a)
         print(f"σ={sigma:g} done (Bayes {bayes:.4f})", file=sys.stderr, flush=True)
     if a.score is not None:
-        from signals.synthesis import noisy_pairs, parse_sigma
+        from signals.synthesis import noisy_pairs
 
-        _, noisy, _ = noisy_pairs(np.random.default_rng([a.seed, 999]), a.n, parse_sigma(a.score))
+        _, noisy, _ = noisy_pairs(np.random.default_rng([a.seed, 999]), a.n, a.score)
         for path, model, _ in models:
-            print(f"label-free score (σ {a.score}, {a.n} signals): {label_free_score(model, noisy, a.seed):.5f}  {path}")
+            print(f"label-free score (σ {a.score[0]:g}:{a.score[1]:g}, {a.n} signals): {label_free_score(model, noisy, a.seed):.5f}  {path}")
     text = markdown(rows, a)
     print(text)
     if a.output is not None:
