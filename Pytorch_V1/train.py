@@ -658,7 +658,8 @@ def checkpoint_dict(cfg: TrainConfig, trainer: Trainer, state: TrainState, strea
         "best_step": state.best_step,
         "loss": state.last_loss,
         "rng_state": {"stream": stream_state, "flip": trainer.flip_rng.bit_generator.state},
-        "unsure": {"eta": trainer.eta, "velocity": trainer.eta_velocity, "step": trainer.eta_step},
+        **({"unsure": {"eta": trainer.eta, "velocity": trainer.eta_velocity, "step": trainer.eta_step}}
+           if cfg.loss == "unsure" else {}),  # only UNSURE learns η
         "torch_version": str(torch.__version__),
     }
 
