@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from icnn.spec import BN_MODES, BN_TRAIN_STATS, CHUNK, NORMS, ModelConfig
 from Pytorch_V1.checkpoint import FORMAT_VERSION, load_checkpoint, load_state_dict_strict, model_config_of
@@ -57,7 +58,7 @@ from Pytorch_V1.rundir import RunDir, default_run_dir
 from Pytorch_V1.sure import (folder_sigmas, mc_divergence, per_signal_sigmas, r2r_per_signal, sure_from_divergence,
                               sure_per_signal)
 from signals.classical import bayes_mse, bayes_posterior_mean, sigma_prior
-from signals.cli import (add_device_arg, add_threads_arg, nonnegative_float, nonnegative_int, positive_float,
+from signals.cli import (add_device_arg, add_threads_arg, decay_float, nonnegative_float, nonnegative_int, positive_float,
                          positive_int, run_cli)
 from signals.errors import InputError
 from signals.io import atomic_write, read_folder_dataset
@@ -110,6 +111,7 @@ class TrainConfig:
     r2r_alpha: float = 0.5  # --loss r2r: recorrupt with ασz, target y − σz/α
     sigma_estimate: str = "true"  # σ the label-free loss gets: the true one, each signal's estimate, or it shrunk
     lr_final: float = 0.01  # the cosine ends at this fraction of --lr
+    ema: float = 0.0  # decay of a moving average of the weights, which validation, ckpt_best and users get; 0: off
     init: str | None = None  # warm start from this checkpoint's weights (fine-tuning); None: seeded random
     init_sha256: str | None = None  # of the --init file, so the run records exactly what it started from
     data: str | None = None  # a folder in the seed's layout; None: fresh synthetic signals
@@ -132,7 +134,7 @@ RUN_FLAGS = {
     "sure_epsilon": lambda c: c.sure_epsilon, "sure_probes": lambda c: c.sure_probes,
     "sure_central": lambda c: c.sure_central, "sigma_estimate": lambda c: c.sigma_estimate,
     "r2r_alpha": lambda c: c.r2r_alpha,
-    "lr_final": lambda c: c.lr_final,
+    "lr_final": lambda c: c.lr_final, "ema": lambda c: c.ema,
     "bn_train": lambda c: c.bn_train, "bn_mode": lambda c: c.bn_mode, "data": lambda c: c.data, "init": lambda c: c.init,
     "val_size": lambda c: c.val_size,
 }
@@ -209,6 +211,10 @@ def get_args(argv=None) -> argparse.Namespace:
                         "estimate, pulled down where it overshoots the sigma distribution fitted on the noisy "
                         "training signals (signals.classical.shrink_sigma)")
     p.add_argument("--lr-final", type=positive_float, help=f"the cosine ends at this fraction of --lr (default {d.lr_final})")
+    p.add_argument("--ema", type=decay_float, metavar="DECAY",
+                   help="average the weights over the run, an exponential moving average with this decay per step "
+                        "(for example 0.999: about the last 1000 steps); validation, ckpt_best.pth and the weights "
+                        "a user loads are the average. It smooths the step-to-step noise of label-free losses (default off)")
     p.add_argument("--bn-train", choices=BN_TRAIN_STATS, help="BN statistics in training: batch (default), signal, or a coin flip per step")
     p.add_argument("--bn-mode", choices=BN_MODES, help="BN mode recorded as this model's inference default (default: the better on validation)")
     p.add_argument("--init", metavar="PATH", help="start from the weights of this train.py checkpoint (fine-tune it) "
@@ -250,6 +256,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         weight_by=pick(a.weight_by, d.weight_by), sure_epsilon=pick(a.sure_epsilon, d.sure_epsilon),
         sure_probes=pick(a.sure_probes, d.sure_probes), sure_central=pick(a.sure_central, d.sure_central),
         sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), r2r_alpha=pick(a.r2r_alpha, d.r2r_alpha), lr_final=pick(a.lr_final, d.lr_final),
+        ema=pick(a.ema, d.ema),
         data=a.data, val_size=a.val_size, init=a.init, init_sha256=None if a.init is None else file_sha256(a.init),
         eval_every=pick(a.eval_every, d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
         model={"prior": not a.no_prior, "norm": pick(a.norm, "bn")},
@@ -445,6 +452,12 @@ class Trainer:
     eta_velocity: float = 0.0
     eta_step: float = math.nan  # UNSURE_STEP times the first batch's mean square
     sigma_prior: tuple | None = None  # --sigma-estimate shrunk (Validation.sigma_prior)
+    average: AveragedModel | None = None  # --ema: the moving average of model's weights
+
+    @property
+    def deployed(self) -> ICNN_s:
+        """The weights that are validated and saved for use: the average with --ema, else the model."""
+        return self.model if self.average is None else self.average.module
 
 
 def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device, warm_start: bool = True) -> Trainer:
@@ -463,8 +476,11 @@ def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device, warm
     net = model
     if workers.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    average = None
+    if cfg.ema > 0:  # buffers too: BN's running statistics must match the averaged weights
+        average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     return Trainer(model, net, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp),
-                   np.random.default_rng([cfg.seed, 5, workers.rank]), device, use_amp)
+                   np.random.default_rng([cfg.seed, 5, workers.rank]), device, use_amp, average=average)
 
 
 def load_initial_weights(model: ICNN_s, cfg: TrainConfig) -> None:
@@ -574,6 +590,8 @@ def train_step(cfg: TrainConfig, trainer: Trainer, batch, step: int) -> float:
     trainer.scaler.scale(loss).backward()
     trainer.scaler.step(trainer.optimizer)
     trainer.scaler.update()
+    if trainer.average is not None:
+        trainer.average.update_parameters(trainer.model)
     value = float(loss.detach())
     if not math.isfinite(value):
         raise InputError(f"training diverged at step {step + 1} (loss {value}); try a lower --lr")
@@ -648,7 +666,10 @@ def checkpoint_dict(cfg: TrainConfig, trainer: Trainer, state: TrainState, strea
         "format_version": FORMAT_VERSION,
         "step": state.step,
         "epoch": stream.epoch,
-        "net_state_dict": trainer.model.state_dict(),
+        "net_state_dict": trainer.deployed.state_dict(),
+        # --ema: the weights the optimiser trains, which a resume continues (net_state_dict is their average)
+        **({"train_state_dict": trainer.model.state_dict(), "ema_count": int(trainer.average.n_averaged)}
+           if trainer.average is not None else {}),
         "optim_state_dict": trainer.optimizer.state_dict(),
         "scaler_state_dict": trainer.scaler.state_dict() if trainer.use_amp else {},
         "config": {"model": trained_model_config(cfg, state).to_dict(), "train": asdict(cfg),
@@ -685,7 +706,10 @@ def restore(ckpt: dict, trainer: Trainer, stream, workers: Workers, source: Path
     saved_world = ckpt["config"].get("world_size", 1)
     if saved_world != workers.world_size:
         raise InputError(f"{source}: saved by {saved_world} workers; resume it with the same number (now {workers.world_size})")
-    load_state_dict_strict(trainer.model, ckpt["net_state_dict"], str(source))
+    load_state_dict_strict(trainer.model, ckpt.get("train_state_dict", ckpt["net_state_dict"]), str(source))
+    if trainer.average is not None:
+        load_state_dict_strict(trainer.average.module, ckpt["net_state_dict"], str(source))
+        trainer.average.n_averaged.fill_(int(ckpt.get("ema_count", ckpt["step"])))
     trainer.optimizer.load_state_dict(ckpt["optim_state_dict"])
     if trainer.use_amp and ckpt.get("scaler_state_dict"):
         trainer.scaler.load_state_dict(ckpt["scaler_state_dict"])
@@ -743,7 +767,7 @@ def validate_and_keep_best(cfg: TrainConfig, trainer: Trainer, val: Validation, 
                            stream, stream_state, workers: Workers, seconds: float) -> None:
     """Evaluate, log a row, and write ckpt_best.pth when validation improved (main worker only)."""
     learned = None if math.isnan(trainer.eta) else torch.full_like(val.sigmas, math.sqrt(trainer.eta))
-    state.val = evaluate(trainer.model, val, learned)
+    state.val = evaluate(trainer.deployed, val, learned)
     if learned is not None:
         state.val["unsure_sigma"] = math.sqrt(trainer.eta)
     append_log(run.file("train_log.csv"), state, get_lr(state.step, cfg), seconds)
@@ -808,27 +832,38 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool
     """
     workers = init_distributed()
     try:
-        with open_run(Path(run_dir), resume, overwrite, workers) as run:
-            ckpt = load_resume_point(run.file("ckpt_last.pth")) if resume else None
-            if ckpt is not None:
-                cfg = resumed_config(ckpt, cfg, given, run.file("ckpt_last.pth"))
-            device = worker_device(cfg, workers)
-            cfg, stream, val = load_data(cfg, workers, device)
-            trainer = build_trainer(cfg, workers, device, warm_start=ckpt is None)
-            trainer.sigma_prior = val.sigma_prior
-            state = TrainState(bn_mode=cfg.bn_mode or "fixed")
-            if ckpt is not None:
-                state = restore(ckpt, trainer, stream, workers, run.file("ckpt_last.pth"))
-            announce(cfg, run, val, state, workers)
-            if workers.is_main:
-                start_log(run.file("train_log.csv"), state.step)
-            train_loop(cfg, trainer, stream, val, state, run, workers)
-            if workers.is_main:
-                finish(cfg, run, val, state)
-            return state.val
+        result = run_workers(cfg, Path(run_dir), resume, overwrite, given, workers)
+        if workers.world_size > 1:
+            # Leave together: a worker that tore down and exited while the main one still wrote its
+            # checkpoint and plot was seen to abort (SIGABRT) in gloo/interpreter teardown.
+            dist.barrier()
+        return result
     finally:
         if workers.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, given: set[str] | None,
+                workers: Workers) -> dict:
+    """The body of ``train``; its model and DDP wrapper are freed on return, before the process group goes."""
+    with open_run(run_dir, resume, overwrite, workers) as run:
+        ckpt = load_resume_point(run.file("ckpt_last.pth")) if resume else None
+        if ckpt is not None:
+            cfg = resumed_config(ckpt, cfg, given, run.file("ckpt_last.pth"))
+        device = worker_device(cfg, workers)
+        cfg, stream, val = load_data(cfg, workers, device)
+        trainer = build_trainer(cfg, workers, device, warm_start=ckpt is None)
+        trainer.sigma_prior = val.sigma_prior
+        state = TrainState(bn_mode=cfg.bn_mode or "fixed")
+        if ckpt is not None:
+            state = restore(ckpt, trainer, stream, workers, run.file("ckpt_last.pth"))
+        announce(cfg, run, val, state, workers)
+        if workers.is_main:
+            start_log(run.file("train_log.csv"), state.step)
+        train_loop(cfg, trainer, stream, val, state, run, workers)
+        if workers.is_main:
+            finish(cfg, run, val, state)
+        return state.val
 
 
 class NoRun:

@@ -53,6 +53,11 @@ def nonnegative_float(text: str) -> float:
     return _finite_float(text, ">= 0", lambda v: v >= 0)
 
 
+def decay_float(text: str) -> float:
+    """argparse type: a number in [0, 1), such as a moving average's decay per step."""
+    return _finite_float(text, "in [0, 1)", lambda v: 0 <= v < 1)
+
+
 def _finite_float(text: str, bound: str, within) -> float:
     try:
         value = float(text)

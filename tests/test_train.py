@@ -402,6 +402,7 @@ def test_sigma_forms(text, expected):
     (["--sigma", "5:1"], "--sigma"), (["--sigma", "auto"], "--sigma auto"), (["--unknown-flag"], "unknown"),
     (["--no-prior=1"], "--no-prior"), (["--resume=true"], "--resume"), (["extra"], "extra"),
     (["--resume"], "--run-dir"), (["--resume", "--overwrite", "--run-dir", "x"], "--overwrite"),
+    (["--ema", "1"], "--ema"), (["--ema", "-0.1"], "--ema"),
 ])
 def test_bad_flags_are_one_line(argv, fragment, run_main, tmp_path):
     code, _, err = run_main(train_mod, argv)
@@ -592,3 +593,56 @@ def test_init_from_another_architecture_is_one_line_and_makes_no_run(tmp_path, r
                                         "--run-dir", tmp_path / "run", "--device", "cpu"])
     assert_one_line_error(code, err, "prior=False", "--no-prior")
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------
+# --ema: the weights are averaged; the optimiser's trajectory is untouched
+
+
+def test_ema_averages_the_weights_without_changing_what_is_trained(tmp_path):
+    plain = train(TrainConfig(**TINY), tmp_path / "plain")
+    averaged = train(TrainConfig(**TINY, ema=0.9), tmp_path / "ema")
+    p, e = (load_checkpoint(tmp_path / name / "ckpt_last.pth") for name in ("plain", "ema"))
+    assert_same_weights(e["train_state_dict"], p["net_state_dict"])  # same steps, same data, same weights
+    assert e["ema_count"] == TINY["steps"] and "train_state_dict" not in p
+    # What is validated and loaded for use is the average, not the last step's weights.
+    key = "outc.conv.weight"
+    assert not torch.equal(e["net_state_dict"][key], e["train_state_dict"][key])
+    assert averaged["fixed"] != plain["fixed"]
+    model = load_model(tmp_path / "ema" / "ckpt_last.pth", "cpu")[0]
+    assert torch.equal(model.state_dict()[key], e["net_state_dict"][key])
+
+
+def test_ema_is_the_running_average_of_the_trained_weights(tmp_path, monkeypatch):
+    """Record the weights after every step and average them by hand: the saved average matches."""
+    seen = []
+    real = train_mod.train_step
+
+    def recording_step(cfg, trainer, batch, step):
+        value = real(cfg, trainer, batch, step)
+        seen.append({k: v.detach().double().clone() for k, v in trainer.model.state_dict().items()})
+        return value
+
+    monkeypatch.setattr(train_mod, "train_step", recording_step)
+    train(TrainConfig(**TINY, ema=0.8), tmp_path / "run")
+    expected = dict(seen[0])
+    for weights in seen[1:]:
+        expected = {k: 0.8 * expected[k] + 0.2 * w if w.is_floating_point() else w for k, w in weights.items()}
+    saved = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["net_state_dict"]
+    for key, value in saved.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value.double(), expected[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_ema_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+    # In process throughout: the CLI would also set the thread count, which changes float sums.
+    cfg = TrainConfig(**{**TINY, "ema": 0.9})
+    train(cfg, tmp_path / "ref")
+    undo = crash_after_step(monkeypatch, 5)
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "run")
+    undo()
+    train(cfg, tmp_path / "run", resume=True)
+    last, ref = (load_checkpoint(tmp_path / name / "ckpt_last.pth") for name in ("run", "ref"))
+    assert_same_weights(last["train_state_dict"], ref["train_state_dict"])
+    assert_same_weights(last["net_state_dict"], ref["net_state_dict"])
