@@ -58,8 +58,8 @@ from Pytorch_V1.rundir import RunDir, default_run_dir
 from Pytorch_V1.sure import (folder_sigmas, mc_divergence, per_signal_sigmas, r2r_per_signal, sure_from_divergence,
                               sure_per_signal)
 from signals.classical import bayes_mse, bayes_posterior_mean, sigma_prior
-from signals.cli import (add_device_arg, add_threads_arg, decay_float, nonnegative_float, nonnegative_int, positive_float,
-                         positive_int, run_cli)
+from signals.cli import (add_device_arg, add_threads_arg, decay_float, nonnegative_float, nonnegative_int,
+                         positive_float, positive_int, run_cli)
 from signals.errors import InputError
 from signals.io import atomic_write, read_folder_dataset
 from signals.metrics import mse, rmse

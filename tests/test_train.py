@@ -4,7 +4,6 @@ clobbered, bad flags are one line, and --data validates on a held-out split of t
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import Pytorch_V1.train as train_mod
 from conftest import assert_one_line_error
 from icnn.spec import ModelConfig
 from Pytorch_V1.checkpoint import load_checkpoint, load_model
-from Pytorch_V1.data import SyntheticStream, split_indices, to_tensor
+from Pytorch_V1.data import SyntheticStream, split_indices
 from Pytorch_V1.inference import denoise
-from Pytorch_V1.model import ICNN_s, wiener_prior
+from Pytorch_V1.model import ICNN_s
 from Pytorch_V1.rundir import LOCK_NAME, RunDir
 from Pytorch_V1.train import TrainConfig, evaluate, get_args, get_lr, train
 from signals.errors import InputError
