@@ -71,8 +71,9 @@ def training_summary(ckpt: dict) -> str:
     """Steps, batch, lr, loss and σ of a train.py checkpoint, as recorded in it."""
     train = (ckpt.get("config") or {}).get("train") or {}
     keys = ("loss", "sigma", "steps", "batch_size", "lr", "weight_by", "weight_by_sigma", "sure_epsilon", "sure_probes",
-            "sure_central", "sigma_estimate")
-    return ", ".join(f"{k}={train[k]}" for k in keys if k in train) or "no training config recorded"
+            "sure_central", "sigma_estimate", "seed", "ema", "init")
+    shown = {k: train[k] for k in keys if k in train and not (k in ("ema", "init") and not train[k])}  # only when used
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "no training config recorded"
 
 
 def study(sigmas, n: int, seed: int, models: dict, n_grid: int) -> list[dict]:
