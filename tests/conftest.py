@@ -15,6 +15,27 @@ from signals.errors import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+
+def use_scripts_thread_count() -> None:
+    """Torch computes with the scripts' default thread count. A CLI run sets it (``configure_threads``)
+    and float sums depend on it, so without this a bit-for-bit comparison of an in-process run with
+    a CLI run held only when some earlier test had run a CLI first."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        from signals.threads import resolve_threads
+
+        torch.set_num_threads(resolve_threads(None))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def scripts_thread_count_for_shared_fixtures():
+    use_scripts_thread_count()  # before module-scoped fixtures (shared reference runs) are built
+
+
+@pytest.fixture(autouse=True)
+def scripts_thread_count():
+    use_scripts_thread_count()  # again per test: an in-process CLI test may have asked for more
+
 # Runs `python -c BLOCK_TORCH script args...`: a meta-path finder refuses torch and
 # torch.*, then the script runs as __main__. (sys.modules['torch'] = None would instead
 # break SciPy's array-API checks, which probe for torch.)

@@ -634,15 +634,15 @@ def test_ema_is_the_running_average_of_the_trained_weights(tmp_path, monkeypatch
             torch.testing.assert_close(value.double(), expected[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_ema_run_resumes_bit_for_bit(tmp_path, monkeypatch):
-    # In process throughout: the CLI would also set the thread count, which changes float sums.
+def test_ema_run_resumes_bit_for_bit(tmp_path, monkeypatch, run_main):
     cfg = TrainConfig(**{**TINY, "ema": 0.9})
     train(cfg, tmp_path / "ref")
     undo = crash_after_step(monkeypatch, 5)
     with pytest.raises(Crash):
         train(cfg, tmp_path / "run")
     undo()
-    train(cfg, tmp_path / "run", resume=True)
+    code, _, err = run_main(train_mod, ["--resume", "--run-dir", tmp_path / "run", "--device", "cpu"])
+    assert code == 0, err
     last, ref = (load_checkpoint(tmp_path / name / "ckpt_last.pth") for name in ("run", "ref"))
     assert_same_weights(last["train_state_dict"], ref["train_state_dict"])
     assert_same_weights(last["net_state_dict"], ref["net_state_dict"])
