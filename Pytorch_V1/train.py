@@ -478,7 +478,9 @@ def build_trainer(cfg: TrainConfig, workers: Workers, device: torch.device, warm
     if workers.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     average = None
-    if cfg.ema > 0:  # buffers too: BN's running statistics must match the averaged weights
+    # Only the main worker validates and saves, so only it keeps the average. Buffers too: BN's
+    # running statistics must match the averaged weights.
+    if cfg.ema > 0 and workers.is_main:
         average = AveragedModel(model, multi_avg_fn=partial(ema_update, cfg.ema), use_buffers=True)
     return Trainer(model, net, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp),
                    np.random.default_rng([cfg.seed, 5, workers.rank]), device, use_amp, average=average)

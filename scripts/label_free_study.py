@@ -29,7 +29,7 @@ from signals.classical import bayes_posterior_mean, estimate_sigma
 from signals.cli import add_threads_arg, positive_float, positive_int
 from signals.errors import run_cli
 from signals.metrics import rmse
-from signals.synthesis import DEFAULT_SEED, benchmark_signals, parse_sigma
+from signals.synthesis import DEFAULT_SEED, benchmark_signals, noisy_pairs, parse_sigma
 from signals.threads import resolve_threads
 
 
@@ -91,20 +91,22 @@ def rows_for(path: Path, model, ckpt: dict, noisy: np.ndarray, clean: np.ndarray
 
 
 def label_free_score(model, noisy: np.ndarray, seed: int) -> float:
-    """Mean over signals of SURE / σ̂² (weights normalised to mean 1): the blind training objective."""
+    """Mean over signals of SURE / σ̂² (weights normalised to mean 1): the blind training objective,
+    with the probes and step of train.py's validation SURE."""
     import torch
     from Pytorch_V1.model import wiener_prior
     from Pytorch_V1.sure import per_signal_sigmas, sure_per_signal
-    from Pytorch_V1.train import loss_weights
+    from Pytorch_V1.train import VAL_EPSILON, VAL_PROBES, loss_weights
 
     sigma = per_signal_sigmas(noisy, "score signals")
     x = torch.from_numpy(noisy.astype(np.float32))[:, None]
-    probe = np.random.default_rng([seed, 998]).standard_normal((8, *noisy.shape)).astype(np.float32)
-    f = lambda v, h: model(v, wiener_prior(v) if model.wienernet is not None else None)  # noqa: E731
+    probe = np.random.default_rng([seed, 998]).standard_normal((VAL_PROBES, *noisy.shape)).astype(np.float32)
+    with_prior = model.wienernet is not None  # sure_per_signal recomputes the prior at each perturbed input
     with torch.no_grad():
-        risk = sure_per_signal(f, x, f(x, None), torch.from_numpy(sigma.astype(np.float32)),
-                               torch.from_numpy(probe)[:, :, None], 1e-2, False, central=True).double().numpy()
-    return float((risk * loss_weights("sigma2", sigma)).mean())
+        pred = model(x, wiener_prior(x) if with_prior else None)
+        risk = sure_per_signal(model, x, pred, torch.from_numpy(sigma.astype(np.float32)),
+                               torch.from_numpy(probe)[:, :, None], VAL_EPSILON, with_prior, central=True)
+    return float((risk.double().numpy() * loss_weights("sigma2", sigma)).mean())
 
 
 def markdown(rows: list[dict], a: argparse.Namespace) -> str:
@@ -132,8 +134,6 @@ def main(argv=None) -> None:
             rows += rows_for(path, model, ckpt, noisy, clean, sigma, bayes, a)
         print(f"σ={sigma:g} done (Bayes {bayes:.4f})", file=sys.stderr, flush=True)
     if a.score is not None:
-        from signals.synthesis import noisy_pairs
-
         _, noisy, _ = noisy_pairs(np.random.default_rng([a.seed, 999]), a.n, a.score)
         for path, model, _ in models:
             print(f"label-free score (σ {a.score[0]:g}:{a.score[1]:g}, {a.n} signals): {label_free_score(model, noisy, a.seed):.5f}  {path}")
