@@ -110,6 +110,12 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(a.threads)
+    reads = [path for path in (a.blind, a.blind_sure, a.sure) if path.is_file()]
+    if a.output is not None:  # refuse an output that is one of the checkpoints before the work, not after
+        from signals.io import guard_output
+
+        guard_output(a.output, reads)
+        guard_output(a.output.with_suffix(".json"), reads)
     models, lines = {}, []
     for label, path in (("supervised blind", a.blind), ("label-free blind", a.blind_sure), ("label-free σ=3", a.sure)):
         if not path.is_file():
@@ -123,8 +129,8 @@ def main(argv=None) -> None:
     if a.output is not None:
         from signals.io import atomic_write
 
-        atomic_write(a.output, lambda f: f.write(text.encode()))
-        atomic_write(a.output.with_suffix(".json"), lambda f: f.write(json.dumps(rows, indent=1).encode()))
+        atomic_write(a.output, lambda f: f.write(text.encode()), reads=reads)
+        atomic_write(a.output.with_suffix(".json"), lambda f: f.write(json.dumps(rows, indent=1).encode()), reads=reads)
 
 
 if __name__ == "__main__":

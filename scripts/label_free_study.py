@@ -125,6 +125,11 @@ def main(argv=None) -> None:
     from Pytorch_V1.checkpoint import load_model
 
     torch.set_num_threads(resolve_threads(a.threads))
+    if a.output is not None:  # refuse an output that is one of the checkpoints before the work, not after
+        from signals.io import guard_output
+
+        guard_output(a.output, a.weights)
+        guard_output(a.output.with_suffix(".json"), a.weights)
     models = [(path, *load_model(path, "cpu")) for path in a.weights]
     rows = []
     for sigma in a.sigma:

@@ -231,3 +231,19 @@ def test_shrunk_sigma_estimate_fits_its_prior_on_noisy_training_signals_only(fol
     val = train_mod.train(train_mod.TrainConfig(**run), tmp_path / "run")
     assert np.isfinite(val["sure_fixed"])
     assert load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["config"]["train"]["sigma_estimate"] == "shrunk"
+
+
+@pytest.mark.parametrize("script, args", [
+    ("blind_study.py", lambda ckpt: ["--sure", ckpt, "--blind", "none.pth", "--blind-sure", "none.pth"]),
+    ("label_free_study.py", lambda ckpt: [ckpt]),
+])
+def test_study_scripts_refuse_to_write_over_a_checkpoint_they_read(script, args, tmp_path, run_main):
+    from conftest import assert_one_line_error, load_script
+
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes((REPO_ROOT / "ckpt" / "ckpt_sure.pth").read_bytes())
+    before = ckpt.read_bytes()
+    module = load_script(REPO_ROOT / "scripts" / script, script[:-3])
+    code, out, err = run_main(module, [*args(str(ckpt)), "--n", "10", "--sigma", "3", "--output", str(ckpt)])
+    assert_one_line_error(code, err, "refusing to overwrite")
+    assert ckpt.read_bytes() == before and out == ""  # refused before any work
