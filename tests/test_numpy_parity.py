@@ -7,8 +7,8 @@ random weights: torch's float32 forward is then itself that far from its
 float64 forward. So the arithmetic is checked exactly in float64 (both modes,
 ≤ 1e-12), and float32 unfixed is held to 1e-5 of the float64 answer or, where
 torch's own float32 rounding error is larger, to twice that. The shipped
-checkpoints are held to that bound in both modes: the blind model's first block
-has a fixed-BN gain of 18, and its float32 forward is ~2e-5 from float64 in torch too.
+checkpoints are held to that bound in both modes: the blind model's float32
+forward is ~2e-5 from float64 in fixed mode, in torch too.
 """
 from __future__ import annotations
 
