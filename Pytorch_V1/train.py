@@ -325,9 +325,14 @@ class Workers:
         return self.rank == 0
 
 
+def launched_world_size() -> int:
+    """Workers torchrun started (its WORLD_SIZE), 1 when run directly."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed() -> Workers:
     """One worker, or a process group when launched by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size == 1:
         return Workers()
     if not dist.is_initialized():
@@ -971,5 +976,5 @@ def leave_worker() -> None:
 
 if __name__ == "__main__":
     run_cli(main, "train.py")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         leave_worker()
