@@ -29,8 +29,8 @@ import torch
 from icnn.h5weights import write_weights
 from icnn.spec import COUNTER_SUFFIX, ModelConfig
 from Pytorch_V1.checkpoint import check_state_dict, load_checkpoint, model_config_of
-from signals.errors import InputError, run_cli
-from signals.io import atomic_write
+from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.io import atomic_write
 
 DEFAULT_SOURCE = Path(__file__).resolve().parent / "ckpt" / "ckpt_best.pth"
 

@@ -7,7 +7,7 @@
 Weights come from ``--weights`` (default ckpt/ckpt_best.h5, written by pth2h5.py).
 When that default file is missing, the figures and the table show the classical
 methods only; ``--input/--output`` needs the network. Flags, modes and tables are
-the same as Pytorch_V1/test.py's (signals/cli.py).
+the same as Pytorch_V1/test.py's (deepdenoise1d/cli.py).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
-from signals import cli
-from signals.cli import run_cli
+from deepdenoise1d import cli
+from deepdenoise1d.cli import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT / "ckpt" / "ckpt_best.h5"
@@ -40,7 +40,7 @@ def get_args(argv=None):
 
 def load_backend(args) -> cli.Backend:
     """The NumPy network, or a backend without one when the default weights are missing."""
-    from signals.threads import resolve_threads
+    from deepdenoise1d.threads import resolve_threads
 
     weights = args.weights
     if weights is None:

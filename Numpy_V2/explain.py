@@ -21,11 +21,11 @@ import numpy as np
 from icnn.spec import BN_MODES, MIN_LENGTH
 from Numpy_V2.jacobian import bayes_jacobian_diagonal, bn_mode_of, feature_maps, jacobians
 from Numpy_V2.model import load_h5
-from signals.cli import add_bn_arg, add_threads_arg, add_weights_arg, positive_float, run_cli
-from signals.errors import InputError
-from signals.io import atomic_write, check_chunk, guard_output, read_signals
-from signals.progress import Progress
-from signals.synthesis import SIGMA
+from deepdenoise1d.cli import add_bn_arg, add_threads_arg, add_weights_arg, positive_float, run_cli
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import atomic_write, check_chunk, guard_output, read_signals
+from deepdenoise1d.progress import Progress
+from deepdenoise1d.synthesis import SIGMA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT / "ckpt" / "ckpt_best.h5"
@@ -80,7 +80,7 @@ def signal_figures(net, noisy: np.ndarray, clean: np.ndarray | None, jacobian_by
     ``jacobian_by_mode`` holds this signal's (L, L) Jacobian for each BN mode to draw;
     ``offset`` and ``output`` are those of ``mode``.
     """
-    from signals.filter_plots import (adaptive_filters_figure, feature_maps_figure, jacobian_heatmaps_figure,
+    from deepdenoise1d.filter_plots import (adaptive_filters_figure, feature_maps_figure, jacobian_heatmaps_figure,
                                       offset_figure, pick_rows)
 
     bayes_mean, bayes_slope = bayes_jacobian_diagonal(noisy, sigma)
@@ -100,7 +100,7 @@ def signal_figures(net, noisy: np.ndarray, clean: np.ndarray | None, jacobian_by
 
 def save_figures(figures: dict[str, object], folder: Path, prefix: str, reads: tuple[Path, ...] = ()) -> list[Path]:
     """Save each Figure as ``folder/{prefix}{stem}.png``, never over a file in ``reads``; returns the paths."""
-    from signals.plots import save_figure
+    from deepdenoise1d.plots import save_figure
 
     paths = []
     for stem, fig in figures.items():

@@ -15,7 +15,7 @@ block of 8 signals made each such loop 8 elements long; the unfixed BN step was
 2x slower).
 
 The Jacobian is the *total* derivative of f(y): it includes the path through
-the Wiener prior h(y) (``signals.classical.wiener_inverse_response``), whose
+the Wiener prior h(y) (``deepdenoise1d.classical.wiener_inverse_response``), whose
 derivative dh/dy is exact (:func:`prior_dual`), and through the prior's encoder,
 differentiated in reverse mode (:func:`wienernet_dual`: 48 outputs per signal,
 fewer than L inputs). Values are computed in float64, tangents in float32
@@ -42,7 +42,7 @@ from Numpy_V2.layers import (
     soft_threshold,
     upsample_linear,
 )
-from signals.classical import WIENER_WINDOW, wiener, wiener_inverse_response
+from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 
 # Signals per forward-mode block: D = L tangents each, so a block of 24 signals of
 # length 100 carries 2400 columns per activation. Jacobians/s at L = 100, one thread,
@@ -294,7 +294,7 @@ def wienernet_dual(part, h: np.ndarray, dh: np.ndarray, mode: str, dtype) -> tup
 
 
 def wiener_dual(y: np.ndarray, window: int = WIENER_WINDOW) -> np.ndarray:
-    """The exact derivative of ``signals.classical.wiener`` at y (N, L): d[n, j, i] = ∂wiener_i/∂y_j.
+    """The exact derivative of ``deepdenoise1d.classical.wiener`` at y (N, L): d[n, j, i] = ∂wiener_i/∂y_j.
 
     With the box mean m = A·y, local variance v = A(y²) − m², noise ν = mean(v)
     and gain g = 1 − ν/v, the output is m + g·(y − m) where v > ν, else m; so
@@ -446,7 +446,7 @@ def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOB
         Signals per forward-mode pass (memory ~ block · L² · 4 bytes per activation channel).
     threads : int, optional
         Blocks run on this many threads, each with a one-thread BLAS (default 1).
-    progress : signals.progress.Progress, optional
+    progress : deepdenoise1d.progress.Progress, optional
         Updated with the number of signals done.
     tangent_dtype : type, optional
         Precision of the tangents (default ``TANGENT_DTYPE``, float32); np.float64 (~1e-10) is ~2x slower.
@@ -490,7 +490,7 @@ def bayes_jacobian_diagonal(y: np.ndarray, sigma: float | np.ndarray, prior=None
     """The Bayes posterior mean E[x|y] and its exact derivative Var[x|y]/σ², sample by sample.
 
     The benchmark prior is i.i.d. per sample, so the minimum-MSE denoiser
-    (``signals.classical.bayes_posterior_mean``) is pointwise and its Jacobian is
+    (``deepdenoise1d.classical.bayes_posterior_mean``) is pointwise and its Jacobian is
     diagonal: d E[x|y]/dy = Var[x|y]/σ² (Tweedie's formula, differentiated).
 
     Parameters
@@ -499,7 +499,7 @@ def bayes_jacobian_diagonal(y: np.ndarray, sigma: float | np.ndarray, prior=None
         Noisy signals, any shape.
     sigma : float or np.ndarray
         Noise level, scalar or broadcastable to ``y``.
-    prior : signals.synthesis.SpikePrior, optional
+    prior : deepdenoise1d.synthesis.SpikePrior, optional
         The clean-signal distribution (default: the benchmark's).
 
     Returns
@@ -509,7 +509,7 @@ def bayes_jacobian_diagonal(y: np.ndarray, sigma: float | np.ndarray, prior=None
     """
     from scipy.special import softmax
 
-    from signals.synthesis import SpikePrior
+    from deepdenoise1d.synthesis import SpikePrior
 
     prior = prior or SpikePrior()
     y = np.asarray(y, dtype=np.float64)

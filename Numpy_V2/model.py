@@ -40,9 +40,9 @@ from Numpy_V2.layers import (
     upsample_linear,
 )
 from Numpy_V2.parallel import run_blocks
-from signals.classical import wiener_inverse_response
-from signals.errors import InputError
-from signals.io import check_chunk
+from deepdenoise1d.classical import wiener_inverse_response
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import check_chunk
 
 # Signals per forward pass inside a chunk: about 1 MB of float32 activations per
 # layer, so one block's activations stay in cache (measured: 1024 is ~1.4x faster than 8192).
@@ -252,7 +252,7 @@ class NumpyICNN:
         bn_mode : {"fixed", "unfixed"}, optional
             Defaults to ``config.bn_mode``.
         threads : int, optional
-            Worker threads (``signals.threads.resolve_threads``: default 1).
+            Worker threads (``deepdenoise1d.threads.resolve_threads``: default 1).
         chunk : int
             Signals handed to the pool at a time.
 
@@ -285,7 +285,7 @@ class NumpyICNN:
 
 
 def wiener_prior(x: np.ndarray) -> np.ndarray:
-    """h of each signal (``signals.classical.wiener_inverse_response``), float32 (N, 1, L) like x.
+    """h of each signal (``deepdenoise1d.classical.wiener_inverse_response``), float32 (N, 1, L) like x.
 
     Computed from the float32 input, as ``Pytorch_V1.model.wiener_prior`` does.
     """

@@ -14,12 +14,12 @@ from typing import Callable, Sequence
 
 from threadpoolctl import threadpool_limits
 
-from signals.errors import InputError
-from signals.threads import resolve_threads
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.threads import resolve_threads
 
 
 def worker_count(threads: int | None) -> int:
-    """``signals.threads.resolve_threads`` (default 1, capped at the usable cores), as an InputError when < 1."""
+    """``deepdenoise1d.threads.resolve_threads`` (default 1, capped at the usable cores), as an InputError when < 1."""
     try:
         return resolve_threads(threads)
     except (TypeError, ValueError) as err:

@@ -18,8 +18,8 @@ import torch
 
 from icnn.spec import COUNTER_SUFFIX, ModelConfig, check_weights, config_from_keys
 from Pytorch_V1.model import ICNN_s
-from signals.errors import InputError
-from signals.io import atomic_write
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import atomic_write
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from signals.synthesis import noisy_pairs
+from deepdenoise1d.synthesis import noisy_pairs
 
 VAL_FRACTION = 0.1  # of a --data folder, held out for validation
 MIN_VAL = 100  # at least this many held-out signals

@@ -6,8 +6,8 @@ import torch
 
 from icnn.spec import CHUNK, check_bn_mode
 from Pytorch_V1.model import ICNN_s, wiener_prior
-from signals.errors import InputError
-from signals.io import check_chunk
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import check_chunk
 
 
 def resolve_device(name: str) -> torch.device:

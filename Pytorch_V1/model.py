@@ -28,7 +28,7 @@ from icnn.spec import (
     ModelConfig,
     check_bn_mode,
 )
-from signals.classical import wiener_inverse_response
+from deepdenoise1d.classical import wiener_inverse_response
 
 
 class SignalBatchNorm1d(nn.BatchNorm1d):
@@ -249,6 +249,6 @@ class ICNN_s(nn.Module):
 
 
 def wiener_prior(x: torch.Tensor) -> torch.Tensor:
-    """h of each signal (``signals.classical.wiener_inverse_response``), as a tensor like x."""
+    """h of each signal (``deepdenoise1d.classical.wiener_inverse_response``), as a tensor like x."""
     h = wiener_inverse_response(x.detach().squeeze(1).double().cpu().numpy())
     return torch.from_numpy(h.astype(np.float32))[:, None, :].to(x.device, x.dtype)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from signals.errors import InputError
+from deepdenoise1d.errors import InputError
 
 RUN_FILES = ("ckpt_last.pth", "ckpt_best.pth", "train_log.csv", "train_curve.png")
 LOCK_NAME = ".train.lock"

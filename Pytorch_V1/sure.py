@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from Pytorch_V1.model import wiener_prior
-from signals.classical import estimate_sigma, shrink_sigma
-from signals.errors import InputError
-from signals.synthesis import SpikePrior, noisy_pairs
+from deepdenoise1d.classical import estimate_sigma, shrink_sigma
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.synthesis import SpikePrior, noisy_pairs
 
 VARIES_FACTOR = 1.5  # per-signal estimates spread this much more than at one σ: σ varies
 

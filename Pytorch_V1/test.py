@@ -7,7 +7,7 @@
 The weights (``--weights``, default ckpt/ckpt_best.pth; ``--checkpoint`` is an old
 spelling) are loaded with ``weights_only=True`` only: a file that is not a plain
 checkpoint is refused, never run. Flags, modes and tables are the same as
-Numpy_V2/Numpy_test.py's (signals/cli.py).
+Numpy_V2/Numpy_test.py's (deepdenoise1d/cli.py).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
-from signals import cli
-from signals.cli import run_cli
+from deepdenoise1d import cli
+from deepdenoise1d.cli import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT / "ckpt" / "ckpt_best.pth"
@@ -42,7 +42,7 @@ def load_backend(args) -> cli.Backend:
     """The network on the chosen device, with what its checkpoint records."""
     from Pytorch_V1.checkpoint import load_model  # torch only once the flags are known good
     from Pytorch_V1.inference import configure_threads, denoise, resolve_device
-    from signals.threads import resolve_threads
+    from deepdenoise1d.threads import resolve_threads
 
     configure_threads(resolve_threads(args.threads))
     device = resolve_device(args.device)

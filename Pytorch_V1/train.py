@@ -57,16 +57,16 @@ from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir
 from Pytorch_V1.sure import (folder_sigmas, mc_divergence, per_signal_sigmas, r2r_per_signal, sure_from_divergence,
                               sure_per_signal)
-from signals.classical import bayes_mse, bayes_posterior_mean, sigma_prior
-from signals.cli import (add_device_arg, add_threads_arg, decay_float, nonnegative_float, nonnegative_int,
+from deepdenoise1d.classical import bayes_mse, bayes_posterior_mean, sigma_prior
+from deepdenoise1d.cli import (add_device_arg, add_threads_arg, decay_float, nonnegative_float, nonnegative_int,
                          positive_float, positive_int, run_cli)
-from signals.errors import InputError
-from signals.io import atomic_write, read_folder_dataset
-from signals.metrics import mse, rmse
-from signals.plots import save_figure, training_curve
-from signals.progress import Progress
-from signals.synthesis import SIGMA, TRAIN_SEED, noisy_pairs, parse_sigma
-from signals.threads import resolve_threads
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import atomic_write, read_folder_dataset
+from deepdenoise1d.metrics import mse, rmse
+from deepdenoise1d.plots import save_figure, training_curve
+from deepdenoise1d.progress import Progress
+from deepdenoise1d.synthesis import SIGMA, TRAIN_SEED, noisy_pairs, parse_sigma
+from deepdenoise1d.threads import resolve_threads
 
 REPO = Path(__file__).resolve().parent.parent
 LOG_COLUMNS = ["step", "loss", "lr", "val_rmse_fixed", "val_rmse_unfixed", "val_root_mse_fixed",
@@ -209,7 +209,7 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="sigma the label-free loss gets on synthetic data: the true one (default); signal: each "
                         "signal's own estimate (blind and label-free: the loss is never told sigma); shrunk: that "
                         "estimate, pulled down where it overshoots the sigma distribution fitted on the noisy "
-                        "training signals (signals.classical.shrink_sigma)")
+                        "training signals (deepdenoise1d.classical.shrink_sigma)")
     p.add_argument("--lr-final", type=positive_float, help=f"the cosine ends at this fraction of --lr (default {d.lr_final})")
     p.add_argument("--ema", type=decay_float, metavar="DECAY",
                    help="average the weights: an exponential moving average with this decay per step, which "
@@ -361,7 +361,7 @@ class Validation:
 
 
 def sigma_spec(sigma: list[float]) -> float | tuple[float, float]:
-    """[low, high] as signals.synthesis takes it: one number when low == high (draws nothing)."""
+    """[low, high] as deepdenoise1d.synthesis takes it: one number when low == high (draws nothing)."""
     low, high = sigma
     return low if low == high else (low, high)
 

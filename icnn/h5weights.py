@@ -30,8 +30,8 @@ import h5py
 import numpy as np
 
 from icnn.spec import COUNTER_SUFFIX, MAX_WEIGHT_VALUES, ModelConfig, check_weights, config_from_keys, expected_shapes
-from signals.errors import InputError
-from signals.io import atomic_write
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import atomic_write
 
 WEIGHTS_FORMAT = "icnn_s-weights"
 FORMAT_VERSION = 1

@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable
 
-from signals.errors import InputError
+from deepdenoise1d.errors import InputError
 
 MIN_LENGTH = 16  # four halvings must leave at least one sample
 PRIOR_TAPS = 3  # one prior factor per tap of the bottleneck's first kernel

@@ -27,10 +27,10 @@ from icnn.spec import BN_MODES
 from Numpy_V2.model import load_h5
 from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import configure_threads, denoise
-from signals import cli, evaluate, plots
-from signals.io import read_test_samples
-from signals.synthesis import SIGMA, benchmark_signals
-from signals.threads import resolve_threads
+from deepdenoise1d import cli, evaluate, plots
+from deepdenoise1d.io import read_test_samples
+from deepdenoise1d.synthesis import SIGMA, benchmark_signals
+from deepdenoise1d.threads import resolve_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ For each thread count, times ``--steps`` training steps of the shipped recipe
 ("quiet"), then with one CPU-bound process (``while True: pass``) beside it
 ("loaded"). Each timing runs in a fresh interpreter so torch's thread pools
 start clean. Prints a table and the loaded/quiet ratio; the goal for the
-default (1 thread, :mod:`signals.threads`) is a ratio of at most 1.5.
+default (1 thread, :mod:`deepdenoise1d.threads`) is a ratio of at most 1.5.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ BURNER = "while True: pass"
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    from signals.cli import positive_int
+    from deepdenoise1d.cli import positive_int
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=positive_int, default=200, help="training steps per timing (default 200)")
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     if args.worker:
         print(f"{time_steps(args.steps, args.threads[0], args.batch_size):.3f}")
         return
-    from signals.threads import available_cores, resolve_threads
+    from deepdenoise1d.threads import available_cores, resolve_threads
 
     print(f"{args.steps} training steps, batch {args.batch_size}; {available_cores()} cores available; "
           f"default threads {resolve_threads()}")
@@ -82,6 +82,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from signals.errors import run_cli
+    from deepdenoise1d.errors import run_cli
 
     run_cli(main, "bench_threads.py")

@@ -29,9 +29,9 @@ import numpy as np
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
 from Numpy_V2.model import FORWARD_BLOCK, load_h5, wiener_prior
 from Numpy_V2.parallel import run_blocks, worker_count
-from signals.cli import add_bn_arg, add_n_arg, add_seed_arg, add_threads_arg, add_weights_arg, positive_int, run_cli
-from signals.errors import InputError
-from signals.synthesis import SpikePrior, noisy_pairs
+from deepdenoise1d.cli import add_bn_arg, add_n_arg, add_seed_arg, add_threads_arg, add_weights_arg, positive_int, run_cli
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.synthesis import SpikePrior, noisy_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

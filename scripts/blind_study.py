@@ -3,9 +3,9 @@
     python scripts/blind_study.py                      # 2000 held-out signals per σ (seed 2026)
     python scripts/blind_study.py --n 500 --output runs/blind_study.md
 
-For each σ the held-out draw is ``signals.synthesis.benchmark_signals(seed, n, σ)``. Rows:
+For each σ the held-out draw is ``deepdenoise1d.synthesis.benchmark_signals(seed, n, σ)``. Rows:
 the σ-aware Bayes posterior mean (told σ), the blind oracle (σ marginalised over the
-training range 0.5..5, ``signals.classical.bayes_blind_posterior_mean``), and each
+training range 0.5..5, ``deepdenoise1d.classical.bayes_blind_posterior_mean``), and each
 checkpoint: supervised blind (``ckpt/ckpt_blind.pth``), label-free blind
 (``ckpt/ckpt_blind_sure.pth``) and label-free at σ = 3 (``ckpt/ckpt_sure.pth``). RMSE is the
 mean over signals of each signal's RMSE; the ratios divide by the oracle's RMSE on the same
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from signals.classical import bayes_blind_posterior_mean, bayes_posterior_mean
-from signals.errors import run_cli
-from signals.metrics import rmse
-from signals.synthesis import DEFAULT_SEED, benchmark_signals
+from deepdenoise1d.classical import bayes_blind_posterior_mean, bayes_posterior_mean
+from deepdenoise1d.errors import run_cli
+from deepdenoise1d.metrics import rmse
+from deepdenoise1d.synthesis import DEFAULT_SEED, benchmark_signals
 
 REPO = Path(__file__).resolve().parent.parent
 SIGMAS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0)
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     reads = [path for path in (a.blind, a.blind_sure, a.sure) if path.is_file()]
     if a.output is not None:  # refuse an output that is one of the checkpoints before the work, not after
-        from signals.io import guard_output
+        from deepdenoise1d.io import guard_output
 
         guard_output(a.output, reads)
         guard_output(a.output.with_suffix(".json"), reads)
@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     text = markdown(rows, list(models), a.n, a.seed) + "\n" + "\n".join(lines) + "\n"
     print(text)
     if a.output is not None:
-        from signals.io import atomic_write
+        from deepdenoise1d.io import atomic_write
 
         atomic_write(a.output, lambda f: f.write(text.encode()), reads=reads)
         atomic_write(a.output.with_suffix(".json"), lambda f: f.write(json.dumps(rows, indent=1).encode()), reads=reads)

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/compare_sigma_estimators.py            # 2000 signals, 20 pooled draws per σ
     .venv/bin/python scripts/compare_sigma_estimators.py --n 500 --repeats 5 --output sigma.md
 
-Estimators (all in :func:`signals.classical.estimate_sigma`):
+Estimators (all in :func:`deepdenoise1d.classical.estimate_sigma`):
 
 - negative_rms: the RMS of the samples ≤ 0, the default (it won this comparison);
 - negative: 1.4826 · median(|y| : y ≤ 0), the first round's estimator;
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from signals.classical import SIGMA_METHODS, estimate_sigma
-from signals.cli import add_n_arg, add_seed_arg, positive_int, run_cli
-from signals.io import atomic_write
-from signals.synthesis import noisy_pairs
+from deepdenoise1d.classical import SIGMA_METHODS, estimate_sigma
+from deepdenoise1d.cli import add_n_arg, add_seed_arg, positive_int, run_cli
+from deepdenoise1d.io import atomic_write
+from deepdenoise1d.synthesis import noisy_pairs
 
 SIGMAS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
 

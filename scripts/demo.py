@@ -29,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from signals import cli
-from signals.errors import InputError, run_cli
-from signals.io import atomic_write
+from deepdenoise1d import cli
+from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.io import atomic_write
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -29,9 +29,9 @@ import h5py
 import numpy as np
 
 from icnn.spec import BN_MODES as MODES
-from signals.cli import add_n_arg, add_seed_arg, positive_float, positive_int, run_cli
-from signals.errors import InputError
-from signals.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
+from deepdenoise1d.cli import add_n_arg, add_seed_arg, positive_float, positive_int, run_cli
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
@@ -88,7 +88,7 @@ def torch_model(pth: Path):
 # ---------------------------------------------------------------- torch reference
 def prior_derivative_fd(y: np.ndarray, step: float = 3e-7) -> np.ndarray:
     """dh/dy (N, L, L) by central differences of ``wiener_inverse_response`` (step × (1 + RMS))."""
-    from signals.classical import wiener_inverse_response
+    from deepdenoise1d.classical import wiener_inverse_response
 
     n, length = y.shape
     delta = step * (1.0 + np.sqrt(np.mean(y**2, axis=1)))
@@ -105,7 +105,7 @@ def torch_jacobians(model, y: np.ndarray, mode: str) -> tuple[np.ndarray, np.nda
     """∂f/∂y and ∂f/∂h (N, L, L) by float64 batched autograd (one vmapped backward), and its seconds."""
     import torch
 
-    from signals.classical import wiener_inverse_response
+    from deepdenoise1d.classical import wiener_inverse_response
 
     length = y.shape[1]
     x = torch.tensor(y[:, None, :], dtype=torch.float64, requires_grad=True)
@@ -258,7 +258,7 @@ def test_sample_figures(net, folder: Path, sigma: float, reads: tuple[Path, ...]
     """The per-signal figures of TestSamples/Test0 (data and label), both BN modes in the heat maps."""
     from Numpy_V2.explain import save_figures, signal_figures
     from Numpy_V2.jacobian import jacobians
-    from signals.io import read_signals
+    from deepdenoise1d.io import read_signals
 
     noisy = read_signals(REPO_ROOT / "TestSamples" / "Test0_data.txt")[0][0].astype(np.float64)
     clean = read_signals(REPO_ROOT / "TestSamples" / "Test0_label.txt")[0][0].astype(np.float64)
@@ -270,9 +270,9 @@ def test_sample_figures(net, folder: Path, sigma: float, reads: tuple[Path, ...]
 
 
 def sweep_figure(curves: dict, folder: Path, length: int, reads: tuple[Path, ...]) -> Path:
-    from signals.filter_plots import effective_dimension_figure
-    from signals.io import guard_output
-    from signals.plots import save_figure
+    from deepdenoise1d.filter_plots import effective_dimension_figure
+    from deepdenoise1d.io import guard_output
+    from deepdenoise1d.plots import save_figure
 
     fig = effective_dimension_figure(np.array(SWEEP_SIGMAS), curves, length)
     return save_figure(fig, guard_output(folder / "filter_effective_dimension.png", reads))
@@ -425,7 +425,7 @@ def main(argv=None) -> None:
     import torch
 
     from Numpy_V2.model import load_h5
-    from signals.io import atomic_write
+    from deepdenoise1d.io import atomic_write
 
     torch.set_num_threads(1)  # one thread for both sides: the speeds compare like with like
     lock = lock_folder(args.output)

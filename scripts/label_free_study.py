@@ -4,7 +4,7 @@
     python scripts/label_free_study.py A.pth B.pth --sigma 1 3 5 --n 2000 --output runs/label_free.md
 
 Each checkpoint is a ``train.py --loss sure|r2r|unsure`` run (any train.py checkpoint works).
-For every σ, on ``signals.synthesis.benchmark_signals(seed, n, σ)``, it prints the RMSE of
+For every σ, on ``deepdenoise1d.synthesis.benchmark_signals(seed, n, σ)``, it prints the RMSE of
 f(y) and its ratio to the σ-aware Bayes RMSE. An R2R model was trained on inputs of noise
 σ·√(1 + α²), so it also gets the inference of its paper (Pang et al., CVPR 2021): the mean of
 f(y + ασz) over ``--draws`` recorruptions z, with the σ its training used (the true one, or
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from signals.classical import bayes_posterior_mean, estimate_sigma
-from signals.cli import add_threads_arg, positive_float, positive_int
-from signals.errors import run_cli
-from signals.metrics import rmse
-from signals.synthesis import DEFAULT_SEED, benchmark_signals, noisy_pairs, parse_sigma
-from signals.threads import resolve_threads
+from deepdenoise1d.classical import bayes_posterior_mean, estimate_sigma
+from deepdenoise1d.cli import add_threads_arg, positive_float, positive_int
+from deepdenoise1d.errors import run_cli
+from deepdenoise1d.metrics import rmse
+from deepdenoise1d.synthesis import DEFAULT_SEED, benchmark_signals, noisy_pairs, parse_sigma
+from deepdenoise1d.threads import resolve_threads
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -126,7 +126,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(resolve_threads(a.threads))
     if a.output is not None:  # refuse an output that is one of the checkpoints before the work, not after
-        from signals.io import guard_output
+        from deepdenoise1d.io import guard_output
 
         guard_output(a.output, a.weights)
         guard_output(a.output.with_suffix(".json"), a.weights)
@@ -145,7 +145,7 @@ def main(argv=None) -> None:
     text = markdown(rows, a)
     print(text)
     if a.output is not None:
-        from signals.io import atomic_write
+        from deepdenoise1d.io import atomic_write
 
         atomic_write(a.output, lambda f: f.write(text.encode()), reads=a.weights)
         atomic_write(a.output.with_suffix(".json"), lambda f: f.write(json.dumps(rows, indent=1).encode()), reads=a.weights)

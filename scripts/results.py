@@ -4,7 +4,7 @@
     python scripts/results.py --n 5000 --seed 77   # any other held-out draw
     python scripts/results.py --output demo/RESULTS.md   # what `make demo-refresh` does
 
-Signals come from ``signals.synthesis.benchmark_signals(seed, n, σ)``: the same --seed and
+Signals come from ``deepdenoise1d.synthesis.benchmark_signals(seed, n, σ)``: the same --seed and
 --n give the same signals, and the σ = 3 table the same rows (names, decimals, values), as
 ``test.py --random`` and ``Numpy_test.py --random`` (tests/test_numpy_test_cli.py checks it).
 
@@ -29,13 +29,13 @@ from icnn.spec import BN_MODES
 from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import configure_threads, denoise
 from Pytorch_V1.model import ICNN_s, wiener_prior
-from signals import classical, cli, evaluate
-from signals.errors import InputError, run_cli
-from signals.io import atomic_write, guard_output
-from signals.plots import save_figure
-from signals.progress import progress
-from signals.synthesis import benchmark_signals
-from signals.threads import resolve_threads
+from deepdenoise1d import classical, cli, evaluate
+from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.io import atomic_write, guard_output
+from deepdenoise1d.plots import save_figure
+from deepdenoise1d.progress import progress
+from deepdenoise1d.synthesis import benchmark_signals
+from deepdenoise1d.threads import resolve_threads
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = {
@@ -73,12 +73,12 @@ def get_args(argv=None):
 
 
 def score(estimate: np.ndarray, clean: np.ndarray) -> dict:
-    """Scores as in every table (signals.evaluate.score)."""
+    """Scores as in every table (deepdenoise1d.evaluate.score)."""
     return evaluate.score(estimate, clean)
 
 
 def classical_estimates(noisy: np.ndarray, sigma: float) -> dict[str, np.ndarray]:
-    """Every classical method of the CLIs' tables (signals.evaluate.classical_methods), in their order."""
+    """Every classical method of the CLIs' tables (deepdenoise1d.evaluate.classical_methods), in their order."""
     return {key: method(noisy) for key, method in evaluate.classical_methods(sigma).items()}
 
 
@@ -98,7 +98,7 @@ def activation_sparsity(model: ICNN_s, noisy: np.ndarray, mode: str) -> dict:
 
 
 def table(rows: list[tuple[str, dict]], bayes: float) -> list[str]:
-    """The one table format (signals.evaluate.table_rows): names and decimals as in the CLIs."""
+    """The one table format (deepdenoise1d.evaluate.table_rows): names and decimals as in the CLIs."""
     return evaluate.table_rows(rows, bayes)
 
 
@@ -274,7 +274,7 @@ def main(argv=None) -> None:
     fig_dir = args.fig_dir if args.fig_dir is not None else args.output.parent
     made_by = f"PyTorch; weights in {cli.shown_path(args.ckpt_dir)}/; seed {args.seed}, {args.n} signals per σ"
     out = ["# Results on held-out signals", "",
-           f"{args.n} signals per noise level, `signals.synthesis.benchmark_signals({args.seed}, {args.n}, σ)` "
+           f"{args.n} signals per noise level, `deepdenoise1d.synthesis.benchmark_signals({args.seed}, {args.n}, σ)` "
            f"(`np.random.default_rng([{args.seed}, round(100·σ)])`); reproduce with "
            f"`python scripts/results.py --n {args.n} --seed {args.seed}`. The σ = 3 rows equal "
            f"`test.py --random --n {args.n} --seed {args.seed}` and `Numpy_test.py --random ...` row for row.", ""]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from signals.errors import run_cli
+from deepdenoise1d.errors import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def use_scripts_thread_count() -> None:
     a CLI run held only when some earlier test had run a CLI first."""
     torch = sys.modules.get("torch")
     if torch is not None:
-        from signals.threads import resolve_threads
+        from deepdenoise1d.threads import resolve_threads
 
         torch.set_num_threads(resolve_threads(None))
 

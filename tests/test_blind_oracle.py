@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from signals.classical import bayes_blind_posterior_mean, bayes_posterior_mean
-from signals.synthesis import noisy_pairs
+from deepdenoise1d.classical import bayes_blind_posterior_mean, bayes_posterior_mean
+from deepdenoise1d.synthesis import noisy_pairs
 
 
 def plug_in_sigma(noisy):

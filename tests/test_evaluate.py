@@ -1,4 +1,4 @@
-"""signals/evaluate.py (the evaluation library) and signals/plots.py: tables, reports,
+"""deepdenoise1d/evaluate.py (the evaluation library) and deepdenoise1d/plots.py: tables, reports,
 streaming file denoising, the out-of-range σ check, figures."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from conftest import assert_one_line_error
 from icnn.spec import CHUNK, MIN_LENGTH
-from signals import classical, evaluate, plots
-from signals.metrics import rmse
-from signals.synthesis import benchmark_signals, noisy_pairs
+from deepdenoise1d import classical, evaluate, plots
+from deepdenoise1d.metrics import rmse
+from deepdenoise1d.synthesis import benchmark_signals, noisy_pairs
 
 
 def test_report_json_and_table(tmp_path):
@@ -160,7 +160,7 @@ def test_importing_plots_changes_no_process_state(tmp_path):
     import sys
 
     code = ("import os, matplotlib; before = matplotlib.get_backend() if 'MPLBACKEND' in os.environ else None; "
-            "m = os.umask(0o022); os.umask(m); import signals.plots; m2 = os.umask(0o022); os.umask(m2); "
+            "m = os.umask(0o022); os.umask(m); import deepdenoise1d.plots; m2 = os.umask(0o022); os.umask(m2); "
             "print(os.environ.get('MPLBACKEND'), m == m2, matplotlib.rcParams._get_backend_or_none())")
     env = {k: v for k, v in __import__("os").environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)

@@ -14,8 +14,8 @@ import pytest
 from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script
 from Numpy_V2.jacobian import bayes_jacobian_diagonal, filter_numbers, jacobians, sure
 from Numpy_V2.model import load_h5
-from signals.classical import bayes_posterior_mean, wiener_inverse_response
-from signals.synthesis import benchmark_signals
+from deepdenoise1d.classical import bayes_posterior_mean, wiener_inverse_response
+from deepdenoise1d.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Numpy_V2" / "explain.py"
 CKPT = REPO_ROOT / "ckpt"

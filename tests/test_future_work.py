@@ -14,8 +14,8 @@ from conftest import REPO_ROOT
 from Pytorch_V1.checkpoint import load_checkpoint, save_checkpoint
 from Pytorch_V1.data import SyntheticStream
 from Pytorch_V1.sure import sure_per_signal
-from signals.classical import estimate_sigma
-from signals.synthesis import draw_sigmas, noisy_pairs, parse_sigma
+from deepdenoise1d.classical import estimate_sigma
+from deepdenoise1d.synthesis import draw_sigmas, noisy_pairs, parse_sigma
 
 TRAIN = REPO_ROOT / "Pytorch_V1" / "train.py"
 
@@ -182,7 +182,7 @@ def test_unsure_run_learns_a_noise_level_and_resumes_it(tmp_path):
 @pytest.mark.parametrize("loss", ["r2r", "unsure"])
 def test_every_label_free_loss_gets_the_label_free_recipe_and_needs_no_labels(loss, tmp_path):
     import Pytorch_V1.train as train_mod
-    from signals.io import write_folder_dataset
+    from deepdenoise1d.io import write_folder_dataset
 
     cfg = train_mod.config_from_args(train_mod.get_args(["--loss", loss]))
     assert (cfg.steps, cfg.batch_size, cfg.lr) == (1500, 512, 1e-2)
@@ -219,7 +219,7 @@ def test_label_free_study_reports_r2r_recorruption_mean_and_unsure_learned_sigma
 @pytest.mark.parametrize("folder", [False, True])
 def test_shrunk_sigma_estimate_fits_its_prior_on_noisy_training_signals_only(folder, tmp_path):
     import Pytorch_V1.train as train_mod
-    from signals.io import write_folder_dataset
+    from deepdenoise1d.io import write_folder_dataset
 
     run = dict(steps=3, batch_size=16, eval_every=3, save_every=3, device="cpu", loss="sure", sigma_estimate="shrunk",
                val_size=40)

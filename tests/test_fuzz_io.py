@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, assert_one_line_error
-from signals import io
-from signals.errors import InputError
+from deepdenoise1d import io
+from deepdenoise1d.errors import InputError
 
 # database=None: nothing is written into the repository (.hypothesis/).
 FUZZ = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -425,7 +425,7 @@ def test_written_files_get_the_umask_mode(tmp_path):
 def test_importing_io_changes_no_process_state():
     code = ("import os; calls = []; real = os.umask\n"
             "os.umask = lambda m: calls.append(m) or real(m)\n"
-            "import signals.io, signals.classical; print(calls)")
+            "import deepdenoise1d.io, deepdenoise1d.classical; print(calls)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert out.stdout.strip() == "[]"
 

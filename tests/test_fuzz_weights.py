@@ -26,7 +26,7 @@ from icnn.spec import ModelConfig, expected_shapes  # noqa: E402
 from Numpy_V2.model import load_h5  # noqa: E402
 from Pytorch_V1.checkpoint import load_model  # noqa: E402
 from Pytorch_V1.model import ICNN_s  # noqa: E402
-from signals.errors import InputError  # noqa: E402
+from deepdenoise1d.errors import InputError  # noqa: E402
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ_SMALL = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

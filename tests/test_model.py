@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import signals.io
+import deepdenoise1d.io
 from Pytorch_V1.checkpoint import load_checkpoint, load_model, load_state_dict_strict, save_checkpoint
 from Pytorch_V1.model import (
     DoubleConv,
@@ -26,8 +26,8 @@ from Pytorch_V1.model import (
     pad_to_match,
     wiener_prior,
 )
-from signals.errors import InputError
-from signals.synthesis import noisy_pairs
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.synthesis import noisy_pairs
 
 LENGTHS = [16, 77, 100, 129, 1000]
 ATOL = 1e-5
@@ -406,7 +406,7 @@ def test_wiener_prior_is_per_signal():
 
 def test_all_zero_signal_gives_a_finite_prior_and_output():
     """fft(x) of an all-zero signal is all zero bins: h needs a guard (REFERENCE section 6), and a
-    finite input must give a finite output. Currently signals.classical.wiener computes 0/0 here."""
+    finite input must give a finite output. Currently deepdenoise1d.classical.wiener computes 0/0 here."""
     model = make_model(15)
     x = batch_of_100(3)
     x[1] = 0.0
@@ -608,7 +608,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(signals.io.os, "fsync", broken_fsync)
+    monkeypatch.setattr(deepdenoise1d.io.os, "fsync", broken_fsync)
     with pytest.raises(InputError, match="No space left"):
         save_checkpoint(path, {"net_state_dict": ICNN_s().state_dict(), "step": 2})
     monkeypatch.undo()

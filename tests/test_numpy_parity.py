@@ -29,8 +29,8 @@ from icnn.spec import ModelConfig as SpecConfig, expected_shapes  # noqa: E402
 from Numpy_V2.model import NumpyICNN, load_h5  # noqa: E402
 from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
 from Pytorch_V1.model import ICNN_s, ModelConfig, SignalBatchNorm1d, wiener_prior  # noqa: E402
-from signals.errors import InputError  # noqa: E402
-from signals.synthesis import SpikePrior, noisy_pairs  # noqa: E402
+from deepdenoise1d.errors import InputError  # noqa: E402
+from deepdenoise1d.synthesis import SpikePrior, noisy_pairs  # noqa: E402
 
 LENGTHS = (16, 77, 100, 129, 1000)
 CONFIGS = [(True, "bn"), (True, "sparse_bn"), (False, "bn"), (False, "sparse_bn")]

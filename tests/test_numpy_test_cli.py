@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script
-from signals.synthesis import benchmark_signals
+from deepdenoise1d.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Numpy_V2" / "Numpy_test.py"
 CLASSICAL = {"wiener", "l1", "gmc", "wavelet", "soft", "bayes"}

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script  # noqa: E402
 from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
 from Pytorch_V1.model import ICNN_s, ModelConfig  # noqa: E402
-from signals.errors import InputError  # noqa: E402
+from deepdenoise1d.errors import InputError  # noqa: E402
 
 SCRIPT = REPO_ROOT / "pth2h5.py"
 

@@ -11,9 +11,9 @@ import pytest
 import scipy.signal
 
 from conftest import REPO_ROOT, assert_one_line_error, load_script
-from signals import classical, evaluate, io
-from signals.metrics import mean_ci95, psnr, psnr_paper, rmse
-from signals.synthesis import DEFAULT_SEED, SpikePrior, benchmark_signals, clean_spikes, noisy_pairs
+from deepdenoise1d import classical, evaluate, io
+from deepdenoise1d.metrics import mean_ci95, psnr, psnr_paper, rmse
+from deepdenoise1d.synthesis import DEFAULT_SEED, SpikePrior, benchmark_signals, clean_spikes, noisy_pairs
 
 
 # --- classical denoisers -------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_folder_dataset_pairs_by_file_name(tmp_path):
 
 
 def test_committed_test_samples_match_the_generator(tmp_path):
-    from signals import make_test_samples
+    from deepdenoise1d import make_test_samples
 
     make_test_samples.main(["--out", str(tmp_path)])
     committed = io.read_test_samples(REPO_ROOT / "TestSamples")
@@ -217,7 +217,7 @@ def test_committed_test_samples_match_the_generator(tmp_path):
 
 STREAM_SCRIPT = """
 import os, sys, numpy as np
-from signals import io
+from deepdenoise1d import io
 
 def rss_mb():  # resident now, not the lifetime peak
     with open("/proc/self/statm") as f:
@@ -301,8 +301,8 @@ def test_metrics_formulas():
 
 
 def test_sigma_prior_is_fitted_from_noisy_signals_and_shrinks_toward_it():
-    from signals.classical import estimate_sigma, shrink_sigma, sigma_posterior_mean, sigma_prior
-    from signals.synthesis import noisy_pairs
+    from deepdenoise1d.classical import estimate_sigma, shrink_sigma, sigma_posterior_mean, sigma_prior
+    from deepdenoise1d.synthesis import noisy_pairs
 
     # One noise level: the fitted distribution piles up there and the posterior means agree far better than σ̂.
     _, noisy, _ = noisy_pairs(np.random.default_rng(11), 4000, 2.0)

@@ -16,7 +16,7 @@ from icnn.spec import BN_MODES, MIN_LENGTH
 from Pytorch_V1.checkpoint import load_model, save_checkpoint
 from Pytorch_V1.inference import denoise
 from Pytorch_V1.model import ICNN_s, ModelConfig
-from signals.synthesis import benchmark_signals
+from deepdenoise1d.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Pytorch_V1" / "test.py"
 ALL_METHODS = {"net_fixed", "net_unfixed", "wiener", "l1", "gmc", "wavelet", "soft", "bayes"}

@@ -20,10 +20,10 @@ from Pytorch_V1.inference import denoise
 from Pytorch_V1.model import ICNN_s
 from Pytorch_V1.rundir import LOCK_NAME, RunDir
 from Pytorch_V1.train import TrainConfig, evaluate, get_args, get_lr, train
-from signals.errors import InputError
-from signals.io import read_folder_dataset, write_folder_dataset
-from signals.metrics import rmse
-from signals.synthesis import benchmark_signals, noisy_pairs
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import read_folder_dataset, write_folder_dataset
+from deepdenoise1d.metrics import rmse
+from deepdenoise1d.synthesis import benchmark_signals, noisy_pairs
 
 REQUIRED_KEYS = {"net_state_dict", "optim_state_dict", "step", "config", "val_rmse", "format_version", "rng_state"}
 SHORT = dict(steps=40, batch_size=32, val_size=200, eval_every=20, save_every=20, device="cpu")

@@ -5,15 +5,15 @@ Same flag, same meaning, everywhere:
 ``--weights PATH``   the trained network (.pth for PyTorch scripts, .h5 for NumPy ones)
 ``--bn MODE``        batch-norm statistics, fixed or unfixed (default: what the weights record)
 ``--n N``            how many signals to draw
-``--seed K``         seed of the drawn signals (default :data:`signals.synthesis.DEFAULT_SEED`)
+``--seed K``         seed of the drawn signals (default :data:`deepdenoise1d.synthesis.DEFAULT_SEED`)
 ``--sigma S``        noise level: a number, LOW:HIGH, or auto (estimated)
 ``--device D``       auto, cpu or cuda (PyTorch scripts)
-``--threads N``      compute threads (default :data:`signals.threads.DEFAULT_THREADS`)
+``--threads N``      compute threads (default :data:`deepdenoise1d.threads.DEFAULT_THREADS`)
 ``--output PATH``    the main result file
 
 Every script has ``get_args(argv)`` and ``main(argv)`` and ends with
 ``run_cli(main, prog)``, so bad input is one line on stderr and exit 2.
-This module is the command-line layer; the library modules of ``signals`` hold no argparse.
+This module is the command-line layer; the library modules of ``deepdenoise1d`` hold no argparse.
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from typing import Callable
 
 import numpy as np
 
-from signals import evaluate
-from signals.errors import InputError, run_cli  # noqa: F401  (re-exported: one import for scripts)
-from signals.io import guard_output, read_test_samples
-from signals.synthesis import DEFAULT_SEED, SIGMA
+from deepdenoise1d import evaluate
+from deepdenoise1d.errors import InputError, run_cli  # noqa: F401  (re-exported: one import for scripts)
+from deepdenoise1d.io import guard_output, read_test_samples
+from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA
 
 
 def positive_int(text: str) -> int:
@@ -85,7 +85,7 @@ def add_weights_arg(parser: argparse.ArgumentParser, default: Path | None, kind:
 
 
 def add_bn_arg(parser: argparse.ArgumentParser, modes: tuple) -> None:
-    """``--bn MODE``; ``modes`` is ``icnn.spec.BN_MODES`` (passed in: signals/ does not import icnn)."""
+    """``--bn MODE``; ``modes`` is ``icnn.spec.BN_MODES`` (passed in: deepdenoise1d/ does not import icnn)."""
     parser.add_argument("--bn", choices=modes, default=None,
                         help="batch-norm statistics: fixed (running, from training) or unfixed (each signal's own); "
                         "default: the mode the weights record")
@@ -168,7 +168,7 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
     parser.add_argument("--sigma", type=sigma_or_auto, default=None, metavar="S|auto",
                         help="noise level of the --random draw (default 3) and the σ given to the soft threshold "
                         "(T = σ) and the Bayes oracle; auto estimates σ for each noisy signal "
-                        "(signals.classical.estimate_sigma; --random then draws at σ = 3)")
+                        "(deepdenoise1d.classical.estimate_sigma; --random then draws at σ = 3)")
     figures = parser.add_argument_group("figure mode (the default)")
     figures.add_argument("--samples", type=Path, default=samples, metavar="DIR",
                          help="folder of TestK_data.txt / TestK_label.txt pairs (default: the repository's TestSamples/)")
@@ -178,7 +178,7 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
                          "current folder)")
     bench = parser.add_argument_group("random benchmark mode")
     bench.add_argument("--random", action="store_true",
-                       help="draw --n held-out signals (signals.synthesis.benchmark_signals(--seed, --n, --sigma); "
+                       help="draw --n held-out signals (deepdenoise1d.synthesis.benchmark_signals(--seed, --n, --sigma); "
                        "the same signals in test.py, Numpy_test.py and scripts/results.py) and print a table of every method")
     add_n_arg(bench, 2000)
     add_seed_arg(bench)
@@ -273,7 +273,7 @@ def run_random_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
 
 def draw_random_figures(args, backend: Backend, report: dict, noisy, estimates: dict, reads: tuple) -> list[Path]:
     """methods_{suffix}.png and filter_{suffix}.png, titled with backend, weights and seed."""
-    from signals import plots  # matplotlib only when drawing
+    from deepdenoise1d import plots  # matplotlib only when drawing
 
     made_by = f"{backend.label()}; seed {args.seed}, {args.n} signals"
     shown = {k: v for k, v in estimates.items() if k.startswith("net_")} or {"wiener": estimates["wiener"]}
@@ -287,7 +287,7 @@ def draw_random_figures(args, backend: Backend, report: dict, noisy, estimates: 
 
 def run_figure_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> list[Path]:
     """One comparison figure per TestK sample: the network (when loaded) and Wiener, L1, GMC."""
-    from signals import plots  # matplotlib only when drawing
+    from deepdenoise1d import plots  # matplotlib only when drawing
 
     sigma = args.sigma if args.sigma is not None else DRAW_SIGMA
     methods = methods_of(args, backend, sigma)

@@ -7,7 +7,7 @@ memory-mapped after its header is checked against the file size).
 Every output goes through :func:`guard_output`: it refuses a folder, a path that is
 or links to a file the same command reads, and a parent that is a file. Writes are
 atomic (:func:`atomic_write`, :func:`open_npy_output`). Every reader and writer
-raises :class:`signals.errors.InputError` with one clear line on bad input or an
+raises :class:`deepdenoise1d.errors.InputError` with one clear line on bad input or an
 OS error, never another exception.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from signals.errors import InputError
-from signals.synthesis import noisy_pairs
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.synthesis import noisy_pairs
 
 PathLike = str | os.PathLike
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -3,13 +3,13 @@
 - the methods: :func:`classical_methods` and :func:`network_methods`, each an ordered
   dict ``{key: callable(noisy (N, L)) -> estimate (N, L)}`` (the table follows its order);
 - scoring: :func:`evaluate_methods`, :func:`build_report`, :func:`random_benchmark` on the
-  one held-out draw :func:`signals.synthesis.benchmark_signals`;
+  one held-out draw :func:`deepdenoise1d.synthesis.benchmark_signals`;
 - the table: :func:`format_table` / :func:`table_rows`, one row format (names, decimals)
   for test.py, Numpy_test.py and results.py;
 - streaming: :func:`denoise_file` denoises a signal file chunk by chunk into its output;
 - the out-of-range check: :class:`SigmaRangeCheck`.
 
-No argparse here (that is :mod:`signals.cli`) and no architecture constant: callers pass
+No argparse here (that is :mod:`deepdenoise1d.cli`) and no architecture constant: callers pass
 ``min_length`` and ``chunk`` (from ``icnn.spec``) in.
 """
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Callable
 
 import numpy as np
 
-from signals import classical
-from signals.errors import InputError
-from signals.io import atomic_write, iter_chunks, open_npy_output, read_signals, release_pages, write_signals
-from signals.metrics import mean_ci95, psnr, psnr_paper, rmse
-from signals.progress import Progress
-from signals.synthesis import benchmark_signals
+from deepdenoise1d import classical
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import atomic_write, iter_chunks, open_npy_output, read_signals, release_pages, write_signals
+from deepdenoise1d.metrics import mean_ci95, psnr, psnr_paper, rmse
+from deepdenoise1d.progress import Progress
+from deepdenoise1d.synthesis import benchmark_signals
 
 Method = Callable[[np.ndarray], np.ndarray]
 
@@ -65,7 +65,7 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
     ----------
     sigma : float or "auto"
         Noise level given to the wavelet shrinkage, the soft threshold (T = σ) and the Bayes oracle; ``"auto"``
-        estimates it for each signal with :func:`signals.classical.estimate_sigma`.
+        estimates it for each signal with :func:`deepdenoise1d.classical.estimate_sigma`.
     """
     def level(noisy: np.ndarray):
         if sigma != "auto":
@@ -90,7 +90,7 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
 
 
 def per_signal_sigma(noisy: np.ndarray) -> np.ndarray:
-    """σ estimated for each signal (:func:`signals.classical.estimate_sigma`); NaN where it cannot be."""
+    """σ estimated for each signal (:func:`deepdenoise1d.classical.estimate_sigma`); NaN where it cannot be."""
     noisy = np.atleast_2d(noisy)
     usable = (noisy <= 0).any(axis=-1)  # the estimator reads the samples <= 0
     out = np.full(noisy.shape[0], np.nan)
@@ -124,7 +124,7 @@ def evaluate_methods(
     methods : dict
         ``{key: callable(noisy) -> estimate}``.
     progress : bool
-        Report progress over methods on stderr (:class:`signals.progress.Progress`).
+        Report progress over methods on stderr (:class:`deepdenoise1d.progress.Progress`).
 
     Returns
     -------

@@ -15,9 +15,9 @@ from typing import Callable
 import numpy as np
 from matplotlib.figure import Figure
 
-from signals.classical import bayes_posterior_mean, soft_threshold
-from signals.io import TEST_SAMPLE_SEEDS, atomic_write
-from signals.metrics import psnr_paper, rmse
+from deepdenoise1d.classical import bayes_posterior_mean, soft_threshold
+from deepdenoise1d.io import TEST_SAMPLE_SEEDS, atomic_write
+from deepdenoise1d.metrics import psnr_paper, rmse
 
 Method = Callable[[np.ndarray], np.ndarray]
 
@@ -61,7 +61,7 @@ def method_label(key: str) -> str:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI, reads: tuple = ()) -> Path:
-    """Render ``fig`` as PNG through :func:`signals.io.atomic_write` (never over a file in ``reads``)."""
+    """Render ``fig`` as PNG through :func:`deepdenoise1d.io.atomic_write` (never over a file in ``reads``)."""
     path = Path(path)
     return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png",
                                                     metadata={"Software": None}), reads=reads)
@@ -117,7 +117,7 @@ def comparison_figure(title: str, clean: np.ndarray, noisy: np.ndarray, estimate
 def methods_chart(report: dict, made_by: str = "") -> Figure:
     """Horizontal bars of RMSE ± CI95 per method, with the Bayes RMSE as a vertical line.
 
-    ``report`` is the dict of :func:`signals.evaluate.build_report` (its methods keyed as there,
+    ``report`` is the dict of :func:`deepdenoise1d.evaluate.build_report` (its methods keyed as there,
     or with any other label); ``made_by`` (backend, weights, seed) goes into the title.
     """
     methods = report["methods"]
@@ -200,7 +200,7 @@ def draw_test_sample_figures(samples: list, fig_dir: str | os.PathLike, suffix: 
     Parameters
     ----------
     samples : list of (name, noisy, clean)
-        As :func:`signals.io.read_test_samples` returns them.
+        As :func:`deepdenoise1d.io.read_test_samples` returns them.
     fig_dir : path
         Where the figures go (created if missing).
     suffix : str

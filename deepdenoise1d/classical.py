@@ -8,7 +8,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.special import logsumexp
 
-from signals.synthesis import SIGMA, SpikePrior, noisy_pairs
+from deepdenoise1d.synthesis import SIGMA, SpikePrior, noisy_pairs
 
 WIENER_WINDOW = 3
 

@@ -1,7 +1,7 @@
 """Write TestK_data.txt / TestK_label.txt (K = 0..5) from fixed seeds.
 
-    python -m signals.make_test_samples                    # into runs/test_samples/ (ignored by git)
-    python -m signals.make_test_samples --out TestSamples  # refresh the committed samples, explicitly
+    python -m deepdenoise1d.make_test_samples                    # into runs/test_samples/ (ignored by git)
+    python -m deepdenoise1d.make_test_samples --out TestSamples  # refresh the committed samples, explicitly
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import argparse
 import math
 from pathlib import Path
 
-from signals.errors import InputError, run_cli
-from signals.io import TEST_SAMPLE_SEEDS, write_test_samples
+from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.io import TEST_SAMPLE_SEEDS, write_test_samples
 
 DEFAULT_OUT = Path("runs") / "test_samples"
 

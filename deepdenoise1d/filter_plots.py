@@ -2,7 +2,7 @@
 the offset b(y), effective dimensionality against σ, and the U-Net's feature maps.
 
 Matplotlib's object API only (``matplotlib.figure.Figure``, no pyplot, no backend
-switch); each builder returns a Figure, saved with ``signals.plots.save_figure``.
+switch); each builder returns a Figure, saved with ``deepdenoise1d.plots.save_figure``.
 """
 from __future__ import annotations
 
