@@ -4,9 +4,9 @@ Usage: python pth2h5.py [SRC.pth] [DST.h5] [--csv PATH]
 
 Every tensor of ``net_state_dict`` except ``num_batches_tracked`` becomes a flat
 float32 dataset at the root, named by its state-dict key (dots kept), as the
-seed's converter wrote them. Root attributes: ``format``, ``format_version``,
-``config`` (JSON, with the model config, inferred for the seed's config-less
-checkpoints), ``source_sha256`` and ``torch_version``.
+original repository's converter wrote them. Root attributes: ``format``,
+``format_version``, ``config`` (JSON, with the model config, inferred for the original
+repository's config-less checkpoints), ``source_sha256`` and ``torch_version``.
 
 The source is loaded with ``weights_only=True`` on the CPU, so a malicious
 pickle is refused rather than run; a state dict that does not build the model it
@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from icnn.h5weights import write_weights
+from icnn.shipped import default_weights
 from icnn.spec import COUNTER_SUFFIX, ModelConfig
 from Pytorch_V1.checkpoint import check_state_dict, load_checkpoint, model_config_of
 from deepdenoise1d.errors import InputError, run_cli
-from deepdenoise1d.io import atomic_write
+from deepdenoise1d.safewrite import atomic_write
 
-DEFAULT_SOURCE = Path(__file__).resolve().parent / "ckpt" / "ckpt_best.pth"
+DEFAULT_SOURCE = default_weights(".pth")
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +54,7 @@ def weight_arrays(state_dict: dict) -> dict[str, np.ndarray]:
 
 
 def checkpoint_config(ckpt: dict, model: ModelConfig) -> dict:
-    """The checkpoint's config with the checked model config filled in (inferred for the seed's layout)."""
+    """The checkpoint's config with the checked model config filled in (inferred for the original repository's layout)."""
     recorded = ckpt.get("config")
     config = dict(recorded) if isinstance(recorded, dict) else {}
     config["model"] = model.to_dict()

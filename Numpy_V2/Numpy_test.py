@@ -2,12 +2,12 @@
 
     python Numpy_V2/Numpy_test.py                                   # figures runs/figures/TestK_numpy.png
     python Numpy_V2/Numpy_test.py --random [--n 2000 --seed 2026 --sigma 3] [--json r.json --plots]
-    python Numpy_V2/Numpy_test.py --input noisy.npy --output clean.npy [--bn unfixed]
+    python Numpy_V2/Numpy_test.py --input noisy.npy --output clean.npy [--bn-mode unfixed]
 
 Weights come from ``--weights`` (default ckpt/ckpt_best.h5, written by pth2h5.py).
 When that default file is missing, the figures and the table show the classical
 methods only; ``--input/--output`` needs the network. Flags, modes and tables are
-the same as Pytorch_V1/test.py's (deepdenoise1d/cli.py).
+the same as Pytorch_V1/test.py's (deepdenoise1d/frontend.py).
 """
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from icnn.shipped import default_weights
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
-from deepdenoise1d import cli
-from deepdenoise1d.cli import run_cli
+from deepdenoise1d import cli, frontend
+from deepdenoise1d.errors import InputError, run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO_ROOT / "ckpt" / "ckpt_best.h5"
+DEFAULT_WEIGHTS = default_weights(".h5")
 PROG = "Numpy_test.py"
 
 
@@ -32,13 +33,13 @@ def get_args(argv=None):
     )
     cli.add_weights_arg(parser, None, "HDF5 weights written by pth2h5.py (default: ckpt/ckpt_best.h5 in the "
                         "repository; when that default is missing, the figures and table show classical methods only)")
-    cli.add_test_args(parser, REPO_ROOT / "TestSamples", "numpy", BN_MODES)
+    frontend.add_test_args(parser, REPO_ROOT / "TestSamples", "numpy", BN_MODES)
     args = parser.parse_args(argv)
-    cli.check_test_args(parser, args)
+    frontend.check_test_args(parser, args)
     return args
 
 
-def load_backend(args) -> cli.Backend:
+def load_backend(args) -> frontend.Backend:
     """The NumPy network, or a backend without one when the default weights are missing."""
     from deepdenoise1d.threads import resolve_threads
 
@@ -48,22 +49,22 @@ def load_backend(args) -> cli.Backend:
             if args.input is None:
                 print(f"{PROG}: no weights at {DEFAULT_WEIGHTS}; classical methods only "
                       f"(make them with: python pth2h5.py, or pass --weights)", file=sys.stderr)
-            return cli.Backend(PROG, "NumPy", "numpy", None, None, None, None, MIN_LENGTH, CHUNK, BN_MODES)
+            return frontend.Backend(PROG, "NumPy", "numpy", None, None, None, None, MIN_LENGTH, CHUNK, BN_MODES)
         weights = DEFAULT_WEIGHTS
     if not weights.exists():
-        raise cli.InputError(cli.missing_weights_message(weights))
+        raise InputError(frontend.missing_weights_message(weights))
     from Numpy_V2.model import load_h5  # only when there are weights to load
 
     net = load_h5(weights)
     threads = resolve_threads(args.threads)
-    return cli.Backend(PROG, "NumPy", "numpy", weights,
+    return frontend.Backend(PROG, "NumPy", "numpy", weights,
                        lambda noisy, mode: net.denoise(noisy, bn_mode=mode, threads=threads),
                        net.config.bn_mode, net.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES)
 
 
 def main(argv=None):
     args = get_args(argv)
-    cli.run_test_cli(args, load_backend(args))
+    frontend.run_test_cli(args, load_backend(args))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Read the network as a filter: its exact Jacobian at each signal, in pure NumPy (torch never imported).
 
     python Numpy_V2/explain.py --weights ckpt/ckpt_best.h5 --input noisy.npy --output J.npz \
-        [--bn fixed|unfixed] [--figures DIR] [--sigma S] [--threads N]
+        [--bn-mode fixed|unfixed] [--fig-dir DIR] [--sigma S] [--threads N]
 
 Writes an ``.npz`` with ``jacobian`` (N, L, L), ``jacobian[n, i, j] = ∂f_i/∂y_j`` at
 signal n (the total derivative, through the Wiener prior and, in unfixed mode,
 each signal's own BN statistics), ``offset`` (N, L) = f(y) − J(y)·y and
 ``output`` (N, L) = f(y), all float64, computed by forward-mode differentiation
-(``Numpy_V2.jacobian``). With ``--figures DIR`` it also draws, for the first
+(``Numpy_V2.jacobian``). With ``--fig-dir DIR`` it also draws, for the first
 signal, its adaptive filters, J as a heat map in both BN modes beside the Bayes
 denoiser's diagonal Jacobian (at ``--sigma``), the offset, and the feature maps.
 """
@@ -18,17 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+from icnn.shipped import default_weights
 from icnn.spec import BN_MODES, MIN_LENGTH
 from Numpy_V2.jacobian import bayes_jacobian_diagonal, bn_mode_of, feature_maps, jacobians
 from Numpy_V2.model import load_h5
-from deepdenoise1d.cli import add_bn_arg, add_threads_arg, add_weights_arg, positive_float, run_cli
-from deepdenoise1d.errors import InputError
-from deepdenoise1d.io import atomic_write, check_chunk, guard_output, read_signals
+from deepdenoise1d.cli import add_bn_mode_arg, add_threads_arg, add_weights_arg, positive_float
+from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.io import check_chunk, read_signals
+from deepdenoise1d.safewrite import atomic_write, guard_output
 from deepdenoise1d.progress import Progress
 from deepdenoise1d.synthesis import SIGMA
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO_ROOT / "ckpt" / "ckpt_best.h5"
+DEFAULT_WEIGHTS = default_weights(".h5")
 # The Jacobians are held in memory before the .npz is written: refuse inputs beyond this.
 MAX_JACOBIAN_BYTES = 4 * 2**30
 WIENER_KERNEL = np.full(3, 1.0 / 3.0)  # scipy.signal.wiener's local mean over its 3-sample window
@@ -44,8 +45,8 @@ def get_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, required=True, metavar="PATH", help="noisy signals, .npy ([L] or [N, L]) or .txt")
     parser.add_argument("--output", type=Path, required=True, metavar="PATH",
                         help="the .npz to write (jacobian, offset, output)")
-    add_bn_arg(parser, BN_MODES)
-    parser.add_argument("--figures", type=Path, default=None, metavar="DIR",
+    add_bn_mode_arg(parser, BN_MODES)
+    parser.add_argument("--fig-dir", type=Path, default=None, metavar="DIR",
                         help="also draw the filter figures of the first signal into DIR")
     parser.add_argument("--sigma", type=positive_float, default=SIGMA, metavar="S",
                         help=f"noise level of the Bayes denoiser drawn beside the network in the figures (default {SIGMA})")
@@ -117,7 +118,7 @@ def main(argv=None) -> None:
     guard_output(args.output, reads)  # refuse a bad output before the work, not after
     net = load_h5(args.weights, dtype=np.float64)
     y = read_input(args.input)
-    mode = bn_mode_of(net, args.bn)
+    mode = bn_mode_of(net, args.bn_mode)
     bar = Progress(y.shape[0], "jacobians", unit="signal")
     try:
         result = jacobians(net, y, mode, threads=args.threads, progress=bar)
@@ -125,11 +126,11 @@ def main(argv=None) -> None:
         bar.close()
     write_npz(args.output, result, reads)
     print(f"{y.shape[0]} Jacobian(s) of length {y.shape[1]} with {mode} BN -> {args.output}")
-    if args.figures is not None:
+    if args.fig_dir is not None:
         # Both modes of the first signal, in BN_MODES order; the mode asked for is already computed.
         by_mode = {m: result["jacobian"][0] if m == mode else jacobians(net, y[:1], m)["jacobian"][0] for m in BN_MODES}
         figures = signal_figures(net, y[0], None, by_mode, result["offset"][0], result["output"][0], mode, args.sigma)
-        for path in save_figures(figures, args.figures, "explain_", reads + (args.output,)):
+        for path in save_figures(figures, args.fig_dir, "explain_", reads + (args.output,)):
             print(f"figure -> {path}")
 
 

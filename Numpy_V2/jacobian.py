@@ -10,9 +10,12 @@ padding and concatenation use the value's layer functions, without bias;
 piecewise-linear layers (ReLU, max-pool, fixed BN, soft threshold) pass them by
 the value's mask; unfixed BN and the prior's kernel modulation have closed-form
 derivatives. The directions are innermost because masks and statistics are per
-signal: broadcast over D they run as long contiguous loops (with N innermost, a
-block of 8 signals made each such loop 8 elements long; the unfixed BN step was
-2x slower).
+signal: broadcast over D they run as long contiguous loops (with N innermost, each
+such loop would be only a block of signals long).
+
+Each layer's value is computed by the model's own part (``Numpy_V2.model``: its
+``Conv1d`` and ``SignalBatchNorm1d``), and the parts are walked in the order and
+with the names :mod:`icnn.spec` gives, so the forward is written once.
 
 The Jacobian is the *total* derivative of f(y): it includes the path through
 the Wiener prior h(y) (``deepdenoise1d.classical.wiener_inverse_response``), whose
@@ -28,31 +31,14 @@ import threading
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from icnn.spec import BN_EPS, PRIOR_TAPS
-from Numpy_V2.layers import (
-    adaptive_bin_index,
-    batch_innermost,
-    batch_norm,
-    concat_channels,
-    conv1d,
-    max_pool1d,
-    modulated_conv1d,
-    pad_to_match,
-    relu,
-    soft_threshold,
-    upsample_linear,
-)
+from icnn.spec import BN_EPS, DECODER, ENCODER, MODULATED_PART, PRIOR_ENCODER, PRIOR_TAPS, SKIPS
+from Numpy_V2 import layers
 from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 
-# Signals per forward-mode block: D = L tangents each, so a block of 24 signals of
-# length 100 carries 2400 columns per activation. Jacobians/s at L = 100, one thread,
-# fixed / unfixed BN, mean of 3 runs: block 8: 498 / 372, 16: 495 / 391, 24: 520 / 408,
-# 32: 422 / 354.
+# Signals per forward-mode block (each carries D = L tangent columns): the fastest size tried at L = 100.
 JACOBIAN_BLOCK = 24
-# Tangent precision. float32 halves the memory traffic that bounds every tangent pass
-# (measured 2x the Jacobians/s of float64 at L = 100); the values, the masks they
-# choose and dh/dy stay float64. Error against float64 autograd, per signal: medians
-# 1e-7..2e-6 relative over the tested checkpoints (issue 11 allows 1e-5); float64 ~1e-10.
+# Tangent precision: float32 halves the memory traffic that bounds every tangent pass and
+# stays within the accuracy tests/test_explain.py requires; values, masks and dh/dy stay float64.
 TANGENT_DTYPE = np.float32
 
 
@@ -87,11 +73,10 @@ def _tap_ranges(k: int, length: int):
 def conv_tangents(t: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """The tangents (N·D, C_in, L) through a bias-free "same" convolution (odd K), as (N·D, C_out, L).
 
-    Fewer passes than ``layers.conv1d`` over these wide buffers (measured 7-50 %
-    faster per convolution at block 32): when C_in < C_out the K shifted inputs
-    are stacked and one GEMM writes the output once (im2col); otherwise one GEMM
-    gives every tap's products and the centre tap's slab *is* the output, the
-    others added in place.
+    Fewer passes than ``layers.conv1d`` over these wide buffers: when C_in < C_out
+    the K shifted inputs are stacked and one GEMM writes the output once (im2col);
+    otherwise one GEMM gives every tap's products and the centre tap's slab *is*
+    the output, the others added in place.
     """
     x = _cln(t)  # (C_in, L, N·D)
     c_in, length, _ = x.shape
@@ -119,18 +104,17 @@ def conv_dual(conv, x: np.ndarray, t: np.ndarray, scale=None, t_scale=None) -> t
     ``scale`` (N, C_out, K) multiplies the kernel per signal; ``t_scale``
     (C_out, K, N, D) is its tangent (product rule: the kernel moves with y through h).
     """
-    pad = conv.weight.shape[2] // 2
     if scale is None:
-        return conv1d(x, conv.weight, conv.bias, pad), conv_tangents(t, conv.weight)
+        return conv(x), conv_tangents(t, conv.weight)
     n, c_out, k = scale.shape
     zero_bias = np.zeros(c_out, t.dtype)
-    y = modulated_conv1d(x, conv.weight, conv.bias, scale)
+    y = conv(x, scale)
     d = t.shape[0] // n
-    ty4 = _t4(modulated_conv1d(t, conv.weight, zero_bias, np.repeat(scale, d, axis=0).astype(t.dtype)), n)
+    ty4 = _t4(layers.modulated_conv1d(t, conv.weight, zero_bias, np.repeat(scale, d, axis=0).astype(t.dtype)), n)
     for tap in range(k):  # taps, not positions: ∂y/∂scale[n, o, tap] is tap's shifted products
         one_hot = np.zeros_like(scale)
         one_hot[:, :, tap] = 1.0
-        shifted = _cln(modulated_conv1d(x, conv.weight, zero_bias, one_hot))  # (C_out, L, N)
+        shifted = _cln(layers.modulated_conv1d(x, conv.weight, zero_bias, one_hot))  # (C_out, L, N)
         ty4 += shifted[..., None].astype(t.dtype) * t_scale[:, tap, None]
     return y, _t3(ty4)
 
@@ -154,10 +138,7 @@ def bn_relu_state(bn, x: np.ndarray, mode: str, dtype) -> tuple[np.ndarray, np.n
         (C, L, N) normalised input for unfixed BN; None for fixed.
     """
     gamma = bn.weight.astype(np.float64)
-    y = batch_norm(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, mode)
-    if bn.threshold is not None:
-        y = soft_threshold(y, bn.threshold)
-    y = relu(y, inplace=True)
+    y = layers.relu(bn(x, mode), inplace=True)
     positive = _cln(y) > 0  # (C, L, N)
     if mode == "fixed":
         alpha = gamma / np.sqrt(bn.running_var.astype(np.float64) + BN_EPS)
@@ -210,7 +191,7 @@ def max_pool_dual(x: np.ndarray, t: np.ndarray, kernel_size: int = 2) -> tuple[n
         better = candidate > best
         out = np.where(better[..., None], t4[:, offset:span:kernel_size], out)
         np.maximum(best, candidate, out=best)
-    return max_pool1d(x, kernel_size), _t3(out)
+    return layers.max_pool1d(x, kernel_size), _t3(out)
 
 
 def max_pool_adjoint(x: np.ndarray, g4: np.ndarray, kernel_size: int = 2) -> np.ndarray:
@@ -232,7 +213,7 @@ def max_pool_adjoint(x: np.ndarray, g4: np.ndarray, kernel_size: int = 2) -> np.
 def adaptive_positions(x: np.ndarray, output_size: int) -> np.ndarray:
     """Adaptive max-pool (torch's bins): the position of each bin's first maximum, (C, output_size, N)."""
     x_cln = _cln(x)
-    index = adaptive_bin_index(x_cln.shape[1], output_size)  # (out, widest), as layers.adaptive_max_pool1d
+    index = layers.adaptive_bin_index(x_cln.shape[1], output_size)  # (out, widest), as layers.adaptive_max_pool1d
     pick = x_cln[:, index].argmax(axis=2)  # (C, out, N): first maximum
     return index[np.arange(output_size)[None, :, None], pick]
 
@@ -251,10 +232,10 @@ def down_dual(part, x, t, mode, scale=None, t_scale=None):
 
 def up_dual(part, x1, t1, x2, t2, mode):
     """``Up``: upsample ×2, pad to the skip's length, concat [skip, up], DoubleConv (all linear but the last)."""
-    x1, t1 = upsample_linear(x1, 2), upsample_linear(t1, 2)
-    x1p, x2p = pad_to_match(x1, x2)
-    t1p, t2p = pad_to_match(t1, t2)
-    return double_conv_dual(part.conv, concat_channels([x2p, x1p]), concat_channels([t2p, t1p]), mode)
+    x1, t1 = layers.upsample_linear(x1, 2), layers.upsample_linear(t1, 2)
+    x1p, x2p = layers.pad_to_match(x1, x2)
+    t1p, t2p = layers.pad_to_match(t1, t2)
+    return double_conv_dual(part.conv, layers.concat_channels([x2p, x1p]), layers.concat_channels([t2p, t1p]), mode)
 
 
 def wienernet_dual(part, h: np.ndarray, dh: np.ndarray, mode: str, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -265,14 +246,15 @@ def wienernet_dual(part, h: np.ndarray, dh: np.ndarray, mode: str, dtype) -> tup
     records each layer's slope), and d scale/dh is then multiplied by dh/dy (N, D, L).
     """
     tape, p = [], h
-    for index, stage in enumerate((part.inc, part.down1, part.down2, part.down3)):
+    for index, (name, _, _) in enumerate(PRIOR_ENCODER):
+        stage = getattr(part, name)
         if index:
             tape.append(("pool", p))
-            p = max_pool1d(p, 2)
+            p = layers.max_pool1d(p, 2)
         double = stage if index == 0 else stage.conv
         for conv, bn in ((double.conv1, double.bn1), (double.conv2, double.bn2)):
             tape.append(("conv", conv.weight))
-            p, scale, z = bn_relu_state(bn, conv1d(p, conv.weight, conv.bias, conv.weight.shape[2] // 2), mode, dtype)
+            p, scale, z = bn_relu_state(bn, conv(p), mode, dtype)
             tape.append(("bn", scale, z))
     channels, n = p.shape[1], p.shape[0]
     position = adaptive_positions(p, PRIOR_TAPS)  # (C, taps, N)
@@ -366,7 +348,7 @@ def prior_dual(y: np.ndarray, rel_floor: float = 1e-3) -> tuple[np.ndarray, np.n
 
 
 # ---------------------------------------------------------------- the network
-LEVELS = ("inc", "down1", "down2", "down3", "down4", "up1", "up2", "up3", "up4")
+LEVELS = tuple(name for name, _, _ in ENCODER + DECODER)  # every U-Net level, in network order
 
 
 def bn_mode_of(net, bn_mode: str | None) -> str:
@@ -393,7 +375,7 @@ def network_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
     features : dict, optional
         When given, receives the value at each U-Net level (``LEVELS``), shape (N, C, L').
     tangent_dtype : type, optional
-        Precision of the tangents (default ``TANGENT_DTYPE``); np.float64 for a ~1e-10 check.
+        Precision of the tangents (default ``TANGENT_DTYPE``); np.float64 for a tighter check.
 
     Returns
     -------
@@ -405,25 +387,23 @@ def network_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
     tangent_dtype = np.dtype(tangent_dtype or TANGENT_DTYPE)
     y = np.asarray(y, dtype=np.float64)
     n, length = y.shape
-    x = batch_innermost(y[:, None, :], np.float64)
+    x = layers.batch_innermost(y[:, None, :], np.float64)
     t = _t3(np.broadcast_to(np.eye(length, dtype=tangent_dtype)[None, :, None, :], (1, length, n, length)))  # δ_ij
     scale = t_scale = None
     if net.wienernet is not None:
         h, dh = prior_dual(y)
-        scale, t_scale = wienernet_dual(net.wienernet, batch_innermost(h[:, None, :], np.float64), dh, mode,
+        scale, t_scale = wienernet_dual(net.wienernet, layers.batch_innermost(h[:, None, :], np.float64), dh, mode,
                                         tangent_dtype)
-    skips = []
-    for name in LEVELS[:5]:
-        part = getattr(net, name)
-        if name == "inc":
-            x, t = double_conv_dual(part, x, t, mode)
-        else:
-            x, t = down_dual(part, x, t, mode, *((scale, t_scale) if name == "down4" else (None, None)))
-        skips.append((x, t))
+    encoded = {}
+    for index, (name, _, _) in enumerate(ENCODER):
+        modulation = (scale, t_scale) if name == MODULATED_PART else (None, None)
+        dual = double_conv_dual if index == 0 else down_dual  # the first part has no max-pool
+        x, t = dual(getattr(net, name), x, t, mode, *modulation)
+        encoded[name] = x, t
         if features is not None:
             features[name] = x
-    for name, (skip, t_skip) in zip(LEVELS[5:], reversed(skips[:4])):
-        x, t = up_dual(getattr(net, name), x, t, skip, t_skip, mode)
+    for name, skip in SKIPS:
+        x, t = up_dual(getattr(net, name), x, t, *encoded[skip], mode)
         if features is not None:
             features[name] = x
     out, t_out = conv_dual(getattr(net.outc, "conv", net.outc), x, t)
@@ -449,7 +429,7 @@ def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOB
     progress : deepdenoise1d.progress.Progress, optional
         Updated with the number of signals done.
     tangent_dtype : type, optional
-        Precision of the tangents (default ``TANGENT_DTYPE``, float32); np.float64 (~1e-10) is ~2x slower.
+        Precision of the tangents (default ``TANGENT_DTYPE``, float32); np.float64 is more accurate and slower.
 
     Returns
     -------

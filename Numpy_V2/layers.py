@@ -68,7 +68,7 @@ def _tap_products(x_cln: np.ndarray, weight: np.ndarray) -> np.ndarray:
     stacked = np.ascontiguousarray(weight.transpose(2, 0, 1), dtype=x_cln.dtype).reshape(k * c_out, c_in)
     x_2d = x_cln.reshape(c_in, length * n)
     if c_in == 1:
-        # An outer product: BLAS is ~10x slower at inner dimension 1 than a broadcast multiply.
+        # An outer product: BLAS is slow at inner dimension 1, a broadcast multiply is not.
         products = np.multiply(stacked, x_2d)  # (K·C_out, L·N)
     else:
         products = stacked @ x_2d  # (K·C_out, L·N)
@@ -176,7 +176,7 @@ def batch_norm(
     mode: str = "fixed",
     eps: float = BN_EPS,
 ) -> np.ndarray:
-    """BatchNorm1d at inference, in the two modes of REFERENCE §7.
+    """BatchNorm1d at inference, with the running statistics ("fixed") or each signal's own ("unfixed").
 
     Parameters
     ----------
@@ -247,8 +247,7 @@ def soft_threshold(z: np.ndarray, threshold: np.ndarray) -> np.ndarray:
 def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """max(x, 0), element-wise; ``inplace`` overwrites ``x``."""
     x_cln = _to_cln(x)  # iterate in memory order: contiguous for batch-innermost x
-    # A row of zeros, not the scalar 0: NumPy's SIMD maximum loop needs a
-    # contiguous second operand (measured 3x faster).
+    # A row of zeros, not the scalar 0: NumPy's fast SIMD maximum loop needs a contiguous second operand.
     zeros = np.zeros(x_cln.shape[-1], dtype=x.dtype)
     if inplace:
         np.maximum(x_cln, zeros, out=x_cln)

@@ -1,9 +1,9 @@
 """ICNN_s in pure NumPy, inference only, from HDF5 weights (format: :mod:`icnn.h5weights`).
 
-The forward mirrors ``Pytorch_V1.model.ICNN_s.forward`` line for line, with the
-same part names (inc, down1..down4, up1..up4, outc, wienernet) and widths
-(:mod:`icnn.spec`), and reads each weight by its state-dict key. Inference is
-stateless: the BN mode is an argument. Thread control lives in
+The forward computes what ``Pytorch_V1.model.ICNN_s.forward`` does, with the
+same part names (inc, down1..down4, up1..up4, outc, wienernet), widths and skip
+connections, all read from :mod:`icnn.spec`, and reads each weight by its
+state-dict key. Inference is stateless: the BN mode is an argument. Thread control lives in
 :mod:`Numpy_V2.parallel`. It never imports torch.
 """
 from __future__ import annotations
@@ -19,9 +19,11 @@ from icnn.spec import (
     ENCODER,
     KERNEL_SIZE,
     MIN_LENGTH,
+    MODULATED_PART,
     OUTC,
     PRIOR_ENCODER,
     PRIOR_TAPS,
+    SKIPS,
     ModelConfig,
     check_bn_mode,
     check_weights,
@@ -45,7 +47,7 @@ from deepdenoise1d.errors import InputError
 from deepdenoise1d.io import check_chunk
 
 # Signals per forward pass inside a chunk: about 1 MB of float32 activations per
-# layer, so one block's activations stay in cache (measured: 1024 is ~1.4x faster than 8192).
+# layer, so one block's activations stay in cache.
 FORWARD_BLOCK = 1024
 
 
@@ -149,7 +151,7 @@ class OutConv:
 
 
 class WienerNet:
-    """Prior branch: encodes h and pools it to one factor per (channel, tap) of down4's first kernel."""
+    """Prior branch: encodes h and pools it to one factor per (channel, tap) of down4's first kernel (``MODULATED_PART``)."""
 
     def __init__(self, weights: Weights, prefix: str, sparse: bool):
         (_, a, b), *downs = PRIOR_ENCODER
@@ -162,13 +164,13 @@ class WienerNet:
         p = self.inc(h, mode)
         for name, _, _ in PRIOR_ENCODER[1:]:
             p = getattr(self, name)(p, mode)
-        # For L = 100 this is the seed's max-pool 4 (12 -> 3); other lengths pool adaptively.
+        # For L = 100 this is the original repository's max-pool 4 (12 -> 3); other lengths pool adaptively.
         pooled = adaptive_max_pool1d(p, PRIOR_TAPS)
         return pooled.dtype.type(1.0) + self.beta.astype(pooled.dtype) * pooled
 
 
 class NumpyICNN:
-    """The seed's ICNN_s, inference only. Input and output (N, 1, L), L ≥ MIN_LENGTH.
+    """ICNN_s of the original repository, inference only. Input and output (N, 1, L), L ≥ MIN_LENGTH.
 
     Build it with :func:`load_h5`, or from arrays: ``NumpyICNN(arrays, config)``.
     ``config`` is the :class:`icnn.spec.ModelConfig`; ``metadata`` the file's
@@ -225,15 +227,11 @@ class NumpyICNN:
             if h.shape != x.shape:
                 raise InputError(f"h must have the input's shape {x.shape}, got {h.shape}")
             kernel_scale = self.wienernet(batch_innermost(h, self.dtype), mode)  # (N, 16, 3)
-        x1 = self.inc(x, mode)  # (N, 2, L)
-        x2 = self.down1(x1, mode)  # (N, 4, L/2)
-        x3 = self.down2(x2, mode)  # (N, 8, L/4)
-        x4 = self.down3(x3, mode)  # (N, 16, L/8)
-        x5 = self.down4(x4, mode, kernel_scale)  # (N, 16, L/16)
-        x = self.up1(x5, x4, mode)  # (N, 8, L/8)
-        x = self.up2(x, x3, mode)  # (N, 4, L/4)
-        x = self.up3(x, x2, mode)  # (N, 2, L/2)
-        x = self.up4(x, x1, mode)  # (N, 2, L)
+        encoded = {}
+        for name, _, _ in ENCODER:  # inc (N, 2, L), then each Down halves L: down4 is (N, 16, L/16)
+            x = encoded[name] = getattr(self, name)(x, mode, kernel_scale if name == MODULATED_PART else None)
+        for name, skip in SKIPS:  # each Up doubles L back, joined with its mirror level: up4 is (N, 2, L)
+            x = getattr(self, name)(x, encoded[skip], mode)
         return self.outc(x)  # (N, 1, L)
 
     def denoise(self, noisy: np.ndarray, bn_mode: str | None = None, threads: int | None = None,
@@ -294,12 +292,12 @@ def wiener_prior(x: np.ndarray) -> np.ndarray:
 
 
 def load_h5(path: str | os.PathLike, dtype: type = np.float32) -> NumpyICNN:
-    """Build :class:`NumpyICNN` from an HDF5 weights file (ours or the seed's).
+    """Build :class:`NumpyICNN` from an HDF5 weights file (this repository's or the original repository's).
 
     Parameters
     ----------
     path : str or os.PathLike
-        File written by ``pth2h5.py`` or by the seed's converter.
+        File written by ``pth2h5.py`` or by the original repository's converter.
     dtype : type
         Compute type: float32 (default, as torch) or float64.
 

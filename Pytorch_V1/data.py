@@ -1,15 +1,40 @@
-"""Training data: a seeded stream of fresh synthetic pairs, or a folder in the seed's layout
-with a seeded held-out validation split."""
+"""Training data and validation: a seeded stream of fresh synthetic pairs, or a folder in the
+original repository's layout with a seeded held-out validation split; the fixed validation set."""
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from deepdenoise1d.synthesis import noisy_pairs
+from Pytorch_V1.distributed import Workers, note
+from Pytorch_V1.losses import LABEL_FREE
+from Pytorch_V1.model import wiener_prior
+from deepdenoise1d.classical import bayes_posterior_mean
+from deepdenoise1d.dataset import read_folder_dataset
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.metrics import rmse
+from deepdenoise1d.noise import folder_sigmas, per_signal_sigma, sigma_prior
+from deepdenoise1d.synthesis import SIGMA, noisy_pairs
 
 VAL_FRACTION = 0.1  # of a --data folder, held out for validation
 MIN_VAL = 100  # at least this many held-out signals
-SPLIT_STREAM = 11  # the split permutation is default_rng([seed, SPLIT_STREAM])
+SYNTHETIC_VAL = 1000  # validation signals on synthetic data
+SIGMA_MISMATCH = 0.2  # warn when --sigma and the folder's estimate differ by more than this fraction
+PRIOR_SIGNALS = 20000  # noisy signals that --sigma-estimate shrunk fits the σ distribution on
+# Validation SURE picks the label-free checkpoint: 8 antithetic probes (16 forward passes, no gradient)
+# rank checkpoints more reliably than one; no gradient flows, so the step can be small.
+VAL_PROBES = 8
+VAL_EPSILON = 1e-2
+
+# Stream ids: each random draw of a run is default_rng([seed, STREAM, ...]), so no two draws share numbers.
+STEP_STREAM = 5  # per worker [seed, 5, rank]: BN-statistics coin, SURE probes, R2R recorruption
+FOLDER_STREAM = 7  # the epoch permutations of a folder (the same on every worker)
+SPLIT_STREAM = 11  # the split permutation of a folder
+RECORRUPT_STREAM = 77  # scripts/label_free_study.py: R2R's recorruption mean at inference
+PRIOR_STREAM = 997  # the noisy signals --sigma-estimate shrunk fits its σ distribution on
+VAL_PROBE_STREAM = 998  # validation SURE's probes
+VAL_STREAM = 999  # the synthetic validation signals
 
 
 class SyntheticStream:
@@ -48,7 +73,7 @@ class FolderStream:
                  sigmas: float | np.ndarray, rank: int = 0, world_size: int = 1):
         self.noisy, self.clean = noisy, clean
         self.sigmas = np.broadcast_to(np.asarray(sigmas, dtype=np.float64), noisy.shape[:1])
-        self.rng = np.random.default_rng([seed, 7])  # same permutation on every rank
+        self.rng = np.random.default_rng([seed, FOLDER_STREAM])  # same permutation on every rank
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -80,7 +105,7 @@ class FolderStream:
 
 
 def held_out_size(n_signals: int, requested: int | None) -> int:
-    """Validation signals to hold out of a folder: ``requested``, else 10 % but at least 100."""
+    """Validation signals to hold out of a folder: ``requested``, else :data:`VAL_FRACTION` but at least :data:`MIN_VAL`."""
     return requested if requested is not None else max(MIN_VAL, int(round(VAL_FRACTION * n_signals)))
 
 
@@ -93,3 +118,106 @@ def split_indices(n_signals: int, n_val: int, seed: int) -> tuple[np.ndarray, np
 def to_tensor(signals: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, L) float NumPy -> (B, 1, L) float32 tensor on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(signals, dtype=np.float32))[:, None].to(device)
+
+
+# ---------------------------------------------------------------------------
+# a run's data: the training stream and the validation set
+
+
+@dataclass
+class Validation:
+    """The fixed validation set, as tensors; ``clean`` None when the folder has no labels."""
+
+    x: torch.Tensor
+    h: torch.Tensor | None
+    clean: np.ndarray | None
+    sigmas: torch.Tensor
+    probe: torch.Tensor | None  # SURE's Monte-Carlo probe (label-free model selection)
+    bayes: float | None  # the Bayes limit: only where the prior is known (synthetic data)
+    description: str
+    sigma_prior: tuple | None = None  # --sigma-estimate shrunk: the σ distribution fitted on noisy training signals
+
+
+def sigma_spec(sigma: list[float]) -> float | tuple[float, float]:
+    """[low, high] as deepdenoise1d.synthesis takes it: one number when low == high (draws nothing)."""
+    low, high = sigma
+    return low if low == high else (low, high)
+
+
+def format_sigma(sigma: list[float]) -> str:
+    return f"{sigma[0]:g}" if sigma[0] == sigma[1] else f"{sigma[0]:g}..{sigma[1]:g}"
+
+
+def load_data(cfg, workers: Workers, device: torch.device):
+    """(config with sigma and val_size resolved, training stream, Validation) for ``cfg``, a TrainConfig."""
+    if cfg.batch_size % workers.world_size:
+        raise InputError(f"--batch-size {cfg.batch_size} must divide evenly over {workers.world_size} workers")
+    local_batch = cfg.batch_size // workers.world_size
+    if cfg.data is not None:
+        return folder_data(cfg, workers, device, local_batch)
+    cfg = replace(cfg, sigma=cfg.sigma or [SIGMA, SIGMA], val_size=cfg.val_size or SYNTHETIC_VAL)
+    stream = SyntheticStream(cfg.seed, local_batch, sigma_spec(cfg.sigma), workers.rank, workers.world_size)
+    clean, noisy, sigmas = noisy_pairs(np.random.default_rng([cfg.seed, VAL_STREAM]), cfg.val_size, sigma_spec(cfg.sigma))
+    bayes = float(rmse(bayes_posterior_mean(noisy, sigmas[:, None]), clean).mean())
+    what = f"{cfg.val_size} synthetic signals (default_rng([{cfg.seed}, {VAL_STREAM}]), sigma {format_sigma(cfg.sigma)})"
+    prior = None
+    if cfg.sigma_estimate == "shrunk":  # fitted on noisy training-like signals only, never their σ
+        prior_rng = np.random.default_rng([cfg.seed, PRIOR_STREAM])
+        prior = sigma_prior(noisy_pairs(prior_rng, PRIOR_SIGNALS, sigma_spec(cfg.sigma))[1])
+    return cfg, stream, validation(cfg, noisy, clean, sigmas, bayes, what, device, prior)
+
+
+def folder_data(cfg, workers: Workers, device: torch.device, local_batch: int):
+    """Read the folder, resolve its σ, hold out the validation split."""
+    noisy, clean = read_folder_dataset(cfg.data, require_labels=cfg.loss not in LABEL_FREE)
+    n = noisy.shape[0]
+    n_val = held_out_size(n, cfg.val_size)
+    if n_val >= n:
+        raise InputError(f"{cfg.data}: {n} signals; holding out {n_val} for validation leaves none to train on "
+                         f"(validation takes {100 * VAL_FRACTION:g} %, at least {MIN_VAL}; or set --val-size)")
+    if cfg.split is not None and cfg.split.get("n_signals") != n:  # a resumed run
+        raise InputError(f"{cfg.data}: holds {n} signals now, the run was trained on {cfg.split.get('n_signals')}")
+    cfg, sigmas = resolve_folder_sigma(cfg, noisy, workers)
+    train_idx, val_idx = split_indices(n, n_val, cfg.seed)
+    split = {"n_signals": n, "n_val": n_val, "rule": f"default_rng([seed, {SPLIT_STREAM}]).permutation(n_signals)[:n_val]"}
+    cfg = replace(cfg, val_size=n_val, split=split)
+    pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
+    stream = FolderStream(noisy[train_idx], pick(clean, train_idx), cfg.seed, local_batch, sigmas[train_idx],
+                          workers.rank, workers.world_size)
+    what = f"{n_val} held-out signals of {cfg.data}"
+    prior = sigma_prior(noisy[train_idx]) if cfg.sigma_estimate == "shrunk" else None
+    return cfg, stream, validation(cfg, noisy[val_idx], pick(clean, val_idx), sigmas[val_idx], None, what, device, prior)
+
+
+def resolve_folder_sigma(cfg, noisy: np.ndarray, workers: Workers):
+    """(config with sigma set, σ of each signal): the given --sigma, else the folder's estimate."""
+    if cfg.sigma is not None and cfg.sigma[0] != cfg.sigma[1] and not cfg.sigma_per_signal:
+        raise InputError("--data needs one --sigma value (the folder's noise level) or --sigma auto")
+    pooled, per_signal = folder_sigmas(noisy, cfg.data)
+    if cfg.sigma_per_signal or (cfg.sigma is None and per_signal is not None):
+        if per_signal is None:  # a resumed run that found σ varying: the same per-signal estimates
+            per_signal = per_signal_sigma(noisy, cfg.data)
+        low, high = (round(float(v), 4) for v in np.percentile(per_signal, [1, 99]))
+        note(f"sigma varies across {cfg.data}: per-signal estimates {low}..{high} (1st-99th percentile); "
+             "each signal's own estimate is used", workers)
+        return replace(cfg, sigma=[low, high], sigma_per_signal=True), per_signal
+    if cfg.sigma is None:
+        cfg = replace(cfg, sigma=[round(pooled, 4)] * 2)
+        note(f"noise sigma of {cfg.data} estimated at {pooled:.4f} (pooled over all {noisy.shape[0]} signals)", workers)
+    elif abs(cfg.sigma[0] / pooled - 1) > SIGMA_MISMATCH:
+        note(f"warning: --sigma {cfg.sigma[0]:g} differs from the folder's estimated {pooled:.3f} by "
+             f"{100 * abs(cfg.sigma[0] / pooled - 1):.0f} % (omit --sigma to use the estimate)", workers)
+    return cfg, np.full(noisy.shape[0], cfg.sigma[0])
+
+
+def validation(cfg, noisy, clean, sigmas, bayes, description, device, prior=None) -> Validation:
+    """The Validation of ``cfg`` (a TrainConfig): tensors on ``device``, with SURE's fixed probes for label-free runs."""
+    x = to_tensor(noisy, device)
+    probe = None
+    if cfg.loss in LABEL_FREE:  # label-free model selection: SURE needs fixed probes
+        probes = np.random.default_rng([cfg.seed, VAL_PROBE_STREAM]).standard_normal((VAL_PROBES, *noisy.shape))
+        probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(device)  # (P, N, 1, L)
+        if cfg.sigma_estimate != "true":
+            sigmas = per_signal_sigma(noisy, "validation signals", prior)
+    return Validation(x, wiener_prior(x) if cfg.model["prior"] else None, clean,
+                      torch.as_tensor(sigmas, dtype=torch.float32, device=device), probe, bayes, description, prior)

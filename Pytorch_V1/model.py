@@ -1,7 +1,7 @@
 """ICNN_s: a 1D U-Net (after milesial/Pytorch-UNet) with a Wiener-filter prior branch.
 
-Part names, widths and state-dict keys follow the seed (REFERENCE section 6), so
-a seed checkpoint loads strictly. Differences from the seed, on purpose:
+Part names, widths and state-dict keys follow the original repository, so
+a checkpoint of the original repository loads strictly. Differences from it, on purpose:
 the prior modulation is functional and per signal (no parameter is replaced
 in forward, a signal never depends on its batch-mates), and every batch-norm
 can run in ``fixed`` (running statistics) or ``unfixed`` (the signal's own
@@ -41,7 +41,7 @@ class SignalBatchNorm1d(nn.BatchNorm1d):
     Training: ``use_signal_stats`` (set per step by the training loop) picks
     per-signal statistics instead of batch statistics (standard BN).
     With ``sparse=True`` a learnable per-channel soft threshold λ = |threshold|
-    follows the normalisation (the seed's proposed sparse BN).
+    follows the normalisation (the original repository's proposed sparse BN).
     """
 
     def __init__(self, num_features: int, sparse: bool = False):
@@ -91,7 +91,7 @@ class DoubleConv(nn.Module):
         super().__init__()
         mid = mid_channels or out_channels
         pad = KERNEL_SIZE // 2
-        self.double_conv = nn.Sequential(  # a Sequential for the seed's state-dict keys
+        self.double_conv = nn.Sequential(  # a Sequential for the original repository's state-dict keys
             nn.Conv1d(in_channels, mid, kernel_size=KERNEL_SIZE, padding=pad),
             SignalBatchNorm1d(mid, sparse),
             nn.ReLU(inplace=True),
@@ -185,13 +185,13 @@ class WienerNet(nn.Module):
         p = self.inc(h, bn_mode)
         for name, _, _ in PRIOR_ENCODER[1:]:
             p = getattr(self, name)(p, bn_mode)
-        # For L = 100 this is the seed's max-pool 4 (12 -> 3); other lengths pool adaptively.
+        # For L = 100 this is the original repository's max-pool 4 (12 -> 3); other lengths pool adaptively.
         pooled = F.adaptive_max_pool1d(p, PRIOR_TAPS)
         return 1.0 + self.beta * pooled
 
 
 class ICNN_s(nn.Module):
-    """The seed's ICNN_s. Input and output (N, 1, L), L ≥ MIN_LENGTH.
+    """The original repository's ICNN_s. Input and output (N, 1, L), L ≥ MIN_LENGTH.
 
     Inference is stateless: the BN mode is an argument of :meth:`forward`
     (default: the config's ``bn_mode``).

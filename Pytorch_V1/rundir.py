@@ -3,7 +3,7 @@
 ``train.py`` writes into a run folder (default ``runs/train-YYYYmmdd-HHMMSS`` under
 the current directory, never the tracked ``ckpt/``). Rules:
 
-- a lock file (``.train.lock``, :mod:`filelock`) is held for the whole run, so a
+- a lock file (``.train.lock``, :func:`deepdenoise1d.folderlock.lock_folder`) is held for the whole run, so a
   second run on the same folder stops with one line; the OS drops the lock when
   a process dies, even by ``kill -9``, so a resume never finds a stale lock;
 - a folder that already holds a run is refused unless the run is resumed
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
+from Pytorch_V1.distributed import Workers, share_error
 from deepdenoise1d.errors import InputError
+from deepdenoise1d.folderlock import lock_folder
 
 RUN_FILES = ("ckpt_last.pth", "ckpt_best.pth", "train_log.csv", "train_curve.png")
 LOCK_NAME = ".train.lock"
@@ -54,18 +55,12 @@ class RunDir:
         if resume and overwrite:
             raise InputError("--resume and --overwrite exclude each other")
         self.path, self.resume, self.overwrite = Path(path), resume, overwrite
-        self.lock = FileLock(self.path / LOCK_NAME, timeout=0)
+        self.lock = None  # held from open to close
         self.created = False  # this run made the folder: remove it again if the run wrote nothing
 
     def open(self) -> "RunDir":
         self._make_folder()
-        try:
-            self.lock.acquire()
-        except Timeout:
-            raise InputError(f"{self.path}: another train.py run holds this folder (lock {LOCK_NAME}); "
-                             "wait for it to end or pick another --run-dir") from None
-        except OSError as err:
-            raise InputError(f"{self.path}: cannot lock the run folder ({err.strerror or err})") from None
+        self.lock = lock_folder(self.path, LOCK_NAME, "train.py")
         try:
             self._check_contents()
             self._remove_own_temps()
@@ -83,7 +78,9 @@ class RunDir:
         except OSError:
             pass  # best effort: an empty folder left behind is harmless
         finally:
-            self.lock.release()
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     def __enter__(self) -> "RunDir":
         return self.open()
@@ -126,3 +123,33 @@ class RunDir:
         for p in stale:
             p.unlink(missing_ok=True)
         return stale
+
+
+class NoRun:
+    """The run folder as seen by workers other than the main one: they write nothing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+@contextmanager
+def open_run(run_dir: Path, resume: bool, overwrite: bool, workers: Workers):
+    """The locked run folder on the main worker; every worker stops if it cannot be opened."""
+    run = RunDir(run_dir, resume, overwrite) if workers.is_main else NoRun(run_dir)
+    error = None
+    if workers.is_main:
+        try:
+            run.open()
+        except InputError as err:
+            error = err
+    error = share_error(error, workers)
+    if error is not None:
+        raise error
+    try:
+        yield run
+    finally:
+        if workers.is_main:
+            run.close()

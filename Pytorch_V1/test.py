@@ -2,24 +2,25 @@
 
     python Pytorch_V1/test.py                                   # figures runs/figures/TestK_torch.png
     python Pytorch_V1/test.py --random [--n 2000 --seed 2026 --sigma 3] [--json r.json --plots]
-    python Pytorch_V1/test.py --input noisy.npy --output clean.npy [--bn unfixed]
+    python Pytorch_V1/test.py --input noisy.npy --output clean.npy [--bn-mode unfixed]
 
-The weights (``--weights``, default ckpt/ckpt_best.pth; ``--checkpoint`` is an old
-spelling) are loaded with ``weights_only=True`` only: a file that is not a plain
-checkpoint is refused, never run. Flags, modes and tables are the same as
-Numpy_V2/Numpy_test.py's (deepdenoise1d/cli.py).
+The weights (``--weights``, default ckpt/ckpt_best.pth) are loaded with
+``weights_only=True`` only: a file that is not a plain checkpoint is refused, never
+run. Flags, modes and tables are the same as Numpy_V2/Numpy_test.py's
+(deepdenoise1d/frontend.py).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from icnn.shipped import default_weights
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
-from deepdenoise1d import cli
-from deepdenoise1d.cli import run_cli
+from deepdenoise1d import cli, frontend
+from deepdenoise1d.errors import InputError, run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO_ROOT / "ckpt" / "ckpt_best.pth"
+DEFAULT_WEIGHTS = default_weights(".pth")
 PROG = "test.py"
 
 
@@ -29,16 +30,16 @@ def get_args(argv=None):
         description="Denoise with the PyTorch ICNN_s and compare it with Wiener, L1, GMC, soft threshold "
         "and the Bayes limit. Modes: figures (default), --random, or --input/--output.",
     )
-    cli.add_weights_arg(parser, DEFAULT_WEIGHTS, "a .pth checkpoint written by train.py (or the seed's layout)")
-    parser.add_argument("--checkpoint", dest="weights", type=Path, help=argparse.SUPPRESS)  # the seed's name
+    cli.add_weights_arg(parser, DEFAULT_WEIGHTS,
+                        "a .pth checkpoint written by train.py (or in the original repository's layout)")
     cli.add_device_arg(parser)
-    cli.add_test_args(parser, REPO_ROOT / "TestSamples", "torch", BN_MODES)
+    frontend.add_test_args(parser, REPO_ROOT / "TestSamples", "torch", BN_MODES)
     args = parser.parse_args(argv)
-    cli.check_test_args(parser, args)
+    frontend.check_test_args(parser, args)
     return args
 
 
-def load_backend(args) -> cli.Backend:
+def load_backend(args) -> frontend.Backend:
     """The network on the chosen device, with what its checkpoint records."""
     from Pytorch_V1.checkpoint import load_model  # torch only once the flags are known good
     from Pytorch_V1.inference import configure_threads, denoise, resolve_device
@@ -47,16 +48,16 @@ def load_backend(args) -> cli.Backend:
     configure_threads(resolve_threads(args.threads))
     device = resolve_device(args.device)
     if not args.weights.exists():
-        raise cli.InputError(cli.missing_weights_message(args.weights))
+        raise InputError(frontend.missing_weights_message(args.weights))
     model, _ = load_model(args.weights, device)
     # sigma_range: recorded, or (older checkpoints) the recorded training sigma, else None (no warning).
-    return cli.Backend(PROG, "PyTorch", "torch", args.weights, lambda noisy, mode: denoise(model, noisy, mode),
+    return frontend.Backend(PROG, "PyTorch", "torch", args.weights, lambda noisy, mode: denoise(model, noisy, mode),
                        model.config.bn_mode, model.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES)
 
 
 def main(argv=None):
     args = get_args(argv)
-    cli.run_test_cli(args, load_backend(args))
+    frontend.run_test_cli(args, load_backend(args))
 
 
 if __name__ == "__main__":

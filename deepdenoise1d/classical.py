@@ -1,5 +1,5 @@
 """Classical denoisers, batched over (N, L): Wiener, L1 / GMC sparse least squares,
-soft threshold, and the Bayes minimum-MSE oracle (REFERENCE sections 4-5)."""
+soft threshold, and the Bayes minimum-MSE oracle."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -79,7 +79,7 @@ def _iterate_until_converged(step, state: list[np.ndarray], max_iter: int, tol: 
     """Run ``step(state_rows, rows)`` until each row stops changing: max|Δc| / max|c| ≤ tol.
 
     ``state[0]`` is the tracked coefficient array; converged rows are frozen so
-    each signal stops exactly when the seed's per-signal loop would.
+    each signal stops exactly when the original repository's per-signal loop would.
     Returns the number of iterations per row.
     """
     n = state[0].shape[0]
@@ -229,11 +229,7 @@ def bayes_posterior_mean(y: np.ndarray, sigma: float | np.ndarray = SIGMA, prior
 
 
 
-# --- Noise level and the wavelet baseline ------------------------------------------------------
-
-MAD_TO_SIGMA = 1 / 0.6744897501960817  # 1 / Φ⁻¹(0.75) ≈ 1.4826: median of |N(0, σ²)| is 0.6745 σ
-SIGMA_METHODS = ("negative", "negative_rms", "wavelet")
-
+# --- Bayes MSE table and the wavelet baseline ---------------------------------------------------
 
 
 def bayes_mse(sigmas: np.ndarray) -> np.ndarray:
@@ -265,155 +261,6 @@ def _bayes_mse_table() -> tuple[np.ndarray, np.ndarray]:
         clean, noisy, _ = noisy_pairs(np.random.default_rng([4242, k]), 2000, float(sigma))
         values.append(float(((bayes_posterior_mean(noisy, sigma) - clean) ** 2).mean()))
     return np.log(grid), np.log(np.maximum(values, 1e-12))  # tiny σ: the posterior is exact, MSE 0
-
-def estimate_sigma(noisy: np.ndarray, per_signal: bool = False, method: str = "negative_rms") -> float | np.ndarray:
-    """Noise standard deviation of sparse positive-spike signals on a zero baseline.
-
-    Samples ≤ 0 are almost all noise on a zero sample. ``"negative_rms"`` (the
-    default) is their root-mean-square, since E[y² | y ≤ 0] = σ² there; ``"negative"``
-    the half-normal median form 1.4826 · median(|y| : y ≤ 0) (the first round's
-    estimator); ``"wavelet"`` the wavelet MAD of ``skimage.restoration.estimate_sigma``
-    (finest db2 detail coefficients, median(|d|) / 0.6745), whose detail coefficients
-    the spikes leak into, so it overestimates σ on this prior.
-    ``scripts/compare_sigma_estimators.py`` measures the three on 2000 benchmark
-    signals per σ = 0.5..5: per-signal spread (L = 100) 11 % for ``"negative_rms"``,
-    17-18 % for ``"negative"``, 18-53 % for ``"wavelet"``; pooled bias +0.1 % to −1.4 %,
-    0.0 % to −2.5 %, and +142 % to +11 %.
-
-    Parameters
-    ----------
-    noisy : np.ndarray
-        Noisy signals, (N, L) or one signal (L,).
-    per_signal : bool
-        One estimate per signal instead of one pooled over all samples.
-    method : {"negative", "negative_rms", "wavelet"}
-        The estimator.
-
-    Returns
-    -------
-    float or np.ndarray
-        The pooled estimate, or shape (N,) when ``per_signal``.
-
-    Raises
-    ------
-    ValueError
-        Non-finite input, or a signal (or set) with no usable sample.
-    """
-    if method not in SIGMA_METHODS:
-        raise ValueError(f"unknown sigma estimator {method!r}; choose from {SIGMA_METHODS}")
-    y = np.atleast_2d(np.asarray(noisy, dtype=np.float64))
-    if y.size == 0 or not np.isfinite(y).all():
-        raise ValueError("cannot estimate sigma: empty input or a non-finite value")
-    if method == "wavelet":
-        return _wavelet_sigma(y, per_signal)
-    if not per_signal:
-        y = y.reshape(1, -1)
-    negative = y <= 0
-    empty = np.flatnonzero(~negative.any(axis=-1))
-    if empty.size:
-        which = f"signal {empty[0]} has" if per_signal else "the signals have"
-        raise ValueError(f"cannot estimate sigma: {which} no sample <= 0")
-    if method == "negative_rms":
-        sigmas = np.sqrt(np.where(negative, y * y, 0.0).sum(axis=-1) / negative.sum(axis=-1))
-    else:
-        sigmas = MAD_TO_SIGMA * np.nanmedian(np.where(negative, -y, np.nan), axis=-1)
-    return sigmas if per_signal else float(sigmas[0])
-
-
-def _wavelet_sigma(y: np.ndarray, per_signal: bool) -> float | np.ndarray:
-    """skimage's estimator, batched: MAD of the nonzero finest db2 detail coefficients."""
-    import pywt  # scikit-image's wavelet dependency; imported only when used
-
-    detail = pywt.dwt(y, "db2", axis=-1)[1]
-    if not per_signal:
-        detail = detail[detail != 0]
-        if detail.size == 0:
-            raise ValueError("cannot estimate sigma: every detail coefficient is zero")
-        return float(MAD_TO_SIGMA * np.median(np.abs(detail)))
-    magnitude = np.where(detail != 0, np.abs(detail), np.nan)
-    empty = np.flatnonzero(np.isnan(magnitude).all(axis=-1))
-    if empty.size:
-        raise ValueError(f"cannot estimate sigma: signal {empty[0]} has no nonzero detail coefficient")
-    return MAD_TO_SIGMA * np.nanmedian(magnitude, axis=-1)
-
-
-def sigma_prior(noisy: np.ndarray, n_grid: int = 200, iterations: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """The distribution of the noise level over a set of signals, fitted from the noisy signals alone.
-
-    Each signal's ``negative_rms`` estimate σ̂ is the mean of k squares of zero-baseline
-    noise, so k·σ̂²/σ² follows χ²_k. The prior is the nonparametric maximum-likelihood
-    mixing distribution of σ on a log-spaced grid (EM for the NPMLE, as in empirical Bayes),
-    with no labels and no parametric form. :func:`shrink_sigma` uses it.
-
-    Parameters
-    ----------
-    noisy : np.ndarray
-        Noisy signals, (N, L); the more the better (thousands).
-    n_grid : int
-        Grid points between half the smallest and twice the largest estimate.
-    iterations : int
-        EM iterations.
-
-    Returns
-    -------
-    grid, weights : np.ndarray
-        σ values (n_grid,) and their prior probabilities, summing to 1.
-    """
-    sigma_hat, count = _negative_rms_and_count(noisy)
-    grid = np.geomspace(0.5 * sigma_hat.min(), 2.0 * sigma_hat.max(), n_grid)
-    likelihood = _chi2_likelihood(sigma_hat, count, grid)  # (N, G), each row scaled to max 1
-    weights = np.full(n_grid, 1.0 / n_grid)
-    for _ in range(iterations):
-        weights = weights * (likelihood.T @ (1.0 / (likelihood @ weights))) / len(sigma_hat)
-    return grid, weights / weights.sum()
-
-
-def sigma_posterior_mean(noisy: np.ndarray, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """√E[σ² | σ̂, k] per signal under ``prior`` (from :func:`sigma_prior`), shape (N,).
-
-    The best function of a signal's own ``negative_rms`` estimate in the mean-square sense
-    over the data's σ distribution. Near the top of that range it stays inside it; in the
-    middle it sits above σ̂ (for k ≈ 40 samples, E[σ² | σ̂] ≈ k·σ̂²/(k − 3), +7 %).
-    """
-    return _posterior_mean(*_negative_rms_and_count(noisy), prior)
-
-
-def shrink_sigma(noisy: np.ndarray, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Each signal's σ̂, pulled down to :func:`sigma_posterior_mean` where that is lower, shape (N,).
-
-    σ̂² is unbiased for σ² inside the data's σ range, but near its top half of the signals
-    overshoot it, and a label-free loss then treats them as noisier than any signal is. The
-    posterior mean knows the range; where it is lower, it is used. Where it is higher (the
-    middle, by the χ² skew, and the bottom edge) σ̂ is kept. Measured as SURE weights in
-    blind label-free training (README): the top edge gains 2 %, the middle is unchanged.
-    """
-    sigma_hat, count = _negative_rms_and_count(noisy)
-    return np.minimum(sigma_hat, _posterior_mean(sigma_hat, count, prior))
-
-
-def _posterior_mean(sigma_hat: np.ndarray, count: np.ndarray, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """√E[σ² | σ̂, k] on the prior's grid."""
-    grid, weights = prior
-    posterior = _chi2_likelihood(sigma_hat, count, grid) * weights
-    return np.sqrt((posterior @ grid**2) / posterior.sum(axis=1))
-
-
-def _negative_rms_and_count(noisy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per signal: the RMS of the samples ≤ 0 (``estimate_sigma``'s default) and how many there are."""
-    y = np.atleast_2d(np.asarray(noisy, dtype=np.float64))
-    sigma_hat = np.asarray(estimate_sigma(y, per_signal=True))  # raises on empty, non-finite or no sample <= 0
-    return np.clip(sigma_hat, 1e-12, None), (y <= 0).sum(axis=1)
-
-
-def _chi2_likelihood(sigma_hat: np.ndarray, count: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """p(σ̂ | σ = grid[j]) for each signal, from k·σ̂²/σ² ~ χ²_k; rows scaled to a maximum of 1."""
-    from scipy.stats import chi2
-
-    k = count[:, None].astype(np.float64)
-    t = k * (sigma_hat[:, None] / grid[None, :]) ** 2
-    log = chi2.logpdf(t, k) + np.log(t)  # the density of log σ̂², up to a constant per signal
-    return np.exp(log - log.max(axis=1, keepdims=True))
-
 
 def wavelet(y: np.ndarray, sigma: float | np.ndarray = SIGMA, method: str = "BayesShrink",
             wavelet_name: str = "db1", mode: str = "soft", levels: int | None = None) -> np.ndarray:
@@ -449,7 +296,7 @@ def wavelet(y: np.ndarray, sigma: float | np.ndarray = SIGMA, method: str = "Bay
                           wavelet_levels=levels, method=method, channel_axis=-1, rescale_sigma=True)
     return out.T.reshape(y.shape)
 
-# --- Blind Bayes oracle: σ unknown, marginalised over a prior range (issue 12) ---------------------
+# --- Blind Bayes oracle: σ unknown, marginalised over a prior range ---------------------
 
 
 def _sigma_grid(sigma_range: tuple[float, float], n_grid: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,9 +24,10 @@ from typing import Callable
 
 import numpy as np
 
-from deepdenoise1d import classical
+from deepdenoise1d import classical, noise
 from deepdenoise1d.errors import InputError
-from deepdenoise1d.io import atomic_write, iter_chunks, open_npy_output, read_signals, release_pages, write_signals
+from deepdenoise1d.io import iter_chunks, read_signals, write_signals
+from deepdenoise1d.safewrite import atomic_write, open_npy_output, release_pages
 from deepdenoise1d.metrics import mean_ci95, psnr, psnr_paper, rmse
 from deepdenoise1d.progress import Progress
 from deepdenoise1d.synthesis import benchmark_signals
@@ -65,7 +66,7 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
     ----------
     sigma : float or "auto"
         Noise level given to the wavelet shrinkage, the soft threshold (T = σ) and the Bayes oracle; ``"auto"``
-        estimates it for each signal with :func:`deepdenoise1d.classical.estimate_sigma`.
+        estimates it for each signal with :func:`deepdenoise1d.noise.estimate_sigma`.
     """
     def level(noisy: np.ndarray):
         if sigma != "auto":
@@ -74,7 +75,7 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
         missing = ~np.isfinite(each)
         if missing.any():  # a signal with no sample <= 0: fall back to the estimate pooled over all signals
             try:
-                each[missing] = classical.estimate_sigma(noisy)
+                each[missing] = noise.estimate_sigma(noisy)
             except ValueError as err:
                 raise InputError(f"--sigma auto: {err}; give --sigma S") from None
         return each[:, None]
@@ -90,12 +91,12 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
 
 
 def per_signal_sigma(noisy: np.ndarray) -> np.ndarray:
-    """σ estimated for each signal (:func:`deepdenoise1d.classical.estimate_sigma`); NaN where it cannot be."""
+    """σ estimated for each signal (:func:`deepdenoise1d.noise.estimate_sigma`); NaN where it cannot be."""
     noisy = np.atleast_2d(noisy)
     usable = (noisy <= 0).any(axis=-1)  # the estimator reads the samples <= 0
     out = np.full(noisy.shape[0], np.nan)
     if usable.any():
-        out[usable] = classical.estimate_sigma(noisy[usable], per_signal=True)
+        out[usable] = noise.estimate_sigma(noisy[usable], per_signal=True)
     return out
 
 

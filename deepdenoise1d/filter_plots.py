@@ -87,7 +87,7 @@ def adaptive_filters_figure(noisy: np.ndarray, clean: np.ndarray | None, jacobia
         columns = i + lags
         inside = (columns >= 0) & (columns < noisy.size)
         bottom.plot(lags[inside], jacobian[i, columns[inside]], "o-", color=color, ms=3.5, lw=1.3,
-                    label=f"{label} (sample {i}): Σ = {jacobian[i].sum():.2f}")
+                    label=f"{label} (sample {i}): Σ = {jacobian[i].sum():.2f}")  # the whole row, not the window
         if bayes_slope is not None:
             bottom.plot([0], [bayes_slope[i]], "x", color=color, ms=11, mew=2)
     half = len(wiener_kernel) // 2
@@ -100,7 +100,9 @@ def adaptive_filters_figure(noisy: np.ndarray, clean: np.ndarray | None, jacobia
     top.legend(fontsize=8, loc="upper right")
     bottom.set(xlabel="input offset j − i", ylabel="∂f_i / ∂y_j",
                title="adaptive filters: the Jacobian row that makes each output sample")
-    bottom.legend(fontsize=8)
+    bottom.legend(fontsize=8, title_fontsize=8, alignment="left",
+                  title="Σ: the sum of the whole row over all inputs j (not only the lags drawn):\n"
+                        "how far that output sample moves when every input sample rises by 1")
     return fig
 
 

@@ -9,6 +9,7 @@ Every figure is written through the guarded, atomic write path (:func:`save_figu
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from deepdenoise1d.classical import bayes_posterior_mean, soft_threshold
-from deepdenoise1d.io import TEST_SAMPLE_SEEDS, atomic_write
+from deepdenoise1d.dataset import TEST_SAMPLE_SEEDS
+from deepdenoise1d.safewrite import atomic_write
 from deepdenoise1d.metrics import psnr_paper, rmse
 
 Method = Callable[[np.ndarray], np.ndarray]
@@ -31,7 +33,7 @@ METHOD_LABELS = {
     "soft": "soft threshold",
     "bayes": "Bayes posterior mean",
 }
-CLEAN_STYLE = dict(color="0.55", lw=2.2, alpha=0.35, label="clean")
+CLEAN_STYLE = dict(color="0.55", lw=2.2, alpha=0.35, label="clean (grey, under every panel)")
 COLORS = {
     "noisy": "tab:gray",
     "net_fixed": "tab:blue",
@@ -58,6 +60,17 @@ def method_color(key: str) -> str:
 def method_label(key: str) -> str:
     """Human-readable name of a method key (the key itself when unknown)."""
     return METHOD_LABELS.get(key, key)
+
+
+def fit_title(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` wrapped at spaces so that no line is wider than a figure ``width_inches`` wide.
+
+    Matplotlib never wraps or shrinks a title, and a layout engine does not either; a
+    character of DejaVu Sans is at most about 0.6 em wide on average, hence the estimate.
+    """
+    per_line = max(20, int(0.95 * width_inches * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, per_line, break_long_words=False, break_on_hyphens=False)
+                     for line in text.split("\n"))
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI, reads: tuple = ()) -> Path:
@@ -102,10 +115,13 @@ def comparison_figure(title: str, clean: np.ndarray, noisy: np.ndarray, estimate
     axes[0].plot(t, clean, color="black", lw=1.3)
     axes[0].set_title("clean", loc="left", fontsize=10)
     for ax, (key, signal) in zip(axes[1:], panels.items()):
-        ax.plot(t, clean, **CLEAN_STYLE)
+        overlay = ax.plot(t, clean, **CLEAN_STYLE)
         ax.plot(t, signal, color=method_color(key), lw=1.1)
         score = f"RMSE {rmse(signal, clean):.3f}, paper PSNR {psnr_paper(signal, clean):.2f}"
         ax.set_title(f"{method_label(key)}  ({score})", loc="left", fontsize=10)
+    # One entry, in the title row of the first overlaid panel (over no data): the same grey line is in every one.
+    axes[1].legend(handles=overlay, fontsize=8, loc="lower right", bbox_to_anchor=(1, 1), frameon=False,
+                   borderaxespad=0.1)
     for ax in axes:
         ax.axhline(0, color="0.85", lw=0.6, zorder=0)
         ax.tick_params(labelsize=8)
@@ -138,7 +154,8 @@ def methods_chart(report: dict, made_by: str = "") -> Figure:
     ax.set_xlim(0, means.max() * 1.15)
     ax.set_xlabel("RMSE (mean over signals, ± 95 % CI)")
     about = f"; {made_by}" if made_by else ""
-    ax.set_title(f"σ = {report['sigma']:g}, {report['n']} signals{about}", fontsize=9)
+    title = f"σ = {report['sigma']:g}, {report['n']} signals{about}"
+    fig.suptitle(fit_title(title, fig.get_figwidth(), 9), fontsize=9)  # the figure's width, not the axes'
     return fig
 
 
@@ -180,7 +197,7 @@ def filter_figure(noisy: np.ndarray, estimates: dict[str, np.ndarray], sigma: fl
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("output sample")
     about = f"; {made_by}" if made_by else ""
-    fig.suptitle(f"Output vs input, per sample (σ = {sigma:g}){about}", fontsize=10)
+    fig.suptitle(fit_title(f"Output vs input, per sample (σ = {sigma:g}){about}", fig.get_figwidth(), 10), fontsize=10)
     return fig
 
 

@@ -1,4 +1,4 @@
-"""The seed's sparse-spike benchmark signals, vectorised over a batch."""
+"""The original repository's sparse-spike benchmark signals, vectorised over a batch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,14 +10,14 @@ N_SPIKES = 20
 AMPLITUDE_RANGE = (2, 10)
 SIGMA = 3.0
 # Held-out evaluation signals: one default seed for every script that draws them
-# (test.py, Numpy_test.py, results.py, benchmarks). Training has its own seed (666, the seed's).
+# (test.py, Numpy_test.py, results.py, benchmarks). Training has its own seed (666, the original repository's).
 DEFAULT_SEED = 2026
 TRAIN_SEED = 666
 
 
 @dataclass(frozen=True)
 class SpikePrior:
-    """Knobs of the clean-signal distribution (REFERENCE section 1)."""
+    """Knobs of the clean-signal distribution."""
 
     length: int = SIGNAL_LENGTH
     n_spikes: int = N_SPIKES
@@ -42,7 +42,7 @@ def clean_spikes(rng: np.random.Generator, n: int, prior: SpikePrior = SpikePrio
     """Draw ``n`` clean signals, shape (n, length).
 
     Positions are drawn with replacement; a later draw at the same position
-    overwrites an earlier one, as in the seed.
+    overwrites an earlier one, as in the original repository.
     """
     positions = rng.integers(0, prior.length, size=(n, prior.n_spikes))
     amps = rng.integers(prior.amp_low, prior.amp_high + 1, size=(n, prior.n_spikes))

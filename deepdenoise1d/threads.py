@@ -1,11 +1,9 @@
 """How many threads a command uses: one rule for PyTorch and NumPy alike.
 
 This network is tiny: a second intra-op thread buys a little on a quiet machine
-and costs dearly when another process is busy on the same cores. Measured with
-``scripts/bench_threads.py`` on a 2-core machine, 200 training steps: 1 thread 7.9 s
-quiet and 7.6 s beside one busy process; 2 threads 5.4 s quiet and 189 s beside it.
-So the default is one thread, and ``--threads N`` asks for more, capped at the
-cores this process may actually run on.
+and costs dearly when another process is busy on the same cores
+(``scripts/bench_threads.py`` measures both). So the default is one thread, and
+``--threads N`` asks for more, capped at the cores this process may actually run on.
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """The HDF5 weights format that ``pth2h5.py`` writes and ``Numpy_V2`` reads.
 
 Layout: one float32 dataset per state-dict tensor at the root, named by its key
-(dots kept), stored flat (the seed's converter did the same; a dataset of the
+(dots kept), stored flat (the original repository's converter did the same; a dataset of the
 tensor's own shape is accepted too). Root attributes:
 
 ``format`` (str, :data:`WEIGHTS_FORMAT`), ``format_version`` (int, ≤ :data:`FORMAT_VERSION`),
 ``config`` (str, JSON ``{"model": ModelConfig.to_dict(), "train": {...}, ...}``),
 ``source_sha256`` and ``torch_version`` (str), written by ``pth2h5.py``.
 
-A file with no attributes at all is the seed's converter's: its architecture is
+A file with no attributes at all is the original repository's converter's: its architecture is
 read from its keys (:func:`icnn.spec.config_from_keys`).
 
 The reader is hardened against hostile files: only hard-linked datasets stored
@@ -16,7 +16,10 @@ inside the file are read (no external raw storage, external or soft links,
 virtual datasets or groups); every dataset's dtype and shape is checked against
 the architecture before a byte of it is read; attribute types and sizes are
 checked before they are read; the config JSON is bounded and parsed without
-recursion errors escaping. Every problem is one :class:`InputError` line.
+recursion errors escaping. HDF5 never loads a filter plugin for these files: the
+plugin search path is emptied before a file is opened, and a dataset whose filter
+pipeline names anything but HDF5's built-in filters is refused before it is read.
+Every problem is one :class:`InputError` line.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from icnn.spec import COUNTER_SUFFIX, MAX_WEIGHT_VALUES, ModelConfig, check_weights, config_from_keys, expected_shapes
 from deepdenoise1d.errors import InputError
-from deepdenoise1d.io import atomic_write
+from deepdenoise1d.safewrite import atomic_write
 
 WEIGHTS_FORMAT = "icnn_s-weights"
 FORMAT_VERSION = 1
@@ -39,6 +42,21 @@ MAX_DATASETS = 1024  # ICNN_s has 159 (185 with sparse BN); bounds the link walk
 MAX_ATTRIBUTE_BYTES = 1 << 16  # each attribute, checked before it is read
 MAX_CONFIG_CHARS = 1 << 16
 STRING_ATTRIBUTES = ("format", "config", "source_sha256", "torch_version")
+# HDF5's built-in filters (deflate, shuffle, fletcher32, szip, nbit, scaleoffset): no plugin runs them.
+BUILTIN_FILTERS = {
+    h5py.h5z.FILTER_DEFLATE: "deflate", h5py.h5z.FILTER_SHUFFLE: "shuffle", h5py.h5z.FILTER_FLETCHER32: "fletcher32",
+    h5py.h5z.FILTER_SZIP: "szip", h5py.h5z.FILTER_NBIT: "nbit", h5py.h5z.FILTER_SCALEOFFSET: "scaleoffset",
+}
+
+
+def disable_filter_plugins() -> None:
+    """Empty HDF5's plugin search path, so no shared library is ever loaded for a filter.
+
+    h5py offers no switch for plugin loading; a path table with no entry is the same in effect
+    (``HDF5_PLUGIN_PATH`` only seeds that table). Called before any weights file is opened.
+    """
+    while h5py.h5pl.size() > 0:
+        h5py.h5pl.remove(0)
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ModelConfig, dict]:
@@ -47,7 +65,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ModelC
     Parameters
     ----------
     path : str or os.PathLike
-        Written by ``pth2h5.py`` (or by the seed's converter: no attributes).
+        Written by ``pth2h5.py`` (or by the original repository's converter: no attributes).
 
     Returns
     -------
@@ -69,6 +87,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ModelC
         raise InputError(f"{path}: no such weights file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: weights file is empty")
+    disable_filter_plugins()
     try:
         with h5py.File(path, "r") as f:
             return _read_open_file(f, str(path))
@@ -119,6 +138,12 @@ def _check_dataset(item: h5py.Dataset, name: str, source: str) -> None:
         raise InputError(f"{source}: dataset {name!r} is stored in an external file, refused: weights must be stored inside the file")
     if item.shape is None or math.prod(item.shape) == 0:
         raise InputError(f"{source}: dataset {name!r} is empty")
+    plist = item.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        filter_id = plist.get_filter(index)[0]
+        if filter_id not in BUILTIN_FILTERS:
+            raise InputError(f"{source}: dataset {name!r} needs HDF5 filter {filter_id}, refused: "
+                             f"only the built-in filters are read ({', '.join(BUILTIN_FILTERS.values())})")
     if name.endswith(COUNTER_SUFFIX):
         if item.dtype.kind not in "iuf":
             raise InputError(f"{source}: dataset {name!r} holds {item.dtype}, expected a number")
@@ -146,6 +171,8 @@ def _read_attributes(f: h5py.File, source: str) -> dict:
         if attr.shape not in ((), None) and attr.shape != (1,):
             raise InputError(f"{source}: attribute {name!r} has shape {attr.shape}, expected a single value")
         value = _plain(f.attrs[name], name, source)
+        if isinstance(value, str) and len(value.encode("utf-8")) > MAX_ATTRIBUTE_BYTES:  # variable-length text
+            raise InputError(f"{source}: attribute {name!r} is larger than {MAX_ATTRIBUTE_BYTES} bytes")
         metadata[name] = value
     return metadata
 
@@ -171,7 +198,7 @@ def _plain(value, name: str, source: str):
 
 
 def _config_of(metadata: dict, datasets: dict, source: str) -> ModelConfig:
-    """The recorded model config, checked; or, with no attributes at all, the seed's model from the keys."""
+    """The recorded model config, checked; or, with no attributes at all, the original repository's model from the keys."""
     if not metadata:
         return config_from_keys(datasets)
     if metadata.get("format") != WEIGHTS_FORMAT:

@@ -5,7 +5,7 @@ saved in every checkpoint and ``.h5`` file and read back by both sides. This mod
 imports neither torch nor NumPy model code, so ``Numpy_V2`` and ``pth2h5.py`` can
 share it.
 
-State-dict layout (REFERENCE section 6): a ``DoubleConv`` at prefix ``p`` holds
+State-dict layout: a ``DoubleConv`` at prefix ``p`` holds
 ``p.double_conv.{0,3}.{weight,bias}`` (convolutions) and
 ``p.double_conv.{1,4}.{weight,bias,running_mean,running_var[,threshold],num_batches_tracked}``
 (batch norms); a ``Down`` keeps its ``DoubleConv`` at ``name.maxpool_conv.1``, an ``Up``
@@ -38,6 +38,8 @@ OUTC = ("outc", 2, 1)
 PRIOR_ENCODER = (("inc", 1, 2), ("down1", 2, 4), ("down2", 4, 8), ("down3", 8, 16))
 PRIOR_PREFIX = "wienernet"
 MODULATED_PART = "down4"  # its first kernel is scaled per signal by the prior, (N, 16, PRIOR_TAPS)
+# (decoder part, encoder part whose output it takes as its skip), in forward order: the U's mirror levels.
+SKIPS = (("up1", "down3"), ("up2", "down2"), ("up3", "down1"), ("up4", "inc"))
 
 MAX_WEIGHT_VALUES = 1_000_000  # far above any ICNN_s (~22k); bounds what a reader allocates
 

@@ -1,6 +1,6 @@
 """One figure where the two backends would draw the same picture: PyTorch and NumPy together.
 
-    .venv/bin/python scripts/backend_figures.py --weights ckpt/ckpt_best.pth --h5 ckpt/ckpt_best.h5 \
+    .venv/bin/python scripts/backend_figures.py --weights ckpt/ckpt_best.pth [ckpt/ckpt_best.h5] \
         [--fig-dir runs/figures] [--n 2000 --seed 2026]
 
 test.py and Numpy_test.py each draw their own figures, and from the same weights those are
@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from icnn.shipped import default_weights
 from icnn.spec import BN_MODES
 from Numpy_V2.model import load_h5
 from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import configure_threads, denoise
-from deepdenoise1d import cli, evaluate, plots
-from deepdenoise1d.io import read_test_samples
+from deepdenoise1d import cli, evaluate, frontend, plots
+from deepdenoise1d.dataset import read_test_samples
+from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.synthesis import SIGMA, benchmark_signals
 from deepdenoise1d.threads import resolve_threads
 
@@ -38,9 +40,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def get_args(argv=None):
     p = argparse.ArgumentParser(prog="backend_figures.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_weights_arg(p, REPO_ROOT / "ckpt" / "ckpt_best.pth", "the .pth checkpoint (PyTorch side)")
-    p.add_argument("--h5", type=Path, default=None, metavar="PATH",
-                   help="the same weights as .h5 (NumPy side; default: --weights with the suffix .h5)")
+    default = default_weights(".pth")
+    p.add_argument("--weights", type=Path, nargs="+", default=[default], metavar="PATH",
+                   help=f"the .pth checkpoint (PyTorch side), then optionally the same weights as .h5 (NumPy side; "
+                   f"default: the .pth with the suffix .h5). Default {default}")
     p.add_argument("--samples", type=Path, default=REPO_ROOT / "TestSamples", metavar="DIR",
                    help="folder of TestK_data.txt / TestK_label.txt pairs (default: the repository's TestSamples/)")
     p.add_argument("--fig-dir", type=Path, default=cli.DEFAULT_FIG_DIR, metavar="DIR",
@@ -49,8 +52,9 @@ def get_args(argv=None):
     cli.add_seed_arg(p)
     cli.add_threads_arg(p)
     args = p.parse_args(argv)
-    if args.h5 is None:
-        args.h5 = args.weights.with_suffix(".h5")
+    if len(args.weights) > 2:
+        p.error("--weights takes the .pth and, optionally, the .h5: at most two paths")
+    args.weights, args.h5 = args.weights[0], (args.weights[1:] or [args.weights[0].with_suffix(".h5")])[0]
     return args
 
 
@@ -61,7 +65,7 @@ def sample_figures(args, torch_net, numpy_net, made_by: str, reads: tuple) -> li
     for name, noisy, clean in read_test_samples(args.samples):
         y = noisy[None]
         estimates = {f"net_{m}": torch_net(y, m)[0] for m in BN_MODES}
-        estimates.update({k: evaluate.classical_methods(SIGMA)[k](y)[0] for k in cli.FIGURE_METHODS})
+        estimates.update({k: evaluate.classical_methods(SIGMA)[k](y)[0] for k in frontend.FIGURE_METHODS})
         differences = {f"NumPy − PyTorch, {m} BN": numpy_net(y, m)[0] - estimates[f"net_{m}"] for m in BN_MODES}
         fig = plots.comparison_figure(plots.sample_title(name, args.samples, made_by, seeded), clean, noisy, estimates, differences)
         written.append(plots.save_figure(fig, args.fig_dir / f"{name}.png", reads=reads))
@@ -90,12 +94,12 @@ def main(argv=None) -> None:
     configure_threads(resolve_threads(args.threads))
     for path in (args.weights, args.h5):
         if not path.exists():
-            raise cli.InputError(cli.missing_weights_message(path))
+            raise InputError(frontend.missing_weights_message(path))
     model, _ = load_model(args.weights)
     net = load_h5(args.h5)
     torch_net = lambda y, m: denoise(model, y, m)  # noqa: E731
     numpy_net = lambda y, m: net.denoise(y, bn_mode=m)  # noqa: E731
-    made_by = f"PyTorch ({cli.shown_path(args.weights)}) and NumPy ({cli.shown_path(args.h5)})"
+    made_by = f"PyTorch ({frontend.shown_path(args.weights)}) and NumPy ({frontend.shown_path(args.h5)})"
     reads = (args.weights, args.h5, args.samples)
     for path in sample_figures(args, torch_net, numpy_net, made_by, reads) + \
             benchmark_figures(args, torch_net, numpy_net, made_by, reads):
@@ -103,4 +107,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    cli.run_cli(main, "backend_figures.py")
+    run_cli(main, "backend_figures.py")

@@ -1,7 +1,7 @@
 """Throughput of the ICNN_s forward: NumPy, PyTorch eager, and ONNX Runtime when installed.
 
     .venv/bin/python scripts/benchmark.py [--weights ckpt/ckpt_best.pth] [--n 100000] [--length 100]
-                                          [--bn fixed|unfixed] [--threads N] [--seed K] [--end-to-end]
+                                          [--bn-mode fixed|unfixed] [--threads N] [--seed K] [--end-to-end]
 
 It needs both torch and NumPy, so it lives in ``scripts/`` (``Numpy_V2`` never
 imports torch). Every backend gets the same weights, the same signals and the
@@ -10,7 +10,7 @@ it), and the same thread count (``--threads``, default 1 as every command).
 
 Without ``--weights`` the weights are random (torch's initialisation with
 randomised BN statistics), so the timings do not depend on a trained file.
-``--bn`` defaults to the mode the weights record. ``--end-to-end`` also times
+``--bn-mode`` defaults to the mode the weights record. ``--end-to-end`` also times
 the whole ``.npy -> .npy`` processes: Numpy_V2/Numpy_test.py against Pytorch_V1/test.py.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
 from Numpy_V2.model import FORWARD_BLOCK, load_h5, wiener_prior
 from Numpy_V2.parallel import run_blocks, worker_count
-from deepdenoise1d.cli import add_bn_arg, add_n_arg, add_seed_arg, add_threads_arg, add_weights_arg, positive_int, run_cli
-from deepdenoise1d.errors import InputError
+from deepdenoise1d.cli import add_bn_mode_arg, add_n_arg, add_seed_arg, add_threads_arg, add_weights_arg, positive_int
+from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.synthesis import SpikePrior, noisy_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_weights_arg(parser, None, "a .pth checkpoint (default: random weights)")
     add_n_arg(parser, 100_000)
     add_seed_arg(parser)
-    add_bn_arg(parser, BN_MODES)
+    add_bn_mode_arg(parser, BN_MODES)
     add_threads_arg(parser)
     parser.add_argument("--length", type=positive_int, default=100, help="signal length (default 100)")
     parser.add_argument("--no-prior", action="store_true", help="random weights without the prior branch")
@@ -192,7 +192,7 @@ def end_to_end(checkpoint: Path, weights: Path, noisy: np.ndarray, bn_mode: str,
     for name, command in commands.items():
         output = folder / f"{name}.npy"
         start = time.perf_counter()
-        done = subprocess.run([*command, "--input", str(source), "--output", str(output), "--bn", bn_mode,
+        done = subprocess.run([*command, "--input", str(source), "--output", str(output), "--bn-mode", bn_mode,
                                "--threads", str(threads)], env=env, capture_output=True, text=True)
         seconds[name] = time.perf_counter() - start
         if done.returncode != 0:
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(tmp)
         checkpoint, weights = prepare_weights(args, folder)
         net = load_h5(weights)
-        mode = args.bn or net.config.bn_mode
+        mode = args.bn_mode or net.config.bn_mode
         print(f"{args.n} signals of length {args.length}, {threads} thread(s), bn {mode}, prior {'on' if net.wienernet is not None else 'off'}")
         h = None
         if net.wienernet is not None:

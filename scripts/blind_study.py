@@ -1,4 +1,4 @@
-"""Blind denoising study (issue 12): every model against both Bayes oracles, σ = 0.25 .. 8.
+"""Blind denoising study: every model against both Bayes oracles, σ = 0.25 .. 8.
 
     python scripts/blind_study.py                      # 2000 held-out signals per σ (seed 2026)
     python scripts/blind_study.py --n 500 --output runs/blind_study.md
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     reads = [path for path in (a.blind, a.blind_sure, a.sure) if path.is_file()]
     if a.output is not None:  # refuse an output that is one of the checkpoints before the work, not after
-        from deepdenoise1d.io import guard_output
+        from deepdenoise1d.safewrite import guard_output
 
         guard_output(a.output, reads)
         guard_output(a.output.with_suffix(".json"), reads)
@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     text = markdown(rows, list(models), a.n, a.seed) + "\n" + "\n".join(lines) + "\n"
     print(text)
     if a.output is not None:
-        from deepdenoise1d.io import atomic_write
+        from deepdenoise1d.safewrite import atomic_write
 
         atomic_write(a.output, lambda f: f.write(text.encode()), reads=reads)
         atomic_write(a.output.with_suffix(".json"), lambda f: f.write(json.dumps(rows, indent=1).encode()), reads=reads)

@@ -3,10 +3,10 @@
     .venv/bin/python scripts/compare_sigma_estimators.py            # 2000 signals, 20 pooled draws per σ
     .venv/bin/python scripts/compare_sigma_estimators.py --n 500 --repeats 5 --output sigma.md
 
-Estimators (all in :func:`deepdenoise1d.classical.estimate_sigma`):
+Estimators (all in :func:`deepdenoise1d.noise.estimate_sigma`):
 
 - negative_rms: the RMS of the samples ≤ 0, the default (it won this comparison);
-- negative: 1.4826 · median(|y| : y ≤ 0), the first round's estimator;
+- negative: 1.4826 · median(|y| : y ≤ 0), the original repository's estimator;
 - wavelet: ``skimage.restoration.estimate_sigma``, the MAD of the finest db2 detail
   coefficients (checked here against scikit-image itself on the first signals).
 
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deepdenoise1d.classical import SIGMA_METHODS, estimate_sigma
-from deepdenoise1d.cli import add_n_arg, add_seed_arg, positive_int, run_cli
-from deepdenoise1d.io import atomic_write
+from deepdenoise1d.cli import add_n_arg, add_seed_arg, positive_int
+from deepdenoise1d.errors import run_cli
+from deepdenoise1d.noise import SIGMA_METHODS, estimate_sigma
+from deepdenoise1d.safewrite import atomic_write
 from deepdenoise1d.synthesis import noisy_pairs
 
 SIGMAS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)

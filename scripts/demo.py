@@ -31,7 +31,7 @@ from pathlib import Path
 
 from deepdenoise1d import cli
 from deepdenoise1d.errors import InputError, run_cli
-from deepdenoise1d.io import atomic_write
+from deepdenoise1d.safewrite import atomic_write
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -107,7 +107,7 @@ def stages(args, run: Path, timings: dict) -> None:
           timings, log)
     stage("Numpy_test.py table", [PY, "Numpy_V2/Numpy_test.py", "--weights", h5, *table, "--json",
                                   run / "results_numpy.json", "--fig-dir", figs / "numpy"], timings, log)
-    stage("figures, both backends", [PY, "scripts/backend_figures.py", "--weights", pth, "--h5", h5, "--n", args.n,
+    stage("figures, both backends", [PY, "scripts/backend_figures.py", "--weights", pth, h5, "--n", args.n,
                                      "--seed", args.seed, "--fig-dir", figs], timings, log)
     stage("results", [PY, "scripts/results.py", "--n", args.n, "--seed", args.seed, "--extra", f"demo_run={pth}",
                       "--output", run / "RESULTS.md", "--fig-dir", run], timings, log)

@@ -1,4 +1,4 @@
-"""Issue 11's numbers and figures: the network read as a filter, through its exact Jacobian.
+"""The network read as a filter, through its exact Jacobian: numbers and figures.
 
     python scripts/explain_results.py --output runs/explain [--n 2000] [--seed 2026] [--sigma 3]
 
@@ -6,9 +6,9 @@ On the held-out draw ``benchmark_signals(seed, n, sigma)`` and TestSamples/Test0
 measures and writes into the output folder (``explain_results.md`` and PNG figures):
 
 - accuracy of ``Numpy_V2.jacobian`` against float64 torch autograd plus a central-
-  difference dh/dy (shipped .h5 and the same weights in the seed's attribute-less layout);
+  difference dh/dy (shipped .h5 and the same weights in the original repository's attribute-less layout);
 - the SURE identity with the exact divergence tr J against the true MSE, and the
-  Monte-Carlo SURE of ``Pytorch_V1/sure.py`` against both;
+  Monte-Carlo SURE of ``Pytorch_V1/losses.py`` against both;
 - diagonal-mass fraction, tr J / L, ‖J‖²_F and ‖b‖/‖f(y)‖, beside the Bayes denoiser's;
 - speed: Jacobians/s of the NumPy forward mode, the NumPy float32 forward's signals/s,
   and torch's time for the same Jacobians, all in this run;
@@ -28,9 +28,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from icnn.shipped import default_weights
 from icnn.spec import BN_MODES as MODES
-from deepdenoise1d.cli import add_n_arg, add_seed_arg, positive_float, positive_int, run_cli
-from deepdenoise1d.errors import InputError
+from deepdenoise1d.cli import add_n_arg, add_seed_arg, positive_float, positive_int
+from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,9 +45,9 @@ def get_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="explain_results.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "runs" / "explain", metavar="DIR",
                         help="folder for explain_results.md and the figures (default runs/explain)")
-    parser.add_argument("--weights", type=Path, default=REPO_ROOT / "ckpt" / "ckpt_best.pth", metavar="PATH",
+    parser.add_argument("--weights", type=Path, default=default_weights(".pth"), metavar="PATH",
                         help="the checkpoint to explain (.pth; converted to .h5 for NumPy in a temp folder)")
-    parser.add_argument("--blind", type=Path, default=REPO_ROOT / "ckpt" / "ckpt_blind.pth", metavar="PATH",
+    parser.add_argument("--blind", type=Path, default=default_weights(".pth", "ckpt_blind"), metavar="PATH",
                         help="the blind checkpoint for the σ sweep (.pth)")
     add_n_arg(parser, 2000)
     add_seed_arg(parser, DEFAULT_SEED)
@@ -68,7 +69,7 @@ def convert_pth(pth: Path, destination: Path) -> Path:
 
 
 def strip_attributes(source: Path, destination: Path) -> Path:
-    """The same weights as flat datasets without attributes: the seed's converter's layout."""
+    """The same weights as flat datasets without attributes: the layout of the original repository's converter."""
     with h5py.File(source, "r") as src, h5py.File(destination, "w") as dst:
         for key, item in src.items():
             dst.create_dataset(key, data=np.asarray(item[()]).ravel())
@@ -157,16 +158,13 @@ def best_time(fn, repeats: int = 3) -> float:
 
 
 def monte_carlo_sure(pth: Path, y: np.ndarray, sigma: float, mode: str, seed: int) -> np.ndarray:
-    """Per-signal SURE of ``Pytorch_V1.sure.sure_per_signal`` with train.py's default probe (one antithetic
-    Gaussian probe, its step ``TrainConfig.sure_epsilon``·σ), float32 as in training."""
+    """Per-signal SURE of ``Pytorch_V1.losses.sure_per_signal`` with train.py's default probe (one antithetic
+    Gaussian probe, its step ``SURE_EPSILON``·σ), float32 as in training."""
     import torch
 
     from Pytorch_V1.checkpoint import load_model
     from Pytorch_V1.model import wiener_prior
-    from Pytorch_V1.sure import sure_per_signal
-    from Pytorch_V1.train import TrainConfig
-
-    recipe = TrainConfig()  # the probe training uses
+    from Pytorch_V1.losses import SURE_CENTRAL, SURE_EPSILON, sure_per_signal
     model, _ = load_model(pth, "cpu")
     x = torch.tensor(y[:, None, :], dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
@@ -175,8 +173,8 @@ def monte_carlo_sure(pth: Path, y: np.ndarray, sigma: float, mode: str, seed: in
     with torch.no_grad():
         h = wiener_prior(x) if model.wienernet is not None else None
         pred = model(x, h, bn_mode=mode)
-        risk = sure_per_signal(partial(model, bn_mode=mode), x, pred, sigmas, probe, recipe.sure_epsilon, h is not None,
-                               central=recipe.sure_central)
+        risk = sure_per_signal(partial(model, bn_mode=mode), x, pred, sigmas, probe, SURE_EPSILON, h is not None,
+                               central=SURE_CENTRAL)
     return risk.double().numpy()
 
 
@@ -209,7 +207,7 @@ def explain_mode(nets: dict, model, pth: Path, clean: np.ndarray, y: np.ndarray,
     seconds = clock() - start
     reference, autograd_seconds, prior_seconds = reference_jacobians(model, y, mode)
     errors = {"shipped": relative_errors(result["jacobian"], reference),
-              "seed-layout": relative_errors(jacobians(nets["seed-layout"], y, mode)["jacobian"], reference)}
+              "original-layout": relative_errors(jacobians(nets["original-layout"], y, mode)["jacobian"], reference)}
     del reference
     numbers = filter_numbers(result["jacobian"], result["output"], result["offset"])
     numbers["linear_relative"] = (np.linalg.norm(result["output"] - result["offset"], axis=1)
@@ -271,7 +269,7 @@ def test_sample_figures(net, folder: Path, sigma: float, reads: tuple[Path, ...]
 
 def sweep_figure(curves: dict, folder: Path, length: int, reads: tuple[Path, ...]) -> Path:
     from deepdenoise1d.filter_plots import effective_dimension_figure
-    from deepdenoise1d.io import guard_output
+    from deepdenoise1d.safewrite import guard_output
     from deepdenoise1d.plots import save_figure
 
     fig = effective_dimension_figure(np.array(SWEEP_SIGMAS), curves, length)
@@ -286,10 +284,11 @@ def spread(values: np.ndarray, digits: int = 3) -> str:
 
 def accuracy_section(modes: dict) -> list[str]:
     lines = ["| weights | BN | median | 95th percentile | max |", "|---|---|---|---|---|"]
-    for name in ("shipped", "seed-layout"):
+    shown = {"shipped": "shipped", "original-layout": "shipped, in the original repository's layout (no attributes)"}
+    for name in ("shipped", "original-layout"):
         for mode, m in modes.items():
             e = m["errors"][name]
-            lines.append(f"| {name} | {mode} | {np.median(e):.1e} | {np.percentile(e, 95):.1e} | {e.max():.1e} |")
+            lines.append(f"| {shown[name]} | {mode} | {np.median(e):.1e} | {np.percentile(e, 95):.1e} | {e.max():.1e} |")
     return lines
 
 
@@ -365,7 +364,7 @@ def notes_section(modes: dict, bayes: dict) -> list[str]:
 def markdown(args, modes: dict, bayes: dict, forward: float, curves: dict, length: int, figures: list[Path]) -> str:
     names = [p.name for p in figures]
     lines = [
-        "## How the network acts as a filter (issue 11)", "",
+        "## How the network acts as a filter", "",
         f"Command: `python scripts/explain_results.py --n {args.n} --seed {args.seed} --sigma {args.sigma:g} "
         f"--sweep-n {args.sweep_n}` — weights `{args.weights.name}`, held-out `benchmark_signals({args.seed}, {args.n}, "
         f"{args.sigma:g})`, Jacobians in float64 by forward mode (`Numpy_V2/jacobian.py`, `Numpy_V2/explain.py`).", "",
@@ -374,8 +373,8 @@ def markdown(args, modes: dict, bayes: dict, forward: float, curves: dict, lengt
         *accuracy_section(modes), "",
         f"### The SURE identity at σ = {args.sigma:g} ({args.n} signals)", "",
         "SURE = ‖f(y) − y‖²/L − σ² + 2σ²·tr J/L per signal, averaged, square-rooted; no labels used. "
-        "The Monte-Carlo column is `Pytorch_V1/sure.py` with train.py's default probe (one antithetic probe, "
-        "step 0.1·σ, float32, as in training).", "",
+        "The Monte-Carlo column is `sure_per_signal` of `Pytorch_V1/losses.py` with train.py's default probe "
+        "(one antithetic probe, step 0.1·σ, float32, as in training).", "",
         *sure_section(modes, bayes), "",
         "### The filter in numbers", "",
         *numbers_section(modes, bayes, length), "",
@@ -389,7 +388,9 @@ def markdown(args, modes: dict, bayes: dict, forward: float, curves: dict, lengt
     ]
     captions = {
         "filter_adaptive_filters.png": "Rows of J for Test0 at an isolated spike, a background sample and the sample next "
-        "to a spike, against Wiener's fixed 3-tap window: the network's filter changes with its input.",
+        "to a spike, against Wiener's fixed 3-tap window: the network's filter changes with its input. "
+        "Σ in the legend is the sum of the whole row over all input samples: how far that output sample "
+        "moves when every input sample rises by 1.",
         "filter_jacobian_heatmaps.png": "J(y) of Test0 in fixed and unfixed BN beside the Bayes denoiser's diagonal "
         "Jacobian Var[x|y]/σ², each titled with its diagonal-mass fraction.",
         "filter_offset.png": "f(y) of Test0 split into J(y)·y and the offset b(y): how far the network is from "
@@ -425,7 +426,7 @@ def main(argv=None) -> None:
     import torch
 
     from Numpy_V2.model import load_h5
-    from deepdenoise1d.io import atomic_write
+    from deepdenoise1d.safewrite import atomic_write
 
     torch.set_num_threads(1)  # one thread for both sides: the speeds compare like with like
     lock = lock_folder(args.output)
@@ -434,7 +435,7 @@ def main(argv=None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             h5 = convert_pth(args.weights, Path(tmp) / "shipped.h5")
             nets = {"shipped": load_h5(h5, dtype=np.float64),
-                    "seed-layout": load_h5(strip_attributes(h5, Path(tmp) / "seed.h5"), dtype=np.float64)}
+                    "original-layout": load_h5(strip_attributes(h5, Path(tmp) / "original.h5"), dtype=np.float64)}
             blind = load_h5(convert_pth(args.blind, Path(tmp) / "blind.h5"), dtype=np.float64)
             net32 = load_h5(h5)
         clean, y = benchmark_signals(args.seed, args.n, args.sigma)

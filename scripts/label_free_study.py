@@ -1,4 +1,4 @@
-"""Label-free training, three ways: SURE against its anchors R2R and UNSURE (issue 12).
+"""Label-free training, three ways: SURE against its anchors R2R and UNSURE.
 
     python scripts/label_free_study.py ckpt/ckpt_sure.pth runs/r2r/ckpt_best.pth runs/unsure/ckpt_best.pth
     python scripts/label_free_study.py A.pth B.pth --sigma 1 3 5 --n 2000 --output runs/label_free.md
@@ -13,7 +13,7 @@ noise level it learned, √η, beside the true σ.
 
 ``--score LOW:HIGH`` adds a label-free score per checkpoint, to choose between runs without a
 clean signal: the blind SURE objective (per-signal σ̂, weights 1/σ̂², 8 antithetic probes) on
-``--n`` noisy signals of σ drawn uniformly from LOW:HIGH (``default_rng([seed, 999])``).
+``--n`` noisy signals of σ drawn uniformly from LOW:HIGH (``default_rng([seed, VAL_STREAM])``).
 Lower is better.
 """
 from __future__ import annotations
@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deepdenoise1d.classical import bayes_posterior_mean, estimate_sigma
+from deepdenoise1d.classical import bayes_posterior_mean
 from deepdenoise1d.cli import add_threads_arg, positive_float, positive_int
 from deepdenoise1d.errors import run_cli
 from deepdenoise1d.metrics import rmse
+from deepdenoise1d.noise import estimate_sigma, per_signal_sigma
 from deepdenoise1d.synthesis import DEFAULT_SEED, benchmark_signals, noisy_pairs, parse_sigma
 from deepdenoise1d.threads import resolve_threads
 
@@ -61,9 +62,10 @@ def sigma_range_arg(text: str) -> tuple[float, float]:
 
 def recorrupted_mean(model, noisy: np.ndarray, sigma: np.ndarray, alpha: float, draws: int, seed: int) -> np.ndarray:
     """R2R's inference: the mean of f(y + ασz) over ``draws`` standard normal z (seeded)."""
+    from Pytorch_V1.data import RECORRUPT_STREAM
     from Pytorch_V1.inference import denoise
 
-    rng = np.random.default_rng([seed, 77])
+    rng = np.random.default_rng([seed, RECORRUPT_STREAM])
     total = np.zeros_like(noisy)
     for _ in range(draws):
         total += denoise(model, noisy + alpha * sigma[:, None] * rng.standard_normal(noisy.shape))
@@ -94,13 +96,13 @@ def label_free_score(model, noisy: np.ndarray, seed: int) -> float:
     """Mean over signals of SURE / σ̂² (weights normalised to mean 1): the blind training objective,
     with the probes and step of train.py's validation SURE."""
     import torch
+    from Pytorch_V1.data import VAL_EPSILON, VAL_PROBE_STREAM, VAL_PROBES
+    from Pytorch_V1.losses import loss_weights, sure_per_signal
     from Pytorch_V1.model import wiener_prior
-    from Pytorch_V1.sure import per_signal_sigmas, sure_per_signal
-    from Pytorch_V1.train import VAL_EPSILON, VAL_PROBES, loss_weights
 
-    sigma = per_signal_sigmas(noisy, "score signals")
+    sigma = per_signal_sigma(noisy, "score signals")
     x = torch.from_numpy(noisy.astype(np.float32))[:, None]
-    probe = np.random.default_rng([seed, 998]).standard_normal((VAL_PROBES, *noisy.shape)).astype(np.float32)
+    probe = np.random.default_rng([seed, VAL_PROBE_STREAM]).standard_normal((VAL_PROBES, *noisy.shape)).astype(np.float32)
     with_prior = model.wienernet is not None  # sure_per_signal recomputes the prior at each perturbed input
     with torch.no_grad():
         pred = model(x, wiener_prior(x) if with_prior else None)
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(resolve_threads(a.threads))
     if a.output is not None:  # refuse an output that is one of the checkpoints before the work, not after
-        from deepdenoise1d.io import guard_output
+        from deepdenoise1d.safewrite import guard_output
 
         guard_output(a.output, a.weights)
         guard_output(a.output.with_suffix(".json"), a.weights)
@@ -139,13 +141,15 @@ def main(argv=None) -> None:
             rows += rows_for(path, model, ckpt, noisy, clean, sigma, bayes, a)
         print(f"σ={sigma:g} done (Bayes {bayes:.4f})", file=sys.stderr, flush=True)
     if a.score is not None:
-        _, noisy, _ = noisy_pairs(np.random.default_rng([a.seed, 999]), a.n, a.score)
+        from Pytorch_V1.data import VAL_STREAM
+
+        _, noisy, _ = noisy_pairs(np.random.default_rng([a.seed, VAL_STREAM]), a.n, a.score)
         for path, model, _ in models:
             print(f"label-free score (σ {a.score[0]:g}:{a.score[1]:g}, {a.n} signals): {label_free_score(model, noisy, a.seed):.5f}  {path}")
     text = markdown(rows, a)
     print(text)
     if a.output is not None:
-        from deepdenoise1d.io import atomic_write
+        from deepdenoise1d.safewrite import atomic_write
 
         atomic_write(a.output, lambda f: f.write(text.encode()), reads=a.weights)
         atomic_write(a.output.with_suffix(".json"), lambda f: f.write(json.dumps(rows, indent=1).encode()), reads=a.weights)

@@ -8,12 +8,12 @@ Signals come from ``deepdenoise1d.synthesis.benchmark_signals(seed, n, σ)``: th
 --n give the same signals, and the σ = 3 table the same rows (names, decimals, values), as
 ``test.py --random`` and ``Numpy_test.py --random`` (tests/test_numpy_test_cli.py checks it).
 
-Checkpoints looked for in --ckpt-dir (missing ones are reported as such):
+Checkpoints looked for in --weights-dir (missing ones are reported as such):
 ckpt_best.pth (the main model), ckpt_noprior.pth (no Wiener prior), ckpt_sparse.pth
 (sparse BN), ckpt_blind.pth (blind, σ 0.5..5), ckpt_sure.pth (no clean labels),
 ckpt_blind_sure.pth (no clean labels and σ unknown, 0.5..5).
 --extra NAME=PATH adds a checkpoint (make demo adds its fresh run this way).
-Also draws blind_curve.png beside the report and checks each issue's numeric target.
+Also draws blind_curve.png beside the report and checks each numeric target.
 """
 from __future__ import annotations
 
@@ -25,19 +25,19 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from icnn.shipped import weights_dir
 from icnn.spec import BN_MODES
 from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import configure_threads, denoise
 from Pytorch_V1.model import ICNN_s, wiener_prior
-from deepdenoise1d import classical, cli, evaluate
+from deepdenoise1d import classical, cli, evaluate, frontend
 from deepdenoise1d.errors import InputError, run_cli
-from deepdenoise1d.io import atomic_write, guard_output
+from deepdenoise1d.safewrite import atomic_write, guard_output
 from deepdenoise1d.plots import save_figure
 from deepdenoise1d.progress import progress
-from deepdenoise1d.synthesis import benchmark_signals
+from deepdenoise1d.synthesis import SIGMA, benchmark_signals
 from deepdenoise1d.threads import resolve_threads
 
-REPO = Path(__file__).resolve().parent.parent
 SHIPPED = {
     "net": "ckpt_best.pth",
     "noprior": "ckpt_noprior.pth",
@@ -60,9 +60,9 @@ def get_args(argv=None):
     cli.add_n_arg(p, 2000)
     cli.add_seed_arg(p, what="the held-out draw")
     cli.add_threads_arg(p)
-    p.add_argument("--ckpt-dir", type=Path, default=REPO / "ckpt", help="where the shipped checkpoints are")
+    p.add_argument("--weights-dir", type=Path, default=weights_dir(), help="where the shipped checkpoints are")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another checkpoint to evaluate")
-    p.add_argument("--output", "--out", type=Path, default=DEFAULT_OUTPUT, metavar="PATH",
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="PATH",
                    help=f"the Markdown report (default {DEFAULT_OUTPUT} under the current folder)")
     p.add_argument("--fig-dir", type=Path, default=None, metavar="DIR",
                    help="where blind_curve.png goes (default: the report's folder)")
@@ -112,8 +112,8 @@ def sigma3_section(models: dict, seed: int, n: int) -> tuple[list[str], list[tup
     -------
     lines, rows, classical scores, (clean, noisy)
     """
-    clean, noisy = benchmark_signals(seed, n, 3.0)
-    base = {k: score(v, clean) for k, v in classical_estimates(noisy, 3.0).items()}
+    clean, noisy = benchmark_signals(seed, n, SIGMA)
+    base = {k: score(v, clean) for k, v in classical_estimates(noisy, SIGMA).items()}
     rows = []
     for name, (model, _) in models.items():
         if name == "blind":
@@ -153,7 +153,7 @@ def load_models(args) -> dict:
     """``{name: (model, checkpoint)}``: the shipped checkpoints found, then every --extra."""
     models = {}
     for name, file in SHIPPED.items():
-        path = args.ckpt_dir / file
+        path = args.weights_dir / file
         if path.is_file():
             models[name] = load_model(path)
     for item in args.extra:
@@ -164,27 +164,27 @@ def load_models(args) -> dict:
     return models
 
 
-def seed_table_section(models: dict, seed: int) -> list[str]:
-    """The seed's protocol (REFERENCE §3): σ = 3, 1000 random signals, mean of 3 runs."""
+def original_table_section(models: dict, seed: int) -> list[str]:
+    """The original repository's protocol: σ = 3, 1000 random signals, mean of 3 runs."""
     if "net" not in models:
         return []
-    seed_table = {"net (fixed BN)": (9.59, 1.84), "net (unfixed BN)": (9.86, 1.81), "wiener": (4.85, 2.40),
+    original_table = {"net (fixed BN)": (9.59, 1.84), "net (unfixed BN)": (9.86, 1.81), "wiener": (4.85, 2.40),
                   "l1": (4.54, 2.44), "gmc": (1.66, 2.89)}
     runs = []
     for run in range(3):
-        c, y = benchmark_signals(seed + 1 + run, 1000, 3.0)
+        c, y = benchmark_signals(seed + 1 + run, 1000, SIGMA)
         est = {"net (fixed BN)": denoise(models["net"][0], y, "fixed"),
                "net (unfixed BN)": denoise(models["net"][0], y, "unfixed"),
                "wiener": classical.wiener(y), "l1": classical.l1_srls(y), "gmc": classical.gmc(y)}
         runs.append({k: score(v, c) for k, v in est.items()})
-    out = ["## The seed's table, reproduced", "",
+    out = ["## The original repository's table, reproduced", "",
            "Its protocol: σ = 3, 1000 random signals, mean of 3 runs (seeds "
-           f"{seed + 1}..{seed + 3}). Seed numbers from its report.", "",
-           "| | paper PSNR (seed) | paper PSNR (ours) | RMSE (seed) | RMSE (ours) |", "|---|---|---|---|---|"]
-    for k, (seed_psnr, seed_rmse) in seed_table.items():
+           f"{seed + 1}..{seed + 3}). Original numbers from its report.", "",
+           "| | paper PSNR (original) | paper PSNR (ours) | RMSE (original) | RMSE (ours) |", "|---|---|---|---|---|"]
+    for k, (original_psnr, original_rmse) in original_table.items():
         ours_psnr = np.mean([r[k]["psnr_paper"] for r in runs])
         ours_rmse = np.mean([r[k]["rmse"] for r in runs])
-        out.append(f"| {k} | {seed_psnr:.2f} | {ours_psnr:.2f} | {seed_rmse:.2f} | {ours_rmse:.4f} |")
+        out.append(f"| {k} | {original_psnr:.2f} | {ours_psnr:.2f} | {original_rmse:.2f} | {ours_rmse:.4f} |")
     return out + [""]
 
 
@@ -221,7 +221,7 @@ def sweep_section(curves: dict[str, list[float]], has_blind: bool, fig_path: Pat
 
 
 def sparse_section(models: dict, clean: np.ndarray, noisy: np.ndarray) -> list[str]:
-    """The seed's proposed sparse BN against plain BN: how sparse, and at what RMSE."""
+    """The original repository's proposed sparse BN against plain BN: how sparse, and at what RMSE."""
     if "net" not in models or "sparse" not in models:
         return []
     out = ["## Sparse BN study", "", "| model | BN mode | BN outputs exactly 0 | ReLU outputs 0 | mean abs BN output | RMSE σ = 3 |",
@@ -237,7 +237,7 @@ def sparse_section(models: dict, clean: np.ndarray, noisy: np.ndarray) -> list[s
 
 
 def targets_section(models: dict, rows: list, base: dict, curves: dict) -> list[str]:
-    """Each issue's numeric target, measured here."""
+    """Each numeric target of the project, measured here."""
     bayes3 = base["bayes"]["rmse"]
     checks = [
         ("wiener RMSE in 2.37–2.43", base["wiener"]["rmse"], 2.37 <= base["wiener"]["rmse"] <= 2.43),
@@ -272,7 +272,7 @@ def main(argv=None) -> None:
     reads = tuple(str(ckpt_path) for ckpt_path in _model_paths(args))
     guard_output(args.output, reads)  # fail before the work, not after
     fig_dir = args.fig_dir if args.fig_dir is not None else args.output.parent
-    made_by = f"PyTorch; weights in {cli.shown_path(args.ckpt_dir)}/; seed {args.seed}, {args.n} signals per σ"
+    made_by = f"PyTorch; weights in {frontend.shown_path(args.weights_dir)}/; seed {args.seed}, {args.n} signals per σ"
     out = ["# Results on held-out signals", "",
            f"{args.n} signals per noise level, `deepdenoise1d.synthesis.benchmark_signals({args.seed}, {args.n}, σ)` "
            f"(`np.random.default_rng([{args.seed}, round(100·σ)])`); reproduce with "
@@ -283,7 +283,7 @@ def main(argv=None) -> None:
     out += ["Rows: `net` ckpt/ckpt_best.pth; `noprior` the same recipe with `--no-prior`; `sparse` with "
             "`--norm sparse_bn`; `sure` trained from noisy signals only; `soft` thresholds at T = σ; "
             "`bayes` is the posterior mean given σ (the limit).", ""]
-    out += seed_table_section(models, args.seed)
+    out += original_table_section(models, args.seed)
     curves = sweep(models, args.seed, args.n)
     out += sweep_section(curves, "blind" in models, fig_dir / "blind_curve.png", made_by, reads)
     out += sparse_section(models, clean, noisy)
@@ -295,7 +295,7 @@ def main(argv=None) -> None:
 
 
 def _model_paths(args) -> list[Path]:
-    paths = [args.ckpt_dir / f for f in SHIPPED.values() if (args.ckpt_dir / f).is_file()]
+    paths = [args.weights_dir / f for f in SHIPPED.values() if (args.weights_dir / f).is_file()]
     return paths + [Path(item.partition("=")[2]) for item in args.extra]
 
 

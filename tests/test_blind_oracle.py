@@ -1,4 +1,4 @@
-"""The blind Bayes oracle: σ marginalised over a prior range (issue 12 item 1)."""
+"""The blind Bayes oracle: σ marginalised over a prior range."""
 import numpy as np
 import pytest
 

@@ -29,7 +29,7 @@ def test_an_earlier_demo_run_is_replaced(demo, tmp_path):
 
 @pytest.mark.parametrize("keep", [False, True])
 def test_a_folder_it_did_not_make_is_never_deleted(demo, run_call, tmp_path, keep):
-    """Issue 10: `demo.py --run-dir ckpt` or `--run-dir .` used to wipe the user's files."""
+    """`demo.py --run-dir ckpt` or `--run-dir .` once wiped the user's files."""
     (tmp_path / "precious.pth").write_bytes(b"weights")
     code, err = run_call(lambda: demo.claim_run_dir(tmp_path, keep=keep))
     assert code == 2 and "not made by demo.py" in err and "Traceback" not in err

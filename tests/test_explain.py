@@ -19,7 +19,7 @@ from deepdenoise1d.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Numpy_V2" / "explain.py"
 CKPT = REPO_ROOT / "ckpt"
-MEDIAN_LIMIT, P95_LIMIT = 1e-5, 1e-4  # issue 11, per-signal relative max error
+MEDIAN_LIMIT, P95_LIMIT = 1e-5, 1e-4  # the required per-signal relative max error (median, 95th percentile)
 N_SIGNALS = 32
 REFERENCE_STEP = 3e-7  # dh/dy step of the reference, relative to 1 + RMS (explain.py uses 1e-6)
 
@@ -59,14 +59,14 @@ def relative_errors(jac: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def h5_files(tmp_path_factory):
-    """The shipped .h5, the same weights in the seed's layout (no attributes), and the other architectures."""
+    """The shipped .h5, the same weights in the original repository's layout (no attributes), and the other architectures."""
     folder = tmp_path_factory.mktemp("weights")
     seed = folder / "seed_layout.h5"
     with h5py.File(CKPT / "ckpt_best.h5", "r") as src, h5py.File(seed, "w") as dst:
         for key, item in src.items():
             dst.create_dataset(key, data=np.asarray(item[()]).ravel())  # flat datasets, no attributes
         assert not dst.attrs
-    files = {"shipped": (CKPT / "ckpt_best.h5", CKPT / "ckpt_best.pth"), "seed-layout": (seed, CKPT / "ckpt_best.pth")}
+    files = {"shipped": (CKPT / "ckpt_best.h5", CKPT / "ckpt_best.pth"), "original-layout": (seed, CKPT / "ckpt_best.pth")}
     pytest.importorskip("torch")
     pth2h5 = load_script(REPO_ROOT / "pth2h5.py", "pth2h5_for_explain")
     for name in ("noprior", "sparse"):
@@ -89,7 +89,7 @@ def h5_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["fixed", "unfixed"])
-@pytest.mark.parametrize("name,n", [("shipped", N_SIGNALS), ("seed-layout", N_SIGNALS), ("noprior", 8), ("sparse", 8),
+@pytest.mark.parametrize("name,n", [("shipped", N_SIGNALS), ("original-layout", N_SIGNALS), ("noprior", 8), ("sparse", 8),
                                     ("fresh-sparse", 8)])
 def test_jacobian_matches_torch_autograd(h5_files, name, n, mode):
     torch = pytest.importorskip("torch")
@@ -153,7 +153,7 @@ def test_bayes_derivative_is_posterior_variance_over_sigma_squared():
 
 
 def test_sure_with_exact_divergence_tracks_the_true_mse():
-    """SURE's root-mean matches the true RMSE within 5 % on 192 signals (the issue's 2 % at 2000 is in scripts/)."""
+    """SURE's root-mean matches the true RMSE within 5 % on 192 signals (scripts/explain_results.py reports 2000)."""
     net = load_h5(CKPT / "ckpt_best.h5", dtype=np.float64)
     clean, y = benchmark_signals(2026, 192, 3.0)
     result = jacobians(net, y, "fixed")
@@ -168,7 +168,7 @@ def test_cli_runs_with_torch_blocked(tmp_path):
     _, y = benchmark_signals(2026, 3, 3.0)
     np.save(tmp_path / "in.npy", y)
     result = run_script(SCRIPT, "--weights", CKPT / "ckpt_best.h5", "--input", tmp_path / "in.npy",
-                        "--output", tmp_path / "out" / "j.npz", "--bn", "unfixed", "--figures", tmp_path / "fig",
+                        "--output", tmp_path / "out" / "j.npz", "--bn-mode", "unfixed", "--fig-dir", tmp_path / "fig",
                         cwd=tmp_path, block_torch=True)
     assert result.returncode == 0, result.stderr
     with np.load(tmp_path / "out" / "j.npz") as archive:

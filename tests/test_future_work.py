@@ -1,4 +1,4 @@
-"""Issue 6: σ-range (blind) sampling, the SURE loss, σ estimation, and torchrun scale-out."""
+"""σ-range (blind) sampling, the SURE loss, σ estimation, and torchrun scale-out."""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from conftest import REPO_ROOT
 from Pytorch_V1.checkpoint import load_checkpoint, save_checkpoint
 from Pytorch_V1.data import SyntheticStream
-from Pytorch_V1.sure import sure_per_signal
-from deepdenoise1d.classical import estimate_sigma
+from Pytorch_V1.losses import UnsureEta, sure_per_signal
+from deepdenoise1d.noise import estimate_sigma
 from deepdenoise1d.synthesis import draw_sigmas, noisy_pairs, parse_sigma
 
 TRAIN = REPO_ROOT / "Pytorch_V1" / "train.py"
@@ -88,7 +88,7 @@ def _torchrun(args, tmp_path, timeout=240):
 
 def test_two_cpu_workers_train_and_resume(tmp_path):
     ckpt = tmp_path / "ckpt"
-    common = ["--batch-size", "16", "--val-size", "50", "--eval-every", "5", "--save-every", "5", "--ckpt-dir", str(ckpt)]
+    common = ["--batch-size", "16", "--val-size", "50", "--eval-every", "5", "--save-every", "5", "--run-dir", str(ckpt)]
     run = _torchrun(["--steps", "10", *common], tmp_path)
     assert run.returncode == 0, run.stderr[-8000:]
     last = load_checkpoint(ckpt / "ckpt_last.pth")
@@ -102,7 +102,7 @@ def test_two_cpu_workers_train_and_resume(tmp_path):
     # Extend the saved run to 15 global steps and resume it on two workers.
     last["config"]["train"]["steps"] = 15
     save_checkpoint(ckpt / "ckpt_last.pth", last)
-    resumed = _torchrun(["--resume", "--ckpt-dir", str(ckpt)], tmp_path)
+    resumed = _torchrun(["--resume", "--run-dir", str(ckpt)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-8000:]
     after = load_checkpoint(ckpt / "ckpt_last.pth")
     assert after["step"] == 15
@@ -113,7 +113,7 @@ def test_two_cpu_workers_train_and_resume(tmp_path):
 
 
 def test_uneven_batch_over_workers_is_a_clear_error(tmp_path):
-    run = _torchrun(["--steps", "2", "--batch-size", "15", "--ckpt-dir", str(tmp_path / "c")], tmp_path)
+    run = _torchrun(["--steps", "2", "--batch-size", "15", "--run-dir", str(tmp_path / "c")], tmp_path)
     assert run.returncode != 0
     assert "must divide evenly" in run.stderr
 
@@ -137,7 +137,7 @@ def test_sparse_bn_thresholds_learn_under_the_l1_penalty():
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
 def test_r2r_loss_is_the_clean_loss_at_the_recorrupted_noise_plus_a_constant(alpha):
     # ŷ = y + ασz and ȳ = y − σz/α have independent noises, so E‖f(ŷ) − ȳ‖²/L = E‖f(ŷ) − x‖²/L + σ²(1 + 1/α²).
-    from Pytorch_V1.sure import r2r_per_signal
+    from Pytorch_V1.losses import r2r_per_signal
 
     sigma, n = 2.0, 20000
     clean, noisy, _ = noisy_pairs(np.random.default_rng(5), n, sigma)
@@ -151,18 +151,19 @@ def test_r2r_loss_is_the_clean_loss_at_the_recorrupted_noise_plus_a_constant(alp
 
 
 def test_unsure_raises_eta_while_the_divergence_is_positive_and_lowers_it_when_negative():
-    import Pytorch_V1.train as train_mod
-
-    trainer = train_mod.Trainer(*[None] * 7)
-    assert train_mod.unsure_eta(trainer, torch.full((4, 1, 10), 2.0)) == pytest.approx(0.25 * 4.0)
-    start = trainer.eta
+    eta = UnsureEta()
+    assert eta.start(torch.full((4, 1, 10), 2.0)) == pytest.approx(0.25 * 4.0)
+    start = eta.value
     for _ in range(5):
-        train_mod.ascend_eta(trainer, 0.3)
-    assert trainer.eta > start
-    high = trainer.eta
+        eta.update(0.3)
+    assert eta.value > start
+    high = eta.value
     for _ in range(40):
-        train_mod.ascend_eta(trainer, -0.3)
-    assert 0 < trainer.eta < high
+        eta.update(-0.3)
+    assert 0 < eta.value < high
+    restored = UnsureEta()
+    restored.load_state_dict(eta.state_dict())
+    assert restored.state_dict() == eta.state_dict()
 
 
 def test_unsure_run_learns_a_noise_level_and_resumes_it(tmp_path):
@@ -182,7 +183,7 @@ def test_unsure_run_learns_a_noise_level_and_resumes_it(tmp_path):
 @pytest.mark.parametrize("loss", ["r2r", "unsure"])
 def test_every_label_free_loss_gets_the_label_free_recipe_and_needs_no_labels(loss, tmp_path):
     import Pytorch_V1.train as train_mod
-    from deepdenoise1d.io import write_folder_dataset
+    from deepdenoise1d.dataset import write_folder_dataset
 
     cfg = train_mod.config_from_args(train_mod.get_args(["--loss", loss]))
     assert (cfg.steps, cfg.batch_size, cfg.lr) == (1500, 512, 1e-2)
@@ -219,7 +220,7 @@ def test_label_free_study_reports_r2r_recorruption_mean_and_unsure_learned_sigma
 @pytest.mark.parametrize("folder", [False, True])
 def test_shrunk_sigma_estimate_fits_its_prior_on_noisy_training_signals_only(folder, tmp_path):
     import Pytorch_V1.train as train_mod
-    from deepdenoise1d.io import write_folder_dataset
+    from deepdenoise1d.dataset import write_folder_dataset
 
     run = dict(steps=3, batch_size=16, eval_every=3, save_every=3, device="cpu", loss="sure", sigma_estimate="shrunk",
                val_size=40)

@@ -1,4 +1,4 @@
-"""Property-based tests of the signal readers and the guarded write path (issue 10 item 6).
+"""Property-based tests of the signal readers and the guarded write path.
 
 Property: every call gives one ``InputError`` line or a correct result, never another
 exception, and nothing is written outside the intended path. Example counts are bounded
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, assert_one_line_error
-from deepdenoise1d import io
+from deepdenoise1d import dataset, io, safewrite
 from deepdenoise1d.errors import InputError
 
 # database=None: nothing is written into the repository (.hypothesis/).
@@ -161,7 +161,7 @@ def test_txt_layouts_round_trip(rows, cols, data, sep, bom, crlf, blank, comment
         path = Path(folder) / "x.txt"
         path.write_bytes(text.encode("utf-8"))
         signals, stored = io.read_signals(path)
-    if cols == 1:  # the seed's layout: one float per line is one signal
+    if cols == 1:  # the original repository's layout: one float per line is one signal
         assert stored == (rows,)
         np.testing.assert_array_equal(signals, values.T)
     else:
@@ -230,11 +230,11 @@ def write_with(kind: str, target: Path, reads: list[Path], fail: bool) -> None:
             f.write(b"payload")
             if fail:
                 raise OSError(errno.ENOSPC, "No space left on device")
-        io.atomic_write(target, write, reads=reads)
+        safewrite.atomic_write(target, write, reads=reads)
     elif kind == "signals":
         io.write_signals(target, np.ones((2, 5), np.float32), like_shape=(2, 5), reads=reads)
     else:
-        with io.open_npy_output(target, (2, 5), np.float32, reads=reads) as out:
+        with safewrite.open_npy_output(target, (2, 5), np.float32, reads=reads) as out:
             out[:] = 1.0
             if fail:
                 raise OSError(errno.EIO, "simulated failure inside the block")
@@ -281,7 +281,7 @@ def test_output_guard_writes_only_the_intended_path(target, kind, read_spelling,
         assert before["in.npy"] == after["in.npy"] and before[".user.tmp"] == after[".user.tmp"]
 
 
-# --- regression tests for issue 10's cases ---------------------------------------------------------
+# --- regression tests for malformed and unsafe inputs ----------------------------------------------
 
 
 def test_npz_renamed_npy(run_call, tmp_path):
@@ -350,14 +350,14 @@ def test_labels_of_different_length_name_the_file(run_call, tmp_path):
     for i in range(3):
         io.write_txt(tmp_path / "data" / f"{i}.txt", np.zeros(50))
         io.write_txt(tmp_path / "labels" / f"{i}.txt", np.zeros(50 if i != 1 else 49))
-    code, err = run_call(lambda: io.read_folder_dataset(tmp_path))
+    code, err = run_call(lambda: dataset.read_folder_dataset(tmp_path))
     assert_one_line_error(code, err, str(tmp_path / "labels" / "1.txt"), "length 49", "50")
 
 
 def test_data_files_of_different_length_name_the_file(run_call, tmp_path):
     for i in range(3):
         io.write_txt(tmp_path / "data" / f"{i}.txt", np.zeros(50 if i != 2 else 60))
-    code, err = run_call(lambda: io.read_folder_dataset(tmp_path, require_labels=False))
+    code, err = run_call(lambda: dataset.read_folder_dataset(tmp_path, require_labels=False))
     assert_one_line_error(code, err, "2.txt", "length 60", "0.txt")
 
 
@@ -381,7 +381,7 @@ def test_disk_full_is_one_line_and_keeps_the_old_file(run_call, tmp_path):
         f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    assert_one_line_error(*run_call(lambda: io.atomic_write(target, full)), "out.npy", "No space left")
+    assert_one_line_error(*run_call(lambda: safewrite.atomic_write(target, full)), "out.npy", "No space left")
     assert target.read_bytes() == b"old content"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]
 
@@ -390,22 +390,22 @@ def test_open_npy_output_reserves_space_up_front(run_call, tmp_path, monkeypatch
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(io.os, "posix_fallocate", no_space, raising=False)
-    code, err = run_call(lambda: io.open_npy_output(tmp_path / "o.npy", (1000, 100), np.float32).__enter__())
+    monkeypatch.setattr(safewrite.os, "posix_fallocate", no_space, raising=False)
+    code, err = run_call(lambda: safewrite.open_npy_output(tmp_path / "o.npy", (1000, 100), np.float32).__enter__())
     assert_one_line_error(code, err, "o.npy", "No space left")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_open_npy_output_round_trip_and_cleanup(tmp_path):
-    with io.open_npy_output(tmp_path / "o.npy", (3, 7), np.float32) as out:
+    with safewrite.open_npy_output(tmp_path / "o.npy", (3, 7), np.float32) as out:
         out[:] = np.arange(21, dtype=np.float32).reshape(3, 7)
         assert not (tmp_path / "o.npy").exists()  # appears only on a clean exit
     np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), np.arange(21).reshape(3, 7))
     with pytest.raises(ZeroDivisionError):
-        with io.open_npy_output(tmp_path / "p.npy", (3, 7), np.float32) as out:
+        with safewrite.open_npy_output(tmp_path / "p.npy", (3, 7), np.float32) as out:
             1 / 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npy"]
-    with io.open_npy_output(tmp_path / "empty.npy", (0, 7), np.float64):
+    with safewrite.open_npy_output(tmp_path / "empty.npy", (0, 7), np.float64):
         pass
     assert np.load(tmp_path / "empty.npy").shape == (0, 7)
 
@@ -414,7 +414,7 @@ def test_written_files_get_the_umask_mode(tmp_path):
     old = os.umask(0o027)
     try:
         io.write_npy(tmp_path / "a.npy", np.zeros(3))
-        with io.open_npy_output(tmp_path / "b.npy", (2, 2), np.float64):
+        with safewrite.open_npy_output(tmp_path / "b.npy", (2, 2), np.float64):
             pass
     finally:
         os.umask(old)
@@ -425,7 +425,7 @@ def test_written_files_get_the_umask_mode(tmp_path):
 def test_importing_io_changes_no_process_state():
     code = ("import os; calls = []; real = os.umask\n"
             "os.umask = lambda m: calls.append(m) or real(m)\n"
-            "import deepdenoise1d.io, deepdenoise1d.classical; print(calls)")
+            "import deepdenoise1d.io, deepdenoise1d.safewrite, deepdenoise1d.dataset, deepdenoise1d.classical; print(calls)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -438,6 +438,6 @@ def test_a_failed_write_removes_only_its_own_temp(tmp_path):
         raise OSError(errno.EIO, "I/O error")
 
     with pytest.raises(InputError, match="I/O error"):
-        io.atomic_write(tmp_path / "out.npy", fail)
+        safewrite.atomic_write(tmp_path / "out.npy", fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.npy.999x0000-abcd.tmp", ".user.tmp"]
-    assert not hasattr(io, "remove_stale_temps")  # it deleted other runs' temps and user files (issue 10)
+    assert not hasattr(safewrite, "remove_stale_temps")  # it deleted other runs' temps and user files

@@ -167,7 +167,7 @@ def test_random_shapes_and_dtypes(good, key, shape, dtype):
 
 
 # ---------------------------------------------------------------------------
-# .h5: reading outside the file, and the cases of issue 10 one by one
+# .h5: reading outside the file, and the malicious cases one by one
 
 
 def test_external_raw_storage_is_refused(good, tmp_path):
@@ -179,7 +179,7 @@ def test_external_raw_storage_is_refused(good, tmp_path):
         f.create_dataset("outc.conv.weight", shape=(2,), dtype="f4", external=[(str(secret), 0, 8)])
     with pytest.raises(InputError, match="external file"):
         load_h5(path)
-    # /etc/passwd as the issue shows it: the same refusal, before any byte of it is read.
+    # /etc/passwd: the same refusal, before any byte of it is read.
     with h5py.File(path, "a") as f:
         del f["outc.conv.weight"]
         f.create_dataset("outc.conv.weight", shape=(2,), dtype="f4", external=[("/etc/passwd", 0, 8)])

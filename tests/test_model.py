@@ -1,5 +1,5 @@
 """Pytorch_V1/model.py and checkpoint.py: part shapes, lengths, BN modes, per-signal prior,
-weights untouched by forward, the seed's state-dict layout, and checkpoint loading."""
+weights untouched by forward, the original repository's state-dict layout, and checkpoint loading."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import deepdenoise1d.io
+import deepdenoise1d.safewrite
+from icnn.spec import DECODER, ENCODER, SKIPS
 from Pytorch_V1.checkpoint import load_checkpoint, load_model, load_state_dict_strict, save_checkpoint
 from Pytorch_V1.model import (
     DoubleConv,
@@ -95,8 +96,8 @@ def double_conv_shapes(prefix: str, cin: int, cout: int, mid: int | None = None)
     return shapes
 
 
-def seed_layout_shapes(prior: bool = True) -> dict[str, tuple]:
-    """Every state-dict key and shape of the seed's ICNN_s, built from REFERENCE section 6's widths."""
+def original_layout_shapes(prior: bool = True) -> dict[str, tuple]:
+    """Every state-dict key and shape of the original repository's ICNN_s, its widths written out here (not from icnn.spec)."""
     shapes = double_conv_shapes("inc", 1, 2)
     for k, (cin, cout) in enumerate([(2, 4), (4, 8), (8, 16), (16, 16)], start=1):
         shapes.update(double_conv_shapes(f"down{k}.maxpool_conv.1", cin, cout))
@@ -194,7 +195,7 @@ def test_wienernet_gives_one_factor_per_channel_and_tap(length):
     assert wn(h).shape == (4, 16, 3)
 
 
-def test_adaptive_pool_is_the_seeds_max_pool_4_at_length_100():
+def test_adaptive_pool_is_the_original_max_pool_4_at_length_100():
     torch.manual_seed(3)
     wn = randomise(WienerNet(), seed=3, beta=0.7)
     h = torch.rand(5, 1, 100)
@@ -228,6 +229,27 @@ def test_too_short_raises_value_error(mode):
 def test_bad_input_rank_raises_value_error():
     with pytest.raises(ValueError):
         make_model(1)(torch.randn(2, 100))
+
+
+def test_skip_connections_are_the_specs():
+    """Each decoder part takes the output of the encoder part icnn.spec.SKIPS names (NumPy and the Jacobian walk SKIPS)."""
+    model = make_model(4)
+    encoded, skips = {}, {}
+
+    def record(store: dict, name: str, pick):
+        def hook(module, args, out):  # returns None: the output is left as it is
+            store[name] = pick(args, out)
+        return hook
+
+    for name, _, _ in ENCODER:
+        getattr(model, name).register_forward_hook(record(encoded, name, lambda args, out: out))
+    for name, _ in SKIPS:
+        getattr(model, name).register_forward_hook(record(skips, name, lambda args, out: args[1]))
+    with torch.no_grad():
+        model(batch_of_100(2))
+    assert [name for name, _ in SKIPS] == [name for name, _, _ in DECODER]
+    for name, skip in SKIPS:
+        assert skips[name] is encoded[skip], name
 
 
 @pytest.mark.parametrize("mode", ["fixed", "unfixed"])
@@ -279,7 +301,7 @@ def test_per_signal_training_statistics_do_not_mix_signals():
 
 
 def test_unfixed_equals_train_mode_bn_on_a_batch_of_one():
-    """REFERENCE section 7: unfixed is what PyTorch's train-mode BN computes for a batch of one."""
+    """Unfixed is what PyTorch's train-mode BN computes for a batch of one."""
     model = make_model(6)
     reference = copy.deepcopy(model).train()
     reference.set_signal_stats(False)  # plain batch statistics
@@ -405,7 +427,7 @@ def test_wiener_prior_is_per_signal():
 
 
 def test_all_zero_signal_gives_a_finite_prior_and_output():
-    """fft(x) of an all-zero signal is all zero bins: h needs a guard (REFERENCE section 6), and a
+    """fft(x) of an all-zero signal is all zero bins: h needs a guard, and a
     finite input must give a finite output. Currently deepdenoise1d.classical.wiener computes 0/0 here."""
     model = make_model(15)
     x = batch_of_100(3)
@@ -420,9 +442,9 @@ def test_all_zero_signal_gives_a_finite_prior_and_output():
 # state-dict layout
 
 
-def test_state_dict_is_the_seeds_layout():
+def test_state_dict_is_the_original_layout():
     state = ICNN_s().state_dict()
-    expected = seed_layout_shapes()
+    expected = original_layout_shapes()
     assert {k: tuple(v.shape) for k, v in state.items()} == expected
     counters = [k for k in state if k.endswith("num_batches_tracked")]
     assert len(state) - len(counters) == 159
@@ -483,7 +505,7 @@ def test_no_prior_removes_exactly_the_wienernet_keys():
     assert set(full) - set(bare) == {k for k in full if k.startswith("wienernet.")}
     assert set(bare) <= set(full)
     assert bare_model.wienernet is None
-    assert {k: tuple(v.shape) for k, v in bare.items()} == seed_layout_shapes(prior=False)
+    assert {k: tuple(v.shape) for k, v in bare.items()} == original_layout_shapes(prior=False)
     with torch.no_grad():
         assert bare_model.eval()(batch_of_100(2)).shape == (2, 1, 100)
 
@@ -501,7 +523,7 @@ def test_model_config_round_trip():
 # checkpoints
 
 
-def test_seed_layout_checkpoint_loads_strictly(tmp_path):
+def test_original_layout_checkpoint_loads_strictly(tmp_path):
     model = make_model(12)
     optim = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-6)
     model.train()
@@ -524,7 +546,7 @@ def test_seed_layout_checkpoint_loads_strictly(tmp_path):
 
 
 @pytest.mark.parametrize("config", [dict(prior=False), dict(norm="sparse_bn")])
-def test_seed_layout_variants_infer_their_architecture(tmp_path, config):
+def test_original_layout_variants_infer_their_architecture(tmp_path, config):
     model = make_model(13, **config)
     torch.save({"epoch": 1, "net_state_dict": model.state_dict(), "optim_state_dict": {}, "loss": 0.0},
                tmp_path / "v.pth")
@@ -608,7 +630,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(deepdenoise1d.io.os, "fsync", broken_fsync)
+    monkeypatch.setattr(deepdenoise1d.safewrite.os, "fsync", broken_fsync)
     with pytest.raises(InputError, match="No space left"):
         save_checkpoint(path, {"net_state_dict": ICNN_s().state_dict(), "step": 2})
     monkeypatch.undo()

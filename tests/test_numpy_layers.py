@@ -87,7 +87,7 @@ def test_batch_norm_fixed_matches_torch_eval(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_batch_norm_unfixed_is_per_signal_statistics(seed):
     """Unfixed = each signal's own mean and biased variance per channel, i.e. instance norm,
-    i.e. train-mode BN on a batch of one (REFERENCE §7); the running statistics play no part."""
+    i.e. train-mode BN on a batch of one; the running statistics play no part."""
     rng = np.random.default_rng(seed)
     n, c, length = int(rng.integers(1, 9)), int(rng.integers(1, 17)), int(rng.integers(2, 60))
     x = random_batch(rng, n, c, length, batch_innermost=bool(seed % 2))

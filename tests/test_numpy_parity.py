@@ -93,7 +93,7 @@ def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
 
 
 def exact_unfixed_forward(self, x, mode="fixed"):
-    """SignalBatchNorm1d at inference with the statistics in x's own dtype (REFERENCE §7).
+    """SignalBatchNorm1d at inference with the statistics in x's own dtype.
 
     The module computes unfixed statistics in float32 (for AMP), which would make a
     float64 reference partly float32.
@@ -173,8 +173,8 @@ def test_unfixed_mode_float32_parity(converted, prior, norm, monkeypatch):
         check_float32(model, net, spike_signals(length), "unfixed", monkeypatch)
 
 
-def test_seed_checkpoint_layout_converts_and_matches(pth2h5, tmp_path):
-    """The seed's checkpoint: no config, epoch/net_state_dict/optim_state_dict/loss."""
+def test_original_checkpoint_layout_converts_and_matches(pth2h5, tmp_path):
+    """The original repository's checkpoint: no config, epoch/net_state_dict/optim_state_dict/loss."""
     model = random_model(True, "bn", seed=5)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-6)
     torch.save({"epoch": 199, "net_state_dict": model.state_dict(), "optim_state_dict": optimizer.state_dict(),
@@ -189,8 +189,8 @@ def test_seed_checkpoint_layout_converts_and_matches(pth2h5, tmp_path):
 
 
 @pytest.mark.parametrize("prior,norm", CONFIGS)
-def test_seed_h5_without_attributes_is_read_as_the_seed_model(tmp_path, prior, norm):
-    """The seed's converter: flat datasets named by key, no attributes; the architecture comes from the keys."""
+def test_original_h5_without_attributes_is_read_as_the_original_model(tmp_path, prior, norm):
+    """The original repository's converter: flat datasets named by key, no attributes; the architecture comes from the keys."""
     model = random_model(prior, norm, seed=2)
     with h5py.File(tmp_path / "seed.h5", "w") as f:
         for key, value in model.state_dict().items():

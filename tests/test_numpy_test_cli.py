@@ -4,7 +4,6 @@ scripts/results.py."""
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import numpy as np
@@ -81,7 +80,7 @@ def test_random_classical_keys_without_default_weights(numpy_test, run_main, tmp
 def test_help_explains_every_flag(numpy_test, run_main):
     code, out, _ = run_main(numpy_test, ["--help"])
     assert code == 0
-    for flag in ["--weights", "--bn", "--random", "--n", "--seed", "--sigma", "--threads", "--input", "--output",
+    for flag in ["--weights", "--bn-mode", "--random", "--n", "--seed", "--sigma", "--threads", "--input", "--output",
                  "--json", "--fig-dir", "--samples", "--plots"]:
         assert flag in out
     args = numpy_test.get_args([])
@@ -148,7 +147,7 @@ def test_value_beyond_float32_is_one_line(numpy_test, run_main, weights, tmp_pat
 
 @pytest.mark.parametrize("which", ["weights", "input"])
 def test_json_over_what_it_reads_is_refused(numpy_test, run_main, weights, tmp_path, which):
-    """Issue 10: `Numpy_test.py --weights c.h5 --json c.h5` turned the weights into JSON."""
+    """`Numpy_test.py --weights c.h5 --json c.h5` once turned the weights into JSON."""
     h5 = tmp_path / "c.h5"
     h5.write_bytes(weights[1].read_bytes())
     np.save(tmp_path / "in.npy", np.zeros((2, 100)))
@@ -200,15 +199,15 @@ def test_network_matches_pytorch(weights, tmp_path, run_main):
     torch_test = load_script(REPO_ROOT / "Pytorch_V1" / "test.py", "torch_test_script")
     for bn in ["fixed", "unfixed"]:
         code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "in.npy",
-                                             "--output", tmp_path / f"np_{bn}.npy", "--bn", bn])
+                                             "--output", tmp_path / f"np_{bn}.npy", "--bn-mode", bn])
         assert code == 0, err
         code, _, err = run_main(torch_test, ["--weights", weights[0], "--device", "cpu", "--input",
-                                             tmp_path / "in.npy", "--output", tmp_path / f"pt_{bn}.npy", "--bn", bn])
+                                             tmp_path / "in.npy", "--output", tmp_path / f"pt_{bn}.npy", "--bn-mode", bn])
         assert code == 0, err
         np.testing.assert_allclose(np.load(tmp_path / f"np_{bn}.npy"), np.load(tmp_path / f"pt_{bn}.npy"), atol=1e-4)
 
 
-# --- one seed, one set of signals, one table (issue 13 item 6) ---------------------------------------
+# --- one seed, one set of signals, one table ----------------------------------------------------------
 
 
 def table_rows(text: str) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Issue 5's reliability cases: training survives kill -9 and resumes bit for bit; stale temp files
+"""Reliability: training survives kill -9 and resumes bit for bit; stale temp files
 are cleaned; bad checkpoints, HDF5 weights, signals and output paths in pth2h5.py, Numpy_test.py
 and Pytorch_V1/test.py get one clear stderr line, a non-zero exit, no traceback, and nothing written.
 (Cases already in test_torch_test_cli.py, test_pth2h5.py and test_numpy_parity.py are not repeated here.)"""
@@ -49,20 +49,20 @@ def no_stray_trainings():
             proc.wait(timeout=30)
 
 
-def start_training(ckpt_dir: Path, *flags: str) -> subprocess.Popen:
+def start_training(run_dir: Path, *flags: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    log = open(ckpt_dir.parent / f"{ckpt_dir.name}.log", "ab")
+    log = open(run_dir.parent / f"{run_dir.name}.log", "ab")
     try:
-        proc = subprocess.Popen([sys.executable, str(TRAIN), "--ckpt-dir", str(ckpt_dir), *flags],
-                                cwd=ckpt_dir.parent, env=env, stdout=log, stderr=log)
+        proc = subprocess.Popen([sys.executable, str(TRAIN), "--run-dir", str(run_dir), *flags],
+                                cwd=run_dir.parent, env=env, stdout=log, stderr=log)
     finally:
         log.close()
     STARTED.append(proc)
     return proc
 
 
-def log_tail(ckpt_dir: Path) -> str:
-    log = ckpt_dir.parent / f"{ckpt_dir.name}.log"
+def log_tail(run_dir: Path) -> str:
+    log = run_dir.parent / f"{run_dir.name}.log"
     return log.read_text(errors="replace")[-2000:] if log.exists() else ""
 
 
@@ -97,18 +97,18 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
 def test_kill_9_while_checkpointing_every_step_never_corrupts(tmp_path):
     """With a checkpoint written every step, a kill lands while ckpt_last.pth is being replaced,
     again and again: what is on disk must always load."""
-    ckpt_dir = tmp_path / "run"
+    run_dir = tmp_path / "run"
     flags = ["--steps", "2000", "--batch-size", "16", "--val-size", "100", "--eval-every", "1000",
              "--save-every", "1", "--device", "cpu"]
-    last = ckpt_dir / "ckpt_last.pth"
+    last = run_dir / "ckpt_last.pth"
     steps = []
     for round_, delay in enumerate([0.05, 0.237]):
-        proc = start_training(ckpt_dir, *flags, *(["--resume"] if round_ else []))
+        proc = start_training(run_dir, *flags, *(["--resume"] if round_ else []))
         if round_:  # wait until the resumed run has moved past its starting step
             deadline = time.monotonic() + 120
             while load_checkpoint(last)["step"] <= steps[-1]:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the resumed run made no progress:\n{log_tail(ckpt_dir)}")
+                    pytest.fail(f"the resumed run made no progress:\n{log_tail(run_dir)}")
                 time.sleep(0.005)
         else:
             wait_for(last, proc)
@@ -121,12 +121,12 @@ def test_kill_9_while_checkpointing_every_step_never_corrupts(tmp_path):
 
 
 def test_stale_temp_files_are_removed_at_start(tmp_path, monkeypatch):
-    ckpt_dir = tmp_path / "run"
-    ckpt_dir.mkdir()
-    stale = [ckpt_dir / ".ckpt_last.pth.a1b2c3.tmp", ckpt_dir / ".ckpt_best.pth.zz_9.tmp"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stale = [run_dir / ".ckpt_last.pth.a1b2c3.tmp", run_dir / ".ckpt_best.pth.zz_9.tmp"]
     for p in stale:
         p.write_bytes(b"half a checkpoint")
-    keep = [ckpt_dir / "notes.tmp", ckpt_dir / "my.txt"]  # not ours: never touched
+    keep = [run_dir / "notes.tmp", run_dir / "my.txt"]  # not ours: never touched
     for p in keep:
         p.write_text("user file")
     seen_at_first_step = []
@@ -134,15 +134,15 @@ def test_stale_temp_files_are_removed_at_start(tmp_path, monkeypatch):
 
     def spy(self):
         if not seen_at_first_step:
-            seen_at_first_step.append(sorted(p.name for p in ckpt_dir.iterdir()))
+            seen_at_first_step.append(sorted(p.name for p in run_dir.iterdir()))
         return real_next(self)
 
     monkeypatch.setattr(SyntheticStream, "next_batch", spy)
-    train(TrainConfig(steps=2, batch_size=8, val_size=20, eval_every=2, save_every=2, device="cpu"), ckpt_dir)
+    train(TrainConfig(steps=2, batch_size=8, val_size=20, eval_every=2, save_every=2, device="cpu"), run_dir)
     assert not any(p.exists() for p in stale)
     assert not any(name.endswith(".tmp") and name.startswith(".") for name in seen_at_first_step[0])
     assert all(p.read_text() == "user file" for p in keep)
-    assert not list(ckpt_dir.glob(".*.tmp"))
+    assert not list(run_dir.glob(".*.tmp"))
 
 
 def test_killed_and_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path):
@@ -167,7 +167,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path):
     for pid, state in a["optim_state_dict"]["state"].items():
         for name, value in state.items():
             assert torch.equal(value, b["optim_state_dict"]["state"][pid][name]), (pid, name)
-    assert a["val_rmse"] == b["val_rmse"]
+    assert a["validation"] == b["validation"]
 
 
 def test_a_second_training_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
@@ -269,7 +269,7 @@ def test_pth2h5_output_folder_path_is_refused(pth2h5, run_main, checkpoint, tmp_
 
 
 def test_cuda_saved_checkpoint_works_in_test_py_and_pth2h5(pth2h5, run_main, tmp_path):
-    """Issue 5: a CUDA-saved checkpoint loads on the CPU (it must load, not fail)."""
+    """A CUDA-saved checkpoint loads on the CPU (it must load, not fail)."""
     torch.manual_seed(2)
     model = ICNN_s()
     write_cuda_checkpoint(tmp_path / "cuda.pth", {"epoch": 3, "net_state_dict": model.state_dict(), "loss": 1.0})
@@ -438,7 +438,7 @@ def test_numpy_test_output_in_missing_folder_is_created(numpy_test, run_main, we
     else:
         src.write_text("".join(f"{float(v)!r}\n" for v in noisy))
     out = tmp_path / "a" / "b" / f"out{suffix}"
-    code, _, err = run_main(numpy_test, ["--weights", weights_h5, "--input", src, "--output", out, "--bn", "unfixed"])
+    code, _, err = run_main(numpy_test, ["--weights", weights_h5, "--input", src, "--output", out, "--bn-mode", "unfixed"])
     assert code == 0, err
     result = np.load(out) if suffix == ".npy" else np.loadtxt(out)
     assert result.shape == (100,) and np.isfinite(result).all()

@@ -11,7 +11,7 @@ import pytest
 import scipy.signal
 
 from conftest import REPO_ROOT, assert_one_line_error, load_script
-from deepdenoise1d import classical, evaluate, io
+from deepdenoise1d import classical, dataset, evaluate, io, noise
 from deepdenoise1d.metrics import mean_ci95, psnr, psnr_paper, rmse
 from deepdenoise1d.synthesis import DEFAULT_SEED, SpikePrior, benchmark_signals, clean_spikes, noisy_pairs
 
@@ -51,7 +51,7 @@ def test_l1_objective_never_increases_over_ista():
 
 
 def test_classical_table_on_2000_signals_and_bayes_beats_all():
-    # REFERENCE §3-4 and issue 2's ranges; one draw serves both checks.
+    # The expected ranges of the classical methods; one draw serves both checks.
     clean, noisy, _ = noisy_pairs(np.random.default_rng(20240611), 2000, 3.0)
     scores, _ = evaluate.evaluate_methods(clean, noisy, evaluate.classical_methods(3.0), progress=False)
     rmses = {k: s["rmse"] for k, s in scores.items()}
@@ -80,20 +80,20 @@ def test_estimate_sigma_per_signal_matches_a_plain_loop_and_the_pooled_value():
     rms_form = lambda v: np.sqrt(np.mean(v[v <= 0] ** 2))  # noqa: E731
     for method, form in (("negative", median_form), ("negative_rms", rms_form)):
         loop = [form(row) for row in noisy]
-        np.testing.assert_allclose(classical.estimate_sigma(noisy, per_signal=True, method=method), loop, rtol=1e-4)
-        assert classical.estimate_sigma(noisy, method=method) == pytest.approx(form(noisy), rel=1e-4)
-    assert classical.estimate_sigma(noisy) == pytest.approx(rms_form(noisy), rel=1e-12)  # the default
+        np.testing.assert_allclose(noise.estimate_sigma(noisy, per_signal=True, method=method), loop, rtol=1e-4)
+        assert noise.estimate_sigma(noisy, method=method) == pytest.approx(form(noisy), rel=1e-4)
+    assert noise.estimate_sigma(noisy) == pytest.approx(rms_form(noisy), rel=1e-12)  # the default
     with pytest.raises(ValueError, match="signal 1"):
-        classical.estimate_sigma(np.array([[-1.0, 2.0], [1.0, 2.0]]), per_signal=True)
+        noise.estimate_sigma(np.array([[-1.0, 2.0], [1.0, 2.0]]), per_signal=True)
     with pytest.raises(ValueError, match="non-finite"):
-        classical.estimate_sigma(np.array([[-1.0, np.nan]]))
+        noise.estimate_sigma(np.array([[-1.0, np.nan]]))
 
 
 def test_wavelet_sigma_is_scikit_image_batched():
     from skimage.restoration import estimate_sigma as skimage_sigma
 
     _, noisy, _ = noisy_pairs(np.random.default_rng(9), 12, 1.5)
-    ours = classical.estimate_sigma(noisy, per_signal=True, method="wavelet")
+    ours = noise.estimate_sigma(noisy, per_signal=True, method="wavelet")
     np.testing.assert_allclose(ours, [skimage_sigma(row) for row in noisy], rtol=1e-9)
 
 
@@ -101,8 +101,8 @@ def test_wavelet_sigma_is_scikit_image_batched():
 def test_default_sigma_estimator_beats_the_wavelet_mad_on_spikes(sigma):
     # The comparison behind the default (scripts/compare_sigma_estimators.py), on one draw.
     _, noisy = benchmark_signals(DEFAULT_SEED, 2000, sigma)
-    negative = classical.estimate_sigma(noisy) / sigma - 1
-    wavelet = classical.estimate_sigma(noisy, method="wavelet") / sigma - 1
+    negative = noise.estimate_sigma(noisy) / sigma - 1
+    wavelet = noise.estimate_sigma(noisy, method="wavelet") / sigma - 1
     assert abs(negative) < 0.04 and abs(negative) < abs(wavelet)
 
 
@@ -197,17 +197,17 @@ def test_folder_dataset_pairs_by_file_name(tmp_path):
         # The label of file N holds N everywhere; its data holds N + 0.5.
         io.write_txt(tmp_path / "data" / f"{name}.txt", np.full(20, int(name) + 0.5))
         io.write_txt(tmp_path / "labels" / f"{name}.txt", np.full(20, float(name)))
-    noisy, clean = io.read_folder_dataset(tmp_path)
+    noisy, clean = dataset.read_folder_dataset(tmp_path)
     np.testing.assert_array_equal(noisy - clean, 0.5)
     np.testing.assert_array_equal(clean[:, 0], [0, 1, 2, 10])  # numeric order
 
 
 def test_committed_test_samples_match_the_generator(tmp_path):
-    from deepdenoise1d import make_test_samples
+    make_test_samples = load_script(REPO_ROOT / "scripts" / "make_test_samples.py", "make_test_samples_script")
 
-    make_test_samples.main(["--out", str(tmp_path)])
-    committed = io.read_test_samples(REPO_ROOT / "TestSamples")
-    fresh = io.read_test_samples(tmp_path)
+    make_test_samples.main(["--output", str(tmp_path)])
+    committed = dataset.read_test_samples(REPO_ROOT / "TestSamples")
+    fresh = dataset.read_test_samples(tmp_path)
     assert [name for name, _, _ in committed] == [f"Test{k}" for k in range(6)]
     for (name, noisy, clean), (_, noisy2, clean2) in zip(committed, fresh):
         np.testing.assert_array_equal(noisy, noisy2)
@@ -217,7 +217,7 @@ def test_committed_test_samples_match_the_generator(tmp_path):
 
 STREAM_SCRIPT = """
 import os, sys, numpy as np
-from deepdenoise1d import io
+from deepdenoise1d import io, safewrite
 
 def rss_mb():  # resident now, not the lifetime peak
     with open("/proc/self/statm") as f:
@@ -226,10 +226,10 @@ def rss_mb():  # resident now, not the lifetime peak
 path, out_path = sys.argv[1], sys.argv[2]
 before, peak = rss_mb(), 0.0
 signals, shape = io.read_signals(path)
-with io.open_npy_output(out_path, shape, signals.dtype, reads=[path]) as out:
+with safewrite.open_npy_output(out_path, shape, signals.dtype, reads=[path]) as out:
     for start, block in io.iter_chunks(signals, 4096, path, np.float32):
         out[start : start + len(block)] = 2 * block
-        io.release_pages(out)
+        safewrite.release_pages(out)
         peak = max(peak, rss_mb())
 print(peak - before)
 """
@@ -282,7 +282,7 @@ def test_unpaired_folder(run_call, tmp_path):
     for sub, name in [("data", "0"), ("data", "1"), ("labels", "0"), ("labels", "5")]:
         (tmp_path / sub).mkdir(exist_ok=True)
         io.write_txt(tmp_path / sub / f"{name}.txt", np.zeros(20))
-    assert_one_line_error(*run_call(lambda: io.read_folder_dataset(tmp_path)), "do not pair up", "1.txt", "5.txt")
+    assert_one_line_error(*run_call(lambda: dataset.read_folder_dataset(tmp_path)), "do not pair up", "1.txt", "5.txt")
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_metrics_formulas():
 
 
 def test_sigma_prior_is_fitted_from_noisy_signals_and_shrinks_toward_it():
-    from deepdenoise1d.classical import estimate_sigma, shrink_sigma, sigma_posterior_mean, sigma_prior
+    from deepdenoise1d.noise import estimate_sigma, shrink_sigma, sigma_posterior_mean, sigma_prior
     from deepdenoise1d.synthesis import noisy_pairs
 
     # One noise level: the fitted distribution piles up there and the posterior means agree far better than σ̂.

@@ -48,10 +48,10 @@ def run(run_main, torch_test, checkpoint, *argv):
 def test_cli_convention(run_main, torch_test):
     code, out, _ = run_main(torch_test, ["--help"])
     assert code == 0
-    for flag in ["--weights", "--bn", "--random", "--n", "--seed", "--sigma", "--device", "--threads", "--input",
+    for flag in ["--weights", "--bn-mode", "--random", "--n", "--seed", "--sigma", "--device", "--threads", "--input",
                  "--output", "--json", "--fig-dir", "--samples", "--plots"]:
         assert flag in out
-    assert "--checkpoint" not in out  # the old spelling still works, unadvertised
+    assert "--checkpoint" not in out
     args = torch_test.get_args([])
     assert (args.n, args.seed, args.random, args.fig_dir) == (2000, 2026, False, torch_test.cli.DEFAULT_FIG_DIR)
     assert not args.fig_dir.is_absolute()  # under the current folder, never a tracked one
@@ -88,11 +88,16 @@ def test_random_mode_json_keys(run_main, torch_test, checkpoint, tmp_path):
     assert (tmp_path / "methods_torch.png").is_file() and (tmp_path / "filter_torch.png").is_file()
 
 
-def test_old_checkpoint_flag_and_bn_restricts_rows(run_main, torch_test, checkpoint):
-    code, out, err = run_main(torch_test, ["--checkpoint", checkpoint, "--device", "cpu", "--random", "--n", 5,
-                                           "--bn", "unfixed"])
+def test_bn_mode_restricts_rows(run_main, torch_test, checkpoint):
+    code, out, err = run_main(torch_test, ["--weights", checkpoint, "--device", "cpu", "--random", "--n", 5,
+                                           "--bn-mode", "unfixed"])
     assert code == 0, err
     assert "| net (unfixed BN) |" in out and "| net (fixed BN) |" not in out
+
+
+def test_the_checkpoint_spelling_is_gone(run_main, torch_test):
+    code, _, err = run_main(torch_test, ["--checkpoint", "c.pth"])
+    assert code == 2 and "unrecognized arguments: --checkpoint" in err
 
 
 def test_sigma_auto_in_random_mode(run_main, torch_test, checkpoint, tmp_path):
@@ -109,7 +114,7 @@ def test_npy_in_npy_out_same_shape_and_values(run_main, torch_test, checkpoint, 
     np.save(tmp_path / "in.npy", noisy)
     out_path = tmp_path / "new" / "folder" / "out.npy"  # a missing folder is created
     code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", out_path,
-                       "--bn", "unfixed")
+                       "--bn-mode", "unfixed")
     assert code == 0, err
     denoised = np.load(out_path)
     assert denoised.shape == shape and denoised.dtype == np.float64
@@ -131,7 +136,7 @@ def test_txt_in_txt_out_and_bn_modes_differ(run_main, torch_test, checkpoint, tm
     outputs = {}
     for bn in BN_MODES:
         code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.txt", "--output",
-                           tmp_path / f"out_{bn}.txt", "--bn", bn)
+                           tmp_path / f"out_{bn}.txt", "--bn-mode", bn)
         assert code == 0, err
         outputs[bn] = np.loadtxt(tmp_path / f"out_{bn}.txt")
         assert outputs[bn].shape == (100,)
@@ -234,7 +239,7 @@ def test_output_may_not_overwrite_input(run_main, torch_test, checkpoint, tmp_pa
 @pytest.mark.parametrize("spelling", ["same", "symlink", "hardlink"])
 @pytest.mark.parametrize("mode", ["random", "input"])
 def test_json_over_the_weights_is_refused(run_main, torch_test, tmp_path, spelling, mode):
-    """Issue 10: `test.py --checkpoint c.pth --random 3 --json c.pth` turned the checkpoint into JSON."""
+    """`test.py --weights c.pth --random 3 --json c.pth` once turned the checkpoint into JSON."""
     weights = write_checkpoint(tmp_path / "c.pth")
     original = weights.read_bytes()
     target = {"same": weights, "symlink": tmp_path / "l.json", "hardlink": tmp_path / "h.json"}[spelling]
@@ -292,7 +297,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(checkpoint, tmp_path):
     assert np.load(tmp_path / "o.npy").shape == (9000, 32)
 
 
-# --- the out-of-range σ warning (issue 12 item 6) ---------------------------------------------------
+# --- the out-of-range σ warning ---------------------------------------------------------------------
 
 
 def warnings_of(err: str) -> list[str]:

@@ -15,17 +15,20 @@ import Pytorch_V1.train as train_mod
 from conftest import assert_one_line_error
 from icnn.spec import ModelConfig
 from Pytorch_V1.checkpoint import load_checkpoint, load_model
-from Pytorch_V1.data import SyntheticStream, split_indices
+from Pytorch_V1.data import VAL_STREAM, SyntheticStream, split_indices, validation
+from Pytorch_V1.distributed import Workers
 from Pytorch_V1.inference import denoise
+from Pytorch_V1.losses import loss_weights
 from Pytorch_V1.model import ICNN_s
 from Pytorch_V1.rundir import LOCK_NAME, RunDir
 from Pytorch_V1.train import TrainConfig, evaluate, get_args, get_lr, train
 from deepdenoise1d.errors import InputError
-from deepdenoise1d.io import read_folder_dataset, write_folder_dataset
+from deepdenoise1d.dataset import read_folder_dataset, write_folder_dataset
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.synthesis import benchmark_signals, noisy_pairs
 
-REQUIRED_KEYS = {"net_state_dict", "optim_state_dict", "step", "config", "val_rmse", "format_version", "rng_state"}
+REQUIRED_KEYS = {"net_state_dict", "optim_state_dict", "step", "config", "validation", "val_metric", "best_val_score",
+                 "format_version", "rng_state"}
 SHORT = dict(steps=40, batch_size=32, val_size=200, eval_every=20, save_every=20, device="cpu")
 TINY = dict(steps=10, batch_size=16, val_size=50, eval_every=5, save_every=5, device="cpu")
 RUN_FILES = {"ckpt_last.pth", "ckpt_best.pth", "train_log.csv", "train_curve.png"}
@@ -60,7 +63,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def synthetic_validation(seed: int, n: int, sigma: float = 3.0):
-    clean, noisy, _ = noisy_pairs(np.random.default_rng([seed, 999]), n, sigma)
+    clean, noisy, _ = noisy_pairs(np.random.default_rng([seed, VAL_STREAM]), n, sigma)
     return noisy, clean
 
 
@@ -70,7 +73,7 @@ def untrained_val_rmse(cfg: TrainConfig) -> dict[str, float]:
         torch.manual_seed(cfg.seed)
         model = ICNN_s(ModelConfig())
     noisy, clean = synthetic_validation(cfg.seed, cfg.val_size)
-    val = train_mod.validation(replace(cfg, sigma=[3.0, 3.0]), noisy, clean, np.full(len(noisy), 3.0), None, "", torch.device("cpu"))
+    val = validation(replace(cfg, sigma=[3.0, 3.0]), noisy, clean, np.full(len(noisy), 3.0), None, "", torch.device("cpu"))
     return evaluate(model, val)
 
 
@@ -88,15 +91,15 @@ class Crash(Exception):
 
 
 def crash_after_step(monkeypatch, step: int):
-    real = train_mod.write_checkpoint
+    real = train_mod.save_checkpoint
 
     def write_then_crash(path, ckpt):
         real(path, ckpt)
         if Path(path).name == "ckpt_last.pth" and ckpt["step"] == step:
             raise Crash
 
-    monkeypatch.setattr(train_mod, "write_checkpoint", write_then_crash)
-    return lambda: monkeypatch.setattr(train_mod, "write_checkpoint", real)
+    monkeypatch.setattr(train_mod, "save_checkpoint", write_then_crash)
+    return lambda: monkeypatch.setattr(train_mod, "save_checkpoint", real)
 
 
 def count_batches(monkeypatch) -> list[int]:
@@ -128,14 +131,14 @@ def test_short_training_lowers_validation_rmse(short_run):
 
 
 def test_validation_is_the_seeded_synthetic_draw(short_run):
-    """The default run validates on default_rng([seed, 999]): an independent evaluation of the
+    """The default run validates on default_rng([seed, VAL_STREAM]): an independent evaluation of the
     best checkpoint on that draw gives the logged number."""
     cfg, folder, _ = short_run
     model, ckpt = load_model(folder / "ckpt_best.pth")
     noisy, clean = synthetic_validation(cfg.seed, cfg.val_size)
     mode = ckpt["config"]["model"]["bn_mode"]
     independent = float(rmse(denoise(model, noisy, bn_mode=mode), clean).mean())
-    assert independent == pytest.approx(ckpt["val_rmse"][mode], rel=1e-5)
+    assert independent == pytest.approx(ckpt["validation"][mode], rel=1e-5)
 
 
 def test_short_training_writes_its_files(short_run):
@@ -146,8 +149,8 @@ def test_short_training_writes_its_files(short_run):
     for ckpt in (last, best):
         assert REQUIRED_KEYS <= set(ckpt)
         assert_plain(ckpt["config"])
-        assert_plain(ckpt["val_rmse"], "val_rmse")
-        assert set(ckpt["val_rmse"]) >= {"fixed", "unfixed"}
+        assert_plain(ckpt["validation"], "validation")
+        assert set(ckpt["validation"]) >= {"fixed", "unfixed"} and ckpt["val_metric"] == "rmse"
         assert set(ckpt["net_state_dict"]) == set(ICNN_s().state_dict())
         train_cfg = ckpt["config"]["train"]
         assert (train_cfg["steps"], train_cfg["batch_size"], train_cfg["seed"]) == (40, 32, 666)
@@ -161,7 +164,7 @@ def test_short_training_writes_its_files(short_run):
     rows = read_log(folder / "train_log.csv")
     lowest = min(min(float(r["val_rmse_fixed"]), float(r["val_rmse_unfixed"])) for r in rows)
     mode = best["config"]["model"]["bn_mode"]
-    assert best["val_rmse"][mode] == pytest.approx(lowest, abs=1e-5)
+    assert best["validation"][mode] == pytest.approx(lowest, abs=1e-5) == best["best_val_score"]
     model, _ = load_model(folder / "ckpt_best.pth")
     assert model.config.bn_mode == mode
 
@@ -292,7 +295,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, run_main):
 
 
 def test_resume_from_a_config_less_checkpoint_is_a_clear_error(tmp_path, run_main):
-    """A seed-layout file (no saved config, no optimiser/RNG state) as ckpt_last.pth: one clear line."""
+    """A file in the original repository's layout (no saved config, no optimiser/RNG state) as ckpt_last.pth: one clear line."""
     torch.save({"epoch": 1, "net_state_dict": ICNN_s().state_dict(), "optim_state_dict": {}, "loss": 0.1},
                tmp_path / "ckpt_last.pth")
     code, _, err = run_main(train_mod, ["--resume", "--run-dir", tmp_path, "--device", "cpu"])
@@ -372,7 +375,7 @@ def test_every_flag_parses(tmp_path):
     args = get_args([
         "--steps", "7", "--batch-size", "5", "--lr", "0.01", "--optimizer", "sgd", "--loss", "smoothl1",
         "--sigma", "2.5", "--seed", "11", "--norm", "sparse_bn", "--sparsity-weight", "0.2", "--no-prior",
-        "--weight-by-sigma", "--bn-train", "signal", "--bn-mode", "unfixed", "--data", str(tmp_path), "--val-size", "9",
+        "--weight-by", "sigma2", "--bn-train", "signal", "--bn-mode", "unfixed", "--data", str(tmp_path), "--val-size", "9",
         "--eval-every", "3", "--save-every", "4", "--device", "cpu", "--threads", "2", "--run-dir", str(tmp_path / "c"),
     ])
     cfg = train_mod.config_from_args(args)
@@ -381,7 +384,6 @@ def test_every_flag_parses(tmp_path):
     assert (cfg.data, cfg.val_size, cfg.eval_every, cfg.save_every, cfg.device) == (str(tmp_path), 9, 3, 4, "cpu")
     assert cfg.model == {"prior": False, "norm": "sparse_bn"} and cfg.weight_by == "sigma2"
     assert args.run_dir == tmp_path / "c" and args.threads == 2
-    assert get_args(["--ckpt-dir", str(tmp_path)]).run_dir == tmp_path  # the seed's flag name still works
 
 
 @pytest.mark.parametrize("text, expected", [("0.5:5", [0.5, 5.0]), ("3", [3.0, 3.0]), ("auto", "auto")])
@@ -444,7 +446,7 @@ FOLDER_RUN = dict(steps=8, batch_size=16, eval_every=4, save_every=4, device="cp
 
 
 def write_plain_folder(folder: Path, noisy: np.ndarray, clean: np.ndarray) -> None:
-    """The seed's layout, one float per line, written plainly (write_folder_dataset fsyncs every file: slow)."""
+    """The original repository's layout, one float per line, written plainly (write_folder_dataset fsyncs every file: slow)."""
     for sub, signals in (("data", noisy), ("labels", clean)):
         (folder / sub).mkdir(parents=True)
         for i, signal in enumerate(signals):
@@ -460,7 +462,7 @@ def sigma2_folder(tmp_path_factory):
 
 
 def test_folder_run_validates_on_its_held_out_split(sigma2_folder, tmp_path, capsys):
-    """10 % (at least 100) of the folder is held out; the printed validation RMSE is what an independent
+    """VAL_FRACTION (at least MIN_VAL) of the folder is held out; the printed validation RMSE is what an independent
     evaluation of the best checkpoint on exactly those signals gives; σ is estimated; no Bayes line."""
     folder, noisy, clean = sigma2_folder
     run = tmp_path / "run"
@@ -479,11 +481,11 @@ def test_folder_run_validates_on_its_held_out_split(sigma2_folder, tmp_path, cap
     mode = best["config"]["model"]["bn_mode"]
     noisy, clean = read_folder_dataset(folder)  # as the files hold them
     independent = float(rmse(denoise(model, noisy[val_idx], bn_mode=mode), clean[val_idx]).mean())
-    assert independent == pytest.approx(best["val_rmse"][mode], rel=1e-4)
+    assert independent == pytest.approx(best["validation"][mode], rel=1e-4)
     # ... and it predicts the error on fresh signals of the folder's noise level.
     fresh_clean, fresh_noisy = benchmark_signals(2026, 3000, 2.0)
     fresh = float(rmse(denoise(model, fresh_noisy, bn_mode=mode), fresh_clean).mean())
-    assert abs(fresh / best["val_rmse"][mode] - 1) < 0.05, (fresh, best["val_rmse"][mode])
+    assert abs(fresh / best["validation"][mode] - 1) < 0.05, (fresh, best["validation"][mode])
     assert np.isfinite(val["fixed"]) and np.isfinite(val["unfixed"])
 
 
@@ -556,9 +558,9 @@ def test_sure_and_blind_recipe_flags_reach_the_config():
 
 def test_loss_weights_balance_noise_levels():
     sigmas = np.array([0.5, 1.0, 5.0])
-    assert train_mod.loss_weights("none", sigmas) is None
+    assert loss_weights("none", sigmas) is None
     for kind in ("sigma2", "bayes"):
-        w = train_mod.loss_weights(kind, sigmas)
+        w = loss_weights(kind, sigmas)
         assert w.mean() == pytest.approx(1.0) and w[0] > w[1] > w[2]  # the noisiest signals weigh least
 
 
@@ -576,13 +578,13 @@ def test_init_starts_from_the_given_weights_and_records_the_file(tmp_path):
     (tmp_path / "a" / "ckpt_last.pth").rename(source)
     cfg = train_mod.config_from_args(get_args(["--init", str(source), "--steps", "3", "--device", "cpu"]))
     assert cfg.init == str(source) and len(cfg.init_sha256) == 64
-    trainer = train_mod.build_trainer(cfg, train_mod.Workers(), torch.device("cpu"))
-    assert_same_weights(trainer.model.state_dict(), load_checkpoint(source)["net_state_dict"])
-    seeded = train_mod.build_trainer(replace(cfg, init=None), train_mod.Workers(), torch.device("cpu"))
-    assert not torch.equal(seeded.model.state_dict()["outc.conv.bias"], trainer.model.state_dict()["outc.conv.bias"])
+    parts = train_mod.build_parts(cfg, Workers(), torch.device("cpu"))
+    assert_same_weights(parts.model.state_dict(), load_checkpoint(source)["net_state_dict"])
+    seeded = train_mod.build_parts(replace(cfg, init=None), Workers(), torch.device("cpu"))
+    assert not torch.equal(seeded.model.state_dict()["outc.conv.bias"], parts.model.state_dict()["outc.conv.bias"])
     source.write_bytes(source.read_bytes() + b"x")  # the file changed after the run was set up
     with pytest.raises(InputError, match="changed"):
-        train_mod.build_trainer(cfg, train_mod.Workers(), torch.device("cpu"))
+        train_mod.build_parts(cfg, Workers(), torch.device("cpu"))
 
 
 def test_init_from_another_architecture_is_one_line_and_makes_no_run(tmp_path, run_main, capsys):
@@ -617,9 +619,9 @@ def test_ema_is_the_running_average_of_the_trained_weights(tmp_path, monkeypatch
     seen = []
     real = train_mod.train_step
 
-    def recording_step(cfg, trainer, batch, step):
-        value = real(cfg, trainer, batch, step)
-        seen.append({k: v.detach().double().clone() for k, v in trainer.model.state_dict().items()})
+    def recording_step(cfg, parts, batch, step):
+        value = real(cfg, parts, batch, step)
+        seen.append({k: v.detach().double().clone() for k, v in parts.model.state_dict().items()})
         return value
 
     monkeypatch.setattr(train_mod, "train_step", recording_step)
@@ -646,3 +648,18 @@ def test_ema_run_resumes_bit_for_bit(tmp_path, monkeypatch, run_main):
     last, ref = (load_checkpoint(tmp_path / name / "ckpt_last.pth") for name in ("run", "ref"))
     assert_same_weights(last["train_state_dict"], ref["train_state_dict"])
     assert_same_weights(last["net_state_dict"], ref["net_state_dict"])
+
+
+def test_a_shipped_checkpoint_resumes_and_its_old_key_names_are_read(tmp_path):
+    """ckpt/ckpt_best.pth predates the validation/best_val_score keys: a resume reads val_rmse/best_val_rmse."""
+    shipped = Path(__file__).resolve().parent.parent / "ckpt" / "ckpt_best.pth"
+    saved = load_checkpoint(shipped)
+    assert "val_rmse" in saved and "validation" not in saved
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "ckpt_last.pth").write_bytes(shipped.read_bytes())
+    cfg = train_mod.config_from_args(get_args(["--steps", str(saved["step"] + 1), "--eval-every", "100000",
+                                               "--run-dir", str(tmp_path / "run"), "--resume", "--device", "cpu"]))
+    train(cfg, tmp_path / "run", resume=True, given={"steps", "eval_every", "device"})
+    resumed = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")
+    assert resumed["step"] == saved["step"] + 1 and resumed["val_metric"] == "rmse"
+    assert resumed["best_val_score"] <= saved["best_val_rmse"]  # the saved best is carried on, not forgotten

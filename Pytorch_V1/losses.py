@@ -1,0 +1,185 @@
+"""Training losses: supervised (mse, smoothl1) and label-free (sure, r2r, unsure), with per-signal weights.
+
+For y = x + σ·n and a denoiser f, per signal of length L
+    SURE = ‖f(y) − y‖²/L − σ² + 2σ²·div f(y)/L
+is an unbiased estimate of ‖f(y) − x‖²/L. The divergence is estimated with Gaussian
+probes b (Ramani, Blu & Unser 2008): antithetic, div ≈ bᵀ(f(y + εb) − f(y − εb))/2ε,
+whose bias is O(ε²) so ε can be large (0.1·σ) and the float32 difference well above
+rounding; or one-sided, bᵀ(f(y + εb) − f(y))/ε, bias O(ε), which needs a tiny ε.
+
+Two anchors from the literature train without labels as well: Recorrupted-to-Recorrupted
+(:func:`r2r_per_signal`), which also needs σ, and UNSURE (Tachella, Davies & Jacques, ICLR
+2025), which learns one noise variance η for the whole data set as a Lagrange multiplier
+(:class:`UnsureEta`): η rises while the mean divergence is positive.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from Pytorch_V1.model import wiener_prior
+from deepdenoise1d.classical import bayes_mse
+from deepdenoise1d.noise import per_signal_sigma
+
+LABEL_FREE = ("sure", "r2r", "unsure")  # losses that never see a clean signal
+WEIGHTS = ("none", "sigma2", "bayes")
+# A step of η is UNSURE_STEP times the first batch's mean square, so the rate does not depend on the data's scale.
+SURE_EPSILON = 0.1  # SURE's finite-difference step, times σ (antithetic probes: bias O(ε²))
+SURE_CENTRAL = True  # antithetic probes, (f(y+εb) − f(y−εb))/2ε; False: one-sided (f(y+εb) − f(y))/ε
+UNSURE_STEP = 1e-3
+UNSURE_MOMENTUM = 0.9
+
+
+# ---------------------------------------------------------------------------
+# the training loss of one batch
+
+
+def compute_loss(cfg, parts, x, h, clean, sigmas) -> torch.Tensor:
+    """The batch's loss under ``cfg`` (a TrainConfig), with ``parts`` (checkpoint.Parts) the model and generators."""
+    if cfg.sigma_estimate != "true":  # blind and label-free: the loss is never told the true σ
+        sigmas = per_signal_sigma(x[:, 0].double().cpu().numpy(), "training batch", parts.sigma_prior)
+    if cfg.loss in LABEL_FREE:
+        per_signal = label_free_loss(cfg, parts, x, h, sigmas)
+    else:
+        loss_fn = F.smooth_l1_loss if cfg.loss == "smoothl1" else F.mse_loss
+        per_signal = loss_fn(parts.net(x, h).float(), clean, reduction="none").mean(dim=(1, 2))
+    weights = loss_weights(cfg.weight_by, sigmas)
+    if weights is not None:
+        per_signal = per_signal * torch.as_tensor(weights, dtype=torch.float32, device=parts.device)
+    loss = per_signal.mean()
+    if cfg.sparsity_weight > 0:
+        loss = loss + cfg.sparsity_weight * parts.model.sparsity_penalty()
+    return loss
+
+
+def label_free_loss(cfg, parts, x, h, sigmas: np.ndarray) -> torch.Tensor:
+    """Per-signal SURE, R2R or UNSURE loss, shape (N,): no clean signal involved."""
+    sigma = torch.as_tensor(sigmas, dtype=torch.float32, device=parts.device)
+    if cfg.loss == "r2r":
+        z = torch.from_numpy(parts.flip_rng.standard_normal(x.shape).astype(np.float32)).to(parts.device)
+        return r2r_per_signal(parts.net, x, sigma, z, cfg.r2r_alpha, h is not None)
+    probes = parts.flip_rng.standard_normal((cfg.sure_probes, x.shape[0], x.shape[2]))
+    probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(parts.device)  # (P, N, 1, L)
+    pred = parts.net(x, h).float()
+    if parts.eta is not None:  # UNSURE: σ is not used, the loss learns one variance η instead
+        sigma = torch.full_like(sigma, math.sqrt(parts.eta.start(x)))
+    divergence = mc_divergence(parts.net, x, pred, cfg.sure_epsilon * sigma, probe, h is not None, cfg.sure_central)
+    if parts.eta is not None:
+        parts.eta.update(float(divergence.detach().mean()) / x.shape[-1])
+    return sure_from_divergence(x, pred, sigma**2, divergence)
+
+
+def loss_weights(kind: str, sigmas: np.ndarray) -> np.ndarray | None:
+    """Per-signal loss weights (mean 1) so that no noise level dominates a blind run; None for "none"."""
+    if kind == "none":
+        return None
+    weights = 1.0 / sigmas**2 if kind == "sigma2" else 1.0 / bayes_mse(sigmas)
+    return weights / weights.mean()
+
+
+class UnsureEta:
+    """UNSURE's learned noise variance η, climbed by momentum ascent; NaN until the first batch."""
+
+    def __init__(self):
+        self.value = math.nan
+        self.velocity = 0.0
+        self.step = math.nan  # UNSURE_STEP times the first batch's mean square
+
+    def start(self, x: torch.Tensor) -> float:
+        """The current η; the first batch sets its start (a quarter of the mean square) and its step."""
+        if math.isnan(self.value):
+            scale = float((x.double() ** 2).mean())
+            self.value, self.step = 0.25 * scale, UNSURE_STEP * scale
+        return self.value
+
+    def update(self, mean_divergence: float) -> None:
+        """Momentum ascent of ‖y − f‖² + 2η·div f in η: η stops where the mean divergence is 0."""
+        self.velocity = UNSURE_MOMENTUM * self.velocity + 2 * mean_divergence
+        self.value = max(self.value + self.step * self.velocity, 1e-8)
+
+    @property
+    def sigma(self) -> float:
+        """√η, the learned noise level."""
+        return math.sqrt(self.value)
+
+    def state_dict(self) -> dict:
+        return {"eta": self.value, "velocity": self.velocity, "step": self.step}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """A saved :meth:`state_dict`; missing entries (or None) start afresh."""
+        state = state or {}
+        self.value, self.velocity, self.step = (float(state.get(k, d)) for k, d in
+                                                (("eta", math.nan), ("velocity", 0.0), ("step", math.nan)))
+
+
+# ---------------------------------------------------------------------------
+# SURE and R2R, per signal
+
+
+def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor,
+                    probe: torch.Tensor, epsilon: float, with_prior: bool, central: bool = False) -> torch.Tensor:
+    """SURE of each signal, shape (N,).
+
+    Parameters
+    ----------
+    model : callable
+        The denoiser, called as ``model(x, h)``.
+    x, pred : torch.Tensor
+        Noisy input and ``model(x, h)``, shape (N, 1, L).
+    sigma : torch.Tensor
+        Noise level per signal, shape (N,).
+    probe : torch.Tensor
+        Standard normal probes b, shape (N, 1, L), or (P, N, 1, L) for P probes averaged.
+    epsilon : float
+        Step of the finite difference, relative to sigma.
+    with_prior : bool
+        Recompute the Wiener prior h for the perturbed input (it is part of f).
+    central : bool
+        Antithetic probes (a central difference) instead of a one-sided one.
+    """
+    divergence = mc_divergence(model, x, pred, epsilon * sigma, probe, with_prior, central)
+    return sure_from_divergence(x, pred, sigma**2, divergence)
+
+
+def sure_from_divergence(x: torch.Tensor, pred: torch.Tensor, variance: torch.Tensor,
+                         divergence: torch.Tensor) -> torch.Tensor:
+    """‖f(y) − y‖²/L − σ² + 2σ²·div f(y)/L per signal, for noise variance σ² (a scalar or (N,))."""
+    residual = ((pred - x) ** 2).mean(dim=(1, 2))
+    return residual - variance + 2 * variance * divergence / x.shape[-1]
+
+
+def mc_divergence(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Tensor, probe: torch.Tensor,
+                  with_prior: bool, central: bool = False) -> torch.Tensor:
+    """Monte-Carlo divergence of f at each signal, shape (N,); ``step`` is the absolute ε, shape (N,)."""
+    eps = step.clamp_min(1e-6)[:, None, None]  # (N, 1, 1)
+    probes = probe if probe.ndim == 4 else probe[None]
+    divergence = 0.0
+    for b in probes:
+        plus = _perturbed(model, x + eps * b, with_prior)
+        if central:
+            difference, width = plus - _perturbed(model, x - eps * b, with_prior), 2 * eps
+        else:
+            difference, width = plus - pred, eps
+        divergence = divergence + (b * difference).sum(dim=(1, 2)) / width.flatten()
+    return divergence / probes.shape[0]
+
+
+def r2r_per_signal(model, x: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor, alpha: float,
+                   with_prior: bool) -> torch.Tensor:
+    """Recorrupted-to-Recorrupted loss of each signal, shape (N,) (Pang et al., CVPR 2021).
+
+    With y = x + n, n ~ N(0, σ²), and z ~ N(0, 1), the pair ŷ = y + ασz and ȳ = y − σz/α
+    has independent noises, so E‖f(ŷ) − ȳ‖² = E‖f(ŷ) − x‖² + const: a clean-target loss
+    for inputs of noise σ·√(1 + α²), with no clean signal. ``z`` has the shape of ``x``.
+    """
+    s = sigma[:, None, None]
+    pred = _perturbed(model, x + alpha * s * z, with_prior)
+    return ((pred - (x - s * z / alpha)) ** 2).mean(dim=(1, 2))
+
+
+def _perturbed(model, x: torch.Tensor, with_prior: bool) -> torch.Tensor:
+    """f at a perturbed input, the prior h recomputed from it (h is part of f)."""
+    return model(x, wiener_prior(x) if with_prior else None)

@@ -1,0 +1,85 @@
+"""A training run's log: train_log.csv (one row per validation), the progress and validation text,
+and the curve and summary at the end of a run."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+from icnn.spec import BN_MODES
+from deepdenoise1d.plots import save_figure, training_curve
+from deepdenoise1d.safewrite import atomic_write
+
+REPO = Path(__file__).resolve().parent.parent
+
+LOG_COLUMNS = ["step", "loss", "lr", "val_rmse_fixed", "val_rmse_unfixed", "val_root_mse_fixed",
+               "val_sure_root_mse_fixed", "seconds"]
+
+
+def start_log(path: Path, step: int) -> None:
+    """A fresh log (header only) at step 0; on resume, keep the rows up to ``step`` (a killed run
+    may have logged past its last checkpoint) and recreate the header if the log is missing."""
+    rows = read_log(path) if step > 0 and path.is_file() else []
+    kept = [r for r in rows if r.get("step", "").isdigit() and 0 < int(r["step"]) <= step]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if None not in r.values()]  # a row cut short by a kill has Nones
+
+
+def append_log(path: Path, state, lr: float, seconds: float) -> None:
+    """One row: ``state`` (checkpoint.TrainState) gives the step, the mean loss since the last row and the validation."""
+    v = lambda key: f"{state.val.get(key, math.nan):.5f}"  # noqa: E731
+    row = [state.step, f"{state.loss_sum / max(1, state.loss_count):.6f}", f"{lr:.3e}", v("fixed"), v("unfixed"),
+           v("root_mse_fixed"), v("sure_fixed"), f"{seconds:.1f}"]
+    with open(path, "a", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerow(row)
+
+
+def progress_text(state, val) -> str:
+    """The progress bar's postfix: last loss and validation (``val``: data.Validation)."""
+    return f"loss {state.last_loss:.3f}; validation {validation_text(state.val)}{bayes_text(val)}"
+
+
+def bayes_text(val) -> str:
+    return f" (Bayes {val.bayes:.4f})" if val.bayes is not None else ""
+
+
+def validation_text(result: dict) -> str:
+    """``RMSE fixed …, unfixed …; √(mean SURE) fixed …`` (SURE only in label-free runs, RMSE only with labels)."""
+    parts = []
+    for label, prefix in (("RMSE", ""), ("√(mean SURE)", "sure_")):
+        values = ", ".join(f"{m} {result[prefix + m]:.4f}" for m in BN_MODES if prefix + m in result)
+        if values:
+            parts.append(f"{label} {values}")
+    if "unsure_sigma" in result:
+        parts.append(f"learned σ {result['unsure_sigma']:.4f}")
+    return "; ".join(parts)
+
+
+def finish(run, val, state) -> None:
+    """Draw the curve, print the result and the commands that test, convert and promote this run."""
+    title = f"{run.path.name}: validation on {val.description}"
+    save_figure(training_curve(read_log(run.file("train_log.csv")), val.bayes, title), run.file("train_curve.png"))
+    print(f"done: step {state.step}; validation on {val.description}: {validation_text(state.val)}{bayes_text(val)}; "
+          f"best {state.best:.4f} ({state.bn_mode} BN, step {state.best_step}) -> {run.file('ckpt_best.pth')}")
+    best, h5 = run.file("ckpt_best.pth"), run.file("ckpt_best.h5")
+    print("next (test.py alone still evaluates the shipped ckpt/ckpt_best.pth):")
+    print(f"  test:    python {script('Pytorch_V1/test.py')} --weights {best}")
+    print(f"  convert: python {script('pth2h5.py')} {best} {h5}")
+    print(f"           python {script('Numpy_V2/Numpy_test.py')} --weights {h5}")
+    print(f"  promote: cp {best} {script('ckpt/ckpt_best.pth')} && cp {h5} {script('ckpt/ckpt_best.h5')}")
+
+
+def script(relative: str) -> str:
+    """A repository path as the user can type it from the current directory."""
+    path = os.path.relpath(REPO / relative)
+    return path if not path.startswith("..") else str(REPO / relative)
