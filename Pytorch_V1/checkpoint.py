@@ -15,6 +15,8 @@ import hashlib
 import io
 import math
 import os
+import stat
+import zipfile
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -33,6 +35,9 @@ from deepdenoise1d.safewrite import atomic_write
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format
 PICKLE_PROTOCOL_2_PLUS = 0x80  # a legacy torch.save starts with the PROTO opcode
+# ICNN_s with its optimiser state is about 1 MB; a zip that unpacks to more is refused before it is read.
+MAX_CHECKPOINT_BYTES = 256 << 20
+HASH_CHUNK = 1 << 20
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -46,10 +51,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint file")
+        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+        raise InputError(f"{path}: {what}, expected a checkpoint file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: checkpoint file is empty")
     _check_magic(path)
+    _check_declared_size(path)
     try:
         with warnings.catch_warnings():
             # torch warns about a foreign pickle protocol before refusing it: keep stderr to one line.
@@ -76,6 +83,24 @@ def _check_magic(path: Path) -> None:
     kind = "HDF5 weights (use Numpy_V2)" if head.startswith(b"\x89HDF") else (
         "text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "not a zip or pickle")
     raise InputError(f"{path}: not a PyTorch checkpoint ({kind}); expected a file written by torch.save")
+
+
+def _check_declared_size(path: Path) -> None:
+    """Refuse a checkpoint whose file, or whose zip's declared uncompressed members, exceed the bound."""
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise InputError(f"{path}: {size} bytes, more than a checkpoint of this model can be "
+                         f"({MAX_CHECKPOINT_BYTES >> 20} MiB)")
+    if not zipfile.is_zipfile(path):
+        return  # a legacy pickle: its size in memory follows its size on disk
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise InputError(f"{path}: not a loadable checkpoint (a damaged zip: {err})") from None
+    if declared > MAX_CHECKPOINT_BYTES:
+        raise InputError(f"{path}: unpacks to {declared} bytes, more than a checkpoint of this model can be "
+                         f"({MAX_CHECKPOINT_BYTES >> 20} MiB); refused before loading")
 
 
 def load_error_reason(err: Exception) -> str:
@@ -257,11 +282,21 @@ def restore(ckpt: dict, parts: Parts, stream, workers: Workers, source: Path) ->
 
 
 def file_sha256(path: str) -> str:
-    """sha256 of a file, or a one-line error naming it."""
+    """sha256 of a regular file, read in chunks; anything else (a FIFO, a device, a folder) is refused."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InputError(f"{path}: not a regular file, expected a checkpoint")
+        digest = hashlib.sha256()
+        try:
+            for block in iter(lambda: f.read(HASH_CHUNK), b""):
+                digest.update(block)
+        except OSError as err:
+            raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    return digest.hexdigest()
 
 
 def load_initial_weights(model: ICNN_s, cfg) -> None:

@@ -2,14 +2,25 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 EXIT_BAD_INPUT = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class InputError(Exception):
     """Bad user input: a missing, empty, malformed or unsafe file or argument."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` (temp-file clean-up) runs."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def show_path(path: str | os.PathLike) -> str:
@@ -24,8 +35,22 @@ def os_reason(err: Exception) -> str:
     return " ".join(reason.split())
 
 
+def survive_any_encoding() -> None:
+    """Print what the terminal cannot encode (σ under an ASCII locale) as escapes, never a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def run_cli(main: Callable[[], object], prog: str) -> None:
-    """Run ``main`` and turn an :class:`InputError` into ``prog: error: ...`` and exit 2."""
+    """Run ``main`` and turn an :class:`InputError` into ``prog: error: ...`` and exit 2.
+
+    SIGTERM is handled like Ctrl-C for the run (temp files are removed either way), and output
+    survives any locale or ``PYTHONIOENCODING``.
+    """
+    survive_any_encoding()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
     except InputError as err:
@@ -34,3 +59,6 @@ def run_cli(main: Callable[[], object], prog: str) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        sys.exit(EXIT_TERMINATED)

@@ -1,5 +1,4 @@
-"""deepdenoise1d/evaluate.py (the evaluation library) and deepdenoise1d/plots.py: tables, reports,
-streaming file denoising, the out-of-range σ check, figures."""
+"""deepdenoise1d/evaluate.py: tables, reports, streaming file denoising, the out-of-range σ check."""
 from __future__ import annotations
 
 import json
@@ -9,9 +8,9 @@ import pytest
 
 from conftest import assert_one_line_error
 from icnn.spec import CHUNK, MIN_LENGTH
-from deepdenoise1d import classical, evaluate, plots
+from deepdenoise1d import evaluate
 from deepdenoise1d.metrics import rmse
-from deepdenoise1d.synthesis import benchmark_signals, noisy_pairs
+from deepdenoise1d.synthesis import benchmark_signals
 
 
 def test_report_json_and_table(tmp_path):
@@ -86,6 +85,21 @@ def test_short_signal_is_refused(run_call, tmp_path):
     assert not (tmp_path / "o.npy").exists()
 
 
+def test_denoise_file_refuses_to_write_a_non_finite_output(run_call, tmp_path):
+    # Finite input that overflows inside a network must end in one line and no file, never in NaN output.
+    np.save(tmp_path / "in.npy", np.ones((5, 32), dtype=np.float32))
+
+    def overflowing(x):
+        y = x.copy()
+        y[3, 0] = np.inf
+        return y
+
+    code, err = run_call(lambda: evaluate.denoise_file(tmp_path / "in.npy", tmp_path / "out.npy", overflowing,
+                                                       MIN_LENGTH, CHUNK))
+    assert_one_line_error(code, err, "signal 3 overflows")
+    assert not (tmp_path / "out.npy").exists()
+
+
 # --- the out-of-range σ check -------------------------------------------------------------------
 
 
@@ -123,61 +137,3 @@ def test_signals_without_a_negative_sample_are_skipped():
 
 def test_no_range_no_check():
     assert evaluate.sigma_range_check(None) is None
-
-
-# --- plots -----------------------------------------------------------------------------------------
-
-
-def test_plots_write_pngs(tmp_path):
-    clean, noisy, _ = noisy_pairs(np.random.default_rng(0), 40, 3.0)
-    estimates = {"soft": classical.soft_threshold(noisy, 3.0), "wiener": classical.wiener(noisy)}
-    methods = {"soft": lambda y: estimates["soft"], "bayes": lambda y: classical.bayes_posterior_mean(y, 3.0)}
-    scores, _ = evaluate.evaluate_methods(clean, noisy, methods, progress=False)
-    figures = [
-        plots.comparison_figure("x", clean[0], noisy[0], {k: v[0] for k, v in estimates.items()},
-                                differences={"a − b": estimates["soft"][0] - estimates["wiener"][0]}),
-        plots.methods_chart(evaluate.build_report(3.0, 40, 0, scores), "NumPy, w.h5; seed 0"),
-        plots.filter_figure(noisy, {"wiener": estimates["wiener"]}, 3.0, made_by="NumPy, w.h5; seed 0"),
-    ]
-    for i, fig in enumerate(figures):
-        path = plots.save_figure(fig, tmp_path / "figs" / f"{i}.png")
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((tmp_path / "figs").glob(".*"))  # no temp files left
-
-
-def test_save_figure_never_writes_over_what_the_command_reads(run_call, tmp_path):
-    weights = tmp_path / "w.h5"
-    weights.write_bytes(b"weights")
-    (tmp_path / "link.png").symlink_to(weights)
-    fig = plots.methods_chart(evaluate.build_report(3.0, 1, 0, {"bayes": {"rmse": 1.0, "rmse_ci95": 0.1}}))
-    code, err = run_call(lambda: plots.save_figure(fig, tmp_path / "link.png", reads=(weights,)))
-    assert_one_line_error(code, err, "link.png")
-    assert weights.read_bytes() == b"weights"
-
-
-def test_importing_plots_changes_no_process_state(tmp_path):
-    import subprocess
-    import sys
-
-    code = ("import os, matplotlib; before = matplotlib.get_backend() if 'MPLBACKEND' in os.environ else None; "
-            "m = os.umask(0o022); os.umask(m); import deepdenoise1d.plots; m2 = os.umask(0o022); os.umask(m2); "
-            "print(os.environ.get('MPLBACKEND'), m == m2, matplotlib.rcParams._get_backend_or_none())")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "MPLBACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["None", "True", "None"]
-
-
-def test_denoise_file_refuses_to_write_a_non_finite_output(run_call, tmp_path):
-    # Finite input that overflows inside a network must end in one line and no file, never in NaN output.
-    np.save(tmp_path / "in.npy", np.ones((5, 32), dtype=np.float32))
-
-    def overflowing(x):
-        y = x.copy()
-        y[3, 0] = np.inf
-        return y
-
-    code, err = run_call(lambda: evaluate.denoise_file(tmp_path / "in.npy", tmp_path / "out.npy", overflowing,
-                                                       MIN_LENGTH, CHUNK))
-    assert_one_line_error(code, err, "signal 3 overflows")
-    assert not (tmp_path / "out.npy").exists()

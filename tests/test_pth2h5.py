@@ -1,4 +1,4 @@
-"""pth2h5.py: conversion, defaults, the CSV summary, and refusing bad or malicious sources."""
+"""Tests of pth2h5.py: conversion, defaults, the CSV summary, and refusing bad or malicious sources."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script  # noqa: E402
+from conftest import (  # noqa: E402
+    REPO_ROOT,
+    assert_one_line_error,
+    listing,
+    load_script,
+    run_script,
+    write_cuda_checkpoint,
+)
 from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
 from Pytorch_V1.model import ICNN_s, ModelConfig  # noqa: E402
 from deepdenoise1d.errors import InputError  # noqa: E402
@@ -198,3 +205,76 @@ def test_default_destination_never_replaces_an_existing_file(tmp_path):
     assert (tmp_path / "model.h5").read_bytes() == before
     third = run_script(REPO_ROOT / "pth2h5.py", source, tmp_path / "model.h5", cwd=tmp_path)
     assert third.returncode == 0, third.stderr
+
+
+# ---------------------------------------------------------------------------
+# unreadable sources, output paths, CUDA-saved files
+
+
+@pytest.fixture(scope="module")
+def plain_checkpoint(tmp_path_factory):
+    """A checkpoint of the default model (seed 1), for the refusal tests."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "w.pth"
+    save_checkpoint(path, {"net_state_dict": ICNN_s().state_dict(), "config": {"model": ModelConfig().to_dict()},
+                           "format_version": 1})
+    return path
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "zip_cut_short"])
+def test_pth2h5_bad_checkpoint(pth2h5, run_main, plain_checkpoint, tmp_path, case):
+    """Truncation mid-file and pickles carrying code: the tests above; these are the other unreadable files."""
+    bad = tmp_path / "bad.pth"
+    data = plain_checkpoint.read_bytes()
+    if case == "empty":
+        bad.write_bytes(b"")
+    elif case == "text":
+        bad.write_text("not a checkpoint\n")
+    else:
+        bad.write_bytes(data[:100])  # only the first zip header survived
+    before = listing(tmp_path)
+    code, _, err = run_main(pth2h5, [bad, tmp_path / "out" / "w.h5"])
+    assert_one_line_error(code, err, "bad.pth")
+    assert listing(tmp_path) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_pth2h5_creates_a_missing_output_folder(pth2h5, run_main, plain_checkpoint, tmp_path):
+    out = tmp_path / "new" / "deeper" / "w.h5"
+    code, _, err = run_main(pth2h5, [plain_checkpoint, out])
+    assert code == 0, err
+    with h5py.File(out, "r") as f:
+        assert "wienernet.beta" in f and "inc.double_conv.0.weight" in f
+
+
+@pytest.mark.parametrize("spelling", ["dotted", "symlink"])  # the plain same path: test_missing_source_and_overwriting_source
+def test_pth2h5_refuses_to_overwrite_its_input(pth2h5, run_main, plain_checkpoint, tmp_path, spelling):
+    source = tmp_path / "w.pth"
+    source.write_bytes(plain_checkpoint.read_bytes())
+    if spelling == "dotted":
+        dest = tmp_path / "." / "w.pth"
+    else:
+        dest = tmp_path / "link.pth"
+        dest.symlink_to(source)
+    before = listing(tmp_path)
+    code, _, err = run_main(pth2h5, [source, dest])
+    assert_one_line_error(code, err, "overwrite")
+    assert listing(tmp_path) == before
+    assert source.read_bytes() == plain_checkpoint.read_bytes()
+
+
+def test_pth2h5_output_folder_path_is_refused(pth2h5, run_main, plain_checkpoint, tmp_path):
+    (tmp_path / "dir.h5").mkdir()
+    code, _, err = run_main(pth2h5, [plain_checkpoint, tmp_path / "dir.h5"])
+    assert_one_line_error(code, err, "dir.h5")
+
+
+def test_cuda_saved_checkpoint_converts_on_the_cpu(pth2h5, run_main, tmp_path):
+    """A CUDA-saved checkpoint loads on the CPU (it must load, not fail); test.py: test_pytorch_test.py."""
+    torch.manual_seed(2)
+    model = ICNN_s()
+    write_cuda_checkpoint(tmp_path / "cuda.pth", {"epoch": 3, "net_state_dict": model.state_dict(), "loss": 1.0})
+    code, out, err = run_main(pth2h5, [tmp_path / "cuda.pth", tmp_path / "cuda.h5"])
+    assert code == 0, err
+    with h5py.File(tmp_path / "cuda.h5", "r") as f:
+        np.testing.assert_array_equal(f["outc.conv.weight"][()], model.outc.conv.weight.detach().numpy().ravel())

@@ -1,9 +1,8 @@
-"""Pytorch_V1/train.py: a short run learns and writes its files into its own run folder, checkpoints
-hold plain data, --resume continues bit for bit and honours or refuses each flag, run folders are never
-clobbered, bad flags are one line, and --data validates on a held-out split of the user's folder."""
+"""Tests of Pytorch_V1/train.py: a short run learns and writes its files, checkpoints hold plain data,
+--resume (in process, through the CLI, after kill -9) continues bit for bit and honours or refuses each flag,
+the flags and their one-line errors, the label-free recipes, --init and --ema."""
 from __future__ import annotations
 
-import csv
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,31 +11,34 @@ import pytest
 import torch
 
 import Pytorch_V1.train as train_mod
-from conftest import assert_one_line_error
+from conftest import (
+    RUN_FILES,
+    TINY,
+    assert_one_line_error,
+    finish_training,
+    kill_9,
+    read_log,
+    start_training,
+    wait_for,
+)
 from icnn.spec import ModelConfig
 from Pytorch_V1.checkpoint import load_checkpoint, load_model
-from Pytorch_V1.data import VAL_STREAM, SyntheticStream, split_indices, validation
+from Pytorch_V1.data import VAL_STREAM, SyntheticStream, validation
 from Pytorch_V1.distributed import Workers
 from Pytorch_V1.inference import denoise
-from Pytorch_V1.losses import loss_weights
 from Pytorch_V1.model import ICNN_s
-from Pytorch_V1.rundir import LOCK_NAME, RunDir
+from Pytorch_V1.rundir import LOCK_NAME
 from Pytorch_V1.train import TrainConfig, evaluate, get_args, get_lr, train
 from deepdenoise1d.errors import InputError
-from deepdenoise1d.dataset import read_folder_dataset, write_folder_dataset
 from deepdenoise1d.metrics import rmse
-from deepdenoise1d.synthesis import benchmark_signals, noisy_pairs
+from deepdenoise1d.synthesis import noisy_pairs
+
 
 REQUIRED_KEYS = {"net_state_dict", "optim_state_dict", "step", "config", "validation", "val_metric", "best_val_score",
                  "format_version", "rng_state"}
+
+
 SHORT = dict(steps=40, batch_size=32, val_size=200, eval_every=20, save_every=20, device="cpu")
-TINY = dict(steps=10, batch_size=16, val_size=50, eval_every=5, save_every=5, device="cpu")
-RUN_FILES = {"ckpt_last.pth", "ckpt_best.pth", "train_log.csv", "train_curve.png"}
-
-
-def read_log(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def strip_seconds(rows: list[dict]) -> list[dict]:
@@ -260,13 +262,6 @@ def test_resume_recreates_a_missing_log(tmp_path, run_main):
     assert [int(r["step"]) for r in read_log(tmp_path / "run" / "train_log.csv")] == [15]
 
 
-@pytest.fixture(scope="module")
-def finished_tiny_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny") / "run"
-    train(TrainConfig(**{**TINY, "seed": 5}), folder)
-    return folder
-
-
 @pytest.mark.parametrize("flags, named", [
     (["--seed", "1234"], "--seed"), (["--batch-size", "8"], "--batch-size"), (["--lr", "0.1"], "--lr"),
     (["--sigma", "2"], "--sigma"), (["--loss", "smoothl1"], "--loss"), (["--no-prior"], "--no-prior"),
@@ -303,59 +298,36 @@ def test_resume_from_a_config_less_checkpoint_is_a_clear_error(tmp_path, run_mai
 
 
 # ---------------------------------------------------------------------------
-# run folders
+# resume after kill -9 (train.py in a subprocess)
 
 
-def test_default_run_folder_is_new_and_under_runs(tmp_path, monkeypatch, run_main):
-    monkeypatch.chdir(tmp_path)
-    for _ in range(2):
-        code, out, err = run_main(train_mod, ["--steps", 2, "--batch-size", 8, "--val-size", 20, "--device", "cpu"])
-        assert code == 0, err
-    runs = sorted((tmp_path / "runs").iterdir())
-    assert len(runs) == 2 and all(r.name.startswith("train-") for r in runs)
-    assert all(RUN_FILES <= {p.name for p in r.iterdir()} for r in runs)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing else written, no ckpt/
+TRAIN_FLAGS = ["--steps", "40", "--batch-size", "16", "--val-size", "100", "--eval-every", "10",
+               "--save-every", "10", "--device", "cpu", "--seed", "5"]
 
 
-def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(finished_tiny_run, run_main, capsys):
-    before = {p.name: p.read_bytes() for p in finished_tiny_run.iterdir()}
-    code, _, err = run_main(train_mod, ["--run-dir", finished_tiny_run, "--steps", 2])
-    assert_one_line_error(code, err, "holds another run", "--resume", "--overwrite")
-    assert {p.name: p.read_bytes() for p in finished_tiny_run.iterdir()} == before
-
-
-def test_overwrite_says_what_it_replaces(tmp_path, run_main):
-    folder = tmp_path / "run"
-    train(TrainConfig(**TINY), folder)
-    code, _, err = run_main(train_mod, ["--run-dir", folder, "--overwrite", "--steps", 4, "--batch-size", 8,
-                                        "--val-size", 20, "--eval-every", 2, "--device", "cpu"])
-    assert code == 0, err
-    assert "--overwrite" in err and "ckpt_last.pth" in err and "ckpt_best.pth" in err
-    assert load_checkpoint(folder / "ckpt_last.pth")["step"] == 4
-    assert [int(r["step"]) for r in read_log(folder / "train_log.csv")] == [2, 4]
-
-
-def test_a_second_run_on_a_locked_folder_gets_one_line(tmp_path, run_main):
-    folder = tmp_path / "run"
-    with RunDir(folder):  # another run holds the folder
-        code, _, err = run_main(train_mod, ["--run-dir", folder, "--steps", 2])
-        assert_one_line_error(code, err, "another train.py run holds this folder")
-        code, _, err = run_main(train_mod, ["--run-dir", folder, "--overwrite", "--steps", 2])
-        assert_one_line_error(code, err, "another train.py run holds this folder")
-    assert not (folder / "ckpt_last.pth").exists()
-
-
-def test_only_our_own_temp_files_are_removed(tmp_path, monkeypatch):
-    """Leftovers of our atomic writes (.ckpt_last.pth.*.tmp ...) go; any other .tmp file stays."""
-    folder = tmp_path / "run"
-    folder.mkdir()
-    ours = [folder / ".ckpt_last.pth.1234x5678-abcd.tmp", folder / ".train_log.csv.9x9-1.tmp"]
-    theirs = [folder / ".ckpt_best.h5.1234x5678-abcd.tmp", folder / "notes.tmp", folder / ".mine.tmp"]
-    for p in ours + theirs:
-        p.write_bytes(b"x")
-    train(TrainConfig(**{**TINY, "steps": 2}), folder)
-    assert not any(p.exists() for p in ours)
-    assert all(p.read_bytes() == b"x" for p in theirs)
+def test_killed_and_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, no_stray_trainings):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    proc_whole = start_training(whole, *TRAIN_FLAGS)  # runs alongside; one thread each
+    proc = start_training(broken, *TRAIN_FLAGS)
+    wait_for(broken / "ckpt_last.pth", proc)
+    kill_9(proc)
+    killed_at = load_checkpoint(broken / "ckpt_last.pth")["step"]
+    assert 10 <= killed_at < 40
+    (broken / ".ckpt_last.pth.k1ll3d.tmp").write_bytes(b"left by a kill -9 mid-write")
+    proc = start_training(broken, *TRAIN_FLAGS, "--resume")
+    finish_training(proc, tmp_path / "broken.log")
+    finish_training(proc_whole, tmp_path / "whole.log")
+    assert not list(broken.glob(".*.tmp"))
+    a = load_checkpoint(whole / "ckpt_last.pth")
+    b = load_checkpoint(broken / "ckpt_last.pth")
+    assert a["step"] == b["step"] == 40
+    assert set(a["net_state_dict"]) == set(b["net_state_dict"])
+    for key, value in a["net_state_dict"].items():
+        assert torch.equal(value, b["net_state_dict"][key]), key
+    for pid, state in a["optim_state_dict"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, b["optim_state_dict"]["state"][pid][name]), (pid, name)
+    assert a["validation"] == b["validation"]
 
 
 # ---------------------------------------------------------------------------
@@ -411,135 +383,11 @@ def test_bad_flags_are_one_line(argv, fragment, run_main, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_run_dir_that_is_a_file_is_one_line(tmp_path, run_main):
-    (tmp_path / "f").write_text("user file")
-    code, _, err = run_main(train_mod, ["--run-dir", tmp_path / "f", "--steps", 1])
-    assert_one_line_error(code, err, "is a file")
-    assert (tmp_path / "f").read_text() == "user file"
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_cuda_is_one_line(tmp_path, run_main):
     code, _, err = run_main(train_mod, ["--device", "cuda", "--run-dir", tmp_path / "run", "--steps", 1])
     assert_one_line_error(code, err, "cuda", "not available")
     assert not (tmp_path / "run").exists()
-
-
-def test_a_run_that_fails_at_setup_leaves_no_folder(tmp_path, monkeypatch, run_main):
-    monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(train_mod, ["--data", tmp_path / "nope", "--steps", 1])
-    assert_one_line_error(code, err, "nope")
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-
-
-# ---------------------------------------------------------------------------
-# folder training
-
-
-def write_dataset(folder: Path, n: int, labels: bool, sigma: float = 3.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    clean, noisy, _ = noisy_pairs(np.random.default_rng(seed), n, sigma)
-    write_folder_dataset(folder, noisy, clean if labels else None)
-    return noisy, clean
-
-
-FOLDER_RUN = dict(steps=8, batch_size=16, eval_every=4, save_every=4, device="cpu")
-
-
-def write_plain_folder(folder: Path, noisy: np.ndarray, clean: np.ndarray) -> None:
-    """The original repository's layout, one float per line, written plainly (write_folder_dataset fsyncs every file: slow)."""
-    for sub, signals in (("data", noisy), ("labels", clean)):
-        (folder / sub).mkdir(parents=True)
-        for i, signal in enumerate(signals):
-            (folder / sub / f"{i}.txt").write_text("".join(f"{v:.9g}\n" for v in signal))
-
-
-@pytest.fixture(scope="module")
-def sigma2_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sigma2") / "ds"
-    clean, noisy, _ = noisy_pairs(np.random.default_rng(3), 1200, 2.0)
-    write_plain_folder(folder, noisy, clean)
-    return folder, noisy, clean
-
-
-def test_folder_run_validates_on_its_held_out_split(sigma2_folder, tmp_path, capsys):
-    """VAL_FRACTION (at least MIN_VAL) of the folder is held out; the printed validation RMSE is what an independent
-    evaluation of the best checkpoint on exactly those signals gives; σ is estimated; no Bayes line."""
-    folder, noisy, clean = sigma2_folder
-    run = tmp_path / "run"
-    val = train(TrainConfig(**{**FOLDER_RUN, "steps": 40, "eval_every": 20, "save_every": 20}, data=str(folder)), run)
-    out, err = capsys.readouterr()
-    assert "validation on 120 held-out signals of" in err and "validation on 120 held-out signals of" in out
-    assert "Bayes" not in out + err
-    best = load_checkpoint(run / "ckpt_best.pth")
-    train_cfg = best["config"]["train"]
-    assert train_cfg["data"] == str(folder) and train_cfg["val_size"] == 120
-    assert train_cfg["split"]["n_signals"] == 1200 and train_cfg["split"]["n_val"] == 120
-    assert abs(train_cfg["sigma"][0] / 2.0 - 1) < 0.05 and train_cfg["sigma"][0] == train_cfg["sigma"][1]
-    assert best["config"]["model"]["sigma_range"] == train_cfg["sigma"]
-    _, val_idx = split_indices(1200, 120, train_cfg["seed"])
-    model, _ = load_model(run / "ckpt_best.pth")
-    mode = best["config"]["model"]["bn_mode"]
-    noisy, clean = read_folder_dataset(folder)  # as the files hold them
-    independent = float(rmse(denoise(model, noisy[val_idx], bn_mode=mode), clean[val_idx]).mean())
-    assert independent == pytest.approx(best["validation"][mode], rel=1e-4)
-    # ... and it predicts the error on fresh signals of the folder's noise level.
-    fresh_clean, fresh_noisy = benchmark_signals(2026, 3000, 2.0)
-    fresh = float(rmse(denoise(model, fresh_noisy, bn_mode=mode), fresh_clean).mean())
-    assert abs(fresh / best["validation"][mode] - 1) < 0.05, (fresh, best["validation"][mode])
-    assert np.isfinite(val["fixed"]) and np.isfinite(val["unfixed"])
-
-
-def test_folder_sigma_that_disagrees_with_the_estimate_warns(sigma2_folder, tmp_path, capsys):
-    folder, _, _ = sigma2_folder
-    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(folder), sigma=[3.0, 3.0]), tmp_path / "run")
-    err = capsys.readouterr().err
-    warnings = [line for line in err.splitlines() if "warning" in line]
-    assert len(warnings) == 1 and "--sigma 3" in warnings[0] and "differs" in warnings[0]
-    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(folder), sigma=[2.1, 2.1]), tmp_path / "run2")
-    assert "warning" not in capsys.readouterr().err
-
-
-def test_folder_training_with_sure_needs_no_labels(tmp_path):
-    write_dataset(tmp_path / "ds", 150, labels=False)
-    assert not (tmp_path / "ds" / "labels").exists()
-    val = train(TrainConfig(**FOLDER_RUN, data=str(tmp_path / "ds"), loss="sure", val_size=30), tmp_path / "run")
-    ckpt = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")
-    assert ckpt["step"] == 8 and ckpt["config"]["train"]["loss"] == "sure"
-    assert set(val) == {"sure_fixed", "sure_unfixed"} and all(np.isfinite(v) for v in val.values())
-
-
-def test_folder_of_varying_sigma_uses_per_signal_estimates_for_sure(tmp_path, capsys):
-    clean, noisy, _ = noisy_pairs(np.random.default_rng(1), 400, (0.5, 5.0))
-    write_folder_dataset(tmp_path / "ds", noisy, None)
-    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(tmp_path / "ds"), loss="sure"), tmp_path / "run")
-    assert "each signal's own estimate" in capsys.readouterr().err
-    cfg = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["config"]["train"]
-    assert cfg["sigma_per_signal"] is True and cfg["sigma"][0] < 1.0 < 4.0 < cfg["sigma"][1]
-
-
-def test_too_small_folder_is_a_clear_error(tmp_path, run_main):
-    write_dataset(tmp_path / "ds", 60, labels=True)
-    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "run", "--steps", 2])
-    assert_one_line_error(code, err, "60 signals", "validation")
-
-
-def test_folder_without_labels_and_mse_is_a_clear_error(tmp_path, run_main):
-    write_dataset(tmp_path / "ds", 16, labels=False)
-    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "c2", "--steps", 2])
-    assert_one_line_error(code, err, "labels")
-    assert not (tmp_path / "c2" / "ckpt_last.pth").exists()
-
-
-def test_labels_of_a_different_length_are_a_clear_error(tmp_path, run_main):
-    noisy, clean = write_dataset(tmp_path / "ds", 8, labels=True)
-    write_folder_dataset(tmp_path / "ds", noisy[:1], clean[:1, :90])  # labels/0.txt is shorter than data/0.txt
-    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "c", "--steps", 2])
-    assert_one_line_error(code, err, "0.txt")
-
-
-def test_missing_data_folder_is_a_clear_error(tmp_path, run_main):
-    code, _, err = run_main(train_mod, ["--data", tmp_path / "nope", "--run-dir", tmp_path / "c", "--device", "cpu"])
-    assert_one_line_error(code, err, "nope")
 
 
 def test_sure_and_blind_recipe_flags_reach_the_config():
@@ -556,12 +404,8 @@ def test_sure_and_blind_recipe_flags_reach_the_config():
     assert train_mod.config_from_args(get_args(["--loss", "sure", "--steps", "7"])).steps == 7
 
 
-def test_loss_weights_balance_noise_levels():
-    sigmas = np.array([0.5, 1.0, 5.0])
-    assert loss_weights("none", sigmas) is None
-    for kind in ("sigma2", "bayes"):
-        w = loss_weights(kind, sigmas)
-        assert w.mean() == pytest.approx(1.0) and w[0] > w[1] > w[2]  # the noisiest signals weigh least
+# ---------------------------------------------------------------------------
+# label-free runs
 
 
 def test_blind_label_free_run_never_needs_the_true_sigma(tmp_path):
@@ -570,6 +414,39 @@ def test_blind_label_free_run_never_needs_the_true_sigma(tmp_path):
         "--loss", "sure", "--sigma", "0.5:5", "--sigma-estimate", "signal", "--weight-by", "bayes", "--steps", "6",
         "--batch-size", "16", "--val-size", "40", "--eval-every", "3", "--device", "cpu"])), tmp_path / "run")
     assert np.isfinite(val["sure_fixed"]) and np.isfinite(val["fixed"])
+
+
+def test_unsure_run_learns_a_noise_level_and_resumes_it(tmp_path):
+    import Pytorch_V1.train as train_mod
+
+    args = ["--loss", "unsure", "--steps", "6", "--batch-size", "16", "--val-size", "40", "--eval-every", "3",
+            "--save-every", "3", "--device", "cpu", "--run-dir", str(tmp_path / "run")]
+    val = train_mod.train(train_mod.config_from_args(train_mod.get_args(args)), tmp_path / "run")
+    saved = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["unsure"]
+    assert np.isfinite(saved["eta"]) and saved["eta"] > 0 and val["unsure_sigma"] == pytest.approx(np.sqrt(saved["eta"]))
+    cfg = train_mod.config_from_args(train_mod.get_args(["--steps", "9", "--run-dir", str(tmp_path / "run")]))
+    train_mod.train(cfg, tmp_path / "run", resume=True, given={"steps"})
+    resumed = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")
+    assert resumed["step"] == 9 and resumed["unsure"]["eta"] != saved["eta"]  # it went on from the saved η
+
+
+@pytest.mark.parametrize("loss", ["r2r", "unsure"])
+def test_every_label_free_loss_gets_the_label_free_recipe_and_needs_no_labels(loss, tmp_path):
+    import Pytorch_V1.train as train_mod
+    from deepdenoise1d.dataset import write_folder_dataset
+
+    cfg = train_mod.config_from_args(train_mod.get_args(["--loss", loss]))
+    assert (cfg.steps, cfg.batch_size, cfg.lr) == (1500, 512, 1e-2)
+    _, noisy, _ = noisy_pairs(np.random.default_rng(2), 150, 2.0)
+    write_folder_dataset(tmp_path / "ds", noisy, None)
+    run = dict(steps=4, batch_size=16, eval_every=2, save_every=2, device="cpu", loss=loss, data=str(tmp_path / "ds"),
+               val_size=30)
+    val = train_mod.train(train_mod.TrainConfig(**run), tmp_path / "run")
+    assert np.isfinite(val["sure_fixed"]) and "fixed" not in val  # no labels: selected by SURE alone
+
+
+# ---------------------------------------------------------------------------
+# --init
 
 
 def test_init_starts_from_the_given_weights_and_records_the_file(tmp_path):
@@ -648,18 +525,3 @@ def test_ema_run_resumes_bit_for_bit(tmp_path, monkeypatch, run_main):
     last, ref = (load_checkpoint(tmp_path / name / "ckpt_last.pth") for name in ("run", "ref"))
     assert_same_weights(last["train_state_dict"], ref["train_state_dict"])
     assert_same_weights(last["net_state_dict"], ref["net_state_dict"])
-
-
-def test_a_shipped_checkpoint_resumes_and_its_old_key_names_are_read(tmp_path):
-    """ckpt/ckpt_best.pth predates the validation/best_val_score keys: a resume reads val_rmse/best_val_rmse."""
-    shipped = Path(__file__).resolve().parent.parent / "ckpt" / "ckpt_best.pth"
-    saved = load_checkpoint(shipped)
-    assert "val_rmse" in saved and "validation" not in saved
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "ckpt_last.pth").write_bytes(shipped.read_bytes())
-    cfg = train_mod.config_from_args(get_args(["--steps", str(saved["step"] + 1), "--eval-every", "100000",
-                                               "--run-dir", str(tmp_path / "run"), "--resume", "--device", "cpu"]))
-    train(cfg, tmp_path / "run", resume=True, given={"steps", "eval_every", "device"})
-    resumed = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")
-    assert resumed["step"] == saved["step"] + 1 and resumed["val_metric"] == "rmse"
-    assert resumed["best_val_score"] <= saved["best_val_rmse"]  # the saved best is carried on, not forgotten

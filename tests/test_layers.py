@@ -1,4 +1,4 @@
-"""Numpy_V2/layers.py: each layer against torch.nn.functional (or Pytorch_V1's own op) on random shapes."""
+"""Numpy_V2/layers.py: each NumPy layer against torch.nn.functional (or Pytorch_V1's own op) on random shapes."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,20 +1,15 @@
-"""Pytorch_V1/model.py and checkpoint.py: part shapes, lengths, BN modes, per-signal prior,
-weights untouched by forward, the original repository's state-dict layout, and checkpoint loading."""
+"""Tests of Pytorch_V1/model.py: part shapes, lengths, BN modes, per-signal prior, weights untouched by forward, the original repository's state-dict layout."""
 from __future__ import annotations
 
 import copy
-import os
-import pickle
-import zipfile
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import deepdenoise1d.safewrite
+from conftest import batch_of_100, make_model, randomise
 from icnn.spec import DECODER, ENCODER, SKIPS
-from Pytorch_V1.checkpoint import load_checkpoint, load_model, load_state_dict_strict, save_checkpoint
 from Pytorch_V1.model import (
     DoubleConv,
     Down,
@@ -30,38 +25,15 @@ from Pytorch_V1.model import (
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.synthesis import noisy_pairs
 
+
 LENGTHS = [16, 77, 100, 129, 1000]
+
+
 ATOL = 1e-5
 
 
 # ---------------------------------------------------------------------------
-# helpers
-
-
-def randomise(model: torch.nn.Module, seed: int = 0, beta: float = 0.5) -> torch.nn.Module:
-    """Non-trivial BN statistics and affine terms (conv weights keep their seeded default init),
-    so fixed != unfixed and the prior matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, SignalBatchNorm1d):
-                bn.running_mean.copy_((torch.rand(bn.num_features, generator=gen) - 0.5) * 0.2)
-                bn.running_var.copy_(torch.rand(bn.num_features, generator=gen) * 0.2 + 0.05)
-                bn.weight.copy_(torch.rand(bn.num_features, generator=gen) + 0.5)
-                bn.bias.copy_((torch.rand(bn.num_features, generator=gen) - 0.5) * 0.4)
-                if bn.threshold is not None:
-                    bn.threshold.copy_(torch.rand(bn.num_features, generator=gen) * 0.2)
-        wn = getattr(model, "wienernet", None)
-        if isinstance(model, WienerNet):
-            wn = model
-        if wn is not None:
-            wn.beta.fill_(beta)
-    return model.eval()
-
-
-def make_model(seed: int = 0, **config) -> ICNN_s:
-    torch.manual_seed(seed)
-    return randomise(ICNN_s(ModelConfig(**config)), seed)
+# helpers (make_model, randomise, batch_of_100: conftest.py)
 
 
 def signals_of_length(n: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -71,11 +43,6 @@ def signals_of_length(n: int, length: int, seed: int = 0) -> torch.Tensor:
     idx = rng.integers(0, length, size=(n, max(1, length // 5)))
     np.put_along_axis(clean, idx, rng.integers(2, 11, size=idx.shape).astype(float), axis=1)
     noisy = clean + 3 * rng.standard_normal((n, length))
-    return torch.from_numpy(noisy.astype(np.float32))[:, None]
-
-
-def batch_of_100(n: int, seed: int = 0) -> torch.Tensor:
-    _, noisy, _ = noisy_pairs(np.random.default_rng(seed), n, 3.0)
     return torch.from_numpy(noisy.astype(np.float32))[:, None]
 
 
@@ -111,25 +78,6 @@ def original_layout_shapes(prior: bool = True) -> dict[str, tuple]:
             shapes.update(double_conv_shapes(f"wienernet.down{k}.maxpool_conv.1", cin, cout))
         shapes["wienernet.beta"] = (1,)
     return shapes
-
-
-def write_cuda_checkpoint(path, ckpt: dict) -> None:
-    """Save ``ckpt`` on the CPU, then rewrite every storage location 'cpu' to 'cuda:0' in data.pkl,
-    as if saved from a CUDA device. Every other zip member is copied byte for byte."""
-    plain = path.with_name(path.name + ".cpu")
-    torch.save(ckpt, plain)
-    cpu_tag, cuda_tag = b"X" + (3).to_bytes(4, "little") + b"cpu", b"X" + (6).to_bytes(4, "little") + b"cuda:0"
-    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
-        rewritten = 0
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename.endswith("/data.pkl"):
-                assert data[:2] == b"\x80\x02"  # protocol 2: strings are BINUNICODE
-                rewritten = data.count(cpu_tag)
-                data = data.replace(cpu_tag, cuda_tag)
-            dst.writestr(info, data)
-    assert rewritten >= 1
-    plain.unlink()
 
 
 # ---------------------------------------------------------------------------
@@ -439,7 +387,7 @@ def test_all_zero_signal_gives_a_finite_prior_and_output():
 
 
 # ---------------------------------------------------------------------------
-# state-dict layout
+# state-dict layout and sparse BN
 
 
 def test_state_dict_is_the_original_layout():
@@ -498,6 +446,22 @@ def test_sparsity_penalty_after_a_training_forward():
     assert penalty.ndim == 0 and penalty.item() > 0 and penalty.requires_grad
 
 
+def test_sparse_bn_thresholds_learn_under_the_l1_penalty():
+    from Pytorch_V1.model import ICNN_s, ModelConfig
+
+    model = ICNN_s(ModelConfig(norm="sparse_bn")).train()
+    before = [bn.threshold.detach().clone() for bn in model.batch_norms()]
+    _, noisy, _ = noisy_pairs(np.random.default_rng(0), 32, 3.0)
+    x = torch.tensor(noisy, dtype=torch.float32)[:, None]
+    out = model(x)
+    loss = out.pow(2).mean() + 1e-2 * model.sparsity_penalty()
+    loss.backward()
+    grads = [bn.threshold.grad for bn in model.batch_norms()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads), "a threshold got no gradient"
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert all(not torch.equal(b, bn.threshold) for b, bn in zip(before, model.batch_norms()))
+
+
 def test_no_prior_removes_exactly_the_wienernet_keys():
     full = ICNN_s(ModelConfig(prior=True)).state_dict()
     bare_model = ICNN_s(ModelConfig(prior=False))
@@ -508,239 +472,3 @@ def test_no_prior_removes_exactly_the_wienernet_keys():
     assert {k: tuple(v.shape) for k, v in bare.items()} == original_layout_shapes(prior=False)
     with torch.no_grad():
         assert bare_model.eval()(batch_of_100(2)).shape == (2, 1, 100)
-
-
-def test_model_config_round_trip():
-    cfg = ModelConfig(prior=False, norm="sparse_bn", bn_mode="unfixed", sigma_range=[0.5, 5])
-    assert ModelConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
-    assert cfg.to_dict() == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed", "sigma_range": [0.5, 5.0]}
-    assert ModelConfig(sigma_range=3).sigma_range == [3.0, 3.0]  # one sigma s is [s, s]
-    assert ModelConfig.from_dict({}, train_sigma=[1, 2]).sigma_range == [1.0, 2.0]
-    assert ModelConfig.from_dict({}, train_sigma="auto").sigma_range is None  # nothing derived from a non-number
-
-
-# ---------------------------------------------------------------------------
-# checkpoints
-
-
-def test_original_layout_checkpoint_loads_strictly(tmp_path):
-    model = make_model(12)
-    optim = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-6)
-    model.train()
-    model(batch_of_100(1)).pow(2).mean().backward()
-    optim.step()
-    model.eval()
-    path = tmp_path / "seed.pth"
-    torch.save({"epoch": 199, "net_state_dict": model.state_dict(), "optim_state_dict": optim.state_dict(),
-                "loss": 0.123}, path)
-    loaded, ckpt = load_model(path)
-    assert not loaded.training
-    assert (loaded.config.prior, loaded.config.norm) == (True, "bn")
-    assert ckpt["epoch"] == 199
-    for key, value in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
-    x = batch_of_100(3)
-    with torch.no_grad():
-        for mode in ("fixed", "unfixed"):
-            assert torch.equal(loaded(x, bn_mode=mode), model(x, bn_mode=mode))
-
-
-@pytest.mark.parametrize("config", [dict(prior=False), dict(norm="sparse_bn")])
-def test_original_layout_variants_infer_their_architecture(tmp_path, config):
-    model = make_model(13, **config)
-    torch.save({"epoch": 1, "net_state_dict": model.state_dict(), "optim_state_dict": {}, "loss": 0.0},
-               tmp_path / "v.pth")
-    loaded, _ = load_model(tmp_path / "v.pth")
-    assert {k: getattr(loaded.config, k) for k in config} == config
-
-
-def test_cuda_saved_checkpoint_loads_on_cpu(tmp_path):
-    model = make_model(14)
-    path = tmp_path / "cuda.pth"
-    write_cuda_checkpoint(path, {"epoch": 10, "net_state_dict": model.state_dict(), "loss": 0.5})
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA"):
-            torch.load(path, weights_only=True)  # the fake is real: the storages ask for CUDA
-    loaded, ckpt = load_model(path)
-    assert ckpt["epoch"] == 10
-    for key, value in model.state_dict().items():
-        got = loaded.state_dict()[key]
-        assert got.device.type == "cpu" and torch.equal(got, value), key
-
-
-def test_strict_loading_names_missing_and_unexpected_keys():
-    model = ICNN_s()
-    state = model.state_dict()
-    missing = {k: v for k, v in state.items() if k != "up2.conv.double_conv.4.running_var"}
-    with pytest.raises(InputError, match=r"missing tensor 'up2\.conv\.double_conv\.4\.running_var'"):
-        load_state_dict_strict(ICNN_s(), missing, "x.pth")
-    extra = {**state, "down9.weight": torch.zeros(1)}
-    with pytest.raises(InputError, match=r"unexpected tensor 'down9\.weight'"):
-        load_state_dict_strict(ICNN_s(), extra, "x.pth")
-    with pytest.raises(InputError, match=r"'wienernet\.beta'.*\(2,\).*\(1,\)"):
-        load_state_dict_strict(ICNN_s(), {**state, "wienernet.beta": torch.zeros(2)}, "x.pth")
-    # A prior checkpoint into a no-prior model, and the other way round.
-    with pytest.raises(InputError, match="unexpected tensor 'wienernet"):
-        load_state_dict_strict(ICNN_s(ModelConfig(prior=False)), state, "x.pth")
-    with pytest.raises(InputError, match="missing tensor 'wienernet"):
-        load_state_dict_strict(ICNN_s(), ICNN_s(ModelConfig(prior=False)).state_dict(), "x.pth")
-    # A config-less checkpoint without the BN step counters still loads (they stay 0).
-    load_state_dict_strict(ICNN_s(), {k: v for k, v in state.items() if "num_batches" not in k}, "x.pth")
-
-
-def test_load_checkpoint_refuses_non_checkpoints(tmp_path):
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "nodict.pth")
-    with pytest.raises(InputError, match="net_state_dict"):
-        load_checkpoint(tmp_path / "nodict.pth")
-    (tmp_path / "empty.pth").write_bytes(b"")
-    with pytest.raises(InputError, match="empty"):
-        load_checkpoint(tmp_path / "empty.pth")
-    (tmp_path / "text.pth").write_text("hello")
-    with pytest.raises(InputError, match="text.pth"):
-        load_checkpoint(tmp_path / "text.pth")
-
-
-class Payload:
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def test_load_checkpoint_never_runs_pickled_code(tmp_path):
-    marker = tmp_path / "ran.txt"
-    torch.save({"net_state_dict": {}, "x": Payload(marker)}, tmp_path / "evil_zip.pth")  # zip format
-    marker.unlink(missing_ok=True)  # torch.save itself does not run it, but be sure
-    with open(tmp_path / "evil_raw.pth", "wb") as f:
-        pickle.dump({"net_state_dict": Payload(marker)}, f)  # legacy raw pickle
-    for name in ["evil_zip.pth", "evil_raw.pth"]:
-        with pytest.raises(InputError, match=name):
-            load_checkpoint(tmp_path / name)
-        assert not marker.exists()
-
-
-def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "ckpt.pth"
-    first = {"net_state_dict": ICNN_s().state_dict(), "step": 1}
-    save_checkpoint(path, first)
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
-    good = path.read_bytes()
-
-    def broken_fsync(fd):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(deepdenoise1d.safewrite.os, "fsync", broken_fsync)
-    with pytest.raises(InputError, match="No space left"):
-        save_checkpoint(path, {"net_state_dict": ICNN_s().state_dict(), "step": 2})
-    monkeypatch.undo()
-    assert path.read_bytes() == good
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temp file left behind
-    assert load_checkpoint(path)["step"] == 1
-    assert os.stat(path).st_size > 0
-
-
-# ---------------------------------------------------------------------------
-# inference.py: stateless, dtype-keeping denoise; device and threads
-
-
-def test_denoise_keeps_dtype_and_takes_the_mode_as_an_argument():
-    from Pytorch_V1.inference import denoise
-
-    model = make_model(16)
-    noisy = batch_of_100(20, seed=9)[:, 0].numpy()
-    fixed32 = denoise(model, noisy, "fixed", chunk=7)
-    assert fixed32.dtype == np.float32 and fixed32.shape == noisy.shape
-    fixed64 = denoise(model, noisy.astype(np.float64), "fixed")
-    assert fixed64.dtype == np.float64
-    np.testing.assert_allclose(fixed64, fixed32, rtol=0, atol=1e-5 * np.abs(fixed32).max())
-    unfixed = denoise(model, noisy, "unfixed")
-    assert np.abs(unfixed - fixed32).max() > 1e-3
-    with torch.no_grad():
-        expected = model(torch.from_numpy(noisy)[:, None], bn_mode="unfixed")[:, 0].numpy()
-    np.testing.assert_allclose(unfixed, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
-    assert denoise(model, noisy.astype(np.int64)).dtype == np.float64
-    # The model is left as it was: a later default call is fixed (its config's mode).
-    np.testing.assert_array_equal(denoise(model, noisy), denoise(model, noisy, "fixed"))
-    with pytest.raises(InputError, match="bn mode"):
-        denoise(model, noisy, "train")
-    big = noisy.astype(np.float64)
-    big[3, 17] = 1e39  # finite in float64, inf in float32: refused, never NaN output
-    with pytest.raises(InputError, match="signal 3 .* index 17"):
-        denoise(model, big, chunk=2)
-
-
-def test_resolve_device_and_threads():
-    from Pytorch_V1.inference import configure_threads, resolve_device
-
-    assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type in ("cpu", "cuda")
-    if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="CUDA is not available"):
-            resolve_device("cuda")
-    before = torch.get_num_threads()
-    try:
-        configure_threads(1)
-        assert torch.get_num_threads() == 1
-        configure_threads(1)  # a second call: inter-op threads can no longer be set, and that is fine
-    finally:
-        torch.set_num_threads(before)
-
-
-# ---------------------------------------------------------------------------
-# checkpoint hardening: config and tensor types
-
-
-def save_raw(path, content) -> None:
-    torch.save(content, path)
-
-
-@pytest.mark.parametrize("config,fragment", [
-    (["model"], "'config' must be a dict"),
-    ("prior", "'config' must be a dict"),
-    ({"model": ["bn"]}, "model config must be a dict"),
-    ({"model": {"prior": "yes"}}, "'prior'"),
-    ({"model": {"norm": 3}}, "'norm'"),
-    ({"model": {"bn_mode": ["fixed"]}}, "'bn_mode'"),
-    ({"model": {"sigma_range": [5, 1]}}, "'sigma_range'"),
-    ({"model": {"sigma_range": "wide"}}, "'sigma_range'"),
-])
-def test_checkpoint_config_of_the_wrong_type_is_named(tmp_path, config, fragment):
-    save_raw(tmp_path / "c.pth", {"net_state_dict": ICNN_s().state_dict(), "config": config})
-    with pytest.raises(InputError, match=fragment):
-        load_model(tmp_path / "c.pth")
-
-
-@pytest.mark.parametrize("bad,fragment", [
-    (torch.full((1,), float("nan")), "non-finite"),
-    (torch.full((1,), float("inf")), "non-finite"),
-    (torch.ones(1, dtype=torch.int64), "floating point"),
-    (torch.ones(1).to_sparse(), "dense"),
-    ("0.1", "not a named tensor"),
-])
-def test_checkpoint_tensors_are_checked(tmp_path, bad, fragment):
-    state = {**ICNN_s().state_dict(), "wienernet.beta": bad}
-    save_raw(tmp_path / "t.pth", {"net_state_dict": state})
-    with pytest.raises(InputError, match=fragment):
-        load_model(tmp_path / "t.pth")
-
-
-def test_text_file_as_checkpoint_gets_a_clear_message(tmp_path):
-    (tmp_path / "signal.txt").write_text("101.5\n3.25\n")
-    with pytest.raises(InputError, match=r"signal\.txt: not a PyTorch checkpoint \(text\)"):
-        load_model(tmp_path / "signal.txt")
-
-
-def test_shipped_configs_load_and_fill_sigma_range():
-    """The shipped checkpoints predate sigma_range: it comes from the recorded training sigma."""
-    from pathlib import Path
-
-    folder = Path(__file__).resolve().parents[1] / "ckpt"
-    paths = sorted(folder.glob("*.pth"))
-    if not paths:
-        pytest.skip("no shipped checkpoints")
-    for path in paths:
-        model, ckpt = load_model(path)
-        sigma = ckpt["config"]["train"]["sigma"]
-        expected = [float(sigma)] * 2 if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
-        assert model.config.sigma_range == expected, path.name

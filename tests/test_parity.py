@@ -1,4 +1,4 @@
-"""Numpy_V2/model.py: the NumPy ICNN_s against the PyTorch one, HDF5 loading and its errors.
+"""The NumPy backend (Numpy_V2/model.py) against the PyTorch one (Pytorch_V1/model.py), through pth2h5.py.
 
 Parity is max|numpy − torch| / max|torch|. In float32 it is held to 1e-5 in
 fixed mode. In unfixed mode each signal's channels are normalised by their own
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -24,72 +22,17 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from conftest import BLOCK_TORCH, REPO_ROOT, load_script  # noqa: E402
+from conftest import (CONFIGS, FLOAT32_TOLERANCE, REPO_ROOT, convert, random_model, relative_error,  # noqa: E402
+                      spike_signals, torch_forward)
 from icnn.spec import ModelConfig as SpecConfig, expected_shapes  # noqa: E402
 from Numpy_V2.model import NumpyICNN, load_h5  # noqa: E402
-from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
-from Pytorch_V1.model import ICNN_s, ModelConfig, SignalBatchNorm1d, wiener_prior  # noqa: E402
-from deepdenoise1d.errors import InputError  # noqa: E402
-from deepdenoise1d.synthesis import SpikePrior, noisy_pairs  # noqa: E402
+from Pytorch_V1.model import ICNN_s, SignalBatchNorm1d, wiener_prior  # noqa: E402
+from deepdenoise1d.synthesis import noisy_pairs  # noqa: E402
+
 
 LENGTHS = (16, 77, 100, 129, 1000)
-CONFIGS = [(True, "bn"), (True, "sparse_bn"), (False, "bn"), (False, "sparse_bn")]
-FLOAT32_TOLERANCE = 1e-5
 FLOAT64_TOLERANCE = 1e-12
 SHIPPED_CHECKPOINT = REPO_ROOT / "ckpt" / "ckpt_best.pth"
-
-
-@pytest.fixture(scope="module")
-def pth2h5():
-    return load_script(REPO_ROOT / "pth2h5.py", "pth2h5_script")
-
-
-def random_model(prior: bool, norm: str, seed: int = 0) -> ICNN_s:
-    """torch's initialisation with every BN's affine and running statistics, the sparse
-    thresholds (nonzero) and β randomised; eval mode."""
-    torch.manual_seed(seed)
-    model = ICNN_s(ModelConfig(prior=prior, norm=norm))
-    generator = torch.Generator().manual_seed(seed)
-
-    def draw(shape, low, high):
-        return low + (high - low) * torch.rand(shape, generator=generator)
-
-    with torch.no_grad():
-        for bn in model.batch_norms():
-            channels = bn.num_features
-            bn.weight.copy_(draw(channels, 0.75, 1.25))
-            bn.bias.copy_(0.1 * torch.randn(channels, generator=generator))
-            bn.running_mean.copy_(0.5 * torch.randn(channels, generator=generator))
-            bn.running_var.copy_(draw(channels, 0.5, 1.5))
-            if bn.threshold is not None:
-                sign = torch.where(torch.rand(channels, generator=generator) < 0.5, -1.0, 1.0)
-                bn.threshold.copy_(sign * draw(channels, 0.05, 0.25))  # negative ones act through |λ|
-        if model.wienernet is not None:
-            model.wienernet.beta.fill_(0.5)
-    return model.eval()
-
-
-def convert(pth2h5, model: ICNN_s, folder, name: str = "w") -> tuple:
-    """Save ``model`` as a checkpoint, convert it with pth2h5.py; return (pth, h5) paths."""
-    pth, h5 = folder / f"{name}.pth", folder / f"{name}.h5"
-    save_checkpoint(pth, {"net_state_dict": model.state_dict(), "config": {"model": model.config.to_dict()}, "format_version": 1})
-    pth2h5.convert(pth, h5)
-    return pth, h5
-
-
-def spike_signals(length: int, n: int = 6, seed: int = 0) -> np.ndarray:
-    """Benchmark-like noisy spike signals, (n, 1, length) float32."""
-    noisy = noisy_pairs(np.random.default_rng(seed + length), n, 3.0, SpikePrior(length=length))[1]
-    return noisy.astype(np.float32)[:, None, :]
-
-
-def torch_forward(model: ICNN_s, x: np.ndarray, bn_mode: str) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.from_numpy(x), bn_mode=bn_mode).numpy()
-
-
-def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
 def exact_unfixed_forward(self, x, mode="fixed"):
@@ -109,18 +52,6 @@ def exact_unfixed_forward(self, x, mode="fixed"):
 
 
 original_bn_forward = SignalBatchNorm1d.forward
-
-
-@pytest.fixture(scope="module")
-def converted(pth2h5, tmp_path_factory):
-    """{(prior, norm): (torch model, NumPy model loaded from the converted .h5)}."""
-    folder = tmp_path_factory.mktemp("converted")
-    models = {}
-    for seed, (prior, norm) in enumerate(CONFIGS):
-        model = random_model(prior, norm, seed)
-        _, h5 = convert(pth2h5, model, folder, f"{norm}_{prior}")
-        models[prior, norm] = (model, load_h5(h5))
-    return models
 
 
 @pytest.mark.parametrize("prior,norm", CONFIGS)
@@ -220,142 +151,6 @@ def test_hdf5_round_trip(pth2h5, tmp_path):
     assert set(state) == set(expected_shapes(SpecConfig(prior=True, norm="sparse_bn")))
     net = load_h5(h5)
     assert net.metadata["source_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
-
-
-def rewrite_h5(source, target, drop: str | None = None, replace: dict | None = None, add: dict | None = None) -> None:
-    """Copy an .h5 with one dataset dropped, replaced or added (attributes kept)."""
-    with h5py.File(source, "r") as f, h5py.File(target, "w") as g:
-        for name, value in f.attrs.items():
-            g.attrs[name] = value
-        for key in f:
-            if key != drop:
-                g.create_dataset(key, data=(replace or {}).get(key, f[key][()]))
-        for key, value in (add or {}).items():
-            g.create_dataset(key, data=value)
-
-
-@pytest.fixture(scope="module")
-def good_h5(pth2h5, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("good")
-    return convert(pth2h5, random_model(True, "bn", seed=1), folder)[1]
-
-
-def test_missing_dataset_is_named(good_h5, tmp_path):
-    key = "down2.maxpool_conv.1.double_conv.4.running_var"
-    rewrite_h5(good_h5, tmp_path / "bad.h5", drop=key)
-    with pytest.raises(InputError, match=f"missing tensor '{key}'"):
-        load_h5(tmp_path / "bad.h5")
-
-
-def test_missing_prior_weight_is_named(good_h5, tmp_path):
-    rewrite_h5(good_h5, tmp_path / "bad.h5", drop="wienernet.beta")
-    with pytest.raises(InputError, match="'wienernet.beta'"):
-        load_h5(tmp_path / "bad.h5")
-
-
-def test_misshaped_dataset_is_named(good_h5, tmp_path):
-    key = "up1.conv.double_conv.0.weight"  # (16, 32, 3): 1536 values
-    rewrite_h5(good_h5, tmp_path / "bad.h5", replace={key: np.zeros(1535, np.float32)})
-    with pytest.raises(InputError, match=rf"'{key}' has shape \(1535,\), expected \(16, 32, 3\)"):
-        load_h5(tmp_path / "bad.h5")
-
-
-def test_unflattened_dataset_of_the_right_shape_is_accepted(good_h5, tmp_path):
-    key = "up1.conv.double_conv.0.weight"
-    with h5py.File(good_h5, "r") as f:
-        value = f[key][()].reshape(16, 32, 3)
-    rewrite_h5(good_h5, tmp_path / "ok.h5", replace={key: value})
-    x = spike_signals(100)
-    np.testing.assert_array_equal(load_h5(tmp_path / "ok.h5").forward(x), load_h5(good_h5).forward(x))
-
-
-def test_unexpected_dataset_is_named(good_h5, tmp_path):
-    rewrite_h5(good_h5, tmp_path / "bad.h5", add={"inc.double_conv.1.threshold": np.zeros(2, np.float32)})
-    with pytest.raises(InputError, match="unexpected tensor 'inc.double_conv.1.threshold'"):
-        load_h5(tmp_path / "bad.h5")
-
-
-def test_non_finite_weight_is_named(good_h5, tmp_path):
-    key = "outc.conv.bias"
-    rewrite_h5(good_h5, tmp_path / "bad.h5", replace={key: np.array([np.nan], np.float32)})
-    with pytest.raises(InputError, match=key):
-        load_h5(tmp_path / "bad.h5")
-
-
-@pytest.mark.parametrize("content", ["truncated", "empty", "text"])
-def test_unreadable_files_are_input_errors(good_h5, tmp_path, content):
-    data = {"truncated": good_h5.read_bytes()[: good_h5.stat().st_size // 2], "empty": b"", "text": b"not hdf5\n" * 50}[content]
-    (tmp_path / "bad.h5").write_bytes(data)
-    with pytest.raises(InputError, match="bad.h5"):
-        load_h5(tmp_path / "bad.h5")
-    with pytest.raises(InputError, match="no such"):
-        load_h5(tmp_path / "absent.h5")
-
-
-def test_foreign_format_attribute_is_refused(good_h5, tmp_path):
-    rewrite_h5(good_h5, tmp_path / "bad.h5")
-    with h5py.File(tmp_path / "bad.h5", "a") as f:
-        f.attrs["format_version"] = 99
-    with pytest.raises(InputError, match="format_version"):
-        load_h5(tmp_path / "bad.h5")
-
-
-def test_denoise_is_chunked_per_signal_and_keeps_the_float_dtype(converted):
-    model, net = converted[True, "bn"]
-    noisy = spike_signals(100, n=40)[:, 0].astype(np.float64)
-    assert net.denoise(noisy.astype(np.float32)).dtype == np.float32
-    assert net.denoise(noisy.astype(np.int32)).dtype == np.float64
-    np.testing.assert_array_equal(net.denoise(noisy.astype(np.float32)), net.denoise(noisy).astype(np.float32))
-    for mode in ("fixed", "unfixed"):
-        whole = net.denoise(noisy, bn_mode=mode)
-        assert whole.dtype == np.float64 and whole.shape == noisy.shape
-        np.testing.assert_allclose(net.denoise(noisy, bn_mode=mode, chunk=7), whole, rtol=0, atol=1e-6 * np.abs(whole).max())
-        np.testing.assert_allclose(net.denoise(noisy[3], bn_mode=mode)[0], whole[3], rtol=0, atol=1e-6 * np.abs(whole).max())
-    assert relative_error(net.denoise(noisy), torch_forward(model, noisy.astype(np.float32)[:, None], "fixed")[:, 0]) <= FLOAT32_TOLERANCE
-
-
-def test_denoise_threads_do_not_change_the_result(converted):
-    _, net = converted[True, "sparse_bn"]
-    noisy = spike_signals(100, n=2500)[:, 0]  # three blocks
-    for mode in ("fixed", "unfixed"):
-        np.testing.assert_array_equal(net.denoise(noisy, mode, threads=1), net.denoise(noisy, mode, threads=3))
-
-
-def test_bad_input_is_an_input_error(converted):
-    _, net = converted[True, "bn"]
-    with pytest.raises(InputError, match="length >= 16"):
-        net.denoise(np.zeros((2, 15)))
-    with pytest.raises(InputError, match="length >= 16"):
-        net.forward(np.zeros((2, 1, 8), np.float32))
-    with pytest.raises(InputError, match="bn mode"):
-        net.denoise(np.zeros((2, 100)), bn_mode="train")
-    with pytest.raises(InputError, match="non-finite"):
-        net.denoise(np.full((2, 100), np.nan))
-    with pytest.raises(InputError, match="signal 1 .* index 7.*float32"):  # finite in float64, inf in float32
-        net.denoise(np.where(np.arange(200).reshape(2, 100) == 107, 1e39, 0.0))
-    with pytest.raises(InputError, match="bn mode"):
-        net.forward(np.zeros((2, 1, 100), np.float32), bn_mode="FIXED")
-    with pytest.raises(InputError, match="threads"):
-        net.denoise(np.zeros((2, 100)), threads=0)
-    with pytest.raises(InputError, match=r"\(N, 1, L\)"):
-        net.forward(np.zeros((2, 3, 100), np.float32))
-
-
-def test_numpy_model_never_imports_torch():
-    code = "import sys, Numpy_V2.model, Numpy_V2.layers; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
-
-
-def test_every_numpy_module_imports_with_torch_blocked():
-    """Every module of Numpy_V2 and icnn imports in an interpreter where torch cannot be imported."""
-    modules = [f"Numpy_V2.{p.stem}" for p in sorted((REPO_ROOT / "Numpy_V2").glob("*.py")) if p.stem != "__init__"]
-    modules += [f"icnn.{p.stem}" for p in sorted((REPO_ROOT / "icnn").glob("*.py")) if p.stem != "__init__"]
-    assert "Numpy_V2.model" in modules and "icnn.h5weights" in modules and "icnn.spec" in modules
-    block = BLOCK_TORCH.split("sys.argv = ")[0]  # the import hook, without the run-a-script tail
-    code = block + f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\nprint(len({modules!r}))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(len(modules))
 
 
 ARCHITECTURE_CONSTANTS = ("MIN_LENGTH", "NETWORK_MIN_LENGTH", "PRIOR_TAPS", "BN_MODES", "BN_CHOICES", "BN_TRAIN_STATS",

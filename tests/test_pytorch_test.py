@@ -1,5 +1,5 @@
-"""Pytorch_V1/test.py with a random-weight checkpoint: figures, table, file denoising, bad input,
-the guarded write path, streaming and the out-of-range σ warning."""
+"""Tests of Pytorch_V1/test.py (the PyTorch test CLI) with a random-weight checkpoint: figures, table, file denoising,
+bad input, the guarded write path, streaming and the out-of-range σ warning."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script
+from conftest import (
+    BAD_SIGNAL_FRAGMENTS,
+    REPO_ROOT,
+    assert_one_line_error,
+    listing,
+    load_script,
+    run_script,
+    write_bad_signal,
+    write_cuda_checkpoint,
+)
 from icnn.spec import BN_MODES, MIN_LENGTH
 from Pytorch_V1.checkpoint import load_model, save_checkpoint
 from Pytorch_V1.inference import denoise
@@ -338,3 +347,51 @@ def test_out_of_range_warning_in_random_mode(run_main, torch_test, tmp_path):
 def test_cuda_requested_without_cuda(run_main, torch_test, checkpoint):
     code, _, err = run_main(torch_test, ["--weights", checkpoint, "--device", "cuda", "--random", "--n", 5])
     assert_one_line_error(code, err, "CUDA")
+
+
+# --- bad signal files and outputs through a link ------------------------------------------------------
+
+
+TORCH_BAD_SIGNALS = ["txt_nan", "txt_inf", "short_txt", "blank_txt", "empty_npy", "npy_no_signals"]  # the rest: tests above
+
+
+@pytest.mark.parametrize("case", TORCH_BAD_SIGNALS)
+def test_bad_signal_file(case, run_main, torch_test, checkpoint, tmp_path):
+    path = write_bad_signal(tmp_path, case)
+    out = tmp_path / "out" / ("o" + path.suffix)  # in a missing folder: must not be created for bad input
+    before = listing(tmp_path)
+    code, _, err = run(run_main, torch_test, checkpoint, "--input", path, "--output", out)
+    assert_one_line_error(code, err, path.name, *BAD_SIGNAL_FRAGMENTS[case])
+    assert listing(tmp_path) == before
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("spelling", ["symlink", "hardlink"])  # the same file, dotted: test_output_may_not_overwrite_input
+def test_output_may_not_overwrite_input_through_a_link(spelling, run_main, torch_test, checkpoint, tmp_path):
+    noisy = np.random.default_rng(4).normal(size=(2, 100))
+    src = tmp_path / "in.npy"
+    np.save(src, noisy)
+    original = src.read_bytes()
+    if spelling == "symlink":
+        out = tmp_path / "link.npy"
+        out.symlink_to(src)
+    else:
+        out = tmp_path / "hard.npy"
+        os.link(src, out)
+    before = listing(tmp_path)
+    code, _, err = run(run_main, torch_test, checkpoint, "--input", src, "--output", out)
+    assert_one_line_error(code, err, "overwrite")
+    assert src.read_bytes() == original
+    assert listing(tmp_path) == before
+
+
+def test_cuda_saved_checkpoint_denoises_on_the_cpu(run_main, torch_test, tmp_path):
+    """A CUDA-saved checkpoint loads on the CPU (it must load, not fail); pth2h5.py: test_pth2h5.py."""
+    torch.manual_seed(2)
+    model = ICNN_s()
+    write_cuda_checkpoint(tmp_path / "cuda.pth", {"epoch": 3, "net_state_dict": model.state_dict(), "loss": 1.0})
+    np.save(tmp_path / "in.npy", np.random.default_rng(0).normal(size=(2, 100)))
+    code, _, err = run_main(torch_test, ["--weights", tmp_path / "cuda.pth", "--device", "cpu", "--input",
+                                         tmp_path / "in.npy", "--output", tmp_path / "out.npy"])
+    assert code == 0, err
+    assert np.load(tmp_path / "out.npy").shape == (2, 100)

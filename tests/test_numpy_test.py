@@ -1,15 +1,21 @@
-"""Numpy_V2/Numpy_test.py: runs with torch unimportable, figures, table, JSON, bad input, streaming,
-the out-of-range σ warning; and the same seed giving the same table in test.py, Numpy_test.py and
-scripts/results.py."""
+"""Numpy_V2/Numpy_test.py: the NumPy test front-end's command line.
+
+Runs with torch unimportable, figures, table, JSON, bad input, streaming, the out-of-range σ
+warning; and the same seed giving the same table in test.py, Numpy_test.py and scripts/results.py.
+"""
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, assert_one_line_error, load_script, run_script
+from conftest import (BAD_SIGNAL_FRAGMENTS, REPO_ROOT, assert_one_line_error, listing, load_script, run_script,
+                      write_bad_signal)
 from deepdenoise1d.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Numpy_V2" / "Numpy_test.py"
@@ -250,3 +256,157 @@ def test_json_and_output_naming_one_file_is_one_line(tmp_path):
                       "--json", tmp_path / "o.npy", cwd=tmp_path, block_torch=True)
     assert_one_line_error(done.returncode, done.stderr, "--json and --output name the same file")
     assert not (tmp_path / "o.npy").exists()
+
+
+# Hostile and broken inputs: weights files, signal files and output paths.
+# The PyTorch side builds the weights these tests convert; the command under test never imports torch.
+PTH2H5 = REPO_ROOT / "pth2h5.py"
+
+
+NUMPY_TEST = REPO_ROOT / "Numpy_V2" / "Numpy_test.py"
+
+
+@pytest.fixture(scope="module")
+def pth2h5_main():
+    return load_script(PTH2H5, "pth2h5_script_reliability")
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from Pytorch_V1.checkpoint import save_checkpoint
+    from Pytorch_V1.model import ICNN_s, ModelConfig
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "w.pth"
+    save_checkpoint(path, {"net_state_dict": ICNN_s().state_dict(), "config": {"model": ModelConfig().to_dict()},
+                           "format_version": 1})
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights_h5(pth2h5_main, random_checkpoint):
+    path = random_checkpoint.with_name("w.h5")
+    pth2h5_main.convert(random_checkpoint, path)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Numpy_test.py --weights: bad HDF5 files
+
+
+@pytest.fixture(scope="module")
+def numpy_test_main():
+    return load_script(NUMPY_TEST, "numpy_test_script_reliability")
+
+
+def rewrite_h5(src: Path, dst: Path, edit) -> None:
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+
+
+def drop(key):
+    def edit(f):
+        del f[key]
+    return edit
+
+
+def reshape(key, size):
+    def edit(f):
+        del f[key]
+        f.create_dataset(key, data=np.zeros(size, dtype=np.float32))
+    return edit
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("missing", ["up3.conv.double_conv.0.weight", "missing"]),
+    ("missing_beta", ["wienernet.beta"]),
+    ("wrong_shape", ["outc.conv.weight", "(3,)", "(1, 2, 1)"]),
+    ("truncated", ["bad.h5"]),
+    ("empty", ["bad.h5", "empty"]),
+    ("text", ["bad.h5"]),
+])
+def test_numpy_test_bad_weights(numpy_test_main, run_main, weights_h5, tmp_path, case, fragments):
+    bad = tmp_path / "bad.h5"
+    if case == "missing":
+        rewrite_h5(weights_h5, bad, drop("up3.conv.double_conv.0.weight"))
+    elif case == "missing_beta":
+        rewrite_h5(weights_h5, bad, drop("wienernet.beta"))
+    elif case == "wrong_shape":
+        rewrite_h5(weights_h5, bad, reshape("outc.conv.weight", 3))
+    elif case == "truncated":
+        data = weights_h5.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    elif case == "empty":
+        bad.write_bytes(b"")
+    else:
+        bad.write_text("1\n2\n3\n")
+    np.save(tmp_path / "in.npy", np.random.default_rng(0).normal(size=(2, 100)))
+    before = listing(tmp_path)
+    code, _, err = run_main(numpy_test_main, ["--weights", bad, "--input", tmp_path / "in.npy",
+                                         "--output", tmp_path / "out" / "o.npy"])
+    assert_one_line_error(code, err, *fragments)
+    assert listing(tmp_path) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_numpy_test_bad_weights_in_random_mode(numpy_test_main, run_main, weights_h5, tmp_path):
+    data = weights_h5.read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 3])
+    code, _, err = run_main(numpy_test_main, ["--weights", tmp_path / "cut.h5", "--random", "--n", 5, "--json", tmp_path / "r.json"])
+    assert_one_line_error(code, err, "cut.h5")
+    assert not (tmp_path / "r.json").exists()
+
+
+# ---------------------------------------------------------------------------
+# bad signals and output paths
+
+
+@pytest.mark.parametrize("case", list(BAD_SIGNAL_FRAGMENTS))
+def test_bad_signal_file(case, numpy_test_main, run_main, weights_h5, tmp_path):
+    path = write_bad_signal(tmp_path, case)
+    out = tmp_path / "out" / ("o" + path.suffix)  # in a missing folder: must not be created for bad input
+    before = listing(tmp_path)
+    code, _, err = run_main(numpy_test_main, ["--weights", weights_h5, "--input", path, "--output", out])
+    assert_one_line_error(code, err, path.name, *BAD_SIGNAL_FRAGMENTS[case])
+    assert listing(tmp_path) == before
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".txt"])
+def test_numpy_test_output_in_missing_folder_is_created(numpy_test_main, run_main, weights_h5, tmp_path, suffix):
+    noisy = np.random.default_rng(3).normal(size=100) * 3
+    src = tmp_path / f"in{suffix}"
+    if suffix == ".npy":
+        np.save(src, noisy)
+    else:
+        src.write_text("".join(f"{float(v)!r}\n" for v in noisy))
+    out = tmp_path / "a" / "b" / f"out{suffix}"
+    code, _, err = run_main(numpy_test_main, ["--weights", weights_h5, "--input", src, "--output", out, "--bn-mode", "unfixed"])
+    assert code == 0, err
+    result = np.load(out) if suffix == ".npy" else np.loadtxt(out)
+    assert result.shape == (100,) and np.isfinite(result).all()
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink", "hardlink"])
+def test_output_may_not_overwrite_input(spelling, numpy_test_main, run_main, weights_h5, tmp_path):
+    noisy = np.random.default_rng(4).normal(size=(2, 100))
+    src = tmp_path / "in.npy"
+    np.save(src, noisy)
+    original = src.read_bytes()
+    if spelling == "same":
+        out = src
+    elif spelling == "dotted":
+        out = tmp_path / "." / "in.npy"
+    elif spelling == "symlink":
+        out = tmp_path / "link.npy"
+        out.symlink_to(src)
+    else:
+        out = tmp_path / "hard.npy"
+        os.link(src, out)
+    before = listing(tmp_path)
+    code, _, err = run_main(numpy_test_main, ["--weights", weights_h5, "--input", src, "--output", out])
+    assert_one_line_error(code, err, "overwrite")
+    assert src.read_bytes() == original
+    assert listing(tmp_path) == before

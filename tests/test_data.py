@@ -1,0 +1,243 @@
+"""Tests of Pytorch_V1/data.py: the synthetic and folder streams, the held-out validation split, the RNG stream ids, and training on a --data folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import Pytorch_V1.train as train_mod
+from conftest import assert_one_line_error
+from Pytorch_V1.checkpoint import load_checkpoint, load_model
+from Pytorch_V1.data import (
+    FOLDER_STREAM,
+    MIN_VAL,
+    PRIOR_STREAM,
+    RECORRUPT_STREAM,
+    SPLIT_STREAM,
+    STEP_STREAM,
+    VAL_FRACTION,
+    VAL_PROBE_STREAM,
+    VAL_STREAM,
+    FolderStream,
+    SyntheticStream,
+    held_out_size,
+    split_indices,
+)
+from Pytorch_V1.inference import denoise
+from Pytorch_V1.train import TrainConfig, train
+from deepdenoise1d.dataset import read_folder_dataset, write_folder_dataset
+from deepdenoise1d.metrics import rmse
+from deepdenoise1d.synthesis import benchmark_signals, noisy_pairs
+
+
+# ---------------------------------------------------------------------------
+# streams
+
+
+def test_synthetic_stream_same_seed_same_batches_and_resumes_from_its_state():
+    a, b = SyntheticStream(7, 16, 3.0), SyntheticStream(7, 16, 3.0)
+    for _ in range(3):
+        for x, y in zip(a.next_batch(), b.next_batch()):
+            np.testing.assert_array_equal(x, y)
+    noisy, clean, sigmas = a.next_batch()
+    assert noisy.shape == clean.shape and noisy.shape[0] == 16 and sigmas.shape == (16,) and (sigmas == 3.0).all()
+    assert not np.array_equal(SyntheticStream(8, 16, 3.0).next_batch()[0], SyntheticStream(7, 16, 3.0).next_batch()[0])
+    ranks = [SyntheticStream(7, 16, 3.0, rank=r, world_size=2).next_batch()[0] for r in range(2)]
+    assert not np.array_equal(ranks[0], ranks[1])  # each worker its own stream
+    state = a.state()
+    expected = a.next_batch()
+    restored = SyntheticStream(0, 16, 3.0)
+    restored.load_state(state)
+    for x, y in zip(restored.next_batch(), expected):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_folder_stream_epochs_cover_the_folder_once_split_over_ranks():
+    n = 40
+    noisy = np.arange(n * 20, dtype=np.float64).reshape(n, 20)  # row i starts with 20 i: the signal's index
+    streams = [FolderStream(noisy, None, 1, 5, 2.0, rank=r, world_size=2) for r in range(2)]
+    seen = [[], []]
+    for rank, stream in enumerate(streams):
+        for _ in range(4):  # 20 signals per rank and epoch, batches of 5
+            x, clean, sigmas = stream.next_batch()
+            assert clean is None and x.shape == (5, 20) and (sigmas == 2.0).all()
+            seen[rank] += [int(v) // 20 for v in x[:, 0]]
+    assert sorted(seen[0] + seen[1]) == list(range(n))  # one epoch: every signal once, over both ranks
+    assert streams[0].epoch == streams[1].epoch == 1
+    state = streams[0].state()
+    expected = streams[0].next_batch()[0]
+    restored = FolderStream(noisy, None, 1, 5, 2.0, rank=0, world_size=2)
+    restored.load_state(state)
+    np.testing.assert_array_equal(restored.next_batch()[0], expected)
+
+
+def test_blind_stream_gives_each_signal_its_own_sigma():
+    noisy, clean, sigmas = SyntheticStream(1, 4000, (0.5, 5.0)).next_batch()
+    assert len(np.unique(sigmas)) == 4000
+    # The residual's spread follows each signal's sigma.
+    spread = (noisy - clean).std(axis=1)
+    assert np.corrcoef(spread, sigmas)[0, 1] > 0.97
+    assert abs(np.mean(spread / sigmas) - 1) < 0.01
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_shrunk_sigma_estimate_fits_its_prior_on_noisy_training_signals_only(folder, tmp_path):
+    import Pytorch_V1.train as train_mod
+    from deepdenoise1d.dataset import write_folder_dataset
+
+    run = dict(steps=3, batch_size=16, eval_every=3, save_every=3, device="cpu", loss="sure", sigma_estimate="shrunk",
+               val_size=40)
+    if folder:
+        _, noisy, _ = noisy_pairs(np.random.default_rng(4), 300, (0.5, 5.0))
+        write_folder_dataset(tmp_path / "ds", noisy, None)  # no labels, no σ anywhere
+        run.update(data=str(tmp_path / "ds"), sigma=None)
+    else:
+        run.update(sigma=[0.5, 5.0])
+    val = train_mod.train(train_mod.TrainConfig(**run), tmp_path / "run")
+    assert np.isfinite(val["sure_fixed"])
+    assert load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["config"]["train"]["sigma_estimate"] == "shrunk"
+
+
+# ---------------------------------------------------------------------------
+# the validation split of a folder, and the RNG stream ids
+
+
+def test_held_out_size_is_ten_percent_but_at_least_100():
+    assert (VAL_FRACTION, MIN_VAL) == (0.1, 100)  # the documented rule: "10 %, at least 100"
+    assert held_out_size(500, None) == 100  # 10 % would be 50
+    assert held_out_size(1000, None) == 100
+    assert held_out_size(1200, None) == 120
+    assert held_out_size(5004, None) == 500 and held_out_size(5006, None) == 501  # 10 %, rounded
+    assert held_out_size(50, 7) == 7 and held_out_size(5000, 30) == 30  # --val-size, when given, wins
+
+
+def test_split_indices_are_a_disjoint_seeded_reproducible_partition():
+    train_idx, val_idx = split_indices(1000, 120, 3)
+    assert len(val_idx) == 120 and len(train_idx) == 880
+    assert np.intersect1d(train_idx, val_idx).size == 0
+    np.testing.assert_array_equal(np.union1d(train_idx, val_idx), np.arange(1000))
+    assert (np.diff(train_idx) > 0).all() and (np.diff(val_idx) > 0).all()  # each sorted
+    again_train, again_val = split_indices(1000, 120, 3)
+    np.testing.assert_array_equal(again_train, train_idx)
+    np.testing.assert_array_equal(again_val, val_idx)
+    assert not np.array_equal(split_indices(1000, 120, 4)[1], val_idx)  # another seed, another split
+    # The rule a checkpoint records: default_rng([seed, SPLIT_STREAM]).permutation(n_signals)[:n_val].
+    np.testing.assert_array_equal(val_idx, np.sort(np.random.default_rng([3, SPLIT_STREAM]).permutation(1000)[:120]))
+    assert val_idx.min() < 100 and val_idx.max() > 900  # spread over the folder, not its first or last signals
+
+
+def test_stream_ids_are_distinct():
+    """Each random draw of a run is default_rng([seed, STREAM, ...]): no two kinds of draw may share an id."""
+    ids = [STEP_STREAM, FOLDER_STREAM, SPLIT_STREAM, RECORRUPT_STREAM, PRIOR_STREAM, VAL_PROBE_STREAM, VAL_STREAM]
+    assert len(set(ids)) == len(ids)
+
+
+# ---------------------------------------------------------------------------
+# training on a --data folder: the held-out split, its σ, its labels
+
+
+def write_dataset(folder: Path, n: int, labels: bool, sigma: float = 3.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(seed), n, sigma)
+    write_folder_dataset(folder, noisy, clean if labels else None)
+    return noisy, clean
+
+
+FOLDER_RUN = dict(steps=8, batch_size=16, eval_every=4, save_every=4, device="cpu")
+
+
+def write_plain_folder(folder: Path, noisy: np.ndarray, clean: np.ndarray) -> None:
+    """The original repository's layout, one float per line, written plainly (write_folder_dataset fsyncs every file: slow)."""
+    for sub, signals in (("data", noisy), ("labels", clean)):
+        (folder / sub).mkdir(parents=True)
+        for i, signal in enumerate(signals):
+            (folder / sub / f"{i}.txt").write_text("".join(f"{v:.9g}\n" for v in signal))
+
+
+@pytest.fixture(scope="module")
+def sigma2_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sigma2") / "ds"
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(3), 1200, 2.0)
+    write_plain_folder(folder, noisy, clean)
+    return folder, noisy, clean
+
+
+def test_folder_run_validates_on_its_held_out_split(sigma2_folder, tmp_path, capsys):
+    """VAL_FRACTION (at least MIN_VAL) of the folder is held out; the printed validation RMSE is what an independent
+    evaluation of the best checkpoint on exactly those signals gives; σ is estimated; no Bayes line."""
+    folder, noisy, clean = sigma2_folder
+    run = tmp_path / "run"
+    val = train(TrainConfig(**{**FOLDER_RUN, "steps": 40, "eval_every": 20, "save_every": 20}, data=str(folder)), run)
+    out, err = capsys.readouterr()
+    assert "validation on 120 held-out signals of" in err and "validation on 120 held-out signals of" in out
+    assert "Bayes" not in out + err
+    best = load_checkpoint(run / "ckpt_best.pth")
+    train_cfg = best["config"]["train"]
+    assert train_cfg["data"] == str(folder) and train_cfg["val_size"] == 120
+    assert train_cfg["split"]["n_signals"] == 1200 and train_cfg["split"]["n_val"] == 120
+    assert abs(train_cfg["sigma"][0] / 2.0 - 1) < 0.05 and train_cfg["sigma"][0] == train_cfg["sigma"][1]
+    assert best["config"]["model"]["sigma_range"] == train_cfg["sigma"]
+    _, val_idx = split_indices(1200, 120, train_cfg["seed"])
+    model, _ = load_model(run / "ckpt_best.pth")
+    mode = best["config"]["model"]["bn_mode"]
+    noisy, clean = read_folder_dataset(folder)  # as the files hold them
+    independent = float(rmse(denoise(model, noisy[val_idx], bn_mode=mode), clean[val_idx]).mean())
+    assert independent == pytest.approx(best["validation"][mode], rel=1e-4)
+    # ... and it predicts the error on fresh signals of the folder's noise level.
+    fresh_clean, fresh_noisy = benchmark_signals(2026, 3000, 2.0)
+    fresh = float(rmse(denoise(model, fresh_noisy, bn_mode=mode), fresh_clean).mean())
+    assert abs(fresh / best["validation"][mode] - 1) < 0.05, (fresh, best["validation"][mode])
+    assert np.isfinite(val["fixed"]) and np.isfinite(val["unfixed"])
+
+
+def test_folder_sigma_that_disagrees_with_the_estimate_warns(sigma2_folder, tmp_path, capsys):
+    folder, _, _ = sigma2_folder
+    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(folder), sigma=[3.0, 3.0]), tmp_path / "run")
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--sigma 3" in warnings[0] and "differs" in warnings[0]
+    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(folder), sigma=[2.1, 2.1]), tmp_path / "run2")
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_folder_training_with_sure_needs_no_labels(tmp_path):
+    write_dataset(tmp_path / "ds", 150, labels=False)
+    assert not (tmp_path / "ds" / "labels").exists()
+    val = train(TrainConfig(**FOLDER_RUN, data=str(tmp_path / "ds"), loss="sure", val_size=30), tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")
+    assert ckpt["step"] == 8 and ckpt["config"]["train"]["loss"] == "sure"
+    assert set(val) == {"sure_fixed", "sure_unfixed"} and all(np.isfinite(v) for v in val.values())
+
+
+def test_folder_of_varying_sigma_uses_per_signal_estimates_for_sure(tmp_path, capsys):
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(1), 400, (0.5, 5.0))
+    write_folder_dataset(tmp_path / "ds", noisy, None)
+    train(TrainConfig(**{**FOLDER_RUN, "steps": 2}, data=str(tmp_path / "ds"), loss="sure"), tmp_path / "run")
+    assert "each signal's own estimate" in capsys.readouterr().err
+    cfg = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["config"]["train"]
+    assert cfg["sigma_per_signal"] is True and cfg["sigma"][0] < 1.0 < 4.0 < cfg["sigma"][1]
+
+
+def test_too_small_folder_is_a_clear_error(tmp_path, run_main):
+    write_dataset(tmp_path / "ds", 60, labels=True)
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "run", "--steps", 2])
+    assert_one_line_error(code, err, "60 signals", "validation")
+
+
+def test_folder_without_labels_and_mse_is_a_clear_error(tmp_path, run_main):
+    write_dataset(tmp_path / "ds", 16, labels=False)
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "c2", "--steps", 2])
+    assert_one_line_error(code, err, "labels")
+    assert not (tmp_path / "c2" / "ckpt_last.pth").exists()
+
+
+def test_labels_of_a_different_length_are_a_clear_error(tmp_path, run_main):
+    noisy, clean = write_dataset(tmp_path / "ds", 8, labels=True)
+    write_folder_dataset(tmp_path / "ds", noisy[:1], clean[:1, :90])  # labels/0.txt is shorter than data/0.txt
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "c", "--steps", 2])
+    assert_one_line_error(code, err, "0.txt")
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path, run_main):
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "nope", "--run-dir", tmp_path / "c", "--device", "cpu"])
+    assert_one_line_error(code, err, "nope")

@@ -1,0 +1,95 @@
+"""Tests of Pytorch_V1/losses.py: SURE's unbiasedness, the R2R loss, UNSURE's learned noise variance (UnsureEta) and the per-signal loss weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from Pytorch_V1.losses import UnsureEta, loss_weights, sure_per_signal
+from deepdenoise1d.synthesis import noisy_pairs
+
+
+# ---------------------------------------------------------------------------
+# SURE
+
+
+def _sure_and_mse(denoiser, sigma: float, n: int = 20000, seed: int = 0, central: bool = False, probes: int = 0):
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(seed), n, sigma)
+    x = torch.tensor(noisy, dtype=torch.float64)[:, None]
+    shape = (probes, *noisy.shape) if probes else noisy.shape  # (P, N, L): P probes averaged
+    probe = torch.tensor(np.random.default_rng(seed + 1).standard_normal(shape)).unsqueeze(-2)
+    pred = denoiser(x, None)
+    epsilon = 0.1 if central else 1e-3  # antithetic probes: bias O(ε²), so a large step is fine
+    sure = sure_per_signal(denoiser, x, pred, torch.full((n,), sigma, dtype=torch.float64), probe, epsilon, False,
+                           central=central)
+    mse = ((pred[:, 0].numpy() - clean) ** 2).mean(axis=1)
+    return sure.numpy(), mse
+
+
+@pytest.mark.parametrize("denoiser", [
+    lambda x, h: 0.6 * x,  # linear: divergence 0.6·L exactly
+    lambda x, h: F.softshrink(x, 3.0),  # soft threshold: divergence = number of |y| > T
+    lambda x, h: torch.relu(x - 2.0) + 0.1 * torch.roll(x, 1, dims=-1),  # couples neighbours
+])
+@pytest.mark.parametrize("central, probes", [(False, 0), (True, 0), (True, 3)])
+def test_sure_is_an_unbiased_estimate_of_the_mse(denoiser, central, probes):
+    sure, mse = _sure_and_mse(denoiser, 3.0, central=central, probes=probes)
+    diff = sure - mse
+    stderr = diff.std(ddof=1) / np.sqrt(diff.size)
+    assert abs(diff.mean()) < 4 * stderr, (sure.mean(), mse.mean(), stderr)
+    assert abs(sure.mean() / mse.mean() - 1) < 0.03
+
+
+def test_sure_is_not_the_plain_residual():
+    # Without the divergence term the "risk" of the identity would be 0, not sigma².
+    sure, mse = _sure_and_mse(lambda x, h: x, 2.0, n=5000)
+    assert abs(sure.mean() - 4.0) < 0.15 and abs(mse.mean() - 4.0) < 0.15
+
+
+# ---------------------------------------------------------------------------
+# R2R and UNSURE
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_r2r_loss_is_the_clean_loss_at_the_recorrupted_noise_plus_a_constant(alpha):
+    # ŷ = y + ασz and ȳ = y − σz/α have independent noises, so E‖f(ŷ) − ȳ‖²/L = E‖f(ŷ) − x‖²/L + σ²(1 + 1/α²).
+    from Pytorch_V1.losses import r2r_per_signal
+
+    sigma, n = 2.0, 20000
+    clean, noisy, _ = noisy_pairs(np.random.default_rng(5), n, sigma)
+    x = torch.tensor(noisy, dtype=torch.float64)[:, None]
+    z = torch.tensor(np.random.default_rng(6).standard_normal(x.shape))
+    denoiser = lambda v, h: torch.relu(v - 2.0) + 0.1 * torch.roll(v, 1, dims=-1)  # noqa: E731
+    loss = r2r_per_signal(denoiser, x, torch.full((n,), sigma, dtype=torch.float64), z, alpha, False).numpy()
+    clean_loss = ((denoiser(x + alpha * sigma * z, None)[:, 0].numpy() - clean) ** 2).mean(axis=1)
+    diff = loss - clean_loss - sigma**2 * (1 + 1 / alpha**2)
+    assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(n), diff.mean()
+
+
+def test_unsure_raises_eta_while_the_divergence_is_positive_and_lowers_it_when_negative():
+    eta = UnsureEta()
+    assert eta.start(torch.full((4, 1, 10), 2.0)) == pytest.approx(0.25 * 4.0)
+    start = eta.value
+    for _ in range(5):
+        eta.update(0.3)
+    assert eta.value > start
+    high = eta.value
+    for _ in range(40):
+        eta.update(-0.3)
+    assert 0 < eta.value < high
+    restored = UnsureEta()
+    restored.load_state_dict(eta.state_dict())
+    assert restored.state_dict() == eta.state_dict()
+
+
+# ---------------------------------------------------------------------------
+# loss weights
+
+
+def test_loss_weights_balance_noise_levels():
+    sigmas = np.array([0.5, 1.0, 5.0])
+    assert loss_weights("none", sigmas) is None
+    for kind in ("sigma2", "bayes"):
+        w = loss_weights(kind, sigmas)
+        assert w.mean() == pytest.approx(1.0) and w[0] > w[1] > w[2]  # the noisiest signals weigh least

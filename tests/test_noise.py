@@ -1,0 +1,126 @@
+"""deepdenoise1d/noise.py: σ estimators (pooled and per signal), the fitted σ prior and shrinkage, folder σ."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, load_script
+from deepdenoise1d import noise
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.synthesis import DEFAULT_SEED, benchmark_signals, noisy_pairs
+
+
+def test_estimate_sigma_per_signal_matches_a_plain_loop_and_the_pooled_value():
+    _, noisy, _ = noisy_pairs(np.random.default_rng(8), 50, 2.0)
+    median_form = lambda v: 1.4826 * np.median(-v[v <= 0])  # noqa: E731
+    rms_form = lambda v: np.sqrt(np.mean(v[v <= 0] ** 2))  # noqa: E731
+    for method, form in (("negative", median_form), ("negative_rms", rms_form)):
+        loop = [form(row) for row in noisy]
+        np.testing.assert_allclose(noise.estimate_sigma(noisy, per_signal=True, method=method), loop, rtol=1e-4)
+        assert noise.estimate_sigma(noisy, method=method) == pytest.approx(form(noisy), rel=1e-4)
+    assert noise.estimate_sigma(noisy) == pytest.approx(rms_form(noisy), rel=1e-12)  # the default
+    with pytest.raises(ValueError, match="signal 1"):
+        noise.estimate_sigma(np.array([[-1.0, 2.0], [1.0, 2.0]]), per_signal=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        noise.estimate_sigma(np.array([[-1.0, np.nan]]))
+
+
+def test_wavelet_sigma_is_scikit_image_batched():
+    from skimage.restoration import estimate_sigma as skimage_sigma
+
+    _, noisy, _ = noisy_pairs(np.random.default_rng(9), 12, 1.5)
+    ours = noise.estimate_sigma(noisy, per_signal=True, method="wavelet")
+    np.testing.assert_allclose(ours, [skimage_sigma(row) for row in noisy], rtol=1e-9)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 3.0, 5.0])
+def test_default_sigma_estimator_beats_the_wavelet_mad_on_spikes(sigma):
+    # The comparison behind the default (scripts/compare_sigma_estimators.py), on one draw.
+    _, noisy = benchmark_signals(DEFAULT_SEED, 2000, sigma)
+    negative = noise.estimate_sigma(noisy) / sigma - 1
+    wavelet = noise.estimate_sigma(noisy, method="wavelet") / sigma - 1
+    assert abs(negative) < 0.04 and abs(negative) < abs(wavelet)
+
+
+def test_compare_sigma_estimators_script(run_main, tmp_path):
+    script = load_script(REPO_ROOT / "scripts" / "compare_sigma_estimators.py", "compare_sigma_estimators")
+    code, out, err = run_main(script, ["--n", "300", "--repeats", "2", "--output", tmp_path / "sigma.md"])
+    assert code == 0, err
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "estimator" not in line]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [(f"{s:g}", m) for s in script.SIGMAS for m in ("negative", "negative_rms", "wavelet")]
+    assert all(abs(float(r[2])) < 5 for r in rows if r[1].strip() == "negative")  # per-signal bias, % of σ
+    assert (tmp_path / "sigma.md").read_text() == out
+
+
+def test_sigma_prior_is_fitted_from_noisy_signals_and_shrinks_toward_it():
+    from deepdenoise1d.noise import estimate_sigma, shrink_sigma, sigma_posterior_mean, sigma_prior
+    from deepdenoise1d.synthesis import noisy_pairs
+
+    # One noise level: the fitted distribution piles up there and the posterior means agree far better than σ̂.
+    _, noisy, _ = noisy_pairs(np.random.default_rng(11), 4000, 2.0)
+    grid, weights = sigma_prior(noisy)
+    assert weights.sum() == pytest.approx(1.0) and weights[(grid > 1.8) & (grid < 2.2)].sum() > 0.9
+    raw, posterior = estimate_sigma(noisy, per_signal=True), sigma_posterior_mean(noisy, (grid, weights))
+    assert np.std(posterior) < 0.3 * np.std(raw) and abs(np.median(posterior) / 2.0 - 1) < 0.03
+    # A range of levels: the distribution spans it; shrink_sigma pulls the top back inside and keeps σ̂ below.
+    _, noisy, sigmas = noisy_pairs(np.random.default_rng(12), 6000, (1.0, 4.0))
+    prior = sigma_prior(noisy)
+    raw, posterior, shrunk = (estimate_sigma(noisy, per_signal=True), sigma_posterior_mean(noisy, prior),
+                              shrink_sigma(noisy, prior))
+    assert raw.max() > 4.4 and posterior.max() < 4.2 and shrunk.max() < 4.2
+    assert np.array_equal(shrunk, np.minimum(raw, posterior)) and (shrunk == raw).mean() > 0.5
+    assert np.corrcoef(posterior, sigmas)[0, 1] > 0.9
+
+
+# --- estimate_sigma on known σ, per_signal_sigma, folder_sigmas ------------------------------------
+
+
+@pytest.mark.parametrize("sigma", [0.5, 3.0])
+def test_estimate_sigma_recovers_a_known_sigma_within_its_sampling_error(sigma):
+    """Pure zero-baseline noise of known σ, N samples, about k = N/2 of them ≤ 0.
+
+    ``negative_rms``: σ̂² is the mean of k values σ²·Z² (Var Z² = 2), so sd(σ̂/σ) ≈ 1/√(2k) = 1/√N.
+    ``negative``: the median of k half-normal values; its sd, over its value 0.6745 σ, is
+    √(p(1−p)) / (√k · f(0.6745) · 0.6745) with f = 2φ ≈ 0.636, i.e. ≈ 1.65/√N. Five sd each.
+    """
+    noisy = np.random.default_rng(41).normal(0.0, sigma, size=(200, 100))
+    n = noisy.size
+    for method, sd in (("negative_rms", 1 / np.sqrt(n)), ("negative", 1.65 / np.sqrt(n))):
+        assert abs(noise.estimate_sigma(noisy, method=method) / sigma - 1) < 5 * sd, method
+    # Per signal: L = 100 samples, k ≈ 50, so the estimates spread by about 1/√(2k) = 0.1 of σ.
+    per_signal = noise.estimate_sigma(noisy, per_signal=True) / sigma
+    assert per_signal.shape == (200,)
+    assert 0.8 * 0.1 < per_signal.std() < 1.25 * 0.1
+    assert abs(per_signal.mean() - 1) < 5 * 0.1 / np.sqrt(200)
+
+
+def test_per_signal_sigma_is_one_clipped_value_per_signal():
+    _, noisy, sigmas = noisy_pairs(np.random.default_rng(42), 300, (0.5, 5.0))
+    got = noise.per_signal_sigma(noisy, "x.npy")
+    assert got.shape == (300,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, noise.estimate_sigma(noisy, per_signal=True), rtol=1e-12)
+    assert np.corrcoef(got, sigmas)[0, 1] > 0.9
+    assert noise.per_signal_sigma(np.zeros((2, 100)), "zeros.npy").tolist() == [1e-3, 1e-3]  # kept above 1e-3
+    shrunk = noise.per_signal_sigma(noisy, "x.npy", prior=noise.sigma_prior(noisy))
+    assert shrunk.shape == (300,) and np.all(shrunk <= got + 1e-12)
+    signals = np.vstack([noisy[:2], np.ones((1, 100))])  # signal 2 has no sample <= 0
+    with pytest.raises(InputError, match=r"x\.npy: .*signal 2"):
+        noise.per_signal_sigma(signals, "x.npy")
+
+
+def test_folder_sigmas_pools_one_sigma_and_keeps_per_signal_values_when_sigma_varies():
+    _, one, _ = noisy_pairs(np.random.default_rng(43), 500, 2.0)
+    pooled, per_signal = noise.folder_sigmas(one, "one/")
+    assert per_signal is None and abs(pooled / 2.0 - 1) < 0.05
+    _, mixed, sigmas = noisy_pairs(np.random.default_rng(44), 500, (0.5, 5.0))
+    pooled, per_signal = noise.folder_sigmas(mixed, "mixed/")
+    assert per_signal is not None and per_signal.shape == (500,)
+    assert np.corrcoef(per_signal, sigmas)[0, 1] > 0.9 and 0.5 < pooled < 5.0
+    with pytest.raises(InputError, match="positive/: cannot estimate the noise level"):
+        noise.folder_sigmas(np.ones((3, 100)), "positive/")
+
+
+@pytest.mark.parametrize("sigma", [1.0, 3.0, 5.0])
+def test_sigma_is_estimated_from_noisy_signals_alone(sigma):
+    _, noisy, _ = noisy_pairs(np.random.default_rng(3), 1000, sigma)
+    assert abs(noise.estimate_sigma(noisy) / sigma - 1) < 0.04

@@ -1,0 +1,45 @@
+"""scripts/label_free_study.py and scripts/blind_study.py: the study scripts' tables and their write guard."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+
+def test_label_free_study_reports_r2r_recorruption_mean_and_unsure_learned_sigma(tmp_path, capsys):
+    import Pytorch_V1.train as train_mod
+    from conftest import load_script
+
+    for loss in ("r2r", "unsure"):
+        args = ["--loss", loss, "--steps", "4", "--batch-size", "16", "--val-size", "40", "--eval-every", "2",
+                "--device", "cpu"]
+        train_mod.train(train_mod.config_from_args(train_mod.get_args(args)), tmp_path / loss)
+    study = load_script(REPO_ROOT / "scripts" / "label_free_study.py", "label_free_study")
+    out = tmp_path / "table.md"
+    study.main([str(tmp_path / "r2r" / "ckpt_best.pth"), str(tmp_path / "unsure" / "ckpt_last.pth"),
+                "--n", "20", "--draws", "2", "--score", "0.5:5", "--output", str(out)])
+    scores = [line for line in capsys.readouterr().out.splitlines() if line.startswith("label-free score")]
+    assert len(scores) == 2 and all(np.isfinite(float(line.split("): ")[1].split()[0])) for line in scores)
+    rows = __import__("json").loads(out.with_suffix(".json").read_text())
+    assert [(r["loss"], r["inference"]) for r in rows] == [("r2r", "f(y)"), ("r2r", "mean of 2 f(y + ασz)"),
+                                                           ("unsure", "f(y)")]
+    assert rows[2]["learned_sigma"] > 0 and all(np.isfinite(r["rmse"]) and r["vs_bayes"] > 0.9 for r in rows)
+    assert rows[0]["rmse"] != rows[1]["rmse"]  # the recorruption mean is computed, not copied
+    assert "| 3 |" in out.read_text()
+
+
+@pytest.mark.parametrize("script, args", [
+    ("blind_study.py", lambda ckpt: ["--sure", ckpt, "--blind", "none.pth", "--blind-sure", "none.pth"]),
+    ("label_free_study.py", lambda ckpt: [ckpt]),
+])
+def test_study_scripts_refuse_to_write_over_a_checkpoint_they_read(script, args, tmp_path, run_main):
+    from conftest import assert_one_line_error, load_script
+
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes((REPO_ROOT / "ckpt" / "ckpt_sure.pth").read_bytes())
+    before = ckpt.read_bytes()
+    module = load_script(REPO_ROOT / "scripts" / script, script[:-3])
+    code, out, err = run_main(module, [*args(str(ckpt)), "--n", "10", "--sigma", "3", "--output", str(ckpt)])
+    assert_one_line_error(code, err, "refusing to overwrite")
+    assert ckpt.read_bytes() == before and out == ""  # refused before any work

@@ -1,0 +1,47 @@
+"""Tests of icnn/spec.py: ModelConfig, the expected weight shapes, check_weights, check_bn_mode, config_from_keys."""
+from __future__ import annotations
+
+import pytest
+
+from icnn.spec import COUNTER_SUFFIX, ModelConfig, check_bn_mode, check_weights, config_from_keys, expected_shapes
+from Pytorch_V1.model import ICNN_s
+from deepdenoise1d.errors import InputError
+
+
+def test_model_config_round_trip():
+    cfg = ModelConfig(prior=False, norm="sparse_bn", bn_mode="unfixed", sigma_range=[0.5, 5])
+    assert ModelConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
+    assert cfg.to_dict() == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed", "sigma_range": [0.5, 5.0]}
+    assert ModelConfig(sigma_range=3).sigma_range == [3.0, 3.0]  # one sigma s is [s, s]
+    assert ModelConfig.from_dict({}, train_sigma=[1, 2]).sigma_range == [1.0, 2.0]
+    assert ModelConfig.from_dict({}, train_sigma="auto").sigma_range is None  # nothing derived from a non-number
+
+
+@pytest.mark.parametrize("config", [ModelConfig(), ModelConfig(prior=False), ModelConfig(norm="sparse_bn")])
+def test_expected_shapes_match_a_fresh_icnn_s_state_dict(config):
+    state = ICNN_s(config).state_dict()
+    weights = {k: tuple(v.shape) for k, v in state.items() if not k.endswith(COUNTER_SUFFIX)}
+    expected = expected_shapes(config)
+    assert expected == weights
+    assert list(expected) == list(weights)  # in state-dict order
+    check_weights({k: tuple(v.shape) for k, v in state.items()}, config, "fresh")  # the counters are allowed
+    assert config_from_keys(state) == ModelConfig(prior=config.prior, norm=config.norm)
+
+
+def test_check_weights_names_the_first_wrong_key():
+    shapes = expected_shapes(ModelConfig())
+    with pytest.raises(InputError, match=r"w\.pth: missing tensor 'wienernet\.beta'"):
+        check_weights({k: v for k, v in shapes.items() if k != "wienernet.beta"}, ModelConfig(), "w.pth")
+    with pytest.raises(InputError, match="unexpected tensor 'extra.weight'"):
+        check_weights({**shapes, "extra.weight": (2,)}, ModelConfig(), "w.pth")
+    flat = {**shapes, "outc.conv.weight": (2,)}
+    with pytest.raises(InputError, match=r"'outc\.conv\.weight' has shape \(2,\), expected \(1, 2, 1\)"):
+        check_weights(flat, ModelConfig(), "w.pth")
+    check_weights(flat, ModelConfig(), "w.h5", flat_ok=True)  # the .h5 stores tensors flat
+
+
+def test_check_bn_mode_refuses_an_unknown_mode():
+    assert check_bn_mode("fixed") == "fixed" and check_bn_mode("unfixed") == "unfixed"
+    for bad in ("train", "FIXED", "", None, 3):
+        with pytest.raises(InputError, match="bn mode"):
+            check_bn_mode(bad)
