@@ -3,6 +3,7 @@
     python Numpy_V2/Numpy_test.py                                   # figures runs/figures/TestK_numpy.png
     python Numpy_V2/Numpy_test.py --random [--n 2000 --seed 2026 --sigma 3] [--json r.json --plots]
     python Numpy_V2/Numpy_test.py --input noisy.npy --output clean.npy [--bn-mode unfixed]
+    python Numpy_V2/Numpy_test.py --input rec.npy --output out.npy --method auto [--sigma S] [--json J]
 
 Weights come from ``--weights`` (default ckpt/ckpt_best.h5, written by pth2h5.py).
 When that default file is missing, the figures and the table show the classical
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 from icnn.shipped import default_weights
@@ -46,7 +48,7 @@ def load_backend(args) -> frontend.Backend:
     weights = args.weights
     if weights is None:
         if not DEFAULT_WEIGHTS.exists():
-            if args.input is None:
+            if args.input is None or args.method == "auto":
                 print(f"{PROG}: no weights at {DEFAULT_WEIGHTS}; classical methods only "
                       f"(make them with: python pth2h5.py, or pass --weights)", file=sys.stderr)
             return frontend.Backend(PROG, "NumPy", "numpy", None, None, None, None, MIN_LENGTH, CHUNK, BN_MODES)
@@ -59,7 +61,15 @@ def load_backend(args) -> frontend.Backend:
     threads = resolve_threads(args.threads)
     return frontend.Backend(PROG, "NumPy", "numpy", weights,
                        lambda noisy, mode: net.denoise(noisy, bn_mode=mode, threads=threads),
-                       net.config.bn_mode, net.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES)
+                       net.config.bn_mode, net.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES,
+                       train_length=net.config.train_length, jacobian=partial(exact_jacobians, net))
+
+
+def exact_jacobians(net, rows, mode):
+    """The network's Jacobian of each signal (Numpy_V2/jacobian.py): exact SURE for --method auto."""
+    from Numpy_V2.jacobian import jacobians
+
+    return jacobians(net, rows, mode)["jacobian"]
 
 
 def main(argv=None):

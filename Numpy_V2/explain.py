@@ -14,24 +14,29 @@ denoiser's diagonal Jacobian (at ``--sigma``), the offset, and the feature maps.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
 
 from icnn.shipped import default_weights
 from icnn.spec import BN_MODES, MIN_LENGTH
-from Numpy_V2.jacobian import bayes_jacobian_diagonal, bn_mode_of, feature_maps, jacobians
+from Numpy_V2.jacobian import JACOBIAN_BLOCK, bayes_jacobian_diagonal, bn_mode_of, feature_maps, jacobians
 from Numpy_V2.model import load_h5
-from deepdenoise1d.cli import add_bn_mode_arg, add_threads_arg, add_weights_arg, positive_float
+from deepdenoise1d.budget import check_memory, memory_limit
+from deepdenoise1d.cli import (add_bn_mode_arg, add_overwrite_arg, add_threads_arg, add_weights_arg, output_file,
+                               positive_float, positive_int)
+from deepdenoise1d.threads import resolve_threads
 from deepdenoise1d.errors import InputError, run_cli
-from deepdenoise1d.io import check_chunk, read_signals
-from deepdenoise1d.safewrite import atomic_write, guard_output
+from deepdenoise1d.io import check_chunk, open_signals
+from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.progress import Progress
 from deepdenoise1d.synthesis import SIGMA
 
 DEFAULT_WEIGHTS = default_weights(".h5")
-# The Jacobians are held in memory before the .npz is written: refuse inputs beyond this.
-MAX_JACOBIAN_BYTES = 4 * 2**30
+# Forward-mode tangents of one signal in a block, per L² (float32 tangents of every layer: about 215
+# bytes measured at L = 1000 and 2000). The result is held in memory before the .npz is written.
+TANGENT_BYTES_PER_L2 = 240
 WIENER_KERNEL = np.full(3, 1.0 / 3.0)  # scipy.signal.wiener's local mean over its 3-sample window
 
 
@@ -43,27 +48,43 @@ def get_args(argv=None) -> argparse.Namespace:
     )
     add_weights_arg(parser, DEFAULT_WEIGHTS, "HDF5 weights (.h5)")
     parser.add_argument("--input", type=Path, required=True, metavar="PATH", help="noisy signals, .npy ([L] or [N, L]) or .txt")
-    parser.add_argument("--output", type=Path, required=True, metavar="PATH",
+    parser.add_argument("--output", type=output_file, required=True, metavar="PATH",
                         help="the .npz to write (jacobian, offset, output)")
+    add_overwrite_arg(parser)
     add_bn_mode_arg(parser, BN_MODES)
     parser.add_argument("--fig-dir", type=Path, default=None, metavar="DIR",
                         help="also draw the filter figures of the first signal into DIR")
     parser.add_argument("--sigma", type=positive_float, default=SIGMA, metavar="S",
                         help=f"noise level of the Bayes denoiser drawn beside the network in the figures (default {SIGMA})")
+    parser.add_argument("--max-length", type=positive_int, default=None, metavar="N",
+                        help="explain only the first N samples of each signal (the Jacobians grow as N²)")
     add_threads_arg(parser)
     return parser.parse_args(argv)
 
 
-def read_input(path: Path) -> np.ndarray:
-    """Checked (N, L) float64 signals from ``path``, refusing inputs whose Jacobians would not fit."""
-    signals, _ = read_signals(path)
+def jacobian_bytes(n: int, length: int, threads: int = 1, figures: bool = False) -> int:
+    """Estimated peak memory of the Jacobians of ``n`` signals of ``length``: the (n, L, L) result held
+    for the .npz, and the forward-mode tangents of the blocks running at once (one more signal for --fig-dir)."""
+    working = min(n, JACOBIAN_BLOCK) * max(1, threads) + (1 if figures else 0)
+    return length * length * (8 * n + TANGENT_BYTES_PER_L2 * working)
+
+
+def read_input(path: Path, max_length: int | None = None, threads: int = 1, figures: bool = False) -> np.ndarray:
+    """Checked (N, L) float64 signals from ``path`` (the first ``max_length`` samples of each), refusing,
+    before loading them, inputs whose Jacobians would not fit in memory (:mod:`deepdenoise1d.budget`)."""
+    signals, _ = open_signals(path)
+    if max_length is not None:
+        signals = signals[:, :max_length]
     n, length = signals.shape
     if length < MIN_LENGTH:
         raise InputError(f"{path}: signals have length {length}, need at least {MIN_LENGTH}")
-    size = n * length * length * 8
-    if size > MAX_JACOBIAN_BYTES:
-        raise InputError(f"{path}: {n} signals of length {length} need {size / 2**30:.1f} GiB of Jacobians "
-                         f"(limit {MAX_JACOBIAN_BYTES / 2**30:.0f} GiB); split the input")
+    limit, _ = memory_limit()
+    per_l2 = jacobian_bytes(n, 1, threads, figures)
+    fits = int(math.isqrt(max(limit, 0) // per_l2))
+    way_round = (f"pass --max-length {fits} to explain the first {fits} samples of each signal, or fewer signals"
+                 if fits >= MIN_LENGTH else "explain fewer signals at a time")
+    check_memory(jacobian_bytes(n, length, threads, figures),
+                 f"{path}: computing the Jacobians of {n} signal(s) of length {length}", way_round)
     check_chunk(signals, 0, str(path), np.float64)
     return np.array(signals, dtype=np.float64)
 
@@ -112,12 +133,19 @@ def save_figures(figures: dict[str, object], folder: Path, prefix: str, reads: t
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    with write_policy(overwrite=args.overwrite):  # every write below: deepdenoise1d.safewrite's policy
+        explain(args)
+
+
+def explain(args: argparse.Namespace) -> None:
+    """Compute, write the .npz and draw the figures the flags ask for."""
     reads = (args.weights, args.input)
     if args.output.suffix.lower() != ".npz":
         raise InputError(f"{args.output}: the output is an .npz archive; name it *.npz")
-    guard_output(args.output, reads)  # refuse a bad output before the work, not after
+    # The memory check comes first: a refused input leaves no folder or file behind.
+    y = read_input(args.input, args.max_length, resolve_threads(args.threads), args.fig_dir is not None)
+    guard_output(args.output, reads, kind="npz")  # refuse a bad output before the work, not after
     net = load_h5(args.weights, dtype=np.float64)
-    y = read_input(args.input)
     mode = bn_mode_of(net, args.bn_mode)
     bar = Progress(y.shape[0], "jacobians", unit="signal")
     try:

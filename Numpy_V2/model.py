@@ -44,7 +44,8 @@ from Numpy_V2.layers import (
 from Numpy_V2.parallel import run_blocks
 from deepdenoise1d.classical import wiener_inverse_response
 from deepdenoise1d.errors import InputError
-from deepdenoise1d.io import check_chunk
+from deepdenoise1d.io import check_chunk, check_span
+from deepdenoise1d.windows import denoise_windows
 
 # Signals per forward pass inside a chunk: about 1 MB of float32 activations per
 # layer, so one block's activations stay in cache.
@@ -246,7 +247,9 @@ class NumpyICNN:
         Parameters
         ----------
         noisy : np.ndarray
-            Shape (N, L) or (L,), finite (and within float32's range), L ≥ 16.
+            Shape (N, L) or (L,), finite (and within float32's range), L ≥ 16. Signals
+            longer than ``config.train_length`` are denoised in overlapping windows of it,
+            blended (:func:`deepdenoise1d.windows.denoise_windows`).
         bn_mode : {"fixed", "unfixed"}, optional
             Defaults to ``config.bn_mode``.
         threads : int, optional
@@ -268,6 +271,12 @@ class NumpyICNN:
         if chunk < 1:
             raise InputError(f"chunk must be >= 1, got {chunk}")
         out = np.empty(noisy.shape, dtype=noisy.dtype if noisy.dtype in (np.float32, np.float64) else np.float64)
+        window = self.config.train_length
+        if noisy.shape[1] > window:  # longer than the training signals: overlapping windows of that length, blended
+            length = noisy.shape[1]
+            return denoise_windows(noisy, lambda block: self.denoise(block, mode, threads, chunk), window,
+                                   batch=chunk, out=out, dtype=self.dtype,
+                                   check=lambda raw, flat: check_span(raw, flat, length, "input", self.dtype))
 
         def denoise_block(start: int) -> None:
             raw = noisy[start : start + FORWARD_BLOCK]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from icnn.spec import COUNTER_SUFFIX, ModelConfig, check_weights, config_from_keys
+from icnn.spec import COUNTER_SUFFIX, ModelConfig, check_weight_values, check_weights, config_from_keys
 from Pytorch_V1.distributed import Workers
 from Pytorch_V1.losses import LABEL_FREE, UnsureEta
 from Pytorch_V1.model import ICNN_s
@@ -145,6 +145,7 @@ def check_state_dict(state_dict: dict, config: ModelConfig, source: str) -> None
         if not bool(torch.isfinite(value).all()):
             raise InputError(f"{source}: tensor {key!r} holds non-finite values (NaN or inf)")
     check_weights({k: tuple(v.shape) for k, v in state_dict.items()}, config, source)
+    check_weight_values(state_dict, source)
 
 
 def load_state_dict_strict(model: ICNN_s, state_dict: dict, source: str) -> None:

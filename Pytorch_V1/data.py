@@ -10,12 +10,13 @@ import torch
 from Pytorch_V1.distributed import Workers, note
 from Pytorch_V1.losses import LABEL_FREE
 from Pytorch_V1.model import wiener_prior
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.classical import bayes_posterior_mean
 from deepdenoise1d.dataset import read_folder_dataset
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.metrics import rmse
-from deepdenoise1d.noise import folder_sigmas, per_signal_sigma, sigma_prior
-from deepdenoise1d.synthesis import SIGMA, noisy_pairs
+from deepdenoise1d.noise import estimate_sigma_auto, folder_sigmas, per_signal_sigma, sigma_prior
+from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, noisy_pairs
 
 VAL_FRACTION = 0.1  # of a --data folder, held out for validation
 MIN_VAL = 100  # at least this many held-out signals
@@ -26,6 +27,16 @@ PRIOR_SIGNALS = 20000  # noisy signals that --sigma-estimate shrunk fits the σ 
 # rank checkpoints more reliably than one; no gradient flows, so the step can be small.
 VAL_PROBES = 8
 VAL_EPSILON = 1e-2
+# Memory of one training step: activations kept for the backward pass, their gradients and the
+# batch (about 1 kB per sample measured on CPU at length 100), above a base for torch and validation.
+TRAIN_BYTES_PER_SAMPLE = 1200
+TRAIN_BASE_BYTES = 512 * 2**20
+
+
+def check_training_memory(batch_size: int, length: int) -> None:
+    """Refuse (one line, :func:`deepdenoise1d.budget.check_memory`) a batch whose step cannot fit in memory."""
+    need = TRAIN_BASE_BYTES + batch_size * length * TRAIN_BYTES_PER_SAMPLE
+    check_memory(need, f"--batch-size {batch_size} (signals of length {length})", "use a smaller --batch-size")
 
 # Stream ids: each random draw of a run is default_rng([seed, STREAM, ...]), so no two draws share numbers.
 STEP_STREAM = 5  # per worker [seed, 5, rank]: BN-statistics coin, SURE probes, R2R recorruption
@@ -155,7 +166,8 @@ def load_data(cfg, workers: Workers, device: torch.device):
     local_batch = cfg.batch_size // workers.world_size
     if cfg.data is not None:
         return folder_data(cfg, workers, device, local_batch)
-    cfg = replace(cfg, sigma=cfg.sigma or [SIGMA, SIGMA], val_size=cfg.val_size or SYNTHETIC_VAL)
+    cfg = replace(cfg, sigma=cfg.sigma or [SIGMA, SIGMA], val_size=cfg.val_size or SYNTHETIC_VAL,
+                  model={**cfg.model, "train_length": SIGNAL_LENGTH})  # recorded: longer inputs go through windows of it
     stream = SyntheticStream(cfg.seed, local_batch, sigma_spec(cfg.sigma), workers.rank, workers.world_size)
     clean, noisy, sigmas = noisy_pairs(np.random.default_rng([cfg.seed, VAL_STREAM]), cfg.val_size, sigma_spec(cfg.sigma))
     bayes = float(rmse(bayes_posterior_mean(noisy, sigmas[:, None]), clean).mean())
@@ -170,6 +182,7 @@ def load_data(cfg, workers: Workers, device: torch.device):
 def folder_data(cfg, workers: Workers, device: torch.device, local_batch: int):
     """Read the folder, resolve its σ, hold out the validation split."""
     noisy, clean = read_folder_dataset(cfg.data, require_labels=cfg.loss not in LABEL_FREE)
+    check_training_memory(cfg.batch_size, noisy.shape[1])
     n = noisy.shape[0]
     n_val = held_out_size(n, cfg.val_size)
     if n_val >= n:
@@ -180,7 +193,7 @@ def folder_data(cfg, workers: Workers, device: torch.device, local_batch: int):
     cfg, sigmas = resolve_folder_sigma(cfg, noisy, workers)
     train_idx, val_idx = split_indices(n, n_val, cfg.seed)
     split = {"n_signals": n, "n_val": n_val, "rule": f"default_rng([seed, {SPLIT_STREAM}]).permutation(n_signals)[:n_val]"}
-    cfg = replace(cfg, val_size=n_val, split=split)
+    cfg = replace(cfg, val_size=n_val, split=split, model={**cfg.model, "train_length": int(noisy.shape[1])})
     pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
     stream = FolderStream(noisy[train_idx], pick(clean, train_idx), cfg.seed, local_batch, sigmas[train_idx],
                           workers.rank, workers.world_size)
@@ -190,10 +203,25 @@ def folder_data(cfg, workers: Workers, device: torch.device, local_batch: int):
 
 
 def resolve_folder_sigma(cfg, noisy: np.ndarray, workers: Workers):
-    """(config with sigma set, σ of each signal): the given --sigma, else the folder's estimate."""
+    """(config with sigma set, σ of each signal): the given --sigma, else the folder's estimate.
+
+    A given --sigma needs no estimate (it is only compared with one, when one can be made);
+    with --sigma auto, degenerate signals are named and get the pooled value, never blocking the folder.
+    """
     if cfg.sigma is not None and cfg.sigma[0] != cfg.sigma[1] and not cfg.sigma_per_signal:
         raise InputError("--data needs one --sigma value (the folder's noise level) or --sigma auto")
-    pooled, per_signal = folder_sigmas(noisy, cfg.data)
+    if cfg.sigma is not None and not cfg.sigma_per_signal:
+        try:
+            pooled, per_signal = folder_sigmas(noisy, cfg.data)
+        except InputError:  # nothing to compare with: the given value stands
+            return cfg, np.full(noisy.shape[0], cfg.sigma[0])
+    else:
+        auto = estimate_sigma_auto(noisy)
+        note(f"{cfg.data}: {auto.summary()}", workers)
+        odd = auto.degenerate_warning()
+        if odd:
+            note(f"{odd}; they get the folder's pooled σ", workers)
+        pooled, per_signal = folder_sigmas(noisy, cfg.data)
     if cfg.sigma_per_signal or (cfg.sigma is None and per_signal is not None):
         if per_signal is None:  # a resumed run that found σ varying: the same per-signal estimates
             per_signal = per_signal_sigma(noisy, cfg.data)

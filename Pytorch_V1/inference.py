@@ -7,7 +7,8 @@ import torch
 from icnn.spec import CHUNK, check_bn_mode
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from deepdenoise1d.errors import InputError
-from deepdenoise1d.io import check_chunk
+from deepdenoise1d.io import check_chunk, check_span
+from deepdenoise1d.windows import denoise_windows
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,7 +49,9 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
     model : ICNN_s
         Evaluated in eval mode (set here).
     noisy : np.ndarray
-        Shape (N, L) or (L,); computed in float32. NaN, inf and values beyond
+        Shape (N, L) or (L,); computed in float32; signals longer than the model's
+        ``config.train_length`` go through overlapping windows of it, blended
+        (:func:`deepdenoise1d.windows.denoise_windows`). NaN, inf and values beyond
         float32's range are refused (InputError naming signal and index).
     bn_mode : {"fixed", "unfixed"}, optional
         Defaults to the mode the model's config records.
@@ -67,6 +70,11 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
     model.eval()
     noisy = np.atleast_2d(noisy)
     out = np.empty(noisy.shape, dtype=output_dtype(noisy.dtype))
+    window = model.config.train_length
+    if noisy.shape[-1] > window:  # longer than the training signals: overlapping windows of that length, blended
+        length = noisy.shape[-1]
+        return denoise_windows(noisy, lambda block: denoise(model, block, mode, chunk), window, batch=chunk, out=out,
+                               check=lambda raw, flat: check_span(raw, flat, length, "input", np.float32))
     for start in range(0, noisy.shape[0], chunk):
         raw = noisy[start : start + chunk]
         check_chunk(raw, start, "input", np.float32)  # finite, and inside float32's range: never NaN out

@@ -3,6 +3,7 @@
     python Pytorch_V1/test.py                                   # figures runs/figures/TestK_torch.png
     python Pytorch_V1/test.py --random [--n 2000 --seed 2026 --sigma 3] [--json r.json --plots]
     python Pytorch_V1/test.py --input noisy.npy --output clean.npy [--bn-mode unfixed]
+    python Pytorch_V1/test.py --input rec.npy --output out.npy --method auto [--sigma S] [--json J]
 
 The weights (``--weights``, default ckpt/ckpt_best.pth) are loaded with
 ``weights_only=True`` only: a file that is not a plain checkpoint is refused, never
@@ -52,7 +53,8 @@ def load_backend(args) -> frontend.Backend:
     model, _ = load_model(args.weights, device)
     # sigma_range: recorded, or (older checkpoints) the recorded training sigma, else None (no warning).
     return frontend.Backend(PROG, "PyTorch", "torch", args.weights, lambda noisy, mode: denoise(model, noisy, mode),
-                       model.config.bn_mode, model.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES)
+                       model.config.bn_mode, model.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES,
+                       train_length=model.config.train_length)
 
 
 def main(argv=None):

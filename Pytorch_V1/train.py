@@ -9,10 +9,13 @@
 Each run writes a NEW folder, runs/train-YYYYmmdd-HHMMSS under the current
 directory (or --run-dir DIR): ckpt_last.pth (every --save-every steps and at
 the end), ckpt_best.pth (best on validation), train_log.csv, train_curve.png.
-It never writes into ckpt/: promoting a run there is an explicit step, and the
-run ends by printing the commands to test, convert and promote it.
-A folder that holds a run is refused unless --resume (continue it) or
---overwrite (replace it). One run per folder: a lock is held for the whole run.
+A --run-dir inside the repository's tracked folders (ckpt/, TestSamples/, demo/) is
+refused, whatever the flags; the run ends by printing the commands that test it,
+convert it and evaluate it (on your own held-out signals after --data).
+Every new run marks its folder (.train-run). A folder that holds a run is refused
+unless --resume (continue it) or --overwrite (delete that run, named first, and start
+again; only in a folder a train.py run made, with the mark). One run per folder: a
+lock is held for the whole run.
 
 Validation (--val-size): on synthetic data, fresh signals from their own seeded
 stream; with --data, a seeded share of the folder held out of training.
@@ -41,11 +44,11 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from icnn.spec import BN_MODES, BN_TRAIN_STATS, CHUNK, NORMS, ModelConfig
+from icnn.spec import BN_MODES, BN_TRAIN_STATS, CHUNK, MIN_LENGTH, NORMS, ModelConfig
 from Pytorch_V1.checkpoint import (RESUMABLE, RUN_FLAGS, Parts, TrainState, checkpoint_dict, file_sha256,
                                    load_initial_weights, load_resume_point, restore, resumed_config, save_checkpoint)
-from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_EPSILON, VAL_FRACTION, Validation, load_data,
-                             to_tensor)
+from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_EPSILON, VAL_FRACTION, Validation,
+                             check_training_memory, load_data, to_tensor)
 from Pytorch_V1.distributed import (Workers, gather_stream_state, leave_worker, note, process_group, worker_device,
                                     wrap_model)
 from Pytorch_V1.inference import configure_threads, resolve_device
@@ -53,12 +56,12 @@ from Pytorch_V1.losses import LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, WEIGHTS, U
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir, open_run
 from Pytorch_V1.trainlog import append_log, finish, progress_text, start_log
-from deepdenoise1d.cli import (add_device_arg, add_threads_arg, decay_float, nonnegative_float, nonnegative_int,
-                               positive_float, positive_int, sigma_range_or_auto)
+from deepdenoise1d.cli import (add_device_arg, add_threads_arg, batch_size, decay_float, nonnegative_float, seed_int,
+                               positive_float, positive_int, sigma_range_or_auto, signal_count)
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.metrics import mse, rmse
 from deepdenoise1d.progress import Progress
-from deepdenoise1d.synthesis import SIGMA, TRAIN_SEED
+from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, TRAIN_SEED
 from deepdenoise1d.threads import resolve_threads
 
 # --loss sure trains on a noisier gradient: a larger batch and lr reach the limit in fewer steps.
@@ -126,7 +129,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=positive_int, help=f"total (global) optimiser steps (default {d.steps}; "
                                                       f"{SURE_RECIPE['steps']} with --loss sure)")
-    p.add_argument("--batch-size", type=positive_int, help=f"signals per step, over all workers (default {d.batch_size}; "
+    p.add_argument("--batch-size", type=batch_size, help=f"signals per step, over all workers (default {d.batch_size}; "
                                                            f"{SURE_RECIPE['batch_size']} with --loss sure)")
     p.add_argument("--lr", type=positive_float, help=f"peak learning rate (default {d.lr}; {SURE_RECIPE['lr']} with --loss sure)")
     p.add_argument("--optimizer", choices=["adam", "sgd"],
@@ -138,7 +141,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sigma", type=sigma_range_or_auto, metavar="S",
                    help=f"noise std of the training signals, LOW:HIGH to draw one per signal (blind), or auto "
                         f"(estimated from --data). Default: {SIGMA:g} on synthetic data, the folder's estimate with --data")
-    p.add_argument("--seed", type=nonnegative_int, metavar="K", help=f"seed of weights, data, split and validation (default {TRAIN_SEED})")
+    p.add_argument("--seed", type=seed_int, metavar="K", help=f"seed of weights, data, split and validation (default {TRAIN_SEED})")
     p.add_argument("--norm", choices=NORMS, help="bn (default), or sparse_bn: BN with a learnable soft threshold")
     p.add_argument("--sparsity-weight", type=nonnegative_float, help="L1 penalty on normalised activations, for --norm sparse_bn (default 0)")
     p.add_argument("--no-prior", action="store_true", default=None, help="switch the Wiener prior branch off (ablation)")
@@ -166,16 +169,18 @@ def get_args(argv=None) -> argparse.Namespace:
                                                    "instead of a seeded random init; same architecture (--no-prior, --norm)")
     p.add_argument("--data", help="train on a folder in the original repository's layout (data/N.txt, labels/N.txt; "
                                   "labels optional with a label-free --loss)")
-    p.add_argument("--val-size", type=positive_int,
+    p.add_argument("--val-size", type=signal_count,
                    help=f"validation signals (default {SYNTHETIC_VAL} synthetic; with --data {100 * VAL_FRACTION:g} %% "
                         f"of it, at least {MIN_VAL})")
     p.add_argument("--eval-every", type=positive_int, help=f"validate every N steps (default {d.eval_every})")
     p.add_argument("--save-every", type=positive_int, help=f"write ckpt_last.pth every N steps (default {d.save_every})")
     add_device_arg(p)
     add_threads_arg(p)
-    p.add_argument("--run-dir", type=run_dir_arg, metavar="DIR", help="the run folder (default: a new runs/train-YYYYmmdd-HHMMSS)")
+    p.add_argument("--run-dir", type=run_dir_arg, metavar="DIR", help="the run folder (default: a new runs/train-YYYYmmdd-HHMMSS); never inside the "
+                   "repository's tracked ckpt/, TestSamples/ or demo/")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from ckpt_last.pth, with its saved config")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir (says what it deletes)")
+    p.add_argument("--overwrite", action="store_true", help="delete the run in --run-dir (named first) and start again; only in a folder that a "
+                   "train.py run made (its .train-run mark)")
     a = p.parse_args(argv)
     if a.sigma == "auto" and a.data is None and not a.resume:
         p.error("--sigma auto (estimate the noise level) needs --data")
@@ -415,7 +420,7 @@ def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, 
             start_log(run.file("train_log.csv"), state.step)
         train_loop(cfg, parts, stream, val, state, run, workers)
         if workers.is_main:
-            finish(run, val, state)
+            finish(run, val, state, data=cfg.data)
         return state.val
 
 
@@ -423,8 +428,11 @@ def main(argv=None) -> None:
     args = get_args(argv)
     resolve_device(args.device)  # --device cuda without CUDA: one line before any folder is made
     configure_threads(resolve_threads(args.threads))
+    cfg = config_from_args(args)
+    if not args.resume:  # before any folder, lock or log: synthetic signals have SIGNAL_LENGTH, a folder's at least MIN_LENGTH
+        check_training_memory(cfg.batch_size, SIGNAL_LENGTH if cfg.data is None else MIN_LENGTH)
     run_dir = args.run_dir if args.run_dir is not None else default_run_dir()
-    train(config_from_args(args), run_dir, args.resume, args.overwrite, given_flags(args))
+    train(cfg, run_dir, args.resume, args.overwrite, given_flags(args))
 
 
 if __name__ == "__main__":

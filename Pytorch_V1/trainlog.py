@@ -6,11 +6,12 @@ import csv
 import io
 import math
 import os
+import sys
 from pathlib import Path
 
 from icnn.spec import BN_MODES
 from deepdenoise1d.plots import save_figure, training_curve
-from deepdenoise1d.safewrite import atomic_write
+from deepdenoise1d.safewrite import atomic_write, is_recorded, record_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,8 +41,11 @@ def append_log(path: Path, state, lr: float, seconds: float) -> None:
     v = lambda key: f"{state.val.get(key, math.nan):.5f}"  # noqa: E731
     row = [state.step, f"{state.loss_sum / max(1, state.loss_count):.6f}", f"{lr:.3e}", v("fixed"), v("unfixed"),
            v("root_mse_fixed"), v("sure_fixed"), f"{seconds:.1f}"]
+    own = is_recorded(path)
     with open(path, "a", newline="") as f:
         csv.writer(f, lineterminator="\n").writerow(row)
+    if own:  # still this project's output after the append: the next start_log may replace it
+        record_outputs([path], durable=False)
 
 
 def progress_text(state, val) -> str:
@@ -65,18 +69,40 @@ def validation_text(result: dict) -> str:
     return "; ".join(parts)
 
 
-def finish(run, val, state) -> None:
-    """Draw the curve, print the result and the commands that test, convert and promote this run."""
+def finish(run, val, state, data: str | None = None) -> None:
+    """Draw the curve, print the result and the commands that test, convert and evaluate this run.
+
+    ``data`` is the run's ``--data`` folder: then the model is evaluated on the user's own
+    held-out signals, not on fresh synthetic ones. The commands never write into the
+    repository's tracked folders.
+    """
     title = f"{run.path.name}: validation on {val.description}"
     save_figure(training_curve(read_log(run.file("train_log.csv")), val.bayes, title), run.file("train_curve.png"))
     print(f"done: step {state.step}; validation on {val.description}: {validation_text(state.val)}{bayes_text(val)}; "
           f"best {state.best:.4f} ({state.bn_mode} BN, step {state.best_step}) -> {run.file('ckpt_best.pth')}")
-    best, h5 = run.file("ckpt_best.pth"), run.file("ckpt_best.h5")
-    print("next (test.py alone still evaluates the shipped ckpt/ckpt_best.pth):")
-    print(f"  test:    python {script('Pytorch_V1/test.py')} --weights {best}")
-    print(f"  convert: python {script('pth2h5.py')} {best} {h5}")
-    print(f"           python {script('Numpy_V2/Numpy_test.py')} --weights {h5}")
-    print(f"  promote: cp {best} {script('ckpt/ckpt_best.pth')} && cp {h5} {script('ckpt/ckpt_best.h5')}")
+    for line in next_steps(run, data):
+        print(line)
+
+
+def next_steps(run, data: str | None) -> list[str]:
+    """The commands that test, convert and evaluate the run's ckpt_best (the shipped ckpt/ is left alone)."""
+    best, h5, py = run.file("ckpt_best.pth"), run.file("ckpt_best.h5"), interpreter()
+    numpy_test = f"{py} {script('Numpy_V2/Numpy_test.py')} --weights {h5}"
+    lines = ["next (the shipped models stay as they are; pass --weights to use this one):",
+             f"  test:     {py} {script('Pytorch_V1/test.py')} --weights {best} --random",
+             f"  convert:  {py} {script('pth2h5.py')} {best} {h5}"]
+    if data is not None:
+        lines.append(f"  evaluate: {numpy_test} --input HELD_OUT.npy --output {run.file('denoised.npy')}"
+                     f"   (HELD_OUT.npy: your signals that are not in {data})")
+    else:
+        lines.append(f"  evaluate: {numpy_test} --random")
+    return lines
+
+
+def interpreter() -> str:
+    """The repository's interpreter (``.venv/bin/python``) as the user can type it; else the running one."""
+    venv = REPO / ".venv" / "bin" / "python"
+    return script(".venv/bin/python") if venv.exists() else sys.executable
 
 
 def script(relative: str) -> str:

@@ -21,22 +21,56 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
-from deepdenoise1d.synthesis import DEFAULT_SEED, parse_sigma
+from deepdenoise1d.safewrite import output_path_text
+from deepdenoise1d.io import parse_number
+from deepdenoise1d.synthesis import DEFAULT_SEED
 from deepdenoise1d.threads import DEFAULT_THREADS
 
 DEFAULT_FIG_DIR = Path("runs") / "figures"  # --fig-dir's default: under the current folder, never a tracked one
 
 
+# Upper bounds of counts and sizes, checked at parsing: far above any use, far below what breaks.
+MAX_COUNT = 10**9  # steps, evaluation intervals, any other count
+MAX_SIGNALS = 10**8  # signals drawn or held out (--n, --val-size)
+MAX_BATCH = 2**20  # signals per training step
+MAX_THREADS = 4096
+MAX_SEED = 2**63 - 1  # a seed fits a signed 64-bit integer (JSON readers, NumPy)
+# σ flags: signals are spikes of amplitude 2..10; a σ this far outside is a unit mistake (σ² under- or overflows).
+SIGMA_MIN, SIGMA_MAX = 1e-6, 1e6
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() also takes "1_000" and non-ASCII digits
+
+
 def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    return _bounded_int(text, 1)
+    """argparse type: an integer in [1, :data:`MAX_COUNT`]."""
+    return _bounded_int(text, 1, MAX_COUNT)
 
 
 def nonnegative_int(text: str) -> int:
-    """argparse type: an integer ≥ 0."""
-    return _bounded_int(text, 0)
+    """argparse type: an integer in [0, :data:`MAX_COUNT`]."""
+    return _bounded_int(text, 0, MAX_COUNT)
+
+
+def signal_count(text: str) -> int:
+    """argparse type: a number of signals, in [1, :data:`MAX_SIGNALS`]."""
+    return _bounded_int(text, 1, MAX_SIGNALS)
+
+
+def batch_size(text: str) -> int:
+    """argparse type: signals per step, in [1, :data:`MAX_BATCH`]."""
+    return _bounded_int(text, 1, MAX_BATCH)
+
+
+def thread_count(text: str) -> int:
+    """argparse type: compute threads, in [1, :data:`MAX_THREADS`]."""
+    return _bounded_int(text, 1, MAX_THREADS)
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, in [0, :data:`MAX_SEED`]."""
+    return _bounded_int(text, 0, MAX_SEED)
 
 
 def positive_float(text: str) -> float:
@@ -56,41 +90,46 @@ def decay_float(text: str) -> float:
 
 def _finite_float(text: str, bound: str, within) -> float:
     try:
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an ASCII decimal number, got {text!r}") from None
     if not math.isfinite(value) or not within(value):
         raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
     return value
 
 
-def _bounded_int(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+def _bounded_int(text: str, low: int, high: int) -> int:
+    stripped = text.strip(" \t")
+    if _INTEGER.fullmatch(stripped) is None:
+        raise argparse.ArgumentTypeError(f"expected an integer in ASCII digits, got {text!r}")
+    value = int(stripped)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}")
     return value
 
 
+def sigma_value(text: str) -> float:
+    """argparse type: a noise level σ in [:data:`SIGMA_MIN`, :data:`SIGMA_MAX`]."""
+    return _finite_float(text, f"from {SIGMA_MIN:g} to {SIGMA_MAX:g} (rescale signals far outside)",
+                         lambda v: SIGMA_MIN <= v <= SIGMA_MAX)
+
+
 def sigma_or_auto(text: str) -> float | str:
-    """argparse type: ``auto`` or a finite number > 0."""
-    return "auto" if text.strip().lower() == "auto" else positive_float(text)
+    """argparse type: ``auto`` or a σ (:func:`sigma_value`)."""
+    return "auto" if text.strip().lower() == "auto" else sigma_value(text)
 
 
 def sigma_range_or_auto(text: str) -> list[float] | str:
-    """argparse type: ``auto``, or a finite σ > 0, or LOW:HIGH, as [low, high]."""
-    if text == "auto":
-        return text
-    try:
-        value = parse_sigma(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    low, high = value if isinstance(value, tuple) else (value, value)
-    if not (math.isfinite(high) and low > 0):
-        raise argparse.ArgumentTypeError(f"sigma must be finite and > 0, got {text!r}")
-    return [float(low), float(high)]
+    """argparse type: ``auto``, or a σ, or LOW:HIGH (each a :func:`sigma_value`, LOW <= HIGH), as [low, high]."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    parts = text.split(":")
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"sigma must be a number or LOW:HIGH, got {text!r}")
+    low, high = (sigma_value(part) for part in (parts * 2)[:2])
+    if low > high:
+        raise argparse.ArgumentTypeError(f"sigma LOW:HIGH needs LOW <= HIGH, got {text!r}")
+    return [low, high]
 
 
 def add_weights_arg(parser: argparse.ArgumentParser, default: Path | None, kind: str) -> None:
@@ -107,20 +146,37 @@ def add_bn_mode_arg(parser: argparse.ArgumentParser, modes: tuple) -> None:
 
 
 def add_n_arg(parser: argparse.ArgumentParser, default: int) -> None:
-    parser.add_argument("--n", type=positive_int, default=default, metavar="N",
+    parser.add_argument("--n", type=signal_count, default=default, metavar="N",
                         help=f"number of signals to draw (default {default})")
 
 
 def add_seed_arg(parser: argparse.ArgumentParser, default: int = DEFAULT_SEED, what: str = "the drawn signals") -> None:
-    parser.add_argument("--seed", type=nonnegative_int, default=default, metavar="K",
+    parser.add_argument("--seed", type=seed_int, default=default, metavar="K",
                         help=f"seed of {what} (default {default}; the same seed gives the same signals in every script)")
 
 
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--threads", type=thread_count, default=None, metavar="N",
                         help=f"compute threads (default {DEFAULT_THREADS}; capped at the cores this process may use)")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the network runs; auto picks CUDA when available (default auto)")
+
+
+def output_file(text: str) -> Path:
+    """argparse type: an output file path; one that ends in a separator (``foo.npy/``) names a folder.
+
+    The refusal is an :class:`InputError` (argparse lets it through): one line under ``run_cli``,
+    as the same path gets from the writers.
+    """
+    return output_path_text(text)
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace an existing output that this project did not write (same kind only)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file that this project did not write, when it holds the "
+                        "same kind of data (npy, png, JSON, text); never a checkpoint or HDF5 file. Without it such "
+                        "a file is refused; this project's own earlier outputs are replaced either way")

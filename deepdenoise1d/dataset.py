@@ -21,6 +21,7 @@ def read_folder_dataset(folder: PathLike, require_labels: bool = True) -> tuple[
 
     Every data file is checked against its label file and against the first
     data file before anything is stacked; the first file that differs is named.
+    Hidden files are skipped; a symbolic link is read only when it stays inside ``folder``.
 
     Returns
     -------
@@ -33,8 +34,8 @@ def read_folder_dataset(folder: PathLike, require_labels: bool = True) -> tuple[
     if not data_dir.is_dir():
         raise InputError(f"{show_path(folder)}: no data/ folder")
     try:
-        data_names = _txt_names(data_dir)
-        label_names = _txt_names(label_dir) if label_dir.is_dir() else None
+        data_names = _txt_names(data_dir, folder)
+        label_names = _txt_names(label_dir, folder) if label_dir.is_dir() else None
     except OSError as err:
         raise InputError(f"{show_path(folder)}: cannot list files ({os_reason(err)})") from None
     if not data_names:
@@ -126,7 +127,33 @@ def read_test_samples(folder: PathLike) -> list[tuple[str, np.ndarray, np.ndarra
     return pairs
 
 
-def _txt_names(folder: Path) -> list[str]:
-    names = [p.name for p in folder.iterdir() if p.suffix == ".txt"]
-    # Numeric names sort as numbers (2.txt before 10.txt), others by text.
-    return sorted(names, key=lambda n: (0, int(n[:-4]), n) if n[:-4].isdigit() else (1, 0, n))
+def _txt_names(folder: Path, root: Path | None = None) -> list[str]:
+    """The ``.txt`` files of ``folder`` in numeric order; hidden files (``.name``, AppleDouble ``._N.txt``) skipped.
+
+    A symbolic link is followed only when it resolves to a file inside ``root`` (the dataset
+    folder); one that leads outside it is refused, so a folder never reads files it does not hold.
+    """
+    root = (root or folder).resolve()
+    names = []
+    for path in folder.iterdir():
+        if path.suffix != ".txt" or path.name.startswith("."):
+            continue
+        if path.is_symlink() and not _resolves_inside(path, root):
+            raise InputError(f"{show_path(path)}: a symbolic link to outside {show_path(root)}, refused "
+                             "(copy the file into the folder)")
+        names.append(path.name)
+    # Numeric names (ASCII digits) sort as numbers (2.txt before 10.txt), others by text.
+    return sorted(names, key=lambda n: (0, int(n[:-4]), n) if _ascii_digits(n[:-4]) else (1, 0, n))
+
+
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit is also true for "²" or "٣", which int() refuses or reads as another number
+    return text.isascii() and text.isdigit()
+
+
+def _resolves_inside(path: Path, root: Path) -> bool:
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a link loop
+        return False
+    return root in target.parents

@@ -24,13 +24,15 @@ from typing import Callable
 
 import numpy as np
 
-from deepdenoise1d import classical, noise
+from deepdenoise1d import classical, noise, windows
 from deepdenoise1d.errors import InputError
-from deepdenoise1d.io import iter_chunks, read_signals, write_signals
-from deepdenoise1d.safewrite import atomic_write, open_npy_output, release_pages
+from deepdenoise1d.io import (TEXT_SUFFIXES, check_span, compute_dtype, iter_chunks, open_signals, temp_memmap,
+                              write_signals)
+from deepdenoise1d.safewrite import atomic_write, guard_output, open_npy_output, release_pages
 from deepdenoise1d.metrics import mean_ci95, psnr, psnr_paper, rmse
 from deepdenoise1d.progress import Progress
-from deepdenoise1d.synthesis import benchmark_signals
+from deepdenoise1d.synthesis import AMPLITUDE_RANGE, SIGNAL_LENGTH, benchmark_signals
+from deepdenoise1d.budget import check_memory
 
 Method = Callable[[np.ndarray], np.ndarray]
 
@@ -66,18 +68,16 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
     ----------
     sigma : float or "auto"
         Noise level given to the wavelet shrinkage, the soft threshold (T = σ) and the Bayes oracle; ``"auto"``
-        estimates it for each signal with :func:`deepdenoise1d.noise.estimate_sigma`.
+        estimates it for each signal with :func:`deepdenoise1d.noise.estimate_sigma_auto`.
     """
     def level(noisy: np.ndarray):
         if sigma != "auto":
             return sigma
         each = per_signal_sigma(noisy)
         missing = ~np.isfinite(each)
-        if missing.any():  # a signal with no sample <= 0: fall back to the estimate pooled over all signals
-            try:
-                each[missing] = noise.estimate_sigma(noisy)
-            except ValueError as err:
-                raise InputError(f"--sigma auto: {err}; give --sigma S") from None
+        if missing.all():
+            raise InputError("--sigma auto: every signal is constant (no noise to estimate); give --sigma S")
+        each[missing] = np.median(each[~missing])  # degenerate signals (the front-end warns): the others' level
         return each[:, None]
 
     return {
@@ -91,13 +91,8 @@ def classical_methods(sigma: float | str) -> dict[str, Method]:
 
 
 def per_signal_sigma(noisy: np.ndarray) -> np.ndarray:
-    """σ estimated for each signal (:func:`deepdenoise1d.noise.estimate_sigma`); NaN where it cannot be."""
-    noisy = np.atleast_2d(noisy)
-    usable = (noisy <= 0).any(axis=-1)  # the estimator reads the samples <= 0
-    out = np.full(noisy.shape[0], np.nan)
-    if usable.any():
-        out[usable] = noise.estimate_sigma(noisy[usable], per_signal=True)
-    return out
+    """σ estimated for each signal (:func:`deepdenoise1d.noise.estimate_sigma_auto`); NaN where the signal is degenerate."""
+    return noise.estimate_sigma_auto(noisy).sigma
 
 
 def network_methods(denoise: Callable[[np.ndarray, str], np.ndarray], bn_modes: tuple[str, ...]) -> dict[str, Method]:
@@ -211,6 +206,17 @@ def write_report_json(path: str | os.PathLike, report: dict, reads: tuple = ()) 
     return Path(path)
 
 
+# Bytes per sample of a benchmark: clean and noisy signals, and each method's estimate kept for the
+# table and figures (float64), plus a method's working arrays (the classical solvers hold several copies).
+BENCH_BYTES_PER_SAMPLE = 16 + 8
+BENCH_WORK_BYTES_PER_SAMPLE = 200
+
+
+def benchmark_bytes(n: int, n_methods: int) -> int:
+    """Estimated peak memory of :func:`random_benchmark` on ``n`` signals of SIGNAL_LENGTH with ``n_methods`` methods."""
+    return n * SIGNAL_LENGTH * (BENCH_BYTES_PER_SAMPLE + 8 * n_methods + BENCH_WORK_BYTES_PER_SAMPLE)
+
+
 def random_benchmark(
     n: int, sigma: float, seed: int, methods: dict[str, Method], progress: bool = True, classical_sigma: str = "given",
     **about,
@@ -230,6 +236,7 @@ def random_benchmark(
         raise InputError(f"--n needs at least 1 signal, got {n}")
     if not sigma > 0:
         raise InputError(f"--sigma must be > 0, got {sigma}")
+    check_memory(benchmark_bytes(n, len(methods)), f"--n {n} signals", "use a smaller --n")
     clean, noisy = benchmark_signals(seed, n, sigma)
     scores, estimates = evaluate_methods(clean, noisy, methods, progress)
     report = build_report(sigma, n, seed, scores, classical_sigma=classical_sigma, **about)
@@ -251,6 +258,7 @@ SIGMA_Z = 4.0
 SIGMA_POOLED_FLOOR = 0.10
 # Individual flags warn only above this share of signals (and always for a single signal).
 SIGMA_FLAG_SHARE = 1e-3
+MAX_NAMED = 5  # signal indices a warning names
 
 
 @dataclass
@@ -263,24 +271,76 @@ class SigmaRangeCheck:
         The noise range the model was trained on (equal for one σ).
     """
 
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     estimates: list = field(default_factory=list)
     length: int = 100
+    spike_used: int = 0  # signals whose σ came from the spike estimator (the rest: wavelet MAD)
+    degenerate: list = field(default_factory=list)  # indices of signals with no noise to estimate
+    degenerate_count: int = 0
+    peaks: list = field(default_factory=list)  # per signal max|y| / σ̂ (8 bytes a signal)
+    seen: int = 0
 
     def add(self, sigma_hat: np.ndarray, length: int) -> None:
         """Record the estimates of one chunk of signals of this ``length``."""
         self.estimates.append(np.asarray(sigma_hat, dtype=np.float64).ravel())
         self.length = length
 
-    def warning(self) -> str | None:
-        """One line naming how many signals lie outside the range and by how much; None when in range."""
-        est = np.concatenate(self.estimates) if self.estimates else np.empty(0)
-        est = est[np.isfinite(est) & (est > 0)]
+    def observe(self, noisy: np.ndarray) -> None:
+        """Estimate σ of the next chunk of signals (:func:`deepdenoise1d.noise.estimate_sigma_auto`) and record it."""
+        noisy = np.atleast_2d(noisy)
+        auto = noise.estimate_sigma_auto(noisy)
+        self.add(auto.sigma, noisy.shape[-1])
+        self.spike_used += int((auto.spike & ~auto.degenerate).sum())
+        flat = np.flatnonzero(auto.degenerate) + self.seen
+        self.degenerate.extend(flat[: max(MAX_NAMED + 1 - len(self.degenerate), 0)].tolist())  # bounded memory
+        self.degenerate_count += flat.size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.peaks.append(np.abs(noisy).max(axis=-1) / auto.sigma)
+        self.seen += noisy.shape[0]
+
+    def summary(self) -> str | None:
+        """``σ estimated per signal: median 3.01 (spike estimator on 98 signal(s), wavelet MAD on 2)``."""
+        est = self._finite()
         if est.size == 0:
             return None
+        used = [f"{name} on {count} signal(s)" for name, count in
+                (("spike estimator (samples <= 0)", self.spike_used), ("wavelet MAD", est.size - self.spike_used)) if count]
+        how = f" ({', '.join(used)})" if self.seen else ""  # estimates given through add(): no method known
+        return f"σ estimated per signal: median {float(np.median(est)):.4g}{how}"
+
+    def notes(self) -> list[str]:
+        """Every line to show: the σ estimate, then the warnings (range, peaks, degenerate signals)."""
+        lines = [self.summary(), self.warning(), self.peak_warning(),
+                 noise.degenerate_warning(np.asarray(self.degenerate), self.seen, self.degenerate_count)]
+        return [line for line in lines if line]
+
+    def peak_warning(self) -> str | None:
+        """One line when signals peak far above what the training prior reaches relative to σ̂; None otherwise."""
+        if self.low is None or not self.peaks:
+            return None
+        ratio = np.concatenate(self.peaks)
+        limit = peak_limit(self.low, self.length)
+        flagged = np.flatnonzero(np.isfinite(ratio) & (ratio > limit))
+        if flagged.size == 0 or flagged.size <= SIGMA_FLAG_SHARE * ratio.size:
+            return None
+        shown = ", ".join(str(int(i)) for i in flagged[:MAX_NAMED]) + (", ..." if flagged.size > MAX_NAMED else "")
+        return (f"warning: {flagged.size} of {ratio.size} signal(s) peak far above the spikes the model was trained on "
+                f"(max|y| up to {float(ratio[flagged].max()):.3g} σ̂; training reaches about {limit:.3g} σ̂): expect "
+                f"those peaks shrunk; signal(s) {shown}")
+
+    def _finite(self) -> np.ndarray:
+        est = np.concatenate(self.estimates) if self.estimates else np.empty(0)
+        return est[np.isfinite(est) & (est > 0)]
+
+    def warning(self) -> str | None:
+        """One line naming how many signals lie outside the range and by how much; None when in range."""
+        est = self._finite()
+        if est.size == 0 or self.low is None:
+            return None
         spread = SIGMA_SPREAD_AT_100 * math.sqrt(100 / max(self.length, 1))
-        each = math.exp(SIGMA_Z * spread)
+        # The spread falls with length, the estimator's bias does not: never closer than the floor.
+        each = math.exp(max(SIGMA_Z * spread, math.log1p(SIGMA_POOLED_FLOOR)))
         above, below = est > self.high * each, est < self.low / each
         median = float(np.median(est))
         pooled = math.exp(max(SIGMA_Z * 1.2533 * spread / math.sqrt(est.size), math.log1p(SIGMA_POOLED_FLOOR)))
@@ -308,14 +368,23 @@ def _times(value: float, low: float, high: float) -> str:
     return "inside"
 
 
-def sigma_range_check(sigma_range, noisy: np.ndarray | None = None) -> SigmaRangeCheck | None:
-    """A :class:`SigmaRangeCheck` for ``sigma_range`` ([low, high] or None), fed ``noisy`` when given."""
-    if not sigma_range:
-        return None
-    check = SigmaRangeCheck(float(sigma_range[0]), float(sigma_range[1]))
+def peak_limit(low: float, length: int) -> float:
+    """max|y| / σ̂ the training prior reaches at its lowest σ: top amplitude / σ plus the noise maximum of
+    ``length`` samples at tail probability 1e-3 per signal, times the σ̂ error at three spreads
+    (at σ 0.5, L = 100: 34.2, above all of 20000 prior signals, whose largest is 33.7)."""
+    from scipy.stats import norm
+
+    spread = SIGMA_SPREAD_AT_100 * math.sqrt(100 / max(length, 1))
+    return (AMPLITUDE_RANGE[1] / low + float(norm.isf(1e-3 / max(length, 1)))) * math.exp(3 * spread)
+
+
+def sigma_range_check(sigma_range, noisy: np.ndarray | None = None) -> SigmaRangeCheck:
+    """A :class:`SigmaRangeCheck` for ``sigma_range`` ([low, high], or None: only the σ estimate and the
+    degenerate-signal warning), fed ``noisy`` when given."""
+    low, high = (float(sigma_range[0]), float(sigma_range[1])) if sigma_range else (None, None)
+    check = SigmaRangeCheck(low, high)
     if noisy is not None:
-        noisy = np.atleast_2d(noisy)
-        check.add(per_signal_sigma(noisy), noisy.shape[-1])
+        check.observe(noisy)
     return check
 
 
@@ -331,6 +400,7 @@ class FileResult:
     length: int
     dtype: str
     warning: str | None
+    notes: tuple = ()  # lines to show: the σ estimate and every warning (SigmaRangeCheck.notes)
 
 
 def denoise_file(
@@ -342,14 +412,20 @@ def denoise_file(
     reads: tuple = (),
     sigma_range=None,
     progress: bool = True,
+    train_length: int | None = None,
+    overlap: int | None = None,
 ) -> FileResult:
     """Denoise every signal of ``input_path`` and write them to ``output_path``, streaming.
 
-    A ``.npy`` input is memory-mapped and goes through the network ``chunk`` signals at a
-    time into a memory-mapped ``.npy`` output, so memory stays bounded whatever the file
-    size. Each chunk is checked (finite, inside the float32 range the network computes in)
-    before it is used; a bad value anywhere leaves no output (the temp file is removed, and
-    so is any folder this call created). float32 in gives float32 out, float64 gives float64.
+    A ``.npy`` input is memory-mapped (a text input is parsed block by block into a
+    temporary memory map) and goes through the network ``chunk`` signals at a time, each
+    block converted from the stored dtype on its own, into a memory-mapped output, so
+    memory stays bounded whatever the file size. Signals longer than ``train_length`` are
+    denoised in overlapping windows of that length, blended (:mod:`deepdenoise1d.windows`),
+    ``chunk`` windows at a time. Each block is checked (finite, inside the float32 range
+    the network computes in) before it is used; a bad value anywhere leaves no output (the
+    temp file is removed, and so is any folder this call created). float32 in gives
+    float32 out, float64 (and integers) give float64.
 
     Parameters
     ----------
@@ -366,28 +442,36 @@ def denoise_file(
         The model's training noise range, for :class:`SigmaRangeCheck`.
     progress : bool
         Report progress on stderr when there is more than one chunk.
+    train_length : int, optional
+        The length the model was trained on; longer signals go through windows of it.
+        None: every signal goes through whole.
+    overlap : int, optional
+        Samples shared by neighbouring windows (default: half a window).
     """
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
-    if suffix not in (".txt", ".npy"):
-        raise InputError(f"{output_path}: unsupported output format {output_path.suffix!r} (use .txt or .npy)")
-    signals, stored_shape = read_signals(input_path)
-    signals = signals.reshape(-1, signals.shape[-1]) if signals.ndim != 2 else signals
+    if suffix not in (*TEXT_SUFFIXES, ".npy"):
+        raise InputError(f"{output_path}: unsupported output format {output_path.suffix!r} (use .txt, .csv or .npy)")
+    if suffix != ".npy":  # refuse before the work, not after (no folder made yet: the input may be bad)
+        guard_output(output_path, reads, kind="text", make_parent=False)
+    signals, stored_shape = open_signals(input_path)
     if signals.shape[-1] < min_length:
         raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
-    dtype = signals.dtype if signals.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    dtype = compute_dtype(signals.dtype)  # float32 and float16 give float32, the rest float64
     check = sigma_range_check(sigma_range)
-    stream = _Stream(signals, denoise, chunk, str(input_path), check, progress)
+    window = train_length if train_length is not None and signals.shape[-1] > train_length else None
+    stream = _Stream(signals, denoise, chunk, str(input_path), check, progress, window, overlap)
     with _undo_new_folders(output_path):
         if suffix == ".npy":
             with open_npy_output(output_path, tuple(stored_shape), dtype, reads=reads) as out:
                 stream.run(out.reshape(signals.shape))
         else:
-            out = np.empty(signals.shape, dtype)
+            out = temp_memmap(signals.shape, dtype)  # the text is written from it block by block
             stream.run(out)
             write_signals(output_path, out, like_shape=tuple(stored_shape), reads=reads)
     n, length = signals.shape
-    return FileResult(n, length, np.dtype(dtype).name, check.warning() if check else None)
+    return FileResult(n, length, np.dtype(dtype).name, check.warning() if check else None,
+                      tuple(check.notes()) if check else ())
 
 
 @dataclass
@@ -398,14 +482,19 @@ class _Stream:
     source: str
     check: SigmaRangeCheck | None
     progress: bool
+    window: int | None = None
+    overlap: int | None = None
 
     def run(self, out: np.ndarray) -> None:
+        if self.window is not None:
+            self._run_windows(out)
+            return
         n, length = self.signals.shape
         with Progress(n, "denoising", "signals", every=5.0, enabled=self.progress and n > self.chunk) as bar:
             # Each block is checked (finite, inside float32: the networks compute in float32) before use.
             for start, block in iter_chunks(self.signals, self.chunk, self.source, np.float32):
                 if self.check is not None:
-                    self.check.add(per_signal_sigma(block), length)
+                    self.check.observe(block)
                 estimate = self.denoise(block)
                 bad = ~np.isfinite(estimate).all(axis=-1)
                 if bad.any():  # finite input that overflows inside the network: refuse, never write NaN
@@ -414,6 +503,25 @@ class _Stream:
                 out[start : start + block.shape[0]] = estimate
                 release_pages(out)
                 bar.update(block.shape[0])
+
+    def _run_windows(self, out: np.ndarray) -> None:
+        """Long signals: windows of the training length, ``chunk`` at a time, blended into ``out``."""
+        n, length = self.signals.shape
+        overlap = windows.default_overlap(self.window) if self.overlap is None else self.overlap
+        total = n * len(windows.window_starts(length, self.window, overlap))
+        with Progress(total, "denoising", "windows", every=5.0, enabled=self.progress and total > self.chunk) as bar:
+            def denoise_windows(block: np.ndarray) -> np.ndarray:
+                if self.check is not None:  # each window is a signal of the length the model knows
+                    self.check.add(per_signal_sigma(block), self.window)
+                estimate = self.denoise(block)
+                if not np.isfinite(estimate).all():  # finite input that overflows inside the network
+                    raise InputError(f"{self.source}: the values overflow inside the network (they are too "
+                                     "large); rescale the input")
+                bar.update(block.shape[0])
+                return estimate
+
+            windows.denoise_windows(self.signals, denoise_windows, self.window, overlap, batch=self.chunk, out=out,
+                                    check=lambda raw, flat: check_span(raw, flat, length, self.source, np.float32))
 
 
 class _undo_new_folders:

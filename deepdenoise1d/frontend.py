@@ -15,15 +15,17 @@ from typing import Callable
 
 import numpy as np
 
-from deepdenoise1d import evaluate
-from deepdenoise1d.cli import DEFAULT_FIG_DIR, add_bn_mode_arg, add_n_arg, add_seed_arg, add_threads_arg, sigma_or_auto
+from deepdenoise1d import evaluate, scoreboard
+from deepdenoise1d.cli import (DEFAULT_FIG_DIR, add_bn_mode_arg, add_n_arg, add_overwrite_arg, add_seed_arg, add_threads_arg,
+                               output_file, sigma_or_auto)
 from deepdenoise1d.dataset import read_test_samples
 from deepdenoise1d.errors import InputError
-from deepdenoise1d.safewrite import guard_output
+from deepdenoise1d.safewrite import guard_output, write_policy
 from deepdenoise1d.synthesis import SIGMA
 
 DRAW_SIGMA = SIGMA  # --random draws at the benchmark σ when --sigma is auto or not given
 FIGURE_METHODS = ("wiener", "l1", "gmc")  # classical panels of the per-sample figures
+PLOT_SAMPLES = 1000  # --plot draws this many samples unless --plot-range says otherwise
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Backend:
     min_length: int
     chunk: int
     bn_modes: tuple
+    train_length: int | None = None  # longer --input signals go through windows of it (None: whole)
+    jacobian: Callable | None = None  # jacobian(rows (n, L), bn_mode) -> (n, L, L): exact SURE for --method auto
 
     def label(self) -> str:
         """``PyTorch, ckpt/ckpt_best.pth`` (what made a table or a figure)."""
@@ -66,7 +70,9 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
     parser.add_argument("--sigma", type=sigma_or_auto, default=None, metavar="S|auto",
                         help=f"noise level of the --random draw (default {DRAW_SIGMA:g}) and the σ given to the soft "
                         "threshold (T = σ) and the Bayes oracle; auto estimates σ for each noisy signal "
-                        f"(deepdenoise1d.noise.estimate_sigma; --random then draws at σ = {DRAW_SIGMA:g})")
+                        f"(deepdenoise1d.noise.estimate_sigma; --random then draws at σ = {DRAW_SIGMA:g}); with "
+                        "--input and --method other than net: the σ of the record for SURE and the classical "
+                        "candidates (default auto: one estimate over the whole record)")
     figures = parser.add_argument_group("figure mode (the default)")
     figures.add_argument("--samples", type=Path, default=samples, metavar="DIR",
                          help="folder of TestK_data.txt / TestK_label.txt pairs (default: the repository's TestSamples/)")
@@ -84,14 +90,26 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
                        help=f"with --random: also draw methods_{fig_suffix}.png and filter_{fig_suffix}.png into --fig-dir")
     files = parser.add_argument_group("denoise-a-file mode")
     files.add_argument("--input", type=Path, metavar="IN",
-                       help="signals to denoise: .txt (one value per line, or one signal per row) or .npy ([L] or "
-                       "[N, L]); streamed in chunks, so any size fits in memory")
-    files.add_argument("--output", type=Path, metavar="OUT",
-                       help="where the denoised signals go (.txt or .npy, the input's shape; float32 in, float32 out); "
-                       "never the input or the weights")
-    parser.add_argument("--json", type=Path, metavar="PATH",
+                       help="signals to denoise: a record (.npy of shape [L], or .txt/.csv with one value per line and "
+                       "an optional header row) or signals (.npy [N, L], or one signal per row); streamed in chunks, "
+                       "so any size fits in memory; signals longer than the model's training length are denoised in "
+                       "overlapping windows of it, blended")
+    files.add_argument("--output", type=output_file, metavar="OUT",
+                       help="where the denoised signals go (.txt, .csv or .npy, the input's shape; float32 in, float32 "
+                       "out); never the input or the weights")
+    files.add_argument("--plot", type=Path, metavar="FILE.png",
+                       help="also draw a stretch of the noisy and the denoised record (the first "
+                       f"{PLOT_SAMPLES} samples, or --plot-range)")
+    files.add_argument("--plot-range", type=plot_range, metavar="A:B",
+                       help="with --plot: the samples A..B-1 to draw (signals of an [N, L] file laid end to end)")
+    files.add_argument("--method", choices=("net", "auto") + scoreboard.candidate_names(bn_modes), default=None,
+                       metavar="NAME", help="what denoises --input: net (the default: the network), auto (estimate every "
+                       "candidate's RMSE on this record by SURE, with no clean signal, print the table and write the "
+                       "best one's output), or one candidate: " + ", ".join(scoreboard.candidate_names(bn_modes)))
+    parser.add_argument("--json", type=output_file, metavar="PATH",
                         help="with --random: the table as JSON; with --input: what was done (counts, dtype, BN mode, "
                         "σ warning). Never the weights or the input")
+    add_overwrite_arg(parser)
 
 
 def check_test_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -100,12 +118,18 @@ def check_test_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--random and --input are different modes; give one")
     if (args.input is None) != (args.output is None):
         parser.error("--input and --output go together")
+    if getattr(args, "plot", None) is not None and args.input is None:
+        parser.error("--plot needs --input/--output")
+    if getattr(args, "plot_range", None) is not None and getattr(args, "plot", None) is None:
+        parser.error("--plot-range needs --plot FILE.png")
     if args.plots and not args.random:
         parser.error("--plots needs --random")
     if args.json is not None and not (args.random or args.input is not None):
         parser.error("--json needs --random or --input/--output")
     args.repo_samples = args.samples.resolve() == Path(parser.get_default("samples")).resolve()
-    if args.input is not None and args.sigma not in (None, "auto"):
+    if getattr(args, "method", None) is not None and args.input is None:
+        parser.error("--method needs --input/--output")
+    if args.input is not None and args.sigma not in (None, "auto") and not uses_scoreboard(args):
         parser.error("--sigma S applies to --random and the figures; with --input σ is estimated per signal "
                      "(for the out-of-range warning)")
 
@@ -113,12 +137,13 @@ def check_test_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def run_test_cli(args: argparse.Namespace, backend: Backend) -> None:
     """Run the mode the flags ask for: --input/--output, --random, or the TestK figures."""
     reads = tuple(p for p in (backend.weights, args.input) if p is not None)
-    if args.input is not None:
-        run_file_mode(args, backend, reads)
-    elif args.random:
-        run_random_mode(args, backend, reads)
-    else:
-        run_figure_mode(args, backend, reads + (args.samples,))
+    with write_policy(overwrite=getattr(args, "overwrite", False)):  # the policy of every write below: deepdenoise1d.safewrite
+        if args.input is not None:
+            run_file_mode(args, backend, reads)
+        elif args.random:
+            run_random_mode(args, backend, reads)
+        else:
+            run_figure_mode(args, backend, reads + (args.samples,))
 
 
 def shown_modes(args: argparse.Namespace, backend: Backend) -> tuple:
@@ -141,24 +166,34 @@ def warn(backend: Backend, line: str | None) -> None:
         print(f"{backend.prog}: {line}", file=sys.stderr)
 
 
-def check_sigma_range(backend: Backend, noisy) -> None:
-    """Warn once when ``noisy`` lies outside the noise range the weights were trained on."""
-    if backend.denoise is not None:
-        check = evaluate.sigma_range_check(backend.sigma_range, noisy)
-        warn(backend, check.warning() if check else None)
+def check_sigma_range(backend: Backend, noisy, sigma=None) -> None:
+    """Warn once when ``noisy`` lies outside the noise range the weights were trained on (or peaks far above
+    its spikes, or holds constant signals); with ``sigma`` "auto", also say how σ was estimated."""
+    check = evaluate.sigma_range_check(backend.sigma_range if backend.denoise is not None else None, noisy)
+    lines = check.notes()
+    if sigma != "auto":
+        lines = [line for line in lines if line.startswith("warning:")]
+    for line in lines:
+        warn(backend, line)
+
+
+def show_notes(backend: Backend, result: evaluate.FileResult) -> None:
+    """The σ estimate and every warning of a denoised file, one line each on stderr."""
+    for line in result.notes or ((result.warning,) if result.warning else ()):
+        warn(backend, line)
 
 
 def run_random_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> dict:
     """Benchmark every method on the held-out draw: table on stdout, optional JSON and figures."""
     if args.json is not None:
-        guard_output(args.json, reads)  # fail before the work, not after
+        guard_output(args.json, reads, kind="json")  # fail before the work, not after
     draw = DRAW_SIGMA if args.sigma in (None, "auto") else args.sigma
     given = args.sigma if args.sigma is not None else draw
     report, _, noisy, estimates = evaluate.random_benchmark(
         args.n, draw, args.seed, methods_of(args, backend, given),
         classical_sigma="estimated" if given == "auto" else "given", backend=backend.name,
         weights=str(backend.weights) if backend.weights else None)
-    check_sigma_range(backend, noisy)
+    check_sigma_range(backend, noisy, given)
     print(evaluate.format_table(report))
     if args.json is not None:
         evaluate.write_report_json(args.json, report, reads)
@@ -191,7 +226,7 @@ def run_figure_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     methods = methods_of(args, backend, sigma)
     shown = {k: m for k, m in methods.items() if k.startswith("net_") or k in FIGURE_METHODS}
     samples = read_test_samples(args.samples)
-    check_sigma_range(backend, np.stack([noisy for _, noisy, _ in samples]))
+    check_sigma_range(backend, np.stack([noisy for _, noisy, _ in samples]), sigma)
     written = plots.draw_test_sample_figures(samples, args.fig_dir, backend.suffix, shown,
                                              made_by=backend.label(), reads=reads, samples_dir=args.samples,
                                              seeded=args.repo_samples)
@@ -202,24 +237,112 @@ def run_figure_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
 
 def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> evaluate.FileResult:
     """Denoise --input into --output, streaming; one warning line when σ is out of the trained range."""
-    if backend.denoise is None:
+    if backend.denoise is None and not uses_scoreboard(args):
         raise InputError("--input needs the network: pass --weights")
     if args.json is not None:
         if os.path.abspath(args.json) == os.path.abspath(args.output):
             raise InputError(f"{args.json}: --json and --output name the same file; give two paths")
-        guard_output(args.json, reads + (args.output,))
+        guard_output(args.json, reads + (args.output,), kind="json")
+    guard_plot(args, reads)
+    if uses_scoreboard(args):
+        return run_method_mode(args, backend, reads)
     result = evaluate.denoise_file(args.input, args.output, lambda noisy: backend.denoise(noisy, args.bn_mode),
-                                   backend.min_length, backend.chunk, reads, backend.sigma_range)
-    warn(backend, result.warning)
+                                   backend.min_length, backend.chunk, reads, backend.sigma_range,
+                                   train_length=backend.train_length)
+    show_notes(backend, result)
     mode = args.bn_mode or backend.bn_mode
+    windowed = f", in windows of {backend.train_length}" if backend.train_length and result.length > backend.train_length else ""
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {mode} BN "
-          f"({backend.label()}) -> {args.output}")
+          f"({backend.label()}{windowed}) -> {args.output}")
+    draw_record_plot(args, backend, f"net_{mode}", reads)
     if args.json is not None:
         summary = {"backend": backend.name, "weights": str(backend.weights), "input": str(args.input),
                    "output": str(args.output), "n": result.n, "length": result.length, "dtype": result.dtype,
                    "bn_mode": mode, "sigma_range": backend.sigma_range, "sigma_warning": result.warning}
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return result
+
+
+def uses_scoreboard(args: argparse.Namespace) -> bool:
+    """--method auto or a named candidate (not the plain network, today's default)."""
+    return getattr(args, "method", None) not in (None, "net")
+
+
+def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> evaluate.FileResult:
+    """--method auto|NAME: SURE table of every candidate on the whole record (auto), then the chosen one's output."""
+    record, _ = scoreboard.read_record(args.input)
+    sigma, source = scoreboard.record_sigma(record, args.sigma)
+    candidates = scoreboard.classical_candidates(sigma)
+    if backend.denoise is not None:
+        candidates.update(scoreboard.network_candidates(backend.denoise, shown_modes(args, backend),
+                                                        train_length=backend.train_length, jacobian=backend.jacobian))
+    ranking = None
+    if args.method == "auto":
+        ranking = scoreboard.rank(candidates, record, sigma)
+        print(ranking.table())
+    name = ranking.chosen if ranking else args.method
+    if name not in candidates:
+        raise InputError(f"--method {name} needs the network in that BN mode (pass --weights; check --bn-mode)")
+    network = name.startswith("net_")
+    result = evaluate.denoise_file(args.input, args.output, candidates[name], backend.min_length if network else 1,
+                                   backend.chunk, reads, backend.sigma_range if network else None,
+                                   train_length=backend.train_length if network else None)
+    warn(backend, result.warning)
+    draw_record_plot(args, backend, name, reads)
+    print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "
+          f"(σ = {sigma:.6g}, {source}{'; ' + backend.label() if network else ''}) -> {args.output}")
+    if args.json is not None:
+        summary = {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
+                   "input": str(args.input), "output": str(args.output), "n": result.n, "length": result.length,
+                   "dtype": result.dtype, "method": args.method, "chosen": name, "sigma": sigma,
+                   "sigma_source": source, "sigma_warning": result.warning}
+        summary.update(ranking.summary() if ranking else {})
+        evaluate.write_report_json(args.json, summary, reads + (args.output,))
+    return result
+
+
+def plot_range(text: str) -> tuple[int, int]:
+    """argparse type: ``A:B`` with integers 0 <= A < B (the samples A..B-1)."""
+    parts = text.split(":")
+    try:
+        start, stop = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        start = stop = None
+    if start is None or not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(f"expected A:B with integers 0 <= A < B, got {text!r}")
+    return start, stop
+
+
+def guard_plot(args: argparse.Namespace, reads: tuple) -> None:
+    """Refuse a bad --plot path before the work, not after."""
+    plot = getattr(args, "plot", None)
+    if plot is None:
+        return
+    if os.path.abspath(plot) in (os.path.abspath(args.output), os.path.abspath(args.json or args.output)):
+        raise InputError(f"{plot}: --plot names the same file as --output or --json; give another path")
+    guard_output(plot, reads + (args.output,), kind="png" if plot.suffix.lower() == ".png" else None)
+
+
+def draw_record_plot(args: argparse.Namespace, backend: Backend, method: str, reads: tuple) -> Path | None:
+    """--plot: a stretch of --input and --output, read back from the files (only that stretch is loaded)."""
+    if getattr(args, "plot", None) is None:
+        return None
+    from deepdenoise1d import plots  # matplotlib only when drawing
+    from deepdenoise1d.io import open_signals
+
+    noisy, _ = open_signals(args.input)
+    denoised, _ = open_signals(args.output)
+    total = noisy.size
+    start, stop = args.plot_range or (0, PLOT_SAMPLES)
+    if start >= total:
+        raise InputError(f"--plot-range {start}:{stop} starts past the end of {args.input} ({total} samples)")
+    stop = min(stop, total)
+    fig = plots.record_figure(noisy.reshape(-1)[start:stop], denoised.reshape(-1)[start:stop], start,
+                              plots.method_label(method), backend.label(),
+                              signal_length=noisy.shape[1] if noisy.shape[0] > 1 else None)
+    path = plots.save_figure(fig, args.plot, reads=reads + (args.output,))
+    print(f"wrote {path}", file=sys.stderr)
+    return path
 
 
 def missing_weights_message(path: Path) -> str:

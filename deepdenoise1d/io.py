@@ -1,8 +1,10 @@
 """Signal files: readers, writers and value checks.
 
-Signals are read from ``.txt`` (one float per line = one signal, or one signal per
-row as ``np.savetxt`` writes an (N, L) array) or ``.npy`` ([L] or [N, L], opened
-memory-mapped after its header is checked against the file size). Writers go
+Signals are read from ``.txt``/``.csv`` (one float per line = one signal, with an
+optional header row, or one signal per row as ``np.savetxt`` writes an (N, L)
+array; parsed block by block) or ``.npy`` ([L] or [N, L], opened memory-mapped
+after its header is checked against the file size). :func:`open_signals` reads any
+size in bounded memory; :func:`read_signals` loads. Writers go
 through the guarded atomic write path of :mod:`deepdenoise1d.safewrite`. Every
 reader and writer raises :class:`deepdenoise1d.errors.InputError` with one clear line
 on bad input or an OS error, never another exception.
@@ -10,6 +12,8 @@ on bad input or an OS error, never another exception.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -32,7 +36,7 @@ def compute_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize <= 4 else np.dtype(np.float64)
 
 
-def check_chunk(chunk: np.ndarray, first_row: int, source: str, dtype=np.float64) -> None:
+def check_chunk(chunk: np.ndarray, first_row: int, source: str, dtype=np.float64, first_index: int = 0) -> None:
     """Refuse NaN/inf, and values beyond float32's range when computing in float32.
 
     Parameters
@@ -45,27 +49,50 @@ def check_chunk(chunk: np.ndarray, first_row: int, source: str, dtype=np.float64
         File name for the message.
     dtype : dtype-like
         The dtype the values will be computed in.
+    first_index : int
+        Position of ``chunk[:, 0]`` within its signals (a stretch of a long record).
 
     Raises
     ------
     InputError
         Naming the signal index and the position within the signal.
     """
-    chunk = np.atleast_2d(np.asarray(chunk))
+    found = _first_bad(np.atleast_2d(np.asarray(chunk)), dtype)
+    if found is not None:
+        row, col, what = found
+        raise InputError(_bad_value_message(source, first_row + row, first_index + col, what))
+
+
+def check_span(raw: np.ndarray, flat_start: int, length: int, source: str, dtype=np.float32) -> None:
+    """:func:`check_chunk` for a stretch ``raw`` of the flattened (N, ``length``) signals, from ``flat_start`` on."""
+    found = _first_bad(np.asarray(raw).reshape(1, -1), dtype)
+    if found is not None:
+        _, col, what = found
+        row, index = divmod(flat_start + col, length)
+        raise InputError(_bad_value_message(source, row, index, what))
+
+
+def _first_bad(chunk: np.ndarray, dtype) -> tuple[int, int, tuple] | None:
+    """(row, col, (kind, value)) of the first value :func:`check_chunk` refuses in a 2-D chunk, else None."""
     if chunk.dtype.kind not in "fc":
-        return  # integers are finite and, below 2**64, inside float32's range
+        return None  # integers are finite and, below 2**64, inside float32's range
     bad = ~np.isfinite(chunk)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise InputError(f"{source}: signal {first_row + row} has a non-finite value ({chunk[row, col]}) at index {col}")
+        return int(row), int(col), ("non-finite", chunk[row, col])
     if np.dtype(dtype) == np.float32 and chunk.dtype.itemsize > 4:
         big = np.abs(chunk) > FLOAT32_MAX
         if big.any():
             row, col = np.argwhere(big)[0]
-            raise InputError(
-                f"{source}: signal {first_row + row} has value {chunk[row, col]:.6g} at index {col}, "
-                f"beyond the float32 range (±{FLOAT32_MAX:.4g})"
-            )
+            return int(row), int(col), ("big", chunk[row, col])
+    return None
+
+
+def _bad_value_message(source: str, row: int, col: int, what: tuple) -> str:
+    kind, value = what
+    if kind == "non-finite":
+        return f"{source}: signal {row} has a non-finite value ({value}) at index {col}"
+    return f"{source}: signal {row} has value {value:.6g} at index {col}, beyond the float32 range (±{FLOAT32_MAX:.4g})"
 
 
 def iter_chunks(signals: np.ndarray, chunk: int, source: str, dtype) -> Iterator[tuple[int, np.ndarray]]:
@@ -101,72 +128,202 @@ def _check_file(path: Path) -> int:
     return size
 
 
+TEXT_SUFFIXES = (".txt", ".csv")
+TEXT_BLOCK = 1 << 22  # bytes of text decoded at a time
+TEXT_ROWS = 1 << 16  # parsed rows held before they go to the temporary file
+MAX_LINE = 1 << 26  # a "line" this long is not a signal file
+
+
 def read_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Read ``.txt`` or ``.npy`` signals as (N, L), with the shape they were stored in.
+    """Read ``.txt``/``.csv`` or ``.npy`` signals into memory as (N, L), with the shape they were stored in.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.txt`` (one float per line, or one signal per row separated by
-        whitespace or commas; UTF-8, optional byte-order mark, ``#`` comments) or
-        a ``.npy`` ([L] or [N, L], real numbers, no pickles).
+        A ``.txt`` or ``.csv`` (one float per line, with an optional header row, is
+        one signal; or one signal per row separated by whitespace, commas or
+        semicolons; UTF-8, optional byte-order mark, ``#`` comments) or a ``.npy``
+        ([L] or [N, L], real numbers, no pickles).
 
     Returns
     -------
     signals : np.ndarray
         (N, L). ``.npy``: a read-only memory map for native float32/float64
         (float32 stays float32), other real dtypes converted to float64 (float16
-        to float32). ``.txt``: float64, already checked finite.
+        to float32). Text: float64, already checked finite.
     stored_shape : tuple of int
         ``(L,)`` for one signal stored flat, else ``(N, L)``.
 
     Notes
     -----
     ``.npy`` values are not scanned here; call :func:`check_chunk` (or use
-    :func:`iter_chunks`) on each block before computing with it.
+    :func:`iter_chunks`) on each block before computing with it. For files of any
+    size, :func:`open_signals` reads without loading or converting.
     """
     suffix = Path(path).suffix.lower()
-    if suffix == ".txt":
-        return _read_txt_signals(Path(path))
+    if suffix in TEXT_SUFFIXES:
+        signals, stored_shape = read_text_signals(path)
+        return np.array(signals), stored_shape
     if suffix == ".npy":
         array = read_npy(path, check_values=False)
         return np.atleast_2d(array), tuple(array.shape)
-    raise InputError(f"{show_path(path)}: unsupported signal format {suffix!r} (use .txt or .npy)")
+    raise InputError(f"{show_path(path)}: unsupported signal format {suffix!r} (use .txt, .csv or .npy)")
+
+
+def open_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Open signals of any size without loading them: (N, L) as stored, and the stored shape.
+
+    ``.npy``: a read-only memory map in the stored dtype (no conversion: convert
+    block by block, e.g. with :func:`iter_chunks`). Text: parsed block by block
+    into a float64 memory map of a temporary file (:func:`read_text_signals`).
+    Values of a ``.npy`` are not scanned here (see :func:`check_chunk`).
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return read_text_signals(path)
+    if suffix == ".npy":
+        path = Path(path)
+        shape, _, dtype, _ = read_npy_header(path)
+        array = _load_npy_map(path, shape, dtype)
+        return array.reshape(1, -1) if array.ndim == 1 else array, tuple(shape)
+    raise InputError(f"{show_path(path)}: unsupported signal format {suffix!r} (use .txt, .csv or .npy)")
 
 
 def read_txt(path: PathLike) -> np.ndarray:
-    """Read one signal from a ``.txt`` file, shape (L,). See :func:`read_signals` for the layouts."""
-    signals, _ = _read_txt_signals(Path(path))
+    """Read one signal from a ``.txt``/``.csv`` file, shape (L,). See :func:`read_signals` for the layouts."""
+    signals, _ = read_text_signals(path)
     if signals.shape[0] != 1:
         raise InputError(f"{show_path(path)}: expected one signal, the file holds {signals.shape[0]} rows")
-    return signals[0]
+    return np.array(signals[0])
 
 
-def _read_txt_signals(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+def read_text_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Parse a text signal file block by block into a read-only float64 memory map (N, L).
+
+    The values go to an anonymous temporary file (in the system temp folder, removed
+    when the map is freed), so memory stays bounded whatever the file size. One
+    value per line is one signal (stored shape ``(L,)``); its first data line may be
+    a header (words, e.g. ``amplitude``), which is skipped. Otherwise every row is
+    one signal and all rows have as many values. Values are checked finite.
+    """
+    path = Path(path)
     _check_file(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{show_path(path)}: not UTF-8 text (bad byte at offset {err.start})") from None
-    except (OSError, MemoryError) as err:
-        raise InputError(f"{show_path(path)}: cannot read ({os_reason(err) if isinstance(err, OSError) else 'too large'})") from None
-    rows = [(n, _parse_row(line, n, path)) for n, line in enumerate(text.splitlines(), start=1) if _is_data(line)]
-    if not rows:
-        raise InputError(f"{show_path(path)}: file holds no values")
-    widths = {len(values) for _, values in rows}
-    if widths == {1}:  # the original repository's layout: one float per line is one signal
-        signals = np.array([values[0] for _, values in rows], dtype=np.float64)[None, :]
-        stored_shape = (signals.shape[1],)
-    else:
-        width = len(rows[0][1])
-        for lineno, values in rows:
-            if len(values) != width:
-                raise InputError(f"{show_path(path)}: line {lineno} has {_count(len(values))}, line {rows[0][0]} has {width}")
-        signals = np.array([values for _, values in rows], dtype=np.float64)
-        stored_shape = signals.shape
-    check_chunk(signals, 0, show_path(path), np.float64)
-    return signals, stored_shape
+        with tempfile.TemporaryFile(prefix="deepdenoise1d-", suffix=".f64") as tmp:
+            rows, width = _TextParser(path, tmp).run()
+            tmp.flush()
+            flat = width == 1  # the original repository's layout: one float per line is one signal
+            shape = (1, rows) if flat else (rows, width)
+            return np.memmap(tmp, dtype=np.float64, mode="r", shape=shape), ((rows,) if flat else shape)
+    except OSError as err:
+        raise InputError(f"{show_path(path)}: cannot read into a temporary file in {tempfile.gettempdir()} "
+                         f"({os_reason(err)})") from None
 
+
+class _TextParser:
+    """Lines -> rows of floats -> the temporary file, :data:`TEXT_ROWS` rows at a time."""
+
+    def __init__(self, path: Path, out):
+        self.path, self.source, self.out = path, show_path(path), out
+        self.width, self.first_line, self.rows, self.buffer = None, 0, 0, []
+
+    def run(self) -> tuple[int, int]:
+        header_allowed = True
+        for lineno, line in _text_lines(self.path):
+            if not _is_data(line):
+                continue
+            try:
+                values = _parse_row(line, lineno, self.path)
+            except InputError:
+                if header_allowed and _is_header(line):
+                    header_allowed = False
+                    continue
+                raise
+            header_allowed = False
+            if self.width is None:
+                self.width, self.first_line = len(values), lineno
+            elif len(values) != self.width:
+                raise InputError(f"{self.source}: line {lineno} has {_count(len(values))}, "
+                                 f"line {self.first_line} has {self.width}")
+            self.buffer.append(values)
+            if len(self.buffer) >= TEXT_ROWS:
+                self._flush()
+        self._flush()
+        if self.width is None:
+            raise InputError(f"{self.source}: file holds no values")
+        return self.rows, self.width
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        block = np.array(self.buffer, dtype=np.float64)
+        if self.width == 1:  # one signal: the block is a stretch of it
+            check_chunk(block.T, 0, self.source, np.float64, first_index=self.rows)
+        else:
+            check_chunk(block, self.rows, self.source, np.float64)
+        self.out.write(block.tobytes())
+        self.rows += block.shape[0]
+        self.buffer = []
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file (optional byte-order mark), decoded :data:`TEXT_BLOCK` bytes at a time."""
+    lineno, offset, rest = 0, 0, b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(TEXT_BLOCK)
+            data = rest + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)  # whole lines only, until the end
+            data, rest = data[:cut], data[cut:]
+            if len(rest) > MAX_LINE:
+                raise InputError(f"{show_path(path)}: line {lineno + 1} is longer than {_human(MAX_LINE)}; "
+                                 "not a signal file")
+            if offset == 0 and data.startswith(b"\xef\xbb\xbf"):
+                data, offset = data[3:], 3
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{show_path(path)}: not UTF-8 text (bad byte at offset {offset + err.start})") from None
+            offset += len(data)
+            for line in text.splitlines():
+                lineno += 1
+                yield lineno, line
+            if not block:
+                return
+
+
+def _is_header(line: str) -> bool:
+    """A header row: only words (each starting with a letter, '_' or a quote), none of them a number."""
+    tokens = re.split(r"[\s,;]+", line.strip())
+    for token in filter(None, tokens):
+        if not (token[0].isalpha() or token[0] in "_\"'"):
+            return False
+        try:
+            parse_number(token)
+            return False  # nan, inf: a value, refused later as not finite
+        except ValueError:
+            pass
+    return any(tokens)
+
+
+def temp_memmap(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A writable memory map of an anonymous temporary file (system temp folder), space reserved up front.
+
+    Reserving the space turns a full disk into one :class:`InputError` line now
+    instead of a crash when a page is first written.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+    try:
+        with tempfile.TemporaryFile(prefix="deepdenoise1d-") as tmp:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(tmp.fileno(), 0, nbytes)
+            else:
+                tmp.truncate(nbytes)
+            return np.memmap(tmp, dtype=dtype, mode="r+", shape=shape)
+    except OSError as err:
+        raise InputError(f"cannot make a temporary file of {_human(nbytes)} in {tempfile.gettempdir()} "
+                         f"({os_reason(err)})") from None
 
 def _count(n: int) -> str:
     return f"{n} value" if n == 1 else f"{n} values"
@@ -177,18 +334,60 @@ def _is_data(line: str) -> bool:
     return bool(text) and not text.startswith("#")
 
 
+# A number is ASCII decimal only: float() would also take "1_000", Arabic-Indic or full-width digits.
+NUMBER_PATTERN = r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:nan|inf|infinity))"
+_NUMBER = re.compile(NUMBER_PATTERN)
+# Between two values: a comma or a semicolon with optional blanks around it, or blanks alone.
+_SEPARATOR = re.compile(r"[ \t]*[,;][ \t]*|[ \t]+")
+
+
+def parse_number(text: str) -> float:
+    """``float(text)`` for an ASCII decimal number (``nan``/``inf`` included), else ValueError.
+
+    Unlike ``float``, refuses digit separators (``1_000``), non-ASCII digits and
+    surrounding whitespace other than ASCII blanks.
+    """
+    stripped = text.strip(" \t\r\n")
+    if _NUMBER.fullmatch(stripped) is None:
+        raise ValueError(f"not an ASCII decimal number: {text[:40]!r}")
+    return float(stripped)
+
+
 def _parse_row(line: str, lineno: int, path: Path) -> list[float]:
-    tokens = line.replace(",", " ").split()
-    try:
-        return [float(t) for t in tokens]
-    except ValueError:
-        for column, token in enumerate(tokens, start=1):
-            try:
-                float(token)
-            except ValueError:
-                where = f"line {lineno}" if len(tokens) == 1 else f"line {lineno}, value {column}"
-                raise InputError(f"{show_path(path)}: {where} is not a number: {token[:40]!r}") from None
-        raise
+    """The values of one data line; refused (line number and a short reason, never the line's text) when
+    a value is not an ASCII decimal number or the separators are ambiguous (a decimal comma)."""
+    text = line.strip()
+    if text[-1:] in (",", ";"):
+        text = text[:-1].rstrip(" \t")  # one trailing separator, as some CSV writers leave
+    separators = _SEPARATOR.findall(text)
+    tokens = _SEPARATOR.split(text)
+    if any(s == "," for s in separators) and any(s.strip(" \t") != "," for s in separators):
+        # "1,5\t2,25" or "1,5;2": a bare comma next to other separators is a decimal comma, never read as two values
+        raise InputError(f"{show_path(path)}: line {lineno} mixes bare commas with other separators (a decimal "
+                         "comma?); write numbers with a decimal point")
+    if separators == [","] and all(t.isdigit() and t.isascii() for t in tokens):
+        # "3,14": two integers make a signal of length 2, which nothing uses; a decimal comma is far likelier
+        raise InputError(f"{show_path(path)}: line {lineno} is two integers joined by a comma (a decimal comma?); "
+                         "write numbers with a decimal point")
+    values = []
+    for column, token in enumerate(tokens, start=1):
+        try:
+            values.append(parse_number(token))
+        except ValueError:
+            where = f"line {lineno}" if len(tokens) == 1 else f"line {lineno}, value {column}"
+            raise InputError(f"{show_path(path)}: {where} is not a number ({_not_number_reason(token)})") from None
+    return values
+
+
+def _not_number_reason(token: str) -> str:
+    """Why a token is not a number, in a few words that never quote it (file contents stay out of messages)."""
+    if not token:
+        return "an empty value between two separators"
+    if not token.isascii():
+        return "non-ASCII characters; numbers are ASCII digits, '.', 'e', '+', '-'"
+    if "_" in token:
+        return "'_' digit separators are not read"
+    return "numbers are ASCII digits with '.', 'e', '+', '-'"
 
 
 def read_npy_header(path: PathLike) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -284,12 +483,7 @@ def read_npy(path: PathLike, check_values: bool = True) -> np.ndarray:
     """
     path = Path(path)
     shape, _, dtype, _ = read_npy_header(path)
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"{show_path(path)}: not a readable .npy array ({' '.join(str(err).split())[:80]})") from None
-    if array.shape != tuple(shape) or array.dtype != dtype:
-        raise InputError(f"{show_path(path)}: .npy header and data disagree")
+    array = _load_npy_map(path, shape, dtype)
     target = compute_dtype(dtype)
     if array.dtype != target:
         array = array.astype(target)  # ints, float16, or a foreign byte order
@@ -297,6 +491,17 @@ def read_npy(path: PathLike, check_values: bool = True) -> np.ndarray:
         rows = np.atleast_2d(array)
         for start, _ in iter_chunks(rows, 65536, show_path(path), target):
             pass
+    return array
+
+
+def _load_npy_map(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The read-only memory map of a ``.npy`` whose header :func:`read_npy_header` checked, in its stored dtype."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{show_path(path)}: not a readable .npy array ({' '.join(str(err).split())[:80]})") from None
+    if array.shape != tuple(shape) or array.dtype != dtype:
+        raise InputError(f"{show_path(path)}: .npy header and data disagree")
     return array
 
 
@@ -308,10 +513,16 @@ def write_txt(path: PathLike, signal: np.ndarray, reads: Iterable[PathLike] = ()
     return _write_text(path, signal, reads, durable)
 
 
-def _write_text(path: PathLike, array: np.ndarray, reads, durable: bool = True) -> Path:
+def _write_text(path: PathLike, array: np.ndarray, reads, durable: bool = True, delimiter: str = " ") -> Path:
     # 9 significant digits round-trip float32, 17 round-trip float64.
     fmt = "%.9g" if array.dtype == np.float32 else "%.17g"
-    return atomic_write(path, lambda f: np.savetxt(f, array, fmt=fmt, delimiter=" "), reads, durable=durable)
+
+    def write(f) -> None:  # block by block, so a memory-mapped array is never loaded whole
+        for start in range(0, array.shape[0], TEXT_ROWS):
+            np.savetxt(f, np.asarray(array[start : start + TEXT_ROWS]), fmt=fmt, delimiter=delimiter)
+            release_pages(array)
+
+    return atomic_write(path, write, reads, durable=durable)
 
 
 def write_npy(path: PathLike, array: np.ndarray, reads: Iterable[PathLike] = ()) -> Path:
@@ -326,8 +537,9 @@ def write_signals(path: PathLike, signals: np.ndarray, like_shape: tuple[int, ..
     Parameters
     ----------
     path : str or os.PathLike
-        ``.npy`` (reshaped to ``like_shape``) or ``.txt``: one float per line when
-        ``like_shape`` is [L] (or None with N = 1), else one signal per row.
+        ``.npy`` (reshaped to ``like_shape``), ``.txt`` or ``.csv``: one float per line
+        when ``like_shape`` is [L] (or None with N = 1), else one signal per row
+        (values separated by a blank in ``.txt``, a comma in ``.csv``).
     signals : np.ndarray
         (N, L).
     like_shape : tuple of int, optional
@@ -339,8 +551,9 @@ def write_signals(path: PathLike, signals: np.ndarray, like_shape: tuple[int, ..
     signals = np.atleast_2d(np.asarray(signals))
     suffix = path.suffix.lower()
     flat = (like_shape is not None and len(like_shape) == 1) or (like_shape is None and signals.shape[0] == 1)
-    if suffix == ".txt":
-        return _write_text(path, signals[0] if flat and signals.shape[0] == 1 else signals, reads)
+    if suffix in TEXT_SUFFIXES:
+        return _write_text(path, signals[0] if flat and signals.shape[0] == 1 else signals, reads,
+                           delimiter="," if suffix == ".csv" else " ")
     if suffix == ".npy":
         return write_npy(path, signals.reshape(like_shape) if like_shape is not None else signals, reads)
-    raise InputError(f"{show_path(path)}: unsupported output format {suffix!r} (use .txt or .npy)")
+    raise InputError(f"{show_path(path)}: unsupported output format {suffix!r} (use .txt, .csv or .npy)")

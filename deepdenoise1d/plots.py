@@ -276,3 +276,35 @@ def training_curve(rows: list[dict], bayes_rmse: float | None, title: str) -> Fi
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+def record_figure(noisy: np.ndarray, denoised: np.ndarray, start: int, method: str, made_by: str = "",
+                  signal_length: int | None = None) -> Figure:
+    """A stretch of a record, noisy and denoised, on one axis.
+
+    Parameters
+    ----------
+    noisy, denoised : np.ndarray
+        The same stretch (1-D) of the input and the output.
+    start : int
+        Index of the stretch's first sample in the record (the x axis starts there).
+    method : str
+        What denoised it (title and legend), e.g. ``"network, fixed BN"``.
+    made_by : str
+        Backend and weights, for the title.
+    signal_length : int, optional
+        When the file holds several signals laid end to end: their length, so the x axis says so.
+    """
+    noisy, denoised = np.asarray(noisy, dtype=np.float64), np.asarray(denoised, dtype=np.float64)
+    x = np.arange(start, start + len(noisy))
+    fig = Figure(figsize=(11, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(x, noisy, color=COLORS["noisy"], lw=0.8, alpha=0.7, label="noisy")
+    ax.plot(x, denoised, color="tab:blue", lw=1.2, label=f"denoised: {method}")
+    ax.set_xlabel("sample" if signal_length is None else f"sample (signals of length {signal_length} laid end to end)")
+    ax.set_ylabel("amplitude")
+    ax.legend(loc="upper right", fontsize=8)
+    title = f"{method}: samples {start}..{start + len(noisy) - 1}" + (f" ({made_by})" if made_by else "")
+    ax.set_title(fit_title(title, 11, 10), fontsize=10)
+    fig.tight_layout()
+    return fig

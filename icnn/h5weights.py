@@ -32,7 +32,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from icnn.spec import COUNTER_SUFFIX, MAX_WEIGHT_VALUES, ModelConfig, check_weights, config_from_keys, expected_shapes
+from icnn.spec import (COUNTER_SUFFIX, MAX_WEIGHT_VALUES, ModelConfig, check_weight_values, check_weights,
+                       config_from_keys, expected_shapes)
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.safewrite import atomic_write
 
@@ -83,6 +84,8 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ModelC
         One line naming the file and the first problem found.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a weights file (.h5)")
     if not path.is_file():
         raise InputError(f"{path}: no such weights file")
     if path.stat().st_size == 0:
@@ -105,6 +108,7 @@ def _read_open_file(f: h5py.File, source: str) -> tuple[dict[str, np.ndarray], M
     check_weights({k: d.shape for k, d in datasets.items()}, config, source, flat_ok=True)
     shapes = expected_shapes(config)
     arrays = {key: _read_dataset(datasets[key], key, shape, source) for key, shape in shapes.items()}
+    check_weight_values(arrays, source)
     return arrays, config, metadata
 
 
@@ -230,7 +234,7 @@ def _parse_config(text, source: str) -> dict:
 
 
 def write_weights(path: str | os.PathLike, arrays: dict[str, np.ndarray], config: dict, attributes: dict,
-                  reads=()) -> Path:
+                  reads=(), replace_weights: bool = False) -> Path:
     """Write ``arrays`` (flat float32 datasets) with the format attributes, atomically.
 
     Parameters
@@ -245,6 +249,9 @@ def write_weights(path: str | os.PathLike, arrays: dict[str, np.ndarray], config
         Extra root attributes (str or number), e.g. ``source_sha256``.
     reads : iterable of path
         Files the command reads.
+    replace_weights : bool
+        The caller checked that an existing ``path`` is weights of this format; with
+        ``--overwrite`` in force it may be replaced (``deepdenoise1d.safewrite.guard_output``).
     """
     try:
         config_json = json.dumps(config, allow_nan=False, default=str)
@@ -260,4 +267,4 @@ def write_weights(path: str | os.PathLike, arrays: dict[str, np.ndarray], config
         for key, array in arrays.items():
             f.create_dataset(key, data=np.asarray(array, dtype=np.float32).reshape(-1))
     payload = buffer.getvalue()
-    return atomic_write(path, lambda out: out.write(payload), reads=reads)
+    return atomic_write(path, lambda out: out.write(payload), reads=reads, replace_weights=replace_weights)

@@ -20,6 +20,7 @@ from typing import Iterable
 from deepdenoise1d.errors import InputError
 
 MIN_LENGTH = 16  # four halvings must leave at least one sample
+TRAIN_LENGTH = 100  # signal length every shipped model was trained on; the default for files that do not record it
 PRIOR_TAPS = 3  # one prior factor per tap of the bottleneck's first kernel
 KERNEL_SIZE = 3  # every DoubleConv convolution, padding KERNEL_SIZE // 2
 BN_MODES = ("fixed", "unfixed")  # inference statistics: running, or each signal's own
@@ -53,12 +54,15 @@ class ModelConfig:
     warning; None when unknown. Files written
     before it existed lack it: :meth:`from_dict` then fills it from the recorded
     training sigma when the caller passes one (``train_sigma``), else leaves None.
+    ``train_length`` is the length of the training signals (:data:`TRAIN_LENGTH` when a
+    file does not record it); longer inputs are denoised in overlapping windows of it.
     """
 
     prior: bool = True  # the Wiener prior branch
     norm: str = "bn"  # one of NORMS
     bn_mode: str = "fixed"  # inference default, one of BN_MODES
     sigma_range: list[float] | None = None
+    train_length: int = TRAIN_LENGTH  # samples per training signal: longer inputs are denoised in windows of it
 
     def __post_init__(self):
         self.validate("config")
@@ -73,6 +77,10 @@ class ModelConfig:
             raise InputError(f"{source}: model config field 'bn_mode' must be one of {BN_MODES}, got {self.bn_mode!r}")
         if self.sigma_range is not None:
             self.sigma_range = check_sigma_range(self.sigma_range, source)
+        length = self.train_length
+        if isinstance(length, bool) or not isinstance(length, int) or length < MIN_LENGTH:
+            raise InputError(f"{source}: model config field 'train_length' must be an integer >= {MIN_LENGTH}, "
+                             f"got {str(length)[:40]}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,6 +193,19 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def _size(shape: tuple) -> int:
     return math.prod(int(d) for d in shape)
+
+
+def check_weight_values(tensors: dict, source: str) -> None:
+    """Raise :class:`InputError` for values no trained network holds: a negative BN ``running_var``.
+
+    BN divides by sqrt(running_var + eps); a negative variance gives NaN inside the network,
+    which would otherwise surface as an input error. ``tensors`` maps keys to NumPy arrays or
+    torch tensors (anything with ``.min()``), already checked finite; the message blames the file.
+    """
+    for key, value in tensors.items():
+        if isinstance(key, str) and key.endswith(".running_var") and float(value.min()) < 0:
+            raise InputError(f"{source}: tensor {key!r} holds a negative variance ({float(value.min()):.4g}); "
+                             "the weights file is corrupt (a batch-norm running_var is never below 0)")
 
 
 def check_weights(shapes: dict[str, tuple], config: ModelConfig, source: str, flat_ok: bool = False) -> None:

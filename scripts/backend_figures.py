@@ -31,6 +31,7 @@ from Pytorch_V1.inference import configure_threads, denoise
 from deepdenoise1d import cli, evaluate, frontend, plots
 from deepdenoise1d.dataset import read_test_samples
 from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.safewrite import write_policy
 from deepdenoise1d.synthesis import SIGMA, benchmark_signals
 from deepdenoise1d.threads import resolve_threads
 
@@ -48,6 +49,7 @@ def get_args(argv=None):
                    help="folder of TestK_data.txt / TestK_label.txt pairs (default: the repository's TestSamples/)")
     p.add_argument("--fig-dir", type=Path, default=cli.DEFAULT_FIG_DIR, metavar="DIR",
                    help=f"where the figures go (default {cli.DEFAULT_FIG_DIR}/ under the current folder)")
+    cli.add_overwrite_arg(p)
     cli.add_n_arg(p, 2000)
     cli.add_seed_arg(p)
     cli.add_threads_arg(p)
@@ -91,6 +93,12 @@ def benchmark_figures(args, torch_net, numpy_net, made_by: str, reads: tuple) ->
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    with write_policy(overwrite=args.overwrite):  # every write below: deepdenoise1d.safewrite's policy
+        produce(args)
+
+
+def produce(args: argparse.Namespace) -> None:
+    """Draw every figure into --fig-dir."""
     configure_threads(resolve_threads(args.threads))
     for path in (args.weights, args.h5):
         if not path.exists():

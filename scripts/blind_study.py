@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d.classical import bayes_blind_posterior_mean, bayes_posterior_mean
+from deepdenoise1d.cli import add_overwrite_arg, output_file
 from deepdenoise1d.errors import run_cli
+from deepdenoise1d.safewrite import write_policy
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.synthesis import DEFAULT_SEED, benchmark_signals
 
@@ -46,7 +48,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sure", type=Path, default=MODELS["label-free σ=3"], help="label-free σ = 3 checkpoint")
     p.add_argument("--n-grid", type=int, default=96, help="σ grid of the blind oracle (default %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
-    p.add_argument("--output", type=Path, default=None, help="also write the table (Markdown) and a .json beside it")
+    p.add_argument("--output", type=output_file, default=None, help="also write the table (Markdown) and a .json beside it")
+    add_overwrite_arg(p)
     a = p.parse_args(argv)
     if a.n < 1 or a.n_grid < 1 or a.threads < 1 or any(not np.isfinite(s) or s <= 0 for s in a.sigma):
         p.error("--n, --n-grid, --threads and every --sigma must be positive")
@@ -107,6 +110,12 @@ def markdown(rows: list[dict], labels: list[str], n: int, seed: int) -> str:
 
 def main(argv=None) -> None:
     a = get_args(argv)
+    with write_policy(overwrite=a.overwrite):  # every write below: deepdenoise1d.safewrite's policy
+        produce(a)
+
+
+def produce(a: argparse.Namespace) -> None:
+    """Evaluate every model at every σ; print the table and write the files --output names."""
     import torch
 
     torch.set_num_threads(a.threads)
@@ -114,8 +123,8 @@ def main(argv=None) -> None:
     if a.output is not None:  # refuse an output that is one of the checkpoints before the work, not after
         from deepdenoise1d.safewrite import guard_output
 
-        guard_output(a.output, reads)
-        guard_output(a.output.with_suffix(".json"), reads)
+        guard_output(a.output, reads, kind="text")
+        guard_output(a.output.with_suffix(".json"), reads, kind="json")
     models, lines = {}, []
     for label, path in (("supervised blind", a.blind), ("label-free blind", a.blind_sure), ("label-free σ=3", a.sure)):
         if not path.is_file():

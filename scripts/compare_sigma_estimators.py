@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deepdenoise1d.cli import add_n_arg, add_seed_arg, positive_int
+from deepdenoise1d.cli import add_n_arg, add_overwrite_arg, add_seed_arg, output_file, positive_int
 from deepdenoise1d.errors import run_cli
 from deepdenoise1d.noise import SIGMA_METHODS, estimate_sigma
-from deepdenoise1d.safewrite import atomic_write
+from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.synthesis import noisy_pairs
 
 SIGMAS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
@@ -37,8 +37,9 @@ def get_args(argv=None) -> argparse.Namespace:
     add_seed_arg(p)
     p.add_argument("--repeats", type=positive_int, default=20, metavar="R",
                    help="independent draws for the pooled estimate's spread (default %(default)s)")
-    p.add_argument("--output", type=Path, default=None, metavar="PATH",
+    p.add_argument("--output", type=output_file, default=None, metavar="PATH",
                    help="also write the table to this Markdown file (default: print only)")
+    add_overwrite_arg(p)
     return p.parse_args(argv)
 
 
@@ -90,11 +91,14 @@ def table(results: dict[float, dict[str, dict[str, float]]], n: int, repeats: in
 
 def main(argv=None) -> None:
     args = get_args(argv)
-    results = {sigma: measure(args.seed, args.n, args.repeats, sigma) for sigma in SIGMAS}
-    text = table(results, args.n, args.repeats)
-    print(text, end="")
-    if args.output is not None:
-        atomic_write(args.output, lambda f: f.write(text.encode()))
+    with write_policy(overwrite=args.overwrite):  # deepdenoise1d.safewrite's policy for --output
+        if args.output is not None:
+            guard_output(args.output, kind="text")  # refuse before the work, not after
+        results = {sigma: measure(args.seed, args.n, args.repeats, sigma) for sigma in SIGMAS}
+        text = table(results, args.n, args.repeats)
+        print(text, end="")
+        if args.output is not None:
+            atomic_write(args.output, lambda f: f.write(text.encode()))
 
 
 if __name__ == "__main__":

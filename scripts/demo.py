@@ -31,7 +31,7 @@ from pathlib import Path
 
 from deepdenoise1d import cli
 from deepdenoise1d.errors import InputError, run_cli
-from deepdenoise1d.safewrite import atomic_write
+from deepdenoise1d.safewrite import BOOKKEEPING, atomic_write, write_policy
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -147,17 +147,19 @@ def refresh(run: Path, demo_dir: Path) -> list[str]:
     Files of the old per-backend layout (:data:`SUPERSEDED`) are named with the command that
     removes them from the repository, not deleted here.
     """
-    for name, source in committed_sources(run).items():
-        if source.is_file():
-            data = source.read_bytes()
-            atomic_write(demo_dir / name, lambda f, data=data: f.write(data), reads=(source,))
-            print(f"wrote {demo_dir / name}")
+    # --refresh is the flag that lets this copy into the tracked demo/ and replace its files (same kind only).
+    with write_policy(overwrite=True, tracked_ok=True):
+        for name, source in committed_sources(run).items():
+            if source.is_file():
+                data = source.read_bytes()
+                atomic_write(demo_dir / name, lambda f, data=data: f.write(data), reads=(source,))
+                print(f"wrote {demo_dir / name}")
     stale = [demo_dir / name for name in SUPERSEDED if (demo_dir / name).is_file()]
     if stale:
         print("superseded by the both-backend figures; remove with: git rm " + " ".join(str(p) for p in stale))
     digests: dict[str, str] = {}
     same = []
-    for path in sorted(p for p in demo_dir.iterdir() if p.is_file() and p.name not in SUPERSEDED):
+    for path in sorted(p for p in demo_dir.iterdir() if p.is_file() and p.name not in SUPERSEDED + BOOKKEEPING):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest in digests:
             same.append(f"{digests[digest]} = {path.name}")

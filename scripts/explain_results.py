@@ -30,7 +30,8 @@ import numpy as np
 
 from icnn.shipped import default_weights
 from icnn.spec import BN_MODES as MODES
-from deepdenoise1d.cli import add_n_arg, add_seed_arg, positive_float, positive_int
+from deepdenoise1d.cli import add_n_arg, add_overwrite_arg, add_seed_arg, positive_float, positive_int
+from deepdenoise1d.safewrite import write_policy
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
 
@@ -53,6 +54,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add_seed_arg(parser, DEFAULT_SEED)
     parser.add_argument("--sigma", type=positive_float, default=SIGMA, metavar="S", help=f"noise level (default {SIGMA})")
     parser.add_argument("--sweep-n", type=positive_int, default=200, metavar="N", help="signals per σ in the blind sweep (default 200)")
+    add_overwrite_arg(parser)
     return parser.parse_args(argv)
 
 
@@ -420,17 +422,24 @@ def lock_folder(folder: Path):
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    with write_policy(overwrite=args.overwrite):  # every write below: deepdenoise1d.safewrite's policy
+        produce(args)
+
+
+def produce(args: argparse.Namespace) -> None:
+    """Measure, then write the report and the figures into --output."""
     for path in (args.weights, args.blind):
         if not path.is_file():
             raise InputError(f"{path}: no such checkpoint file")
     import torch
 
     from Numpy_V2.model import load_h5
-    from deepdenoise1d.safewrite import atomic_write
+    from deepdenoise1d.safewrite import atomic_write, guard_output
 
     torch.set_num_threads(1)  # one thread for both sides: the speeds compare like with like
-    lock = lock_folder(args.output)
     reads = (args.weights, args.blind)
+    guard_output(args.output / "explain_results.md", reads, kind="text")  # a tracked or kept --output: refused first
+    lock = lock_folder(args.output)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             h5 = convert_pth(args.weights, Path(tmp) / "shipped.h5")

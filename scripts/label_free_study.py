@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d.classical import bayes_posterior_mean
-from deepdenoise1d.cli import add_threads_arg, positive_float, positive_int
+from deepdenoise1d.cli import add_overwrite_arg, add_threads_arg, output_file, positive_float, positive_int
 from deepdenoise1d.errors import run_cli
+from deepdenoise1d.safewrite import write_policy
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.noise import estimate_sigma, per_signal_sigma
 from deepdenoise1d.synthesis import DEFAULT_SEED, benchmark_signals, noisy_pairs, parse_sigma
@@ -44,7 +45,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--draws", type=positive_int, default=16, help="R2R recorruptions averaged (default %(default)s)")
     p.add_argument("--score", metavar="LOW:HIGH", type=sigma_range_arg,
                    help="also print the label-free blind score on σ from LOW:HIGH")
-    p.add_argument("--output", type=Path, help="also write the table (Markdown) and a .json beside it")
+    p.add_argument("--output", type=output_file, help="also write the table (Markdown) and a .json beside it")
+    add_overwrite_arg(p)
     add_threads_arg(p)
     return p.parse_args(argv)
 
@@ -123,6 +125,12 @@ def markdown(rows: list[dict], a: argparse.Namespace) -> str:
 
 def main(argv=None) -> None:
     a = get_args(argv)
+    with write_policy(overwrite=a.overwrite):  # every write below: deepdenoise1d.safewrite's policy
+        produce(a)
+
+
+def produce(a: argparse.Namespace) -> None:
+    """Score every checkpoint; print the table and write the files --output names."""
     import torch
     from Pytorch_V1.checkpoint import load_model
 
@@ -130,8 +138,8 @@ def main(argv=None) -> None:
     if a.output is not None:  # refuse an output that is one of the checkpoints before the work, not after
         from deepdenoise1d.safewrite import guard_output
 
-        guard_output(a.output, a.weights)
-        guard_output(a.output.with_suffix(".json"), a.weights)
+        guard_output(a.output, a.weights, kind="text")
+        guard_output(a.output.with_suffix(".json"), a.weights, kind="json")
     models = [(path, *load_model(path, "cpu")) for path in a.weights]
     rows = []
     for sigma in a.sigma:

@@ -32,7 +32,7 @@ from Pytorch_V1.inference import configure_threads, denoise
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from deepdenoise1d import classical, cli, evaluate, frontend
 from deepdenoise1d.errors import InputError, run_cli
-from deepdenoise1d.safewrite import atomic_write, guard_output
+from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.plots import save_figure
 from deepdenoise1d.progress import progress
 from deepdenoise1d.synthesis import SIGMA, benchmark_signals
@@ -62,8 +62,9 @@ def get_args(argv=None):
     cli.add_threads_arg(p)
     p.add_argument("--weights-dir", type=Path, default=weights_dir(), help="where the shipped checkpoints are")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another checkpoint to evaluate")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="PATH",
+    p.add_argument("--output", type=cli.output_file, default=DEFAULT_OUTPUT, metavar="PATH",
                    help=f"the Markdown report (default {DEFAULT_OUTPUT} under the current folder)")
+    cli.add_overwrite_arg(p)
     p.add_argument("--fig-dir", type=Path, default=None, metavar="DIR",
                    help="where blind_curve.png goes (default: the report's folder)")
     a = p.parse_args(argv)
@@ -266,11 +267,17 @@ def targets_section(models: dict, rows: list, base: dict, curves: dict) -> list[
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    with write_policy(overwrite=args.overwrite):  # every write below: deepdenoise1d.safewrite's policy
+        produce(args)
+
+
+def produce(args: argparse.Namespace) -> None:
+    """Evaluate, then write the report and the figure the flags name."""
     configure_threads(resolve_threads(args.threads))
     torch.set_grad_enabled(False)
     models = load_models(args)
     reads = tuple(str(ckpt_path) for ckpt_path in _model_paths(args))
-    guard_output(args.output, reads)  # fail before the work, not after
+    guard_output(args.output, reads, kind="text")  # fail before the work, not after
     fig_dir = args.fig_dir if args.fig_dir is not None else args.output.parent
     made_by = f"PyTorch; weights in {frontend.shown_path(args.weights_dir)}/; seed {args.seed}, {args.n} signals per σ"
     out = ["# Results on held-out signals", "",

@@ -443,3 +443,10 @@ def converted(pth2h5, tmp_path_factory):
         _, h5 = convert(pth2h5, model, folder, f"{norm}_{prior}")
         models[prior, norm] = (model, load_h5(h5))
     return models
+
+
+def output_names(folder: Path) -> list[str]:
+    """Sorted names in ``folder`` without the hidden record of this project's outputs (deepdenoise1d.safewrite)."""
+    from deepdenoise1d.safewrite import BOOKKEEPING
+
+    return sorted(p.name for p in Path(folder).iterdir() if p.name not in BOOKKEEPING)

@@ -11,7 +11,8 @@ import torch
 
 import deepdenoise1d.safewrite
 import Pytorch_V1.train as train_mod
-from conftest import batch_of_100, kill_9, log_tail, make_model, start_training, wait_for, write_cuda_checkpoint
+from conftest import (batch_of_100, kill_9, log_tail, make_model, output_names, start_training, wait_for,
+                      write_cuda_checkpoint)
 from Pytorch_V1.checkpoint import load_checkpoint, load_model, load_state_dict_strict, save_checkpoint
 from Pytorch_V1.model import ICNN_s, ModelConfig
 from Pytorch_V1.train import get_args, train
@@ -127,7 +128,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pth"
     first = {"net_state_dict": ICNN_s().state_dict(), "step": 1}
     save_checkpoint(path, first)
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+    assert output_names(tmp_path) == ["ckpt.pth"]
     good = path.read_bytes()
 
     def broken_fsync(fd):
@@ -138,7 +139,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, {"net_state_dict": ICNN_s().state_dict(), "step": 2})
     monkeypatch.undo()
     assert path.read_bytes() == good
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temp file left behind
+    assert output_names(tmp_path) == ["ckpt.pth"]  # no temp file left behind
     assert load_checkpoint(path)["step"] == 1
     assert os.stat(path).st_size > 0
 

@@ -62,3 +62,39 @@ def test_add_arg_helpers_share_defaults_and_refuse_bad_values(capsys):
             parser.parse_args(argv)
         assert exit_.value.code == 2
         assert argv[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parse", [cli.positive_int, cli.nonnegative_int, cli.signal_count, cli.batch_size,
+                                   cli.thread_count, cli.seed_int, cli.positive_float, cli.nonnegative_float,
+                                   cli.decay_float, cli.sigma_value, cli.sigma_or_auto, cli.sigma_range_or_auto])
+@pytest.mark.parametrize("text", ["1_000", "\u0661\u0662", "\uff11\uff12", "\u00b2", "0x10", "1e3x"])
+def test_numbers_are_ascii_decimal_only(parse, text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse(text)
+
+
+@pytest.mark.parametrize("parse, limit", [(cli.positive_int, cli.MAX_COUNT), (cli.signal_count, cli.MAX_SIGNALS),
+                                          (cli.batch_size, cli.MAX_BATCH), (cli.thread_count, cli.MAX_THREADS),
+                                          (cli.seed_int, cli.MAX_SEED)])
+def test_counts_and_sizes_are_bounded_at_parsing(parse, limit):
+    assert parse(str(limit)) == limit
+    with pytest.raises(argparse.ArgumentTypeError, match=f"to {limit}"):
+        parse(str(limit + 1))
+
+
+def test_train_flags_use_the_bounded_types():
+    from Pytorch_V1.train import get_args
+
+    for flag, value in (("--batch-size", "1000000000"), ("--val-size", "10000000000"), ("--steps", "10000000000"),
+                        ("--threads", "100000")):
+        with pytest.raises(Exception, match=re.escape(flag)):
+            get_args([flag, value])
+
+
+def test_absurd_sigma_is_refused_at_parsing():
+    for parse, texts in ((cli.sigma_or_auto, ("1e-300", "1e-7", "1e7")),
+                         (cli.sigma_range_or_auto, ("1e-300", "1e-7", "1e7", "1e-300:1"))):
+        for text in texts:
+            with pytest.raises(argparse.ArgumentTypeError, match="1e-06"):
+                parse(text)
+    assert cli.sigma_range_or_auto("1e-6:1e6") == [1e-6, 1e6]

@@ -233,7 +233,7 @@ def test_folder_without_labels_and_mse_is_a_clear_error(tmp_path, run_main):
 
 def test_labels_of_a_different_length_are_a_clear_error(tmp_path, run_main):
     noisy, clean = write_dataset(tmp_path / "ds", 8, labels=True)
-    write_folder_dataset(tmp_path / "ds", noisy[:1], clean[:1, :90])  # labels/0.txt is shorter than data/0.txt
+    np.savetxt(tmp_path / "ds" / "labels" / "0.txt", clean[0, :90])  # labels/0.txt is shorter than data/0.txt
     code, _, err = run_main(train_mod, ["--data", tmp_path / "ds", "--run-dir", tmp_path / "c", "--steps", 2])
     assert_one_line_error(code, err, "0.txt")
 
@@ -241,3 +241,22 @@ def test_labels_of_a_different_length_are_a_clear_error(tmp_path, run_main):
 def test_missing_data_folder_is_a_clear_error(tmp_path, run_main):
     code, _, err = run_main(train_mod, ["--data", tmp_path / "nope", "--run-dir", tmp_path / "c", "--device", "cpu"])
     assert_one_line_error(code, err, "nope")
+
+
+def test_an_explicit_sigma_never_needs_an_estimate_and_auto_names_odd_signals(capsys):
+    from Pytorch_V1.data import resolve_folder_sigma
+    from Pytorch_V1.distributed import Workers
+    from deepdenoise1d.synthesis import noisy_pairs
+
+    _, noisy, _ = noisy_pairs(np.random.default_rng(21), 300, 3.0)
+    offset = noisy + 100  # no sample <= 0 anywhere: the spike estimator reads nothing
+    for loss in ("mse", "sure"):
+        cfg, sigmas = resolve_folder_sigma(TrainConfig(data="f/", sigma=[2.5, 2.5], loss=loss), offset, Workers())
+        assert cfg.sigma == [2.5, 2.5] and np.all(sigmas == 2.5)
+    noisy[7] += 50  # one odd signal with an offset
+    noisy[9] = 0.0  # one degenerate signal
+    cfg, sigmas = resolve_folder_sigma(TrainConfig(data="f/", sigma=None), noisy, Workers())
+    err = capsys.readouterr().err
+    assert abs(cfg.sigma[0] / 3.0 - 1) < 0.05 and np.isfinite(sigmas).all()
+    assert "σ estimated per signal" in err and "wavelet MAD on" in err
+    assert "1 of 300 signal(s) are degenerate" in err and "signal(s) 9" in err

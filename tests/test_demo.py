@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO_ROOT, load_script
+from conftest import REPO_ROOT, load_script, output_names
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def demo():
 def test_a_new_folder_is_created_and_marked(demo, tmp_path):
     run = tmp_path / "a" / "run"
     demo.claim_run_dir(run, keep=False)
-    assert (run / demo.MARKER).is_file() and sorted(p.name for p in run.iterdir()) == [demo.MARKER]
+    assert (run / demo.MARKER).is_file() and output_names(run) == [demo.MARKER]
 
 
 def test_an_earlier_demo_run_is_replaced(demo, tmp_path):
@@ -24,7 +24,7 @@ def test_an_earlier_demo_run_is_replaced(demo, tmp_path):
     demo.claim_run_dir(run, keep=True)  # --skip-train keeps it
     assert (run / "old.txt").exists()
     demo.claim_run_dir(run, keep=False)
-    assert sorted(p.name for p in run.iterdir()) == [demo.MARKER]
+    assert output_names(run) == [demo.MARKER]
 
 
 @pytest.mark.parametrize("keep", [False, True])
@@ -65,5 +65,5 @@ def test_refresh_copies_the_committed_set_and_reports_identical_files(demo, tmp_
     (run / "figures" / "filter.png").write_bytes(b"png A")  # same bytes: reported
     out.mkdir()
     same = demo.refresh(run, out)
-    assert sorted(p.name for p in out.iterdir()) == ["RESULTS.md", "filter.png", "methods.png"]
+    assert output_names(out) == ["RESULTS.md", "filter.png", "methods.png"]
     assert same == ["filter.png = methods.png"]

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import assert_one_line_error
 from icnn.spec import CHUNK, MIN_LENGTH
-from deepdenoise1d import evaluate
+from deepdenoise1d import evaluate, noise
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.synthesis import benchmark_signals
 
@@ -129,11 +129,133 @@ def test_mixed_input_counts_only_the_signals_outside():
     assert 80 <= count <= 100  # the σ = 9 signals, not the σ = 3 ones
 
 
-def test_signals_without_a_negative_sample_are_skipped():
-    noisy = np.abs(benchmark_signals(1, 20, 3.0)[1]) + 1  # nothing the estimator can read
-    assert np.isnan(evaluate.per_signal_sigma(noisy)).all()
-    assert evaluate.sigma_range_check((3, 3), noisy).warning() is None
+def test_signals_without_a_negative_sample_are_estimated_by_wavelet_mad():
+    clean, noisy = benchmark_signals(1, 20, 3.0)
+    each = evaluate.per_signal_sigma(noisy + 30)  # an offset: no sample <= 0 for the spike estimator
+    assert np.isfinite(each).all() and 2.0 < np.median(each) < 4.5  # wavelet MAD overestimates spikes a little
+    assert np.all(~noise.estimate_sigma_auto(noisy + 30).spike)
 
 
-def test_no_range_no_check():
-    assert evaluate.sigma_range_check(None) is None
+def test_no_range_no_range_warning_but_the_estimate():
+    check = evaluate.sigma_range_check(None, benchmark_signals(1, 20, 3.0)[1])
+    assert check.warning() is None and check.peak_warning() is None
+    assert [line.split(":")[0] for line in check.notes()] == ["σ estimated per signal"]
+
+
+@pytest.mark.parametrize("length", [100, 10_000, 1_000_000])
+def test_range_check_has_no_spurious_warning_at_any_length_and_still_warns_a_mismatch(length):
+    from deepdenoise1d.synthesis import SpikePrior, noisy_pairs
+
+    prior = SpikePrior(length=length, n_spikes=20 * length // 100)
+    n = max(1, 20_000 // length)
+    for sigma in (3.0, 4.0):
+        _, noisy, _ = noisy_pairs(np.random.default_rng(length), n, sigma, prior)
+        line = evaluate.sigma_range_check((3, 3), noisy).warning()
+        assert (line is None) == (sigma == 3.0), line
+
+
+@pytest.mark.parametrize("amplitude", [100.0, 1e6])
+def test_peaks_far_above_the_trained_spikes_are_warned(amplitude):
+    _, noisy = benchmark_signals(3, 20, 3.0)
+    assert evaluate.sigma_range_check((3, 3), noisy).peak_warning() is None
+    noisy[:5, 50] += amplitude
+    line = evaluate.sigma_range_check((3, 3), noisy).peak_warning()
+    assert line.startswith("warning: 5 of 20 signal(s) peak far above") and "signal(s) 0, 1, 2, 3, 4" in line
+
+
+def test_peaks_on_the_training_prior_are_not_warned():
+    _, noisy = benchmark_signals(4, 5000, 0.5)
+    assert evaluate.sigma_range_check((0.5, 5), noisy).peak_warning() is None
+
+
+def test_degenerate_signals_are_warned_and_auto_sigma_computes_without_nan():
+    _, noisy = benchmark_signals(5, 4, 3.0)
+    noisy[2] = 0.0
+    notes = evaluate.sigma_range_check((3, 3), noisy).notes()
+    assert any(line.startswith("warning: 1 of 4 signal(s) are degenerate") and line.endswith("signal(s) 2")
+               for line in notes)
+    with np.errstate(all="raise"):  # no RuntimeWarning can reach a user
+        for key in ("soft", "bayes"):
+            assert np.isfinite(evaluate.classical_methods("auto")[key](noisy)).all()
+
+
+# ---------------------------------------------------------------------------
+# Records longer than the training length: windows, any dtype, text in and out
+
+def _shipped_numpy_denoise():
+    from icnn.shipped import default_weights
+    from Numpy_V2.model import load_h5
+
+    net = load_h5(default_weights(".h5"))
+    return net, (lambda block: net.denoise(block))
+
+
+def test_windowed_record_does_as_well_as_its_pieces(tmp_path):
+    # A long record made of held-out benchmark signals end to end: windows that straddle two pieces
+    # must not cost accuracy compared with denoising each 100-sample piece on its own.
+    net, denoise = _shipped_numpy_denoise()
+    clean, noisy = benchmark_signals(2026, 200, 3.0)
+    np.save(tmp_path / "rec.npy", noisy.reshape(-1).astype(np.float32))
+    result = evaluate.denoise_file(tmp_path / "rec.npy", tmp_path / "out.npy", denoise, MIN_LENGTH, 64,
+                                   progress=False, train_length=net.config.train_length)
+    assert (result.n, result.length) == (1, 200 * 100)
+    windowed = np.load(tmp_path / "out.npy")
+    assert windowed.shape == (200 * 100,)
+    pieces = net.denoise(noisy.astype(np.float32))
+    rmse_windowed = rmse(windowed.reshape(200, 100), clean).mean()
+    rmse_pieces = rmse(pieces, clean).mean()
+    assert rmse_windowed < 1.03 * rmse_pieces
+    assert rmse_windowed < 0.7 * rmse(noisy, clean).mean()  # and it does denoise
+
+
+def test_denoise_file_windows_only_beyond_the_training_length(tmp_path):
+    signals = np.random.default_rng(0).normal(size=(3, 100)).astype(np.float32)
+    np.save(tmp_path / "in.npy", signals)
+    lengths = []
+
+    def record(block):
+        lengths.append(block.shape[1])
+        return block
+
+    evaluate.denoise_file(tmp_path / "in.npy", tmp_path / "out.npy", record, MIN_LENGTH, 8, progress=False,
+                          train_length=100)
+    evaluate.denoise_file(tmp_path / "in.npy", tmp_path / "out2.npy", record, MIN_LENGTH, 8, progress=False,
+                          train_length=40)
+    assert lengths[0] == 100 and set(lengths[1:]) == {40}
+    np.testing.assert_array_equal(np.load(tmp_path / "out2.npy"), signals)  # an identity blends back exactly
+
+
+@pytest.mark.parametrize("dtype", [">f4", "<i2", "<f8"])
+def test_denoise_file_converts_each_block_of_any_dtype(tmp_path, dtype):
+    record = (np.random.default_rng(1).normal(size=1000) * 100).astype(dtype)
+    np.save(tmp_path / "in.npy", record)
+    evaluate.denoise_file(tmp_path / "in.npy", tmp_path / "out.npy", lambda b: b * 2, MIN_LENGTH, 4,
+                          progress=False, train_length=100)
+    out = np.load(tmp_path / "out.npy")
+    assert out.shape == (1000,) and out.dtype == (np.float32 if dtype == ">f4" else np.float64)
+    np.testing.assert_allclose(out, 2 * record.astype(np.float64), rtol=1e-6)
+
+
+def test_one_column_csv_with_header_gives_one_column_csv(tmp_path):
+    record = np.round(np.random.default_rng(2).normal(size=250), 3)
+    (tmp_path / "in.csv").write_text("amplitude\n" + "\n".join(map(str, record)) + "\n")
+    result = evaluate.denoise_file(tmp_path / "in.csv", tmp_path / "out.csv", lambda b: -b, MIN_LENGTH, 4,
+                                   progress=False, train_length=100)
+    assert (result.n, result.length) == (1, 250)
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "out.csv"), -record, rtol=1e-6)  # computed in float32
+
+
+def test_a_bad_value_deep_in_a_long_record_is_named_and_leaves_no_output(tmp_path, run_call):
+    record = np.ones(5000, dtype=np.float32)
+    record[4321] = np.nan
+    np.save(tmp_path / "in.npy", record)
+    code, err = run_call(lambda: evaluate.denoise_file(tmp_path / "in.npy", tmp_path / "out.npy", lambda b: b,
+                                                       MIN_LENGTH, 4, progress=False, train_length=100))
+    assert_one_line_error(code, err, "signal 0 has a non-finite value (nan) at index 4321")
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_benchmark_refuses_a_draw_beyond_the_memory_limit(monkeypatch, run_call):
+    monkeypatch.setenv("DEEPDENOISE1D_MEMORY_LIMIT", "1G")
+    code, err = run_call(lambda: evaluate.random_benchmark(10**7, 3.0, 0, evaluate.classical_methods(3.0)))
+    assert_one_line_error(code, err, "--n 10000000 signals needs about", "limit of 1.0 GiB", "smaller --n")

@@ -441,7 +441,8 @@ def test_nan_inf_and_dtypes_in_pth(good, key, value, index, dtype):
         path.write_bytes(buffer.getvalue())
         result = outcome(lambda: load_model(path))
         finite = bool(torch.isfinite(tensor).all())
-        assert isinstance(result, InputError) != finite, (value, dtype)
+        valid = finite and not (key.endswith("running_var") and bool((tensor < 0).any()))  # a variance is >= 0
+        assert isinstance(result, InputError) != valid, (value, dtype)
 
 
 @pytest.mark.parametrize("config", [["model", "prior"], "prior=True", 3, {"model": "bn"}])
@@ -494,3 +495,28 @@ def test_pth2h5_wrong_architecture(good, pth2h5, drop, add, reshape, prior, norm
         else:
             assert builds and shapes_ok
             assert load_h5(target).denoise(X).shape == X.shape
+
+
+def test_a_folder_as_weights_is_called_a_folder(tmp_path):
+    with pytest.raises(InputError, match="is a folder, expected a weights file"):
+        read_weights(tmp_path)
+
+
+def test_negative_running_var_refused_in_h5_and_pth_and_by_pth2h5(tmp_path):
+    import torch
+
+    arrays, config, _ = read_weights(_copy_shipped(tmp_path))
+    key = next(k for k in arrays if k.endswith("running_var"))
+    arrays[key] = -np.abs(arrays[key]) - 1
+    write_weights(tmp_path / "bad.h5", arrays, {"model": config.to_dict()}, {})
+    with pytest.raises(InputError, match=f"bad.h5: tensor '{key}' holds a negative variance.*weights file is corrupt"):
+        read_weights(tmp_path / "bad.h5")
+    ckpt = torch.load(REPO_ROOT / "ckpt" / "ckpt_best.pth", weights_only=True, map_location="cpu")
+    ckpt["net_state_dict"][key] = -ckpt["net_state_dict"][key].abs() - 1
+    torch.save(ckpt, tmp_path / "bad.pth")
+    with pytest.raises(InputError, match=f"bad.pth: tensor '{key}' holds a negative variance"):
+        load_model(tmp_path / "bad.pth")
+    pth2h5 = load_script(REPO_ROOT / "pth2h5.py", "pth2h5_negative_var")
+    with pytest.raises(InputError, match="negative variance"):
+        pth2h5.main([str(tmp_path / "bad.pth"), str(tmp_path / "out.h5")])
+    assert not (tmp_path / "out.h5").exists()

@@ -84,3 +84,26 @@ def test_resolve_device_cpu_and_unknown_names():
     assert isinstance(device, torch.device) and device.type == "cpu"
     with pytest.raises(InputError, match="nonsense"):
         resolve_device("nonsense")
+
+
+def test_long_signals_go_through_windows_of_the_training_length():
+    from deepdenoise1d.windows import denoise_windows
+
+    model = make_model(seed=1)
+    record = np.random.default_rng(2).normal(size=(1, 450)).astype(np.float32) * 3
+    lengths = []
+
+    def direct(block):
+        lengths.append(block.shape[1])
+        return denoise(model, block)
+
+    expected = denoise_windows(record, direct, model.config.train_length)
+    assert set(lengths) == {100}
+    np.testing.assert_allclose(denoise(model, record), expected, rtol=0, atol=1e-6)
+    short = record[:, :100]
+    with torch.no_grad():  # up to the training length nothing changes: one forward pass
+        from Pytorch_V1.model import wiener_prior
+        x = torch.from_numpy(short)[:, None]
+        direct_out = model.eval()(x, wiener_prior(x) if model.wienernet is not None else None,
+                                  model.config.bn_mode)[:, 0].numpy()
+    np.testing.assert_array_equal(denoise(model, short), direct_out)

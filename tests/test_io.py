@@ -5,6 +5,7 @@ Example counts are bounded (``FUZZ`` in conftest.py) so the file runs in well un
 """
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -291,3 +292,174 @@ def test_importing_io_changes_no_process_state():
             "import deepdenoise1d.io, deepdenoise1d.safewrite, deepdenoise1d.dataset, deepdenoise1d.classical; print(calls)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- numbers: ASCII decimal only; decimal commas refused, never misread -----------------------------
+
+
+STRICT_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:nan|inf|infinity))")
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("1,5\t2,25\t3,5\n", "decimal comma"),  # tab-separated decimal commas: not six values
+    ("1,5;2,25\n", "decimal comma"),
+    ("1,5 2,25\n", "decimal comma"),
+    ("3,14\n2,72\n", "decimal comma"),  # one value per line with a decimal comma: not two-value rows
+    ("1_000\n2\n", "'_' digit separators"),
+    ("\u0661\u0662\u0663\n2\n", "non-ASCII"),  # Arabic-Indic digits
+    ("\uff11\uff12\n2\n", "non-ASCII"),  # full-width digits
+])
+def test_ambiguous_or_non_ascii_numbers_are_refused_with_the_line(run_call, tmp_path, text, reason):
+    path = tmp_path / "x.txt"
+    path.write_text(text, encoding="utf-8")
+    assert_one_line_error(*run_call(lambda: io.read_signals(path)), "x.txt", "line 1", reason)
+
+
+def test_a_refused_line_is_never_quoted(run_call, tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text("1.5\nroot:x:0:0:topsecret\n")  # after a value: not a header row
+    code, err = run_call(lambda: io.read_signals(path))
+    assert_one_line_error(code, err, "x.txt", "line 2", "not a number")
+    assert "topsecret" not in err and "x:0:0" not in err
+
+
+def test_csv_layouts_that_are_not_ambiguous_still_read(tmp_path):
+    for text, want in (("1.5, 2.5, 3\n", [1.5, 2.5, 3]), ("1.5,2.5,3,\n", [1.5, 2.5, 3]), ("1;2;3.5\n", [1, 2, 3.5]),
+                       ("1,2,3\n", [1, 2, 3])):
+        (tmp_path / "x.txt").write_text(text)
+        np.testing.assert_array_equal(io.read_signals(tmp_path / "x.txt")[0], [want])
+
+
+@FUZZ
+@given(text=st.one_of(st.text(max_size=12), st.text(alphabet=st.sampled_from(list("0123456789.eE+-_ naifINF\u0661\uff11")),
+                                                      max_size=12)))
+def test_number_parser_accepts_exactly_the_strict_ascii_decimal_grammar(text):
+    strict = STRICT_NUMBER.fullmatch(text.strip(" \t\r\n")) is not None
+    try:
+        value = io.parse_number(text)
+    except ValueError:
+        assert not strict
+    else:
+        assert strict
+        assert value == float(text) or (np.isnan(value) and np.isnan(float(text)))
+
+
+FINITE = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@FUZZ
+@given(rows=st.integers(1, 4), cols=st.integers(2, 6), data=st.data(), sep=st.sampled_from([" ", ",", "\t", ";", ", ", " ; "]),
+       comma_sep=st.sampled_from([" ", "\t", ";"]))
+def test_written_arrays_read_back_exactly_and_decimal_commas_are_refused(rows, cols, data, sep, comma_sep):
+    values = np.array(data.draw(st.lists(FINITE, min_size=rows * cols, max_size=rows * cols))).reshape(rows, cols)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.txt"
+        path.write_text("".join(sep.join(repr(float(v)) for v in row) + "\n" for row in values))
+        np.testing.assert_array_equal(io.read_signals(path)[0], values)
+        # The same rows with decimal commas, between separators that are not bare commas: refused, never misread.
+        text = "".join(comma_sep.join(f"{v:.3f}".replace(".", ",") for v in row) + "\n" for row in values)
+        path.write_text(text)
+        with pytest.raises(InputError, match="line 1 .*decimal comma"):
+            io.read_signals(path)
+
+
+# ---------------------------------------------------------------------------
+# Streaming readers: any size in bounded memory, any dtype converted block by block
+
+STREAM_DTYPES = ["<f4", ">f4", "<f8", ">f8", "<f2", "<i2", ">i4", "|u1", "<i8"]
+
+
+@FUZZ
+@given(st.sampled_from(STREAM_DTYPES), st.integers(1, 5), st.integers(16, 300), st.booleans(), st.integers(1, 7))
+def test_open_signals_npy_chunks_equal_np_load(dtype, rows, length, flat, chunk):
+    rng = np.random.default_rng(rows * 1000 + length)
+    values = (rng.normal(size=(rows, length)) * 50).astype(dtype)
+    stored = values[0] if flat else values
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.npy"
+        np.save(path, stored)
+        signals, shape = io.open_signals(path)
+        assert shape == stored.shape and signals.dtype == np.dtype(dtype)  # not converted when opened
+        target = io.compute_dtype(dtype)
+        blocks = [block for _, block in io.iter_chunks(signals, chunk, "x", target)]
+        expected = np.atleast_2d(np.load(path)).astype(target)
+        np.testing.assert_array_equal(np.concatenate(blocks), expected)
+        del signals, blocks
+
+
+@FUZZ
+@given(st.integers(1, 4), st.integers(2, 200), st.sampled_from([".txt", ".csv"]), st.booleans())  # one value per line is one signal
+def test_open_signals_text_equals_np_loadtxt(rows, length, suffix, header):
+    values = np.random.default_rng(rows * 1000 + length).normal(size=(rows, length)) * 10
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"x{suffix}"
+        one_column = rows == 1
+        stored = values[0] if one_column else values
+        np.savetxt(path, stored, fmt="%.17g", delimiter="," if suffix == ".csv" else " ",
+                   header="amplitude" if header and one_column else "", comments="")
+        signals, shape = io.open_signals(path)
+        expected = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, skiprows=int(header and one_column),
+                              ndmin=2)
+        expected = expected.T if one_column else expected
+        assert shape == stored.shape
+        np.testing.assert_array_equal(np.asarray(signals), expected)
+        del signals
+
+
+def test_text_reader_streams_in_blocks(tmp_path, monkeypatch):
+    # Small blocks: lines cut across block boundaries, the byte-order mark, and several flushes.
+    monkeypatch.setattr(io, "TEXT_BLOCK", 7)
+    monkeypatch.setattr(io, "TEXT_ROWS", 3)
+    record = np.arange(20) * 0.5 - 3
+    path = tmp_path / "r.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(["# comment", "value", *map(str, record)]).encode())
+    signals, shape = io.open_signals(path)
+    assert shape == (20,)
+    np.testing.assert_array_equal(np.asarray(signals)[0], record)
+
+
+def test_text_reader_names_the_index_of_a_bad_value_in_a_long_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "TEXT_ROWS", 4)
+    path = tmp_path / "r.txt"
+    path.write_text("\n".join(["1"] * 9 + ["nan"] + ["2"] * 3) + "\n")
+    with pytest.raises(InputError, match=r"signal 0 has a non-finite value \(nan\) at index 9"):
+        io.open_signals(path)
+
+
+def test_header_only_on_the_first_data_line_and_never_a_number_word(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("1.0\namplitude\n2.0\n")
+    with pytest.raises(InputError, match="line 2"):
+        io.open_signals(path)
+    path.write_text("1.0x\n2.0\n")  # not a word: a bad number, not a header
+    with pytest.raises(InputError, match="line 1"):
+        io.open_signals(path)
+    path.write_text("inf\n2.0\n")  # a number word: a value, refused as not finite
+    with pytest.raises(InputError, match="non-finite"):
+        io.open_signals(path)
+
+
+def test_check_span_names_signal_and_index_of_a_flat_stretch():
+    raw = np.array([1.0, 2.0, np.inf, 4.0])
+    with pytest.raises(InputError, match=r"signal 2 has a non-finite value \(inf\) at index 1"):
+        io.check_span(raw, 9, 5, "x")  # raw[2] is flat index 11 of signals of length 5: signal 2, index 1
+
+
+def test_write_signals_csv_keeps_the_layout(tmp_path):
+    record = np.array([1.5, -2.25, 3.0], dtype=np.float32)
+    io.write_signals(tmp_path / "r.csv", record[None], like_shape=(3,))
+    assert (tmp_path / "r.csv").read_text().split() == ["1.5", "-2.25", "3"]
+    rows = np.arange(6, dtype=np.float64).reshape(2, 3)
+    io.write_signals(tmp_path / "s.csv", rows, like_shape=(2, 3))
+    assert (tmp_path / "s.csv").read_text().splitlines() == ["0,1,2", "3,4,5"]
+    signals, shape = io.open_signals(tmp_path / "s.csv")
+    assert shape == (2, 3)
+    np.testing.assert_array_equal(np.asarray(signals), rows)
+
+
+def test_temp_memmap_is_writable_and_anonymous():
+    before = set(Path(tempfile.gettempdir()).iterdir())
+    out = io.temp_memmap((3, 4), np.float32)
+    out[:] = 7
+    assert out.dtype == np.float32 and float(out.sum()) == 84
+    assert set(Path(tempfile.gettempdir()).iterdir()) == before  # nothing left to clean up

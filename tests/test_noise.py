@@ -98,14 +98,17 @@ def test_per_signal_sigma_is_one_clipped_value_per_signal():
     _, noisy, sigmas = noisy_pairs(np.random.default_rng(42), 300, (0.5, 5.0))
     got = noise.per_signal_sigma(noisy, "x.npy")
     assert got.shape == (300,) and got.dtype == np.float64
-    np.testing.assert_allclose(got, noise.estimate_sigma(noisy, per_signal=True), rtol=1e-12)
+    spike = noise.estimate_sigma_auto(noisy).spike
+    assert spike.mean() > 0.8  # the spike estimator, where it applies
+    np.testing.assert_allclose(got[spike], noise.estimate_sigma(noisy[spike], per_signal=True), rtol=1e-12)
     assert np.corrcoef(got, sigmas)[0, 1] > 0.9
     assert noise.per_signal_sigma(np.zeros((2, 100)), "zeros.npy").tolist() == [1e-3, 1e-3]  # kept above 1e-3
     shrunk = noise.per_signal_sigma(noisy, "x.npy", prior=noise.sigma_prior(noisy))
-    assert shrunk.shape == (300,) and np.all(shrunk <= got + 1e-12)
-    signals = np.vstack([noisy[:2], np.ones((1, 100))])  # signal 2 has no sample <= 0
-    with pytest.raises(InputError, match=r"x\.npy: .*signal 2"):
-        noise.per_signal_sigma(signals, "x.npy")
+    assert shrunk.shape == (300,) and np.all(shrunk[spike] <= got[spike] + 1e-12)
+    # A signal with no sample <= 0 no longer blocks the others: it is estimated by wavelet MAD.
+    offset = np.vstack([noisy[:2], noisy[2:3] + 100])
+    each = noise.per_signal_sigma(offset, "x.npy")
+    assert abs(each[2] / sigmas[2] - 1) < 0.5 and np.allclose(each[:2], got[:2])
 
 
 def test_folder_sigmas_pools_one_sigma_and_keeps_per_signal_values_when_sigma_varies():
@@ -116,7 +119,7 @@ def test_folder_sigmas_pools_one_sigma_and_keeps_per_signal_values_when_sigma_va
     pooled, per_signal = noise.folder_sigmas(mixed, "mixed/")
     assert per_signal is not None and per_signal.shape == (500,)
     assert np.corrcoef(per_signal, sigmas)[0, 1] > 0.9 and 0.5 < pooled < 5.0
-    with pytest.raises(InputError, match="positive/: cannot estimate the noise level"):
+    with pytest.raises(InputError, match="positive/: every signal is constant"):
         noise.folder_sigmas(np.ones((3, 100)), "positive/")
 
 
@@ -124,3 +127,48 @@ def test_folder_sigmas_pools_one_sigma_and_keeps_per_signal_values_when_sigma_va
 def test_sigma_is_estimated_from_noisy_signals_alone(sigma):
     _, noisy, _ = noisy_pairs(np.random.default_rng(3), 1000, sigma)
     assert abs(noise.estimate_sigma(noisy) / sigma - 1) < 0.04
+
+
+# --- --sigma auto on any signal: the spike estimator or wavelet MAD, chosen per signal -----------------
+
+
+@pytest.mark.parametrize("sigma", [0.5, 3.0, 5.0])
+def test_auto_uses_the_spike_estimator_on_spike_signals(sigma):
+    _, noisy, _ = noisy_pairs(np.random.default_rng(7), 1000, sigma)
+    auto = noise.estimate_sigma_auto(noisy)
+    assert auto.spike.mean() > 0.85
+    assert np.median(np.abs(auto.sigma / sigma - 1)) < 0.1  # wavelet MAD alone: 0.14 to 1.4 here
+
+
+@pytest.mark.parametrize("name", ["Bumps", "Blocks", "HeaviSine", "Doppler", "ecg"])
+@pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (100.0, -5.0), (0.01, 5.0)])
+def test_auto_is_right_on_general_signals_with_offsets_and_scales(name, scale, offset):
+    import pywt
+
+    clean = pywt.data.ecg().astype(float) / 100 if name == "ecg" else pywt.data.demo_signal(name, 2048)
+    sigma = 0.5
+    noisy = scale * (clean + offset + sigma * np.random.default_rng(8).standard_normal((20, clean.size)))
+    auto = noise.estimate_sigma_auto(noisy)
+    assert np.median(np.abs(auto.sigma / (scale * sigma) - 1)) < 0.1
+    assert "σ estimated per signal" in auto.summary()
+
+
+def test_auto_names_degenerate_signals_and_never_raises():
+    _, noisy, _ = noisy_pairs(np.random.default_rng(9), 6, 3.0)
+    noisy[1] = 0.0
+    noisy[4] = 2.5  # constant
+    auto = noise.estimate_sigma_auto(noisy)
+    assert np.flatnonzero(auto.degenerate).tolist() == [1, 4]
+    line = auto.degenerate_warning()
+    assert line.startswith("warning: 2 of 6 signal(s) are degenerate") and line.endswith("signal(s) 1, 4")
+    sigmas = noise.per_signal_sigma(noisy, "x")
+    assert np.isfinite(sigmas).all() and sigmas[1] == sigmas[4] == np.median(sigmas[[0, 2, 3, 5]])
+
+
+@pytest.mark.parametrize("length", [16, 20, 24])
+def test_folder_sigmas_works_on_short_signals(length):
+    rng = np.random.default_rng(length)
+    noisy = 3.0 * rng.standard_normal((300, length))
+    noisy[:, length // 2] += 5
+    pooled, _ = noise.folder_sigmas(noisy, "short/")
+    assert abs(pooled / 3.0 - 1) < 0.15

@@ -150,3 +150,21 @@ def test_every_numpy_module_imports_with_torch_blocked():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(len(modules))
+
+
+def test_signals_longer_than_the_training_length_are_denoised_in_windows():
+    from icnn.shipped import default_weights
+    from deepdenoise1d.windows import denoise_windows
+
+    net = load_h5(default_weights(".h5"))
+    assert net.config.train_length == 100  # the shipped files predate the field: the default
+    noisy = np.random.default_rng(0).normal(size=(2, 100)).astype(np.float32) * 3
+    whole = net.denoise(noisy)
+    np.testing.assert_array_equal(whole, net._forward(noisy[:, None], None, net.config.bn_mode)[:, 0])
+    record = np.random.default_rng(1).normal(size=(1, 730)).astype(np.float32) * 3
+    expected = denoise_windows(record, lambda w: net._forward(w[:, None], None, net.config.bn_mode)[:, 0], 100)
+    np.testing.assert_allclose(net.denoise(record), expected, rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="signal 0 has a non-finite value"):
+        bad = record.copy()
+        bad[0, 600] = np.inf
+        net.denoise(bad)

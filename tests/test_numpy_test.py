@@ -14,8 +14,8 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import (BAD_SIGNAL_FRAGMENTS, REPO_ROOT, assert_one_line_error, listing, load_script, run_script,
-                      write_bad_signal)
+from conftest import (BAD_SIGNAL_FRAGMENTS, REPO_ROOT, assert_one_line_error, listing, load_script, output_names,
+                      run_script, write_bad_signal)
 from deepdenoise1d.synthesis import benchmark_signals
 
 SCRIPT = REPO_ROOT / "Numpy_V2" / "Numpy_test.py"
@@ -68,13 +68,13 @@ def test_figures_classical_only_without_default_weights(numpy_test, run_main, tm
     code, out, err = run_main(numpy_test, ["--fig-dir", tmp_path / "figs"])
     assert code == 0, err
     assert "classical methods only" in err and "pth2h5.py" in err and len(err.strip().splitlines()) == 1
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [f"Test{k}_numpy.png" for k in range(6)]
+    assert output_names(tmp_path / "figs") == [f"Test{k}_numpy.png" for k in range(6)]
 
 
 def test_figures_default_to_runs_figures_under_the_current_folder(weights, tmp_path):
     result = run_script(SCRIPT, "--weights", weights[1], cwd=tmp_path, block_torch=True)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "runs" / "figures").iterdir()) == [f"Test{k}_numpy.png" for k in range(6)]
+    assert output_names(tmp_path / "runs" / "figures") == [f"Test{k}_numpy.png" for k in range(6)]
 
 
 def test_random_classical_keys_without_default_weights(numpy_test, run_main, tmp_path):
@@ -410,3 +410,247 @@ def test_output_may_not_overwrite_input(spelling, numpy_test_main, run_main, wei
     assert_one_line_error(code, err, "overwrite")
     assert src.read_bytes() == original
     assert listing(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------
+# --method: the label-free scoreboard (deepdenoise1d.scoreboard) picks the denoiser for one record
+
+
+def bumps_record(path: Path, n: int = 2048, seed: int = 3) -> tuple[np.ndarray, float]:
+    """pywt's Bumps plus noise at rsnr 7, saved as float32 .npy; returns the saved record and σ."""
+    pywt = pytest.importorskip("pywt")
+    clean = pywt.data.demo_signal("Bumps", n)
+    sigma = float(clean.std() / 7)
+    noisy = (clean + sigma * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+    np.save(path, noisy)
+    return noisy.astype(np.float64), sigma
+
+
+def shipped_h5() -> Path:
+    from icnn.shipped import default_weights
+
+    return default_weights(".h5")
+
+
+def test_method_auto_prints_the_table_and_writes_the_chosen_candidate(numpy_test_main, run_main, tmp_path):
+    from deepdenoise1d import scoreboard
+
+    noisy, sigma = bumps_record(tmp_path / "rec.npy")
+    code, out, err = run_main(numpy_test_main, ["--weights", shipped_h5(), "--input", tmp_path / "rec.npy",
+                                                "--output", tmp_path / "out.npy", "--method", "auto",
+                                                "--sigma", sigma, "--json", tmp_path / "r.json"])
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    names = set(scoreboard.candidate_names(("fixed", "unfixed")))
+    assert set(report["estimates"]) == names and report["sigma"] == sigma and report["sigma_source"] == "given"
+    chosen = report["chosen"]
+    assert report["estimates"][chosen] == min(report["estimates"].values())
+    assert f"| {chosen} * |" in out and all(f"| {name}" in out for name in names)
+    expected = scoreboard.classical_candidates(sigma)[chosen](noisy).astype(np.float32)  # the networks lose here
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def test_method_name_writes_that_candidate_and_no_table(numpy_test_main, run_main, tmp_path):
+    from deepdenoise1d import classical
+
+    noisy, sigma = bumps_record(tmp_path / "rec.npy", 500)
+    code, out, err = run_main(numpy_test_main, ["--weights", shipped_h5(), "--input", tmp_path / "rec.npy",
+                                                "--output", tmp_path / "out.npy", "--method", "wavelet_sym8_visu",
+                                                "--sigma", "0.25"])
+    assert code == 0, err
+    assert "SURE" not in out and "wavelet_sym8_visu" in out
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
+                                  classical.wavelet(noisy, 0.25, "VisuShrink", "sym8").astype(np.float32))
+
+
+def test_method_auto_without_weights_ranks_the_classical_candidates(numpy_test, run_main, tmp_path):
+    from deepdenoise1d import scoreboard
+
+    bumps_record(tmp_path / "rec.npy", 600)
+    code, out, err = run_main(numpy_test, ["--input", tmp_path / "rec.npy", "--output", tmp_path / "out.npy",
+                                           "--method", "auto", "--json", tmp_path / "r.json"])
+    assert code == 0, err
+    assert "classical methods only" in err and len(err.strip().splitlines()) == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert set(report["estimates"]) == set(scoreboard.candidate_names(())) and report["sigma_source"] == "estimated"
+    assert report["sigma"] > 0 and np.load(tmp_path / "out.npy").shape == (600,)
+
+
+def test_method_net_without_weights_is_one_line(numpy_test, run_main, tmp_path):
+    bumps_record(tmp_path / "rec.npy", 200)
+    code, _, err = run_main(numpy_test, ["--input", tmp_path / "rec.npy", "--output", tmp_path / "out.npy",
+                                         "--method", "net_fixed"])
+    assert_one_line_error(code, err, "net_fixed", "--weights")
+    assert not (tmp_path / "out.npy").exists()
+
+
+@pytest.mark.parametrize("argv", [["--method", "auto"], ["--random", "--method", "auto"],
+                                  ["--input", "a.npy", "--output", "b.npy", "--method", "median"],
+                                  ["--input", "a.npy", "--output", "b.npy", "--method", "net", "--sigma", "3"]])
+def test_method_flags_are_refused(numpy_test, run_main, argv):
+    code, _, err = run_main(numpy_test, argv)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_method_auto_runs_with_torch_unimportable(tmp_path):
+    bumps_record(tmp_path / "rec.npy", 1000)
+    done = run_script(NUMPY_TEST, "--weights", shipped_h5(), "--input", tmp_path / "rec.npy", "--output",
+                      tmp_path / "out.npy", "--method", "auto", cwd=tmp_path, block_torch=True)
+    assert done.returncode == 0, done.stderr
+    assert "* |" in done.stdout and np.load(tmp_path / "out.npy").shape == (1000,)
+
+
+# ---------------------------------------------------------------------------
+# A long 1-D record: windows, the input's shape kept, .csv, --plot
+
+def test_record_in_record_out_in_windows_with_a_plot(numpy_test, run_main, weights, tmp_path):
+    from Numpy_V2.model import load_h5
+
+    record = (np.random.default_rng(4).normal(size=1234) * 3).astype(np.float32)
+    np.save(tmp_path / "rec.npy", record)
+    code, out, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "rec.npy",
+                                           "--output", tmp_path / "o.npy", "--plot", tmp_path / "rec.png"])
+    assert code == 0, err
+    assert "in windows of 100" in out
+    denoised = np.load(tmp_path / "o.npy")
+    assert denoised.shape == (1234,)  # (L,) in, (L,) out
+    np.testing.assert_allclose(denoised, load_h5(weights[1]).denoise(record)[0], rtol=0, atol=1e-6)
+    assert (tmp_path / "rec.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_column_csv_record_gives_a_one_column_csv(numpy_test, run_main, weights, tmp_path):
+    record = np.random.default_rng(5).normal(size=321) * 3
+    (tmp_path / "rec.csv").write_text("value\n" + "\n".join(f"{v:.6f}" for v in record) + "\n")
+    code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "rec.csv",
+                                         "--output", tmp_path / "o.csv"])
+    assert code == 0, err
+    lines = (tmp_path / "o.csv").read_text().splitlines()
+    assert len(lines) == 321 and all("," not in line for line in lines)
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--plot", "p.png"], "--plot needs --input"),
+    (["--input", "in.npy", "--output", "o.npy", "--plot-range", "5:9"], "--plot-range needs --plot"),
+    (["--input", "in.npy", "--output", "o.npy", "--plot", "p.png", "--plot-range", "9:5"], "0 <= A < B"),
+])
+def test_plot_flags_are_checked(numpy_test, run_main, weights, tmp_path, flags, fragment):
+    np.save(tmp_path / "in.npy", np.zeros(200, dtype=np.float32))
+    code, _, err = run_main(numpy_test, ["--weights", weights[1], *[tmp_path / f if f.endswith((".npy", ".png"))
+                                                                     else f for f in flags]])
+    assert code == 2 and fragment in err
+    assert not (tmp_path / "o.npy").exists()
+
+
+# --- output paths: the write policy of deepdenoise1d.safewrite through the front-end ---------------
+
+
+def test_json_never_replaces_a_checkpoint(weights, tmp_path):
+    user = tmp_path / "user.pth"
+    user.write_bytes((REPO_ROOT / "ckpt" / "ckpt_sure.pth").read_bytes())
+    before = user.read_bytes()
+    result = run_script(SCRIPT, "--weights", weights[1], "--random", "--n", 20, "--json", user, cwd=tmp_path,
+                        block_torch=True)
+    assert_one_line_error(result.returncode, result.stderr, "user.pth", "is a checkpoint")
+    result = run_script(SCRIPT, "--weights", weights[1], "--random", "--n", 20, "--json", user, "--overwrite",
+                        cwd=tmp_path, block_torch=True)
+    assert_one_line_error(result.returncode, result.stderr, "user.pth", "is a checkpoint")
+    assert user.read_bytes() == before
+
+
+def test_json_into_the_tracked_ckpt_is_refused(weights, tmp_path):
+    shipped = REPO_ROOT / "ckpt" / "ckpt_sure.pth"
+    before = shipped.read_bytes()
+    np.save(tmp_path / "x.npy", np.ones((2, 100), np.float32))
+    result = run_script(SCRIPT, "--weights", weights[1], "--input", "x.npy", "--output", "y.npy", "--json", shipped,
+                        cwd=tmp_path, block_torch=True)
+    assert_one_line_error(result.returncode, result.stderr, "tracked files")
+    assert shipped.read_bytes() == before and not (tmp_path / "y.npy").exists()
+
+
+def test_an_output_ending_in_a_separator_is_refused(weights, tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((2, 100), np.float32))
+    result = run_script(SCRIPT, "--weights", weights[1], "--input", "x.npy", "--output", "y.npy/", cwd=tmp_path,
+                        block_torch=True)
+    assert_one_line_error(result.returncode, result.stderr, "y.npy/", "names a folder")
+    assert output_names(tmp_path) == ["x.npy"]
+
+
+def test_the_same_command_twice_replaces_its_own_output(weights, tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((2, 100), np.float32))
+    command = ("--weights", weights[1], "--input", "x.npy", "--output", "y.npy", "--json", "y.json")
+    for _ in range(2):
+        result = run_script(SCRIPT, *command, cwd=tmp_path, block_torch=True)
+        assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "y.npy").shape == (2, 100)
+    assert json.loads((tmp_path / "y.json").read_text())["n"] == 2
+
+
+def test_a_user_file_is_replaced_only_with_overwrite_and_the_same_kind(weights, tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((2, 100), np.float32))
+    np.save(tmp_path / "mine.npy", np.arange(3.0))
+    (tmp_path / "notes.npy").write_text("my notes\n")
+    before = {name: (tmp_path / name).read_bytes() for name in ("mine.npy", "notes.npy")}
+    for name in before:
+        result = run_script(SCRIPT, "--weights", weights[1], "--input", "x.npy", "--output", name, cwd=tmp_path,
+                            block_torch=True)
+        assert_one_line_error(result.returncode, result.stderr, name, "not written by this project", "--overwrite")
+    result = run_script(SCRIPT, "--weights", weights[1], "--input", "x.npy", "--output", "notes.npy", "--overwrite",
+                        cwd=tmp_path, block_torch=True)
+    assert_one_line_error(result.returncode, result.stderr, "notes.npy", "holds text, not npy")
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    result = run_script(SCRIPT, "--weights", weights[1], "--input", "x.npy", "--output", "mine.npy", "--overwrite",
+                        cwd=tmp_path, block_torch=True)
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "mine.npy").shape == (2, 100)
+
+
+def test_sigterm_while_streaming_leaves_no_temp_file(weights, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).normal(0, 3, (200_000, 100)).astype(np.float32))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--weights", str(weights[1]), "--input", "big.npy",
+                             "--output", "out.npy"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.npy.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "finished before the temp file was seen: make the input larger"
+    time.sleep(0.3)  # mid-way through the stream
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    assert output_names(tmp_path) == ["big.npy"]  # no temp file, no output
+
+
+def _run_ascii(script, *args, cwd):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONIOENCODING": "ascii"}
+    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, encoding="ascii", errors="strict", timeout=300)
+
+
+def test_input_mode_prints_the_sigma_estimate_and_warnings_under_an_ascii_locale(tmp_path):
+    _, noisy = benchmark_signals(31, 6, 3.0)
+    noisy[1] = 0.0  # degenerate
+    noisy[2, 40] += 1e6  # a peak far above the trained spikes
+    np.save(tmp_path / "in.npy", noisy)
+    result = _run_ascii(SCRIPT, "--input", "in.npy", "--output", "out.npy", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert any(line.startswith("Numpy_test.py: \\u03c3 estimated per signal: median") for line in lines)
+    assert any("are degenerate" in line and "signal(s) 1" in line for line in lines)
+    assert any("peak far above" in line and "signal(s) 2" in line for line in lines)
+
+
+def test_random_auto_sigma_under_an_ascii_locale(tmp_path):
+    result = _run_ascii(SCRIPT, "--random", "--n", "5", "--sigma", "auto", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "\\u03c3 = 3" in result.stdout and "\\u03c3 estimated per signal" in result.stderr

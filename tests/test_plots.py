@@ -22,7 +22,7 @@ def test_plots_write_pngs(tmp_path):
     for i, fig in enumerate(figures):
         path = plots.save_figure(fig, tmp_path / "figs" / f"{i}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((tmp_path / "figs").glob(".*"))  # no temp files left
+    assert not list((tmp_path / "figs").glob(".*.tmp"))  # no temp files left
 
 
 def test_save_figure_never_writes_over_what_the_command_reads(run_call, tmp_path):

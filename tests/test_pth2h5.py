@@ -21,6 +21,7 @@ from conftest import (  # noqa: E402
 from Pytorch_V1.checkpoint import save_checkpoint  # noqa: E402
 from Pytorch_V1.model import ICNN_s, ModelConfig  # noqa: E402
 from deepdenoise1d.errors import InputError  # noqa: E402
+from icnn.h5weights import read_weights  # noqa: E402
 
 SCRIPT = REPO_ROOT / "pth2h5.py"
 
@@ -278,3 +279,52 @@ def test_cuda_saved_checkpoint_converts_on_the_cpu(pth2h5, run_main, tmp_path):
     assert code == 0, err
     with h5py.File(tmp_path / "cuda.h5", "r") as f:
         np.testing.assert_array_equal(f["outc.conv.weight"][()], model.outc.conv.weight.detach().numpy().ravel())
+
+
+# --- the destination: only HDF5 weights that pth2h5.py wrote are replaced ---------------------------
+
+
+def test_a_pth_destination_is_refused_and_left_byte_identical(pth2h5, run_main, plain_checkpoint, tmp_path):
+    user = tmp_path / "user.pth"
+    user.write_bytes(plain_checkpoint.read_bytes())
+    for flags in ([], ["--overwrite"]):
+        code, _, err = run_main(pth2h5, [plain_checkpoint, user, *flags])
+        assert_one_line_error(code, err, "user.pth", "is a checkpoint")
+    new = tmp_path / "new.pth"
+    code, _, err = run_main(pth2h5, [plain_checkpoint, new])
+    assert_one_line_error(code, err, "new.pth", "must end in .h5 or .hdf5")
+    assert user.read_bytes() == plain_checkpoint.read_bytes() and not new.exists()
+
+
+def test_a_conversion_replaces_its_own_earlier_output(pth2h5, run_main, plain_checkpoint, tmp_path):
+    out = tmp_path / "w.h5"
+    for _ in range(2):
+        code, _, err = run_main(pth2h5, [plain_checkpoint, out, "--csv", tmp_path / "w.csv"])
+        assert code == 0, err
+    assert read_weights(out)[0] and no_temp_files(tmp_path)
+
+
+def test_foreign_weights_need_overwrite_and_other_files_are_never_replaced(pth2h5, run_main, plain_checkpoint,
+                                                                         tmp_path):
+    made = tmp_path / "made" / "w.h5"
+    assert run_main(pth2h5, [plain_checkpoint, made])[0] == 0
+    copied = tmp_path / "copied.h5"
+    copied.write_bytes(made.read_bytes())  # the same format, but not this folder's record
+    code, _, err = run_main(pth2h5, [plain_checkpoint, copied])
+    assert_one_line_error(code, err, "copied.h5", "did not write", "--overwrite")
+    assert copied.read_bytes() == made.read_bytes()
+    code, _, err = run_main(pth2h5, [plain_checkpoint, copied, "--overwrite"])
+    assert code == 0, err
+    others = {"text.h5": b"not weights\n", "ckpt.h5": plain_checkpoint.read_bytes()}
+    for name, data in others.items():
+        (tmp_path / name).write_bytes(data)
+        code, _, err = run_main(pth2h5, [plain_checkpoint, tmp_path / name, "--overwrite"])
+        assert code == 2 and "\n" not in err.strip(), err
+        assert (tmp_path / name).read_bytes() == data
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:  # HDF5, but not this project's weights format
+        f.attrs["format"] = "someone-else"
+    before = foreign.read_bytes()
+    code, _, err = run_main(pth2h5, [plain_checkpoint, foreign, "--overwrite"])
+    assert_one_line_error(code, err, "foreign.h5", "HDF5 weights file")
+    assert foreign.read_bytes() == before

@@ -106,13 +106,13 @@ def test_double_conv_layout():
 def test_pad_to_match_rule():
     x2 = torch.zeros(1, 1, 13)
     x1, same = pad_to_match(torch.ones(1, 1, 10), x2)  # diff 3: left 1, right 2
-    assert same is x2
+    assert torch.equal(same, x2)  # branch-free: the longer one comes back as an equal copy
     assert x1[0, 0].tolist() == [0.0] + [1.0] * 10 + [0.0, 0.0]
     x1, _ = pad_to_match(torch.ones(1, 1, 12), x2)  # diff 1: left 0, right 1
     assert x1[0, 0].tolist() == [1.0] * 12 + [0.0]
     up = torch.zeros(1, 1, 14)
     same, x2p = pad_to_match(up, torch.ones(1, 1, 11))  # skip shorter: pad the skip, left 1, right 2
-    assert same is up
+    assert torch.equal(same, up)
     assert x2p[0, 0].tolist() == [0.0] + [1.0] * 11 + [0.0, 0.0]
 
 
@@ -472,3 +472,40 @@ def test_no_prior_removes_exactly_the_wienernet_keys():
     assert {k: tuple(v.shape) for k, v in bare.items()} == original_layout_shapes(prior=False)
     with torch.no_grad():
         assert bare_model.eval()(batch_of_100(2)).shape == (2, 1, 100)
+
+
+# ---------------------------------------------------------------------------
+# the prior's pooling and the skip padding, written for an exporter: bit for bit the old forms
+
+
+def test_adaptive_max_pool1d_bins_are_torchs_bit_for_bit():
+    """Explicit bins [floor(i·L/out), ceil((i+1)·L/out)) against F.adaptive_max_pool1d, every L in 1..300."""
+    from Pytorch_V1.model import adaptive_max_pool1d
+
+    gen = torch.Generator().manual_seed(0)
+    for length in range(1, 301):
+        x = torch.randn(2, 3, length, generator=gen)
+        x[0, 0, : length // 2] = 0.0  # ties, as ReLU features have
+        for output_size in range(1, min(length, 7) + 1):
+            got = adaptive_max_pool1d(x, output_size)
+            assert torch.equal(got, F.adaptive_max_pool1d(x, output_size)), (length, output_size)
+    with_nan = torch.tensor([[[1.0, float("nan"), 3.0, 0.5, 2.0, 4.0]]])
+    assert torch.equal(adaptive_max_pool1d(with_nan, 3).isnan(), F.adaptive_max_pool1d(with_nan, 3).isnan())
+
+
+def branching_pad_to_match(x1, x2):
+    """pad_to_match as it was written with branches."""
+    diff = x2.shape[2] - x1.shape[2]
+    if diff > 0:
+        x1 = F.pad(x1, [diff // 2, diff - diff // 2])
+    elif diff < 0:
+        x2 = F.pad(x2, [-diff // 2, -diff - (-diff // 2)])
+    return x1, x2
+
+
+@pytest.mark.parametrize("len1,len2", [(l1, l2) for l1 in range(1, 9) for l2 in range(1, 9)])
+def test_branch_free_pad_to_match_is_the_branching_one(len1, len2):
+    gen = torch.Generator().manual_seed(len1 * 10 + len2)
+    x1, x2 = torch.randn(2, 3, len1, generator=gen), torch.randn(2, 4, len2, generator=gen)
+    for got, expected in zip(pad_to_match(x1, x2), branching_pad_to_match(x1, x2)):
+        assert torch.equal(got, expected)

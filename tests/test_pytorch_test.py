@@ -17,6 +17,7 @@ from conftest import (
     assert_one_line_error,
     listing,
     load_script,
+    output_names,
     run_script,
     write_bad_signal,
     write_cuda_checkpoint,
@@ -73,7 +74,7 @@ def test_figure_mode_writes_one_png_per_sample(run_main, torch_test, checkpoint,
         shutil.copy(REPO_ROOT / "TestSamples" / name, samples / name)
     code, out, err = run(run_main, torch_test, checkpoint, "--samples", samples, "--fig-dir", tmp_path / "figs")
     assert code == 0, err
-    written = sorted(tmp_path.joinpath("figs").iterdir())
+    written = [tmp_path / "figs" / name for name in output_names(tmp_path / "figs")]
     assert [p.name for p in written] == ["Test0_torch.png", "Test3_torch.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
 
@@ -81,7 +82,7 @@ def test_figure_mode_writes_one_png_per_sample(run_main, torch_test, checkpoint,
 def test_figures_default_to_runs_figures_under_the_current_folder(checkpoint, tmp_path):
     result = run_script(SCRIPT, "--weights", checkpoint, "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "runs" / "figures").iterdir()) == [f"Test{k}_torch.png" for k in range(6)]
+    assert output_names(tmp_path / "runs" / "figures") == [f"Test{k}_torch.png" for k in range(6)]
 
 
 def test_random_mode_json_keys(run_main, torch_test, checkpoint, tmp_path):
@@ -395,3 +396,61 @@ def test_cuda_saved_checkpoint_denoises_on_the_cpu(run_main, torch_test, tmp_pat
                                          tmp_path / "in.npy", "--output", tmp_path / "out.npy"])
     assert code == 0, err
     assert np.load(tmp_path / "out.npy").shape == (2, 100)
+
+
+# ---------------------------------------------------------------------------
+# --method: the label-free scoreboard, the same in test.py and Numpy_test.py
+
+
+def test_method_auto_matches_numpy_test_and_net_method_is_the_default_network(run_main, torch_test, tmp_path):
+    pywt = pytest.importorskip("pywt")
+    from icnn.shipped import default_weights
+
+    clean = pywt.data.demo_signal("Doppler", 1024)
+    sigma = float(clean.std() / 7)
+    np.save(tmp_path / "rec.npy", (clean + sigma * np.random.default_rng(8).standard_normal(1024)).astype(np.float32))
+    common = ["--input", tmp_path / "rec.npy", "--method", "auto", "--sigma", sigma]
+    code, out, err = run_main(torch_test, ["--weights", default_weights(".pth"), "--device", "cpu", *common,
+                                           "--output", tmp_path / "t.npy", "--json", tmp_path / "t.json"])
+    assert code == 0, err
+    numpy_test = load_script(REPO_ROOT / "Numpy_V2" / "Numpy_test.py", "numpy_test_for_method")
+    code, _, err = run_main(numpy_test, ["--weights", default_weights(".h5"), *common,
+                                         "--output", tmp_path / "n.npy", "--json", tmp_path / "n.json"])
+    assert code == 0, err
+    torch_report, numpy_report = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "tn")
+    assert torch_report["chosen"] == numpy_report["chosen"] and f"| {torch_report['chosen']} * |" in out
+    for name, value in torch_report["estimates"].items():  # classical: the same code; networks: float32 apart
+        assert value == pytest.approx(numpy_report["estimates"][name], rel=0 if not name.startswith("net_") else 1e-3)
+    np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), np.load(tmp_path / "n.npy"))
+    for argv, name in ((["--method", "net_unfixed"], "m.npy"), (["--bn-mode", "unfixed"], "d.npy")):
+        code, _, err = run_main(torch_test, ["--weights", default_weights(".pth"), "--device", "cpu", "--input",
+                                             tmp_path / "rec.npy", "--output", tmp_path / name, *argv])
+        assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), np.load(tmp_path / "d.npy"))
+
+
+def test_a_long_record_is_denoised_in_windows_like_numpy(run_main, torch_test, checkpoint, tmp_path):
+    record = (np.random.default_rng(6).normal(size=(777,)) * 3).astype(np.float32)
+    np.save(tmp_path / "rec.npy", record)
+    code, out, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "rec.npy", "--output",
+                         tmp_path / "o.npy", "--plot", tmp_path / "p.png", "--plot-range", "100:600")
+    assert code == 0, err
+    assert "in windows of 100" in out
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    denoised = np.load(tmp_path / "o.npy")
+    assert denoised.shape == (777,)
+    np.testing.assert_allclose(denoised, denoise(model, record[None])[0], rtol=0, atol=1e-6)
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_pytorch_front_end_prints_sigma_under_an_ascii_locale(tmp_path):
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "in.npy", benchmark_signals(32, 3, 3.0)[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONIOENCODING": "ascii"}
+    for args in (["--input", "in.npy", "--output", "out.npy"], ["--random", "--n", "5", "--sigma", "auto"]):
+        result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, encoding="ascii", errors="strict", timeout=300)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        assert "\\u03c3 estimated per signal" in result.stderr

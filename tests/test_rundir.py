@@ -22,7 +22,7 @@ from conftest import (
 )
 from Pytorch_V1.checkpoint import load_checkpoint
 from Pytorch_V1.data import SyntheticStream
-from Pytorch_V1.rundir import LOCK_NAME, RunDir, default_run_dir
+from Pytorch_V1.rundir import LOCK_NAME, MARKER, RunDir, default_run_dir
 from Pytorch_V1.train import TrainConfig, train
 from deepdenoise1d.errors import InputError
 
@@ -60,11 +60,18 @@ def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_pat
     with pytest.raises(InputError, match="holds another run") as refused:
         RunDir(folder).open()
     message = str(refused.value)
-    assert "\n" not in message and "ckpt_last.pth" in message and "--resume" in message and "--overwrite" in message
+    # no .train-run mark: train.py did not make this folder, so --overwrite is not offered
+    assert "\n" not in message and "ckpt_last.pth" in message and "--resume" in message and "--overwrite" not in message
     assert (folder / "ckpt_last.pth").read_bytes() == b"a run's checkpoint"
     with RunDir(folder, resume=True):
         assert (folder / "ckpt_last.pth").read_bytes() == b"a run's checkpoint"
     assert capsys.readouterr().err == ""
+    with pytest.raises(InputError, match="not a run folder made by train.py"):
+        RunDir(folder, overwrite=True).open()
+    assert (folder / "ckpt_last.pth").read_bytes() == b"a run's checkpoint"
+    (folder / MARKER).write_text("made by a train.py run")
+    with pytest.raises(InputError, match="--overwrite to replace it"):
+        RunDir(folder).open()
     with RunDir(folder, overwrite=True):
         assert not (folder / "ckpt_last.pth").exists()
     assert "--overwrite" in capsys.readouterr().err
@@ -212,3 +219,44 @@ def test_a_second_training_on_the_same_folder_is_refused_while_the_first_runs(tm
         assert time.monotonic() < deadline and first.poll() is None, log_tail(folder)
         time.sleep(0.05)
     kill_9(first)
+
+
+# --- the tracked folders and the .train-run mark -----------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [[], ["--overwrite"], ["--resume"]])
+def test_a_run_dir_in_a_tracked_folder_is_refused_outright(run_main, flags):
+    from deepdenoise1d.safewrite import tracked_folders
+
+    for folder in tracked_folders():
+        if not folder.is_dir():
+            continue
+        before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        for run_dir in (folder, folder / "sub"):
+            code, _, err = run_main(train_mod, ["--run-dir", run_dir, "--steps", 2, "--batch-size", 8,
+                                                "--val-size", 20, "--device", "cpu", *flags])
+            assert_one_line_error(code, err, "tracked files")
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+        assert not (folder / "sub").exists() and not (folder / LOCK_NAME).exists()
+
+
+def test_a_refused_setup_leaves_no_lock_or_mark_in_a_folder_it_did_not_make(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "ckpt_best.pth").write_bytes(b"someone's checkpoint")
+    for overwrite in (False, True):
+        with pytest.raises(InputError):
+            RunDir(folder, overwrite=overwrite).open()
+        assert sorted(p.name for p in folder.iterdir()) == ["ckpt_best.pth"]
+
+
+def test_a_new_run_marks_its_folder_and_overwrite_removes_the_stale_h5(tmp_path):
+    folder = tmp_path / "run"
+    with RunDir(folder) as run:
+        assert (folder / MARKER).is_file()
+        (run.file("ckpt_best.pth")).write_bytes(b"run 1")
+    (folder / "ckpt_best.h5").write_bytes(b"converted from run 1")
+    (folder / "notes.txt").write_text("mine")
+    with RunDir(folder, overwrite=True):
+        assert not (folder / "ckpt_best.pth").exists() and not (folder / "ckpt_best.h5").exists()
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / MARKER).is_file()

@@ -29,9 +29,10 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # --- the output guard -----------------------------------------------------------------------------
 
 
+# existing.npy holds a user's bytes that this project never wrote: refused without --overwrite.
 REFUSED = ["in.npy", "./in.npy", "sub/../in.npy", "link_to_in.npy", "hard_in.npy", "sub", ".",
-           "afile/out.npy", "afile/deeper/out.npy"]
-ALLOWED = ["new/deep/out.npy", "sub/out.npy", "existing.npy", "dangling.npy", "link_to_sub/out.npy", "out.txt"]
+           "afile/out.npy", "afile/deeper/out.npy", "existing.npy"]
+ALLOWED = ["new/deep/out.npy", "sub/out.npy", "dangling.npy", "link_to_sub/out.npy", "out.txt"]
 if not IS_ROOT:  # root writes anywhere: a permission case cannot fail there
     REFUSED += ["ro/out.npy", "ro/newdir/out.npy"]
 
@@ -56,6 +57,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
     entries = {}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
+            if name in safewrite.BOOKKEEPING:  # the folder's record of this project's outputs
+                continue
             path = Path(folder) / name
             rel = str(path.relative_to(root))
             if path.is_symlink():
@@ -141,7 +144,7 @@ def test_impossible_output_names(run_call, tmp_path, name):
 
 def test_disk_full_is_one_line_and_keeps_the_old_file(run_call, tmp_path):
     target = tmp_path / "out.npy"
-    target.write_bytes(b"old content")
+    safewrite.atomic_write(target, lambda f: f.write(b"old content"))  # this project's output: replaceable
 
     def full(f):
         f.write(b"partial")
@@ -149,7 +152,7 @@ def test_disk_full_is_one_line_and_keeps_the_old_file(run_call, tmp_path):
 
     assert_one_line_error(*run_call(lambda: safewrite.atomic_write(target, full)), "out.npy", "No space left")
     assert target.read_bytes() == b"old content"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.npy", *safewrite.BOOKKEEPING])
 
 
 def test_open_npy_output_reserves_space_up_front(run_call, tmp_path, monkeypatch):
@@ -170,7 +173,7 @@ def test_open_npy_output_round_trip_and_cleanup(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with safewrite.open_npy_output(tmp_path / "p.npy", (3, 7), np.float32) as out:
             1 / 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in safewrite.BOOKKEEPING) == ["o.npy"]
     with safewrite.open_npy_output(tmp_path / "empty.npy", (0, 7), np.float64):
         pass
     assert np.load(tmp_path / "empty.npy").shape == (0, 7)
@@ -235,3 +238,224 @@ def test_streaming_a_large_npy_keeps_memory_bounded(tmp_path):
     out = np.load(tmp_path / "out.npy", mmap_mode="r")
     assert out.dtype == np.float32 and out.shape == (100_000, 100)
     np.testing.assert_array_equal(out[[0, -1]], 2 * np.arange(100, dtype=np.float32)[None].repeat(2, 0))
+
+
+# --- the write policy: tracked folders, content sniffing, the manifest, --overwrite ---------------
+
+
+def zip_checkpoint_bytes() -> bytes:
+    """A zip laid out like torch.save's (a data.pkl member first), made without torch."""
+    import io as _io
+    import zipfile
+
+    buffer = _io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/version", b"3\n")
+    return buffer.getvalue()
+
+
+def npz_bytes() -> bytes:
+    import io as _io
+
+    buffer = _io.BytesIO()
+    np.savez(buffer, a=np.arange(3.0))
+    return buffer.getvalue()
+
+
+def hdf5_bytes(tmp: Path) -> bytes:
+    import h5py
+
+    with h5py.File(tmp / "made.h5", "w") as f:
+        f.attrs["format"] = "icnn_s-weights"
+        f.create_dataset("w", data=np.ones(3, np.float32))
+    return (tmp / "made.h5").read_bytes()
+
+
+def npy_bytes() -> bytes:
+    import io as _io
+
+    buffer = _io.BytesIO()
+    np.save(buffer, np.arange(4.0))
+    return buffer.getvalue()
+
+
+CONTENTS = {
+    "checkpoint": zip_checkpoint_bytes(),
+    "pickle": b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00}\x94.",
+    "npz": npz_bytes(),
+    "npy": npy_bytes(),
+    "png": b"\x89PNG\r\n\x1a\n" + bytes(range(64)),
+    "pdf": b"%PDF-1.4\n%...",
+    "json": b'  {"a": 1}\n',
+    "text": "σ = 3, one value per line\n1.0\n".encode(),
+    "binary": bytes(range(256)),
+    "empty": b"",
+}
+SNIFFED = {"pickle": "checkpoint"}
+
+
+@pytest.mark.parametrize("name", sorted(CONTENTS))
+def test_sniff_kind_reads_content_not_suffix(tmp_path, name):
+    path = tmp_path / "file.npy"  # the same misleading suffix for every kind
+    path.write_bytes(CONTENTS[name])
+    assert safewrite.sniff_kind(path) == SNIFFED.get(name, name)
+
+
+def test_sniff_kind_knows_hdf5_and_the_shipped_files(tmp_path):
+    path = tmp_path / "w.json"
+    path.write_bytes(hdf5_bytes(tmp_path))
+    assert safewrite.sniff_kind(path) == "hdf5"
+    assert safewrite.sniff_kind(REPO_ROOT / "ckpt" / "ckpt_best.pth") == "checkpoint"
+    assert safewrite.sniff_kind(REPO_ROOT / "ckpt" / "ckpt_best.h5") == "hdf5"
+
+
+def test_the_same_write_twice_replaces_its_own_output(tmp_path):
+    target = tmp_path / "out.json"
+    safewrite.atomic_write(target, lambda f: f.write(b'{"run": 1}'))
+    assert safewrite.is_recorded(target)
+    safewrite.atomic_write(target, lambda f: f.write(b'{"run": 2}'))
+    assert target.read_bytes() == b'{"run": 2}'
+    with safewrite.open_npy_output(tmp_path / "o.npy", (2, 3), np.float32) as out:
+        out[:] = 1
+    with safewrite.open_npy_output(tmp_path / "o.npy", (2, 3), np.float32) as out:
+        out[:] = 2
+    assert np.load(tmp_path / "o.npy").tolist() == [[2.0] * 3] * 2
+
+
+def test_an_output_changed_since_it_was_written_is_no_longer_ours(tmp_path):
+    target = tmp_path / "out.txt"
+    safewrite.atomic_write(target, lambda f: f.write(b"first\n"))
+    with open(target, "a") as f:
+        f.write("a user's note\n")
+    with pytest.raises(InputError, match="not written by this project; pass --overwrite"):
+        safewrite.atomic_write(target, lambda f: f.write(b"second\n"))
+    assert target.read_bytes() == b"first\na user's note\n"
+
+
+def test_a_user_file_needs_overwrite_and_the_same_kind(tmp_path):
+    target = tmp_path / "out.npy"
+    target.write_bytes(CONTENTS["npy"])
+    new = np.arange(5.0)
+    with pytest.raises(InputError, match="not written by this project; pass --overwrite"):
+        io.write_npy(target, new)
+    assert target.read_bytes() == CONTENTS["npy"]
+    with safewrite.write_policy(overwrite=True):
+        io.write_npy(target, new)
+    np.testing.assert_array_equal(np.load(target), new)
+    text = tmp_path / "notes.npy"
+    text.write_bytes(CONTENTS["text"])
+    with safewrite.write_policy(overwrite=True), pytest.raises(InputError, match="holds text, not npy"):
+        io.write_npy(text, new)
+    assert text.read_bytes() == CONTENTS["text"]
+
+
+@pytest.mark.parametrize("name", ["checkpoint", "pickle", "hdf5"])
+def test_checkpoints_and_weights_are_never_replaced(tmp_path, name):
+    target = tmp_path / "user.pth"
+    data = hdf5_bytes(tmp_path) if name == "hdf5" else CONTENTS[name]
+    target.write_bytes(data)
+    for payload in (b"{}", data, CONTENTS["npy"]):
+        with safewrite.write_policy(overwrite=True, tracked_ok=True), pytest.raises(InputError, match="is a"):
+            safewrite.atomic_write(target, lambda f, payload=payload: f.write(payload))
+    assert target.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["user.pth"], ["made.h5", "user.pth"])
+
+
+def test_an_own_checkpoint_is_replaced_only_by_a_checkpoint(tmp_path):
+    target = tmp_path / "ckpt_last.pth"
+    safewrite.atomic_write(target, lambda f: f.write(CONTENTS["checkpoint"]))
+    with safewrite.write_policy(overwrite=True), pytest.raises(InputError, match="is a checkpoint"):
+        safewrite.atomic_write(target, lambda f: f.write(b'{"json": "over a checkpoint"}'))
+    assert target.read_bytes() == CONTENTS["checkpoint"]
+    safewrite.atomic_write(target, lambda f: f.write(CONTENTS["pickle"]))  # training saves its checkpoint again
+    assert target.read_bytes() == CONTENTS["pickle"]
+
+
+@pytest.mark.parametrize("folder", safewrite.TRACKED)
+def test_tracked_folders_are_refused_without_the_flag(folder):
+    target = REPO_ROOT / folder / "new_output.json"
+    assert safewrite.tracked_folder_of(target) == REPO_ROOT / folder
+    with pytest.raises(InputError, match="tracked files"):
+        safewrite.atomic_write(target, lambda f: f.write(b"{}"))
+    with pytest.raises(InputError, match="tracked files"):
+        safewrite.guard_output(REPO_ROOT / folder / "deeper" / "x.npy")
+    assert not target.exists() and not (REPO_ROOT / folder / "deeper").exists()
+    # tracked_ok lets the path through (nothing is written: the folder exists already)
+    assert safewrite.guard_output(target, tracked_ok=True) == target and not target.exists()
+
+
+def test_a_link_into_a_tracked_folder_is_refused(tmp_path):
+    os.symlink(REPO_ROOT / "ckpt", tmp_path / "weights")
+    with pytest.raises(InputError, match="tracked files"):
+        safewrite.atomic_write(tmp_path / "weights" / "x.txt", lambda f: f.write(b"x"))
+    assert not (REPO_ROOT / "ckpt" / "x.txt").exists()
+
+
+@pytest.mark.parametrize("text", ["out.npy/", "sub/out.npy/", "sub/.", "sub/.."])
+def test_a_path_ending_in_a_separator_names_a_folder(tmp_path, text):
+    from deepdenoise1d.cli import output_file
+
+    with pytest.raises(InputError, match="names a folder"):
+        output_file(text)
+    with pytest.raises(InputError, match="names a folder|is a folder"):
+        safewrite.atomic_write(f"{tmp_path}/{text}", lambda f: f.write(b"x"))  # text: Path would drop the ending
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_the_manifest_names_are_never_outputs(tmp_path):
+    for name in safewrite.BOOKKEEPING:
+        with pytest.raises(InputError, match="record of its outputs"):
+            safewrite.atomic_write(tmp_path / name, lambda f: f.write(b"{}"))
+
+
+WRITTEN = {"npy": CONTENTS["npy"], "png": CONTENTS["png"], "json": CONTENTS["json"], "text": CONTENTS["text"],
+           "checkpoint": CONTENTS["checkpoint"], "hdf5": None}
+
+
+@FUZZ
+@given(existing=st.sampled_from(sorted(CONTENTS) + ["hdf5"]), written=st.sampled_from(sorted(WRITTEN)),
+       overwrite=st.booleans(), tracked_ok=st.booleans(), recorded=st.booleans(), tail=st.binary(max_size=64))
+def test_the_guard_never_loses_a_checkpoint_or_a_file_it_did_not_write(existing, written, overwrite, tracked_ok,
+                                                                       recorded, tail):
+    """Property: a checkpoint or HDF5 file is replaced only by the same kind over this project's own
+    unchanged output, and a file absent from the manifest only with --overwrite and the same kind;
+    every other write is refused and leaves the file byte for byte as it was."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        h5 = hdf5_bytes(root)
+        (root / "made.h5").unlink()
+        data = (h5 if existing == "hdf5" else CONTENTS[existing]) + (tail if existing in ("binary",) else b"")
+        payload = h5 if written == "hdf5" else WRITTEN[written]
+        target = root / "out.bin"
+        if recorded:
+            safewrite.atomic_write(target, lambda f: f.write(data))
+        else:
+            target.write_bytes(data)
+        kind = safewrite.sniff_kind(target)
+        try:
+            with safewrite.write_policy(overwrite=overwrite, tracked_ok=tracked_ok):
+                safewrite.atomic_write(target, lambda f: f.write(payload))
+            replaced = True
+        except InputError as err:
+            one_line(err)
+            replaced = False
+        event("replaced" if replaced else "refused")
+        now = target.read_bytes()
+        temps = [p.name for p in root.iterdir() if p.name.endswith(".tmp")]
+    assert not temps
+    assert now == (payload if replaced else data)
+    same_kind = kind == written or kind == "empty"
+    if kind in safewrite.PROTECTED:
+        assert not replaced or (recorded and kind == written)
+    elif not recorded:
+        assert not replaced or (overwrite and same_kind)
+    else:
+        assert replaced
+
+
+def test_a_killed_manifest_update_leaves_no_temp_after_the_next_write(tmp_path):
+    stale = tmp_path / f".{safewrite.MANIFEST_NAME}.999x0000-abcd.tmp"
+    stale.write_text("left by a kill -9")
+    safewrite.atomic_write(tmp_path / "out.txt", lambda f: f.write(b"x\n"))
+    assert not stale.exists() and safewrite.is_recorded(tmp_path / "out.txt")

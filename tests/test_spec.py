@@ -11,7 +11,8 @@ from deepdenoise1d.errors import InputError
 def test_model_config_round_trip():
     cfg = ModelConfig(prior=False, norm="sparse_bn", bn_mode="unfixed", sigma_range=[0.5, 5])
     assert ModelConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
-    assert cfg.to_dict() == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed", "sigma_range": [0.5, 5.0]}
+    assert cfg.to_dict() == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed", "sigma_range": [0.5, 5.0],
+                             "train_length": 100}
     assert ModelConfig(sigma_range=3).sigma_range == [3.0, 3.0]  # one sigma s is [s, s]
     assert ModelConfig.from_dict({}, train_sigma=[1, 2]).sigma_range == [1.0, 2.0]
     assert ModelConfig.from_dict({}, train_sigma="auto").sigma_range is None  # nothing derived from a non-number
@@ -45,3 +46,26 @@ def test_check_bn_mode_refuses_an_unknown_mode():
     for bad in ("train", "FIXED", "", None, 3):
         with pytest.raises(InputError, match="bn mode"):
             check_bn_mode(bad)
+
+
+def test_train_length_defaults_to_100_and_round_trips():
+    assert ModelConfig.from_dict({"prior": True}).train_length == 100  # files written before it was recorded
+    assert ModelConfig.from_dict(ModelConfig(train_length=256).to_dict()).train_length == 256
+
+
+@pytest.mark.parametrize("bad", [15, 0, -3, 100.0, True, "100", None])
+def test_train_length_must_be_an_integer_of_at_least_the_minimum_length(bad):
+    with pytest.raises(InputError, match="train_length"):
+        ModelConfig.from_dict({"train_length": bad}, "w.h5")
+
+
+def test_a_negative_running_var_is_blamed_on_the_weights_file():
+    import numpy as np
+
+    from icnn.spec import check_weight_values
+
+    arrays = {"inc.double_conv.1.running_var": np.array([1.0, -0.5]), "inc.double_conv.1.weight": np.array([-3.0, 1.0])}
+    with pytest.raises(InputError, match=r"w\.h5: tensor 'inc\.double_conv\.1\.running_var' holds a negative variance"):
+        check_weight_values(arrays, "w.h5")
+    arrays["inc.double_conv.1.running_var"][1] = 0.0
+    check_weight_values(arrays, "w.h5")  # weights may be negative, variances 0 or more

@@ -17,6 +17,7 @@ from conftest import (
     assert_one_line_error,
     finish_training,
     kill_9,
+    output_names,
     read_log,
     start_training,
     wait_for,
@@ -27,7 +28,7 @@ from Pytorch_V1.data import VAL_STREAM, SyntheticStream, validation
 from Pytorch_V1.distributed import Workers
 from Pytorch_V1.inference import denoise
 from Pytorch_V1.model import ICNN_s
-from Pytorch_V1.rundir import LOCK_NAME
+from Pytorch_V1.rundir import LOCK_NAME, MARKER
 from Pytorch_V1.train import TrainConfig, evaluate, get_args, get_lr, train
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.metrics import rmse
@@ -145,7 +146,7 @@ def test_validation_is_the_seeded_synthetic_draw(short_run):
 
 def test_short_training_writes_its_files(short_run):
     cfg, folder, _ = short_run
-    assert {p.name for p in folder.iterdir()} == RUN_FILES | {LOCK_NAME}
+    assert set(output_names(folder)) == RUN_FILES | {LOCK_NAME, MARKER}
     assert (folder / "train_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     last, best = load_checkpoint(folder / "ckpt_last.pth"), load_checkpoint(folder / "ckpt_best.pth")
     for ckpt in (last, best):
@@ -219,7 +220,7 @@ def test_crash_then_resume_equals_the_uninterrupted_run(short_run, tmp_path, mon
     assert last["step"] == 40 and last["config"] == ref["config"]
     assert_same_weights(last["net_state_dict"], ref["net_state_dict"])
     assert strip_seconds(read_log(folder / "train_log.csv")) == strip_seconds(read_log(reference / "train_log.csv"))
-    assert "test:" in out and "pth2h5.py" in out and "promote: cp" in out
+    assert "test:" in out and "pth2h5.py" in out and "cp " not in out  # nothing proposes copying over ckpt/
 
 
 @pytest.mark.parametrize("new_steps", [15, 25])
@@ -525,3 +526,35 @@ def test_ema_run_resumes_bit_for_bit(tmp_path, monkeypatch, run_main):
     last, ref = (load_checkpoint(tmp_path / name / "ckpt_last.pth") for name in ("run", "ref"))
     assert_same_weights(last["train_state_dict"], ref["train_state_dict"])
     assert_same_weights(last["net_state_dict"], ref["net_state_dict"])
+
+
+def test_the_training_length_is_recorded(finished_tiny_run):
+    ckpt = load_checkpoint(finished_tiny_run / "ckpt_best.pth")
+    assert ckpt["config"]["model"]["train_length"] == 100  # synthetic signals
+    model, _ = load_model(finished_tiny_run / "ckpt_best.pth", torch.device("cpu"))
+    assert model.config.train_length == 100
+
+
+def test_a_folder_run_records_the_folders_signal_length(tmp_path):
+    from Pytorch_V1.data import load_data
+    from Pytorch_V1.train import TrainConfig
+
+    for sub in ("data", "labels"):
+        (tmp_path / "set" / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(120):
+        clean = np.abs(rng.normal(size=64))
+        np.savetxt(tmp_path / "set" / "labels" / f"{k}.txt", clean)
+        np.savetxt(tmp_path / "set" / "data" / f"{k}.txt", clean + rng.normal(size=64))
+    cfg = TrainConfig(**{**TINY, "data": str(tmp_path / "set"), "sigma": [1.0, 1.0]})
+    cfg, _, _ = load_data(cfg, Workers(), torch.device("cpu"))
+    assert cfg.model["train_length"] == 64
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_any_folder(tmp_path, run_main, monkeypatch):
+    monkeypatch.setenv("DEEPDENOISE1D_MEMORY_LIMIT", "2G")
+    code, _, err = run_main(train_mod, ["--batch-size", "100000", "--device", "cpu", "--run-dir", tmp_path / "run"],
+                            prog="train.py")
+    assert_one_line_error(code, err, "--batch-size 100000 (signals of length 100) needs about", "limit of 2.0 GiB",
+                          "smaller --batch-size")
+    assert not (tmp_path / "run").exists()

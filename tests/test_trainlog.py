@@ -39,3 +39,20 @@ def test_read_log_skips_a_row_cut_short(tmp_path):
     with open(path, "a") as f:
         f.write("10,0.5")  # a kill mid-write
     assert [int(r["step"]) for r in trainlog.read_log(path)] == [5]
+
+
+def test_next_steps_use_the_repositorys_interpreter_and_never_copy_into_ckpt(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.chdir(trainlog.REPO)
+    run = SimpleNamespace(path=tmp_path / "run", file=lambda name: tmp_path / "run" / name)
+    synthetic = "\n".join(trainlog.next_steps(run, None))
+    own_data = "\n".join(trainlog.next_steps(run, "my_recordings"))
+    for text in (synthetic, own_data):
+        assert "cp " not in text and "ckpt/ckpt_best" not in text
+        assert all(line.split()[1] == ".venv/bin/python" for line in text.splitlines()[1:])
+        assert f"--weights {tmp_path / 'run' / 'ckpt_best.h5'}" in text
+    assert "--random" in synthetic and "--input" not in synthetic
+    assert "--input" in own_data and "my_recordings" in own_data
+    monkeypatch.chdir(tmp_path)  # elsewhere: the interpreter by its full path
+    assert str(trainlog.REPO / ".venv" / "bin" / "python") in "\n".join(trainlog.next_steps(run, None))
