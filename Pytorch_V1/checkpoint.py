@@ -288,9 +288,10 @@ def file_sha256(path: str) -> str:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file, expected a checkpoint")
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise InputError(f"{path}: not a regular file, expected a checkpoint")
         digest = hashlib.sha256()
         try:
             for block in iter(lambda: f.read(HASH_CHUNK), b""):

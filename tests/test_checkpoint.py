@@ -246,3 +246,69 @@ def test_a_shipped_checkpoint_resumes_and_its_old_key_names_are_read(tmp_path):
     resumed = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")
     assert resumed["step"] == saved["step"] + 1 and resumed["val_metric"] == "rmse"
     assert resumed["best_val_score"] <= saved["best_val_rmse"]  # the saved best is carried on, not forgotten
+
+
+# ---------------------------------------------------------------------------
+# Size before work: a small zip that unpacks to a lot, and --init on files that are not files
+
+
+def _zip_bomb(path: Path, unpacked: int) -> None:
+    """A torch.save-like zip whose one member, all zeros, unpacks to ``unpacked`` bytes (deflated)."""
+    import zipfile
+
+    block = bytes(1 << 20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data/0", "w", force_zip64=True) as member:
+            for _ in range(unpacked >> 20):
+                member.write(block)
+
+
+def test_a_zip_that_unpacks_beyond_the_bound_is_refused_before_loading(tmp_path):
+    from Pytorch_V1.checkpoint import MAX_CHECKPOINT_BYTES
+
+    path = tmp_path / "bomb.pth"
+    _zip_bomb(path, MAX_CHECKPOINT_BYTES + (1 << 20))
+    assert path.stat().st_size < MAX_CHECKPOINT_BYTES // 100  # small on disk: the amplification is the attack
+    with pytest.raises(InputError, match="unpacks to .* refused before loading"):
+        load_checkpoint(path)
+
+
+def test_a_zip_bomb_is_refused_with_little_memory(tmp_path):
+    """In a fresh process, so its peak RSS is the refusal's own."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.pth"
+    _zip_bomb(path, 1 << 30)
+    code = ("import resource, sys\nfrom Pytorch_V1.checkpoint import load_checkpoint\n"
+            "from deepdenoise1d.errors import InputError\n"
+            "try:\n    load_checkpoint(sys.argv[1])\nexcept InputError as e:\n    print('refused:', e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    lines = out.stdout.splitlines()
+    assert lines and lines[0].startswith("refused:"), out.stdout + out.stderr
+    assert int(lines[-1]) < 450 * 1024  # KiB: torch's own import is most of it; 1 GiB was never unpacked
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_init_hashes_only_regular_files(tmp_path, kind):
+    from Pytorch_V1.checkpoint import file_sha256
+
+    path = {"fifo": tmp_path / "pipe", "device": Path("/dev/zero"), "folder": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    start = time.monotonic()
+    with pytest.raises(InputError):
+        file_sha256(str(path))
+    assert time.monotonic() - start < 5  # neither hangs on the FIFO nor reads /dev/zero forever
+
+
+def test_file_sha256_reads_in_chunks_and_matches_hashlib(tmp_path):
+    import hashlib
+
+    from Pytorch_V1.checkpoint import HASH_CHUNK, file_sha256
+
+    data = os.urandom(HASH_CHUNK * 2 + 123)
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(str(tmp_path / "f")) == hashlib.sha256(data).hexdigest()
