@@ -463,3 +463,24 @@ def test_temp_memmap_is_writable_and_anonymous():
     out[:] = 7
     assert out.dtype == np.float32 and float(out.sum()) == 84
     assert set(Path(tempfile.gettempdir()).iterdir()) == before  # nothing left to clean up
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_text_blocks_fast_and_line_paths_agree(tmp_path, monkeypatch, width):
+    """Small blocks mix the C fast path (plain rows) with the line parser (comments, a header, blank lines):
+    the values are np.loadtxt's, and an error deep in the file names its true line."""
+    monkeypatch.setattr(io, "TEXT_BLOCK", 97)
+    rng = np.random.default_rng(width)
+    values = rng.standard_normal((400, width))
+    lines = ["amplitude" if width == 1 else "a b c"] + [" ".join(f"{v:.17g}" for v in row) for row in values]
+    lines[150:150] = ["# a comment"]
+    lines[200:200] = [""]
+    path = tmp_path / "mixed.txt"
+    path.write_text("\n".join(lines) + "\n")
+    signals, shape = io.read_text_signals(path)
+    expected = values.ravel() if width == 1 else values
+    np.testing.assert_array_equal(np.asarray(signals).reshape(expected.shape), expected)
+    lines[350] = lines[350].replace(".", "..", 1)  # a bad value far into the file, on line 351
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="line 351\\b"):
+        io.read_text_signals(path)
