@@ -150,12 +150,15 @@ class Up(nn.Module):
 
 
 def pad_to_match(x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad the shorter of the two along length: left diff//2, right the rest."""
+    """Zero-pad the shorter of the two along length: left diff//2, right the rest.
+
+    Branch-free (the longer one gets a zero pad, a copy), so an exporter can keep the
+    length symbolic instead of fixing which side is shorter.
+    """
     diff = x2.shape[2] - x1.shape[2]
-    if diff > 0:
-        x1 = F.pad(x1, [diff // 2, diff - diff // 2])
-    elif diff < 0:
-        x2 = F.pad(x2, [-diff // 2, -diff - (-diff // 2)])
+    grow1, grow2 = torch.sym_max(diff, 0), torch.sym_max(-diff, 0)
+    x1 = F.pad(x1, [grow1 // 2, grow1 - grow1 // 2])
+    x2 = F.pad(x2, [grow2 // 2, grow2 - grow2 // 2])
     return x1, x2
 
 
@@ -186,8 +189,21 @@ class WienerNet(nn.Module):
         for name, _, _ in PRIOR_ENCODER[1:]:
             p = getattr(self, name)(p, bn_mode)
         # For L = 100 this is the original repository's max-pool 4 (12 -> 3); other lengths pool adaptively.
-        pooled = F.adaptive_max_pool1d(p, PRIOR_TAPS)
+        pooled = adaptive_max_pool1d(p, PRIOR_TAPS)
         return 1.0 + self.beta * pooled
+
+
+def adaptive_max_pool1d(x: torch.Tensor, output_size: int) -> torch.Tensor:
+    """``F.adaptive_max_pool1d`` written as its explicit bins, bit for bit.
+
+    Bin i covers ``[floor(i·L/out), ceil((i+1)·L/out))`` of the length axis L. Written
+    out so that an exporter keeps L symbolic (ONNX's adaptive pooling fixes it).
+    """
+    length = x.shape[2]
+    # Non-negative operands only: ONNX's integer division truncates, Python's floors.
+    bins = [x[:, :, (i * length) // output_size : ((i + 1) * length + output_size - 1) // output_size].amax(dim=2, keepdim=True)
+            for i in range(output_size)]
+    return torch.cat(bins, dim=2)
 
 
 class ICNN_s(nn.Module):

@@ -1,27 +1,35 @@
-"""Throughput of the ICNN_s forward: NumPy, PyTorch eager, and ONNX Runtime when installed.
+"""Speed of the three runtimes of ICNN_s: NumPy, PyTorch eager, and ONNX Runtime when installed.
 
     .venv/bin/python scripts/benchmark.py [--weights ckpt/ckpt_best.pth] [--n 100000] [--length 100]
                                           [--bn-mode fixed|unfixed] [--threads N] [--seed K] [--end-to-end]
 
 It needs both torch and NumPy, so it lives in ``scripts/`` (``Numpy_V2`` never
-imports torch). Every backend gets the same weights, the same signals and the
-same Wiener prior h (computed once, and timed on its own since both sides share
-it), and the same thread count (``--threads``, default 1 as every command).
+imports torch). Every runtime gets the same weights (ONNX Runtime the graph
+``pth2onnx.py`` exports), the same signals and the same thread count (``--threads``,
+default 1 as every command; ONNX Runtime gets as many intra-op threads and one
+inter-op thread). Each is timed after a warm-up, and each time is also given as a
+ratio to PyTorch's from the same run:
+
+- forward given h: the network alone, on the same precomputed Wiener prior h;
+- denoise: h included, as ``net.denoise``, ``Pytorch_V1.inference.denoise`` and
+  :func:`onnx_denoise` compute it;
+- whole process (``--end-to-end``): a fresh process from start to its written ``.npy``:
+  Numpy_V2/Numpy_test.py, Pytorch_V1/test.py, and :func:`onnx_process` (the same
+  streaming ``deepdenoise1d.evaluate.denoise_file``, without torch).
 
 Without ``--weights`` the weights are random (torch's initialisation with
 randomised BN statistics), so the timings do not depend on a trained file.
-``--bn-mode`` defaults to the mode the weights record. ``--end-to-end`` also times
-the whole ``.npy -> .npy`` processes: Numpy_V2/Numpy_test.py against Pytorch_V1/test.py.
+``--bn-mode`` defaults to the mode the weights record.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +37,7 @@ import numpy as np
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
 from Numpy_V2.model import FORWARD_BLOCK, load_h5, wiener_prior
 from Numpy_V2.parallel import run_blocks, worker_count
+from deepdenoise1d.classical import wiener_inverse_response
 from deepdenoise1d.cli import add_bn_mode_arg, add_n_arg, add_seed_arg, add_threads_arg, add_weights_arg, positive_int
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.synthesis import SpikePrior, noisy_pairs
@@ -37,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="benchmark.py", description="Signals per second of the ICNN_s forward, NumPy vs PyTorch (vs ONNX Runtime).")
+    parser = argparse.ArgumentParser(prog="benchmark.py", description="Seconds and signals per second of ICNN_s in NumPy, PyTorch and ONNX Runtime, each as a ratio to PyTorch.")
     add_weights_arg(parser, None, "a .pth checkpoint (default: random weights)")
     add_n_arg(parser, 100_000)
     add_seed_arg(parser)
@@ -45,7 +54,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_threads_arg(parser)
     parser.add_argument("--length", type=positive_int, default=100, help="signal length (default 100)")
     parser.add_argument("--no-prior", action="store_true", help="random weights without the prior branch")
-    parser.add_argument("--end-to-end", action="store_true", help="also time Numpy_test.py and test.py denoising a .npy file")
+    parser.add_argument("--end-to-end", action="store_true", help="also time each runtime as a whole process denoising a .npy file (Numpy_test.py, test.py, ONNX Runtime)")
     args = parser.parse_args(argv)
     if args.length < MIN_LENGTH:
         parser.error(f"--length must be >= {MIN_LENGTH}")
@@ -123,97 +132,126 @@ def torch_eager(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: 
     return forward_seconds, timed(lambda: denoise(model, x[:, 0], bn_mode))
 
 
-class _FixedMode:
-    """``model(x, h)`` with a fixed BN mode, for the ONNX tracer (which passes no mode)."""
-
-    def __new__(cls, model, bn_mode):
-        import torch
-
-        class Wrapped(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, x, h=None):
-                return self.model(x, h, bn_mode)
-
-        return Wrapped().eval()
+def export_onnx(checkpoint: Path, bn_mode: str, folder: Path) -> Path | str:
+    """The checkpoint exported by pth2onnx.py (dynamic batch and length), or why ONNX Runtime is skipped."""
+    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (optional): skipped"
+    path = folder / "model.onnx"
+    # pth2onnx.py is a top-level command, not a package module: run it as users do.
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "pth2onnx.py"), str(checkpoint), str(path), "--bn-mode", bn_mode],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "pth2onnx.py failed"
+        return f"{line}: skipped"
+    return path
 
 
-def onnx_runtime(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int, folder: Path) -> float | str:
-    """Seconds for ONNX Runtime on the CPU, or why it was skipped."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return "onnxruntime is not installed (optional): skipped"
-    import torch
+def onnx_session(path: Path, threads: int):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads and one inter-op thread."""
+    import onnxruntime
 
-    from Pytorch_V1.checkpoint import load_model
-
-    model = _FixedMode(load_model(checkpoint, "cpu")[0], bn_mode)
-    block = min(FORWARD_BLOCK, x.shape[0])
-    example = (torch.from_numpy(x[:block]), torch.from_numpy(h[:block]) if h is not None else None)
-    path = folder / "icnn_s.onnx"
-    try:  # fixed batch size: the per-signal kernel is a grouped conv with one group per signal
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about the shape checks
-            torch.onnx.export(model, example, str(path), input_names=["x", "h"], dynamo=False)
-    except Exception as err:  # the exporter's failures have no common type
-        return f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:120]}): skipped"
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def run() -> None:
-        for start in range(0, x.shape[0] - block + 1, block):  # whole blocks only (fixed batch size)
-            feed = {"x": x[start : start + block]}
-            if "h" in names:
-                feed["h"] = h[start : start + block]
+
+def onnx_denoise(session, noisy: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    """Denoise (N, L) signals with an exported graph, h computed here as the other backends do
+    (``wiener_inverse_response`` in float64 from the float32 input); float32 in, float32 out."""
+    with_prior = any(i.name == "h" for i in session.get_inputs())
+    out = np.empty(noisy.shape, dtype=np.float32)
+    for start in range(0, noisy.shape[0], chunk):
+        x = np.ascontiguousarray(noisy[start : start + chunk], dtype=np.float32)
+        feed = {"x": x[:, None]}
+        if with_prior:
+            feed["h"] = wiener_inverse_response(x.astype(np.float64)).astype(np.float32)[:, None]
+        out[start : start + chunk] = session.run(None, feed)[0][:, 0]
+    return out
+
+
+def onnx_runtime(path: Path, x: np.ndarray, h: np.ndarray | None, threads: int) -> tuple[float, float]:
+    """Seconds for ONNX Runtime on the CPU in chunks of CHUNK: the forward given h, and denoise (h included)."""
+    session = onnx_session(path, threads)
+
+    def forward(n: int) -> None:
+        for start in range(0, n, CHUNK):
+            feed = {"x": x[start : start + CHUNK]}
+            if h is not None:
+                feed["h"] = h[start : start + CHUNK]
             session.run(None, feed)
 
-    whole = (x.shape[0] // block) * block
-    if whole == 0:
-        return "fewer signals than one ONNX batch: skipped"
-    return timed(run) * x.shape[0] / whole
+    forward(min(CHUNK, x.shape[0]))  # warm-up at full chunk size
+    return timed(lambda: forward(x.shape[0])), timed(lambda: onnx_denoise(session, x[:, 0]))
 
 
-def end_to_end(checkpoint: Path, weights: Path, noisy: np.ndarray, bn_mode: str, threads: int, folder: Path) -> tuple[float, float]:
-    """Wall seconds of the two whole processes denoising the same .npy file."""
+def onnx_process(model: str, source: str, output: str, threads: str) -> None:
+    """The ONNX Runtime process of --end-to-end: ``source`` .npy -> ``output`` .npy through
+    ``deepdenoise1d.evaluate.denoise_file``, the streaming path the test scripts' --input takes."""
+    import json
+
+    from deepdenoise1d.evaluate import denoise_file
+
+    session = onnx_session(Path(model), int(threads))
+    config = json.loads(session.get_modelmeta().custom_metadata_map["config"])  # written by pth2onnx.py
+    sigma_range = config["model"].get("sigma_range")
+    denoise_file(source, output, lambda noisy: onnx_denoise(session, noisy).astype(noisy.dtype, copy=False),
+                 MIN_LENGTH, CHUNK, (model, source), sigma_range, progress=False)
+
+
+# The ONNX Runtime process: this file's onnx_process, imported without torch (as a user's process would run).
+ONNX_PROCESS = "import sys; sys.path.insert(0, sys.argv[1]); from benchmark import onnx_process; onnx_process(*sys.argv[2:])"
+RUNTIMES = ("NumPy", "PyTorch", "ONNX Runtime")
+
+
+def end_to_end(checkpoint: Path, weights: Path, onnx_model: Path | None, noisy: np.ndarray, bn_mode: str, threads: int,
+               folder: Path) -> dict[str, float]:
+    """Wall seconds of each whole process denoising the same .npy file, start to written output."""
     source = folder / "noisy.npy"
     np.save(source, noisy.astype(np.float32))
     env = {**os.environ, "MPLBACKEND": "Agg"}
+    common = ["--input", str(source), "--bn-mode", bn_mode, "--threads", str(threads)]
     commands = {
-        "numpy": [sys.executable, str(REPO_ROOT / "Numpy_V2" / "Numpy_test.py"), "--weights", str(weights)],
-        "torch": [sys.executable, str(REPO_ROOT / "Pytorch_V1" / "test.py"), "--weights", str(checkpoint), "--device", "cpu"],
+        "NumPy": [sys.executable, str(REPO_ROOT / "Numpy_V2" / "Numpy_test.py"), "--weights", str(weights), *common],
+        "PyTorch": [sys.executable, str(REPO_ROOT / "Pytorch_V1" / "test.py"), "--weights", str(checkpoint), "--device", "cpu", *common],
     }
-    seconds = {}
+    if onnx_model is not None:
+        commands["ONNX Runtime"] = [sys.executable, "-c", ONNX_PROCESS, str(Path(__file__).resolve().parent), str(onnx_model),
+                                    str(source), "OUTPUT", str(threads)]
+    seconds, outputs = {}, {}
     for name, command in commands.items():
-        output = folder / f"{name}.npy"
+        outputs[name] = folder / f"{name.replace(' ', '_')}.npy"
+        command = [str(outputs[name]) if part == "OUTPUT" else part for part in command]
+        if "--input" in command:
+            command += ["--output", str(outputs[name])]
         start = time.perf_counter()
-        done = subprocess.run([*command, "--input", str(source), "--output", str(output), "--bn-mode", bn_mode,
-                               "--threads", str(threads)], env=env, capture_output=True, text=True)
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
         seconds[name] = time.perf_counter() - start
-        if done.returncode != 0:
+        if done.returncode != 0 or not outputs[name].is_file():
             raise InputError(f"{name} process failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-    return seconds["numpy"], seconds["torch"]
+    reference = np.load(outputs["PyTorch"])
+    for name in commands:
+        seconds[f"{name} max |diff|"] = float(np.abs(np.load(outputs[name]) - reference).max())
+    return seconds
 
 
-def report(n: int, numpy_s: float, torch_s: float, onnx, numpy_denoise_s: float, torch_denoise_s: float) -> None:
-    print("  forward, given h:")
-    print(f"    NumPy                  {n / numpy_s:10.0f} signals/s")
-    print(f"    PyTorch eager          {n / torch_s:10.0f} signals/s")
-    print(f"    NumPy / PyTorch time   {numpy_s / torch_s:10.2f}  (<= 1: NumPy at least as fast)")
-    if isinstance(onnx, str):
-        print(f"    ONNX Runtime           {onnx}")
-    else:
-        print(f"    ONNX Runtime           {n / onnx:10.0f} signals/s")
-        print(f"    NumPy / ONNX time      {numpy_s / onnx:10.2f}")
-    print("  denoise (h + forward), as the test scripts call it:")
-    print(f"    NumPy net.denoise      {n / numpy_denoise_s:10.0f} signals/s")
-    print(f"    PyTorch denoise        {n / torch_denoise_s:10.0f} signals/s")
-    print(f"    NumPy / PyTorch time   {numpy_denoise_s / torch_denoise_s:10.2f}")
+def report(n: int, seconds: dict[str, dict[str, float]], notes: dict[str, str]) -> None:
+    """One row per runtime: seconds, signals per second and the ratio to PyTorch's seconds, per measurement."""
+    print(f"  {'':14s} {'forward given h':>28s} {'denoise (h included)':>28s} {'whole process':>18s}")
+    print(f"  {'runtime':14s} {'s':>8s} {'signals/s':>10s} {'xPyTorch':>8s} {'s':>8s} {'signals/s':>10s} {'xPyTorch':>8s} "
+          f"{'s':>8s} {'xPyTorch':>9s}")
+    base = seconds["PyTorch"]
+    for name in RUNTIMES:
+        if name in notes:
+            print(f"  {name:14s} {notes[name]}")
+            continue
+        row = seconds[name]
+        cells = []
+        for key in ("forward", "denoise"):
+            cells.append(f"{row[key]:8.2f} {n / row[key]:10.0f} {row[key] / base[key]:8.2f}")
+        process = f"{row['process']:8.2f} {row['process'] / base['process']:9.2f}" if "process" in row else f"{'-':>8s} {'-':>9s}"
+        print(f"  {name:14s} {' '.join(cells)} {process}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint, weights = prepare_weights(args, folder)
         net = load_h5(weights)
         mode = args.bn_mode or net.config.bn_mode
+        onnx_model = export_onnx(checkpoint, mode, folder)
         print(f"{args.n} signals of length {args.length}, {threads} thread(s), bn {mode}, prior {'on' if net.wienernet is not None else 'off'}")
         h = None
         if net.wienernet is not None:
@@ -237,14 +276,24 @@ def main(argv: list[str] | None = None) -> None:
             h = wiener_prior(x)
             print(f"  Wiener prior h (shared)  {args.n / h_seconds:10.0f} signals/s")
         numpy_forward(net, x[:FORWARD_BLOCK], None if h is None else h[:FORWARD_BLOCK], mode, 1)  # warm-up
-        numpy_seconds = timed(lambda: numpy_forward(net, x, h, mode, threads))
-        numpy_denoise_seconds = timed(lambda: net.denoise(x[:, 0], mode, threads=threads))
-        torch_seconds, torch_denoise_seconds = torch_eager(checkpoint, x, h, mode, threads)
-        onnx = onnx_runtime(checkpoint, x, h, mode, threads, folder)
-        report(args.n, numpy_seconds, torch_seconds, onnx, numpy_denoise_seconds, torch_denoise_seconds)
+        seconds = {"NumPy": {"forward": timed(lambda: numpy_forward(net, x, h, mode, threads)),
+                             "denoise": timed(lambda: net.denoise(x[:, 0], mode, threads=threads))}}
+        seconds["PyTorch"] = dict(zip(("forward", "denoise"), torch_eager(checkpoint, x, h, mode, threads)))
+        notes = {}
+        if isinstance(onnx_model, str):
+            notes["ONNX Runtime"] = onnx_model
+            onnx_model = None
+        else:
+            seconds["ONNX Runtime"] = dict(zip(("forward", "denoise"), onnx_runtime(onnx_model, x, h, threads)))
         if args.end_to_end:
-            numpy_wall, torch_wall = end_to_end(checkpoint, weights, noisy, mode, threads, folder)
-            print(f"  whole process, .npy -> .npy: Numpy_test.py {numpy_wall:.2f} s, test.py {torch_wall:.2f} s, ratio {numpy_wall / torch_wall:.2f}")
+            walls = end_to_end(checkpoint, weights, onnx_model, noisy, mode, threads, folder)
+            for name in seconds:
+                seconds[name]["process"] = walls[name]
+        report(args.n, seconds, notes)
+        if args.end_to_end:
+            print("  whole process: .npy -> .npy (Numpy_test.py, test.py, and deepdenoise1d.evaluate.denoise_file with "
+                  "ONNX Runtime); max |output - PyTorch's|: "
+                  + ", ".join(f"{name} {walls[name + ' max |diff|']:.2e}" for name in seconds))
 
 
 if __name__ == "__main__":

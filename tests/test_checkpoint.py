@@ -287,8 +287,9 @@ def test_a_zip_bomb_is_refused_with_little_memory(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).resolve().parents[1])
     lines = out.stdout.splitlines()
-    assert lines and lines[0].startswith("refused:"), out.stdout + out.stderr
-    assert int(lines[-1]) < 450 * 1024  # KiB: torch's own import is most of it; 1 GiB was never unpacked
+    assert any(line.startswith("refused:") for line in lines), out.stdout + out.stderr
+    peak_kib = int(lines[-1])
+    assert peak_kib < 450 * 1024, f"peak RSS {peak_kib} KiB"  # torch's import is most of it; 1 GiB never unpacked
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
