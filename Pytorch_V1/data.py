@@ -2,18 +2,22 @@
 original repository's layout with a seeded held-out validation split; the fixed validation set."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from Pytorch_V1.distributed import Workers, note
 from Pytorch_V1.losses import LABEL_FREE
+from icnn.spec import MIN_LENGTH
 from Pytorch_V1.model import wiener_prior
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.classical import bayes_posterior_mean
 from deepdenoise1d.dataset import read_folder_dataset
 from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import check_chunk, read_signals
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.noise import estimate_sigma_auto, folder_sigmas, per_signal_sigma, sigma_prior
 from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, noisy_pairs
@@ -91,6 +95,11 @@ class FolderStream:
         self.order = np.empty(0, dtype=int)
         self.cursor = 0
 
+    @property
+    def size(self) -> int:
+        """Training signals (on all workers): what one pass over the data is."""
+        return self.noisy.shape[0]
+
     def _new_epoch(self) -> None:
         perm = self.rng.permutation(self.noisy.shape[0])
         self.order = perm[self.rank :: self.world_size]
@@ -164,6 +173,8 @@ def load_data(cfg, workers: Workers, device: torch.device):
     if cfg.batch_size % workers.world_size:
         raise InputError(f"--batch-size {cfg.batch_size} must divide evenly over {workers.world_size} workers")
     local_batch = cfg.batch_size // workers.world_size
+    if cfg.data is not None and Path(cfg.data).is_file():
+        return file_data(cfg, workers, device, local_batch)
     if cfg.data is not None:
         return folder_data(cfg, workers, device, local_batch)
     cfg = replace(cfg, sigma=cfg.sigma or [SIGMA, SIGMA], val_size=cfg.val_size or SYNTHETIC_VAL,
@@ -182,6 +193,12 @@ def load_data(cfg, workers: Workers, device: torch.device):
 def folder_data(cfg, workers: Workers, device: torch.device, local_batch: int):
     """Read the folder, resolve its σ, hold out the validation split."""
     noisy, clean = read_folder_dataset(cfg.data, require_labels=cfg.loss not in LABEL_FREE)
+    return signals_data(cfg, workers, device, local_batch, noisy, clean)
+
+
+def signals_data(cfg, workers: Workers, device: torch.device, local_batch: int, noisy: np.ndarray,
+                 clean: np.ndarray | None):
+    """Resolve σ of (N, L) signals and hold out the validation split (a folder, or an (N, L) file)."""
     check_training_memory(cfg.batch_size, noisy.shape[1])
     n = noisy.shape[0]
     n_val = held_out_size(n, cfg.val_size)
@@ -249,3 +266,126 @@ def validation(cfg, noisy, clean, sigmas, bayes, description, device, prior=None
             sigmas = per_signal_sigma(noisy, "validation signals", prior)
     return Validation(x, wiener_prior(x) if cfg.model["prior"] else None, clean,
                       torch.as_tensor(sigmas, dtype=torch.float32, device=device), probe, bayes, description, prior)
+
+
+# ---------------------------------------------------------------------------
+# --data FILE: one record (random crops) or (N, L) noisy signals
+
+RECORD_VAL_FRACTION = 0.1  # of a record, held out for validation
+RECORD_VAL_CROPS = 4  # ... at least this many crop lengths
+RECORD_STREAM = 13  # per worker [seed, 13, rank]: the crop offsets of a record
+
+
+class RecordStream:
+    """Endless batches of random crops of one record, each starting at one of ``allowed`` offsets
+    (none overlaps a validation window), all of noise level ``sigma``.
+
+    ``epoch`` counts passes: samples drawn over the training samples.
+    """
+
+    def __init__(self, record: np.ndarray, crop: int, allowed: np.ndarray, seed: int, batch_size: int,
+                 sigma: float, rank: int = 0, world_size: int = 1):
+        if allowed.size == 0:
+            raise InputError(f"a record of {record.size} samples leaves no crop of {crop} outside its validation windows")
+        self.record, self.crop, self.allowed = record, crop, allowed
+        self.rng = np.random.default_rng([seed, RECORD_STREAM, rank])
+        self.batch_size, self.sigma = batch_size, float(sigma)
+        self.drawn = 0
+        self.train_samples = int(np.unique(allowed[:, None] + np.arange(crop)).size)
+
+    @property
+    def size(self) -> int:
+        """Non-overlapping crops in the training samples: what one pass over them is."""
+        return self.train_samples // self.crop
+
+    @property
+    def epoch(self) -> int:
+        return self.drawn * self.crop // self.train_samples
+
+    def starts(self, n: int) -> np.ndarray:
+        """``n`` random crop offsets among the allowed ones."""
+        return self.allowed[self.rng.integers(0, self.allowed.size, n)]
+
+    def next_batch(self) -> tuple[np.ndarray, None, np.ndarray]:
+        """(crops, None, sigmas), shapes (B, crop), (B,)."""
+        idx = self.starts(self.batch_size)[:, None] + np.arange(self.crop)
+        self.drawn += self.batch_size
+        return self.record[idx], None, np.full(self.batch_size, self.sigma)
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "drawn": self.drawn}
+
+    def load_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.drawn = int(state["drawn"])
+
+
+def record_split(length: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation window starts, allowed training crop starts) of a record.
+
+    :data:`RECORD_VAL_FRACTION` of the record, at least :data:`RECORD_VAL_CROPS` windows of ``crop``,
+    each centred in one of as many equal segments: a record's content changes along it (a flat
+    tail would be an unrepresentative judge), so validation samples all of it. No training crop
+    shares a sample with a validation window.
+    """
+    n_val = max(RECORD_VAL_CROPS, math.ceil(RECORD_VAL_FRACTION * length / crop))
+    segment = length / n_val
+    if segment < 2 * crop:
+        raise InputError(f"a record of {length} samples is too short for --crop-length {crop}: {n_val} validation "
+                         f"windows leave no room for training crops between them")
+    val_starts = (np.arange(n_val) * segment + (segment - crop) / 2).astype(int)
+    allowed = np.ones(length - crop + 1, dtype=bool)
+    for start in val_starts:
+        allowed[max(0, start - crop + 1) : start + crop] = False
+    return val_starts, np.flatnonzero(allowed)
+
+
+def file_data(cfg, workers: Workers, device: torch.device, local_batch: int):
+    """--data FILE: one record (``.npy`` (L,) or a one-column text file), or (N, L) noisy signals."""
+    if cfg.loss not in LABEL_FREE:
+        raise InputError(f"{cfg.data}: a signal file holds no clean labels; train on it with a label-free --loss "
+                         f"({', '.join(LABEL_FREE)})")
+    signals, stored_shape = read_signals(cfg.data)
+    signals = np.asarray(signals, dtype=np.float64)
+    check_chunk(signals, 0, cfg.data)
+    if len(stored_shape) == 1 or signals.shape[0] == 1:
+        return record_data(cfg, workers, device, local_batch, signals[0])
+    return signals_data(cfg, workers, device, local_batch, signals, None)
+
+
+def record_sigma(cfg, record: np.ndarray, workers: Workers) -> float:
+    """σ of a record in its own units: the given --sigma (a resumed run's, times its scale), else its estimate."""
+    if cfg.sigma is not None:
+        if cfg.sigma[0] != cfg.sigma[1]:
+            raise InputError("a record needs one --sigma value (its noise level) or --sigma auto")
+        return cfg.sigma[0] * cfg.input_scale
+    auto = estimate_sigma_auto(record[None])
+    sigma = float(auto.sigma[0])
+    if not np.isfinite(sigma):
+        raise InputError(f"{cfg.data}: the record is constant (no noise to estimate); give --sigma")
+    note(f"noise sigma of {cfg.data} estimated at {sigma:.4g} ({auto.summary()})", workers)
+    return sigma
+
+
+def record_data(cfg, workers: Workers, device: torch.device, local_batch: int, record: np.ndarray):
+    """Random crops of the record to train on, windows spread along it (:func:`record_split`) to validate on.
+
+    The record is divided by one scale, its σ, so the network trains at noise level 1 whatever the
+    record's units; the scale is recorded as ``input_scale`` (denoise y as f(y / scale) · scale).
+    """
+    crop = cfg.crop_length
+    if crop < MIN_LENGTH:
+        raise InputError(f"--crop-length {crop} is below the network's minimum length {MIN_LENGTH}")
+    check_training_memory(cfg.batch_size, crop)
+    val_starts, allowed = record_split(record.size, crop)
+    sigma = record_sigma(cfg, record, workers)
+    scaled = record / sigma
+    n_val = int(val_starts.size)
+    split = {"n_signals": int(record.size), "n_val": n_val, "val_starts": val_starts.tolist(),
+             "rule": "validation: windows of crop_length at val_starts; training crops share no sample with them"}
+    cfg = replace(cfg, sigma=[1.0, 1.0], input_scale=float(sigma), val_size=n_val, split=split,
+                  model={**cfg.model, "train_length": crop})
+    stream = RecordStream(scaled, crop, allowed, cfg.seed, local_batch, 1.0, workers.rank, workers.world_size)
+    windows = scaled[val_starts[:, None] + np.arange(crop)]
+    what = f"{n_val} windows of {crop} spread along {cfg.data} (in no training crop)"
+    return cfg, stream, validation(cfg, windows, None, np.ones(n_val), None, what, device)

@@ -31,6 +31,9 @@ SURE_EPSILON = 0.1  # SURE's finite-difference step, times σ (antithetic probes
 SURE_CENTRAL = True  # antithetic probes, (f(y+εb) − f(y−εb))/2ε; False: one-sided (f(y+εb) − f(y))/ε
 UNSURE_STEP = 1e-3
 UNSURE_MOMENTUM = 0.9
+# A mean square error is never negative; per-signal SURE dips below 0 only by the noise of its residual
+# term, whose std is σ²·√(2/L). Below this many of those stds the estimate is being gamed, not noisy.
+SURE_FLOOR_SD = 4.0
 
 
 # ---------------------------------------------------------------------------
@@ -69,7 +72,22 @@ def label_free_loss(cfg, parts, x, h, sigmas: np.ndarray) -> torch.Tensor:
     divergence = mc_divergence(parts.net, x, pred, cfg.sure_epsilon * sigma, probe, h is not None, cfg.sure_central)
     if parts.eta is not None:
         parts.eta.update(float(divergence.detach().mean()) / x.shape[-1])
-    return sure_from_divergence(x, pred, sigma**2, divergence)
+        return sure_from_divergence(x, pred, sigma**2, divergence)
+    return floored_sure(sure_from_divergence(x, pred, sigma**2, divergence), sigma**2, x.shape[-1],
+                        getattr(cfg, "sure_floor", SURE_FLOOR_SD))
+
+
+def floored_sure(sure: torch.Tensor, variance: torch.Tensor, length: int, floor_sd: float) -> torch.Tensor:
+    """Per-signal SURE reflected at its floor −floor_sd·σ²·√(2/L): below it, a lower estimate costs more.
+
+    A negative estimate of a mean square error beyond the noise of the estimate itself means the network
+    found a way to fool the Monte-Carlo divergence; reflecting (not clamping) turns its gradient back.
+    ``floor_sd`` 0 switches the floor off.
+    """
+    if floor_sd <= 0:
+        return sure
+    floor = -floor_sd * variance * math.sqrt(2.0 / length)
+    return torch.where(sure < floor, 2 * floor - sure, sure)
 
 
 def loss_weights(kind: str, sigmas: np.ndarray) -> np.ndarray | None:

@@ -4,6 +4,7 @@
     python Pytorch_V1/train.py --sigma 0.5:5         # blind: a noise level per signal
     python Pytorch_V1/train.py --loss sure           # no clean labels (Stein's unbiased risk)
     python Pytorch_V1/train.py --data DIR            # your own data/N.txt (+ labels/N.txt)
+    python Pytorch_V1/train.py --data REC.npy --loss sure --sigma auto   # one record, no labels
     torchrun --standalone --nproc-per-node=2 Pytorch_V1/train.py   # DistributedDataParallel
 
 Each run writes a NEW folder, runs/train-YYYYmmdd-HHMMSS under the current
@@ -52,7 +53,7 @@ from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_EPSILON, V
 from Pytorch_V1.distributed import (Workers, gather_stream_state, leave_worker, note, process_group, worker_device,
                                     wrap_model)
 from Pytorch_V1.inference import configure_threads, resolve_device
-from Pytorch_V1.losses import LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, WEIGHTS, UnsureEta, compute_loss, sure_per_signal
+from Pytorch_V1.losses import LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, WEIGHTS, UnsureEta, compute_loss, sure_per_signal
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir, open_run
 from Pytorch_V1.trainlog import append_log, finish, progress_text, start_log
@@ -66,6 +67,12 @@ from deepdenoise1d.threads import resolve_threads
 
 # --loss sure trains on a noisier gradient: a larger batch and lr reach the limit in fewer steps.
 SURE_RECIPE = {"steps": 1500, "batch_size": 512, "lr": 1e-2}
+# --data without --steps: the budget follows the data (budget_from_data).
+DATA_PASSES = 30.0  # passes over the training signals
+MIN_DATA_STEPS = 800  # ... but at least this many steps (a record gives few signals per pass)
+DATA_EVALS = 20  # validations per run, so --patience has something to count
+DATA_PATIENCE = 5  # evaluations without a better validation before the run stops
+SMALL_DATA_BATCHES = 20  # warn when the training signals are fewer than this many batches
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,11 @@ class TrainConfig:
     warmup: float = 0.05  # fraction of steps with a linear warm-up
     device: str = "auto"
     model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn"})
+    sure_floor: float = SURE_FLOOR_SD  # per-signal SURE is reflected at −this·σ²·√(2/L) (losses.floored_sure); 0: off
+    crop_length: int = SIGNAL_LENGTH  # --data RECORD: training crops and validation windows of this length
+    input_scale: float = 1.0  # --data RECORD: the record was divided by this (its σ); denoise as f(y/s)·s
+    passes: float | None = None  # steps from the data: this many passes over the training signals (budget_from_data)
+    patience: int | None = None  # stop after this many evaluations without a better validation; None: never
 
 
 # ---------------------------------------------------------------------------
@@ -168,7 +180,21 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", metavar="PATH", help="start from the weights of this train.py checkpoint (fine-tune it) "
                                                    "instead of a seeded random init; same architecture (--no-prior, --norm)")
     p.add_argument("--data", help="train on a folder in the original repository's layout (data/N.txt, labels/N.txt; "
-                                  "labels optional with a label-free --loss)")
+                                  "labels optional with a label-free --loss), or, with a label-free --loss, on a "
+                                  "signal file: one record (.npy of shape (L,), .txt/.csv one column; random crops "
+                                  "of --crop-length, validated on windows spread along it) or (N, L) signals (.npy)")
+    p.add_argument("--crop-length", type=positive_int, metavar="L",
+                   help=f"--data RECORD: train on random crops of L samples, the model's train_length (default {d.crop_length})")
+    p.add_argument("--passes", type=positive_float, metavar="P",
+                   help=f"with --data and no --steps: steps for P passes over the training signals, at least "
+                        f"{MIN_DATA_STEPS} and at most the default steps (default {DATA_PASSES:g})")
+    p.add_argument("--patience", type=positive_int, metavar="K",
+                   help=f"stop when validation has not improved for K evaluations (default {DATA_PATIENCE} with "
+                        f"--data, else never)")
+    p.add_argument("--sure-floor", type=nonnegative_float, metavar="K",
+                   help=f"--loss sure: reflect each signal's SURE at -K sigma^2 sqrt(2/L), K standard deviations of "
+                        f"its noise below 0, so a gamed divergence estimate cannot lower the loss (default "
+                        f"{SURE_FLOOR_SD:g}; 0: off)")
     p.add_argument("--val-size", type=signal_count,
                    help=f"validation signals (default {SYNTHETIC_VAL} synthetic; with --data {100 * VAL_FRACTION:g} %% "
                         f"of it, at least {MIN_VAL})")
@@ -209,8 +235,12 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         sure_probes=pick(a.sure_probes, d.sure_probes), sure_central=pick(a.sure_central, d.sure_central),
         sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), r2r_alpha=pick(a.r2r_alpha, d.r2r_alpha), lr_final=pick(a.lr_final, d.lr_final),
         ema=pick(a.ema, d.ema),
+        sure_floor=pick(a.sure_floor, d.sure_floor), crop_length=pick(a.crop_length, d.crop_length),
+        passes=pick(a.passes, DATA_PASSES) if a.data is not None and a.steps is None else None,
+        patience=pick(a.patience, DATA_PATIENCE if a.data is not None else None),
         data=a.data, val_size=a.val_size, init=a.init, init_sha256=None if a.init is None else file_sha256(a.init),
-        eval_every=pick(a.eval_every, d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
+        # 0: chosen with the steps (budget_from_data)
+        eval_every=pick(a.eval_every, 0 if a.data is not None and a.steps is None else d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
         model={"prior": not a.no_prior, "norm": pick(a.norm, "bn")},
     )
 
@@ -329,7 +359,10 @@ def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None)
             if val.clean is not None:
                 out[mode] = float(rmse(pred, val.clean).mean())
             if risks:  # compare sqrt(mean SURE) with sqrt(mean MSE): per-signal SURE is too noisy to root
-                out[f"sure_{mode}"] = float(torch.cat(risks).mean().clamp_min(0).sqrt())
+                mean_sure = float(torch.cat(risks).mean())
+                out[f"sure_{mode}"] = math.sqrt(max(mean_sure, 0.0))
+                if mean_sure < 0:  # an impossible mean square error: the divergence is gamed (warn_negative_sure)
+                    out["raw_sure"] = min(mean_sure, out.get("raw_sure", 0.0))
                 if val.clean is not None:
                     out[f"root_mse_{mode}"] = float(np.sqrt(mse(pred, val.clean).mean()))
     finally:
@@ -363,6 +396,54 @@ def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, stat
         save_checkpoint(run.file("ckpt_best.pth"), checkpoint_dict(cfg, parts, state, stream, stream_state, workers))
 
 
+def stalled(cfg: TrainConfig, state: TrainState, workers: Workers) -> bool:
+    """True when validation has not improved for ``cfg.patience`` evaluations; every worker gets the main one's answer."""
+    answer = cfg.patience is not None and state.step - state.best_step >= cfg.patience * cfg.eval_every
+    if workers.world_size > 1:
+        box = [answer]
+        torch.distributed.broadcast_object_list(box, src=0)
+        answer = box[0]
+    return bool(answer)
+
+
+def warn_negative_sure(cfg: TrainConfig, state: TrainState, workers: Workers) -> None:
+    """One warning line when validation SURE, an estimate of a mean square error, is negative: it is being gamed."""
+    if cfg.loss not in LABEL_FREE:
+        return
+    raw = state.val.get("raw_sure")
+    if raw is not None and raw < 0:
+        note(f"warning: validation SURE is negative ({raw:.4g}) at step {state.step}: the divergence estimate is "
+             f"being gamed; use ckpt_best.pth (step {state.best_step}), raise --sure-floor or lower --lr", workers)
+
+
+def warn_worse_than_noisy(cfg: TrainConfig, val: Validation, state: TrainState, workers: Workers) -> None:
+    """One warning line when the best label-free validation is no better than returning the input,
+    whose SURE is exactly σ²: the model would make the data worse."""
+    if cfg.loss not in LABEL_FREE or cfg.loss == "unsure" or not math.isfinite(state.best):
+        return
+    noisy = float(val.sigmas.double().pow(2).mean().sqrt())
+    if state.best >= noisy:
+        note(f"warning: the best validation √(mean SURE) {state.best:.4g} (step {state.best_step}) is no better than "
+             f"the noisy input's {noisy:.4g}: this model makes the data worse; train longer (--steps) or use a "
+             f"classical denoiser", workers)
+
+
+def budget_from_data(cfg: TrainConfig, stream, workers: Workers) -> TrainConfig:
+    """--data without --steps: the steps of ``cfg.passes`` passes over the training signals (within
+    [MIN_DATA_STEPS, the default steps]) and DATA_EVALS validations; a warning when the data is small."""
+    n = stream.size
+    if cfg.passes is not None:
+        cfg = replace(cfg, steps=min(cfg.steps, max(MIN_DATA_STEPS, math.ceil(cfg.passes * n / cfg.batch_size))))
+    if cfg.eval_every == 0:
+        cfg = replace(cfg, eval_every=max(1, cfg.steps // DATA_EVALS))
+    if n < SMALL_DATA_BATCHES * cfg.batch_size:
+        stop = "" if cfg.patience is None else f", and the run stops after {cfg.patience} evaluations without a better one"
+        note(f"warning: {n} training signals are few for {cfg.steps} steps of {cfg.batch_size} "
+             f"({cfg.steps * cfg.batch_size / n:.0f} passes): expect overfitting; ckpt_best.pth is the best "
+             f"validation step{stop}", workers)
+    return cfg
+
+
 def train_loop(cfg: TrainConfig, parts: Parts, stream, val: Validation, state: TrainState, run: RunDir,
                workers: Workers) -> None:
     start = time.time()
@@ -378,9 +459,16 @@ def train_loop(cfg: TrainConfig, parts: Parts, stream, val: Validation, state: T
         if evaluate_now and workers.is_main:
             validate_and_keep_best(cfg, parts, val, state, run, stream, stream_state, workers, time.time() - start)
             bar.set_postfix(progress_text(state, val))
-        if save_now and workers.is_main:
+            warn_negative_sure(cfg, state, workers)
+        stop = evaluate_now and stalled(cfg, state, workers)
+        if stop:
+            note(f"validation has not improved for {cfg.patience} evaluations (best at step {state.best_step}): "
+                 f"stopping at step {state.step} of {cfg.steps}", workers)
+        if (save_now or stop) and workers.is_main:
             save_checkpoint(run.file("ckpt_last.pth"), checkpoint_dict(cfg, parts, state, stream, stream_state, workers))
         bar.update(1)
+        if stop:
+            break
     bar.close()
 
 
@@ -409,6 +497,8 @@ def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, 
             cfg = resumed_config(ckpt, cfg, given, run.file("ckpt_last.pth"))
         device = worker_device(resolve_device(cfg.device), workers)
         cfg, stream, val = load_data(cfg, workers, device)
+        if cfg.data is not None and (ckpt is None or (given is not None and "steps" not in given)):  # a resume's --steps stands
+            cfg = budget_from_data(cfg, stream, workers)
         parts = build_parts(cfg, workers, device, warm_start=ckpt is None)
         parts.sigma_prior = val.sigma_prior
         state = TrainState(bn_mode=cfg.bn_mode or "fixed")
@@ -419,8 +509,13 @@ def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, 
         if workers.is_main:
             start_log(run.file("train_log.csv"), state.step)
         train_loop(cfg, parts, stream, val, state, run, workers)
+        warn_worse_than_noisy(cfg, val, state, workers)
         if workers.is_main:
             finish(run, val, state, data=cfg.data)
+            if cfg.input_scale != 1.0:  # the front-ends do not apply it: the user must
+                print(f"  scale:    this model was trained on {cfg.data} divided by {cfg.input_scale:.6g} (its noise "
+                      f"sigma; config['train']['input_scale']): denoise y as f(y / {cfg.input_scale:.6g}) * "
+                      f"{cfg.input_scale:.6g}, e.g. divide the input file by it first and multiply the output back")
         return state.val
 
 

@@ -260,3 +260,118 @@ def test_an_explicit_sigma_never_needs_an_estimate_and_auto_names_odd_signals(ca
     assert abs(cfg.sigma[0] / 3.0 - 1) < 0.05 and np.isfinite(sigmas).all()
     assert "σ estimated per signal" in err and "wavelet MAD on" in err
     assert "1 of 300 signal(s) are degenerate" in err and "signal(s) 9" in err
+
+
+# ---------------------------------------------------------------------------
+# --data FILE: one record trained on random crops, validated on its held-out tail
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from conftest import FUZZ  # noqa: E402
+from Pytorch_V1.data import RECORD_STREAM, RECORD_VAL_CROPS, RecordStream, record_split  # noqa: E402
+from deepdenoise1d.errors import InputError  # noqa: E402
+
+
+def bumps_record(length: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """(clean, noisy, sigma): pywt's Bumps at rsnr 7."""
+    import pywt
+
+    clean = pywt.data.demo_signal("Bumps", length)
+    sigma = float(clean.std() / 7)
+    return clean, clean + sigma * np.random.default_rng(seed).standard_normal(length), sigma
+
+
+def test_record_split_holds_out_a_tenth_in_windows_spread_along_the_record_but_at_least_four():
+    starts, _ = record_split(10000, 100)
+    assert starts.size == 10 and np.array_equal(starts, 450 + 1000 * np.arange(10))  # one per tenth, centred
+    assert record_split(2048, 100)[0].size == RECORD_VAL_CROPS  # a tenth is fewer than 4 windows
+    assert record_split(5001, 100)[0].size == 6  # ceil(500.1 / 100) windows
+    with pytest.raises(InputError, match="too short"):
+        record_split(700, 100)
+
+
+@FUZZ
+@given(length=st.integers(200, 5000), crop=st.integers(20, 120), seed=st.integers(0, 2**32 - 1))
+def test_no_training_crop_ever_shares_a_sample_with_a_validation_window(length, crop, seed):
+    """Every crop of the stream misses every validation window; the windows lie in the record, disjoint, at
+    least RECORD_VAL_CROPS of them; almost every sample outside them can be trained on."""
+    try:
+        val_starts, allowed = record_split(length, crop)
+    except InputError:
+        assert length / max(RECORD_VAL_CROPS, np.ceil(0.1 * length / crop)) < 2 * crop
+        return
+    held_out = np.zeros(length, dtype=bool)
+    for start in val_starts:
+        assert 0 <= start and start + crop <= length and not held_out[start : start + crop].any()
+        held_out[start : start + crop] = True
+    assert val_starts.size >= RECORD_VAL_CROPS and held_out.sum() >= min(0.1 * length, val_starts.size * crop)
+    record = np.arange(length, dtype=np.float64)  # each sample is its own index
+    stream = RecordStream(record, crop, allowed, seed, 64, 1.0)
+    for _ in range(5):
+        crops, clean, sigmas = stream.next_batch()
+        assert clean is None and crops.shape == (64, crop) and np.all(sigmas == 1.0)
+        assert np.all(np.diff(crops, axis=1) == 1) and not held_out[crops.astype(int)].any()
+    covered = np.zeros(length, dtype=bool)
+    for start in allowed:
+        covered[start : start + crop] = True
+    # Only gaps shorter than a crop (at most one per window, plus the ends) go unused.
+    assert not (covered & held_out).any() and covered.sum() > (~held_out).sum() - (val_starts.size + 1) * crop
+
+
+def test_record_stream_resumes_from_its_state_and_counts_passes():
+    record = np.random.default_rng(0).standard_normal(1000)
+    allowed = np.arange(901)
+    a = RecordStream(record, 100, allowed, 3, 8, 1.0)
+    a.next_batch()
+    state = a.state()
+    expected = a.next_batch()[0]
+    b = RecordStream(record, 100, allowed, 3, 8, 1.0)
+    b.load_state(state)
+    assert np.array_equal(b.next_batch()[0], expected) and b.drawn == 16
+    assert a.size == 10 and a.epoch == 1  # 16 crops of 100 over 1000 samples
+    assert RECORD_STREAM not in (STEP_STREAM, FOLDER_STREAM, SPLIT_STREAM, RECORRUPT_STREAM, PRIOR_STREAM,
+                                 VAL_PROBE_STREAM, VAL_STREAM)
+
+
+RECORD_RUN = dict(steps=4, batch_size=16, eval_every=2, save_every=2, device="cpu", loss="sure")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_a_record_trains_label_free_and_records_its_crop_length_and_scale(tmp_path, suffix, capsys):
+    _, noisy, sigma = bumps_record(2048)
+    path = tmp_path / f"record{suffix}"
+    if suffix == ".npy":
+        np.save(path, noisy)
+    else:
+        np.savetxt(path, noisy, header="value", comments="")
+    train(TrainConfig(**RECORD_RUN, data=str(path), crop_length=64), tmp_path / "run")
+    err = capsys.readouterr().err
+    cfg = load_checkpoint(tmp_path / "run" / "ckpt_best.pth")["config"]
+    assert cfg["model"]["train_length"] == 64
+    assert abs(cfg["train"]["input_scale"] / sigma - 1) < 0.15  # the estimated σ
+    assert cfg["train"]["sigma"] == [1.0, 1.0]  # the network saw noise of std 1
+    val_starts, _ = record_split(2048, 64)
+    assert cfg["train"]["split"]["val_starts"] == val_starts.tolist() and cfg["train"]["val_size"] == val_starts.size
+    assert f"{val_starts.size} windows of 64" in err
+
+
+def test_an_n_by_l_file_trains_like_a_folder_without_labels(tmp_path):
+    _, noisy, _ = noisy_pairs(np.random.default_rng(2), 300, 2.0)
+    np.save(tmp_path / "signals.npy", noisy)
+    train(TrainConfig(**RECORD_RUN, data=str(tmp_path / "signals.npy"), val_size=30), tmp_path / "run")
+    cfg = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["config"]["train"]
+    assert cfg["split"]["n_signals"] == 300 and cfg["val_size"] == 30 and abs(cfg["sigma"][0] / 2 - 1) < 0.1
+
+
+def test_a_signal_file_with_a_supervised_loss_is_a_clear_error(tmp_path, run_main):
+    np.save(tmp_path / "record.npy", bumps_record(2048)[1])
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "record.npy", "--run-dir", tmp_path / "run"])
+    assert_one_line_error(code, err, "record.npy", "label-free")
+
+
+def test_a_record_too_short_for_its_crops_is_a_clear_error(tmp_path, run_main):
+    np.save(tmp_path / "short.npy", bumps_record(2048)[1][:700])
+    code, _, err = run_main(train_mod, ["--data", tmp_path / "short.npy", "--loss", "sure", "--sigma", "auto",
+                                        "--run-dir", tmp_path / "run"])
+    assert_one_line_error(code, err, "too short", "--crop-length 100")

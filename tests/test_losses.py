@@ -93,3 +93,39 @@ def test_loss_weights_balance_noise_levels():
     for kind in ("sigma2", "bayes"):
         w = loss_weights(kind, sigmas)
         assert w.mean() == pytest.approx(1.0) and w[0] > w[1] > w[2]  # the noisiest signals weigh least
+
+
+# ---------------------------------------------------------------------------
+# SURE's floor and its probes
+
+
+def test_floored_sure_keeps_honest_values_and_reflects_gamed_ones():
+    from Pytorch_V1.losses import floored_sure
+
+    variance, length = torch.tensor([4.0, 4.0, 4.0]), 50
+    floor = -3.0 * 4.0 * np.sqrt(2 / length)
+    sure = torch.tensor([1.0, floor + 0.01, floor - 2.0], requires_grad=True)
+    out = floored_sure(sure, variance, length, 3.0)
+    assert out[0] == 1.0 and out[1] == sure[1]
+    assert out[2].item() == pytest.approx(floor + 2.0)  # reflected: lower than the floor costs more
+    out.sum().backward()
+    assert sure.grad.tolist() == [1.0, 1.0, -1.0]
+    assert torch.equal(floored_sure(sure, variance, length, 0.0), sure)  # 0: off
+
+
+def test_each_sure_step_draws_fresh_probes():
+    """Two steps on the same batch give different SURE values (new probes), the same rng state the same value."""
+    from types import SimpleNamespace
+
+    from Pytorch_V1.losses import label_free_loss
+    from Pytorch_V1.train import TrainConfig
+
+    _, noisy, _ = noisy_pairs(np.random.default_rng(0), 8, 1.0)
+    x = torch.tensor(noisy, dtype=torch.float32)[:, None]
+    net = lambda y, h: torch.relu(y - 1.0) * torch.sigmoid(torch.roll(y, 1, dims=-1))  # noqa: E731
+    parts = SimpleNamespace(net=net, flip_rng=np.random.default_rng(5), device=torch.device("cpu"), eta=None)
+    cfg = TrainConfig(loss="sure")
+    first, second = (label_free_loss(cfg, parts, x, None, np.ones(8)) for _ in range(2))
+    assert not torch.equal(first, second)
+    parts.flip_rng = np.random.default_rng(5)
+    assert torch.equal(label_free_loss(cfg, parts, x, None, np.ones(8)), first)

@@ -558,3 +558,52 @@ def test_a_batch_that_cannot_fit_is_refused_before_any_folder(tmp_path, run_main
     assert_one_line_error(code, err, "--batch-size 100000 (signals of length 100) needs about", "limit of 2.0 GiB",
                           "smaller --batch-size")
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------
+# the budget follows the data; patience; the negative-SURE warning
+
+
+def test_steps_follow_passes_over_the_data_within_bounds(capsys):
+    from types import SimpleNamespace
+
+    from Pytorch_V1.train import DATA_EVALS, MIN_DATA_STEPS, budget_from_data
+
+    one = Workers()
+    cfg = TrainConfig(steps=1500, batch_size=512, passes=30.0, eval_every=0, patience=5, data="x")
+    small = budget_from_data(cfg, SimpleNamespace(size=900), one)
+    assert small.steps == MIN_DATA_STEPS and small.eval_every == MIN_DATA_STEPS // DATA_EVALS
+    assert "warning: 900 training signals are few" in capsys.readouterr().err
+    assert budget_from_data(cfg, SimpleNamespace(size=10**6), one).steps == 1500  # bounded by the default
+    middle = budget_from_data(cfg, SimpleNamespace(size=20000), one)
+    assert middle.steps == int(np.ceil(30 * 20000 / 512)) and "warning" not in capsys.readouterr().err
+    given = budget_from_data(replace(cfg, passes=None, steps=77, eval_every=7), SimpleNamespace(size=10**6), one)
+    assert (given.steps, given.eval_every) == (77, 7)
+
+
+def test_a_run_stops_when_validation_stalls_for_patience_evaluations(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: {"fixed": 1.0, "unfixed": 1.0})
+    train(TrainConfig(**{**TINY, "steps": 20, "eval_every": 2, "save_every": 100}, patience=3), tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["step"] == 8  # best at step 2, then 3 evaluations
+    assert load_checkpoint(tmp_path / "run" / "ckpt_best.pth")["step"] == 2
+    assert "stopping at step 8 of 20" in capsys.readouterr().err
+    assert [r["step"] for r in read_log(tmp_path / "run" / "train_log.csv")] == ["2", "4", "6", "8"]
+
+
+def test_negative_validation_sure_warns_once_per_evaluation(tmp_path, monkeypatch, capsys):
+    fake = {"sure_fixed": 0.0, "sure_unfixed": 0.0, "raw_sure": -0.5}
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: dict(fake))
+    train(TrainConfig(**{**TINY, "steps": 4, "eval_every": 2}, loss="sure"), tmp_path / "run")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "validation SURE is negative" in line]
+    assert len(warnings) == 2 and warnings[0].startswith("train.py: warning:")
+
+
+@pytest.mark.parametrize("root_sure, warns", [(5.0, True), (0.1, False)])
+def test_a_label_free_model_no_better_than_the_noisy_input_warns(tmp_path, monkeypatch, capsys, root_sure, warns):
+    """The noisy input's SURE is σ² exactly: a best validation √SURE at or above σ is a model that harms."""
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: {"sure_fixed": root_sure, "sure_unfixed": root_sure})
+    train(TrainConfig(**{**TINY, "steps": 2, "eval_every": 1}, loss="sure", sigma=[2.0, 2.0]), tmp_path / "run")
+    lines = [line for line in capsys.readouterr().err.splitlines() if "makes the data worse" in line]
+    assert len(lines) == int(warns)
+    if warns:
+        assert "noisy input's 2" in lines[0]
