@@ -249,7 +249,8 @@ class NumpyICNN:
         noisy : np.ndarray
             Shape (N, L) or (L,), finite (and within float32's range), L ≥ 16. Signals
             longer than ``config.train_length`` are denoised in overlapping windows of it,
-            blended (:func:`deepdenoise1d.windows.denoise_windows`).
+            blended (:func:`deepdenoise1d.windows.denoise_windows`). A model with
+            ``config.input_scale`` s ≠ 1 gives s · net(noisy / s).
         bn_mode : {"fixed", "unfixed"}, optional
             Defaults to ``config.bn_mode``.
         threads : int, optional
@@ -277,13 +278,17 @@ class NumpyICNN:
             return denoise_windows(noisy, lambda block: self.denoise(block, mode, threads, chunk), window,
                                    batch=chunk, out=out, dtype=self.dtype,
                                    check=lambda raw, flat: check_span(raw, flat, length, "input", self.dtype))
+        scale = self.config.input_scale  # applied per window (the windowed path above recurses here)
 
         def denoise_block(start: int) -> None:
             raw = noisy[start : start + FORWARD_BLOCK]
             check_chunk(raw, start, "input", self.dtype)
             x = raw.astype(self.dtype)[:, None, :]  # (n, 1, L)
+            if scale != 1.0:  # trained on data divided by it: the net (and its prior h) sees y / s
+                x = x / self.dtype.type(scale)
             h = wiener_prior(x) if self.wienernet is not None else None
-            out[start : start + x.shape[0]] = self._forward(x, h, mode)[:, 0]
+            y = self._forward(x, h, mode)[:, 0]
+            out[start : start + x.shape[0]] = y * self.dtype.type(scale) if scale != 1.0 else y
 
         for chunk_start in range(0, noisy.shape[0], chunk):
             stop = min(chunk_start + chunk, noisy.shape[0])

@@ -384,7 +384,7 @@ def record_data(cfg, workers: Workers, device: torch.device, local_batch: int, r
     split = {"n_signals": int(record.size), "n_val": n_val, "val_starts": val_starts.tolist(),
              "rule": "validation: windows of crop_length at val_starts; training crops share no sample with them"}
     cfg = replace(cfg, sigma=[1.0, 1.0], input_scale=float(sigma), val_size=n_val, split=split,
-                  model={**cfg.model, "train_length": crop})
+                  model={**cfg.model, "train_length": crop, "input_scale": float(sigma)})  # both backends apply it
     stream = RecordStream(scaled, crop, allowed, cfg.seed, local_batch, 1.0, workers.rank, workers.world_size)
     windows = scaled[val_starts[:, None] + np.arange(crop)]
     what = f"{n_val} windows of {crop} spread along {cfg.data} (in no training crop)"

@@ -52,7 +52,8 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
         Shape (N, L) or (L,); computed in float32; signals longer than the model's
         ``config.train_length`` go through overlapping windows of it, blended
         (:func:`deepdenoise1d.windows.denoise_windows`). NaN, inf and values beyond
-        float32's range are refused (InputError naming signal and index).
+        float32's range are refused (InputError naming signal and index). A model
+        with ``config.input_scale`` s ≠ 1 gives s · net(noisy / s).
     bn_mode : {"fixed", "unfixed"}, optional
         Defaults to the mode the model's config records.
     chunk : int
@@ -75,10 +76,14 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
         length = noisy.shape[-1]
         return denoise_windows(noisy, lambda block: denoise(model, block, mode, chunk), window, batch=chunk, out=out,
                                check=lambda raw, flat: check_span(raw, flat, length, "input", np.float32))
+    scale = model.config.input_scale  # applied per window (the windowed path above recurses here)
     for start in range(0, noisy.shape[0], chunk):
         raw = noisy[start : start + chunk]
         check_chunk(raw, start, "input", np.float32)  # finite, and inside float32's range: never NaN out
         x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))[:, None].to(device)
+        if scale != 1.0:  # trained on data divided by it: the net (and its prior h) sees y / s
+            x = x / scale
         h = wiener_prior(x) if model.wienernet is not None else None
-        out[start : start + chunk] = model(x, h, mode)[:, 0].cpu().numpy()
+        y = model(x, h, mode)[:, 0]
+        out[start : start + chunk] = (y * scale if scale != 1.0 else y).cpu().numpy()
     return out

@@ -110,7 +110,7 @@ class TrainConfig:
     model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn"})
     sure_floor: float = SURE_FLOOR_SD  # per-signal SURE is reflected at −this·σ²·√(2/L) (losses.floored_sure); 0: off
     crop_length: int = SIGNAL_LENGTH  # --data RECORD: training crops and validation windows of this length
-    input_scale: float = 1.0  # --data RECORD: the record was divided by this (its σ); denoise as f(y/s)·s
+    input_scale: float = 1.0  # --data RECORD: the record was divided by this (its σ); also in the model config
     passes: float | None = None  # steps from the data: this many passes over the training signals (budget_from_data)
     patience: int | None = None  # stop after this many evaluations without a better validation; None: never
 
@@ -512,10 +512,6 @@ def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, 
         warn_worse_than_noisy(cfg, val, state, workers)
         if workers.is_main:
             finish(run, val, state, data=cfg.data)
-            if cfg.input_scale != 1.0:  # the front-ends do not apply it: the user must
-                print(f"  scale:    this model was trained on {cfg.data} divided by {cfg.input_scale:.6g} (its noise "
-                      f"sigma; config['train']['input_scale']): denoise y as f(y / {cfg.input_scale:.6g}) * "
-                      f"{cfg.input_scale:.6g}, e.g. divide the input file by it first and multiply the output back")
         return state.val
 
 

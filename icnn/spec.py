@@ -56,6 +56,8 @@ class ModelConfig:
     training sigma when the caller passes one (``train_sigma``), else leaves None.
     ``train_length`` is the length of the training signals (:data:`TRAIN_LENGTH` when a
     file does not record it); longer inputs are denoised in overlapping windows of it.
+    ``input_scale`` s (1.0 when a file does not record it): the model was trained on data
+    divided by s, so both backends denoise y as s · net(y / s) (at 1.0 they skip the arithmetic).
     """
 
     prior: bool = True  # the Wiener prior branch
@@ -63,6 +65,7 @@ class ModelConfig:
     bn_mode: str = "fixed"  # inference default, one of BN_MODES
     sigma_range: list[float] | None = None
     train_length: int = TRAIN_LENGTH  # samples per training signal: longer inputs are denoised in windows of it
+    input_scale: float = 1.0  # the net saw y / input_scale in training: denoise as input_scale · net(y / input_scale)
 
     def __post_init__(self):
         self.validate("config")
@@ -81,6 +84,11 @@ class ModelConfig:
         if isinstance(length, bool) or not isinstance(length, int) or length < MIN_LENGTH:
             raise InputError(f"{source}: model config field 'train_length' must be an integer >= {MIN_LENGTH}, "
                              f"got {str(length)[:40]}")
+        scale = self.input_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise InputError(f"{source}: model config field 'input_scale' must be a positive finite number, "
+                             f"got {str(scale)[:40]}")
+        self.input_scale = float(scale)
 
     def to_dict(self) -> dict:
         return asdict(self)
