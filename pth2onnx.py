@@ -13,6 +13,10 @@ statistics inside the graph), one graph per file. Inputs and output are float32:
   a model without the prior branch;
 - ``denoised``: (N, 1, L).
 
+A model whose config records ``input_scale`` s ≠ 1 (trained on a record divided by s)
+divides ``x`` by s inside the graph and multiplies the output by s, as the other backends
+do; h is scale-invariant, so the caller computes it from ``x`` as given.
+
 Why ``h`` is an input, not part of the graph: h is
 ``|ifft(fft(wiener(x)) / fft(x))|`` where ``wiener`` is SciPy's local-statistics filter
 (a data-dependent noise estimate and a ``where``), computed in float64 by both other
@@ -102,14 +106,22 @@ class _Exported(nn.Module):
         super().__init__()
         self.model = model
         self.bn_mode = bn_mode
+        self.scale = model.config.input_scale
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.model(x, h, self.bn_mode)
+        return scaled_forward(self.model, x, h, self.bn_mode, self.scale)
 
 
 class _ExportedNoPrior(_Exported):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, None, self.bn_mode)
+        return scaled_forward(self.model, x, None, self.bn_mode, self.scale)
+
+
+def scaled_forward(model: ICNN_s, x: torch.Tensor, h: torch.Tensor | None, bn_mode: str, scale: float) -> torch.Tensor:
+    """``scale · model(x / scale, h)``, as the other backends denoise; at scale 1 the model alone (no extra nodes)."""
+    if scale == 1.0:
+        return model(x, h, bn_mode)
+    return model(x / scale, h, bn_mode) * scale
 
 
 class _PairMaxPool(nn.Module):
@@ -265,7 +277,7 @@ def self_check(data: bytes, model: ICNN_s, bn_mode: str) -> None:
             h = wiener_prior(x)
             feed["h"] = h.numpy()
         with torch.no_grad():
-            expected = model(x, h, bn_mode).numpy()
+            expected = scaled_forward(model, x, h, bn_mode, model.config.input_scale).numpy()
         got = session.run(None, feed)[0]
         error = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
         if got.shape != expected.shape or not error <= SELF_CHECK_TOLERANCE:

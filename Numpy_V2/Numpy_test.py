@@ -62,14 +62,17 @@ def load_backend(args) -> frontend.Backend:
     return frontend.Backend(PROG, "NumPy", "numpy", weights,
                        lambda noisy, mode: net.denoise(noisy, bn_mode=mode, threads=threads),
                        net.config.bn_mode, net.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES,
-                       train_length=net.config.train_length, jacobian=partial(exact_jacobians, net))
+                       train_length=net.config.train_length, jacobian=partial(exact_jacobians, net),
+                       input_scale=net.config.input_scale)
 
 
 def exact_jacobians(net, rows, mode):
-    """The network's Jacobian of each signal (Numpy_V2/jacobian.py): exact SURE for --method auto."""
+    """The Jacobian of each signal of what ``net.denoise`` computes (Numpy_V2/jacobian.py): exact SURE for
+    --method auto. With input_scale s it denoises as s · g(y / s), whose Jacobian is J_g(y / s)."""
     from Numpy_V2.jacobian import jacobians
 
-    return jacobians(net, rows, mode)["jacobian"]
+    scale = net.config.input_scale
+    return jacobians(net, rows / scale if scale != 1.0 else rows, mode)["jacobian"]
 
 
 def main(argv=None):

@@ -280,6 +280,7 @@ class SigmaRangeCheck:
     degenerate_count: int = 0
     peaks: list = field(default_factory=list)  # per signal max|y| / σ̂ (8 bytes a signal)
     seen: int = 0
+    scale: float = 1.0  # the model's input_scale s: its range is compared with σ̂ / s
 
     def add(self, sigma_hat: np.ndarray, length: int) -> None:
         """Record the estimates of one chunk of signals of this ``length``."""
@@ -338,6 +339,8 @@ class SigmaRangeCheck:
         est = self._finite()
         if est.size == 0 or self.low is None:
             return None
+        if self.scale != 1.0:  # the net sees y / s: compare the σ it sees with its range
+            est = est / self.scale
         spread = SIGMA_SPREAD_AT_100 * math.sqrt(100 / max(self.length, 1))
         # The spread falls with length, the estimator's bias does not: never closer than the floor.
         each = math.exp(max(SIGMA_Z * spread, math.log1p(SIGMA_POOLED_FLOOR)))
@@ -349,7 +352,8 @@ class SigmaRangeCheck:
         if not pooled_out and flagged <= SIGMA_FLAG_SHARE * est.size:
             return None
         trained = f"{self.low:g}" if self.low == self.high else f"{self.low:g}..{self.high:g}"
-        parts = [f"warning: the model was trained on noise σ {trained}, but the input's estimated σ is "
+        seen = f"estimated σ / the model's input scale {self.scale:g}" if self.scale != 1.0 else "estimated σ"
+        parts = [f"warning: the model was trained on noise σ {trained}, but the input's {seen} is "
                  f"{median:.3g} (median of {est.size} signal(s), {_times(median, self.low, self.high)})"]
         if above.any():
             parts.append(f"{int(above.sum())} signal(s) above it beyond estimation error "
@@ -378,11 +382,12 @@ def peak_limit(low: float, length: int) -> float:
     return (AMPLITUDE_RANGE[1] / low + float(norm.isf(1e-3 / max(length, 1)))) * math.exp(3 * spread)
 
 
-def sigma_range_check(sigma_range, noisy: np.ndarray | None = None) -> SigmaRangeCheck:
+def sigma_range_check(sigma_range, noisy: np.ndarray | None = None, scale: float = 1.0) -> SigmaRangeCheck:
     """A :class:`SigmaRangeCheck` for ``sigma_range`` ([low, high], or None: only the σ estimate and the
-    degenerate-signal warning), fed ``noisy`` when given."""
+    degenerate-signal warning), fed ``noisy`` when given; ``scale`` is the model's input_scale (σ̂ / scale
+    is what the range is compared with)."""
     low, high = (float(sigma_range[0]), float(sigma_range[1])) if sigma_range else (None, None)
-    check = SigmaRangeCheck(low, high)
+    check = SigmaRangeCheck(low, high, scale=float(scale))
     if noisy is not None:
         check.observe(noisy)
     return check
@@ -414,6 +419,7 @@ def denoise_file(
     progress: bool = True,
     train_length: int | None = None,
     overlap: int | None = None,
+    input_scale: float = 1.0,
 ) -> FileResult:
     """Denoise every signal of ``input_path`` and write them to ``output_path``, streaming.
 
@@ -447,6 +453,8 @@ def denoise_file(
         None: every signal goes through whole.
     overlap : int, optional
         Samples shared by neighbouring windows (default: half a window).
+    input_scale : float
+        The model's input_scale s: ``sigma_range`` is compared with σ̂ / s.
     """
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
@@ -458,7 +466,7 @@ def denoise_file(
     if signals.shape[-1] < min_length:
         raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
     dtype = compute_dtype(signals.dtype)  # float32 and float16 give float32, the rest float64
-    check = sigma_range_check(sigma_range)
+    check = sigma_range_check(sigma_range, scale=input_scale)
     window = train_length if train_length is not None and signals.shape[-1] > train_length else None
     stream = _Stream(signals, denoise, chunk, str(input_path), check, progress, window, overlap)
     with _undo_new_folders(output_path):

@@ -49,6 +49,7 @@ class Backend:
     bn_modes: tuple
     train_length: int | None = None  # longer --input signals go through windows of it (None: whole)
     jacobian: Callable | None = None  # jacobian(rows (n, L), bn_mode) -> (n, L, L): exact SURE for --method auto
+    input_scale: float = 1.0  # the model's input_scale s: denoise applies it; sigma_range is compared with σ̂ / s
 
     def label(self) -> str:
         """``PyTorch, ckpt/ckpt_best.pth`` (what made a table or a figure)."""
@@ -169,7 +170,8 @@ def warn(backend: Backend, line: str | None) -> None:
 def check_sigma_range(backend: Backend, noisy, sigma=None) -> None:
     """Warn once when ``noisy`` lies outside the noise range the weights were trained on (or peaks far above
     its spikes, or holds constant signals); with ``sigma`` "auto", also say how σ was estimated."""
-    check = evaluate.sigma_range_check(backend.sigma_range if backend.denoise is not None else None, noisy)
+    check = evaluate.sigma_range_check(backend.sigma_range if backend.denoise is not None else None, noisy,
+                                       scale=backend.input_scale)
     lines = check.notes()
     if sigma != "auto":
         lines = [line for line in lines if line.startswith("warning:")]
@@ -248,7 +250,7 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
         return run_method_mode(args, backend, reads)
     result = evaluate.denoise_file(args.input, args.output, lambda noisy: backend.denoise(noisy, args.bn_mode),
                                    backend.min_length, backend.chunk, reads, backend.sigma_range,
-                                   train_length=backend.train_length)
+                                   train_length=backend.train_length, input_scale=backend.input_scale)
     show_notes(backend, result)
     mode = args.bn_mode or backend.bn_mode
     windowed = f", in windows of {backend.train_length}" if backend.train_length and result.length > backend.train_length else ""
@@ -286,7 +288,8 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     network = name.startswith("net_")
     result = evaluate.denoise_file(args.input, args.output, candidates[name], backend.min_length if network else 1,
                                    backend.chunk, reads, backend.sigma_range if network else None,
-                                   train_length=backend.train_length if network else None)
+                                   train_length=backend.train_length if network else None,
+                                   input_scale=backend.input_scale if network else 1.0)
     warn(backend, result.warning)
     draw_record_plot(args, backend, name, reads)
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "

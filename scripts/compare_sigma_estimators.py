@@ -18,7 +18,6 @@ once, over --repeats independent draws. Each draw is ``noisy_pairs`` with genera
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 

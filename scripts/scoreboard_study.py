@@ -187,7 +187,7 @@ def record_table(s: dict) -> list[str]:
 
 
 def markdown(summaries: list[dict], args: argparse.Namespace, seconds: float) -> str:
-    head = [f"# Label-free scoreboard (SURE) vs true RMSE", "",
+    head = ["# Label-free scoreboard (SURE) vs true RMSE", "",
             f"{args.repeats} noise draws per record, {args.probes} antithetic probe pairs, σ given "
             f"(std(clean)/{args.rsnr:g}; spikes: σ = {SIGMA:g}), seed {args.seed}, models: "
             f"{', '.join(args.models) or 'none'}. SURE RMSE ± se and the true RMSE are of the first draw "

@@ -375,3 +375,23 @@ def test_a_record_too_short_for_its_crops_is_a_clear_error(tmp_path, run_main):
     code, _, err = run_main(train_mod, ["--data", tmp_path / "short.npy", "--loss", "sure", "--sigma", "auto",
                                         "--run-dir", tmp_path / "run"])
     assert_one_line_error(code, err, "too short", "--crop-length 100")
+
+
+def test_a_record_in_large_units_is_denoised_in_its_units(tmp_path):
+    _, noisy, sigma = bumps_record(2048)
+    record = 1000 * noisy  # units where σ is far from the network's: the model's input_scale undoes them
+    np.save(tmp_path / "record.npy", record)
+    # enough steps (about 20 s on a CPU) for the output to leave the untrained net's near-zero start
+    run = {**RECORD_RUN, "steps": 500, "eval_every": 250, "save_every": 250}
+    train(TrainConfig(**run, data=str(tmp_path / "record.npy"), crop_length=64), tmp_path / "run")
+    model, ckpt = load_model(tmp_path / "run" / "ckpt_best.pth")
+    assert abs(model.config.input_scale / (1000 * sigma) - 1) < 0.15  # recorded in the model config
+    assert ckpt["config"]["model"]["input_scale"] == model.config.input_scale
+
+    def rms_ratio(out):
+        return float(np.sqrt(np.mean(out ** 2) / np.mean(record ** 2)))
+
+    ratio = rms_ratio(denoise(model, record[None])[0])
+    assert 0.5 < ratio < 2, ratio
+    model.config.input_scale = 1.0  # the record fed as is, the way every denoise path did before
+    assert rms_ratio(denoise(model, record[None])[0]) < ratio / 5

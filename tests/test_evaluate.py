@@ -259,3 +259,14 @@ def test_benchmark_refuses_a_draw_beyond_the_memory_limit(monkeypatch, run_call)
     monkeypatch.setenv("DEEPDENOISE1D_MEMORY_LIMIT", "1G")
     code, err = run_call(lambda: evaluate.random_benchmark(10**7, 3.0, 0, evaluate.classical_methods(3.0)))
     assert_one_line_error(code, err, "--n 10000000 signals needs about", "limit of 1.0 GiB", "smaller --n")
+
+
+def test_the_sigma_range_is_compared_with_the_estimate_divided_by_the_input_scale():
+    from deepdenoise1d.synthesis import noisy_pairs as draw
+
+    noisy = 1000 * draw(np.random.default_rng(0), 50, 1.0)[1]  # σ 1 in the net's units, ×1000 in the file's
+    assert evaluate.sigma_range_check([1.0, 1.0], noisy, scale=1000.0).warning() is None
+    warning = evaluate.sigma_range_check([1.0, 1.0], noisy).warning()
+    assert warning is not None and "the top" in warning  # unscaled, the file's σ̂ lies far above the range
+    scaled_off = evaluate.sigma_range_check([1.0, 1.0], 3 * noisy, scale=1000.0).warning()
+    assert scaled_off is not None and "input scale 1000" in scaled_off

@@ -107,3 +107,20 @@ def test_long_signals_go_through_windows_of_the_training_length():
         direct_out = model.eval()(x, wiener_prior(x) if model.wienernet is not None else None,
                                   model.config.bn_mode)[:, 0].numpy()
     np.testing.assert_array_equal(denoise(model, short), direct_out)
+
+
+# --- input_scale: denoise(y) = s · net(y / s) ---
+
+
+def test_a_scaled_model_denoises_the_scaled_input_and_scales_back():
+    plain = make_model(seed=3)
+    scaled = make_model(seed=3)
+    scaled.config.input_scale = 7.5
+    y = batch_of_100(4, seed=1)[:, 0].numpy().astype(np.float64) * 7.5
+    got = denoise(scaled, y)
+    expected = 7.5 * denoise(plain, (y / 7.5).astype(np.float32))
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+    assert not np.allclose(got, denoise(plain, y), rtol=1e-3)  # the scale changes the answer: the test can fail
+    long = np.tile(y, (1, 3))  # windowed: the scale is applied once per window, not twice
+    expected_long = 7.5 * denoise(plain, (long / 7.5).astype(np.float32))
+    assert np.abs(denoise(scaled, long) - expected_long).max() <= 1e-5 * np.abs(expected_long).max()

@@ -145,7 +145,8 @@ def test_hdf5_round_trip(pth2h5, tmp_path):
         assert f.attrs["format"] == "icnn_s-weights"
         assert f.attrs["format_version"] == 1
         assert json.loads(f.attrs["config"])["model"] == {"prior": True, "norm": "sparse_bn", "bn_mode": "fixed",
-                                                          "sigma_range": None, "train_length": 100}
+                                                          "sigma_range": None, "train_length": 100,
+                                                          "input_scale": 1.0}
         assert f.attrs["source_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
         assert f.attrs["torch_version"] == str(torch.__version__)
     assert set(state) == set(expected_shapes(SpecConfig(prior=True, norm="sparse_bn")))
@@ -208,3 +209,23 @@ def test_shipped_checkpoint_parity(pth2h5, tmp_path, monkeypatch):
         error = relative_error(net.forward(x, bn_mode="fixed"), torch_forward(model, x, "fixed"))
         assert error <= FLOAT32_TOLERANCE, f"L={length} fixed: {error:.2e}"
         check_float32(model, net, x, "unfixed", monkeypatch)
+
+
+# --- input_scale: both backends denoise y as s · net(y / s) ---
+
+
+def test_a_scaled_model_converts_and_both_backends_apply_the_scale(pth2h5, tmp_path):
+    from Pytorch_V1.inference import denoise as torch_denoise
+
+    model = random_model(True, "bn", seed=4)
+    _, plain_h5 = convert(pth2h5, model, tmp_path, "plain")
+    model.config.input_scale = 7.5
+    _, scaled_h5 = convert(pth2h5, model, tmp_path, "scaled")
+    plain, scaled = load_h5(plain_h5), load_h5(scaled_h5)
+    assert (plain.config.input_scale, scaled.config.input_scale) == (1.0, 7.5)  # carried into the .h5
+    y = spike_signals(100)[:, 0] * np.float32(7.5)
+    expected = 7.5 * plain.denoise(y / np.float32(7.5))
+    got = scaled.denoise(y)
+    assert relative_error(got, expected) <= FLOAT32_TOLERANCE
+    assert relative_error(plain.denoise(y), expected) > 1e-2  # without the scale the answer differs
+    assert relative_error(torch_denoise(model, y), got) <= FLOAT32_TOLERANCE  # NumPy vs PyTorch

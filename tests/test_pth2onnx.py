@@ -229,3 +229,30 @@ def test_a_graph_failing_the_checker_is_refused(pth2onnx):
     with pytest.raises(InputError, match="ONNX checker") as err:
         pth2onnx.check_graph(model_proto)
     assert "\n" not in str(err.value)
+
+
+# --- input_scale: applied inside the graph ---
+
+
+def test_a_scaled_model_scales_inside_the_graph(pth2onnx, tmp_path):
+    import torch
+
+    from conftest import random_model
+    from Pytorch_V1.checkpoint import save_checkpoint
+
+    model = random_model(True, "bn", seed=5)
+    model.config.input_scale = 7.5
+    source, destination = tmp_path / "scaled.pth", tmp_path / "scaled.onnx"
+    save_checkpoint(source, {"net_state_dict": model.state_dict(), "config": {"model": model.config.to_dict()},
+                             "format_version": 1})
+    pth2onnx.main([str(source), str(destination)])
+    y = spike_signals(100)[:, :, :] * np.float32(7.5)
+    x = torch.from_numpy(y)
+    h = wiener_prior(x)  # from y as given: h is scale-invariant
+    with torch.no_grad():
+        expected = (7.5 * model(x / 7.5, wiener_prior(x / 7.5), "fixed")).numpy()
+        unscaled = model(x, h, "fixed").numpy()
+    got = session_of(destination).run(None, {"x": y, "h": h.numpy()})[0]
+    scale = np.abs(expected).max()
+    assert np.abs(got - expected).max() <= 1e-4 * scale
+    assert np.abs(unscaled - expected).max() > 1e-2 * scale  # the graph without the scale would differ

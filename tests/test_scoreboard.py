@@ -205,3 +205,25 @@ def test_close_contenders_get_the_refined_probes_and_far_ones_do_not():
     assert pairs[ranking.chosen] == 12 and pairs["wavelet_db4_visu"] == 4  # the lead refined; a distant one not
     assert set(name for name, k in pairs.items() if k == 12) == set(scoreboard.contenders(
         {k: scoreboard.sure_estimate(candidates[k], noisy_draw(clean, sigma, 11), sigma, 4) for k in candidates}))
+
+
+def test_the_exact_jacobian_of_a_scaled_network_is_the_nets_at_y_over_s():
+    import copy
+    from dataclasses import replace
+
+    from icnn.shipped import default_weights
+    from Numpy_V2.model import load_h5
+
+    numpy_test = load_script(REPO_ROOT / "Numpy_V2" / "Numpy_test.py", "numpy_test_scaled_jacobian")
+    net = load_h5(default_weights(".h5"))
+    scaled = copy.copy(net)  # the same weights, trained (say) on data divided by 7.5
+    scaled.config = replace(net.config, input_scale=7.5)
+    rows = 7.5 * noisy_draw(*demo_records()["spikes"], 3)[:1, :64]
+    got = numpy_test.exact_jacobians(scaled, rows, "fixed")[0]
+    step = 1e-2 * 7.5  # central differences of s · net(y / s) along two coordinates
+    for j in (10, 40):
+        e = np.zeros_like(rows)
+        e[0, j] = step
+        column = (scaled.denoise(rows + e, "fixed") - scaled.denoise(rows - e, "fixed"))[0] / (2 * step)
+        assert np.abs(column - got[:, j]).max() <= 0.05 * max(np.abs(got[:, j]).max(), 1e-3), j
+    assert not np.allclose(got, numpy_test.exact_jacobians(net, rows, "fixed")[0], atol=1e-3)

@@ -12,7 +12,7 @@ def test_model_config_round_trip():
     cfg = ModelConfig(prior=False, norm="sparse_bn", bn_mode="unfixed", sigma_range=[0.5, 5])
     assert ModelConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
     assert cfg.to_dict() == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed", "sigma_range": [0.5, 5.0],
-                             "train_length": 100}
+                             "train_length": 100, "input_scale": 1.0}
     assert ModelConfig(sigma_range=3).sigma_range == [3.0, 3.0]  # one sigma s is [s, s]
     assert ModelConfig.from_dict({}, train_sigma=[1, 2]).sigma_range == [1.0, 2.0]
     assert ModelConfig.from_dict({}, train_sigma="auto").sigma_range is None  # nothing derived from a non-number
@@ -69,3 +69,21 @@ def test_a_negative_running_var_is_blamed_on_the_weights_file():
         check_weight_values(arrays, "w.h5")
     arrays["inc.double_conv.1.running_var"][1] = 0.0
     check_weight_values(arrays, "w.h5")  # weights may be negative, variances 0 or more
+
+
+# --- input_scale: the model was trained on data divided by it ---
+
+
+def test_input_scale_defaults_to_one_when_a_file_lacks_it():
+    config = ModelConfig.from_dict({"prior": True, "norm": "bn"})
+    assert config.input_scale == 1.0 and ModelConfig().input_scale == 1.0
+    assert ModelConfig.from_dict({"input_scale": 7.5}).input_scale == 7.5
+    assert ModelConfig.from_dict({"input_scale": 3}).to_dict()["input_scale"] == 3.0  # a float after the check
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf"), True, "7.5", None, [7.5]])
+def test_input_scale_must_be_positive_and_finite(value):
+    with pytest.raises(InputError, match="input_scale"):
+        ModelConfig.from_dict({"input_scale": value}, "w.h5")
+    with pytest.raises(InputError, match="input_scale"):
+        ModelConfig(input_scale=value)
