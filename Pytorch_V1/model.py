@@ -201,7 +201,7 @@ def adaptive_max_pool1d(x: torch.Tensor, output_size: int) -> torch.Tensor:
     """
     length = x.shape[2]
     # Non-negative operands only: ONNX's integer division truncates, Python's floors.
-    bins = [x[:, :, (i * length) // output_size : ((i + 1) * length + output_size - 1) // output_size].amax(dim=2, keepdim=True)
+    bins = [x[:, :, (i * length) // output_size : ((i + 1) * length + output_size - 1) // output_size].max(dim=2, keepdim=True).values
             for i in range(output_size)]
     return torch.cat(bins, dim=2)
 

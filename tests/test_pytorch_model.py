@@ -509,3 +509,20 @@ def test_branch_free_pad_to_match_is_the_branching_one(len1, len2):
     x1, x2 = torch.randn(2, 3, len1, generator=gen), torch.randn(2, 4, len2, generator=gen)
     for got, expected in zip(pad_to_match(x1, x2), branching_pad_to_match(x1, x2)):
         assert torch.equal(got, expected)
+
+
+def test_adaptive_max_pool1d_bins_route_the_gradient_like_torch():
+    """Ties (ReLU zeros) must send the whole gradient to one index, as F.adaptive_max_pool1d does:
+    an even split (amax) trains a different model from the same seed."""
+    from Pytorch_V1.model import adaptive_max_pool1d
+
+    torch.manual_seed(0)
+    for length in (12, 13, 25):
+        x = torch.relu(torch.randn(3, 4, length))  # many exact zeros: tied maxima in some bins
+        x[0, 0] = 0.0  # an all-zero channel: every bin is a tie
+        ours = x.clone().requires_grad_(True)
+        ref = x.clone().requires_grad_(True)
+        weight = torch.randn(3, 4, 3)
+        (adaptive_max_pool1d(ours, 3) * weight).sum().backward()
+        (F.adaptive_max_pool1d(ref, 3) * weight).sum().backward()
+        assert torch.equal(ours.grad, ref.grad)
