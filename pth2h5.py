@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 from icnn.h5weights import WEIGHTS_FORMAT, disable_filter_plugins, write_weights
 from icnn.shipped import default_weights
 from icnn.spec import COUNTER_SUFFIX, ModelConfig
-from Pytorch_V1.checkpoint import check_state_dict, load_checkpoint, model_config_of
+from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, model_config_of
 from deepdenoise1d.cli import add_overwrite_arg, output_file
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, is_recorded, write_policy
@@ -134,26 +133,16 @@ def convert(source: Path, destination: Path, csv_path: Path | None = None,
         does not build the model (the message ``Numpy_V2`` would give), or an output
         that is one of the inputs or cannot be written.
     """
-    source_bytes = _read_bytes(source)
-    ckpt = load_checkpoint(source, "cpu")  # weights_only=True: never runs code from the file
+    ckpt = load_checkpoint(source, "cpu")  # size-checked, weights_only=True: never runs code from the file
     model_config = model_config_of(ckpt, str(source))
     check_state_dict(ckpt["net_state_dict"], model_config, str(source))
     config = checkpoint_config(ckpt, model_config)
     arrays = weight_arrays(ckpt["net_state_dict"])
-    attributes = {"source_sha256": hashlib.sha256(source_bytes).hexdigest(), "torch_version": str(torch.__version__)}
+    attributes = {"source_sha256": file_sha256(source), "torch_version": str(torch.__version__)}
     write_weights(destination, arrays, config, attributes, reads=(source,), replace_weights=replace_weights)
     if csv_path is not None:
         write_csv(csv_path, summary_rows(arrays), reads=(source, destination))
     return arrays
-
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint file")
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def main(argv: list[str] | None = None) -> None:

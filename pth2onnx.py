@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import warnings
@@ -64,7 +63,7 @@ from torch import nn
 
 import Pytorch_V1.model as torch_model
 from icnn.spec import BN_MODES, MIN_LENGTH, ModelConfig
-from Pytorch_V1.checkpoint import check_state_dict, load_checkpoint, load_state_dict_strict, model_config_of
+from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, load_state_dict_strict, model_config_of
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from deepdenoise1d.cli import add_bn_mode_arg, add_overwrite_arg, output_file
 from deepdenoise1d.errors import InputError, run_cli
@@ -299,8 +298,7 @@ def export(source: Path, destination: Path, bn_mode: str | None = None) -> dict:
         An unsafe or foreign source, a state dict that does not build the model, a failed
         export or check, or an output the write policy refuses.
     """
-    source_bytes = _read_bytes(source)
-    ckpt = load_checkpoint(source, "cpu")  # weights_only=True: never runs code from the file
+    ckpt = load_checkpoint(source, "cpu")  # size-checked, weights_only=True: never runs code from the file
     model_config = model_config_of(ckpt, str(source))
     check_state_dict(ckpt["net_state_dict"], model_config, str(source))
     model = ICNN_s(model_config)
@@ -308,21 +306,12 @@ def export(source: Path, destination: Path, bn_mode: str | None = None) -> dict:
     model.eval()
     mode = bn_mode or model_config.bn_mode
     proto = export_graph(model, mode)
-    add_metadata(proto, checkpoint_config(ckpt, model_config), mode, hashlib.sha256(source_bytes).hexdigest())
+    add_metadata(proto, checkpoint_config(ckpt, model_config), mode, file_sha256(source))
     check_graph(proto)
     data = proto.SerializeToString()
     self_check(data, model, mode)
     atomic_write(destination, lambda f: f.write(data), reads=(source,))
     return {"shapes": graph_shapes(proto), "bn_mode": mode}
-
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint file")
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def check_destination(destination: Path, source: Path) -> None:
