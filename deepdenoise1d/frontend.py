@@ -71,7 +71,7 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
     parser.add_argument("--sigma", type=sigma_or_auto, default=None, metavar="S|auto",
                         help=f"noise level of the --random draw (default {DRAW_SIGMA:g}) and the σ given to the soft "
                         "threshold (T = σ) and the Bayes oracle; auto estimates σ for each noisy signal "
-                        f"(deepdenoise1d.noise.estimate_sigma; --random then draws at σ = {DRAW_SIGMA:g}); with "
+                        f"(deepdenoise1d.noise.estimate_sigma_auto; --random then draws at σ = {DRAW_SIGMA:g}); with "
                         "--input and --method other than net: the σ of the record for SURE and the classical "
                         "candidates (default auto: one estimate over the whole record)")
     figures = parser.add_argument_group("figure mode (the default)")
@@ -273,7 +273,9 @@ def uses_scoreboard(args: argparse.Namespace) -> bool:
 def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> evaluate.FileResult:
     """--method auto|NAME: SURE table of every candidate on the whole record (auto), then the chosen one's output."""
     record, _ = scoreboard.read_record(args.input)
-    sigma, source = scoreboard.record_sigma(record, args.sigma)
+    sigma, source, how = scoreboard.record_sigma(record, args.sigma)
+    if source == "estimated":
+        print(f"{backend.prog}: {how}; SURE uses their median {sigma:.4g}", file=sys.stderr)
     candidates = scoreboard.classical_candidates(sigma)
     if backend.denoise is not None:
         candidates.update(scoreboard.network_candidates(backend.denoise, shown_modes(args, backend),

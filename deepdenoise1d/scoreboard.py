@@ -359,14 +359,16 @@ def read_record(path) -> tuple[np.ndarray, tuple[int, ...]]:
     return np.array(signals, dtype=np.float64), tuple(stored_shape)
 
 
-def record_sigma(record: np.ndarray, sigma: float | str | None) -> tuple[float, str]:
-    """σ given, or (``"auto"`` / None) estimated over the whole record; and which ("given" / "estimated")."""
+def record_sigma(record: np.ndarray, sigma: float | str | None) -> tuple[float, str, str]:
+    """σ given, or (``"auto"`` / None) estimated over the whole record; which ("given" / "estimated"); and how.
+
+    The estimate is :func:`deepdenoise1d.noise.estimate_sigma_auto` per row (the spike estimator only
+    where it applies: on a record with an offset it would measure the offset), the median over rows.
+    """
     if sigma not in (None, "auto"):
-        return float(sigma), "given"
-    try:
-        value = float(noise.estimate_sigma(record))
-    except ValueError as err:
-        raise InputError(f"--sigma auto: {err}; give --sigma S") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise InputError(f"--sigma auto: the estimate is {value:g}; give --sigma S")
-    return value, "estimated"
+        return float(sigma), "given", "given"
+    auto = noise.estimate_sigma_auto(np.atleast_2d(record))
+    usable = auto.sigma[np.isfinite(auto.sigma)]
+    if usable.size == 0:
+        raise InputError("--sigma auto: the record is constant (no noise to estimate); give --sigma S")
+    return float(np.median(usable)), "estimated", auto.summary()
