@@ -274,19 +274,19 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     """--method auto|NAME: SURE table of every candidate on the whole record (auto), then the chosen one's output."""
     record, _ = scoreboard.read_record(args.input)
     sigma, source, how = scoreboard.record_sigma(record, args.sigma)
-    if source == "estimated":
-        print(f"{backend.prog}: {how}; SURE uses their median {sigma:.4g}", file=sys.stderr)
     candidates = scoreboard.classical_candidates(sigma)
     if backend.denoise is not None:
         candidates.update(scoreboard.network_candidates(backend.denoise, shown_modes(args, backend),
                                                         train_length=backend.train_length, jacobian=backend.jacobian))
+    if args.method != "auto" and args.method not in candidates:
+        raise InputError(f"--method {args.method} needs the network in that BN mode (pass --weights; check --bn-mode)")
+    if source == "estimated":
+        print(f"{backend.prog}: {how}; SURE uses their median {sigma:.4g}", file=sys.stderr)
     ranking = None
     if args.method == "auto":
         ranking = scoreboard.rank(candidates, record, sigma)
         print(ranking.table())
     name = ranking.chosen if ranking else args.method
-    if name not in candidates:
-        raise InputError(f"--method {name} needs the network in that BN mode (pass --weights; check --bn-mode)")
     network = name.startswith("net_")
     result = evaluate.denoise_file(args.input, args.output, candidates[name], backend.min_length if network else 1,
                                    backend.chunk, reads, backend.sigma_range if network else None,

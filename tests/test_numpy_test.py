@@ -470,7 +470,8 @@ def test_method_auto_without_weights_ranks_the_classical_candidates(numpy_test, 
     code, out, err = run_main(numpy_test, ["--input", tmp_path / "rec.npy", "--output", tmp_path / "out.npy",
                                            "--method", "auto", "--json", tmp_path / "r.json"])
     assert code == 0, err
-    assert "classical methods only" in err and len(err.strip().splitlines()) == 1
+    lines = err.strip().splitlines()  # the notice, then which σ estimator was used
+    assert len(lines) == 2 and "classical methods only" in lines[0] and "σ estimated per signal" in lines[1]
     report = json.loads((tmp_path / "r.json").read_text())
     assert set(report["estimates"]) == set(scoreboard.candidate_names(())) and report["sigma_source"] == "estimated"
     assert report["sigma"] > 0 and np.load(tmp_path / "out.npy").shape == (600,)
