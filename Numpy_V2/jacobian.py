@@ -31,7 +31,7 @@ import threading
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from icnn.spec import BN_EPS, DECODER, ENCODER, MODULATED_PART, PRIOR_ENCODER, PRIOR_TAPS, SKIPS
+from icnn.spec import BN_EPS, DECODER, ENCODER, MODULATED_PART, PRIOR_ENCODER, PRIOR_TAPS, SCALE_MAD, SKIPS
 from Numpy_V2 import layers
 from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 
@@ -384,8 +384,41 @@ def network_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
     jacobian : np.ndarray
         Shape (N, L, L), ``jacobian[n, i, j] = ∂f_i/∂y_j``.
     """
-    tangent_dtype = np.dtype(tangent_dtype or TANGENT_DTYPE)
     y = np.asarray(y, dtype=np.float64)
+    if not getattr(net.config, "equivariant", False):
+        return unet_dual(net, y, mode, features, tangent_dtype)
+    # f(y) = s(y)·g(u), u = y / s: J_f = J_g(u) + (g(u) − J_g(u)·u) ∇sᵀ, since J_g(u)·(∂u/∂y) = J_g(I − u ∇sᵀ)/s.
+    s, grad_s = noise_scale_dual(y)
+    u = y / np.where(s > 0, s, 1.0)[:, None]
+    out, jac = unet_dual(net, u, mode, features, tangent_dtype)
+    offset = out - np.einsum("nij,nj->ni", jac, u)
+    jac = jac + offset[:, :, None] * grad_s[:, None, :]
+    jac[s == 0] = 0.0  # y = 0 gives 0 (s·J_g + g ∇sᵀ with s = 0 and ∇s = 0), as torch's autograd says
+    return s[:, None] * out, jac
+
+
+def noise_scale_dual(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """s(y) of (N, L) signals (``icnn.spec``'s scale rule), shape (N,), and its gradient ∂s/∂y, shape (N, L)."""
+    n, length = y.shape
+    diffs = np.diff(y, axis=-1)
+    k = (length - 2) // 2
+    at = np.argpartition(np.abs(diffs), k, axis=-1)[:, k]  # Δ_at = y[at + 1] − y[at] holds the lower median
+    rows = np.arange(n)
+    median = np.abs(diffs[rows, at]) / SCALE_MAD
+    grad = np.zeros((n, length))
+    sign = np.sign(diffs[rows, at]) / SCALE_MAD
+    grad[rows, at + 1] += sign
+    grad[rows, at] -= sign
+    rms = np.sqrt(np.mean(y**2, axis=-1))
+    fallback = median <= 0  # over half the differences are 0: the RMS instead (its gradient y / (L·rms))
+    grad[fallback] = y[fallback] / (length * np.where(rms[fallback] > 0, rms[fallback], 1.0))[:, None]
+    return np.where(fallback, rms, median), grad
+
+
+def unet_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
+              tangent_dtype: type | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """g(y) and its total Jacobian: :func:`network_dual` without an equivariant model's scale normalisation."""
+    tangent_dtype = np.dtype(tangent_dtype or TANGENT_DTYPE)
     n, length = y.shape
     x = layers.batch_innermost(y[:, None, :], np.float64)
     t = _t3(np.broadcast_to(np.eye(length, dtype=tangent_dtype)[None, :, None, :], (1, length, n, length)))  # δ_ij

@@ -23,6 +23,7 @@ from icnn.spec import (
     OUTC,
     PRIOR_ENCODER,
     PRIOR_TAPS,
+    SCALE_MAD,
     SKIPS,
     ModelConfig,
     check_bn_mode,
@@ -221,6 +222,15 @@ class NumpyICNN:
             raise InputError(f"expected input of shape (N, 1, L), got {x.shape}")
         if x.shape[2] < MIN_LENGTH:
             raise InputError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
+        if not self.config.equivariant:
+            return self.unet(x, h, mode)
+        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y).
+        x = np.asarray(x, dtype=self.dtype)
+        s = noise_scale(x)
+        return s * self.unet(x / np.where(s > 0, s, self.dtype.type(1)), h, mode)
+
+    def unet(self, x: np.ndarray, h: np.ndarray | None, mode: str) -> np.ndarray:
+        """The network g on (N, 1, L) signals, without the scale normalisation of an equivariant model."""
         x = batch_innermost(x, self.dtype)
         kernel_scale = None
         if self.wienernet is not None:
@@ -294,6 +304,15 @@ class NumpyICNN:
             stop = min(chunk_start + chunk, noisy.shape[0])
             run_blocks(denoise_block, range(chunk_start, stop, FORWARD_BLOCK), threads)
         return out
+
+
+def noise_scale(x: np.ndarray) -> np.ndarray:
+    """s(y) of (N, 1, L) signals as (N, 1, 1), in x's dtype: median |Δy| / SCALE_MAD, else the RMS (``icnn.spec``)."""
+    diffs = np.abs(np.diff(x, axis=-1))
+    k = (x.shape[-1] - 2) // 2  # the lower median, as Pytorch_V1.model.noise_scale picks it
+    median = np.partition(diffs, k, axis=-1)[..., k : k + 1] / x.dtype.type(SCALE_MAD)
+    rms = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float64)).astype(x.dtype)
+    return np.where(median > 0, median, rms)
 
 
 def wiener_prior(x: np.ndarray) -> np.ndarray:

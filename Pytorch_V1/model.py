@@ -24,6 +24,7 @@ from icnn.spec import (
     PRIOR_BETA_INIT,
     PRIOR_ENCODER,
     PRIOR_TAPS,
+    SCALE_MAD,
     SPARSE_THRESHOLD_INIT,
     ModelConfig,
     check_bn_mode,
@@ -234,6 +235,14 @@ class ICNN_s(nn.Module):
             raise ValueError(f"expected input of shape (N, 1, L), got {tuple(x.shape)}")
         if x.shape[2] < MIN_LENGTH:
             raise ValueError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
+        if not self.config.equivariant:
+            return self.unet(x, h, mode)
+        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y).
+        s = noise_scale(x)
+        return s * self.unet(x / torch.where(s > 0, s, torch.ones_like(s)), h, mode)
+
+    def unet(self, x: torch.Tensor, h: torch.Tensor | None, mode: str) -> torch.Tensor:
+        """The network g on (N, 1, L) signals, without the scale normalisation of an equivariant model."""
         kernel_scale = None
         if self.wienernet is not None:
             if h is None:
@@ -262,6 +271,15 @@ class ICNN_s(nn.Module):
         """Sum over sparse BNs of mean |normalised activation| from the last training forward."""
         terms = [bn.last_abs_mean for bn in self.batch_norms() if bn.last_abs_mean is not None]
         return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def noise_scale(x: torch.Tensor) -> torch.Tensor:
+    """s(y) of (N, 1, L) signals as (N, 1, 1): median |Δy| / SCALE_MAD, else the RMS (``icnn.spec``)."""
+    diffs = (x[..., 1:] - x[..., :-1]).abs()
+    # The lower median as the last of the k + 1 smallest: topk exports to ONNX, kthvalue does not.
+    median = torch.topk(diffs, (x.shape[-1] - 2) // 2 + 1, dim=-1, largest=False).values[..., -1:] / SCALE_MAD
+    rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) / x.shape[-1] ** 0.5
+    return torch.where(median > 0, median, rms)
 
 
 def wiener_prior(x: torch.Tensor) -> torch.Tensor:

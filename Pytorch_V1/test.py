@@ -54,7 +54,8 @@ def load_backend(args) -> frontend.Backend:
     # sigma_range: recorded, or (older checkpoints) the recorded training sigma, else None (no warning).
     return frontend.Backend(PROG, "PyTorch", "torch", args.weights, lambda noisy, mode: denoise(model, noisy, mode),
                        model.config.bn_mode, model.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES,
-                       train_length=model.config.train_length, input_scale=model.config.input_scale)
+                       train_length=model.config.train_length, input_scale=model.config.input_scale,
+                       equivariant=model.config.equivariant)
 
 
 def main(argv=None):

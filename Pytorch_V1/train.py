@@ -107,7 +107,7 @@ class TrainConfig:
     save_every: int = 500
     warmup: float = 0.05  # fraction of steps with a linear warm-up
     device: str = "auto"
-    model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn"})
+    model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn", "equivariant": True})
     sure_floor: float = SURE_FLOOR_SD  # per-signal SURE is reflected at −this·σ²·√(2/L) (losses.floored_sure); 0: off
     crop_length: int = SIGNAL_LENGTH  # --data RECORD: training crops and validation windows of this length
     input_scale: float = 1.0  # --data RECORD: the record was divided by this (its σ); also in the model config
@@ -157,6 +157,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--norm", choices=NORMS, help="bn (default), or sparse_bn: BN with a learnable soft threshold")
     p.add_argument("--sparsity-weight", type=nonnegative_float, help="L1 penalty on normalised activations, for --norm sparse_bn (default 0)")
     p.add_argument("--no-prior", action="store_true", default=None, help="switch the Wiener prior branch off (ablation)")
+    p.add_argument("--no-equivariant", action="store_true", default=None,
+                   help="let the network see the input's absolute scale; by default it normalises each signal by its "
+                        "own noise scale, so the model works in any units (f(a·y) = a·f(y))")
     p.add_argument("--weight-by", choices=WEIGHTS,
                    help="per-signal loss weight for blind runs, so no noise level dominates: sigma2 (1/sigma^2) or "
                         "bayes (1/the Bayes MSE at that sigma) (default none)")
@@ -241,7 +244,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         data=a.data, val_size=a.val_size, init=a.init, init_sha256=None if a.init is None else file_sha256(a.init),
         # 0: chosen with the steps (budget_from_data)
         eval_every=pick(a.eval_every, 0 if a.data is not None and a.steps is None else d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
-        model={"prior": not a.no_prior, "norm": pick(a.norm, "bn")},
+        model={"prior": not a.no_prior, "norm": pick(a.norm, "bn"), "equivariant": not a.no_equivariant},
     )
 
 

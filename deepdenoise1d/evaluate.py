@@ -7,7 +7,7 @@
 - the table: :func:`format_table` / :func:`table_rows`, one row format (names, decimals)
   for test.py, Numpy_test.py and results.py;
 - streaming: :func:`denoise_file` denoises a signal file chunk by chunk into its output;
-- the out-of-range check: :class:`SigmaRangeCheck`.
+- the out-of-range check: :class:`SigmaRangeCheck` (σ for a plain model, signal-to-noise for an equivariant one).
 
 No argparse here (that is :mod:`deepdenoise1d.cli`) and no architecture constant: callers pass
 ``min_length`` and ``chunk`` (from ``icnn.spec``) in.
@@ -31,7 +31,7 @@ from deepdenoise1d.io import (TEXT_SUFFIXES, check_span, compute_dtype, iter_chu
 from deepdenoise1d.safewrite import atomic_write, guard_output, open_npy_output, release_pages
 from deepdenoise1d.metrics import mean_ci95, psnr, psnr_paper, rmse
 from deepdenoise1d.progress import Progress
-from deepdenoise1d.synthesis import AMPLITUDE_RANGE, SIGNAL_LENGTH, benchmark_signals
+from deepdenoise1d.synthesis import AMPLITUDE_RANGE, SIGNAL_LENGTH, SpikePrior, benchmark_signals
 from deepdenoise1d.budget import check_memory
 
 Method = Callable[[np.ndarray], np.ndarray]
@@ -259,6 +259,9 @@ SIGMA_POOLED_FLOOR = 0.10
 # Individual flags warn only above this share of signals (and always for a single signal).
 SIGMA_FLAG_SHARE = 1e-3
 MAX_NAMED = 5  # signal indices a warning names
+# Equivariant models: a signal counts as outside when its signal-to-noise is beyond the trained range by more
+# than this factor (after estimation error): the prior's own signals already spread about ±40 % around it.
+SNR_TOLERANCE = 2.0
 
 
 @dataclass
@@ -269,6 +272,9 @@ class SigmaRangeCheck:
     ----------
     low, high : float
         The noise range the model was trained on (equal for one σ).
+    equivariant : bool
+        The model is scale-equivariant (f(a·y) = a·f(y)): the units of the input do not matter, so
+        :meth:`warning` compares each signal's signal-to-noise (:func:`snr_range`) instead of σ̂.
     """
 
     low: float | None
@@ -281,17 +287,25 @@ class SigmaRangeCheck:
     peaks: list = field(default_factory=list)  # per signal max|y| / σ̂ (8 bytes a signal)
     seen: int = 0
     scale: float = 1.0  # the model's input_scale s: its range is compared with σ̂ / s
+    equivariant: bool = False  # compare signal-to-noise, not σ̂ (the model works in any units)
+    snrs: list = field(default_factory=list)  # per signal sqrt(max(mean(y²) − σ̂², 0)) / σ̂, when equivariant
 
-    def add(self, sigma_hat: np.ndarray, length: int) -> None:
-        """Record the estimates of one chunk of signals of this ``length``."""
-        self.estimates.append(np.asarray(sigma_hat, dtype=np.float64).ravel())
+    def add(self, sigma_hat: np.ndarray, length: int, noisy: np.ndarray | None = None) -> None:
+        """Record the estimates of one chunk of signals of this ``length``; with the chunk ``noisy``
+        itself, an equivariant check also records each signal's signal-to-noise."""
+        sigma_hat = np.asarray(sigma_hat, dtype=np.float64).ravel()
+        self.estimates.append(sigma_hat)
         self.length = length
+        if self.equivariant and noisy is not None:
+            power = np.mean(np.square(np.atleast_2d(noisy), dtype=np.float64), axis=-1)
+            with np.errstate(divide="ignore", invalid="ignore"):  # σ̂ NaN or 0 (degenerate): NaN, skipped
+                self.snrs.append(np.sqrt(np.maximum(power - sigma_hat ** 2, 0.0)) / sigma_hat)
 
     def observe(self, noisy: np.ndarray) -> None:
         """Estimate σ of the next chunk of signals (:func:`deepdenoise1d.noise.estimate_sigma_auto`) and record it."""
         noisy = np.atleast_2d(noisy)
         auto = noise.estimate_sigma_auto(noisy)
-        self.add(auto.sigma, noisy.shape[-1])
+        self.add(auto.sigma, noisy.shape[-1], noisy)
         self.spike_used += int((auto.spike & ~auto.degenerate).sum())
         flat = np.flatnonzero(auto.degenerate) + self.seen
         self.degenerate.extend(flat[: max(MAX_NAMED + 1 - len(self.degenerate), 0)].tolist())  # bounded memory
@@ -335,7 +349,11 @@ class SigmaRangeCheck:
         return est[np.isfinite(est) & (est > 0)]
 
     def warning(self) -> str | None:
-        """One line naming how many signals lie outside the range and by how much; None when in range."""
+        """One line naming how many signals lie outside the range and by how much; None when in range.
+
+        An equivariant model is judged by signal-to-noise instead (:meth:`snr_warning`)."""
+        if self.equivariant:
+            return self.snr_warning()
         est = self._finite()
         if est.size == 0 or self.low is None:
             return None
@@ -363,6 +381,65 @@ class SigmaRangeCheck:
                          f"{self.low / est.min():.2f}× under the bottom)")
         return "; ".join(parts) + "; expect worse denoising there"
 
+    def snr_warning(self) -> str | None:
+        """Equivariant model: one line when the signals' signal-to-noise leaves the range the training prior
+        reaches (:func:`snr_range`) by more than :data:`SNR_TOLERANCE`, beyond estimation error, for more
+        than a :data:`SIGMA_FLAG_SHARE` of the signals or in their median; None otherwise."""
+        snr = np.concatenate(self.snrs) if self.snrs else np.empty(0)
+        snr = snr[np.isfinite(snr)]
+        if snr.size == 0 or self.low is None:
+            return None
+        bottom, top = snr_range(self.low, self.high)
+        floor, ceiling = bottom / SNR_TOLERANCE, top * SNR_TOLERANCE
+        spread = SIGMA_SPREAD_AT_100 * math.sqrt(100 / max(self.length, 1))
+        least, most = _snr_bounds(snr, SIGMA_Z * spread, SIGMA_Z / math.sqrt(max(self.length, 1)))
+        above, below = least > ceiling, most < floor
+        median = float(np.median(snr))
+        pooled = 1.2533 / math.sqrt(snr.size)  # the median's spread relative to one signal's
+        m_least, m_most = _snr_bounds(np.array(median), SIGMA_Z * spread * pooled,
+                                      SIGMA_Z * pooled / math.sqrt(max(self.length, 1)))
+        pooled_out = bool(m_least > ceiling or m_most < floor)
+        flagged = int(above.sum() + below.sum())
+        if not pooled_out and flagged <= SIGMA_FLAG_SHARE * snr.size:
+            return None
+        trained = f"{bottom:.2g}" if bottom == top else f"{bottom:.2g}..{top:.2g}"
+        where = _times(median, bottom, top) if median > 0 else "no signal above the noise"
+        parts = [f"warning: the model was trained on spike signals at signal-to-noise (signal RMS / σ) {trained}; "
+                 f"this input's is {median:.3g} (median of {snr.size} signal(s), {where})"]
+        if above.any():
+            parts.append(f"{int(above.sum())} signal(s) above it beyond estimation error "
+                         f"(up to {snr.max():.3g}, {snr.max() / top:.2f}× the top)")
+        if below.any():
+            low_end = snr.min()
+            parts.append(f"{int(below.sum())} signal(s) below it (down to {low_end:.3g}"
+                         + (f", {bottom / low_end:.2f}× under the bottom)" if low_end > 0 else ")"))
+        return ("; ".join(parts) + "; its output is in the input's units, but expect worse denoising on signals "
+                "of another signal-to-noise or shape")
+
+
+def _snr_bounds(snr: np.ndarray, log_error: float, noise_error: float) -> tuple[np.ndarray, np.ndarray]:
+    """The least and the most signal-to-noise consistent with estimates ``snr``: σ̂ off by up to a factor
+    exp(``log_error``), and the measured noise power off by ``noise_error`` · sqrt(2 + 4 snr²) σ² (its own
+    chi-square spread and the signal-noise cross term, ``noise_error`` being z / sqrt(length))."""
+    power = np.square(snr)  # (mean(y²) − σ̂²) / σ̂², clipped at 0 as recorded
+    noise_power = noise_error * np.sqrt(2 + 4 * power)
+    least = np.sqrt(np.maximum((power + 1) * math.exp(-2 * log_error) - 1 - noise_power, 0.0))
+    most = np.sqrt(np.maximum((power + 1) * math.exp(2 * log_error) - 1 + noise_power, 0.0))
+    return least, most
+
+
+def prior_signal_rms(prior: SpikePrior = SpikePrior()) -> float:
+    """RMS of the clean signals of ``prior``: the root of their expected mean square, (share of samples a
+    spike lands on) · mean(amplitude²); about 2.79 for 20 spikes of amplitudes 2..10 in 100 samples."""
+    return math.sqrt((1.0 - prior.zero_probability) * float(np.mean(prior.amplitudes ** 2)))
+
+
+def snr_range(low: float, high: float, prior: SpikePrior = SpikePrior()) -> tuple[float, float]:
+    """[bottom, top] signal-to-noise (signal RMS / σ) the training prior reaches over the noise range
+    [``low``, ``high``]: :func:`prior_signal_rms` / high .. / low."""
+    rms = prior_signal_rms(prior)
+    return rms / high, rms / low
+
 
 def _times(value: float, low: float, high: float) -> str:
     if value > high:
@@ -382,12 +459,14 @@ def peak_limit(low: float, length: int) -> float:
     return (AMPLITUDE_RANGE[1] / low + float(norm.isf(1e-3 / max(length, 1)))) * math.exp(3 * spread)
 
 
-def sigma_range_check(sigma_range, noisy: np.ndarray | None = None, scale: float = 1.0) -> SigmaRangeCheck:
+def sigma_range_check(sigma_range, noisy: np.ndarray | None = None, scale: float = 1.0,
+                      equivariant: bool = False) -> SigmaRangeCheck:
     """A :class:`SigmaRangeCheck` for ``sigma_range`` ([low, high], or None: only the σ estimate and the
     degenerate-signal warning), fed ``noisy`` when given; ``scale`` is the model's input_scale (σ̂ / scale
-    is what the range is compared with)."""
+    is what the range is compared with); ``equivariant``: the model works in any units, so the range warning
+    compares signal-to-noise instead of σ̂ (and ``scale`` plays no part in it)."""
     low, high = (float(sigma_range[0]), float(sigma_range[1])) if sigma_range else (None, None)
-    check = SigmaRangeCheck(low, high, scale=float(scale))
+    check = SigmaRangeCheck(low, high, scale=float(scale), equivariant=bool(equivariant))
     if noisy is not None:
         check.observe(noisy)
     return check
@@ -420,6 +499,7 @@ def denoise_file(
     train_length: int | None = None,
     overlap: int | None = None,
     input_scale: float = 1.0,
+    equivariant: bool = False,
 ) -> FileResult:
     """Denoise every signal of ``input_path`` and write them to ``output_path``, streaming.
 
@@ -455,6 +535,8 @@ def denoise_file(
         Samples shared by neighbouring windows (default: half a window).
     input_scale : float
         The model's input_scale s: ``sigma_range`` is compared with σ̂ / s.
+    equivariant : bool
+        The model is scale-equivariant: the range warning compares signal-to-noise, not σ̂.
     """
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
@@ -466,7 +548,7 @@ def denoise_file(
     if signals.shape[-1] < min_length:
         raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
     dtype = compute_dtype(signals.dtype)  # float32 and float16 give float32, the rest float64
-    check = sigma_range_check(sigma_range, scale=input_scale)
+    check = sigma_range_check(sigma_range, scale=input_scale, equivariant=equivariant)
     window = train_length if train_length is not None and signals.shape[-1] > train_length else None
     stream = _Stream(signals, denoise, chunk, str(input_path), check, progress, window, overlap)
     with _undo_new_folders(output_path):
@@ -520,7 +602,7 @@ class _Stream:
         with Progress(total, "denoising", "windows", every=5.0, enabled=self.progress and total > self.chunk) as bar:
             def denoise_windows(block: np.ndarray) -> np.ndarray:
                 if self.check is not None:  # each window is a signal of the length the model knows
-                    self.check.add(per_signal_sigma(block), self.window)
+                    self.check.add(per_signal_sigma(block), self.window, block)
                 estimate = self.denoise(block)
                 if not np.isfinite(estimate).all():  # finite input that overflows inside the network
                     raise InputError(f"{self.source}: the values overflow inside the network (they are too "

@@ -50,6 +50,7 @@ class Backend:
     train_length: int | None = None  # longer --input signals go through windows of it (None: whole)
     jacobian: Callable | None = None  # jacobian(rows (n, L), bn_mode) -> (n, L, L): exact SURE for --method auto
     input_scale: float = 1.0  # the model's input_scale s: denoise applies it; sigma_range is compared with σ̂ / s
+    equivariant: bool = False  # f(a·y) = a·f(y): any units; the range warning speaks of signal-to-noise, not σ
 
     def label(self) -> str:
         """``PyTorch, ckpt/ckpt_best.pth`` (what made a table or a figure)."""
@@ -171,7 +172,7 @@ def check_sigma_range(backend: Backend, noisy, sigma=None) -> None:
     """Warn once when ``noisy`` lies outside the noise range the weights were trained on (or peaks far above
     its spikes, or holds constant signals); with ``sigma`` "auto", also say how σ was estimated."""
     check = evaluate.sigma_range_check(backend.sigma_range if backend.denoise is not None else None, noisy,
-                                       scale=backend.input_scale)
+                                       scale=backend.input_scale, equivariant=backend.equivariant)
     lines = check.notes()
     if sigma != "auto":
         lines = [line for line in lines if line.startswith("warning:")]
@@ -250,7 +251,8 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
         return run_method_mode(args, backend, reads)
     result = evaluate.denoise_file(args.input, args.output, lambda noisy: backend.denoise(noisy, args.bn_mode),
                                    backend.min_length, backend.chunk, reads, backend.sigma_range,
-                                   train_length=backend.train_length, input_scale=backend.input_scale)
+                                   train_length=backend.train_length, input_scale=backend.input_scale,
+                                   equivariant=backend.equivariant)
     show_notes(backend, result)
     mode = args.bn_mode or backend.bn_mode
     windowed = f", in windows of {backend.train_length}" if backend.train_length and result.length > backend.train_length else ""
@@ -291,7 +293,8 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     result = evaluate.denoise_file(args.input, args.output, candidates[name], backend.min_length if network else 1,
                                    backend.chunk, reads, backend.sigma_range if network else None,
                                    train_length=backend.train_length if network else None,
-                                   input_scale=backend.input_scale if network else 1.0)
+                                   input_scale=backend.input_scale if network else 1.0,
+                                   equivariant=backend.equivariant and network)
     warn(backend, result.warning)
     draw_record_plot(args, backend, name, reads)
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "

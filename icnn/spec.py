@@ -42,6 +42,13 @@ MODULATED_PART = "down4"  # its first kernel is scaled per signal by the prior, 
 # (decoder part, encoder part whose output it takes as its skip), in forward order: the U's mirror levels.
 SKIPS = (("up1", "down3"), ("up2", "down2"), ("up3", "down1"), ("up4", "inc"))
 
+# Scale-equivariant models denoise f(y) = s(y) · g(y / s(y)), so f(a·y) = a·f(y) for every a > 0.
+# s(y) is the noise level read from the first differences, median |Δy| / SCALE_MAD (the lower median
+# of the L − 1 differences, k = (L − 2) // 2 counting from 0): homogeneous of degree 1, blind to an
+# offset, and σ for white noise. When over half the differences are 0 it is the RMS of y instead; a
+# signal of zeros gives zeros.
+SCALE_MAD = 0.6744897501960817 * math.sqrt(2)  # median |Δn| of white noise n of unit σ
+
 MAX_WEIGHT_VALUES = 1_000_000  # far above any ICNN_s (~22k); bounds what a reader allocates
 
 
@@ -58,6 +65,8 @@ class ModelConfig:
     file does not record it); longer inputs are denoised in overlapping windows of it.
     ``input_scale`` s (1.0 when a file does not record it): the model was trained on data
     divided by s, so both backends denoise y as s · net(y / s) (at 1.0 they skip the arithmetic).
+    ``equivariant`` (False when a file does not record it): the network normalises each signal
+    by its own noise scale (:data:`SCALE_MAD`), so its output scales with its input in any units.
     """
 
     prior: bool = True  # the Wiener prior branch
@@ -66,14 +75,17 @@ class ModelConfig:
     sigma_range: list[float] | None = None
     train_length: int = TRAIN_LENGTH  # samples per training signal: longer inputs are denoised in windows of it
     input_scale: float = 1.0  # the net saw y / input_scale in training: denoise as input_scale · net(y / input_scale)
+    equivariant: bool = False  # forward is s(y) · g(y / s(y)): f(a·y) = a·f(y) for a > 0
 
     def __post_init__(self):
         self.validate("config")
 
     def validate(self, source: str) -> None:
         """Raise :class:`InputError` naming the first field of the wrong type or value."""
-        if not isinstance(self.prior, bool):
-            raise InputError(f"{source}: model config field 'prior' must be true or false, got {self.prior!r}")
+        for name in ("prior", "equivariant"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{source}: model config field {name!r} must be true or false, "
+                                 f"got {str(getattr(self, name))[:40]}")
         if self.norm not in NORMS or not isinstance(self.norm, str):
             raise InputError(f"{source}: model config field 'norm' must be one of {NORMS}, got {self.norm!r}")
         if self.bn_mode not in BN_MODES or not isinstance(self.bn_mode, str):

@@ -237,7 +237,35 @@ def sparse_section(models: dict, clean: np.ndarray, noisy: np.ndarray) -> list[s
     return out + [""]
 
 
-def targets_section(models: dict, rows: list, base: dict, curves: dict) -> list[str]:
+UNIT_FACTORS = (1e-3, 1.0, 1e3)  # the same signals in milli-units, units and kilo-units
+
+
+def units_section(models: dict, paths: dict[str, Path], clean: np.ndarray, noisy: np.ndarray) -> tuple[list[str], dict]:
+    """RMSE relative to σ of every model (recorded BN mode) on the σ = 3 signals times each of UNIT_FACTORS,
+    in PyTorch and, where the .h5 lies beside the .pth, in NumPy. Also returns each row's worst departure
+    from its ×1 value, for the targets."""
+    from Numpy_V2.model import load_h5  # the NumPy backend, only for this table
+
+    out = ["## Any units", "", "The σ = 3 signals multiplied by a factor a, denoised, and scored against a·clean: "
+           "RMSE / (a·σ) (1 is the noisy input). A scale-equivariant model (f(a·y) = a·f(y)) gives the same number "
+           "in every column.", "",
+           "| model | backend | " + " | ".join(f"×{a:g}" for a in UNIT_FACTORS) + " |",
+           "|---|---|" + "---|" * len(UNIT_FACTORS)]
+    spread = {}
+    for name, (model, _) in models.items():
+        backends = {"PyTorch": lambda y, m=model: denoise(m, y)}
+        h5 = paths[name].with_suffix(".h5")
+        if h5.is_file():
+            backends["NumPy"] = load_h5(h5).denoise
+        for backend, run in backends.items():
+            values = [score(run(noisy * a) / a, clean)["rmse"] / SIGMA for a in UNIT_FACTORS]
+            one = values[UNIT_FACTORS.index(1.0)]
+            spread[f"{name} {backend}"] = max(abs(v / one - 1) for v in values)
+            out.append(f"| {name} ({model.config.bn_mode} BN) | {backend} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+    return out + [""], spread
+
+
+def targets_section(models: dict, rows: list, base: dict, curves: dict, spread: dict | None = None) -> list[str]:
     """Each numeric target of the project, measured here."""
     bayes3 = base["bayes"]["rmse"]
     checks = [
@@ -250,7 +278,8 @@ def targets_section(models: dict, rows: list, base: dict, curves: dict) -> list[
     lookup = dict(rows)
     if "net" in models:
         f, u = lookup["net (fixed BN)"]["rmse"], lookup["net (unfixed BN)"]["rmse"]
-        checks += [("net fixed BN ≤ 1.63", f, f <= 1.63), ("net unfixed BN ≤ 1.80", u, u <= 1.80)]
+        checks += [("net fixed BN ≤ 1.63", f, f <= 1.63), ("net unfixed BN ≤ 1.80", u, u <= 1.80),
+                   ("net fixed BN ≤ 1.005 × Bayes at σ = 3 (ratio)", f / bayes3, f / bayes3 <= 1.005)]
     for name, bound in (("blind", 1.01), ("blind_sure", 1.03)):
         if name in models:
             mode = models[name][0].config.bn_mode
@@ -261,6 +290,8 @@ def targets_section(models: dict, rows: list, base: dict, curves: dict) -> list[
         mode = models["sure"][0].config.bn_mode
         ratio = lookup[evaluate.net_row_name("sure", mode)]["rmse"] / bayes3
         checks.append((f"sure ({mode} BN, as recorded) ≤ 1.005 × Bayes at σ = 3 (ratio)", ratio, ratio <= 1.005))
+    for row, worst in (spread or {}).items():
+        checks.append((f"{row}: RMSE at ×0.001 and ×1000 within 0.1 % of ×1 (worst departure)", worst, worst <= 1e-3))
     out = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     return out + [f"| {t} | {v:.4f} | {'yes' if ok else '**no**'} |" for t, v, ok in checks]
 
@@ -276,7 +307,7 @@ def produce(args: argparse.Namespace) -> None:
     configure_threads(resolve_threads(args.threads))
     torch.set_grad_enabled(False)
     models = load_models(args)
-    reads = tuple(str(ckpt_path) for ckpt_path in _model_paths(args))
+    reads = tuple(str(p) for path in _model_paths(args) for p in (path, path.with_suffix(".h5")))  # the units table reads both
     guard_output(args.output, reads, kind="text")  # fail before the work, not after
     fig_dir = args.fig_dir if args.fig_dir is not None else args.output.parent
     made_by = f"PyTorch; weights in {frontend.shown_path(args.weights_dir)}/; seed {args.seed}, {args.n} signals per σ"
@@ -294,16 +325,23 @@ def produce(args: argparse.Namespace) -> None:
     curves = sweep(models, args.seed, args.n)
     out += sweep_section(curves, "blind" in models, fig_dir / "blind_curve.png", made_by, reads)
     out += sparse_section(models, clean, noisy)
-    out += targets_section(models, rows, base, curves)
+    units, spread = units_section(models, _named_paths(args), clean, noisy)
+    out += units
+    out += targets_section(models, rows, base, curves, spread)
     text = "\n".join(out) + "\n"
     atomic_write(args.output, lambda fh: fh.write(text.encode()), reads=reads)
     print(text)
     print(f"wrote {args.output}", file=sys.stderr)
 
 
+def _named_paths(args) -> dict[str, Path]:
+    """``{name: checkpoint path}`` of the shipped checkpoints found, then every --extra (as load_models names them)."""
+    paths = {name: args.weights_dir / f for name, f in SHIPPED.items() if (args.weights_dir / f).is_file()}
+    return {**paths, **{name: Path(path) for name, _, path in (item.partition("=") for item in args.extra)}}
+
+
 def _model_paths(args) -> list[Path]:
-    paths = [args.weights_dir / f for f in SHIPPED.values() if (args.weights_dir / f).is_file()]
-    return paths + [Path(item.partition("=")[2]) for item in args.extra]
+    return list(_named_paths(args).values())
 
 
 if __name__ == "__main__":

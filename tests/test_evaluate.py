@@ -270,3 +270,64 @@ def test_the_sigma_range_is_compared_with_the_estimate_divided_by_the_input_scal
     assert warning is not None and "the top" in warning  # unscaled, the file's σ̂ lies far above the range
     scaled_off = evaluate.sigma_range_check([1.0, 1.0], 3 * noisy, scale=1000.0).warning()
     assert scaled_off is not None and "input scale 1000" in scaled_off
+
+
+# --- equivariant models: the range warning speaks of signal-to-noise, not of units -------------------------
+
+
+@pytest.mark.parametrize("units", [1e-3, 1.0, 1e3])
+@pytest.mark.parametrize("sigma_range", [(3, 3), (0.5, 5)])
+@pytest.mark.parametrize("n", [1, 30, 2000])
+def test_equivariant_check_gives_no_warning_for_benchmark_signals_in_any_units(units, sigma_range, n):
+    _, noisy = benchmark_signals(11, n, 3.0)
+    check = evaluate.sigma_range_check(sigma_range, units * noisy, equivariant=True)
+    assert len(np.concatenate(check.snrs)) == n  # one signal-to-noise per signal was recorded
+    assert check.warning() is None
+
+
+def test_plain_check_still_warns_for_benchmark_signals_in_other_units():
+    _, noisy = benchmark_signals(11, 30, 3.0)
+    line = evaluate.sigma_range_check((3, 3), 1000 * noisy).warning()
+    assert line is not None and "noise σ 3" in line and "the top" in line and "signal-to-noise" not in line
+    assert evaluate.sigma_range_check((3, 3), noisy).warning() is None
+
+
+def _sines(n: int, noise_sigma: float, length: int = 100) -> np.ndarray:
+    t = np.linspace(0, 4 * np.pi, length)
+    return np.sin(t) + noise_sigma * np.random.default_rng(5).standard_normal((n, length))
+
+
+@pytest.mark.parametrize("n", [1, 30])
+def test_equivariant_check_warns_for_a_smooth_signal_far_above_the_trained_signal_to_noise(n):
+    line = evaluate.sigma_range_check((0.5, 5), _sines(n, 0.01), equivariant=True).warning()
+    assert line is not None and "\n" not in line and line.startswith("warning:")
+    assert "signal-to-noise" in line and "the top" in line and f"median of {n} signal" in line
+    assert "noise σ" not in line  # units are not the point any more
+
+
+def test_equivariant_check_warns_for_signals_far_below_the_trained_signal_to_noise():
+    # Noise alone, in signals long enough to tell (at length 100 one σ̂ is too rough to rule out weak spikes).
+    noisy = np.random.default_rng(6).standard_normal((30, 1000))
+    line = evaluate.sigma_range_check((0.5, 3), noisy, equivariant=True).warning()
+    assert line is not None and "signal-to-noise" in line and "under the bottom" in line
+
+
+def test_prior_signal_rms_matches_the_drawn_spikes():
+    from deepdenoise1d.synthesis import SpikePrior, clean_spikes
+
+    clean = clean_spikes(np.random.default_rng(0), 20000)
+    assert evaluate.prior_signal_rms() == pytest.approx(np.sqrt(np.mean(clean ** 2)), rel=0.01)
+    assert evaluate.prior_signal_rms(SpikePrior(n_spikes=5)) < evaluate.prior_signal_rms()
+    assert evaluate.snr_range(0.5, 5) == pytest.approx((evaluate.prior_signal_rms() / 5, evaluate.prior_signal_rms() / 0.5))
+
+
+def test_denoise_file_with_an_equivariant_model_checks_signal_to_noise_in_windows_too(tmp_path):
+    record = 1000 * _sines(1, 0.01, length=1000)[0]  # one long record in other units, windows of 100
+    np.save(tmp_path / "rec.npy", record)
+    plain = evaluate.denoise_file(tmp_path / "rec.npy", tmp_path / "a.npy", lambda b: b, MIN_LENGTH, 8,
+                                  sigma_range=(0.5, 5), progress=False, train_length=100)
+    equivariant = evaluate.denoise_file(tmp_path / "rec.npy", tmp_path / "b.npy", lambda b: b, MIN_LENGTH, 8,
+                                        sigma_range=(0.5, 5), progress=False, train_length=100, equivariant=True)
+    assert plain.warning is not None and "noise σ" in plain.warning
+    assert equivariant.warning is not None and "signal-to-noise" in equivariant.warning
+    assert any("signal-to-noise" in line for line in equivariant.notes)

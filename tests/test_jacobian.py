@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO_ROOT, load_script
 from Numpy_V2.jacobian import bayes_jacobian_diagonal, filter_numbers, jacobians, sure
-from Numpy_V2.model import load_h5
+from Numpy_V2.model import NumpyICNN, load_h5
 from deepdenoise1d.classical import bayes_posterior_mean, wiener_inverse_response
 from deepdenoise1d.synthesis import benchmark_signals
 
@@ -162,3 +162,48 @@ def test_sure_with_exact_divergence_tracks_the_true_mse():
     truth = np.sqrt(np.mean((result["output"] - clean) ** 2))
     assert abs(estimate / truth - 1) < 0.05, (estimate, truth)
     assert np.all((numbers["diagonal_fraction"] > 0) & (numbers["diagonal_fraction"] <= 1))
+
+
+# --- equivariant models: J_f = J_g(u) + (g(u) − J_g(u)·u) ∇sᵀ, u = y / s(y) ---
+
+
+def fresh_pair(equivariant: bool, seed: int = 0):
+    """A fresh seeded torch model in float64 (BN statistics randomised) and NumpyICNN of its weights in float64."""
+    torch = pytest.importorskip("torch")
+    from conftest import make_model
+
+    model = make_model(seed, equivariant=equivariant)
+    net = NumpyICNN({k: v.numpy() for k, v in model.state_dict().items()}, model.config, dtype=np.float64)
+    with torch.no_grad():
+        return model.double(), net
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+@pytest.mark.parametrize("length", [100, 37])
+def test_equivariant_jacobian_matches_torch_autograd(mode, length):
+    """Autograd differentiates s(y) too (topk routes the gradient to the selected difference)."""
+    model, net = fresh_pair(True)
+    rng = np.random.default_rng(length)
+    y = 3.0 * rng.standard_normal((6, length)) + 6.0 * (rng.random((6, length)) < 0.2)
+    result = jacobians(net, y, mode, tangent_dtype=np.float64)
+    errors = relative_errors(result["jacobian"], torch_reference(model, y, mode))
+    median, p95 = np.median(errors), np.percentile(errors, 95)
+    assert median <= MEDIAN_LIMIT and p95 <= P95_LIMIT, (median, p95)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+def test_euler_identity_holds_exactly_when_equivariant(mode):
+    """f homogeneous of degree 1 ⇒ J(y)·y = f(y) and the offset f − J·y is 0. A plain model is not: in fixed
+    mode its biases leave an offset, in unfixed mode it is degree 0 (J·y ≈ 0, offset ≈ f)."""
+    _, y = benchmark_signals(2026, 8, 3.0)
+    for equivariant in (True, False):
+        _, net = fresh_pair(equivariant)
+        result = jacobians(net, y, mode, tangent_dtype=np.float64)
+        peak = np.abs(result["output"]).max()
+        linear = np.einsum("nij,nj->ni", result["jacobian"], y)
+        if equivariant:
+            assert np.abs(linear - result["output"]).max() <= 1e-4 * peak
+            assert np.abs(result["offset"]).max() <= 1e-4 * peak
+        else:
+            assert np.abs(linear - result["output"]).max() > 1e-2 * peak
+            assert np.abs(result["offset"]).max() > 1e-2 * peak

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from conftest import (BLOCK_TORCH, FLOAT32_TOLERANCE, REPO_ROOT, convert, random_model, relative_error,  # noqa: E402
                       spike_signals, torch_forward)
-from Numpy_V2.model import load_h5  # noqa: E402
+from Numpy_V2.model import NumpyICNN, load_h5, noise_scale  # noqa: E402
 from deepdenoise1d.errors import InputError  # noqa: E402
 
 
@@ -168,3 +168,73 @@ def test_signals_longer_than_the_training_length_are_denoised_in_windows():
         bad = record.copy()
         bad[0, 600] = np.inf
         net.denoise(bad)
+
+
+# --- scale-equivariant models (ModelConfig.equivariant): f(y) = s(y) · g(y / s(y)) ---
+
+
+def equivariant_pair(prior: bool, seed: int = 0):
+    """A fresh seeded equivariant torch model (BN statistics randomised), and NumpyICNN from its state dict
+    in float32 and float64."""
+    from conftest import make_model
+
+    model = make_model(seed, prior=prior, equivariant=True)
+    arrays = {k: v.numpy() for k, v in model.state_dict().items()}
+    return model, NumpyICNN(arrays, model.config), NumpyICNN(arrays, model.config, dtype=np.float64)
+
+
+def exact_forward(model, x: np.ndarray, mode: str) -> np.ndarray:
+    """torch in float64 (unfixed statistics are computed in the input's dtype above half precision)."""
+    import copy
+
+    with torch.no_grad():
+        return copy.deepcopy(model).double()(torch.from_numpy(x.astype(np.float64)), bn_mode=mode).numpy()
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+@pytest.mark.parametrize("prior", [True, False])
+def test_equivariant_numpy_forward_is_torchs(prior, mode):
+    """float32: NumPy within 1e-5 of torch; in unfixed mode, where torch's own float32 error (against
+    float64) is larger, NumPy's error within twice it (tests/test_parity.py). float64: within 1e-12."""
+    model, net, net64 = equivariant_pair(prior)
+    assert net.config.equivariant
+    for length in (100, 37):
+        x = spike_signals(length)
+        expected, reference = torch_forward(model, x, mode), exact_forward(model, x, mode)
+        got = net.forward(x, bn_mode=mode)
+        assert got.dtype == np.float32
+        if mode == "fixed":
+            assert relative_error(got, expected) <= FLOAT32_TOLERANCE, f"L={length}"
+        bound = max(FLOAT32_TOLERANCE, 2 * relative_error(expected, reference))
+        assert relative_error(got, reference) <= bound, f"L={length} {mode}"
+        assert relative_error(net64.forward(x.astype(np.float64), bn_mode=mode), reference) <= 1e-12, f"L={length}"
+
+
+@pytest.mark.parametrize("length", [16, 17, 37, 100, 101])
+def test_numpy_noise_scale_is_torchs(length):
+    from Pytorch_V1.model import noise_scale as torch_noise_scale
+
+    x = (3 * np.random.default_rng(length).standard_normal((20, 1, length))).astype(np.float32)
+    s = noise_scale(x)
+    assert s.shape == (20, 1, 1) and s.dtype == np.float32
+    np.testing.assert_array_equal(s, torch_noise_scale(torch.from_numpy(x)).numpy())  # the same element, divided alike
+    constant = np.full((2, 1, length), -2.5, np.float32)  # the RMS branch: summed in another order, so close
+    np.testing.assert_allclose(noise_scale(constant), torch_noise_scale(torch.from_numpy(constant)).numpy(), rtol=1e-6)
+    assert not noise_scale(np.zeros((1, 1, length), np.float32)).any()
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+def test_numpy_equivariant_model_scales_with_its_input(mode):
+    """f(a·y) = a·f(y) in float64 within 1e-12; in float32 within 1e-5 or twice the float32 rounding at y and a·y."""
+    _, net, net64 = equivariant_pair(True, seed=1)
+    x = spike_signals(100)
+    f, f64 = net.forward(x, bn_mode=mode), net64.forward(x.astype(np.float64), bn_mode=mode)
+    own = relative_error(f, f64)
+    for a in (1e-3, 1e3):
+        xa = x * np.float32(a)
+        fa = net.forward(xa, bn_mode=mode)
+        own_a = relative_error(fa, net64.forward(xa.astype(np.float64), bn_mode=mode))
+        assert relative_error(fa, a * f) <= max(FLOAT32_TOLERANCE, 2 * (own + own_a)), (a, own, own_a)
+        assert relative_error(net64.forward(a * x.astype(np.float64), bn_mode=mode), a * f64) <= 1e-12, a
+    x[2] = 0.0
+    assert not net.forward(x, bn_mode=mode)[2].any()  # zeros give zeros

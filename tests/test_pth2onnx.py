@@ -256,3 +256,38 @@ def test_a_scaled_model_scales_inside_the_graph(pth2onnx, tmp_path):
     scale = np.abs(expected).max()
     assert np.abs(got - expected).max() <= 1e-4 * scale
     assert np.abs(unscaled - expected).max() > 1e-2 * scale  # the graph without the scale would differ
+
+
+# --- equivariant models: the scale normalisation inside the graph ---
+
+
+@pytest.fixture(scope="module")
+def equivariant_export(pth2onnx, tmp_path_factory):
+    """(torch model, ONNX Runtime session) of a fresh seeded equivariant checkpoint, exported once."""
+    from conftest import make_model
+    from Pytorch_V1.checkpoint import save_checkpoint
+
+    model = make_model(3, equivariant=True)
+    folder = tmp_path_factory.mktemp("equivariant")
+    source, destination = folder / "equivariant.pth", folder / "equivariant.onnx"
+    save_checkpoint(source, {"net_state_dict": model.state_dict(), "config": {"model": model.config.to_dict()},
+                             "format_version": 1})
+    pth2onnx.main([str(source), str(destination)])
+    assert json.loads({p.key: p.value for p in onnx.load(str(destination)).metadata_props}["config"])["model"]["equivariant"]
+    return model, session_of(destination)
+
+
+@pytest.mark.parametrize("length", [100, 37])
+def test_an_equivariant_graph_scales_with_its_input(equivariant_export, length):
+    model, session = equivariant_export
+    x = spike_signals(length)
+    h = wiener_prior(torch.from_numpy(x)).numpy()  # from x as given: h is scale-invariant, one h serves every a·x
+    out = session.run(None, {"x": x, "h": h})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.from_numpy(h), "fixed").numpy()
+    assert np.abs(out - expected).max() <= 1e-4 * np.abs(expected).max()  # the graph is the model
+    for a in (1e-3, 1e3):
+        scaled = session.run(None, {"x": x * np.float32(a), "h": h})[0]
+        assert np.abs(scaled - a * out).max() <= 1e-4 * np.abs(a * out).max(), a
+    zeros = session.run(None, {"x": np.zeros_like(x), "h": h})[0]
+    assert not zeros.any()  # s = 0: zeros give zeros

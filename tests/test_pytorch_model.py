@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import batch_of_100, make_model, randomise
-from icnn.spec import DECODER, ENCODER, SKIPS
+from icnn.spec import DECODER, ENCODER, SCALE_MAD, SKIPS
 from Pytorch_V1.model import (
     DoubleConv,
     Down,
@@ -19,6 +19,7 @@ from Pytorch_V1.model import (
     SignalBatchNorm1d,
     Up,
     WienerNet,
+    noise_scale,
     pad_to_match,
     wiener_prior,
 )
@@ -526,3 +527,117 @@ def test_adaptive_max_pool1d_bins_route_the_gradient_like_torch():
         (adaptive_max_pool1d(ours, 3) * weight).sum().backward()
         (F.adaptive_max_pool1d(ref, 3) * weight).sum().backward()
         assert torch.equal(ours.grad, ref.grad)
+
+
+# ---------------------------------------------------------------------------
+# scale equivariance (ModelConfig.equivariant): f(y) = s(y) · g(y / s(y)), so f(a·y) = a·f(y)
+
+SCALES = [1e-3, 0.37, 1.0, 1e3]
+EQUIVARIANCE_TOLERANCE = 1e-5  # relative max error in float32
+EXACT_TOLERANCE = 1e-12  # the same in float64: the property itself, free of float32 rounding
+
+
+def max_relative(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got - expected).abs().max() / expected.abs().max())
+
+
+def assert_equivariant(model: ICNN_s, y: torch.Tensor, mode: str, scales=SCALES) -> None:
+    """f(a·y) = a·f(y): within EXACT_TOLERANCE in float64, and in float32 within EQUIVARIANCE_TOLERANCE or,
+    where torch's own float32 rounding (its forward against float64 at y and at a·y) is larger, twice
+    their sum. Unfixed BN normalises each signal by its own spread and amplifies rounding (see
+    tests/test_parity.py): torch's own float32 error there is ~2e-4 at L = 37 without the prior (the
+    bottleneck normalises 2 samples), while float64 stays within 1e-12."""
+    exact = copy.deepcopy(model).double()
+    with torch.no_grad():
+        f, f64 = model(y, bn_mode=mode), exact(y.double(), bn_mode=mode)
+        assert torch.isfinite(f).all()
+        own = max_relative(f.double(), f64)
+        for a in scales:
+            ya = y * a
+            fa = model(ya, bn_mode=mode)
+            own_a = max_relative(fa.double(), exact(ya.double(), bn_mode=mode))
+            bound = max(EQUIVARIANCE_TOLERANCE, 2 * (own + own_a))
+            error = max_relative(fa, a * f)
+            assert error <= bound, f"a={a} {mode}: {error:.2e} (torch's own float32 errors {own:.1e}, {own_a:.1e})"
+            error64 = max_relative(exact(y.double() * a, bn_mode=mode), a * f64)
+            assert error64 <= EXACT_TOLERANCE, f"a={a} {mode} float64: {error64:.2e}"
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+@pytest.mark.parametrize("prior", [True, False])
+@pytest.mark.parametrize("length", [100, 37])
+def test_equivariant_model_scales_with_its_input(length, prior, mode):
+    model = make_model(0, prior=prior, equivariant=True)
+    assert_equivariant(model, signals_of_length(6, length, seed=length), mode)
+    if prior:  # the caller's h, computed from y: the same h serves a·y (h is scale-invariant)
+        y = signals_of_length(3, length, seed=length + 1)
+        h = wiener_prior(y)
+        with torch.no_grad():
+            f = model(y, h, mode)
+            for a in (1e-3, 1e3):
+                assert max_relative(model(y * a, h, mode), a * f) <= (1e-5 if mode == "fixed" else 1e-4)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+def test_a_plain_model_is_not_scale_equivariant(mode):
+    """Guard for the test above: the same weights without the flag are far from equivariant (fixed mode
+    least so at a = 1000: a ReLU net with biases is nearly homogeneous for large inputs, yet still ~0.3 off)."""
+    model = make_model(0, equivariant=False)
+    y = signals_of_length(6, 100, seed=100)
+    with torch.no_grad():
+        f = model(y, bn_mode=mode)
+        assert max_relative(model(1e3 * y, bn_mode=mode), 1e3 * f) > 0.1
+        assert max_relative(model(1e-3 * y, bn_mode=mode), 1e-3 * f) > 10
+        model.config.equivariant = True  # same weights, flag on
+        assert max_relative(model(1e3 * y, bn_mode=mode), 1e3 * model(y, bn_mode=mode)) <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+def test_equivariant_model_maps_zeros_to_zeros(mode):
+    model = make_model(1, equivariant=True)
+    y = signals_of_length(3, 100, seed=1)
+    y[1] = 0.0
+    assert noise_scale(y)[1].item() == 0.0
+    with torch.no_grad():
+        out = model(y, bn_mode=mode)
+        others = model(y[[0, 2]], bn_mode=mode)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    torch.testing.assert_close(out[[0, 2]], others, atol=ATOL, rtol=ATOL)  # the zero row does not leak
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+def test_constant_signals_take_the_rms_scale_and_stay_equivariant(mode):
+    """All differences 0 (constants), or over half of them (a step): s is the RMS, and f still scales."""
+    y = torch.full((3, 1, 37), 2.5)
+    y[1] = -4.0
+    y[2, 0, 20:] = 3.0
+    y[2, 0, :20] = 0.0
+    expected = torch.tensor([2.5, 4.0, (17 * 9 / 37) ** 0.5])
+    torch.testing.assert_close(noise_scale(y).flatten(), expected, atol=0, rtol=1e-6)
+    model = make_model(2, equivariant=True)
+    assert_equivariant(model, y, mode)
+
+
+def test_noise_scale_of_white_noise_is_its_sigma():
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy((2.0 * rng.standard_normal((4, 1, 10000))).astype(np.float32))
+    s = noise_scale(y)
+    assert s.shape == (4, 1, 1) and s.dtype == torch.float32
+    assert ((s / 2.0 - 1.0).abs() <= 0.03).all(), s.flatten()
+
+
+@pytest.mark.parametrize("length", [16, 37, 100])
+def test_noise_scale_is_the_lower_median_of_the_differences_and_ignores_an_offset(length):
+    rng = np.random.default_rng(length)
+    y = rng.integers(-50, 51, size=(5, 1, length)).astype(np.float64)  # integers: every sum below is exact
+    diffs = np.sort(np.abs(np.diff(y, axis=-1)), axis=-1)
+    lower_median = diffs[..., (length - 2) // 2 : (length - 2) // 2 + 1] / SCALE_MAD
+    assert (lower_median > 0).all()  # the median branch applies
+    s = noise_scale(torch.from_numpy(y))
+    np.testing.assert_array_equal(s.numpy(), lower_median)
+    for c in (7.0, -1234.0):
+        assert torch.equal(noise_scale(torch.from_numpy(y + c)), s)
+        y32 = torch.from_numpy(y.astype(np.float32))
+        assert torch.equal(noise_scale(y32 + c), noise_scale(y32))
+    noisy = torch.from_numpy(rng.standard_normal((5, 1, length)))  # not integers: equal up to rounding
+    torch.testing.assert_close(noise_scale(noisy + 100.0), noise_scale(noisy), atol=0, rtol=1e-12)

@@ -12,7 +12,7 @@ def test_model_config_round_trip():
     cfg = ModelConfig(prior=False, norm="sparse_bn", bn_mode="unfixed", sigma_range=[0.5, 5])
     assert ModelConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
     assert cfg.to_dict() == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed", "sigma_range": [0.5, 5.0],
-                             "train_length": 100, "input_scale": 1.0}
+                             "train_length": 100, "input_scale": 1.0, "equivariant": False}
     assert ModelConfig(sigma_range=3).sigma_range == [3.0, 3.0]  # one sigma s is [s, s]
     assert ModelConfig.from_dict({}, train_sigma=[1, 2]).sigma_range == [1.0, 2.0]
     assert ModelConfig.from_dict({}, train_sigma="auto").sigma_range is None  # nothing derived from a non-number
@@ -87,3 +87,10 @@ def test_input_scale_must_be_positive_and_finite(value):
         ModelConfig.from_dict({"input_scale": value}, "w.h5")
     with pytest.raises(InputError, match="input_scale"):
         ModelConfig(input_scale=value)
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_equivariant_must_be_a_bool(value):
+    with pytest.raises(InputError, match="'equivariant' must be true or false"):
+        ModelConfig.from_dict({"equivariant": value})
+    assert ModelConfig.from_dict({}).equivariant is False  # files written before the field: the plain model
