@@ -43,3 +43,16 @@ def test_study_scripts_refuse_to_write_over_a_checkpoint_they_read(script, args,
     code, out, err = run_main(module, [*args(str(ckpt)), "--n", "10", "--sigma", "3", "--output", str(ckpt)])
     assert_one_line_error(code, err, "refusing to overwrite")
     assert ckpt.read_bytes() == before and out == ""  # refused before any work
+
+
+def test_equivariance_routes_shows_the_bias_free_route_fails_in_unfixed_mode(capsys):
+    """The measurement behind the design choice: removing biases is equivariant only with fixed BN."""
+    pytest.importorskip("torch")
+    from conftest import load_script
+
+    routes = load_script(REPO_ROOT / "scripts" / "equivariance_routes.py", "equivariance_routes")
+    routes.main(["--n", "16"])
+    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:4]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| bias") or line.startswith("| scale")}
+    assert rows["bias-free"][0] < 1e-4 < 1.0 < rows["bias-free"][1]  # fixed: homogeneous; unfixed: invariant instead
+    assert max(rows["scale normalisation"]) < 1e-4
