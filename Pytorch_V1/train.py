@@ -56,6 +56,8 @@ from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.losses import LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, WEIGHTS, UnsureEta, compute_loss, sure_per_signal
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from Pytorch_V1.rundir import RunDir, default_run_dir, open_run
+from Pytorch_V1.schedule import (DATA_PASSES, DATA_PATIENCE, MIN_DATA_STEPS, budget_from_data, stalled,
+                                 warn_negative_sure, warn_worse_than_noisy)
 from Pytorch_V1.trainlog import append_log, finish, progress_text, start_log
 from deepdenoise1d.cli import (add_device_arg, add_threads_arg, batch_size, decay_float, nonnegative_float, seed_int,
                                positive_float, positive_int, sigma_range_or_auto, signal_count)
@@ -67,12 +69,6 @@ from deepdenoise1d.threads import resolve_threads
 
 # --loss sure trains on a noisier gradient: a larger batch and lr reach the limit in fewer steps.
 SURE_RECIPE = {"steps": 1500, "batch_size": 512, "lr": 1e-2}
-# --data without --steps: the budget follows the data (budget_from_data).
-DATA_PASSES = 30.0  # passes over the training signals
-MIN_DATA_STEPS = 800  # ... but at least this many steps (a record gives few signals per pass)
-DATA_EVALS = 20  # validations per run, so --patience has something to count
-DATA_PATIENCE = 5  # evaluations without a better validation before the run stops
-SMALL_DATA_BATCHES = 20  # warn when the training signals are fewer than this many batches
 
 
 @dataclass(frozen=True)
@@ -397,54 +393,6 @@ def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, stat
     if scores[mode] < state.best or parts.eta is not None:
         state.best, state.best_step, state.bn_mode = scores[mode], state.step, mode
         save_checkpoint(run.file("ckpt_best.pth"), checkpoint_dict(cfg, parts, state, stream, stream_state, workers))
-
-
-def stalled(cfg: TrainConfig, state: TrainState, workers: Workers) -> bool:
-    """True when validation has not improved for ``cfg.patience`` evaluations; every worker gets the main one's answer."""
-    answer = cfg.patience is not None and state.step - state.best_step >= cfg.patience * cfg.eval_every
-    if workers.world_size > 1:
-        box = [answer]
-        torch.distributed.broadcast_object_list(box, src=0)
-        answer = box[0]
-    return bool(answer)
-
-
-def warn_negative_sure(cfg: TrainConfig, state: TrainState, workers: Workers) -> None:
-    """One warning line when validation SURE, an estimate of a mean square error, is negative: it is being gamed."""
-    if cfg.loss not in LABEL_FREE:
-        return
-    raw = state.val.get("raw_sure")
-    if raw is not None and raw < 0:
-        note(f"warning: validation SURE is negative ({raw:.4g}) at step {state.step}: the divergence estimate is "
-             f"being gamed; use ckpt_best.pth (step {state.best_step}), raise --sure-floor or lower --lr", workers)
-
-
-def warn_worse_than_noisy(cfg: TrainConfig, val: Validation, state: TrainState, workers: Workers) -> None:
-    """One warning line when the best label-free validation is no better than returning the input,
-    whose SURE is exactly σ²: the model would make the data worse."""
-    if cfg.loss not in LABEL_FREE or cfg.loss == "unsure" or not math.isfinite(state.best):
-        return
-    noisy = float(val.sigmas.double().pow(2).mean().sqrt())
-    if state.best >= noisy:
-        note(f"warning: the best validation √(mean SURE) {state.best:.4g} (step {state.best_step}) is no better than "
-             f"the noisy input's {noisy:.4g}: this model makes the data worse; train longer (--steps) or use a "
-             f"classical denoiser", workers)
-
-
-def budget_from_data(cfg: TrainConfig, stream, workers: Workers) -> TrainConfig:
-    """--data without --steps: the steps of ``cfg.passes`` passes over the training signals (within
-    [MIN_DATA_STEPS, the default steps]) and DATA_EVALS validations; a warning when the data is small."""
-    n = stream.size
-    if cfg.passes is not None:
-        cfg = replace(cfg, steps=min(cfg.steps, max(MIN_DATA_STEPS, math.ceil(cfg.passes * n / cfg.batch_size))))
-    if cfg.eval_every == 0:
-        cfg = replace(cfg, eval_every=max(1, cfg.steps // DATA_EVALS))
-    if n < SMALL_DATA_BATCHES * cfg.batch_size:
-        stop = "" if cfg.patience is None else f", and the run stops after {cfg.patience} evaluations without a better one"
-        note(f"warning: {n} training signals are few for {cfg.steps} steps of {cfg.batch_size} "
-             f"({cfg.steps * cfg.batch_size / n:.0f} passes): expect overfitting; ckpt_best.pth is the best "
-             f"validation step{stop}", workers)
-    return cfg
 
 
 def train_loop(cfg: TrainConfig, parts: Parts, stream, val: Validation, state: TrainState, run: RunDir,

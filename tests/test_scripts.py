@@ -56,3 +56,36 @@ def test_equivariance_routes_shows_the_bias_free_route_fails_in_unfixed_mode(cap
             for line in capsys.readouterr().out.splitlines() if line.startswith("| bias") or line.startswith("| scale")}
     assert rows["bias-free"][0] < 1e-4 < 1.0 < rows["bias-free"][1]  # fixed: homogeneous; unfixed: invariant instead
     assert max(rows["scale normalisation"]) < 1e-4
+
+
+def test_record_study_trains_a_net_on_the_record_scores_it_and_reuses_the_run(tmp_path):
+    """scripts/record_study.py: record_net (trained label-free on the record alone) in the tables, JSON and figure;
+    --reuse takes the finished run without training again."""
+    pytest.importorskip("torch")
+    import json
+
+    from conftest import load_script
+
+    record_study = load_script(REPO_ROOT / "scripts" / "record_study.py", "record_study")
+    work = tmp_path / "work"
+    args = ["--records", "Bumps_2048", "--sizes", "2048", "--models", "--train-args",
+            "--steps 4 --eval-every 2 --batch-size 8", "--probes", "2", "--work-dir", str(work),
+            "--output", str(tmp_path / "r.md"), "--fig-dir", str(tmp_path / "figs")]
+    record_study.main(args)
+    row = [line for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| Bumps_2048 |")]
+    assert len(row) == 1
+    cells = [c.strip() for c in row[0].split("|")[1:-1]]
+    assert len(cells) == 11 and np.isfinite(float(cells[5].split()[0]))  # record_net true RMSE (SURE est)
+    assert cells[9] != "reused" and float(cells[9]) > 0  # training seconds
+    summary = json.loads((tmp_path / "r.json").read_text())[0]
+    net = summary["record_net"]
+    assert summary["training"] == "trained" and np.isfinite([net["true"], net["estimate"], net["se"]]).all()
+    assert summary["candidates"]["record_net"] == net and "wiener9" in summary["candidates"]
+    assert (tmp_path / "figs" / "Bumps_2048.png").stat().st_size > 0
+    best = work / "Bumps_2048" / "run" / "ckpt_best.pth"
+    stamp = best.stat().st_mtime_ns
+    record_study.main([*args, "--reuse"])
+    assert best.stat().st_mtime_ns == stamp  # not trained again
+    again = json.loads((tmp_path / "r.json").read_text())[0]
+    assert again["training"] == "reused" and again["record_net"]["true"] == net["true"]
+    assert "| reused |" in (tmp_path / "r.md").read_text()
