@@ -209,10 +209,12 @@ def summarise(name: str, sigma: float, clean: np.ndarray, result: dict, training
     classical, classical_true = best_of(candidates, [k for k in candidates if is_classical(k)])
     shipped, shipped_true = best_of(candidates, [k for k in candidates if any(k.startswith(f"{m}_") for m in models)])
     net = candidates.get(RECORD_NET)
-    return {"record": name, "sigma": sigma, "samples": int(clean.size), "noisy_true": candidates[scoreboard.NOISY]["true"],
+    beats = None if net is None else bool(net["true"] < classical_true)
+    return {"record": name, "sigma": sigma, "samples": int(clean.size),
+            "noisy_true": candidates[scoreboard.NOISY]["true"],
             "best_classical": classical, "best_classical_true": classical_true,
             "shipped_best": shipped, "shipped_best_true": shipped_true,
-            "record_net": net, "record_net_beats_classical": None if net is None else bool(net["true"] < classical_true),
+            "record_net": net, "record_net_beats_classical": beats,
             "chosen": full["chosen"], "chosen_true": full["chosen_true"], "best": full["best"],
             "best_true": full["best_true"], "gap": full["gap"], "training": training["status"],
             "training_seconds": training["seconds"], "training_message": training["message"],
@@ -242,7 +244,8 @@ def summary_table(summaries: list[dict]) -> list[str]:
         beats = {None: "—", True: "yes", False: "no"}[s["record_net_beats_classical"]]
         lines.append(f"| {s['record']} | {s['sigma']:.4g} | {s['samples']} | {s['noisy_true']:.4g} | "
                      f"{s['best_classical']} ({s['best_classical_true']:.4g}) | {net_cell} | {shipped} | "
-                     f"{s['chosen']} ({s['chosen_true']:.4g}) | {100 * s['gap']:.2f} % | {_training_cell(s)} | {beats} |")
+                     f"{s['chosen']} ({s['chosen_true']:.4g}) | {100 * s['gap']:.2f} % | {_training_cell(s)} | "
+                     f"{beats} |")
     return lines
 
 
@@ -251,7 +254,8 @@ def record_table(s: dict) -> list[str]:
              f"best {s['best']}; training: {_training_cell(s)})", ""]
     if s["training_message"]:
         lines += [f"record_net: {s['training_message']}", ""]
-    lines += ["| candidate | true RMSE | SURE RMSE ± se | se of SURE (MSE units): probes / length |", "|---|---|---|---|"]
+    lines += ["| candidate | true RMSE | SURE RMSE ± se | se of SURE (MSE units): probes / length |",
+              "|---|---|---|---|"]
     for name, c in s["candidates"].items():
         marks = (" *" if name == s["chosen"] else "") + (" (best)" if name == s["best"] else "")
         lines.append(f"| {name}{marks} | {c['true']:.4g} | {c['estimate']:.4g} ± {c['se']:.2g} | "
@@ -298,7 +302,8 @@ def draw_figure(s: dict, clean: np.ndarray, noisy: np.ndarray, outputs: dict, pa
     ax.plot(t, noisy[t], color="0.75", lw=0.6, label=f"noisy ({s['noisy_true']:.3g})")
     ax.plot(t, clean[t], color="black", lw=1.0, label="clean")
     name = s["best_classical"]
-    ax.plot(t, outputs[name][t], color="tab:blue", lw=0.8, label=f"best classical: {name} ({s['best_classical_true']:.3g})")
+    ax.plot(t, outputs[name][t], color="tab:blue", lw=0.8,
+            label=f"best classical: {name} ({s['best_classical_true']:.3g})")
     if RECORD_NET in outputs:
         ax.plot(t, outputs[RECORD_NET][t], color="tab:red", lw=0.8,
                 label=f"record_net ({s['record_net']['true']:.3g}; SURE {s['record_net']['estimate']:.3g})")
