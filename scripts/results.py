@@ -318,6 +318,11 @@ def produce(args: argparse.Namespace) -> None:
            f"`test.py --random --n {args.n} --seed {args.seed}` and `Numpy_test.py --random ...` row for row.", ""]
     lines, rows, base, (clean, noisy) = sigma3_section(models, args.seed, args.n)
     out += lines
+    # The limit of any scale-equivariant model (it cannot know the units): what the shipped models can reach.
+    equivariant = score(classical.bayes_equivariant_posterior_mean(noisy, SIGMA), clean)["rmse"]
+    out += [f"The best scale-equivariant denoiser (`classical.bayes_equivariant_posterior_mean`, units unknown) "
+            f"scores {equivariant:.4f}, {equivariant / base['bayes']['rmse']:.4f} × Bayes: the price of working in "
+            "any units.", ""]
     out += ["Rows: `net` ckpt/ckpt_best.pth; `noprior` the same recipe with `--no-prior`; `sparse` with "
             "`--norm sparse_bn`; `sure` trained from noisy signals only; `soft` thresholds at T = σ; "
             "`bayes` is the posterior mean given σ (the limit).", ""]

@@ -132,3 +132,18 @@ def test_one_signal_equals_its_row_in_a_batch():
 def test_invalid_range_is_refused(sigma_range, n_grid):
     with pytest.raises(ValueError):
         bayes_blind_posterior_mean(np.zeros((1, 100)), sigma_range=sigma_range, n_grid=n_grid)
+
+
+def test_equivariant_oracle_is_equivariant_and_costs_little_at_home():
+    """The limit of a scale-equivariant model: f(a·y) = a·f(y), and close to the σ-aware oracle at a = 1."""
+    from deepdenoise1d.classical import bayes_equivariant_posterior_mean
+
+    clean, noisy, _ = noisy_pairs(np.random.default_rng([12, 5]), 300, 3.0)
+    # a grid of a that a factor 2 maps onto itself: the estimate at 2·y is exactly twice that at y
+    wide = dict(scale_range=(2.0**-6, 2.0**6), n_grid=12 * 40 + 1)
+    once = bayes_equivariant_posterior_mean(noisy, **wide)
+    np.testing.assert_allclose(bayes_equivariant_posterior_mean(2 * noisy, **wide), 2 * once, rtol=1e-6, atol=1e-9)
+    mse = {"aware": ((bayes_posterior_mean(noisy, 3.0) - clean) ** 2).mean(),
+           "equivariant": ((once - clean) ** 2).mean(),
+           "identity": ((noisy - clean) ** 2).mean()}
+    assert mse["aware"] < mse["equivariant"] < 1.02 * mse["aware"] < mse["identity"]
