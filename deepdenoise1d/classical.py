@@ -386,10 +386,11 @@ def bayes_blind_posterior_mean(
 
 def bayes_equivariant_posterior_mean(
     y: np.ndarray,
-    sigma: float = SIGMA,
+    sigma: float | tuple[float, float] = SIGMA,
     scale_range: tuple[float, float] = (0.2, 5.0),
     n_grid: int = 400,
     prior: SpikePrior = SpikePrior(),
+    n_sigma: int = 48,
 ) -> np.ndarray:
     """The best scale-equivariant denoiser of the benchmark: the limit of a model with f(a·y) = a·f(y).
 
@@ -404,12 +405,15 @@ def bayes_equivariant_posterior_mean(
     ----------
     y : np.ndarray
         Noisy signals, shape (L,) or (..., L); each row one signal.
-    sigma : float
-        The noise level of the prior at a = 1.
+    sigma : float or (float, float)
+        The noise level of the prior at a = 1, or a range [low, high] with σ uniform on it (the blind
+        models' prior): then σ is marginalised too, on ``n_sigma`` nodes (:func:`_sigma_grid`).
     scale_range, n_grid
         The grid of a.
     prior : SpikePrior
         The clean-signal distribution at a = 1.
+    n_sigma : int
+        σ nodes when ``sigma`` is a range.
 
     Returns
     -------
@@ -417,13 +421,17 @@ def bayes_equivariant_posterior_mean(
         The estimate, same shape as ``y``.
     """
     y = np.asarray(y, dtype=np.float64)
+    sigmas, log_prior = _sigma_grid(tuple(sigma) if np.ndim(sigma) else (sigma, sigma), n_sigma)
     top = np.full(y.shape[:-1], -np.inf)
     norm = np.zeros(y.shape[:-1])
     acc = np.zeros(y.shape)
-    for log_a in np.linspace(np.log(scale_range[0]), np.log(scale_range[1]), n_grid):
+    nodes = [(s, lp, la) for s, lp in zip(sigmas, log_prior)
+             for la in np.linspace(np.log(scale_range[0]), np.log(scale_range[1]), n_grid)]
+    for sigma_k, lp, log_a in nodes:
         a = np.exp(log_a)
-        loglik, mean = _spike_loglik_and_mean(y / a, sigma, prior)
-        score = loglik - y.shape[-1] * log_a - 2 * log_a  # p(y | a) = a^-L p(y/a | 1), times the loss weight a^-2
+        loglik, mean = _spike_loglik_and_mean(y / a, sigma_k, prior)
+        # p(y | a) = a^-L p(y/a | 1), times the loss weight a^-2, times σ's prior mass
+        score = loglik - y.shape[-1] * log_a - 2 * log_a + lp
         new_top = np.maximum(top, score)
         rescale, weight = np.exp(top - new_top), np.exp(score - new_top)
         norm = norm * rescale + weight
