@@ -89,3 +89,10 @@ def test_record_study_trains_a_net_on_the_record_scores_it_and_reuses_the_run(tm
     again = json.loads((tmp_path / "r.json").read_text())[0]
     assert again["training"] == "reused" and again["record_net"]["true"] == net["true"]
     assert "| reused |" in (tmp_path / "r.md").read_text()
+
+
+def test_equivariant_limits_orders_the_three_oracles():
+    from conftest import load_script
+
+    limits = load_script(REPO_ROOT / "scripts" / "equivariant_limits.py", "equivariant_limits").limits(2026, 40, 2.0)
+    assert limits["bayes"] < limits["blind"] < limits["equivariant blind"] < 2.0  # each knows less; all beat the noise
