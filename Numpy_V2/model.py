@@ -224,8 +224,10 @@ class NumpyICNN:
             raise InputError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
         if not self.config.equivariant:
             return self.unet(x, h, mode)
-        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y).
+        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y); from y, as every caller computes it.
         x = np.asarray(x, dtype=self.dtype)
+        if h is None and self.wienernet is not None:
+            h = wiener_prior(x)
         s = noise_scale(x)
         return s * self.unet(x / np.where(s > 0, s, self.dtype.type(1)), h, mode)
 

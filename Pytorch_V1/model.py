@@ -237,7 +237,9 @@ class ICNN_s(nn.Module):
             raise ValueError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
         if not self.config.equivariant:
             return self.unet(x, h, mode)
-        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y).
+        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y); from y, as every caller computes it.
+        if h is None and self.wienernet is not None:
+            h = wiener_prior(x)
         s = noise_scale(x)
         return s * self.unet(x / torch.where(s > 0, s, torch.ones_like(s)), h, mode)
 

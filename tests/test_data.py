@@ -383,7 +383,9 @@ def test_a_record_in_large_units_is_denoised_in_its_units(tmp_path):
     np.save(tmp_path / "record.npy", record)
     # enough steps (about 20 s on a CPU) for the output to leave the untrained net's near-zero start
     run = {**RECORD_RUN, "steps": 500, "eval_every": 250, "save_every": 250}
-    train(TrainConfig(**run, data=str(tmp_path / "record.npy"), crop_length=64), tmp_path / "run")
+    # the plain network, which sees absolute values: input_scale is what carries it across units
+    plain = {"prior": True, "norm": "bn", "equivariant": False}
+    train(TrainConfig(**run, data=str(tmp_path / "record.npy"), crop_length=64, model=plain), tmp_path / "run")
     model, ckpt = load_model(tmp_path / "run" / "ckpt_best.pth")
     assert abs(model.config.input_scale / (1000 * sigma) - 1) < 0.15  # recorded in the model config
     assert ckpt["config"]["model"]["input_scale"] == model.config.input_scale
