@@ -221,14 +221,8 @@ class TrainState:
 
 
 def trained_model_config(cfg, state: TrainState) -> ModelConfig:
-    """The ModelConfig saved with the weights: architecture, chosen BN mode and the σ range trained on.
-
-    An equivariant model trained on the user's data (``--data``) records no range: its out-of-range
-    warning compares signal-to-noise with the synthetic spike prior's, which that model never saw.
-    """
-    own_data = cfg.data is not None and cfg.model.get("equivariant", False)
-    return ModelConfig.from_dict({**cfg.model, "bn_mode": state.bn_mode, "sigma_range": None if own_data else cfg.sigma},
-                                 "train config")
+    """The ModelConfig saved with the weights: architecture, chosen BN mode and the σ range trained on."""
+    return ModelConfig.from_dict({**cfg.model, "bn_mode": state.bn_mode, "sigma_range": cfg.sigma}, "train config")
 
 
 def checkpoint_dict(cfg, parts: Parts, state: TrainState, stream, stream_state, workers: Workers) -> dict:

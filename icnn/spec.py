@@ -127,7 +127,7 @@ class ModelConfig:
         if not isinstance(d, dict):
             raise InputError(f"{source}: model config must be a dict, got {type(d).__name__}")
         known = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-        if "sigma_range" not in d:  # written before the field: the training sigma says it; a recorded None stays
+        if known.get("sigma_range") is None:
             known["sigma_range"] = sigma_range_of(train_sigma)
         config = cls.__new__(cls)
         for f in fields(cls):

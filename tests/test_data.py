@@ -176,8 +176,7 @@ def test_folder_run_validates_on_its_held_out_split(sigma2_folder, tmp_path, cap
     assert train_cfg["data"] == str(folder) and train_cfg["val_size"] == 120
     assert train_cfg["split"]["n_signals"] == 1200 and train_cfg["split"]["n_val"] == 120
     assert abs(train_cfg["sigma"][0] / 2.0 - 1) < 0.05 and train_cfg["sigma"][0] == train_cfg["sigma"][1]
-    # an equivariant model trained on the user's data records no warning range (the spike prior's is not its own)
-    assert best["config"]["model"]["equivariant"] and best["config"]["model"]["sigma_range"] is None
+    assert best["config"]["model"]["sigma_range"] == train_cfg["sigma"]
     _, val_idx = split_indices(1200, 120, train_cfg["seed"])
     model, _ = load_model(run / "ckpt_best.pth")
     mode = best["config"]["model"]["bn_mode"]
@@ -352,9 +351,6 @@ def test_a_record_trains_label_free_and_records_its_crop_length_and_scale(tmp_pa
     assert cfg["model"]["train_length"] == 64
     assert abs(cfg["train"]["input_scale"] / sigma - 1) < 0.15  # the estimated σ
     assert cfg["train"]["sigma"] == [1.0, 1.0]  # the network saw noise of std 1
-    # an equivariant model trained on a record: no range, so no warning against the spike prior it never saw
-    assert cfg["model"]["equivariant"] and cfg["model"]["sigma_range"] is None
-    assert load_model(tmp_path / "run" / "ckpt_best.pth")[0].config.sigma_range is None
     val_starts, _ = record_split(2048, 64)
     assert cfg["train"]["split"]["val_starts"] == val_starts.tolist() and cfg["train"]["val_size"] == val_starts.size
     assert f"{val_starts.size} windows of 64" in err

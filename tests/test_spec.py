@@ -16,7 +16,6 @@ def test_model_config_round_trip():
     assert ModelConfig(sigma_range=3).sigma_range == [3.0, 3.0]  # one sigma s is [s, s]
     assert ModelConfig.from_dict({}, train_sigma=[1, 2]).sigma_range == [1.0, 2.0]
     assert ModelConfig.from_dict({}, train_sigma="auto").sigma_range is None  # nothing derived from a non-number
-    assert ModelConfig.from_dict({"sigma_range": None}, train_sigma=[1, 2]).sigma_range is None  # recorded: kept
 
 
 @pytest.mark.parametrize("config", [ModelConfig(), ModelConfig(prior=False), ModelConfig(norm="sparse_bn")])
