@@ -366,22 +366,31 @@ def bayes_blind_posterior_mean(
     """
     y = np.asarray(y, dtype=np.float64)
     grid, log_prior = _sigma_grid(sigma_range, n_grid)
-    # Streaming softmax over the grid: never hold all K posterior means at once.
-    top = np.full(y.shape[:-1], -np.inf)
-    norm = np.zeros(y.shape[:-1])
-    acc = np.zeros(y.shape)
-    sigma_acc = np.zeros(y.shape[:-1])
-    for sigma, lp in zip(grid, log_prior):
-        loglik, mean = _spike_loglik_and_mean(y, sigma, prior)
-        score = loglik + lp
+    def terms():
+        for sigma, lp in zip(grid, log_prior):
+            loglik, mean = _spike_loglik_and_mean(y, sigma, prior)
+            yield loglik + lp, mean, sigma
+
+    out, sigma_mean = _posterior_average(terms(), y.shape)
+    return (out, sigma_mean) if return_sigma else out
+
+
+def _posterior_average(terms, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Σ_k w_k·mean_k / Σ_k w_k and Σ_k w_k·value_k / Σ_k w_k, with w_k = exp(score_k), for ``terms``
+    yielding (score (...,), mean (..., L), value): a streaming softmax, so the K posterior means are
+    never held at once and no weight overflows."""
+    top = np.full(shape[:-1], -np.inf)
+    norm = np.zeros(shape[:-1])
+    acc = np.zeros(shape)
+    value_acc = np.zeros(shape[:-1])
+    for score, mean, value in terms:
         new_top = np.maximum(top, score)
         scale, weight = np.exp(top - new_top), np.exp(score - new_top)
         norm = norm * scale + weight
         acc = acc * scale[..., None] + weight[..., None] * mean
-        sigma_acc = sigma_acc * scale + weight * sigma
+        value_acc = value_acc * scale + weight * value
         top = new_top
-    out = acc / norm[..., None]
-    return (out, sigma_acc / norm) if return_sigma else out
+    return acc / norm[..., None], value_acc / norm
 
 
 def bayes_equivariant_posterior_mean(
@@ -422,19 +431,14 @@ def bayes_equivariant_posterior_mean(
     """
     y = np.asarray(y, dtype=np.float64)
     sigmas, log_prior = _sigma_grid(tuple(sigma) if np.ndim(sigma) else (sigma, sigma), n_sigma)
-    top = np.full(y.shape[:-1], -np.inf)
-    norm = np.zeros(y.shape[:-1])
-    acc = np.zeros(y.shape)
-    nodes = [(s, lp, la) for s, lp in zip(sigmas, log_prior)
-             for la in np.linspace(np.log(scale_range[0]), np.log(scale_range[1]), n_grid)]
-    for sigma_k, lp, log_a in nodes:
-        a = np.exp(log_a)
-        loglik, mean = _spike_loglik_and_mean(y / a, sigma_k, prior)
-        # p(y | a) = a^-L p(y/a | 1), times the loss weight a^-2, times σ's prior mass
-        score = loglik - y.shape[-1] * log_a - 2 * log_a + lp
-        new_top = np.maximum(top, score)
-        rescale, weight = np.exp(top - new_top), np.exp(score - new_top)
-        norm = norm * rescale + weight
-        acc = acc * rescale[..., None] + weight[..., None] * (a * mean)
-        top = new_top
-    return acc / norm[..., None]
+    log_scales = np.linspace(np.log(scale_range[0]), np.log(scale_range[1]), n_grid)
+
+    def terms():
+        for sigma_k, lp in zip(sigmas, log_prior):
+            for log_a in log_scales:
+                a = np.exp(log_a)
+                loglik, mean = _spike_loglik_and_mean(y / a, sigma_k, prior)
+                # p(y | a) = a^-L p(y/a | 1), times the loss weight a^-2, times σ's prior mass
+                yield loglik - y.shape[-1] * log_a - 2 * log_a + lp, a * mean, a
+
+    return _posterior_average(terms(), y.shape)[0]

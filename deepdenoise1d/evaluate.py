@@ -366,19 +366,13 @@ class SigmaRangeCheck:
         median = float(np.median(est))
         pooled = math.exp(max(SIGMA_Z * 1.2533 * spread / math.sqrt(est.size), math.log1p(SIGMA_POOLED_FLOOR)))
         pooled_out = median > self.high * pooled or median < self.low / pooled
-        flagged = int(above.sum() + below.sum())
-        if not pooled_out and flagged <= SIGMA_FLAG_SHARE * est.size:
+        if not _worth_warning(above, below, pooled_out):
             return None
         trained = f"{self.low:g}" if self.low == self.high else f"{self.low:g}..{self.high:g}"
         seen = f"estimated σ / the model's input scale {self.scale:g}" if self.scale != 1.0 else "estimated σ"
         parts = [f"warning: the model was trained on noise σ {trained}, but the input's {seen} is "
                  f"{median:.3g} (median of {est.size} signal(s), {_times(median, self.low, self.high)})"]
-        if above.any():
-            parts.append(f"{int(above.sum())} signal(s) above it beyond estimation error "
-                         f"(up to σ̂ {est.max():.3g}, {est.max() / self.high:.2f}× the top)")
-        if below.any():
-            parts.append(f"{int(below.sum())} signal(s) below it (down to σ̂ {est.min():.3g}, "
-                         f"{self.low / est.min():.2f}× under the bottom)")
+        parts += _outside_parts(est, above, below, self.low, self.high, "σ̂ ")
         return "; ".join(parts) + "; expect worse denoising there"
 
     def snr_warning(self) -> str | None:
@@ -399,22 +393,34 @@ class SigmaRangeCheck:
         m_least, m_most = _snr_bounds(np.array(median), SIGMA_Z * spread * pooled,
                                       SIGMA_Z * pooled / math.sqrt(max(self.length, 1)))
         pooled_out = bool(m_least > ceiling or m_most < floor)
-        flagged = int(above.sum() + below.sum())
-        if not pooled_out and flagged <= SIGMA_FLAG_SHARE * snr.size:
+        if not _worth_warning(above, below, pooled_out):
             return None
         trained = f"{bottom:.2g}" if bottom == top else f"{bottom:.2g}..{top:.2g}"
         where = _times(median, bottom, top) if median > 0 else "no signal above the noise"
         parts = [f"warning: the model was trained on spike signals at signal-to-noise (signal RMS / σ) {trained}; "
                  f"this input's is {median:.3g} (median of {snr.size} signal(s), {where})"]
-        if above.any():
-            parts.append(f"{int(above.sum())} signal(s) above it beyond estimation error "
-                         f"(up to {snr.max():.3g}, {snr.max() / top:.2f}× the top)")
-        if below.any():
-            low_end = snr.min()
-            parts.append(f"{int(below.sum())} signal(s) below it (down to {low_end:.3g}"
-                         + (f", {bottom / low_end:.2f}× under the bottom)" if low_end > 0 else ")"))
+        parts += _outside_parts(snr, above, below, bottom, top)
         return ("; ".join(parts) + "; its output is in the input's units, but expect worse denoising on signals "
                 "of another signal-to-noise or shape")
+
+
+def _worth_warning(above: np.ndarray, below: np.ndarray, pooled_out: bool) -> bool:
+    """The share rule of both range warnings: the median is out, or more than SIGMA_FLAG_SHARE of the signals are."""
+    return pooled_out or int(above.sum() + below.sum()) > SIGMA_FLAG_SHARE * above.size
+
+
+def _outside_parts(values: np.ndarray, above: np.ndarray, below: np.ndarray, low: float, high: float,
+                   label: str = "") -> list[str]:
+    """The clauses naming the signals above and below [low, high], with the extreme ``values`` (shown after ``label``)."""
+    parts = []
+    if above.any():
+        parts.append(f"{int(above.sum())} signal(s) above it beyond estimation error "
+                     f"(up to {label}{values.max():.3g}, {values.max() / high:.2f}× the top)")
+    if below.any():
+        low_end = values.min()
+        parts.append(f"{int(below.sum())} signal(s) below it (down to {label}{low_end:.3g}"
+                     + (f", {low / low_end:.2f}× under the bottom)" if low_end > 0 else ")"))
+    return parts
 
 
 def _snr_bounds(snr: np.ndarray, log_error: float, noise_error: float) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import shlex
 import subprocess
 import sys
@@ -345,10 +344,7 @@ def main(argv=None) -> list[dict]:
     print("\n".join(summary_table(summaries)))
     print(verdict(summaries))
     print(f"total {seconds:.1f} s")
-    atomic_write(args.output, lambda f: f.write(text.encode()))
-    atomic_write(args.output.with_suffix(".json"),
-                 lambda f: f.write(json.dumps(summaries, indent=2, allow_nan=True).encode()))
-    print(f"wrote {args.output} and {args.output.with_suffix('.json')}", file=sys.stderr)
+    study.write_report(args.output, text, summaries)
     return summaries
 
 

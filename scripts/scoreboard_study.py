@@ -249,11 +249,15 @@ def main(argv=None) -> None:
     print("\n".join(summary_table(summaries)))
     print(f"total {seconds:.1f} s")
     if args.output is not None:
-        atomic_write(args.output, lambda f: f.write(text.encode()))
-        atomic_write(args.output.with_suffix(".json"),
-                     lambda f: f.write(json.dumps(summaries, indent=2, allow_nan=True).encode()))
-        print(f"wrote {args.output} and {args.output.with_suffix('.json')}", file=sys.stderr)
+        write_report(args.output, text, summaries)
     return summaries
+
+
+def write_report(output: Path, text: str, summaries: list[dict]) -> None:
+    """The Markdown report at ``output`` and its numbers as JSON beside it (``.json``), each written atomically."""
+    atomic_write(output, lambda f: f.write(text.encode()))
+    atomic_write(output.with_suffix(".json"), lambda f: f.write(json.dumps(summaries, indent=2, allow_nan=True).encode()))
+    print(f"wrote {output} and {output.with_suffix('.json')}", file=sys.stderr)
 
 
 if __name__ == "__main__":
