@@ -16,8 +16,8 @@ ONE noise draw of σ = std(clean) / ``--rsnr``: scoreboard_study's first draw,
 Per record, in ``--work-dir``/NAME: the noisy record is saved (``noisy.npy``) and
 ``Pytorch_V1/train.py --data noisy.npy --loss sure --sigma auto --run-dir run`` (plus
 ``--train-args``) trains a network on it alone, with no label and no given σ; its wall time is
-measured. A folder that already holds a run is replaced (train.py ``--overwrite``), or, with
-``--reuse``, a finished one (``run/ckpt_best.pth``) is taken as it is, provided it was trained on
+measured. A folder that already holds a run is refused before any training, unless ``--overwrite``
+(train.py ``--overwrite`` replaces it) or ``--reuse``: a finished one (``run/ckpt_best.pth``) is taken as it is, provided it was trained on
 this same noisy draw. ``pth2h5.py`` converts ``ckpt_best.pth`` to ``run/ckpt_best.h5``, which
 ``Numpy_V2.model.load_h5`` loads: the candidate ``record_net`` (fixed BN, windows of its training
 length as the shipped models get). A training that fails is reported as such and the study goes on.
@@ -94,6 +94,9 @@ def get_args(argv=None) -> argparse.Namespace:
                    "record)")
     p.add_argument("--reuse", action="store_true",
                    help="take a finished run (WORK/NAME/run/ckpt_best.pth) as it is instead of training again")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again where WORK/NAME/run already holds a run, replacing it (without it, or --reuse, "
+                   "such a folder is refused)")
     p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, metavar="DIR",
                    help="noisy records and training runs, one folder per record (default %(default)s)")
     p.add_argument("--output", type=Path, default=None, metavar="PATH",
@@ -160,7 +163,7 @@ def train_record(name: str, y: np.ndarray, folder: Path, extra: list[str], reuse
         command = [sys.executable, TRAIN, "--data", noisy, "--loss", "sure", "--sigma", "auto", "--run-dir", run,
                    *extra]
         if (run / ".train-run").is_file() and not {"--resume", "--overwrite"} & set(extra):
-            command.append("--overwrite")  # a study run replaces the record's previous run
+            command.append("--overwrite")  # main checked that the user asked for it (refuse_earlier_runs)
         print(f"[{name}] {shlex.join(map(str, command))}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         code, tail = stream(command, name)
@@ -316,11 +319,22 @@ def draw_figure(s: dict, clean: np.ndarray, noisy: np.ndarray, outputs: dict, pa
     return plots.save_figure(fig, path)
 
 
+def refuse_earlier_runs(args, records: dict) -> None:
+    """One line, before any training, when a record's folder holds a run this study would replace unasked."""
+    for name in records:
+        run = args.work_dir / name / "run"
+        kept = args.reuse and (run / "ckpt_best.pth").is_file()
+        if run.exists() and not kept and not args.overwrite and "--resume" not in args.train_args:
+            raise InputError(f"{show_path(run)} already holds a run: --reuse scores a finished one as it is, "
+                             "--overwrite trains again and replaces it")
+
+
 def main(argv=None) -> list[dict]:
     args = get_args(argv)
     for path in (args.output, args.output.with_suffix(".json")):
         guard_output(path)
     records = select_records(args)
+    refuse_earlier_runs(args, records)
     models = study.load_models(args.models)
     start = time.perf_counter()
     summaries = []

@@ -66,6 +66,8 @@ def test_record_study_trains_a_net_on_the_record_scores_it_and_reuses_the_run(tm
 
     from conftest import load_script
 
+    from deepdenoise1d.errors import InputError
+
     record_study = load_script(REPO_ROOT / "scripts" / "record_study.py", "record_study")
     work = tmp_path / "work"
     args = ["--records", "Bumps_2048", "--sizes", "2048", "--models", "--train-args",
@@ -89,6 +91,10 @@ def test_record_study_trains_a_net_on_the_record_scores_it_and_reuses_the_run(tm
     again = json.loads((tmp_path / "r.json").read_text())[0]
     assert again["training"] == "reused" and again["record_net"]["true"] == net["true"]
     assert "| reused |" in (tmp_path / "r.md").read_text()
+    # neither flag: the earlier run is refused in one line, untouched
+    with pytest.raises(InputError, match="already holds a run: --reuse .* --overwrite"):
+        record_study.main(args)
+    assert best.stat().st_mtime_ns == stamp
 
 
 def test_equivariant_limits_orders_the_three_oracles():
