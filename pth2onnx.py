@@ -64,7 +64,7 @@ from torch import nn
 import Pytorch_V1.model as torch_model
 from icnn.spec import BN_MODES, MIN_LENGTH, ModelConfig
 from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, load_state_dict_strict, model_config_of
-from Pytorch_V1.model import ICNN_s, wiener_prior
+from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.cli import add_bn_mode_arg, add_overwrite_arg, output_file
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
@@ -190,7 +190,7 @@ def export_graph(model: ICNN_s, bn_mode: str):
     wrapper = (_Exported if prior else _ExportedNoPrior)(export_form(model), bn_mode).eval()
     names = ["x", "h"] if prior else ["x"]
     example = spike_batch(3, 100)
-    args = (example, wiener_prior(example)) if prior else (example,)
+    args = (example, model.prior(example)) if prior else (example,)
     batch = torch.export.Dim(BATCH_AXIS, min=1)
     length = torch.export.Dim(LENGTH_AXIS, min=MIN_LENGTH)
     dynamic = {name: {0: batch, 2: length} for name in names}
@@ -271,9 +271,8 @@ def self_check(data: bytes, model: ICNN_s, bn_mode: str) -> None:
     for length in SELF_CHECK_LENGTHS:
         x = spike_batch(2, length, seed=length)
         feed = {"x": x.numpy()}
-        h = None
-        if model.wienernet is not None:
-            h = wiener_prior(x)
+        h = model.prior(x)
+        if h is not None:
             feed["h"] = h.numpy()
         with torch.no_grad():
             expected = scaled_forward(model, x, h, bn_mode, model.config.input_scale).numpy()

@@ -31,7 +31,7 @@ import threading
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from icnn.spec import BN_EPS, DECODER, ENCODER, MODULATED_PART, PRIOR_ENCODER, PRIOR_TAPS, SCALE_MAD, SKIPS
+from icnn.spec import BN_EPS, DECODER, ENCODER, MODULATED_PART, PRIOR_ENCODER, PRIOR_TAPS, SCALE_MAD, SKIPS, baseline_index
 from Numpy_V2 import layers
 from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 
@@ -385,6 +385,19 @@ def network_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
         Shape (N, L, L), ``jacobian[n, i, j] = ∂f_i/∂y_j``.
     """
     y = np.asarray(y, dtype=np.float64)
+    if getattr(net.config, "baseline", "none") == "median":
+        # f(y) = m + F(y − m·1), m = y_k the lower median: J_f = J_F(I − 1 e_kᵀ) + 1 e_kᵀ = J_F + (1 − J_F 1) e_kᵀ
+        k = np.argpartition(y, baseline_index(y.shape[-1]), axis=-1)[:, baseline_index(y.shape[-1])]
+        rows = np.arange(y.shape[0])
+        m = y[rows, k][:, None]
+        out, jac = _scaled_dual(net, y - m, mode, features, tangent_dtype)
+        jac[rows, :, k] += 1.0 - jac.sum(axis=2)
+        return out + m, jac
+    return _scaled_dual(net, y, mode, features, tangent_dtype)
+
+
+def _scaled_dual(net, y: np.ndarray, mode: str, features: dict | None, tangent_dtype) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`network_dual` after the baseline: s(y)·g(y / s(y)) for an equivariant model, else g(y)."""
     if not getattr(net.config, "equivariant", False):
         return unet_dual(net, y, mode, features, tangent_dtype)
     # f(y) = s(y)·g(u), u = y / s: J_f = J_g(u) + (g(u) − J_g(u)·u) ∇sᵀ, since J_g(u)·(∂u/∂y) = J_g(I − u ∇sᵀ)/s.

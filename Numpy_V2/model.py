@@ -24,6 +24,7 @@ from icnn.spec import (
     PRIOR_ENCODER,
     PRIOR_TAPS,
     SCALE_MAD,
+    baseline_index,
     SKIPS,
     ModelConfig,
     check_bn_mode,
@@ -222,14 +223,30 @@ class NumpyICNN:
             raise InputError(f"expected input of shape (N, 1, L), got {x.shape}")
         if x.shape[2] < MIN_LENGTH:
             raise InputError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
-        if not self.config.equivariant:
+        offset_free = self.config.baseline == "median"
+        if not (self.config.equivariant or offset_free):
             return self.unet(x, h, mode)
-        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y); from y, as every caller computes it.
         x = np.asarray(x, dtype=self.dtype)
+        m = baseline(x) if offset_free else None
+        if offset_free:
+            x = x - m
+        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y); from y − m, as self.prior computes it.
         if h is None and self.wienernet is not None:
             h = wiener_prior(x)
-        s = noise_scale(x)
-        return s * self.unet(x / np.where(s > 0, s, self.dtype.type(1)), h, mode)
+        if self.config.equivariant:
+            s = noise_scale(x)
+            out = s * self.unet(x / np.where(s > 0, s, self.dtype.type(1)), h, mode)
+        else:
+            out = self.unet(x, h, mode)
+        return out + m if offset_free else out
+
+    def prior(self, x: np.ndarray) -> np.ndarray | None:
+        """The Wiener prior h that :meth:`forward` computes for (N, 1, L) signals x (None without the branch):
+        of x itself, or of x − m(x) for an offset-free model."""
+        if self.wienernet is None:
+            return None
+        x = np.asarray(x)
+        return wiener_prior(x - baseline(x) if self.config.baseline == "median" else x)
 
     def unet(self, x: np.ndarray, h: np.ndarray | None, mode: str) -> np.ndarray:
         """The network g on (N, 1, L) signals, without the scale normalisation of an equivariant model."""
@@ -288,19 +305,21 @@ class NumpyICNN:
         if noisy.shape[1] > window:  # longer than the training signals: overlapping windows of that length, blended
             length = noisy.shape[1]
             return denoise_windows(noisy, lambda block: self.denoise(block, mode, threads, chunk), window,
-                                   batch=chunk, out=out, dtype=self.dtype,
+                                   batch=chunk, out=out, dtype=out.dtype,
                                    check=lambda raw, flat: check_span(raw, flat, length, "input", self.dtype))
         scale = self.config.input_scale  # applied per window (the windowed path above recurses here)
 
         def denoise_block(start: int) -> None:
             raw = noisy[start : start + FORWARD_BLOCK]
             check_chunk(raw, start, "input", self.dtype)
-            x = raw.astype(self.dtype)[:, None, :]  # (n, 1, L)
+            # an offset-free model's baseline comes off in the input's precision, so a float64 offset loses nothing
+            m = baseline(np.asarray(raw, dtype=np.float64)) if self.config.baseline == "median" else None
+            x = (raw if m is None else raw - m).astype(self.dtype)[:, None, :]  # (n, 1, L)
             if scale != 1.0:  # trained on data divided by it: the net (and its prior h) sees y / s
                 x = x / self.dtype.type(scale)
-            h = wiener_prior(x) if self.wienernet is not None else None
-            y = self._forward(x, h, mode)[:, 0]
-            out[start : start + x.shape[0]] = y * self.dtype.type(scale) if scale != 1.0 else y
+            y = self._forward(x, self.prior(x), mode)[:, 0]
+            y = y * self.dtype.type(scale) if scale != 1.0 else y
+            out[start : start + x.shape[0]] = y if m is None else y + m
 
         for chunk_start in range(0, noisy.shape[0], chunk):
             stop = min(chunk_start + chunk, noisy.shape[0])
@@ -315,6 +334,13 @@ def noise_scale(x: np.ndarray) -> np.ndarray:
     median = np.partition(diffs, k, axis=-1)[..., k : k + 1] / x.dtype.type(SCALE_MAD)
     rms = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float64)).astype(x.dtype)
     return np.where(median > 0, median, rms)
+
+
+def baseline(x: np.ndarray) -> np.ndarray:
+    """m(y) of signals (last axis) with that axis kept as 1, in x's dtype: the lower median, sorted index (L − 1) // 2
+    (``icnn.spec.BASELINES``), as ``Pytorch_V1.model.baseline`` picks it."""
+    k = baseline_index(x.shape[-1])
+    return np.partition(x, k, axis=-1)[..., k : k + 1]
 
 
 def wiener_prior(x: np.ndarray) -> np.ndarray:

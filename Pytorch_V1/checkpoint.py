@@ -323,6 +323,7 @@ RUN_FLAGS = {
     "seed": lambda c: c.seed, "batch_size": lambda c: c.batch_size, "lr": lambda c: c.lr,
     "optimizer": lambda c: c.optimizer, "loss": lambda c: c.loss, "sigma": lambda c: c.sigma,
     "norm": lambda c: c.model["norm"], "no_prior": lambda c: not c.model["prior"],
+    "baseline": lambda c: c.model.get("baseline", "none"),
     "sparsity_weight": lambda c: c.sparsity_weight, "weight_by": lambda c: c.weight_by,
     "sure_epsilon": lambda c: c.sure_epsilon, "sure_probes": lambda c: c.sure_probes,
     "sure_central": lambda c: c.sure_central, "sigma_estimate": lambda c: c.sigma_estimate,

@@ -11,8 +11,8 @@ import torch
 
 from Pytorch_V1.distributed import Workers, note
 from Pytorch_V1.losses import LABEL_FREE
-from icnn.spec import MIN_LENGTH
-from Pytorch_V1.model import wiener_prior
+from icnn.spec import MIN_LENGTH, ModelConfig
+from Pytorch_V1.model import model_prior
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.classical import bayes_posterior_mean
 from deepdenoise1d.dataset import read_folder_dataset
@@ -264,7 +264,7 @@ def validation(cfg, noisy, clean, sigmas, bayes, description, device, prior=None
         probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(device)  # (P, N, 1, L)
         if cfg.sigma_estimate != "true":
             sigmas = per_signal_sigma(noisy, "validation signals", prior)
-    return Validation(x, wiener_prior(x) if cfg.model["prior"] else None, clean,
+    return Validation(x, model_prior(x, ModelConfig.from_dict(cfg.model, "train config")), clean,
                       torch.as_tensor(sigmas, dtype=torch.float32, device=device), probe, bayes, description, prior)
 
 

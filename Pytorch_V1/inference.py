@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from icnn.spec import CHUNK, check_bn_mode
-from Pytorch_V1.model import ICNN_s, wiener_prior
+from icnn.spec import CHUNK, baseline_index, check_bn_mode
+from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.io import check_chunk, check_span
 from deepdenoise1d.windows import denoise_windows
@@ -38,6 +38,12 @@ def configure_threads(n: int) -> None:
 def output_dtype(dtype: np.dtype) -> np.dtype:
     """The input's float dtype (float32 stays float32); anything else becomes float64."""
     return np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def _baseline(rows: np.ndarray) -> np.ndarray:
+    """The lower median of each row, (N, 1), as the model's own baseline picks it (``icnn.spec.baseline_index``)."""
+    k = baseline_index(rows.shape[-1])
+    return np.partition(rows, k, axis=-1)[:, k : k + 1]
 
 
 @torch.no_grad()
@@ -75,15 +81,18 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
     if noisy.shape[-1] > window:  # longer than the training signals: overlapping windows of that length, blended
         length = noisy.shape[-1]
         return denoise_windows(noisy, lambda block: denoise(model, block, mode, chunk), window, batch=chunk, out=out,
+                               dtype=out.dtype,
                                check=lambda raw, flat: check_span(raw, flat, length, "input", np.float32))
     scale = model.config.input_scale  # applied per window (the windowed path above recurses here)
     for start in range(0, noisy.shape[0], chunk):
         raw = noisy[start : start + chunk]
         check_chunk(raw, start, "input", np.float32)  # finite, and inside float32's range: never NaN out
-        x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))[:, None].to(device)
+        # an offset-free model's baseline comes off in the input's precision, so a float64 offset loses nothing
+        m = _baseline(np.asarray(raw, dtype=np.float64)) if model.config.baseline == "median" else None
+        x = torch.from_numpy(np.ascontiguousarray(raw if m is None else raw - m, dtype=np.float32))[:, None].to(device)
         if scale != 1.0:  # trained on data divided by it: the net (and its prior h) sees y / s
             x = x / scale
-        h = wiener_prior(x) if model.wienernet is not None else None
-        y = model(x, h, mode)[:, 0]
-        out[start : start + chunk] = (y * scale if scale != 1.0 else y).cpu().numpy()
+        y = model(x, model.prior(x), mode)[:, 0]
+        y = (y * scale if scale != 1.0 else y).cpu().numpy()
+        out[start : start + chunk] = y if m is None else y + m
     return out

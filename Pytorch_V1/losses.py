@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from Pytorch_V1.model import wiener_prior
 from deepdenoise1d.classical import bayes_mse
 from deepdenoise1d.noise import per_signal_sigma
 
@@ -199,5 +198,5 @@ def r2r_per_signal(model, x: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor,
 
 
 def _perturbed(model, x: torch.Tensor, with_prior: bool) -> torch.Tensor:
-    """f at a perturbed input, the prior h recomputed from it (h is part of f)."""
-    return model(x, wiener_prior(x) if with_prior else None)
+    """f at a perturbed input, the prior h recomputed from it by the forward (h is part of f)."""
+    return model(x)

@@ -25,6 +25,7 @@ from icnn.spec import (
     PRIOR_ENCODER,
     PRIOR_TAPS,
     SCALE_MAD,
+    baseline_index,
     SPARSE_THRESHOLD_INIT,
     ModelConfig,
     check_bn_mode,
@@ -235,13 +236,26 @@ class ICNN_s(nn.Module):
             raise ValueError(f"expected input of shape (N, 1, L), got {tuple(x.shape)}")
         if x.shape[2] < MIN_LENGTH:
             raise ValueError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
-        if not self.config.equivariant:
+        offset_free = self.config.baseline == "median"
+        if not (self.config.equivariant or offset_free):
             return self.unet(x, h, mode)
-        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y); from y, as every caller computes it.
+        m = baseline(x) if offset_free else None
+        if offset_free:
+            x = x - m
+        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y); from y − m, as self.prior computes it.
         if h is None and self.wienernet is not None:
             h = wiener_prior(x)
-        s = noise_scale(x)
-        return s * self.unet(x / torch.where(s > 0, s, torch.ones_like(s)), h, mode)
+        if self.config.equivariant:
+            s = noise_scale(x)
+            out = s * self.unet(x / torch.where(s > 0, s, torch.ones_like(s)), h, mode)
+        else:
+            out = self.unet(x, h, mode)
+        return out + m if offset_free else out
+
+    def prior(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The Wiener prior h that :meth:`forward` computes for (N, 1, L) signals x (None without the branch):
+        of x itself, or of x − m(x) for an offset-free model."""
+        return model_prior(x, self.config)
 
     def unet(self, x: torch.Tensor, h: torch.Tensor | None, mode: str) -> torch.Tensor:
         """The network g on (N, 1, L) signals, without the scale normalisation of an equivariant model."""
@@ -282,6 +296,20 @@ def noise_scale(x: torch.Tensor) -> torch.Tensor:
     median = torch.topk(diffs, (x.shape[-1] - 2) // 2 + 1, dim=-1, largest=False).values[..., -1:] / SCALE_MAD
     rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) / x.shape[-1] ** 0.5
     return torch.where(median > 0, median, rms)
+
+
+def baseline(x: torch.Tensor) -> torch.Tensor:
+    """m(y) of (N, 1, L) signals as (N, 1, 1): the lower median, sorted index (L − 1) // 2 (``icnn.spec.BASELINES``)."""
+    # the last of the k + 1 smallest: topk exports to ONNX, kthvalue does not
+    return torch.topk(x, baseline_index(x.shape[-1]) + 1, dim=-1, largest=False).values[..., -1:]
+
+
+def model_prior(x: torch.Tensor, config: ModelConfig) -> torch.Tensor | None:
+    """The Wiener prior h a model of ``config`` computes for (N, 1, L) signals x: None without the prior
+    branch; of x − m(x) for an offset-free model; else of x."""
+    if not config.prior:
+        return None
+    return wiener_prior(x - baseline(x) if config.baseline == "median" else x)
 
 
 def wiener_prior(x: torch.Tensor) -> torch.Tensor:

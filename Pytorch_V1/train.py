@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from icnn.spec import BN_MODES, BN_TRAIN_STATS, CHUNK, MIN_LENGTH, NORMS, ModelConfig
+from icnn.spec import BASELINES, BN_MODES, BN_TRAIN_STATS, CHUNK, MIN_LENGTH, NORMS, ModelConfig
 from Pytorch_V1.checkpoint import (RESUMABLE, RUN_FLAGS, Parts, TrainState, checkpoint_dict, file_sha256,
                                    load_initial_weights, load_resume_point, restore, resumed_config, save_checkpoint)
 from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_EPSILON, VAL_FRACTION, Validation,
@@ -54,7 +54,7 @@ from Pytorch_V1.distributed import (Workers, gather_stream_state, leave_worker, 
                                     wrap_model)
 from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.losses import LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, WEIGHTS, UnsureEta, compute_loss, sure_per_signal
-from Pytorch_V1.model import ICNN_s, wiener_prior
+from Pytorch_V1.model import ICNN_s
 from Pytorch_V1.rundir import RunDir, default_run_dir, open_run
 from Pytorch_V1.schedule import (DATA_PASSES, DATA_PATIENCE, MIN_DATA_STEPS, budget_from_data, stalled,
                                  warn_negative_sure, warn_worse_than_noisy)
@@ -103,7 +103,7 @@ class TrainConfig:
     save_every: int = 500
     warmup: float = 0.05  # fraction of steps with a linear warm-up
     device: str = "auto"
-    model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn", "equivariant": True})
+    model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median"})
     sure_floor: float = SURE_FLOOR_SD  # per-signal SURE is reflected at −this·σ²·√(2/L) (losses.floored_sure); 0: off
     crop_length: int = SIGNAL_LENGTH  # --data RECORD: training crops and validation windows of this length
     input_scale: float = 1.0  # --data RECORD: the record was divided by this (its σ); also in the model config
@@ -156,6 +156,10 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-equivariant", action="store_true", default=None,
                    help="let the network see the input's absolute scale; by default it normalises each signal by its "
                         "own noise scale, so the model works in any units (f(a·y) = a·f(y))")
+    p.add_argument("--baseline", choices=BASELINES,
+                   help="median (default): the network takes each signal's median off and adds it back, so an offset "
+                        "of the record changes nothing but the output's offset (f(y + c) = f(y) + c); none: it sees "
+                        "the absolute level, as the models trained before this option")
     p.add_argument("--weight-by", choices=WEIGHTS,
                    help="per-signal loss weight for blind runs, so no noise level dominates: sigma2 (1/sigma^2) or "
                         "bayes (1/the Bayes MSE at that sigma) (default none)")
@@ -240,7 +244,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         data=a.data, val_size=a.val_size, init=a.init, init_sha256=None if a.init is None else file_sha256(a.init),
         # 0: chosen with the steps (budget_from_data)
         eval_every=pick(a.eval_every, 0 if a.data is not None and a.steps is None else d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
-        model={"prior": not a.no_prior, "norm": pick(a.norm, "bn"), "equivariant": not a.no_equivariant},
+        model={"prior": not a.no_prior, "norm": pick(a.norm, "bn"), "equivariant": not a.no_equivariant,
+               "baseline": pick(a.baseline, "median")},
     )
 
 
@@ -306,7 +311,7 @@ def get_batch(stream, parts: Parts):
     """(x, h, clean, sigmas) of the next batch: tensors, and σ per signal as NumPy (B,); clean None without labels."""
     noisy, clean, sigmas = stream.next_batch()
     x = to_tensor(noisy, parts.device)
-    h = wiener_prior(x) if parts.model.wienernet is not None else None
+    h = parts.model.prior(x)
     clean = to_tensor(clean, parts.device) if clean is not None else None
     return x, h, clean, sigmas
 

@@ -105,9 +105,10 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
     files.add_argument("--plot-range", type=plot_range, metavar="A:B",
                        help="with --plot: the samples A..B-1 to draw (signals of an [N, L] file laid end to end)")
     files.add_argument("--method", choices=("net", "auto") + scoreboard.candidate_names(bn_modes), default=None,
-                       metavar="NAME", help="what denoises --input: net (the default: the network), auto (estimate every "
-                       "candidate's RMSE on this record by SURE, with no clean signal, print the table and write the "
-                       "best one's output), or one candidate: " + ", ".join(scoreboard.candidate_names(bn_modes)))
+                       metavar="NAME", help="what denoises --input: auto (the default: estimate every candidate's RMSE "
+                       "on this record by SURE, with no clean signal, print the table and write the best one's output; "
+                       "the network is one candidate), net (the network alone, whatever the record), or one "
+                       "candidate: " + ", ".join(scoreboard.candidate_names(bn_modes)))
     parser.add_argument("--json", type=output_file, metavar="PATH",
                         help="with --random: the table as JSON; with --input: what was done (counts, dtype, BN mode, "
                         "σ warning). Never the weights or the input")
@@ -131,6 +132,11 @@ def check_test_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     args.repo_samples = args.samples.resolve() == Path(parser.get_default("samples")).resolve()
     if getattr(args, "method", None) is not None and args.input is None:
         parser.error("--method needs --input/--output")
+    # Safe by default: with no --method, --input is denoised by whichever candidate SURE rates best on the
+    # record itself (the networks among them), never by a network that this record may be far from.
+    args.method_chosen_for_you = args.input is not None and getattr(args, "method", None) is None
+    if args.method_chosen_for_you:
+        args.method = "auto"
     if args.input is not None and args.sigma not in (None, "auto") and not uses_scoreboard(args):
         parser.error("--sigma S applies to --random and the figures; with --input σ is estimated per signal "
                      "(for the out-of-range warning)")
@@ -268,7 +274,7 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
 
 
 def uses_scoreboard(args: argparse.Namespace) -> bool:
-    """--method auto or a named candidate (not the plain network, today's default)."""
+    """--method auto (the default of --input) or a named candidate: anything but --method net."""
     return getattr(args, "method", None) not in (None, "net")
 
 
@@ -282,6 +288,9 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
                                                         train_length=backend.train_length, jacobian=backend.jacobian))
     if args.method != "auto" and args.method not in candidates:
         raise InputError(f"--method {args.method} needs the network in that BN mode (pass --weights; check --bn-mode)")
+    if getattr(args, "method_chosen_for_you", False):
+        print(f"{backend.prog}: no --method given: every candidate is scored on this record by SURE and the best one "
+              "written (--method net: the network alone)", file=sys.stderr)
     if source == "estimated":
         print(f"{backend.prog}: {how}; SURE uses their median {sigma:.4g}", file=sys.stderr)
     ranking = None

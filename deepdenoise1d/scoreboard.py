@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from deepdenoise1d import classical, noise, windows
+from deepdenoise1d import classical, noise, swt, tv, windows
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.io import check_chunk, read_signals
 
@@ -45,6 +45,9 @@ PROBE_SEED = 0x5EED5  # probes are seeded (the same record gives the same table)
 WIENER_WINDOWS = (3, 5, 9)
 WAVELETS = ("db4", "sym8")
 SHRINKS = {"bayes": "BayesShrink", "visu": "VisuShrink"}
+TV = "tv"
+TI_WAVELET = "sym8"
+TI_SHRINKS = {"bayes": "BayesShrink", "sure": "SURE"}
 NOISY = "noisy"
 EXACT_LIMIT = 4_000_000  # Jacobian entries (N·L²) a candidate's exact Jacobian may take; beyond it, probes
 
@@ -56,12 +59,15 @@ class Candidate:
     ``f(y)`` maps (N, L) or (L,) to the same shape. ``diagonal(y)`` (optional) gives ∂fᵢ/∂yᵢ for a
     separable f; ``jacobian(rows)`` (optional) the full Jacobian (N, L, L) of each row of an (N, L)
     record, or None where it has none (then probes are used, as when N·L² > ``EXACT_LIMIT``).
-    Either makes the divergence exact and free of probes.
+    ``projection(out)`` (optional), for an f whose Jacobian at y is an orthogonal projection read
+    from its output (exact TV: the averages over its runs), gives that projection's rank.
+    Each makes the divergence exact and free of probes.
     """
 
     f: Callable[[np.ndarray], np.ndarray]
     diagonal: Callable[[np.ndarray], np.ndarray] | None = None
     jacobian: Callable[[np.ndarray], np.ndarray | None] | None = None
+    projection: Callable[[np.ndarray], int] | None = None
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         return self.f(y)
@@ -221,9 +227,14 @@ def sure_estimate(f: Callable | Candidate, y: np.ndarray, sigma: float, probes: 
     n = y.size
     diagonal = diagonal or getattr(f, "diagonal", None)
     full = getattr(f, "jacobian", None)
-    residual = float(np.mean((_apply(f, y) - y) ** 2))
+    out = _apply(f, y)
+    residual = float(np.mean((out - y) ** 2))
     jac = None
-    if diagonal is not None:
+    if getattr(f, "projection", None) is not None:
+        # J = P, a projection of rank K: tr J = ‖J‖²_F = K, and I − 2P is orthogonal (‖·‖²_F = n)
+        rank_k = float(f.projection(out))
+        jac = _Jacobian(rank_k, 0.0, 2.0 * n, rank_k)
+    elif diagonal is not None:
         jac = _diagonal_jacobian(diagonal, y)
     elif full is not None:
         jac = _full_jacobian(full, y)
@@ -295,7 +306,9 @@ def identity(y: np.ndarray) -> np.ndarray:
 
 
 def classical_candidates(sigma: float) -> dict[str, Candidate]:
-    """``noisy``, ``wiener3/5/9``, ``wavelet_{db4,sym8}_{bayes,visu}`` (σ given) and ``soft`` (T = σ)."""
+    """``noisy``, ``wiener3/5/9``, ``wavelet_{db4,sym8}_{bayes,visu}`` (σ given), ``soft`` (T = σ), and the
+    field's strongest peers: ``tv`` (exact total variation, its weight chosen by SURE) and
+    ``wavelet_ti_sym8_{bayes,sure}`` (translation-invariant: the stationary transform)."""
     out = {NOISY: Candidate(identity, diagonal=lambda y: np.ones(np.shape(y)))}
     for window in WIENER_WINDOWS:
         out[f"wiener{window}"] = Candidate(partial(classical.wiener, window=window))
@@ -305,6 +318,11 @@ def classical_candidates(sigma: float) -> dict[str, Candidate]:
                 partial(classical.wavelet, sigma=sigma, method=method, wavelet_name=name))
     out["soft"] = Candidate(partial(classical.soft_threshold, threshold=sigma),
                             diagonal=lambda y: (np.abs(np.asarray(y)) > sigma).astype(np.float64))
+    out[TV] = Candidate(partial(tv.denoise_tv_sure, sigma=sigma),
+                        projection=lambda estimate: tv.runs(estimate.reshape(-1, np.shape(estimate)[-1])))
+    for short, method in TI_SHRINKS.items():
+        out[f"wavelet_ti_{TI_WAVELET}_{short}"] = Candidate(
+            partial(swt.denoise_swt, sigma=sigma, wavelet=TI_WAVELET, method=method))
     return out
 
 

@@ -49,6 +49,18 @@ SKIPS = (("up1", "down3"), ("up2", "down2"), ("up3", "down1"), ("up4", "inc"))
 # signal of zeros gives zeros.
 SCALE_MAD = 0.6744897501960817 * math.sqrt(2)  # median |Δn| of white noise n of unit σ
 
+# What a model does with each signal's baseline. "median": it takes off m(y), the lower median of the
+# signal (sorted index (L − 1) // 2, one sample, so the Jacobian stays exact), before the scale
+# normalisation (s and the Wiener prior are computed from y − m) and adds it back, so
+# f(a·y + c) = a·f(y) + c for a > 0 and any constant c: an offset of the record never reaches the network.
+BASELINES = ("none", "median")
+
+
+def baseline_index(length: int) -> int:
+    """Sorted index of the lower median of ``length`` samples: the baseline m(y) of an offset-free model."""
+    return (length - 1) // 2
+
+
 MAX_WEIGHT_VALUES = 1_000_000  # far above any ICNN_s (~22k); bounds what a reader allocates
 
 
@@ -67,6 +79,8 @@ class ModelConfig:
     divided by s, so both backends denoise y as s · net(y / s) (at 1.0 they skip the arithmetic).
     ``equivariant`` (False when a file does not record it): the network normalises each signal
     by its own noise scale (:data:`SCALE_MAD`), so its output scales with its input in any units.
+    ``baseline`` ("none" when a file does not record it): "median" makes the model offset-free
+    (:data:`BASELINES`).
     """
 
     prior: bool = True  # the Wiener prior branch
@@ -76,6 +90,7 @@ class ModelConfig:
     train_length: int = TRAIN_LENGTH  # samples per training signal: longer inputs are denoised in windows of it
     input_scale: float = 1.0  # the net saw y / input_scale in training: denoise as input_scale · net(y / input_scale)
     equivariant: bool = False  # forward is s(y) · g(y / s(y)): f(a·y) = a·f(y) for a > 0
+    baseline: str = "none"  # one of BASELINES; "median": f(y + c) = f(y) + c
 
     def __post_init__(self):
         self.validate("config")
@@ -88,6 +103,9 @@ class ModelConfig:
                                  f"got {str(getattr(self, name))[:40]}")
         if self.norm not in NORMS or not isinstance(self.norm, str):
             raise InputError(f"{source}: model config field 'norm' must be one of {NORMS}, got {self.norm!r}")
+        if not isinstance(self.baseline, str) or self.baseline not in BASELINES:
+            raise InputError(f"{source}: model config field 'baseline' must be one of {BASELINES}, "
+                             f"got {str(self.baseline)[:40]!r}")
         if self.bn_mode not in BN_MODES or not isinstance(self.bn_mode, str):
             raise InputError(f"{source}: model config field 'bn_mode' must be one of {BN_MODES}, got {self.bn_mode!r}")
         if self.sigma_range is not None:

@@ -1,0 +1,246 @@
+"""The field table: the field's own test signals, every classical peer at its best, the networks, and
+what the default command writes.
+
+    python scripts/field_table.py --output runs/field/field_table.md --fig-dir runs/field
+
+Records (clean signals generated here, nothing downloaded): ``pywt.data.demo_signal`` Bumps, Blocks,
+HeaviSine and Doppler at each of ``--sizes`` and ``pywt.data.ecg()`` (1024 samples), each with one draw of
+white Gaussian noise of σ = std(clean) / rsnr for each of ``--rsnr`` (seeded). These signals are the
+exam: nothing in this project is trained or selected on them.
+
+Columns (true RMSE against the clean signal):
+- ``noisy``: the input itself;
+- peers with their best parameter in hindsight (chosen with the clean signal, as no user can):
+  Wiener over odd windows 3..33, exact TV over a 1/8-octave grid of weights, translation-invariant
+  sym8 soft shrinkage with each level's BayesShrink or SURE threshold times a factor 0.25..2.8
+  (quarter octaves), and the decimated wavelets (db4/sym8, BayesShrink/VisuShrink), each row's best;
+- the same peers as a user runs them, parameters from the record: ``tv`` (weight by SURE) and
+  ``wavelet_ti_sym8_{bayes,sure}``;
+- each of ``--models`` (shipped NumPy weights, fixed BN, blended windows);
+- the default command, ``Numpy_test.py --input REC --output OUT`` run as a user would (σ estimated, no
+  ``--method``): what it chose, its RMSE, its gap to the best of the candidates it scored, and its
+  ratio to the noisy input.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deepdenoise1d import classical, scoreboard, swt, tv
+from deepdenoise1d.cli import positive_int
+from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.safewrite import atomic_write, guard_output
+from deepdenoise1d.synthesis import DEFAULT_SEED
+
+DEMOS = ("Bumps", "Blocks", "HeaviSine", "Doppler")
+WIENER_GRID = tuple(range(3, 35, 2))
+TV_GRID = tuple(2.0 ** (k / 8) for k in range(-24, 57))  # 0.125σ .. 128σ
+TI_GRID = tuple(np.round(2.0 ** np.arange(-2, 1.51, 0.25), 4))  # × each level's BayesShrink or SURE threshold
+GAP_LIMIT = 0.03
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="field_table.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=positive_int, nargs="+", default=[2048, 8192], metavar="N",
+                   help="lengths of the Donoho–Johnstone signals (default: 2048 8192)")
+    p.add_argument("--rsnr", type=float, nargs="+", default=[7.0, 3.0], metavar="R",
+                   help="σ = std(clean) / R, one record per value (default: 7 3)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the noise (default %(default)s)")
+    p.add_argument("--models", nargs="*", default=["ckpt_best", "ckpt_blind"], metavar="NAME",
+                   help="shipped NumPy weights (ckpt/NAME.h5), fixed BN (default: ckpt_best ckpt_blind)")
+    p.add_argument("--records", nargs="+", default=None, metavar="NAME", help="only these (e.g. Blocks_2048_r7 ecg_r3)")
+    p.add_argument("--output", type=Path, default=None, metavar="FILE.md",
+                   help="also write the table (Markdown) and FILE.json beside it")
+    p.add_argument("--fig-dir", type=Path, default=None, help="one figure per record: clean, noisy, best peer, default command")
+    args = p.parse_args(argv)
+    if args.output is not None and args.output.suffix.lower() != ".md":
+        p.error("--output must end in .md (its numbers go beside it as .json)")
+    if any(not (r > 0 and np.isfinite(r)) for r in args.rsnr):
+        p.error("--rsnr must be finite and > 0")
+    return args
+
+
+def make_records(sizes, rsnrs, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """``{name: (clean, noisy, σ)}`` for every signal, size and rsnr."""
+    import pywt
+
+    cleans = {f"{name}_{n}": np.asarray(pywt.data.demo_signal(name, n), dtype=np.float64) for n in sizes for name in DEMOS}
+    cleans["ecg"] = np.asarray(pywt.data.ecg(), dtype=np.float64)
+    records = {}
+    for r_index, rsnr in enumerate(rsnrs):
+        for c_index, (name, clean) in enumerate(cleans.items()):
+            sigma = float(clean.std() / rsnr)
+            noise = np.random.default_rng([seed, c_index, r_index]).standard_normal(clean.shape)
+            records[f"{name}_r{rsnr:g}"] = (clean, clean + sigma * noise, sigma)
+    return records
+
+
+def rmse(estimate: np.ndarray, clean: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(estimate, dtype=np.float64).reshape(clean.shape) - clean) ** 2)))
+
+
+def best_of(grid, estimate, clean) -> tuple[float, object]:
+    """The lowest true RMSE over ``grid`` and the parameter that gives it."""
+    scores = {g: rmse(estimate(g), clean) for g in grid}
+    best = min(scores, key=scores.get)
+    return scores[best], best
+
+
+def peers(clean: np.ndarray, noisy: np.ndarray, sigma: float) -> dict[str, tuple[float, str]]:
+    """``{column: (true RMSE, parameter)}`` for the hindsight-best and the as-run classical peers."""
+    out = {}
+    r, w = best_of(WIENER_GRID, lambda w: classical.wiener(noisy, w), clean)
+    out["wiener (best window)"] = (r, f"window {w}")
+    r, w = best_of(TV_GRID, lambda g: tv.denoise_tv(noisy, g * sigma), clean)
+    out["TV (best weight)"] = (r, f"{w:.3g}σ")
+    ti = {(method, k): rmse(swt.denoise_swt(noisy, sigma, "sym8", method, threshold_scale=k), clean)
+          for method in swt.METHODS for k in TI_GRID}
+    method, k = min(ti, key=ti.get)
+    out["TI sym8 (best threshold)"] = (ti[method, k], f"{k:g}× {method}")
+    dwt = {f"wavelet_{w}_{s}": rmse(classical.wavelet(noisy, sigma, m, w), clean)
+           for w in scoreboard.WAVELETS for s, m in scoreboard.SHRINKS.items()}
+    best = min(dwt, key=dwt.get)
+    out["decimated wavelet (best)"] = (dwt[best], best)
+    as_run = scoreboard.classical_candidates(sigma)
+    for name in (scoreboard.TV, "wavelet_ti_sym8_bayes", "wavelet_ti_sym8_sure"):
+        out[name] = (rmse(as_run[name](noisy), clean), "σ given")
+    return out
+
+
+def networks(noisy: np.ndarray, clean: np.ndarray, models: dict) -> dict[str, float]:
+    return {name: rmse(net.denoise(noisy[None], bn_mode="fixed")[0], clean) for name, net in models.items()}
+
+
+def default_command(noisy: np.ndarray, clean: np.ndarray, work: Path, name: str) -> dict:
+    """Run ``Numpy_test.py --input REC --output OUT --json J`` (no --method) and score what it wrote."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from Numpy_V2 import Numpy_test
+
+    rec, out, report = work / f"{name}.npy", work / f"{name}_out.npy", work / f"{name}.json"
+    np.save(rec, noisy)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        Numpy_test.main(["--input", str(rec), "--output", str(out), "--json", str(report)])
+    seconds = time.perf_counter() - start
+    summary = json.loads(report.read_text())
+    denoised = np.load(out)
+    record = noisy[None]
+    truths = {k: rmse(f(record), clean) for k, f in _candidates_of(summary, record).items()}
+    best = min(truths, key=truths.get)
+    return {"chosen": summary["chosen"], "rmse": rmse(denoised, clean), "sigma": summary["sigma"],
+            "best_candidate": best, "best_rmse": truths[best], "seconds": seconds, "output": denoised}
+
+
+def _candidates_of(summary: dict, record: np.ndarray) -> dict:
+    """The candidates the default command scored, rebuilt at its σ (the network from the default weights)."""
+    from icnn.shipped import default_weights
+    from Numpy_V2.model import load_h5
+
+    net = load_h5(default_weights(".h5"))
+    out = scoreboard.classical_candidates(summary["sigma"])
+    out.update(scoreboard.network_candidates(lambda y, mode: net.denoise(y, bn_mode=mode), ("fixed", "unfixed"),
+                                             train_length=net.config.train_length))
+    return {k: v for k, v in out.items() if k in summary["estimates"]}
+
+
+def table(rows: list[dict], model_names) -> list[str]:
+    peer_cols = list(rows[0]["peers"])
+    head = ["record", "σ", "noisy", *peer_cols, *[f"`{m}`" for m in model_names], "default command: choice",
+            "its RMSE", "gap to best candidate", "÷ noisy"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        best_peer = min(v[0] for v in r["peers"].values())
+        cells = [r["record"], f"{r['sigma']:.4g}", f"{r['noisy']:.4g}"]
+        for col in peer_cols:
+            value, param = r["peers"][col]
+            text = f"{value:.4g} ({param})" if "best" in col else f"{value:.4g}"
+            cells.append(f"**{text}**" if value == best_peer else text)
+        cells += [f"{r['networks'][m]:.4g}" for m in model_names]
+        d = r["default"]
+        cells += [d["chosen"], f"{d['rmse']:.4g}", f"{100 * d['gap']:.1f} %", f"{d['rmse'] / r['noisy']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def draw_figure(name: str, clean, noisy, row: dict, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    from deepdenoise1d import plots
+
+    fig = Figure(figsize=(12, 3.8))
+    ax = fig.add_subplot()
+    t = np.arange(clean.size)
+    ax.plot(t, noisy, color="0.78", lw=0.5, label=f"noisy ({row['noisy']:.3g})")
+    ax.plot(t, clean, color="black", lw=0.9, label="clean")
+    ax.plot(t, row["default"]["output"], color="tab:red", lw=0.8,
+            label=f"default command: {row['default']['chosen']} ({row['default']['rmse']:.3g})")
+    ax.set_title(f"{name}: σ = {row['sigma']:.3g}; true RMSE in brackets")
+    ax.set_xlabel("sample")
+    ax.set_ylabel("amplitude")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return plots.save_figure(fig, path)
+
+
+def main(argv=None) -> list[dict]:
+    args = get_args(argv)
+    if args.output is not None:
+        guard_output(args.output)
+        guard_output(args.output.with_suffix(".json"))
+    records = make_records(args.sizes, args.rsnr, args.seed)
+    if args.records:
+        unknown = sorted(set(args.records) - set(records))
+        if unknown:
+            raise InputError(f"unknown record(s) {', '.join(unknown)}; choose from {', '.join(records)}")
+        records = {k: v for k, v in records.items() if k in args.records}
+    from icnn.shipped import weights_dir
+    from Numpy_V2.model import load_h5
+
+    models = {}
+    for name in args.models:
+        if not (weights_dir() / f"{name}.h5").is_file():
+            raise InputError(f"{weights_dir() / name}.h5: no such weights file")
+        models[name] = load_h5(weights_dir() / f"{name}.h5")
+    rows = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="field_table-") as work:
+        for name, (clean, noisy, sigma) in records.items():
+            row = {"record": name, "sigma": sigma, "samples": clean.size, "noisy": rmse(noisy, clean),
+                   "peers": peers(clean, noisy, sigma), "networks": networks(noisy, clean, models),
+                   "default": default_command(noisy, clean, Path(work), name)}
+            d = row["default"]
+            d["gap"] = d["rmse"] / d["best_rmse"] - 1
+            rows.append(row)
+            print(f"{name}: noisy {row['noisy']:.4g}, best peer {min(v[0] for v in row['peers'].values()):.4g}, "
+                  f"default {d['chosen']} {d['rmse']:.4g} (gap {100 * d['gap']:.1f} %, {d['seconds']:.1f} s)",
+                  file=sys.stderr, flush=True)
+            if args.fig_dir is not None:
+                draw_figure(name, clean, noisy, row, args.fig_dir / f"{name}.png")
+    seconds = time.perf_counter() - start
+    lines = table(rows, list(models))
+    within = sum(r["default"]["gap"] <= GAP_LIMIT for r in rows)
+    worse = sum(r["default"]["rmse"] > r["noisy"] for r in rows)
+    footer = [f"default command within {100 * GAP_LIMIT:g} % of its best candidate on {within} of {len(rows)} records; "
+              f"worse than the noisy input on {worse}; {seconds:.0f} s in all"]
+    print("\n".join(lines + [""] + footer))
+    if args.output is not None:
+        text = "\n".join([f"# Field table (seed {args.seed})", "", *lines, "", *footer]) + "\n"
+        for r in rows:
+            r["default"].pop("output")
+        atomic_write(args.output, lambda f: f.write(text.encode()))
+        atomic_write(args.output.with_suffix(".json"), lambda f: f.write(json.dumps(rows, indent=2).encode()))
+        print(f"wrote {args.output} and {args.output.with_suffix('.json')}", file=sys.stderr)
+    return rows
+
+
+if __name__ == "__main__":
+    run_cli(main, "field_table.py")
