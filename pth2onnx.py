@@ -15,7 +15,10 @@ statistics inside the graph), one graph per file. Inputs and output are float32:
 
 A model whose config records ``input_scale`` s ≠ 1 (trained on a record divided by s)
 divides ``x`` by s inside the graph and multiplies the output by s, as the other backends
-do; h is scale-invariant, so the caller computes it from ``x`` as given.
+do; h is scale-invariant, so the caller computes it from ``x`` as given. An offset-free model
+(``baseline`` "median") takes each signal's lower median off inside the graph and adds it back;
+its h is the prior of the centred signal, ``wiener_inverse_response(x − m)`` with m the lower median
+of each row (sorted index (L − 1) // 2), as ``NumpyICNN.prior`` computes it.
 
 Why ``h`` is an input, not part of the graph: h is
 ``|ifft(fft(wiener(x)) / fft(x))|`` where ``wiener`` is SciPy's local-statistics filter

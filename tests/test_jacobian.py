@@ -32,8 +32,11 @@ def torch_reference(model, y: np.ndarray, mode: str) -> np.ndarray:
     x = torch.tensor(y[:, None, :], dtype=torch.float64, requires_grad=True)
     leaves = [x]
     h = None
+    prior = wiener_inverse_response
+    if model.config.baseline == "median":  # an offset-free model's prior is of y − m(y), m the lower median
+        prior = lambda v: wiener_inverse_response(v - np.sort(v, axis=-1)[:, (v.shape[-1] - 1) // 2 : (v.shape[-1] + 1) // 2])  # noqa: E731
     if model.wienernet is not None:
-        h = torch.tensor(wiener_inverse_response(y)[:, None, :], dtype=torch.float64, requires_grad=True)
+        h = torch.tensor(prior(y)[:, None, :], dtype=torch.float64, requires_grad=True)
         leaves.append(h)
     out = model(x, h, bn_mode=mode)[:, 0]  # (N, L)
     rows = [torch.autograd.grad(out[:, i].sum(), leaves, retain_graph=True) for i in range(length)]
@@ -45,8 +48,8 @@ def torch_reference(model, y: np.ndarray, mode: str) -> np.ndarray:
         for j in range(length):
             step = np.zeros(length)
             step[j] = 1.0
-            plus = wiener_inverse_response(y + delta[:, None] * step)
-            minus = wiener_inverse_response(y - delta[:, None] * step)
+            plus = prior(y + delta[:, None] * step)
+            minus = prior(y - delta[:, None] * step)
             dh[:, :, j] = (plus - minus) / (2 * delta[:, None])
         jac = jac + jac_h @ dh
     return jac
@@ -175,12 +178,12 @@ def test_sure_with_exact_divergence_tracks_the_true_mse():
 # --- equivariant models: J_f = J_g(u) + (g(u) − J_g(u)·u) ∇sᵀ, u = y / s(y) ---
 
 
-def fresh_pair(equivariant: bool, seed: int = 0):
+def fresh_pair(equivariant: bool, seed: int = 0, baseline: str = "none"):
     """A fresh seeded torch model in float64 (BN statistics randomised) and NumpyICNN of its weights in float64."""
     torch = pytest.importorskip("torch")
     from conftest import make_model
 
-    model = make_model(seed, equivariant=equivariant)
+    model = make_model(seed, equivariant=equivariant, baseline=baseline)
     net = NumpyICNN({k: v.numpy() for k, v in model.state_dict().items()}, model.config, dtype=np.float64)
     with torch.no_grad():
         return model.double(), net
@@ -197,6 +200,20 @@ def test_equivariant_jacobian_matches_torch_autograd(mode, length):
     errors = relative_errors(result["jacobian"], torch_reference(model, y, mode))
     median, p95 = np.median(errors), np.percentile(errors, 95)
     assert median <= MEDIAN_LIMIT and p95 <= P95_LIMIT, (median, p95)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unfixed"])
+@pytest.mark.parametrize("equivariant", [True, False])
+def test_offset_free_jacobian_matches_torch_autograd(mode, equivariant):
+    """f(y) = m + F(y − m): autograd routes m's gradient through topk to the median sample; rows of J sum to 1."""
+    model, net = fresh_pair(equivariant, baseline="median")
+    rng = np.random.default_rng(5)
+    y = 3.0 * rng.standard_normal((6, 64)) + 6.0 * (rng.random((6, 64)) < 0.2) + 40.0
+    result = jacobians(net, y, mode, tangent_dtype=np.float64)
+    errors = relative_errors(result["jacobian"], torch_reference(model, y, mode))
+    median, p95 = np.median(errors), np.percentile(errors, 95)
+    assert median <= MEDIAN_LIMIT and p95 <= P95_LIMIT, (median, p95)
+    np.testing.assert_allclose(result["jacobian"].sum(axis=2), 1.0, atol=1e-9)  # f(y + c·1) = f(y) + c
 
 
 @pytest.mark.parametrize("mode", ["fixed", "unfixed"])
