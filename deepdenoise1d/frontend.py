@@ -280,6 +280,10 @@ def uses_scoreboard(args: argparse.Namespace) -> bool:
 
 def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> evaluate.FileResult:
     """--method auto|NAME: SURE table of every candidate on the whole record (auto), then the chosen one's output."""
+    suffix = Path(args.output).suffix.lower()
+    # refuse a bad output before the scoring, as the network's path does before its work
+    guard_output(args.output, reads, kind="npy" if suffix == ".npy" else "text" if suffix in (".txt", ".csv") else None,
+                 make_parent=False)
     record, _ = scoreboard.read_record(args.input)
     sigma, source, how = scoreboard.record_sigma(record, args.sigma)
     candidates = scoreboard.classical_candidates(sigma)

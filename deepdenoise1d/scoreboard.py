@@ -62,12 +62,16 @@ class Candidate:
     ``projection(out)`` (optional), for an f whose Jacobian at y is an orthogonal projection read
     from its output (exact TV: the averages over its runs), gives that projection's rank.
     Each makes the divergence exact and free of probes.
+    ``frozen(y)`` (optional), for an f whose parameters are chosen from y (thresholds), returns f with
+    them held at their values on y: the probes differentiate that (SureShrink's plug-in rule), because a
+    threshold that jumps between candidates would put jumps into the finite differences.
     """
 
     f: Callable[[np.ndarray], np.ndarray]
     diagonal: Callable[[np.ndarray], np.ndarray] | None = None
     jacobian: Callable[[np.ndarray], np.ndarray | None] | None = None
     projection: Callable[[np.ndarray], int] | None = None
+    frozen: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]] | None = None
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         return self.f(y)
@@ -240,7 +244,8 @@ def sure_estimate(f: Callable | Candidate, y: np.ndarray, sigma: float, probes: 
         jac = _full_jacobian(full, y)
     exact = jac is not None
     if jac is None:
-        jac = _probe_jacobian(f, y, EPS_REL * sigma if eps is None else eps, probes, seed)
+        probed = f.frozen(y) if getattr(f, "frozen", None) is not None else f
+        jac = _probe_jacobian(probed, y, EPS_REL * sigma if eps is None else eps, probes, seed)
     s2 = sigma * sigma
     sure = residual - s2 + 2 * s2 * jac.trace / n
     probe_se = 2 * s2 * jac.trace_se / n
@@ -321,9 +326,15 @@ def classical_candidates(sigma: float) -> dict[str, Candidate]:
     out[TV] = Candidate(partial(tv.denoise_tv_sure, sigma=sigma),
                         projection=lambda estimate: tv.runs(estimate.reshape(-1, np.shape(estimate)[-1])))
     for short, method in TI_SHRINKS.items():
-        out[f"wavelet_ti_{TI_WAVELET}_{short}"] = Candidate(
-            partial(swt.denoise_swt, sigma=sigma, wavelet=TI_WAVELET, method=method))
+        shrink = partial(swt.denoise_swt, sigma=sigma, wavelet=TI_WAVELET, method=method)
+        out[f"wavelet_ti_{TI_WAVELET}_{short}"] = Candidate(shrink, frozen=partial(_frozen_swt, shrink))
     return out
+
+
+def _frozen_swt(shrink: partial, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The stationary-wavelet shrinkage with the thresholds it chooses on y held fixed."""
+    thresholds = swt.swt_thresholds(y, **shrink.keywords)
+    return partial(shrink, thresholds=thresholds)
 
 
 def network_candidates(denoise: Callable[[np.ndarray, str], np.ndarray], bn_modes, prefix: str = "net",

@@ -55,7 +55,8 @@ def sure_threshold(d: np.ndarray, sigma: float) -> float:
 
 
 def denoise_swt(y: np.ndarray, sigma: float, wavelet: str = "sym8", method: str = "BayesShrink",
-                levels: int | None = None, threshold_scale: float = 1.0) -> np.ndarray:
+                levels: int | None = None, threshold_scale: float = 1.0,
+                thresholds: np.ndarray | None = None) -> np.ndarray:
     """Translation-invariant wavelet shrinkage of each signal (last axis), noise level given.
 
     Parameters
@@ -72,6 +73,9 @@ def denoise_swt(y: np.ndarray, sigma: float, wavelet: str = "sym8", method: str 
         Transform levels; default :func:`levels_for`.
     threshold_scale : float
         Multiplies every level's threshold (1: the rule's own; a study's hindsight grid varies it).
+    thresholds : np.ndarray, optional
+        (N, levels) thresholds to use instead of the rule's (finest level last), e.g. those
+        :func:`swt_thresholds` chose on another record: the shrinkage with its parameters held fixed.
 
     Returns
     -------
@@ -79,6 +83,16 @@ def denoise_swt(y: np.ndarray, sigma: float, wavelet: str = "sym8", method: str 
         Denoised signals, float64, same shape as ``y``. The signal is extended symmetrically to a
         multiple of 2^levels (the transform needs it) and cropped back.
     """
+    return _shrink(y, sigma, wavelet, method, levels, threshold_scale, thresholds)[0]
+
+
+def swt_thresholds(y: np.ndarray, sigma: float, wavelet: str = "sym8", method: str = "BayesShrink",
+                   levels: int | None = None, threshold_scale: float = 1.0) -> np.ndarray:
+    """The (N, levels) thresholds :func:`denoise_swt` chooses on ``y`` (inf: a level set to zero)."""
+    return _shrink(y, sigma, wavelet, method, levels, threshold_scale, None)[1]
+
+
+def _shrink(y, sigma, wavelet, method, levels, threshold_scale, thresholds) -> tuple[np.ndarray, np.ndarray]:
     import pywt  # heavy import, only when used
 
     if method not in METHODS:
@@ -94,10 +108,12 @@ def denoise_swt(y: np.ndarray, sigma: float, wavelet: str = "sym8", method: str 
     extended = np.pad(rows, ((0, 0), (0, padded - length)), mode="symmetric") if padded > length else rows
     rule = bayes_threshold if method == "BayesShrink" else sure_threshold
     out = np.empty_like(rows)
+    used = np.empty((rows.shape[0], levels))
     for i, row in enumerate(extended):
         coeffs = pywt.swt(row, wavelet, level=levels, trim_approx=True, norm=False)  # [cA_J, cD_J, ..., cD_1]
         for j in range(1, len(coeffs)):
-            t = rule(coeffs[j], sigma) * threshold_scale
+            t = rule(coeffs[j], sigma) * threshold_scale if thresholds is None else thresholds[i, j - 1]
+            used[i, j - 1] = t
             coeffs[j] = np.zeros_like(coeffs[j]) if math.isinf(t) else pywt.threshold(coeffs[j], t, mode="soft")
         out[i] = pywt.iswt(coeffs, wavelet, norm=False)[:length]
-    return out.reshape(y.shape)
+    return out.reshape(y.shape), used

@@ -103,7 +103,7 @@ def test_explicit_missing_weights_says_how_to_make_them(numpy_test, run_main, tm
 
 def test_input_needs_weights(numpy_test, run_main, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((2, 100)))
-    code, _, err = run_main(numpy_test, ["--input", tmp_path / "in.npy", "--output", tmp_path / "out.npy"])
+    code, _, err = run_main(numpy_test, ["--method", "net", "--input", tmp_path / "in.npy", "--output", tmp_path / "out.npy"])
     assert_one_line_error(code, err, "weights")
     assert not (tmp_path / "out.npy").exists()
 
@@ -145,7 +145,7 @@ def test_value_beyond_float32_is_one_line(numpy_test, run_main, weights, tmp_pat
     noisy = np.zeros((3, 100))
     noisy[1, 5] = 1e39
     np.save(tmp_path / "in.npy", noisy)
-    code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "in.npy",
+    code, _, err = run_main(numpy_test, ["--weights", weights[1], "--method", "net", "--input", tmp_path / "in.npy",
                                          "--output", tmp_path / "out" / "o.npy"])
     assert_one_line_error(code, err, "signal 1", "index 5", "float32")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
@@ -178,7 +178,7 @@ def test_figure_over_the_weights_is_refused(numpy_test, run_main, weights, tmp_p
 
 def test_progress_lines_when_stderr_is_not_a_terminal(weights, tmp_path):
     np.save(tmp_path / "in.npy", (np.random.default_rng(6).normal(size=(9000, 32)) * 3).astype(np.float32))
-    result = run_script(SCRIPT, "--weights", weights[1], "--input", "in.npy", "--output", "o.npy", cwd=tmp_path,
+    result = run_script(SCRIPT, "--weights", weights[1], "--method", "net", "--input", "in.npy", "--output", "o.npy", cwd=tmp_path,
                         block_torch=True)
     assert result.returncode == 0, result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("denoising:")]
@@ -188,7 +188,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(weights, tmp_path):
 @pytest.mark.parametrize("sigma, warned", [(3.0, False), (8.0, True)])
 def test_out_of_range_warning(numpy_test, run_main, weights, tmp_path, sigma, warned):
     np.save(tmp_path / "in.npy", benchmark_signals(9, 300, sigma)[1])
-    code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "in.npy",
+    code, _, err = run_main(numpy_test, ["--weights", weights[1], "--method", "net", "--input", tmp_path / "in.npy",
                                          "--output", tmp_path / "o.npy"])
     assert code == 0, err
     lines = [ln for ln in err.splitlines() if "warning" in ln]
@@ -368,7 +368,7 @@ def test_bad_signal_file(case, numpy_test_main, run_main, weights_h5, tmp_path):
     path = write_bad_signal(tmp_path, case)
     out = tmp_path / "out" / ("o" + path.suffix)  # in a missing folder: must not be created for bad input
     before = listing(tmp_path)
-    code, _, err = run_main(numpy_test_main, ["--weights", weights_h5, "--input", path, "--output", out])
+    code, _, err = run_main(numpy_test_main, ["--weights", weights_h5, "--method", "net", "--input", path, "--output", out])
     assert_one_line_error(code, err, path.name, *BAD_SIGNAL_FRAGMENTS[case])
     assert listing(tmp_path) == before
     assert not (tmp_path / "out").exists()
@@ -509,7 +509,7 @@ def test_record_in_record_out_in_windows_with_a_plot(numpy_test, run_main, weigh
 
     record = (np.random.default_rng(4).normal(size=1234) * 3).astype(np.float32)
     np.save(tmp_path / "rec.npy", record)
-    code, out, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "rec.npy",
+    code, out, err = run_main(numpy_test, ["--weights", weights[1], "--method", "net", "--input", tmp_path / "rec.npy",
                                            "--output", tmp_path / "o.npy", "--plot", tmp_path / "rec.png"])
     assert code == 0, err
     assert "in windows of 100" in out
@@ -578,7 +578,7 @@ def test_an_output_ending_in_a_separator_is_refused(weights, tmp_path):
 
 def test_the_same_command_twice_replaces_its_own_output(weights, tmp_path):
     np.save(tmp_path / "x.npy", np.ones((2, 100), np.float32))
-    command = ("--weights", weights[1], "--input", "x.npy", "--output", "y.npy", "--json", "y.json")
+    command = ("--weights", weights[1], "--method", "net", "--input", "x.npy", "--output", "y.npy", "--json", "y.json")
     for _ in range(2):
         result = run_script(SCRIPT, *command, cwd=tmp_path, block_torch=True)
         assert result.returncode == 0, result.stderr
@@ -592,14 +592,14 @@ def test_a_user_file_is_replaced_only_with_overwrite_and_the_same_kind(weights, 
     (tmp_path / "notes.npy").write_text("my notes\n")
     before = {name: (tmp_path / name).read_bytes() for name in ("mine.npy", "notes.npy")}
     for name in before:
-        result = run_script(SCRIPT, "--weights", weights[1], "--input", "x.npy", "--output", name, cwd=tmp_path,
+        result = run_script(SCRIPT, "--weights", weights[1], "--method", "net", "--input", "x.npy", "--output", name, cwd=tmp_path,
                             block_torch=True)
         assert_one_line_error(result.returncode, result.stderr, name, "not written by this project", "--overwrite")
-    result = run_script(SCRIPT, "--weights", weights[1], "--input", "x.npy", "--output", "notes.npy", "--overwrite",
+    result = run_script(SCRIPT, "--weights", weights[1], "--method", "net", "--input", "x.npy", "--output", "notes.npy", "--overwrite",
                         cwd=tmp_path, block_torch=True)
     assert_one_line_error(result.returncode, result.stderr, "notes.npy", "holds text, not npy")
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
-    result = run_script(SCRIPT, "--weights", weights[1], "--input", "x.npy", "--output", "mine.npy", "--overwrite",
+    result = run_script(SCRIPT, "--weights", weights[1], "--method", "net", "--input", "x.npy", "--output", "mine.npy", "--overwrite",
                         cwd=tmp_path, block_torch=True)
     assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "mine.npy").shape == (2, 100)
@@ -642,7 +642,7 @@ def test_input_mode_prints_the_sigma_estimate_and_warnings_under_an_ascii_locale
     noisy[1] = 0.0  # degenerate
     noisy[2, 40] += 1e6  # a peak far above the trained spikes
     np.save(tmp_path / "in.npy", noisy)
-    result = _run_ascii(SCRIPT, "--input", "in.npy", "--output", "out.npy", cwd=tmp_path)
+    result = _run_ascii(SCRIPT, "--method", "net", "--input", "in.npy", "--output", "out.npy", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -655,3 +655,27 @@ def test_random_auto_sigma_under_an_ascii_locale(tmp_path):
     result = _run_ascii(SCRIPT, "--random", "--n", "5", "--sigma", "auto", cwd=tmp_path)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "\\u03c3 = 3" in result.stdout and "\\u03c3 estimated per signal" in result.stderr
+
+
+def test_input_without_method_scores_every_candidate_and_never_writes_worse_than_the_noisy_input(
+        numpy_test_main, run_main, tmp_path):
+    """The default of --input is auto: on a smooth record far from the spikes, in counts with a large offset, the
+    written output beats the noisy input (the network alone, --method net, does what it is told)."""
+    rng = np.random.default_rng(11)
+    t = np.arange(3000)
+    clean = 2782.0 + 40 * np.sin(2 * np.pi * t / 400) + 25 * np.sin(2 * np.pi * t / 57) * np.exp(-((t - 1500) / 600) ** 2)
+    sigma = clean.std() / 4
+    np.save(tmp_path / "rec.npy", clean + sigma * rng.standard_normal(t.size))
+    noisy = np.load(tmp_path / "rec.npy")
+    code, out, err = run_main(numpy_test_main, ["--input", tmp_path / "rec.npy", "--output", tmp_path / "out.npy",
+                                                "--json", tmp_path / "r.json"])
+    assert code == 0, err
+    assert "no --method given" in err and "SURE scoreboard" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["method"] == "auto" and report["estimates"][report["chosen"]] < report["estimates"]["noisy"]
+    rmse = lambda e: float(np.sqrt(np.mean((e - clean) ** 2)))  # noqa: E731
+    assert rmse(np.load(tmp_path / "out.npy")) < 0.7 * rmse(noisy)
+    code, _, err = run_main(numpy_test_main, ["--method", "net", "--input", tmp_path / "rec.npy", "--output",
+                                              tmp_path / "net.npy"])
+    assert code == 0, err
+    assert "no --method given" not in err

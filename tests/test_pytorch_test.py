@@ -123,7 +123,7 @@ def test_npy_in_npy_out_same_shape_and_values(run_main, torch_test, checkpoint, 
     noisy = np.random.default_rng(1).normal(size=shape) * 3
     np.save(tmp_path / "in.npy", noisy)
     out_path = tmp_path / "new" / "folder" / "out.npy"  # a missing folder is created
-    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", out_path,
+    code, _, err = run(run_main, torch_test, checkpoint, "--method", "net", "--input", tmp_path / "in.npy", "--output", out_path,
                        "--bn-mode", "unfixed")
     assert code == 0, err
     denoised = np.load(out_path)
@@ -145,7 +145,7 @@ def test_txt_in_txt_out_and_bn_modes_differ(run_main, torch_test, checkpoint, tm
     (tmp_path / "in.txt").write_text("".join(f"{v}\n" for v in signal))
     outputs = {}
     for bn in BN_MODES:
-        code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.txt", "--output",
+        code, _, err = run(run_main, torch_test, checkpoint, "--method", "net", "--input", tmp_path / "in.txt", "--output",
                            tmp_path / f"out_{bn}.txt", "--bn-mode", bn)
         assert code == 0, err
         outputs[bn] = np.loadtxt(tmp_path / f"out_{bn}.txt")
@@ -156,7 +156,7 @@ def test_txt_in_txt_out_and_bn_modes_differ(run_main, torch_test, checkpoint, tm
 def test_rows_txt_in_gives_rows_txt_out(run_main, torch_test, checkpoint, tmp_path):
     noisy = np.random.default_rng(3).normal(size=(4, 64)) * 3
     np.savetxt(tmp_path / "in.txt", noisy)  # one signal per row
-    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.txt", "--output", tmp_path / "o.txt")
+    code, _, err = run(run_main, torch_test, checkpoint, "--method", "net", "--input", tmp_path / "in.txt", "--output", tmp_path / "o.txt")
     assert code == 0, err
     model, _ = load_model(checkpoint)
     np.testing.assert_allclose(np.loadtxt(tmp_path / "o.txt"), denoise(model, noisy), atol=1e-6)
@@ -214,7 +214,7 @@ def test_runs_from_any_directory(checkpoint, tmp_path):
 
 def test_short_signal(run_main, torch_test, checkpoint, tmp_path):
     np.save(tmp_path / "short.npy", np.zeros((2, MIN_LENGTH - 1)))
-    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "short.npy", "--output", tmp_path / "o.npy")
+    code, _, err = run(run_main, torch_test, checkpoint, "--method", "net", "--input", tmp_path / "short.npy", "--output", tmp_path / "o.npy")
     assert_one_line_error(code, err, "short.npy", str(MIN_LENGTH))
     assert not (tmp_path / "o.npy").exists()
 
@@ -224,7 +224,7 @@ def test_bad_value_is_named_and_nothing_is_written(run_main, torch_test, checkpo
     noisy = np.zeros((4, 100))
     noisy[2, 40] = bad
     np.save(tmp_path / "in.npy", noisy)
-    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output",
+    code, _, err = run(run_main, torch_test, checkpoint, "--method", "net", "--input", tmp_path / "in.npy", "--output",
                        tmp_path / "new" / "o.npy")
     assert_one_line_error(code, err, "signal 2", "index 40", fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
@@ -288,7 +288,7 @@ def test_output_parent_is_a_file(run_main, torch_test, checkpoint, tmp_path, fla
 
 def test_input_mode_json_summary(run_main, torch_test, checkpoint, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((3, 100), dtype=np.float32))
-    code, _, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy",
+    code, _, err = run(run_main, torch_test, checkpoint, "--method", "net", "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy",
                        "--json", tmp_path / "s.json")
     assert code == 0, err
     summary = json.loads((tmp_path / "s.json").read_text())
@@ -298,7 +298,7 @@ def test_input_mode_json_summary(run_main, torch_test, checkpoint, tmp_path):
 def test_progress_lines_when_stderr_is_not_a_terminal(checkpoint, tmp_path):
     noisy = (np.random.default_rng(6).normal(size=(9000, 32)) * 3).astype(np.float32)  # more than one chunk
     np.save(tmp_path / "in.npy", noisy)
-    result = run_script(SCRIPT, "--weights", checkpoint, "--device", "cpu", "--input", "in.npy", "--output", "o.npy",
+    result = run_script(SCRIPT, "--weights", checkpoint, "--device", "cpu", "--method", "net", "--input", "in.npy", "--output", "o.npy",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("denoising:")]
@@ -324,7 +324,7 @@ def warnings_of(err: str) -> list[str]:
 def test_out_of_range_warning(run_main, torch_test, tmp_path, config, train, sigma, warned):
     weights = write_checkpoint(tmp_path / "w.pth", config, train)
     np.save(tmp_path / "in.npy", benchmark_signals(9, 300, sigma)[1])
-    code, out, err = run_main(torch_test, ["--weights", weights, "--device", "cpu", "--input", tmp_path / "in.npy",
+    code, out, err = run_main(torch_test, ["--weights", weights, "--device", "cpu", "--method", "net", "--input", tmp_path / "in.npy",
                                            "--output", tmp_path / "o.npy"])
     assert code == 0, err
     lines = warnings_of(err)
@@ -361,7 +361,7 @@ def test_bad_signal_file(case, run_main, torch_test, checkpoint, tmp_path):
     path = write_bad_signal(tmp_path, case)
     out = tmp_path / "out" / ("o" + path.suffix)  # in a missing folder: must not be created for bad input
     before = listing(tmp_path)
-    code, _, err = run(run_main, torch_test, checkpoint, "--input", path, "--output", out)
+    code, _, err = run(run_main, torch_test, checkpoint, "--method", "net", "--input", path, "--output", out)
     assert_one_line_error(code, err, path.name, *BAD_SIGNAL_FRAGMENTS[case])
     assert listing(tmp_path) == before
     assert not (tmp_path / "out").exists()
@@ -402,7 +402,7 @@ def test_cuda_saved_checkpoint_denoises_on_the_cpu(run_main, torch_test, tmp_pat
 # --method: the label-free scoreboard, the same in test.py and Numpy_test.py
 
 
-def test_method_auto_matches_numpy_test_and_net_method_is_the_default_network(run_main, torch_test, tmp_path):
+def test_method_auto_matches_numpy_test_and_net_unfixed_is_the_network_in_that_mode(run_main, torch_test, tmp_path):
     pywt = pytest.importorskip("pywt")
     from icnn.shipped import default_weights
 
@@ -422,7 +422,7 @@ def test_method_auto_matches_numpy_test_and_net_method_is_the_default_network(ru
     for name, value in torch_report["estimates"].items():  # classical: the same code; networks: float32 apart
         assert value == pytest.approx(numpy_report["estimates"][name], rel=0 if not name.startswith("net_") else 1e-3)
     np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), np.load(tmp_path / "n.npy"))
-    for argv, name in ((["--method", "net_unfixed"], "m.npy"), (["--bn-mode", "unfixed"], "d.npy")):
+    for argv, name in ((["--method", "net_unfixed"], "m.npy"), (["--method", "net", "--bn-mode", "unfixed"], "d.npy")):
         code, _, err = run_main(torch_test, ["--weights", default_weights(".pth"), "--device", "cpu", "--input",
                                              tmp_path / "rec.npy", "--output", tmp_path / name, *argv])
         assert code == 0, err
@@ -432,7 +432,7 @@ def test_method_auto_matches_numpy_test_and_net_method_is_the_default_network(ru
 def test_a_long_record_is_denoised_in_windows_like_numpy(run_main, torch_test, checkpoint, tmp_path):
     record = (np.random.default_rng(6).normal(size=(777,)) * 3).astype(np.float32)
     np.save(tmp_path / "rec.npy", record)
-    code, out, err = run(run_main, torch_test, checkpoint, "--input", tmp_path / "rec.npy", "--output",
+    code, out, err = run(run_main, torch_test, checkpoint, "--method", "net", "--input", tmp_path / "rec.npy", "--output",
                          tmp_path / "o.npy", "--plot", tmp_path / "p.png", "--plot-range", "100:600")
     assert code == 0, err
     assert "in windows of 100" in out
