@@ -5,8 +5,9 @@ Usage: python pth2h5.py [SRC.pth] [DST.h5] [--csv PATH] [--overwrite]
 Every tensor of ``net_state_dict`` except ``num_batches_tracked`` becomes a flat
 float32 dataset at the root, named by its state-dict key (dots kept), as the
 original repository's converter wrote them. Root attributes: ``format``,
-``format_version``, ``config`` (JSON, with the model config, inferred for the original
-repository's config-less checkpoints), ``source_sha256`` and ``torch_version``.
+``format_version``, ``config`` (JSON, with the model config, its width and depth among it,
+inferred for the original repository's config-less checkpoints), ``source_sha256`` and
+``torch_version``. The tensors are those :func:`icnn.spec.expected_shapes` lists for that config.
 
 The source is loaded with ``weights_only=True`` on the CPU, so a malicious
 pickle is refused rather than run; a state dict that does not build the model it

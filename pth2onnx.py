@@ -7,7 +7,7 @@ default the mode the checkpoint records; ``unfixed`` normalises each signal by i
 statistics inside the graph), one graph per file. Inputs and output are float32:
 
 - ``x``: (N, 1, L) noisy signals; N and L are dynamic (named ``batch`` and ``length``),
-  L >= 16 as for the other backends;
+  L >= 2^depth (``icnn.spec.min_length``: 16 for the original) as for the other backends;
 - ``h``: (N, 1, L) the Wiener prior of each signal, computed by the caller with
   ``deepdenoise1d.classical.wiener_inverse_response`` (float64, then float32); absent for
   a model without the prior branch;
@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import Pytorch_V1.model as torch_model
-from icnn.spec import BN_MODES, MIN_LENGTH, ModelConfig
+from icnn.spec import BN_MODES, TRAIN_LENGTH, ModelConfig, min_length
 from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, load_state_dict_strict, model_config_of
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.cli import add_bn_mode_arg, add_overwrite_arg, output_file
@@ -77,7 +77,6 @@ OPSET = 18  # the dynamo exporter's own opset: no version-conversion pass
 ONNX_FORMAT = "icnn_s-onnx"
 ONNX_SUFFIX = ".onnx"
 BATCH_AXIS, LENGTH_AXIS = "batch", "length"
-SELF_CHECK_LENGTHS = (MIN_LENGTH + 1, 100)  # odd and even: both sides of pad_to_match
 SELF_CHECK_TOLERANCE = 1e-3  # relative; float32 rounding is ~1e-6, an export error is O(1)
 
 
@@ -151,6 +150,12 @@ def batched_modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return torch.matmul(kernels, patches) + bias[None, :, None]
 
 
+def self_check_lengths(config: ModelConfig) -> tuple[int, int]:
+    """An odd and an even length, both at least the model's minimum: both sides of ``pad_to_match``."""
+    shortest = min_length(config)
+    return shortest + 1, max(TRAIN_LENGTH, 2 * shortest)
+
+
 def export_form(model: ICNN_s) -> ICNN_s:
     """A copy of ``model`` whose 1-D max-pools are the 2-D equivalent (see the module docstring)."""
     model = copy.deepcopy(model).eval()
@@ -192,10 +197,10 @@ def export_graph(model: ICNN_s, bn_mode: str):
     prior = model.wienernet is not None
     wrapper = (_Exported if prior else _ExportedNoPrior)(export_form(model), bn_mode).eval()
     names = ["x", "h"] if prior else ["x"]
-    example = spike_batch(3, 100)
+    example = spike_batch(3, self_check_lengths(model.config)[1])
     args = (example, model.prior(example)) if prior else (example,)
     batch = torch.export.Dim(BATCH_AXIS, min=1)
-    length = torch.export.Dim(LENGTH_AXIS, min=MIN_LENGTH)
+    length = torch.export.Dim(LENGTH_AXIS, min=min_length(model.config))
     dynamic = {name: {0: batch, 2: length} for name in names}
     try:
         with _quiet_exporter(), mock.patch.object(torch_model, "modulated_conv1d", batched_modulated_conv1d):
@@ -271,7 +276,7 @@ def self_check(data: bytes, model: ICNN_s, bn_mode: str) -> None:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    for length in SELF_CHECK_LENGTHS:
+    for length in self_check_lengths(model.config):
         x = spike_batch(2, length, seed=length)
         feed = {"x": x.numpy()}
         h = model.prior(x)

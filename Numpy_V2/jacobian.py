@@ -20,9 +20,9 @@ with the names :mod:`icnn.spec` gives, so the forward is written once.
 The Jacobian is the *total* derivative of f(y): it includes the path through
 the Wiener prior h(y) (``deepdenoise1d.classical.wiener_inverse_response``), whose
 derivative dh/dy is exact (:func:`prior_dual`), and through the prior's encoder,
-differentiated in reverse mode (:func:`wienernet_dual`: 48 outputs per signal,
-fewer than L inputs). Values are computed in float64, tangents in float32
-(``TANGENT_DTYPE``). Torch is never imported.
+differentiated in reverse mode (:func:`wienernet_dual`: C·3 outputs per signal for the
+bottleneck's C channels, 48 for the original, as a rule fewer than L inputs). Values are
+computed in float64, tangents in float32 (``TANGENT_DTYPE``). Torch is never imported.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import threading
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from icnn.spec import BN_EPS, DECODER, ENCODER, MODULATED_PART, PRIOR_ENCODER, PRIOR_TAPS, SCALE_MAD, SKIPS, baseline_index
+from icnn.spec import BN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part, skip_parts
 from Numpy_V2 import layers
 from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 
@@ -239,14 +239,14 @@ def up_dual(part, x1, t1, x2, t2, mode):
 
 
 def wienernet_dual(part, h: np.ndarray, dh: np.ndarray, mode: str, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``WienerNet``: the kernel scale 1 + β·pool(encode(h)) (N, 16, 3) and its tangent (16, 3, N, D).
+    """``WienerNet``: the kernel scale 1 + β·pool(encode(h)) (N, C, 3) and its tangent (C, 3, N, D).
 
-    Reverse mode: the scale has 16·3 = 48 entries per signal, fewer than the L
-    directions of y, so 48 cotangents go back through the encoder (the value pass
-    records each layer's slope), and d scale/dh is then multiplied by dh/dy (N, D, L).
+    Reverse mode: the scale has C·3 entries per signal (48 for the original's C = 16), as a rule
+    fewer than the L directions of y, so C·3 cotangents go back through the encoder (the value
+    pass records each layer's slope), and d scale/dh is then multiplied by dh/dy (N, D, L).
     """
     tape, p = [], h
-    for index, (name, _, _) in enumerate(PRIOR_ENCODER):
+    for index, name in enumerate(part.part_names):
         stage = getattr(part, name)
         if index:
             tape.append(("pool", p))
@@ -270,7 +270,7 @@ def wienernet_dual(part, h: np.ndarray, dh: np.ndarray, mode: str, dtype) -> tup
             g4 = max_pool_adjoint(entry[1], g4, 2)
     beta = float(np.asarray(part.beta, dtype=np.float64).ravel()[0])
     pooled = np.take_along_axis(_cln(p), position, axis=1).transpose(2, 0, 1)  # (N, C, taps)
-    d_scale = np.matmul(g4[0].transpose(1, 2, 0).astype(np.float64), dh.transpose(0, 2, 1))  # (N, 48, D)
+    d_scale = np.matmul(g4[0].transpose(1, 2, 0).astype(np.float64), dh.transpose(0, 2, 1))  # (N, C·3, D)
     t_scale = (beta * d_scale).astype(dtype).transpose(1, 0, 2).reshape(channels, PRIOR_TAPS, n, -1)
     return 1.0 + beta * pooled, t_scale
 
@@ -348,9 +348,6 @@ def prior_dual(y: np.ndarray, rel_floor: float = 1e-3) -> tuple[np.ndarray, np.n
 
 
 # ---------------------------------------------------------------- the network
-LEVELS = tuple(name for name, _, _ in ENCODER + DECODER)  # every U-Net level, in network order
-
-
 def bn_mode_of(net, bn_mode: str | None) -> str:
     """The requested mode, else the one the weights record (``config`` as dict or dataclass)."""
     if bn_mode is not None:
@@ -369,11 +366,12 @@ def network_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
     net : Numpy_V2.model.NumpyICNN
         The model (its parts are read; its compute dtype is not used: values are float64).
     y : np.ndarray
-        Noisy signals, shape (N, L), L ≥ 16.
+        Noisy signals, shape (N, L), L ≥ ``icnn.spec.min_length(net.config)``.
     mode : {"fixed", "unfixed"}
         Batch-norm statistics.
     features : dict, optional
-        When given, receives the value at each U-Net level (``LEVELS``), shape (N, C, L').
+        When given, receives the value at each U-Net level (inc, down1.., up1..), in network order,
+        shape (N, C, L').
     tangent_dtype : type, optional
         Precision of the tangents (default ``TANGENT_DTYPE``); np.float64 for a tighter check.
 
@@ -441,14 +439,15 @@ def unet_dual(net, y: np.ndarray, mode: str, features: dict | None = None,
         scale, t_scale = wienernet_dual(net.wienernet, layers.batch_innermost(h[:, None, :], np.float64), dh, mode,
                                         tangent_dtype)
     encoded = {}
-    for index, (name, _, _) in enumerate(ENCODER):
-        modulation = (scale, t_scale) if name == MODULATED_PART else (None, None)
+    bottleneck = modulated_part(net.config)
+    for index, (name, _, _) in enumerate(encoder_parts(net.config)):
+        modulation = (scale, t_scale) if name == bottleneck else (None, None)
         dual = double_conv_dual if index == 0 else down_dual  # the first part has no max-pool
         x, t = dual(getattr(net, name), x, t, mode, *modulation)
         encoded[name] = x, t
         if features is not None:
             features[name] = x
-    for name, skip in SKIPS:
+    for name, skip in skip_parts(net.config):
         x, t = up_dual(getattr(net, name), x, t, *encoded[skip], mode)
         if features is not None:
             features[name] = x
@@ -505,10 +504,11 @@ def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOB
 
 
 def feature_maps(net, y: np.ndarray, bn_mode: str | None = None) -> dict[str, np.ndarray]:
-    """The value at each U-Net level (``LEVELS``) for signals y (N, L): {name: (N, C, L')}, float64."""
+    """The value at each U-Net level (inc, down1..down{depth}, up1..up{depth}) for signals y (N, L):
+    {name: (N, C, L')} in network order, float64."""
     features: dict[str, np.ndarray] = {}
     network_dual(net, np.atleast_2d(y), bn_mode_of(net, bn_mode), features)
-    return {name: np.array(features[name]) for name in LEVELS}
+    return {name: np.array(value) for name, value in features.items()}
 
 
 # ---------------------------------------------------------------- the known optimum

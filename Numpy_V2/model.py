@@ -1,9 +1,9 @@
 """ICNN_s in pure NumPy, inference only, from HDF5 weights (format: :mod:`icnn.h5weights`).
 
 The forward computes what ``Pytorch_V1.model.ICNN_s.forward`` does, with the
-same part names (inc, down1..down4, up1..up4, outc, wienernet), widths and skip
-connections, all read from :mod:`icnn.spec`, and reads each weight by its
-state-dict key. Inference is stateless: the BN mode is an argument. Thread control lives in
+same part names (inc, down1..down{depth}, up1..up{depth}, outc, wienernet), widths and skip
+connections, all read from :mod:`icnn.spec` for the config's width and depth, and reads each
+weight by its state-dict key. Inference is stateless: the BN mode is an argument. Thread control lives in
 :mod:`Numpy_V2.parallel`. It never imports torch.
 """
 from __future__ import annotations
@@ -15,20 +15,20 @@ import numpy as np
 from icnn.h5weights import read_weights
 from icnn.spec import (
     CHUNK,
-    DECODER,
-    ENCODER,
     KERNEL_SIZE,
-    MIN_LENGTH,
-    MODULATED_PART,
-    OUTC,
-    PRIOR_ENCODER,
     PRIOR_TAPS,
     SCALE_MAD,
     baseline_index,
-    SKIPS,
     ModelConfig,
     check_bn_mode,
     check_weights,
+    decoder_parts,
+    encoder_parts,
+    min_length,
+    modulated_part,
+    outc_part,
+    prior_encoder_parts,
+    skip_parts,
 )
 from Numpy_V2.layers import (
     adaptive_max_pool1d,
@@ -154,26 +154,31 @@ class OutConv:
 
 
 class WienerNet:
-    """Prior branch: encodes h and pools it to one factor per (channel, tap) of down4's first kernel (``MODULATED_PART``)."""
+    """Prior branch: encodes h and pools it to one factor per (channel, tap) of the bottleneck's first kernel
+    (``icnn.spec.modulated_part``)."""
 
-    def __init__(self, weights: Weights, prefix: str, sparse: bool):
-        (_, a, b), *downs = PRIOR_ENCODER
+    def __init__(self, weights: Weights, prefix: str, config: ModelConfig):
+        sparse = config.norm == "sparse_bn"
+        parts = prior_encoder_parts(config)
+        self.part_names = tuple(name for name, _, _ in parts)  # inc, down1..down{depth−1}, in forward order
+        (_, a, b), *downs = parts
         self.inc = DoubleConv(weights, f"{prefix}.inc", a, b, None, sparse)
         for name, cin, cout in downs:
             setattr(self, name, Down(weights, f"{prefix}.{name}", cin, cout, sparse))
         self.beta = weights.take(f"{prefix}.beta", (1,))
 
-    def __call__(self, h: np.ndarray, mode: str) -> np.ndarray:  # (N, 1, L) -> (N, 16, 3)
-        p = self.inc(h, mode)
-        for name, _, _ in PRIOR_ENCODER[1:]:
+    def __call__(self, h: np.ndarray, mode: str) -> np.ndarray:  # (N, 1, L) -> (N, c_{depth−1}, 3)
+        p = h
+        for name in self.part_names:
             p = getattr(self, name)(p, mode)
-        # For L = 100 this is the original repository's max-pool 4 (12 -> 3); other lengths pool adaptively.
+        # At L = 100, depth 4 this is the original repository's max-pool 4 (12 -> 3); else it pools adaptively.
         pooled = adaptive_max_pool1d(p, PRIOR_TAPS)
         return pooled.dtype.type(1.0) + self.beta.astype(pooled.dtype) * pooled
 
 
 class NumpyICNN:
-    """ICNN_s of the original repository, inference only. Input and output (N, 1, L), L ≥ MIN_LENGTH.
+    """ICNN_s of the original repository, of the config's width and depth, inference only.
+    Input and output (N, 1, L), L ≥ ``icnn.spec.min_length(config)`` (2^depth: 16 for the original).
 
     Build it with :func:`load_h5`, or from arrays: ``NumpyICNN(arrays, config)``.
     ``config`` is the :class:`icnn.spec.ModelConfig`; ``metadata`` the file's
@@ -187,14 +192,14 @@ class NumpyICNN:
         self.dtype = np.dtype(dtype)
         weights = Weights(arrays, config, source)
         sparse = config.norm == "sparse_bn"
-        (_, a, b), *downs = ENCODER
+        (_, a, b), *downs = encoder_parts(config)
         self.inc = DoubleConv(weights, "inc", a, b, None, sparse)
         for name, cin, cout in downs:
             setattr(self, name, Down(weights, name, cin, cout, sparse))
-        for name, cin, cout in DECODER:
+        for name, cin, cout in decoder_parts(config):
             setattr(self, name, Up(weights, name, cin, cout, sparse))
-        self.outc = OutConv(weights, OUTC[0], OUTC[1], OUTC[2])
-        self.wienernet = WienerNet(weights, "wienernet", sparse) if config.prior else None
+        self.outc = OutConv(weights, *outc_part(config))
+        self.wienernet = WienerNet(weights, "wienernet", config) if config.prior else None
 
     def forward(self, x: np.ndarray, h: np.ndarray | None = None, bn_mode: str | None = None) -> np.ndarray:
         """Denoise a batch.
@@ -202,7 +207,7 @@ class NumpyICNN:
         Parameters
         ----------
         x : np.ndarray
-            Noisy signals, shape (N, 1, L), L ≥ 16.
+            Noisy signals, shape (N, 1, L), L ≥ ``min_length(config)``.
         h : np.ndarray, optional
             The Wiener prior of each signal, shape (N, 1, L); computed from x when omitted.
         bn_mode : {"fixed", "unfixed"}, optional
@@ -221,8 +226,7 @@ class NumpyICNN:
         x = np.asarray(x)
         if x.ndim != 3 or x.shape[1] != 1:
             raise InputError(f"expected input of shape (N, 1, L), got {x.shape}")
-        if x.shape[2] < MIN_LENGTH:
-            raise InputError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
+        self.check_length(x.shape[2])
         offset_free = self.config.baseline == "median"
         if not (self.config.equivariant or offset_free):
             return self.unet(x, h, mode)
@@ -256,13 +260,22 @@ class NumpyICNN:
             h = wiener_prior(x) if h is None else np.asarray(h)
             if h.shape != x.shape:
                 raise InputError(f"h must have the input's shape {x.shape}, got {h.shape}")
-            kernel_scale = self.wienernet(batch_innermost(h, self.dtype), mode)  # (N, 16, 3)
+            kernel_scale = self.wienernet(batch_innermost(h, self.dtype), mode)  # (N, c_{depth−1}, 3)
+        bottleneck = modulated_part(self.config)
         encoded = {}
-        for name, _, _ in ENCODER:  # inc (N, 2, L), then each Down halves L: down4 is (N, 16, L/16)
-            x = encoded[name] = getattr(self, name)(x, mode, kernel_scale if name == MODULATED_PART else None)
-        for name, skip in SKIPS:  # each Up doubles L back, joined with its mirror level: up4 is (N, 2, L)
+        # inc gives (N, c_0, L), each down_k halves L to (N, c_k, L / 2^k); the bottleneck keeps c_{depth−1}
+        for name, _, _ in encoder_parts(self.config):
+            x = encoded[name] = getattr(self, name)(x, mode, kernel_scale if name == bottleneck else None)
+        # each up_k doubles L back, joined with its mirror level's output; the last gives (N, c_0, L)
+        for name, skip in skip_parts(self.config):
             x = getattr(self, name)(x, encoded[skip], mode)
         return self.outc(x)  # (N, 1, L)
+
+    def check_length(self, length: int) -> None:
+        """Refuse signals shorter than the model takes: ``depth`` halvings must leave a sample."""
+        if length < min_length(self.config):
+            raise InputError(f"signals must have length >= {min_length(self.config)} "
+                             f"(2^depth, depth {self.config.depth}), got {length}")
 
     def denoise(self, noisy: np.ndarray, bn_mode: str | None = None, threads: int | None = None,
                 chunk: int = CHUNK) -> np.ndarray:
@@ -276,7 +289,7 @@ class NumpyICNN:
         Parameters
         ----------
         noisy : np.ndarray
-            Shape (N, L) or (L,), finite (and within float32's range), L ≥ 16. Signals
+            Shape (N, L) or (L,), finite (and within float32's range), L ≥ ``min_length(config)``. Signals
             longer than ``config.train_length`` are denoised in overlapping windows of it,
             blended (:func:`deepdenoise1d.windows.denoise_windows`). A model with
             ``config.input_scale`` s ≠ 1 gives s · net(noisy / s).
@@ -296,8 +309,7 @@ class NumpyICNN:
         noisy = np.atleast_2d(np.asarray(noisy))
         if noisy.ndim != 2:
             raise InputError(f"expected signals of shape (N, L), got {noisy.shape}")
-        if noisy.shape[1] < MIN_LENGTH:
-            raise InputError(f"signals must have length >= {MIN_LENGTH}, got {noisy.shape[1]}")
+        self.check_length(noisy.shape[1])
         if chunk < 1:
             raise InputError(f"chunk must be >= 1, got {chunk}")
         out = np.empty(noisy.shape, dtype=noisy.dtype if noisy.dtype in (np.float32, np.float64) else np.float64)

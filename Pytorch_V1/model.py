@@ -1,8 +1,9 @@
 """ICNN_s: a 1D U-Net (after milesial/Pytorch-UNet) with a Wiener-filter prior branch.
 
-Part names, widths and state-dict keys follow the original repository, so
-a checkpoint of the original repository loads strictly. Differences from it, on purpose:
-the prior modulation is functional and per signal (no parameter is replaced
+Part names, widths and state-dict keys follow the original repository (the default
+``ModelConfig``, width 2 and depth 4), so a checkpoint of the original repository loads
+strictly; other widths and depths follow :mod:`icnn.spec` by the same rule. Differences
+from it, on purpose: the prior modulation is functional and per signal (no parameter is replaced
 in forward, a signal never depends on its batch-mates), and every batch-norm
 can run in ``fixed`` (running statistics) or ``unfixed`` (the signal's own
 statistics) mode at inference.
@@ -16,19 +17,21 @@ from torch import nn
 
 from icnn.spec import (
     BN_EPS,
-    DECODER,
-    ENCODER,
     KERNEL_SIZE,
-    MIN_LENGTH,
-    OUTC,
     PRIOR_BETA_INIT,
-    PRIOR_ENCODER,
     PRIOR_TAPS,
     SCALE_MAD,
     baseline_index,
     SPARSE_THRESHOLD_INIT,
     ModelConfig,
     check_bn_mode,
+    decoder_parts,
+    encoder_parts,
+    min_length,
+    modulated_part,
+    outc_part,
+    prior_encoder_parts,
+    skip_parts,
 )
 from deepdenoise1d.classical import wiener_inverse_response
 
@@ -176,21 +179,25 @@ class OutConv(nn.Module):
 
 
 class WienerNet(nn.Module):
-    """Prior branch: encodes h and pools it to one factor per (channel, tap) of down4's first kernel."""
+    """Prior branch: encodes h and pools it to one factor per (channel, tap) of the bottleneck's first kernel."""
 
-    def __init__(self, sparse: bool = False):
+    def __init__(self, config: ModelConfig | None = None):
         super().__init__()
-        (_, a, b), *downs = PRIOR_ENCODER
+        config = config or ModelConfig()
+        sparse = config.norm == "sparse_bn"
+        parts = prior_encoder_parts(config)
+        self.part_names = tuple(name for name, _, _ in parts)  # inc, down1..down{depth−1}, in forward order
+        (_, a, b), *downs = parts
         self.inc = DoubleConv(a, b, sparse=sparse)
         for name, cin, cout in downs:
             setattr(self, name, Down(cin, cout, sparse))
         self.beta = nn.Parameter(torch.full((1,), PRIOR_BETA_INIT))
 
-    def forward(self, h: torch.Tensor, bn_mode: str = "fixed") -> torch.Tensor:  # (N, 1, L) -> (N, 16, 3)
-        p = self.inc(h, bn_mode)
-        for name, _, _ in PRIOR_ENCODER[1:]:
+    def forward(self, h: torch.Tensor, bn_mode: str = "fixed") -> torch.Tensor:  # (N, 1, L) -> (N, c_{depth−1}, 3)
+        p = h
+        for name in self.part_names:
             p = getattr(self, name)(p, bn_mode)
-        # For L = 100 this is the original repository's max-pool 4 (12 -> 3); other lengths pool adaptively.
+        # At L = 100, depth 4 this is the original repository's max-pool 4 (12 -> 3); else it pools adaptively.
         pooled = adaptive_max_pool1d(p, PRIOR_TAPS)
         return 1.0 + self.beta * pooled
 
@@ -209,7 +216,8 @@ def adaptive_max_pool1d(x: torch.Tensor, output_size: int) -> torch.Tensor:
 
 
 class ICNN_s(nn.Module):
-    """The original repository's ICNN_s. Input and output (N, 1, L), L ≥ MIN_LENGTH.
+    """The original repository's ICNN_s, of the config's width and depth. Input and output (N, 1, L),
+    L ≥ ``icnn.spec.min_length(config)`` (2^depth: 16 for the original).
 
     Inference is stateless: the BN mode is an argument of :meth:`forward`
     (default: the config's ``bn_mode``).
@@ -219,14 +227,14 @@ class ICNN_s(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         sparse = self.config.norm == "sparse_bn"
-        (_, a, b), *downs = ENCODER
+        (_, a, b), *downs = encoder_parts(self.config)
         self.inc = DoubleConv(a, b, sparse=sparse)
         for name, cin, cout in downs:
             setattr(self, name, Down(cin, cout, sparse))
-        for name, cin, cout in DECODER:
+        for name, cin, cout in decoder_parts(self.config):
             setattr(self, name, Up(cin, cout, sparse))
-        self.outc = OutConv(OUTC[1], OUTC[2])
-        self.wienernet = WienerNet(sparse) if self.config.prior else None
+        self.outc = OutConv(*outc_part(self.config)[1:])
+        self.wienernet = WienerNet(self.config) if self.config.prior else None
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, bn_mode: str | None = None) -> torch.Tensor:
         """Denoise (N, 1, L) signals; ``h`` is the Wiener prior (computed when None),
@@ -234,8 +242,9 @@ class ICNN_s(nn.Module):
         mode = check_bn_mode(bn_mode or self.config.bn_mode)
         if x.ndim != 3 or x.shape[1] != 1:
             raise ValueError(f"expected input of shape (N, 1, L), got {tuple(x.shape)}")
-        if x.shape[2] < MIN_LENGTH:
-            raise ValueError(f"signals must have length >= {MIN_LENGTH}, got {x.shape[2]}")
+        if x.shape[2] < min_length(self.config):
+            raise ValueError(f"signals must have length >= {min_length(self.config)} "
+                             f"(2^depth, depth {self.config.depth}), got {x.shape[2]}")
         offset_free = self.config.baseline == "median"
         if not (self.config.equivariant or offset_free):
             return self.unet(x, h, mode)
@@ -263,16 +272,15 @@ class ICNN_s(nn.Module):
         if self.wienernet is not None:
             if h is None:
                 h = wiener_prior(x)
-            kernel_scale = self.wienernet(h, mode)  # (N, 16, 3)
-        x1 = self.inc(x, mode)  # (N, 2, L)
-        x2 = self.down1(x1, mode)  # (N, 4, L/2)
-        x3 = self.down2(x2, mode)  # (N, 8, L/4)
-        x4 = self.down3(x3, mode)  # (N, 16, L/8)
-        x5 = self.down4(x4, mode, kernel_scale)  # (N, 16, L/16)
-        x = self.up1(x5, x4, mode)  # (N, 8, L/8)
-        x = self.up2(x, x3, mode)  # (N, 4, L/4)
-        x = self.up3(x, x2, mode)  # (N, 2, L/2)
-        x = self.up4(x, x1, mode)  # (N, 2, L)
+            kernel_scale = self.wienernet(h, mode)  # (N, c_{depth−1}, 3)
+        bottleneck = modulated_part(self.config)
+        encoded = {}
+        # inc gives (N, c_0, L), each down_k halves L to (N, c_k, L / 2^k); the bottleneck keeps c_{depth−1}
+        for name, _, _ in encoder_parts(self.config):
+            x = encoded[name] = getattr(self, name)(x, mode, kernel_scale if name == bottleneck else None)
+        # each up_k doubles L back, joined with its mirror level's output; the last gives (N, c_0, L)
+        for name, skip in skip_parts(self.config):
+            x = getattr(self, name)(x, encoded[skip], mode)
         return self.outc(x)  # (N, 1, L)
 
     def batch_norms(self) -> list[SignalBatchNorm1d]:

@@ -9,7 +9,8 @@ tensor's own shape is accepted too). Root attributes:
 ``source_sha256`` and ``torch_version`` (str), written by ``pth2h5.py``.
 
 A file with no attributes at all is the original repository's converter's: its architecture is
-read from its keys (:func:`icnn.spec.config_from_keys`).
+read from its keys and shapes (:func:`icnn.spec.config_from_keys`). Every dataset's shape comes
+from :func:`icnn.spec.expected_shapes` of the config, whatever its width and depth.
 
 The reader is hardened against hostile files: only hard-linked datasets stored
 inside the file are read (no external raw storage, external or soft links,
@@ -39,7 +40,7 @@ from deepdenoise1d.safewrite import atomic_write
 
 WEIGHTS_FORMAT = "icnn_s-weights"
 FORMAT_VERSION = 1
-MAX_DATASETS = 1024  # ICNN_s has 159 (185 with sparse BN); bounds the link walk
+MAX_DATASETS = 1024  # the original ICNN_s has 159 (185 with sparse BN), depth 8 about 400; bounds the link walk
 MAX_ATTRIBUTE_BYTES = 1 << 16  # each attribute, checked before it is read
 MAX_CONFIG_CHARS = 1 << 16
 STRING_ATTRIBUTES = ("format", "config", "source_sha256", "torch_version")
@@ -74,7 +75,8 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ModelC
         Every weight as float32, reshaped to its tensor shape (BN counters left out).
     config : ModelConfig
         Recorded in ``config`` (``sigma_range`` filled from the recorded training sigma
-        when absent), or read from the keys for an attribute-less file.
+        when absent; width 2 and depth 4 when absent), or read from the keys and shapes for an
+        attribute-less file.
     metadata : dict
         The root attributes, ``config`` parsed; empty for an attribute-less file.
 
@@ -129,7 +131,8 @@ def _plain_datasets(f: h5py.File, source: str) -> dict[str, h5py.Dataset]:
         _check_dataset(item, name, source)
         total += math.prod(item.shape)
         if total > MAX_WEIGHT_VALUES:
-            raise InputError(f"{source}: datasets declare more than {MAX_WEIGHT_VALUES} values, far more than ICNN_s has")
+            raise InputError(f"{source}: datasets declare more than {MAX_WEIGHT_VALUES} values, "
+                             "more than any ICNN_s this reader builds")
         datasets[name] = item
     return datasets
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from deepdenoise1d.errors import InputError
 
-MIN_LENGTH = 16  # four halvings must leave at least one sample
 TRAIN_LENGTH = 100  # signal length every shipped model was trained on; the default for files that do not record it
 PRIOR_TAPS = 3  # one prior factor per tap of the bottleneck's first kernel
 KERNEL_SIZE = 3  # every DoubleConv convolution, padding KERNEL_SIZE // 2
@@ -32,15 +31,16 @@ PRIOR_BETA_INIT = 0.1  # wienernet.beta at initialisation
 CHUNK = 8192  # signals per inference chunk (bounds memory)
 COUNTER_SUFFIX = "num_batches_tracked"  # BN step counters: in torch's state dict, not weights
 
-# (in, out) channels of each part. Up's DoubleConv has mid = in // 2 channels; the rest mid = out.
-ENCODER = (("inc", 1, 2), ("down1", 2, 4), ("down2", 4, 8), ("down3", 8, 16), ("down4", 16, 16))
-DECODER = (("up1", 32, 8), ("up2", 16, 4), ("up3", 8, 2), ("up4", 4, 2))
-OUTC = ("outc", 2, 1)
-PRIOR_ENCODER = (("inc", 1, 2), ("down1", 2, 4), ("down2", 4, 8), ("down3", 8, 16))
+# The U (``ModelConfig.width`` w, ``depth`` D): level i = 0..D − 1 has c_i = w·2^i channels. The encoder is
+# inc (1 → c_0) then down1..down{D}, each a max-pool by 2 and a DoubleConv: down_k maps c_{k−1} → c_k, but the
+# bottleneck down{D} keeps c_{D−1}. The decoder up1..up{D} joins the previous output with the skip of the mirror
+# level D − k (in = 2·c_{D−k}; an Up's DoubleConv has mid = in // 2, every other mid = out) and gives
+# c_{D−k−1} channels, the last one c_0. outc maps c_0 → 1. The prior branch encodes h with inc and
+# down1..down{D−1} and scales the bottleneck's first kernel per signal, (N, c_{D−1}, PRIOR_TAPS).
+# Width 2, depth 4 is the original repository's ICNN_s (the constants ENCODER, DECODER, ... below).
 PRIOR_PREFIX = "wienernet"
-MODULATED_PART = "down4"  # its first kernel is scaled per signal by the prior, (N, 16, PRIOR_TAPS)
-# (decoder part, encoder part whose output it takes as its skip), in forward order: the U's mirror levels.
-SKIPS = (("up1", "down3"), ("up2", "down2"), ("up3", "down1"), ("up4", "inc"))
+MAX_WIDTH = 256  # channels of the first level
+MAX_DEPTH = 8  # down-sampling levels
 
 # Scale-equivariant models denoise f(y) = s(y) · g(y / s(y)), so f(a·y) = a·f(y) for every a > 0.
 # s(y) is the noise level read from the first differences, median |Δy| / SCALE_MAD (the lower median
@@ -61,7 +61,7 @@ def baseline_index(length: int) -> int:
     return (length - 1) // 2
 
 
-MAX_WEIGHT_VALUES = 1_000_000  # far above any ICNN_s (~22k); bounds what a reader allocates
+MAX_WEIGHT_VALUES = 1_000_000  # the original ICNN_s has about 8k; bounds a config and what a reader allocates
 
 
 @dataclass
@@ -80,7 +80,9 @@ class ModelConfig:
     ``equivariant`` (False when a file does not record it): the network normalises each signal
     by its own noise scale (:data:`SCALE_MAD`), so its output scales with its input in any units.
     ``baseline`` ("none" when a file does not record it): "median" makes the model offset-free
-    (:data:`BASELINES`).
+    (:data:`BASELINES`). ``width`` and ``depth`` (2 and 4, the original's, when a file does not
+    record them) set the capacity: level i has width·2^i channels (:func:`encoder_parts`), and
+    configs of more than :data:`MAX_WEIGHT_VALUES` weights are refused.
     """
 
     prior: bool = True  # the Wiener prior branch
@@ -91,6 +93,8 @@ class ModelConfig:
     input_scale: float = 1.0  # the net saw y / input_scale in training: denoise as input_scale · net(y / input_scale)
     equivariant: bool = False  # forward is s(y) · g(y / s(y)): f(a·y) = a·f(y) for a > 0
     baseline: str = "none"  # one of BASELINES; "median": f(y + c) = f(y) + c
+    width: int = 2  # channels of the first level (1..MAX_WIDTH)
+    depth: int = 4  # down-sampling levels (1..MAX_DEPTH): signals of at least 2^depth samples
 
     def __post_init__(self):
         self.validate("config")
@@ -110,15 +114,28 @@ class ModelConfig:
             raise InputError(f"{source}: model config field 'bn_mode' must be one of {BN_MODES}, got {self.bn_mode!r}")
         if self.sigma_range is not None:
             self.sigma_range = check_sigma_range(self.sigma_range, source)
+        self._validate_capacity(source)
         length = self.train_length
-        if isinstance(length, bool) or not isinstance(length, int) or length < MIN_LENGTH:
-            raise InputError(f"{source}: model config field 'train_length' must be an integer >= {MIN_LENGTH}, "
+        if isinstance(length, bool) or not isinstance(length, int) or length < min_length(self):
+            raise InputError(f"{source}: model config field 'train_length' must be an integer >= {min_length(self)}, "
                              f"got {str(length)[:40]}")
         scale = self.input_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
             raise InputError(f"{source}: model config field 'input_scale' must be a positive finite number, "
                              f"got {str(scale)[:40]}")
         self.input_scale = float(scale)
+
+    def _validate_capacity(self, source: str) -> None:
+        """``width`` and ``depth`` integers in range, and not more weights than :data:`MAX_WEIGHT_VALUES`."""
+        for name, top in (("width", MAX_WIDTH), ("depth", MAX_DEPTH)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise InputError(f"{source}: model config field {name!r} must be an integer from 1 to {top}, "
+                                 f"got {str(value)[:40]}")
+        count = weight_count(self)
+        if count > MAX_WEIGHT_VALUES:
+            raise InputError(f"{source}: model config fields 'width' {self.width} and 'depth' {self.depth} give "
+                             f"{count} weights, more than {MAX_WEIGHT_VALUES}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,13 +198,81 @@ def check_bn_mode(mode) -> str:
     return mode
 
 
-def config_from_keys(keys: Iterable[str]) -> ModelConfig:
-    """The architecture of a config-less (seed) file, read from its state-dict keys."""
-    keys = list(keys)
+def config_from_keys(state: Iterable[str] | Mapping) -> ModelConfig:
+    """The architecture of a config-less (original repository's) file, read from its state dict.
+
+    Parameters
+    ----------
+    state : iterable of str, or Mapping
+        The state-dict keys; a mapping of keys to tensors or HDF5 datasets also gives ``width``
+        (the size of inc's first bias). ``depth`` is the number of decoder parts (``up1``, ``up2``, ...).
+        What cannot be read keeps the default (the original's width 2, depth 4); :func:`check_weights`
+        then names any tensor that does not fit.
+    """
+    keys = {str(k) for k in state}
+    depth = 0
+    while f"up{depth + 1}.conv.double_conv.0.weight" in keys:
+        depth += 1
+    depth = depth or ModelConfig.depth
+    bias = state.get("inc.double_conv.0.bias") if isinstance(state, Mapping) else None
+    width = _size(bias.shape) if hasattr(bias, "shape") else ModelConfig.width
     return ModelConfig(
         prior=f"{PRIOR_PREFIX}.beta" in keys,
         norm="sparse_bn" if any(k.endswith(".threshold") for k in keys) else "bn",
+        train_length=max(TRAIN_LENGTH, 2**depth),  # not recorded: the shipped length, or the shortest the depth takes
+        width=width,
+        depth=depth,
     )
+
+
+def level_channels(config: ModelConfig) -> tuple[int, ...]:
+    """c_0..c_{depth−1}: width·2^i channels at level i."""
+    return tuple(config.width * 2**level for level in range(config.depth))
+
+
+def encoder_parts(config: ModelConfig) -> tuple[tuple[str, int, int], ...]:
+    """(name, in, out) channels of inc, down1..down{depth}; the last, the bottleneck, keeps its width."""
+    channels = level_channels(config)
+    downs = tuple((f"down{k}", channels[k - 1], channels[k]) for k in range(1, config.depth))
+    return (("inc", 1, channels[0]), *downs, (f"down{config.depth}", channels[-1], channels[-1]))
+
+
+def decoder_parts(config: ModelConfig) -> tuple[tuple[str, int, int], ...]:
+    """(name, in, out) channels of up1..up{depth}: up_k reads [skip, up] of the mirror level depth − k."""
+    channels = level_channels(config)
+    depth = config.depth
+    return tuple((f"up{k}", 2 * channels[depth - k], channels[max(depth - k - 1, 0)]) for k in range(1, depth + 1))
+
+
+def outc_part(config: ModelConfig) -> tuple[str, int, int]:
+    """(name, in, out) channels of the 1×1 output convolution."""
+    return ("outc", config.width, 1)
+
+
+def prior_encoder_parts(config: ModelConfig) -> tuple[tuple[str, int, int], ...]:
+    """(name, in, out) channels of the prior branch's encoder: the network's without the bottleneck."""
+    return encoder_parts(config)[:-1]
+
+
+def skip_parts(config: ModelConfig) -> tuple[tuple[str, str], ...]:
+    """(decoder part, encoder part whose output it takes as its skip), in forward order: the U's mirror levels."""
+    levels = [name for name, _, _ in encoder_parts(config)[:-1]]
+    return tuple(zip((name for name, _, _ in decoder_parts(config)), reversed(levels)))
+
+
+def modulated_part(config: ModelConfig) -> str:
+    """The bottleneck: its first kernel is scaled per signal by the prior, (N, c_{depth−1}, PRIOR_TAPS)."""
+    return encoder_parts(config)[-1][0]
+
+
+def min_length(config: ModelConfig) -> int:
+    """The shortest signal a model of ``config`` takes: ``depth`` halvings must leave at least one sample."""
+    return 2**config.depth
+
+
+def weight_count(config: ModelConfig) -> int:
+    """Values in the weights of ``config`` (every tensor :func:`expected_shapes` lists)."""
+    return sum(_size(shape) for shape in expected_shapes(config).values())
 
 
 def double_conv_shapes(prefix: str, in_ch: int, out_ch: int, mid_ch: int, sparse: bool) -> dict[str, tuple]:
@@ -215,16 +300,16 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """
     sparse = config.norm == "sparse_bn"
     shapes: dict[str, tuple[int, ...]] = {}
-    for name, in_ch, out_ch in ENCODER:
+    for name, in_ch, out_ch in encoder_parts(config):
         shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, out_ch, sparse))
-    for name, in_ch, out_ch in DECODER:
+    for name, in_ch, out_ch in decoder_parts(config):
         shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, in_ch // 2, sparse))
-    name, in_ch, out_ch = OUTC
+    name, in_ch, out_ch = outc_part(config)
     shapes[f"{name}.conv.weight"] = (out_ch, in_ch, 1)
     shapes[f"{name}.conv.bias"] = (out_ch,)
     if config.prior:
         shapes[f"{PRIOR_PREFIX}.beta"] = (1,)  # a module's own parameters precede its children's
-        for name, in_ch, out_ch in PRIOR_ENCODER:
+        for name, in_ch, out_ch in prior_encoder_parts(config):
             shapes.update(double_conv_shapes(part_prefix(f"{PRIOR_PREFIX}.{name}"), in_ch, out_ch, out_ch, sparse))
     return shapes
 
@@ -278,3 +363,14 @@ def check_weights(shapes: dict[str, tuple], config: ModelConfig, source: str, fl
         got = tuple(shapes[key])
         if got != want and not (flat_ok and got == (_size(want),)):
             raise InputError(f"{source}: tensor {key!r} has shape {got}, expected {want} ({_size(want)} values)")
+
+
+# The original repository's ICNN_s (width 2, depth 4): its parts as ``(name, in, out)`` channels.
+_ORIGINAL = ModelConfig()
+ENCODER = encoder_parts(_ORIGINAL)  # inc 1→2, down1 2→4, down2 4→8, down3 8→16, down4 16→16
+DECODER = decoder_parts(_ORIGINAL)  # up1 32→8, up2 16→4, up3 8→2, up4 4→2
+OUTC = outc_part(_ORIGINAL)  # outc 2→1
+PRIOR_ENCODER = prior_encoder_parts(_ORIGINAL)  # inc 1→2 .. down3 8→16
+SKIPS = skip_parts(_ORIGINAL)  # up1←down3, up2←down2, up3←down1, up4←inc
+MODULATED_PART = modulated_part(_ORIGINAL)  # down4, (N, 16, PRIOR_TAPS)
+MIN_LENGTH = min_length(_ORIGINAL)  # 16

@@ -146,7 +146,7 @@ def test_hdf5_round_trip(pth2h5, tmp_path):
         assert f.attrs["format_version"] == 1
         assert json.loads(f.attrs["config"])["model"] == {"prior": True, "norm": "sparse_bn", "bn_mode": "fixed",
                                                           "sigma_range": None, "train_length": 100,
-                                                          "input_scale": 1.0, "equivariant": False}
+                                                          "input_scale": 1.0, "equivariant": False, "baseline": "none", "width": 2, "depth": 4}
         assert f.attrs["source_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
         assert f.attrs["torch_version"] == str(torch.__version__)
     assert set(state) == set(expected_shapes(SpecConfig(prior=True, norm="sparse_bn")))

@@ -12,7 +12,7 @@ def test_model_config_round_trip():
     cfg = ModelConfig(prior=False, norm="sparse_bn", bn_mode="unfixed", sigma_range=[0.5, 5])
     assert ModelConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
     assert cfg.to_dict() == {"prior": False, "norm": "sparse_bn", "bn_mode": "unfixed", "sigma_range": [0.5, 5.0],
-                             "train_length": 100, "input_scale": 1.0, "equivariant": False}
+                             "train_length": 100, "input_scale": 1.0, "equivariant": False, "baseline": "none", "width": 2, "depth": 4}
     assert ModelConfig(sigma_range=3).sigma_range == [3.0, 3.0]  # one sigma s is [s, s]
     assert ModelConfig.from_dict({}, train_sigma=[1, 2]).sigma_range == [1.0, 2.0]
     assert ModelConfig.from_dict({}, train_sigma="auto").sigma_range is None  # nothing derived from a non-number
