@@ -63,7 +63,8 @@ def load_backend(args) -> frontend.Backend:
                        lambda noisy, mode: net.denoise(noisy, bn_mode=mode, threads=threads),
                        net.config.bn_mode, net.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES,
                        train_length=net.config.train_length, jacobian=partial(exact_jacobians, net),
-                       input_scale=net.config.input_scale, equivariant=net.config.equivariant)
+                       input_scale=net.config.input_scale, equivariant=net.config.equivariant,
+                       offset_free=net.config.baseline == "median")
 
 
 def exact_jacobians(net, rows, mode):

@@ -13,6 +13,7 @@ from Pytorch_V1.distributed import Workers, note
 from Pytorch_V1.losses import LABEL_FREE
 from icnn.spec import MIN_LENGTH, ModelConfig
 from Pytorch_V1.model import model_prior
+from deepdenoise1d.broad_prior import BroadPrior
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.classical import bayes_posterior_mean
 from deepdenoise1d.dataset import read_folder_dataset
@@ -50,6 +51,7 @@ RECORRUPT_STREAM = 77  # scripts/label_free_study.py: R2R's recorruption mean at
 PRIOR_STREAM = 997  # the noisy signals --sigma-estimate shrunk fits its σ distribution on
 VAL_PROBE_STREAM = 998  # validation SURE's probes
 VAL_STREAM = 999  # the synthetic validation signals
+BROAD_RANK_STRIDE = 7919  # the broad prior's stream of worker r is seeded seed + this·r
 
 
 class SyntheticStream:
@@ -124,6 +126,48 @@ class FolderStream:
         self.order = np.asarray(state["order"], dtype=int)
 
 
+class BroadStream:
+    """Endless batches of :class:`deepdenoise1d.broad_prior.BroadPrior`, each signal divided by its own σ.
+
+    Only a scale-equivariant, offset-free model trains on it: to such a model the division changes
+    nothing but the loss, which then weighs every signal alike (in units of its σ) whatever its scale.
+    Batch k of worker ``rank`` is the prior's batch k of seed ``seed + BROAD_RANK_STRIDE·rank``: resumable.
+    """
+
+    def __init__(self, seed: int, batch_size: int, length: int, rank: int = 0):
+        self.prior = BroadPrior(dtype=np.float64)
+        self.seed, self.batch_size, self.length = seed + BROAD_RANK_STRIDE * rank, batch_size, length
+        self.epoch = 0
+        self.load_state({"batch": 0})
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        clean, noisy, sigma = next(self.batches)
+        self.batch += 1
+        return noisy / sigma[:, None], clean / sigma[:, None], np.ones_like(sigma)
+
+    def state(self) -> dict:
+        return {"batch": self.batch}
+
+    def load_state(self, state: dict) -> None:
+        self.batch = int(state["batch"])
+        self.batches = self.prior.batches(self.seed, self.batch_size, self.length, start=self.batch)
+
+
+def broad_data(cfg, workers: Workers, device: torch.device, local_batch: int):
+    """The broad prior's stream and a fixed validation set from it, in units of each signal's σ."""
+    model = ModelConfig.from_dict(cfg.model, "train config")
+    if not (model.equivariant and model.baseline == "median"):
+        raise InputError("--train-prior broad trains scale-equivariant, offset-free models only "
+                         "(drop --no-equivariant and --baseline none)")
+    length = cfg.crop_length
+    cfg = replace(cfg, sigma=None, val_size=cfg.val_size or SYNTHETIC_VAL, model={**cfg.model, "train_length": length})
+    clean, noisy, sigma, _ = BroadPrior(dtype=np.float64).validation_set(cfg.seed + VAL_STREAM, cfg.val_size, length)
+    what = (f"{cfg.val_size} broad-prior signals of {length} samples (seed {cfg.seed + VAL_STREAM}), "
+            "RMSE in units of each signal's σ")
+    val = validation(cfg, noisy / sigma[:, None], clean / sigma[:, None], np.ones(cfg.val_size), None, what, device)
+    return cfg, BroadStream(cfg.seed, local_batch, length, workers.rank), val
+
+
 def held_out_size(n_signals: int, requested: int | None) -> int:
     """Validation signals to hold out of a folder: ``requested``, else :data:`VAL_FRACTION` but at least :data:`MIN_VAL`."""
     return requested if requested is not None else max(MIN_VAL, int(round(VAL_FRACTION * n_signals)))
@@ -177,6 +221,8 @@ def load_data(cfg, workers: Workers, device: torch.device):
         return file_data(cfg, workers, device, local_batch)
     if cfg.data is not None:
         return folder_data(cfg, workers, device, local_batch)
+    if cfg.train_prior == "broad":
+        return broad_data(cfg, workers, device, local_batch)
     cfg = replace(cfg, sigma=cfg.sigma or [SIGMA, SIGMA], val_size=cfg.val_size or SYNTHETIC_VAL,
                   model={**cfg.model, "train_length": SIGNAL_LENGTH})  # recorded: longer inputs go through windows of it
     stream = SyntheticStream(cfg.seed, local_batch, sigma_spec(cfg.sigma), workers.rank, workers.world_size)

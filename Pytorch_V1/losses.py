@@ -39,6 +39,9 @@ SURE_FLOOR_SD = 4.0
 # the training loss of one batch
 
 
+RMSE_FLOOR = 1e-8  # keeps the gradient of √MSE finite at a perfect signal
+
+
 def compute_loss(cfg, parts, x, h, clean, sigmas) -> torch.Tensor:
     """The batch's loss under ``cfg`` (a TrainConfig), with ``parts`` (checkpoint.Parts) the model and generators."""
     if cfg.sigma_estimate != "true":  # blind and label-free: the loss is never told the true σ
@@ -48,6 +51,8 @@ def compute_loss(cfg, parts, x, h, clean, sigmas) -> torch.Tensor:
     else:
         loss_fn = F.smooth_l1_loss if cfg.loss == "smoothl1" else F.mse_loss
         per_signal = loss_fn(parts.net(x, h).float(), clean, reduction="none").mean(dim=(1, 2))
+        if cfg.loss == "rmse":  # each signal's RMSE: one with large errors (a sharp peak) no longer outweighs the rest
+            per_signal = (per_signal + RMSE_FLOOR).sqrt()
     weights = loss_weights(cfg.weight_by, sigmas)
     if weights is not None:
         per_signal = per_signal * torch.as_tensor(weights, dtype=torch.float32, device=parts.device)

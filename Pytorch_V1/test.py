@@ -55,7 +55,7 @@ def load_backend(args) -> frontend.Backend:
     return frontend.Backend(PROG, "PyTorch", "torch", args.weights, lambda noisy, mode: denoise(model, noisy, mode),
                        model.config.bn_mode, model.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES,
                        train_length=model.config.train_length, input_scale=model.config.input_scale,
-                       equivariant=model.config.equivariant)
+                       equivariant=model.config.equivariant, offset_free=model.config.baseline == "median")
 
 
 def main(argv=None):

@@ -79,7 +79,7 @@ class TrainConfig:
     batch_size: int = 256  # signals per step, over all workers
     lr: float = 6e-3  # peak learning rate (get_lr)
     optimizer: str = "adam"
-    loss: str = "mse"  # mse, smoothl1 (the original repository's); label-free: sure, r2r or unsure
+    loss: str = "mse"  # mse, smoothl1 (the original repository's), rmse (per signal, averaged); label-free: sure, r2r or unsure
     sigma: list[float] | None = None  # [low, high] (low == high: one σ); None until resolved (load_data)
     sigma_per_signal: bool = False  # --data with varying σ: each signal's own estimate (noise.folder_sigmas)
     seed: int = TRAIN_SEED
@@ -105,10 +105,15 @@ class TrainConfig:
     device: str = "auto"
     model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median"})
     sure_floor: float = SURE_FLOOR_SD  # per-signal SURE is reflected at −this·σ²·√(2/L) (losses.floored_sure); 0: off
-    crop_length: int = SIGNAL_LENGTH  # --data RECORD: training crops and validation windows of this length
+    crop_length: int = SIGNAL_LENGTH  # --data RECORD or --train-prior broad: training signals of this length
+    train_prior: str = "spikes"  # synthetic signals: the benchmark's spikes, or deepdenoise1d.broad_prior's families
     input_scale: float = 1.0  # --data RECORD: the record was divided by this (its σ); also in the model config
     passes: float | None = None  # steps from the data: this many passes over the training signals (budget_from_data)
     patience: int | None = None  # stop after this many evaluations without a better validation; None: never
+
+
+TRAIN_PRIORS = ("spikes", "broad")
+BROAD_LENGTH = 512  # broad-prior training signals: long enough for a slow oscillation's few cycles
 
 
 # ---------------------------------------------------------------------------
@@ -142,8 +147,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=positive_float, help=f"peak learning rate (default {d.lr}; {SURE_RECIPE['lr']} with --loss sure)")
     p.add_argument("--optimizer", choices=["adam", "sgd"],
                    help="adam (default), or sgd with momentum 0.9 like the original repository")
-    p.add_argument("--loss", choices=["mse", "smoothl1", *LABEL_FREE],
-                   help="mse (default), smoothl1 (the original repository's), or label-free: sure (Stein's unbiased "
+    p.add_argument("--loss", choices=["mse", "smoothl1", "rmse", *LABEL_FREE],
+                   help="mse (default), smoothl1 (the original repository's), rmse (each signal's RMSE, averaged: the broad prior's loss), or label-free: sure (Stein's unbiased "
                         "risk estimate), r2r (Recorrupted-to-Recorrupted, needs sigma like sure) or unsure (learns one "
                         "noise variance for the whole data set)")
     p.add_argument("--sigma", type=sigma_range_or_auto, metavar="S",
@@ -156,6 +161,12 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-equivariant", action="store_true", default=None,
                    help="let the network see the input's absolute scale; by default it normalises each signal by its "
                         "own noise scale, so the model works in any units (f(a·y) = a·f(y))")
+    p.add_argument("--train-prior", choices=TRAIN_PRIORS,
+                   help="synthetic training signals (without --data): spikes (default, the benchmark's) or broad (nine "
+                        f"families of 1-D signals at random scales, offsets and signal-to-noise ratios, crops of "
+                        f"--crop-length, default {BROAD_LENGTH} there)")
+    p.add_argument("--width", type=positive_int, help="channels of the U-Net's first level, doubling per level (default 2)")
+    p.add_argument("--depth", type=positive_int, help="levels of the U-Net: signals of at least 2^depth samples (default 4)")
     p.add_argument("--baseline", choices=BASELINES,
                    help="median (default): the network takes each signal's median off and adds it back, so an offset "
                         "of the record changes nothing but the output's offset (f(y + c) = f(y) + c); none: it sees "
@@ -238,14 +249,15 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         sure_probes=pick(a.sure_probes, d.sure_probes), sure_central=pick(a.sure_central, d.sure_central),
         sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), r2r_alpha=pick(a.r2r_alpha, d.r2r_alpha), lr_final=pick(a.lr_final, d.lr_final),
         ema=pick(a.ema, d.ema),
-        sure_floor=pick(a.sure_floor, d.sure_floor), crop_length=pick(a.crop_length, d.crop_length),
+        sure_floor=pick(a.sure_floor, d.sure_floor), crop_length=pick(a.crop_length, BROAD_LENGTH if a.train_prior == "broad" else d.crop_length),
         passes=pick(a.passes, DATA_PASSES) if a.data is not None and a.steps is None else None,
         patience=pick(a.patience, DATA_PATIENCE if a.data is not None else None),
         data=a.data, val_size=a.val_size, init=a.init, init_sha256=None if a.init is None else file_sha256(a.init),
         # 0: chosen with the steps (budget_from_data)
         eval_every=pick(a.eval_every, 0 if a.data is not None and a.steps is None else d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
         model={"prior": not a.no_prior, "norm": pick(a.norm, "bn"), "equivariant": not a.no_equivariant,
-               "baseline": pick(a.baseline, "median")},
+               "baseline": pick(a.baseline, "median"), "width": pick(a.width, 2), "depth": pick(a.depth, 4)},
+        train_prior=pick(a.train_prior, "spikes"),
     )
 
 

@@ -289,6 +289,7 @@ class SigmaRangeCheck:
     scale: float = 1.0  # the model's input_scale s: its range is compared with σ̂ / s
     equivariant: bool = False  # compare signal-to-noise, not σ̂ (the model works in any units)
     snrs: list = field(default_factory=list)  # per signal sqrt(max(mean(y²) − σ̂², 0)) / σ̂, when equivariant
+    offset_free: bool = False  # the model takes each signal's median off: levels and peaks count from it
 
     def add(self, sigma_hat: np.ndarray, length: int, noisy: np.ndarray | None = None) -> None:
         """Record the estimates of one chunk of signals of this ``length``; with the chunk ``noisy``
@@ -297,7 +298,10 @@ class SigmaRangeCheck:
         self.estimates.append(sigma_hat)
         self.length = length
         if self.equivariant and noisy is not None:
-            power = np.mean(np.square(np.atleast_2d(noisy), dtype=np.float64), axis=-1)
+            noisy = np.atleast_2d(noisy)
+            if self.offset_free:  # the network never sees the offset: the signal's power about its median
+                noisy = np.asarray(noisy, dtype=np.float64) - np.median(noisy, axis=-1, keepdims=True)
+            power = np.mean(np.square(noisy, dtype=np.float64), axis=-1)
             with np.errstate(divide="ignore", invalid="ignore"):  # σ̂ NaN or 0 (degenerate): NaN, skipped
                 self.snrs.append(np.sqrt(np.maximum(power - sigma_hat ** 2, 0.0)) / sigma_hat)
 
@@ -306,6 +310,8 @@ class SigmaRangeCheck:
         noisy = np.atleast_2d(noisy)
         auto = noise.estimate_sigma_auto(noisy)
         self.add(auto.sigma, noisy.shape[-1], noisy)
+        if self.offset_free:  # peaks count from the median, which the network takes off
+            noisy = np.asarray(noisy, dtype=np.float64) - np.median(noisy, axis=-1, keepdims=True)
         self.spike_used += int((auto.spike & ~auto.degenerate).sum())
         flat = np.flatnonzero(auto.degenerate) + self.seen
         self.degenerate.extend(flat[: max(MAX_NAMED + 1 - len(self.degenerate), 0)].tolist())  # bounded memory
@@ -466,13 +472,13 @@ def peak_limit(low: float, length: int) -> float:
 
 
 def sigma_range_check(sigma_range, noisy: np.ndarray | None = None, scale: float = 1.0,
-                      equivariant: bool = False) -> SigmaRangeCheck:
+                      equivariant: bool = False, offset_free: bool = False) -> SigmaRangeCheck:
     """A :class:`SigmaRangeCheck` for ``sigma_range`` ([low, high], or None: only the σ estimate and the
     degenerate-signal warning), fed ``noisy`` when given; ``scale`` is the model's input_scale (σ̂ / scale
     is what the range is compared with); ``equivariant``: the model works in any units, so the range warning
     compares signal-to-noise instead of σ̂ (and ``scale`` plays no part in it)."""
     low, high = (float(sigma_range[0]), float(sigma_range[1])) if sigma_range else (None, None)
-    check = SigmaRangeCheck(low, high, scale=float(scale), equivariant=bool(equivariant))
+    check = SigmaRangeCheck(low, high, scale=float(scale), equivariant=bool(equivariant), offset_free=bool(offset_free))
     if noisy is not None:
         check.observe(noisy)
     return check
@@ -506,6 +512,7 @@ def denoise_file(
     overlap: int | None = None,
     input_scale: float = 1.0,
     equivariant: bool = False,
+    offset_free: bool = False,
 ) -> FileResult:
     """Denoise every signal of ``input_path`` and write them to ``output_path``, streaming.
 
@@ -543,6 +550,8 @@ def denoise_file(
         The model's input_scale s: ``sigma_range`` is compared with σ̂ / s.
     equivariant : bool
         The model is scale-equivariant: the range warning compares signal-to-noise, not σ̂.
+    offset_free : bool
+        The model takes each signal's median off: signal-to-noise and peaks are measured from it.
     """
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
@@ -554,7 +563,7 @@ def denoise_file(
     if signals.shape[-1] < min_length:
         raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
     dtype = compute_dtype(signals.dtype)  # float32 and float16 give float32, the rest float64
-    check = sigma_range_check(sigma_range, scale=input_scale, equivariant=equivariant)
+    check = sigma_range_check(sigma_range, scale=input_scale, equivariant=equivariant, offset_free=offset_free)
     window = train_length if train_length is not None and signals.shape[-1] > train_length else None
     stream = _Stream(signals, denoise, chunk, str(input_path), check, progress, window, overlap)
     with _undo_new_folders(output_path):

@@ -51,6 +51,7 @@ class Backend:
     jacobian: Callable | None = None  # jacobian(rows (n, L), bn_mode) -> (n, L, L): exact SURE for --method auto
     input_scale: float = 1.0  # the model's input_scale s: denoise applies it; sigma_range is compared with σ̂ / s
     equivariant: bool = False  # f(a·y) = a·f(y): any units; the range warning speaks of signal-to-noise, not σ
+    offset_free: bool = False  # f(y + c) = f(y) + c: the range and peak warnings measure from each signal's median
 
     def label(self) -> str:
         """``PyTorch, ckpt/ckpt_best.pth`` (what made a table or a figure)."""
@@ -178,7 +179,8 @@ def check_sigma_range(backend: Backend, noisy, sigma=None) -> None:
     """Warn once when ``noisy`` lies outside the noise range the weights were trained on (or peaks far above
     its spikes, or holds constant signals); with ``sigma`` "auto", also say how σ was estimated."""
     check = evaluate.sigma_range_check(backend.sigma_range if backend.denoise is not None else None, noisy,
-                                       scale=backend.input_scale, equivariant=backend.equivariant)
+                                       scale=backend.input_scale, equivariant=backend.equivariant,
+                                       offset_free=backend.offset_free)
     lines = check.notes()
     if sigma != "auto":
         lines = [line for line in lines if line.startswith("warning:")]
@@ -258,7 +260,7 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
     result = evaluate.denoise_file(args.input, args.output, lambda noisy: backend.denoise(noisy, args.bn_mode),
                                    backend.min_length, backend.chunk, reads, backend.sigma_range,
                                    train_length=backend.train_length, input_scale=backend.input_scale,
-                                   equivariant=backend.equivariant)
+                                   equivariant=backend.equivariant, offset_free=backend.offset_free)
     show_notes(backend, result)
     mode = args.bn_mode or backend.bn_mode
     windowed = f", in windows of {backend.train_length}" if backend.train_length and result.length > backend.train_length else ""
@@ -307,7 +309,8 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
                                    backend.chunk, reads, backend.sigma_range if network else None,
                                    train_length=backend.train_length if network else None,
                                    input_scale=backend.input_scale if network else 1.0,
-                                   equivariant=backend.equivariant and network)
+                                   equivariant=backend.equivariant and network,
+                                   offset_free=backend.offset_free and network)
     warn(backend, result.warning)
     draw_record_plot(args, backend, name, reads)
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "
@@ -359,7 +362,7 @@ def draw_record_plot(args: argparse.Namespace, backend: Backend, method: str, re
         raise InputError(f"--plot-range {start}:{stop} starts past the end of {args.input} ({total} samples)")
     stop = min(stop, total)
     fig = plots.record_figure(noisy.reshape(-1)[start:stop], denoised.reshape(-1)[start:stop], start,
-                              plots.method_label(method), backend.label(),
+                              plots.method_label(method), backend.label() if method.startswith("net") else "",
                               signal_length=noisy.shape[1] if noisy.shape[0] > 1 else None)
     path = plots.save_figure(fig, args.plot, reads=reads + (args.output,))
     print(f"wrote {path}", file=sys.stderr)

@@ -303,7 +303,7 @@ def record_figure(noisy: np.ndarray, denoised: np.ndarray, start: int, method: s
     ax.plot(x, denoised, color="tab:blue", lw=1.2, label=f"denoised: {method}")
     ax.set_xlabel("sample" if signal_length is None else f"sample (signals of length {signal_length} laid end to end)")
     ax.set_ylabel("amplitude")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # beside the axes, never over the peaks
     title = f"{method}: samples {start}..{start + len(noisy) - 1}" + (f" ({made_by})" if made_by else "")
     ax.set_title(fit_title(title, 11, 10), fontsize=10)
     fig.tight_layout()
