@@ -56,7 +56,7 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="σ = std(clean) / R, one record per value (default: 7 3)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the noise (default %(default)s)")
     p.add_argument("--models", nargs="*", default=["ckpt_best", "ckpt_blind"], metavar="NAME",
-                   help="shipped NumPy weights (ckpt/NAME.h5), fixed BN (default: ckpt_best ckpt_blind)")
+                   help="shipped NumPy weights (ckpt/NAME.h5) or paths of .h5 files, fixed BN (default: ckpt_best ckpt_blind)")
     p.add_argument("--records", nargs="+", default=None, metavar="NAME", help="only these (e.g. Blocks_2048_r7 ecg_r3)")
     p.add_argument("--output", type=Path, default=None, metavar="FILE.md",
                    help="also write the table (Markdown) and FILE.json beside it")
@@ -206,10 +206,11 @@ def main(argv=None) -> list[dict]:
     from Numpy_V2.model import load_h5
 
     models = {}
-    for name in args.models:
-        if not (weights_dir() / f"{name}.h5").is_file():
-            raise InputError(f"{weights_dir() / name}.h5: no such weights file")
-        models[name] = load_h5(weights_dir() / f"{name}.h5")
+    for name in args.models:  # a shipped name, or the path of any .h5
+        path = Path(name) if name.endswith(".h5") else weights_dir() / f"{name}.h5"
+        if not path.is_file():
+            raise InputError(f"{path}: no such weights file")
+        models[path.stem if path.parent == weights_dir() else str(path)] = load_h5(path)
     rows = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="field_table-") as work:
