@@ -52,6 +52,7 @@ PRIOR_STREAM = 997  # the noisy signals --sigma-estimate shrunk fits its σ dist
 VAL_PROBE_STREAM = 998  # validation SURE's probes
 VAL_STREAM = 999  # the synthetic validation signals
 BROAD_RANK_STRIDE = 7919  # the broad prior's stream of worker r is seeded seed + this·r
+BN_CALIBRATION_OFFSET = 104729  # the broad prior's BN-calibration batches: seed + this, apart from training's
 
 
 class SyntheticStream:
@@ -144,6 +145,13 @@ class BroadStream:
         clean, noisy, sigma = next(self.batches)
         self.batch += 1
         return noisy / sigma[:, None], clean / sigma[:, None], np.ones_like(sigma)
+
+    def calibration_batches(self, count: int, device: torch.device):
+        """``count`` fixed batches of noisy signals (B, 1, L) on ``device``, from their own seeded stream."""
+        batches = self.prior.batches(self.seed + BN_CALIBRATION_OFFSET, self.batch_size, self.length)
+        for _ in range(count):
+            _, noisy, sigma = next(batches)
+            yield to_tensor(noisy / sigma[:, None], device)
 
     def state(self) -> dict:
         return {"batch": self.batch}

@@ -114,6 +114,7 @@ class TrainConfig:
 
 TRAIN_PRIORS = ("spikes", "broad")
 BROAD_LENGTH = 512  # broad-prior training signals: long enough for a slow oscillation's few cycles
+BN_CALIBRATION_BATCHES = 50  # broad prior: batches that re-estimate BN's statistics before each validation
 
 
 # ---------------------------------------------------------------------------
@@ -395,10 +396,33 @@ def selection_scores(val_result: dict, loss: str) -> dict[str, float]:
 # the loop
 
 
+@torch.no_grad()
+def recalibrate_batch_norm(model: ICNN_s, batches) -> None:
+    """Replace every BN's running statistics by their plain average over ``batches`` ((B, 1, L) tensors).
+
+    On the broad prior a running average with momentum follows the last few batches, and a batch of
+    sharp peaks moves it far: validation in fixed BN then drifts while the training loss falls.
+    """
+    norms = model.batch_norms()
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # nn.BatchNorm1d: a cumulative average
+    training = model.training
+    model.train()
+    for x in batches:
+        model(x)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+    model.train(training)
+
+
 def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, state: TrainState, run: RunDir,
                            stream, stream_state, workers: Workers, seconds: float) -> None:
     """Evaluate, log a row, and write ckpt_best.pth when validation improved (main worker only)."""
     learned = None if parts.eta is None else torch.full_like(val.sigmas, parts.eta.sigma)
+    if cfg.train_prior == "broad":  # heavy-tailed batches leave BN's running statistics astray: re-estimate them
+        recalibrate_batch_norm(parts.deployed, stream.calibration_batches(BN_CALIBRATION_BATCHES, parts.device))
     state.val = evaluate(parts.deployed, val, learned)
     if parts.eta is not None:
         state.val["unsure_sigma"] = parts.eta.sigma

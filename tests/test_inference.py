@@ -62,11 +62,14 @@ def test_denoise_of_a_chunked_batch_equals_one_big_batch(mode):
         direct = model(torch.from_numpy(noisy)[:, None], bn_mode=mode)[:, 0].numpy()
     scale = np.abs(direct).max()
     np.testing.assert_allclose(whole, direct, rtol=0, atol=1e-6 * scale)
+    # unfixed BN normalises each bottleneck row of 6 samples by its own statistics: float32 kernels that depend on
+    # the batch size (oneDNN picks them per shape and CPU) round there differently, up to about 2e-5 of the scale
+    tolerance = 1e-5 if mode == "fixed" else 5e-5
     for chunk in (1, 5, 22):
-        np.testing.assert_allclose(denoise(model, noisy, mode, chunk=chunk), whole, rtol=0, atol=1e-5 * scale)
+        np.testing.assert_allclose(denoise(model, noisy, mode, chunk=chunk), whole, rtol=0, atol=tolerance * scale)
     one = denoise(model, noisy[4], mode)  # one signal (L,): a batch of one, (1, L)
     assert one.shape == (1, noisy.shape[1])
-    np.testing.assert_allclose(one[0], whole[4], rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(one[0], whole[4], rtol=0, atol=tolerance * scale)
     with pytest.raises(InputError, match="chunk"):
         denoise(model, noisy, mode, chunk=0)
 
