@@ -203,5 +203,6 @@ def r2r_per_signal(model, x: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor,
 
 
 def _perturbed(model, x: torch.Tensor, with_prior: bool) -> torch.Tensor:
-    """f at a perturbed input, the prior h recomputed from it by the forward (h is part of f)."""
-    return model(x)
+    """f at a perturbed input, the prior h recomputed from it (h is part of f): with h None the model's forward
+    computes it as the model defines it (of x − m(x) for an offset-free one), so ``with_prior`` needs no h here."""
+    return model(x, None)

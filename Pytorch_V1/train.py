@@ -103,7 +103,8 @@ class TrainConfig:
     save_every: int = 500
     warmup: float = 0.05  # fraction of steps with a linear warm-up
     device: str = "auto"
-    model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median"})
+    model: dict = field(default_factory=lambda: {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median",
+                                                 "width": 2, "depth": 4})
     sure_floor: float = SURE_FLOOR_SD  # per-signal SURE is reflected at −this·σ²·√(2/L) (losses.floored_sure); 0: off
     crop_length: int = SIGNAL_LENGTH  # --data RECORD or --train-prior broad: training signals of this length
     train_prior: str = "spikes"  # synthetic signals: the benchmark's spikes, or deepdenoise1d.broad_prior's families

@@ -105,7 +105,7 @@ def test_jacobian_matches_torch_autograd(h5_files, name, n, mode):
     if name == "original-layout":  # a file without attributes reads as the plain network: compare like with like
         import dataclasses
 
-        model.config = dataclasses.replace(model.config, equivariant=False)
+        model.config = dataclasses.replace(model.config, equivariant=False, baseline="none")
     with torch.no_grad():
         model = model.double()
     errors = relative_errors(result["jacobian"], torch_reference(model, y, mode))
@@ -135,7 +135,8 @@ def test_output_and_offset(mode):
     net = load_h5(CKPT / "ckpt_best.h5", dtype=np.float64)
     _, y = benchmark_signals(2026, 20, 3.0)
     result = jacobians(net, y, mode, block=7)  # a block size that does not divide N
-    h = wiener_inverse_response(y)[:, None, :]
+    centred = y - np.sort(y, axis=-1)[:, (y.shape[-1] - 1) // 2][:, None] if net.config.baseline == "median" else y
+    h = wiener_inverse_response(centred)[:, None, :]  # the prior as the model computes it, in float64
     np.testing.assert_allclose(result["output"], net.forward(y[:, None, :], h, bn_mode=mode)[:, 0], rtol=0, atol=1e-10)
     linear = np.einsum("nij,nj->ni", result["jacobian"], y)
     np.testing.assert_allclose(result["offset"], result["output"] - linear, rtol=0, atol=1e-12)

@@ -348,14 +348,16 @@ def test_every_flag_parses(tmp_path):
     args = get_args([
         "--steps", "7", "--batch-size", "5", "--lr", "0.01", "--optimizer", "sgd", "--loss", "smoothl1",
         "--sigma", "2.5", "--seed", "11", "--norm", "sparse_bn", "--sparsity-weight", "0.2", "--no-prior",
-        "--no-equivariant", "--weight-by", "sigma2", "--bn-train", "signal", "--bn-mode", "unfixed", "--data", str(tmp_path), "--val-size", "9",
+        "--no-equivariant", "--baseline", "none", "--width", "3", "--depth", "5", "--train-prior", "broad",
+        "--weight-by", "sigma2", "--bn-train", "signal", "--bn-mode", "unfixed", "--data", str(tmp_path), "--val-size", "9",
         "--eval-every", "3", "--save-every", "4", "--device", "cpu", "--threads", "2", "--run-dir", str(tmp_path / "c"),
     ])
     cfg = train_mod.config_from_args(args)
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.optimizer, cfg.loss) == (7, 5, 0.01, "sgd", "smoothl1")
     assert (cfg.sigma, cfg.seed, cfg.sparsity_weight, cfg.bn_train, cfg.bn_mode) == ([2.5, 2.5], 11, 0.2, "signal", "unfixed")
     assert (cfg.data, cfg.val_size, cfg.eval_every, cfg.save_every, cfg.device) == (str(tmp_path), 9, 3, 4, "cpu")
-    assert cfg.model == {"prior": False, "norm": "sparse_bn", "equivariant": False} and cfg.weight_by == "sigma2"
+    assert cfg.model == {"prior": False, "norm": "sparse_bn", "equivariant": False, "baseline": "none", "width": 3,
+                         "depth": 5} and cfg.weight_by == "sigma2" and cfg.train_prior == "broad"
     assert train_mod.config_from_args(get_args([])).model["equivariant"] is True  # new models work in any units
     assert args.run_dir == tmp_path / "c" and args.threads == 2
 
