@@ -613,7 +613,7 @@ def test_sigterm_while_streaming_leaves_no_temp_file(weights, tmp_path):
 
     np.save(tmp_path / "big.npy", np.random.default_rng(0).normal(0, 3, (200_000, 100)).astype(np.float32))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--weights", str(weights[1]), "--input", "big.npy",
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--weights", str(weights[1]), "--method", "net", "--input", "big.npy",
                              "--output", "out.npy"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_script
 
 
 def test_label_free_study_reports_r2r_recorruption_mean_and_unsure_learned_sigma(tmp_path, capsys):
@@ -102,3 +102,27 @@ def test_equivariant_limits_orders_the_three_oracles():
 
     limits = load_script(REPO_ROOT / "scripts" / "equivariant_limits.py", "equivariant_limits").limits(2026, 40, 2.0)
     assert limits["bayes"] < limits["blind"] < limits["equivariant blind"] < 2.0  # each knows less; all beat the noise
+
+
+def test_field_table_scores_peers_networks_and_the_default_command(tmp_path):
+    """One short record: the hindsight peers are at least as good as the same peers run by SURE, the default
+    command's output is never worse than the noisy input, and the report and its JSON are written."""
+    study = load_script(REPO_ROOT / "scripts" / "field_table.py", "field_table")
+    rows = study.main(["--sizes", "512", "--rsnr", "4", "--records", "Blocks_512_r4", "--models", "ckpt_best",
+                       "--output", str(tmp_path / "t.md")])
+    (row,) = rows
+    assert row["peers"]["TV (best weight)"][0] <= row["peers"]["tv"][0] + 1e-12
+    assert row["default"]["rmse"] < row["noisy"] and row["default"]["gap"] >= -1e-6
+    assert "| Blocks_512_r4 |" in (tmp_path / "t.md").read_text() and (tmp_path / "t.json").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        study.get_args(["--output", str(tmp_path / "t.json")])  # the JSON goes beside a .md, never over it
+
+
+def test_offset_table_shows_the_offset_free_models_unmoved():
+    study = load_script(REPO_ROOT / "scripts" / "offset_table.py", "offset_table")
+    text = study.main(["--n", "20"])
+    best = next(line for line in text.splitlines() if line.startswith("| `ckpt_best` | median | NumPy"))
+    cells = [c.strip() for c in best.strip("|").split("|")]
+    assert cells[3] == cells[4] == cells[5] and float(cells[6]) <= 1e-6
+    sure = next(line for line in text.splitlines() if line.startswith("| `ckpt_sure` | none | NumPy"))
+    assert float(sure.strip("|").split("|")[6]) > 1.0  # a model that sees the level is far off at 10⁴σ
