@@ -2,12 +2,13 @@
 
     python Numpy_V2/Numpy_test.py                                   # figures runs/figures/TestK_numpy.png
     python Numpy_V2/Numpy_test.py --random [--n 2000 --seed 2026 --sigma 3] [--json r.json --plots]
-    python Numpy_V2/Numpy_test.py --input noisy.npy --output clean.npy [--bn-mode unfixed]
-    python Numpy_V2/Numpy_test.py --input rec.npy --output out.npy --method auto [--sigma S] [--json J]
+    python Numpy_V2/Numpy_test.py --input rec.npy --output out.npy [--sigma S] [--json J]   # the best candidate by SURE
+    python Numpy_V2/Numpy_test.py --input noisy.npy --output clean.npy --method net [--bn-mode unfixed]   # the network alone
 
 Weights come from ``--weights`` (default ckpt/ckpt_best.h5, written by pth2h5.py).
 When that default file is missing, the figures and the table show the classical
-methods only; ``--input/--output`` needs the network. Flags, modes and tables are
+methods only, and ``--input/--output`` scores the classical candidates (``--method net`` needs the
+network). Flags, modes and tables are
 the same as Pytorch_V1/test.py's (deepdenoise1d/frontend.py).
 """
 from __future__ import annotations

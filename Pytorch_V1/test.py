@@ -2,8 +2,8 @@
 
     python Pytorch_V1/test.py                                   # figures runs/figures/TestK_torch.png
     python Pytorch_V1/test.py --random [--n 2000 --seed 2026 --sigma 3] [--json r.json --plots]
-    python Pytorch_V1/test.py --input noisy.npy --output clean.npy [--bn-mode unfixed]
-    python Pytorch_V1/test.py --input rec.npy --output out.npy --method auto [--sigma S] [--json J]
+    python Pytorch_V1/test.py --input rec.npy --output out.npy [--sigma S] [--json J]   # the best candidate by SURE
+    python Pytorch_V1/test.py --input noisy.npy --output clean.npy --method net [--bn-mode unfixed]   # the network alone
 
 The weights (``--weights``, default ckpt/ckpt_best.pth) are loaded with
 ``weights_only=True`` only: a file that is not a plain checkpoint is refused, never
