@@ -18,7 +18,7 @@ from icnn.spec import (
     KERNEL_SIZE,
     PRIOR_TAPS,
     SCALE_MAD,
-    baseline_index,
+    baseline,
     ModelConfig,
     check_bn_mode,
     check_weights,
@@ -346,13 +346,6 @@ def noise_scale(x: np.ndarray) -> np.ndarray:
     median = np.partition(diffs, k, axis=-1)[..., k : k + 1] / x.dtype.type(SCALE_MAD)
     rms = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float64)).astype(x.dtype)
     return np.where(median > 0, median, rms)
-
-
-def baseline(x: np.ndarray) -> np.ndarray:
-    """m(y) of signals (last axis) with that axis kept as 1, in x's dtype: the lower median, sorted index (L − 1) // 2
-    (``icnn.spec.BASELINES``), as ``Pytorch_V1.model.baseline`` picks it."""
-    k = baseline_index(x.shape[-1])
-    return np.partition(x, k, axis=-1)[..., k : k + 1]
 
 
 def wiener_prior(x: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from icnn.spec import CHUNK, baseline_index, check_bn_mode
+from icnn.spec import CHUNK, baseline, check_bn_mode
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.io import check_chunk, check_span
@@ -38,12 +38,6 @@ def configure_threads(n: int) -> None:
 def output_dtype(dtype: np.dtype) -> np.dtype:
     """The input's float dtype (float32 stays float32); anything else becomes float64."""
     return np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.dtype(np.float64)
-
-
-def _baseline(rows: np.ndarray) -> np.ndarray:
-    """The lower median of each row, (N, 1), as the model's own baseline picks it (``icnn.spec.baseline_index``)."""
-    k = baseline_index(rows.shape[-1])
-    return np.partition(rows, k, axis=-1)[:, k : k + 1]
 
 
 @torch.no_grad()
@@ -88,7 +82,7 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
         raw = noisy[start : start + chunk]
         check_chunk(raw, start, "input", np.float32)  # finite, and inside float32's range: never NaN out
         # an offset-free model's baseline comes off in the input's precision, so a float64 offset loses nothing
-        m = _baseline(np.asarray(raw, dtype=np.float64)) if model.config.baseline == "median" else None
+        m = baseline(np.asarray(raw, dtype=np.float64)) if model.config.baseline == "median" else None
         x = torch.from_numpy(np.ascontiguousarray(raw if m is None else raw - m, dtype=np.float32))[:, None].to(device)
         if scale != 1.0:  # trained on data divided by it: the net (and its prior h) sees y / s
             x = x / scale

@@ -291,27 +291,32 @@ class SigmaRangeCheck:
     snrs: list = field(default_factory=list)  # per signal sqrt(max(mean(y²) − σ̂², 0)) / σ̂, when equivariant
     offset_free: bool = False  # the model takes each signal's median off: levels and peaks count from it
 
-    def add(self, sigma_hat: np.ndarray, length: int, noisy: np.ndarray | None = None) -> None:
+    def add(self, sigma_hat: np.ndarray, length: int, noisy: np.ndarray | None = None, centred: bool = False) -> None:
         """Record the estimates of one chunk of signals of this ``length``; with the chunk ``noisy``
-        itself, an equivariant check also records each signal's signal-to-noise."""
+        itself, an equivariant check also records each signal's signal-to-noise (``centred``: ``noisy``
+        already has its median off, as :meth:`observe` passes it)."""
         sigma_hat = np.asarray(sigma_hat, dtype=np.float64).ravel()
         self.estimates.append(sigma_hat)
         self.length = length
         if self.equivariant and noisy is not None:
-            noisy = np.atleast_2d(noisy)
-            if self.offset_free:  # the network never sees the offset: the signal's power about its median
-                noisy = np.asarray(noisy, dtype=np.float64) - np.median(noisy, axis=-1, keepdims=True)
+            noisy = np.atleast_2d(noisy) if centred else self._about_baseline(np.atleast_2d(noisy))
             power = np.mean(np.square(noisy, dtype=np.float64), axis=-1)
             with np.errstate(divide="ignore", invalid="ignore"):  # σ̂ NaN or 0 (degenerate): NaN, skipped
                 self.snrs.append(np.sqrt(np.maximum(power - sigma_hat ** 2, 0.0)) / sigma_hat)
+
+    def _about_baseline(self, noisy: np.ndarray) -> np.ndarray:
+        """``noisy`` for an ordinary model; for an offset-free one, each signal less its median (the network never
+        sees the offset)."""
+        if not self.offset_free:
+            return noisy
+        return np.asarray(noisy, dtype=np.float64) - np.median(noisy, axis=-1, keepdims=True)
 
     def observe(self, noisy: np.ndarray) -> None:
         """Estimate σ of the next chunk of signals (:func:`deepdenoise1d.noise.estimate_sigma_auto`) and record it."""
         noisy = np.atleast_2d(noisy)
         auto = noise.estimate_sigma_auto(noisy)
-        self.add(auto.sigma, noisy.shape[-1], noisy)
-        if self.offset_free:  # peaks count from the median, which the network takes off
-            noisy = np.asarray(noisy, dtype=np.float64) - np.median(noisy, axis=-1, keepdims=True)
+        noisy = self._about_baseline(noisy)  # signal-to-noise and peaks count from there
+        self.add(auto.sigma, noisy.shape[-1], noisy, centred=True)
         self.spike_used += int((auto.spike & ~auto.degenerate).sum())
         flat = np.flatnonzero(auto.degenerate) + self.seen
         self.degenerate.extend(flat[: max(MAX_NAMED + 1 - len(self.degenerate), 0)].tolist())  # bounded memory

@@ -61,6 +61,18 @@ def baseline_index(length: int) -> int:
     return (length - 1) // 2
 
 
+def baseline(x):
+    """m(y) of NumPy signals (last axis), that axis kept as 1, in x's dtype (``Pytorch_V1.model.baseline`` for tensors).
+
+    Shared by the NumPy model and the PyTorch inference path, which takes the baseline off in the input's
+    precision before the float32 network.
+    """
+    import numpy as np  # the spec's only NumPy: importing the spec stays light
+
+    k = baseline_index(x.shape[-1])
+    return np.partition(x, k, axis=-1)[..., k : k + 1]
+
+
 MAX_WEIGHT_VALUES = 1_000_000  # the original ICNN_s has about 8k; bounds a config and what a reader allocates
 
 

@@ -120,9 +120,9 @@ def networks(noisy: np.ndarray, clean: np.ndarray, models: dict) -> dict[str, fl
     return {name: rmse(net.denoise(noisy[None], bn_mode="fixed")[0], clean) for name, net in models.items()}
 
 
-def default_command(noisy: np.ndarray, clean: np.ndarray, work: Path, name: str) -> dict:
-    """Run ``Numpy_test.py --input REC --output OUT --json J`` (no --method) and score what it wrote."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+def default_command(noisy: np.ndarray, clean: np.ndarray, work: Path, name: str, net) -> dict:
+    """Run ``Numpy_test.py --input REC --output OUT --json J`` (no --method) and score what it wrote; ``net`` is the
+    default weights' NumPy model, to rebuild the candidates it scored."""
     from Numpy_V2 import Numpy_test
 
     rec, out, report = work / f"{name}.npy", work / f"{name}_out.npy", work / f"{name}.json"
@@ -134,18 +134,14 @@ def default_command(noisy: np.ndarray, clean: np.ndarray, work: Path, name: str)
     summary = json.loads(report.read_text())
     denoised = np.load(out)
     record = noisy[None]
-    truths = {k: rmse(f(record), clean) for k, f in _candidates_of(summary, record).items()}
+    truths = {k: rmse(f(record), clean) for k, f in _candidates_of(summary, net).items()}
     best = min(truths, key=truths.get)
     return {"chosen": summary["chosen"], "rmse": rmse(denoised, clean), "sigma": summary["sigma"],
             "best_candidate": best, "best_rmse": truths[best], "seconds": seconds, "output": denoised}
 
 
-def _candidates_of(summary: dict, record: np.ndarray) -> dict:
-    """The candidates the default command scored, rebuilt at its σ (the network from the default weights)."""
-    from icnn.shipped import default_weights
-    from Numpy_V2.model import load_h5
-
-    net = load_h5(default_weights(".h5"))
+def _candidates_of(summary: dict, net) -> dict:
+    """The candidates the default command scored, rebuilt at its σ (``net``: the default weights' model)."""
     out = scoreboard.classical_candidates(summary["sigma"])
     out.update(scoreboard.network_candidates(lambda y, mode: net.denoise(y, bn_mode=mode), ("fixed", "unfixed"),
                                              train_length=net.config.train_length))
@@ -202,7 +198,7 @@ def main(argv=None) -> list[dict]:
         if unknown:
             raise InputError(f"unknown record(s) {', '.join(unknown)}; choose from {', '.join(records)}")
         records = {k: v for k, v in records.items() if k in args.records}
-    from icnn.shipped import weights_dir
+    from icnn.shipped import default_weights, weights_dir
     from Numpy_V2.model import load_h5
 
     models = {}
@@ -211,13 +207,14 @@ def main(argv=None) -> list[dict]:
         if not path.is_file():
             raise InputError(f"{path}: no such weights file")
         models[path.stem if path.parent == weights_dir() else str(path)] = load_h5(path)
+    default_net = load_h5(default_weights(".h5"))  # what the default command's network candidates use
     rows = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="field_table-") as work:
         for name, (clean, noisy, sigma) in records.items():
             row = {"record": name, "sigma": sigma, "samples": clean.size, "noisy": rmse(noisy, clean),
                    "peers": peers(clean, noisy, sigma), "networks": networks(noisy, clean, models),
-                   "default": default_command(noisy, clean, Path(work), name)}
+                   "default": default_command(noisy, clean, Path(work), name, default_net)}
             d = row["default"]
             d["gap"] = d["rmse"] / d["best_rmse"] - 1
             rows.append(row)
