@@ -11,7 +11,7 @@ import torch
 
 from Pytorch_V1.distributed import Workers, note
 from Pytorch_V1.losses import LABEL_FREE
-from icnn.spec import MIN_LENGTH, ModelConfig
+from icnn.spec import ModelConfig, min_length
 from Pytorch_V1.model import model_prior
 from deepdenoise1d.broad_prior import BroadPrior
 from deepdenoise1d.budget import check_memory
@@ -161,13 +161,22 @@ class BroadStream:
         self.batches = self.prior.batches(self.seed, self.batch_size, self.length, start=self.batch)
 
 
+def check_crop_length(cfg) -> int:
+    """``cfg.crop_length`` when the run's model takes signals that long (2^depth samples at least), else InputError."""
+    model = ModelConfig.from_dict(cfg.model, "train config")
+    if cfg.crop_length < min_length(model):
+        raise InputError(f"--crop-length {cfg.crop_length} is below the network's minimum length {min_length(model)} "
+                         f"(2^depth, depth {model.depth})")
+    return cfg.crop_length
+
+
 def broad_data(cfg, workers: Workers, device: torch.device, local_batch: int):
     """The broad prior's stream and a fixed validation set from it, in units of each signal's σ."""
     model = ModelConfig.from_dict(cfg.model, "train config")
     if not (model.equivariant and model.baseline == "median"):
         raise InputError("--train-prior broad trains scale-equivariant, offset-free models only "
                          "(drop --no-equivariant and --baseline none)")
-    length = cfg.crop_length
+    length = check_crop_length(cfg)
     cfg = replace(cfg, sigma=None, val_size=cfg.val_size or SYNTHETIC_VAL, model={**cfg.model, "train_length": length})
     clean, noisy, sigma, _ = BroadPrior(dtype=np.float64).validation_set(cfg.seed + VAL_STREAM, cfg.val_size, length)
     what = (f"{cfg.val_size} broad-prior signals of {length} samples (seed {cfg.seed + VAL_STREAM}), "
@@ -427,9 +436,7 @@ def record_data(cfg, workers: Workers, device: torch.device, local_batch: int, r
     The record is divided by one scale, its σ, so the network trains at noise level 1 whatever the
     record's units; the scale is recorded as ``input_scale`` (denoise y as f(y / scale) · scale).
     """
-    crop = cfg.crop_length
-    if crop < MIN_LENGTH:
-        raise InputError(f"--crop-length {crop} is below the network's minimum length {MIN_LENGTH}")
+    crop = check_crop_length(cfg)
     check_training_memory(cfg.batch_size, crop)
     val_starts, allowed = record_split(record.size, crop)
     sigma = record_sigma(cfg, record, workers)

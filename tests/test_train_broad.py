@@ -74,3 +74,11 @@ def test_rmse_loss_weighs_each_signal_by_its_root():
     assert float(compute_loss(cfg, parts, x, None, clean, np.ones(2))) == pytest.approx(1.0, abs=1e-4)
     cfg.loss = "mse"
     assert float(compute_loss(cfg, parts, x, None, clean, np.ones(2))) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("flags", [["--train-prior", "broad", "--crop-length", "8"],
+                                   ["--train-prior", "broad", "--crop-length", "20", "--depth", "5"]])
+def test_a_crop_shorter_than_the_network_takes_is_one_line(flags, tmp_path):
+    cfg = train_mod.config_from_args(train_mod.get_args([*flags, "--steps", "1", "--batch-size", "2", "--val-size", "4"]))
+    with pytest.raises(InputError, match="--crop-length .* below the network's minimum length"):
+        train_mod.train(cfg, tmp_path / "run")
