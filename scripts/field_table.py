@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d import classical, scoreboard, swt, tv
-from deepdenoise1d.cli import positive_int
+from deepdenoise1d.cli import add_overwrite_arg, positive_int
 from deepdenoise1d.errors import InputError, run_cli
-from deepdenoise1d.safewrite import atomic_write, guard_output
+from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.synthesis import DEFAULT_SEED
+from icnn.spec import MIN_LENGTH
 
 DEMOS = ("Bumps", "Blocks", "HeaviSine", "Doppler")
 WIENER_GRID = tuple(range(3, 35, 2))
@@ -61,11 +62,14 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=None, metavar="FILE.md",
                    help="also write the table (Markdown) and FILE.json beside it")
     p.add_argument("--fig-dir", type=Path, default=None, help="one figure per record: clean, noisy, best peer, default command")
+    add_overwrite_arg(p)
     args = p.parse_args(argv)
     if args.output is not None and args.output.suffix.lower() != ".md":
         p.error("--output must end in .md (its numbers go beside it as .json)")
     if any(not (r > 0 and np.isfinite(r)) for r in args.rsnr):
         p.error("--rsnr must be finite and > 0")
+    if min(args.sizes) < MIN_LENGTH:
+        p.error(f"--sizes must be at least {MIN_LENGTH} (the networks' shortest signal)")
     return args
 
 
@@ -189,6 +193,11 @@ def draw_figure(name: str, clean, noisy, row: dict, path: Path) -> Path:
 
 def main(argv=None) -> list[dict]:
     args = get_args(argv)
+    with write_policy(overwrite=args.overwrite):  # every write below: deepdenoise1d.safewrite's policy
+        return produce(args)
+
+
+def produce(args: argparse.Namespace) -> list[dict]:
     if args.output is not None:
         guard_output(args.output)
         guard_output(args.output.with_suffix(".json"))

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deepdenoise1d.cli import positive_int
+from deepdenoise1d.cli import add_overwrite_arg, positive_int
 from deepdenoise1d.errors import run_cli
-from deepdenoise1d.safewrite import atomic_write, guard_output
+from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
 
 OFFSETS = (0.0, 10.0, 1e4)  # in units of σ
@@ -29,6 +29,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=positive_int, default=2000, help="benchmark signals (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the signals (default %(default)s)")
     p.add_argument("--output", type=Path, default=None, metavar="FILE.md", help="also write the table here")
+    add_overwrite_arg(p)
     return p.parse_args(argv)
 
 
@@ -60,6 +61,11 @@ def rows_for(name: str, pth: Path, clean: np.ndarray, noisy: np.ndarray) -> list
 
 def main(argv=None) -> str:
     args = get_args(argv)
+    with write_policy(overwrite=args.overwrite):  # the write below: deepdenoise1d.safewrite's policy
+        return produce(args)
+
+
+def produce(args: argparse.Namespace) -> str:
     if args.output is not None:
         guard_output(args.output)
     from icnn.shipped import weights_dir
