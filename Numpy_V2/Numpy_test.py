@@ -5,7 +5,8 @@
     python Numpy_V2/Numpy_test.py --input rec.npy --output out.npy [--sigma S] [--json J]   # the best candidate by SURE
     python Numpy_V2/Numpy_test.py --input noisy.npy --output clean.npy --method net [--bn-mode unfixed]   # the network alone
 
-Weights come from ``--weights`` (default ckpt/ckpt_best.h5, written by pth2h5.py).
+Weights come from ``--weights`` (default ckpt/ckpt_universal.h5 for ``--input``, the network trained on
+a broad prior of signals; ckpt/ckpt_best.h5, the spike benchmark's, otherwise; written by pth2h5.py).
 When that default file is missing, the figures and the table show the classical
 methods only, and ``--input/--output`` scores the classical candidates (``--method net`` needs the
 network). Flags, modes and tables are
@@ -18,13 +19,12 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from icnn.shipped import default_weights
-from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
+from icnn.shipped import default_weights_for
+from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, inference_modes, min_length
 from deepdenoise1d import cli, frontend
 from deepdenoise1d.errors import InputError, run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = default_weights(".h5")
 PROG = "Numpy_test.py"
 
 
@@ -34,8 +34,9 @@ def get_args(argv=None):
         description="Denoise with the NumPy ICNN_s (HDF5 weights) and compare it with Wiener, L1, GMC, "
         "soft threshold and the Bayes limit. Modes: figures (default), --random, or --input/--output.",
     )
-    cli.add_weights_arg(parser, None, "HDF5 weights written by pth2h5.py (default: ckpt/ckpt_best.h5 in the "
-                        "repository; when that default is missing, the figures and table show classical methods only)")
+    cli.add_weights_arg(parser, None, "HDF5 weights written by pth2h5.py (default: ckpt/ckpt_universal.h5 with "
+                        "--input, trained on a broad prior of signals; else ckpt/ckpt_best.h5, the spike benchmark's; "
+                        "when that default is missing, classical methods only)")
     frontend.add_test_args(parser, REPO_ROOT / "TestSamples", "numpy", BN_MODES)
     args = parser.parse_args(argv)
     frontend.check_test_args(parser, args)
@@ -48,12 +49,13 @@ def load_backend(args) -> frontend.Backend:
 
     weights = args.weights
     if weights is None:
-        if not DEFAULT_WEIGHTS.exists():
+        default = default_weights_for(".h5", record=args.input is not None)
+        if not default.exists():
             if args.input is None or args.method == "auto":
-                print(f"{PROG}: no weights at {DEFAULT_WEIGHTS}; classical methods only "
+                print(f"{PROG}: no weights at {default}; classical methods only "
                       f"(make them with: python pth2h5.py, or pass --weights)", file=sys.stderr)
             return frontend.Backend(PROG, "NumPy", "numpy", None, None, None, None, MIN_LENGTH, CHUNK, BN_MODES)
-        weights = DEFAULT_WEIGHTS
+        weights = default
     if not weights.exists():
         raise InputError(frontend.missing_weights_message(weights))
     from Numpy_V2.model import load_h5  # only when there are weights to load
@@ -62,7 +64,8 @@ def load_backend(args) -> frontend.Backend:
     threads = resolve_threads(args.threads)
     return frontend.Backend(PROG, "NumPy", "numpy", weights,
                        lambda noisy, mode: net.denoise(noisy, bn_mode=mode, threads=threads),
-                       net.config.bn_mode, net.config.sigma_range, MIN_LENGTH, CHUNK, BN_MODES,
+                       net.config.bn_mode, net.config.sigma_range, min_length(net.config), CHUNK,
+                       inference_modes(net.config),
                        train_length=net.config.train_length, jacobian=partial(exact_jacobians, net),
                        input_scale=net.config.input_scale, equivariant=net.config.equivariant,
                        offset_free=net.config.baseline == "median")

@@ -33,6 +33,7 @@ from scipy.ndimage import uniform_filter1d
 
 from icnn.spec import BN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part, skip_parts
 from Numpy_V2 import layers
+from Numpy_V2.model import NoNorm
 from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 
 # Signals per forward-mode block (each carries D = L tangent columns): the fastest size tried at L = 100.
@@ -137,9 +138,11 @@ def bn_relu_state(bn, x: np.ndarray, mode: str, dtype) -> tuple[np.ndarray, np.n
     z : np.ndarray or None
         (C, L, N) normalised input for unfixed BN; None for fixed.
     """
-    gamma = bn.weight.astype(np.float64)
     y = layers.relu(bn(x, mode), inplace=True)
     positive = _cln(y) > 0  # (C, L, N)
+    if isinstance(bn, NoNorm):  # ReLU alone: slope 1 where the output is positive
+        return y, positive.astype(dtype), None
+    gamma = bn.weight.astype(np.float64)
     if mode == "fixed":
         alpha = gamma / np.sqrt(bn.running_var.astype(np.float64) + BN_EPS)
         return y, (alpha[:, None, None] * positive).astype(dtype), None

@@ -106,15 +106,29 @@ class SignalBatchNorm1d:
         return z
 
 
-class DoubleConv:
-    """(conv → BN → ReLU) × 2, Sequential ``double_conv`` indices 0..5. The first kernel can be scaled per signal."""
+class NoNorm:
+    """``norm="none"``: the normalisation step passes its input on (no weights)."""
 
-    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, mid_channels: int | None, sparse: bool):
+    def __call__(self, x: np.ndarray, mode: str) -> np.ndarray:
+        return x
+
+
+def make_norm(weights: Weights, prefix: str, channels: int, norm: str):
+    """The normalisation step of ``norm`` (``icnn.spec.NORMS``) whose tensors sit at ``prefix``."""
+    if norm == "none":
+        return NoNorm()
+    return SignalBatchNorm1d(weights, prefix, channels, norm == "sparse_bn")
+
+
+class DoubleConv:
+    """(conv → norm → ReLU) × 2, Sequential ``double_conv`` indices 0..5. The first kernel can be scaled per signal."""
+
+    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, mid_channels: int | None, norm: str):
         mid = mid_channels or out_channels
         self.conv1 = Conv1d(weights, f"{prefix}.double_conv.0", in_channels, mid, KERNEL_SIZE)
-        self.bn1 = SignalBatchNorm1d(weights, f"{prefix}.double_conv.1", mid, sparse)
+        self.bn1 = make_norm(weights, f"{prefix}.double_conv.1", mid, norm)
         self.conv2 = Conv1d(weights, f"{prefix}.double_conv.3", mid, out_channels, KERNEL_SIZE)
-        self.bn2 = SignalBatchNorm1d(weights, f"{prefix}.double_conv.4", out_channels, sparse)
+        self.bn2 = make_norm(weights, f"{prefix}.double_conv.4", out_channels, norm)
 
     def __call__(self, x: np.ndarray, mode: str, kernel_scale: np.ndarray | None = None) -> np.ndarray:
         x = relu(self.bn1(self.conv1(x, kernel_scale), mode), inplace=True)
@@ -124,8 +138,8 @@ class DoubleConv:
 class Down:
     """Max-pool by 2, then DoubleConv (Sequential ``maxpool_conv``, the conv at index 1)."""
 
-    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, sparse: bool):
-        self.conv = DoubleConv(weights, f"{prefix}.maxpool_conv.1", in_channels, out_channels, None, sparse)
+    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, norm: str):
+        self.conv = DoubleConv(weights, f"{prefix}.maxpool_conv.1", in_channels, out_channels, None, norm)
 
     def __call__(self, x: np.ndarray, mode: str, kernel_scale: np.ndarray | None = None) -> np.ndarray:
         return self.conv(max_pool1d(x, 2), mode, kernel_scale)
@@ -134,8 +148,8 @@ class Down:
 class Up:
     """Linear upsampling ×2 (align_corners), pad to the skip's length, concat [skip, up], DoubleConv."""
 
-    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, sparse: bool):
-        self.conv = DoubleConv(weights, f"{prefix}.conv", in_channels, out_channels, in_channels // 2, sparse)
+    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, norm: str):
+        self.conv = DoubleConv(weights, f"{prefix}.conv", in_channels, out_channels, in_channels // 2, norm)
 
     def __call__(self, x1: np.ndarray, x2: np.ndarray, mode: str) -> np.ndarray:
         x1 = upsample_linear(x1, 2)
@@ -158,13 +172,13 @@ class WienerNet:
     (``icnn.spec.modulated_part``)."""
 
     def __init__(self, weights: Weights, prefix: str, config: ModelConfig):
-        sparse = config.norm == "sparse_bn"
+        norm = config.norm
         parts = prior_encoder_parts(config)
         self.part_names = tuple(name for name, _, _ in parts)  # inc, down1..down{depth−1}, in forward order
         (_, a, b), *downs = parts
-        self.inc = DoubleConv(weights, f"{prefix}.inc", a, b, None, sparse)
+        self.inc = DoubleConv(weights, f"{prefix}.inc", a, b, None, norm)
         for name, cin, cout in downs:
-            setattr(self, name, Down(weights, f"{prefix}.{name}", cin, cout, sparse))
+            setattr(self, name, Down(weights, f"{prefix}.{name}", cin, cout, norm))
         self.beta = weights.take(f"{prefix}.beta", (1,))
 
     def __call__(self, h: np.ndarray, mode: str) -> np.ndarray:  # (N, 1, L) -> (N, c_{depth−1}, 3)
@@ -191,13 +205,13 @@ class NumpyICNN:
         self.metadata = metadata or {}
         self.dtype = np.dtype(dtype)
         weights = Weights(arrays, config, source)
-        sparse = config.norm == "sparse_bn"
+        norm = config.norm
         (_, a, b), *downs = encoder_parts(config)
-        self.inc = DoubleConv(weights, "inc", a, b, None, sparse)
+        self.inc = DoubleConv(weights, "inc", a, b, None, norm)
         for name, cin, cout in downs:
-            setattr(self, name, Down(weights, name, cin, cout, sparse))
+            setattr(self, name, Down(weights, name, cin, cout, norm))
         for name, cin, cout in decoder_parts(config):
-            setattr(self, name, Up(weights, name, cin, cout, sparse))
+            setattr(self, name, Up(weights, name, cin, cout, norm))
         self.outc = OutConv(weights, *outc_part(config))
         self.wienernet = WienerNet(weights, "wienernet", config) if config.prior else None
 

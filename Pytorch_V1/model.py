@@ -89,19 +89,33 @@ class SignalBatchNorm1d(nn.BatchNorm1d):
         self.num_batches_tracked.add_(1)
 
 
-class DoubleConv(nn.Module):
-    """(conv → BN → ReLU) × 2. The first kernel can be scaled per signal."""
+class NoNorm(nn.Module):
+    """``norm="none"``: the normalisation step passes its input on (no weights, no statistics)."""
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, sparse: bool = False):
+    def forward(self, x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:
+        return x
+
+
+def make_norm(channels: int, norm: str) -> nn.Module:
+    """The normalisation step of ``norm`` (``icnn.spec.NORMS``) for ``channels`` channels."""
+    if norm == "none":
+        return NoNorm()
+    return SignalBatchNorm1d(channels, sparse=norm == "sparse_bn")
+
+
+class DoubleConv(nn.Module):
+    """(conv → norm → ReLU) × 2. The first kernel can be scaled per signal."""
+
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, norm: str = "bn"):
         super().__init__()
         mid = mid_channels or out_channels
         pad = KERNEL_SIZE // 2
         self.double_conv = nn.Sequential(  # a Sequential for the original repository's state-dict keys
             nn.Conv1d(in_channels, mid, kernel_size=KERNEL_SIZE, padding=pad),
-            SignalBatchNorm1d(mid, sparse),
+            make_norm(mid, norm),
             nn.ReLU(inplace=True),
             nn.Conv1d(mid, out_channels, kernel_size=KERNEL_SIZE, padding=pad),
-            SignalBatchNorm1d(out_channels, sparse),
+            make_norm(out_channels, norm),
             nn.ReLU(inplace=True),
         )
 
@@ -131,9 +145,9 @@ def modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
 class Down(nn.Module):
     """Max-pool by 2, then DoubleConv."""
 
-    def __init__(self, in_channels: int, out_channels: int, sparse: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "bn"):
         super().__init__()
-        self.maxpool_conv = nn.Sequential(nn.MaxPool1d(2), DoubleConv(in_channels, out_channels, sparse=sparse))
+        self.maxpool_conv = nn.Sequential(nn.MaxPool1d(2), DoubleConv(in_channels, out_channels, norm=norm))
 
     def forward(self, x: torch.Tensor, bn_mode: str = "fixed", kernel_scale: torch.Tensor | None = None) -> torch.Tensor:
         pool, conv = self.maxpool_conv
@@ -143,10 +157,10 @@ class Down(nn.Module):
 class Up(nn.Module):
     """Linear upsampling ×2 (align_corners), pad to the skip's length, concat [skip, up], DoubleConv."""
 
-    def __init__(self, in_channels: int, out_channels: int, sparse: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "bn"):
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="linear", align_corners=True)
-        self.conv = DoubleConv(in_channels, out_channels, in_channels // 2, sparse=sparse)
+        self.conv = DoubleConv(in_channels, out_channels, in_channels // 2, norm=norm)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, bn_mode: str = "fixed") -> torch.Tensor:
         x1 = self.up(x1)
@@ -184,13 +198,13 @@ class WienerNet(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         config = config or ModelConfig()
-        sparse = config.norm == "sparse_bn"
+        norm = config.norm
         parts = prior_encoder_parts(config)
         self.part_names = tuple(name for name, _, _ in parts)  # inc, down1..down{depth−1}, in forward order
         (_, a, b), *downs = parts
-        self.inc = DoubleConv(a, b, sparse=sparse)
+        self.inc = DoubleConv(a, b, norm=norm)
         for name, cin, cout in downs:
-            setattr(self, name, Down(cin, cout, sparse))
+            setattr(self, name, Down(cin, cout, norm))
         self.beta = nn.Parameter(torch.full((1,), PRIOR_BETA_INIT))
 
     def forward(self, h: torch.Tensor, bn_mode: str = "fixed") -> torch.Tensor:  # (N, 1, L) -> (N, c_{depth−1}, 3)
@@ -226,13 +240,13 @@ class ICNN_s(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = config or ModelConfig()
-        sparse = self.config.norm == "sparse_bn"
+        norm = self.config.norm
         (_, a, b), *downs = encoder_parts(self.config)
-        self.inc = DoubleConv(a, b, sparse=sparse)
+        self.inc = DoubleConv(a, b, norm=norm)
         for name, cin, cout in downs:
-            setattr(self, name, Down(cin, cout, sparse))
+            setattr(self, name, Down(cin, cout, norm))
         for name, cin, cout in decoder_parts(self.config):
-            setattr(self, name, Up(cin, cout, sparse))
+            setattr(self, name, Up(cin, cout, norm))
         self.outc = OutConv(*outc_part(self.config)[1:])
         self.wienernet = WienerNet(self.config) if self.config.prior else None
 

@@ -157,7 +157,7 @@ def get_args(argv=None) -> argparse.Namespace:
                    help=f"noise std of the training signals, LOW:HIGH to draw one per signal (blind), or auto "
                         f"(estimated from --data). Default: {SIGMA:g} on synthetic data, the folder's estimate with --data")
     p.add_argument("--seed", type=seed_int, metavar="K", help=f"seed of weights, data, split and validation (default {TRAIN_SEED})")
-    p.add_argument("--norm", choices=NORMS, help="bn (default), or sparse_bn: BN with a learnable soft threshold")
+    p.add_argument("--norm", choices=NORMS, help="bn (default); sparse_bn: BN with a learnable soft threshold; none: no normalisation (conv, then ReLU)")
     p.add_argument("--sparsity-weight", type=nonnegative_float, help="L1 penalty on normalised activations, for --norm sparse_bn (default 0)")
     p.add_argument("--no-prior", action="store_true", default=None, help="switch the Wiener prior branch off (ablation)")
     p.add_argument("--no-equivariant", action="store_true", default=None,
@@ -405,6 +405,8 @@ def recalibrate_batch_norm(model: ICNN_s, batches) -> None:
     sharp peaks moves it far: validation in fixed BN then drifts while the training loss falls.
     """
     norms = model.batch_norms()
+    if not norms:  # norm "none": no statistics to estimate
+        return
     momenta = [bn.momentum for bn in norms]
     for bn in norms:
         bn.reset_running_stats()

@@ -289,9 +289,13 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     record, _ = scoreboard.read_record(args.input)
     sigma, source, how = scoreboard.record_sigma(record, args.sigma)
     candidates = scoreboard.classical_candidates(sigma)
-    if backend.denoise is not None:
+    too_short = record.shape[-1] < backend.min_length
+    if backend.denoise is not None and not (too_short and args.method == "auto"):
         candidates.update(scoreboard.network_candidates(backend.denoise, shown_modes(args, backend),
                                                         train_length=backend.train_length, jacobian=backend.jacobian))
+    elif backend.denoise is not None:
+        print(f"{backend.prog}: the record's {record.shape[-1]} samples are fewer than the network's "
+              f"{backend.min_length}: classical candidates only", file=sys.stderr)
     if args.method != "auto" and args.method not in candidates:
         raise InputError(f"--method {args.method} needs the network in that BN mode (pass --weights; check --bn-mode)")
     if getattr(args, "method_chosen_for_you", False):

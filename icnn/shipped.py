@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_MODEL = "ckpt_best"  # the σ = 3 model of the original repository's recipe
+DEFAULT_MODEL = "ckpt_best"  # the σ = 3 model of the original repository's recipe: the spike benchmark's network
+RECORD_MODEL = "ckpt_universal"  # trained on the broad prior, blind: the network a user's record (--input) gets
 
 
 def weights_dir() -> Path:
@@ -20,3 +21,8 @@ def weights_dir() -> Path:
 def default_weights(suffix: str, name: str = DEFAULT_MODEL) -> Path:
     """The shipped model ``name`` in one format: ``default_weights(".h5")`` is ``ckpt/ckpt_best.h5``."""
     return weights_dir() / f"{name}{suffix}"
+
+
+def default_weights_for(suffix: str, record: bool) -> Path:
+    """The test front-ends' default network: :data:`RECORD_MODEL` for a user's record, else :data:`DEFAULT_MODEL`."""
+    return default_weights(suffix, RECORD_MODEL if record else DEFAULT_MODEL)

@@ -24,7 +24,13 @@ PRIOR_TAPS = 3  # one prior factor per tap of the bottleneck's first kernel
 KERNEL_SIZE = 3  # every DoubleConv convolution, padding KERNEL_SIZE // 2
 BN_MODES = ("fixed", "unfixed")  # inference statistics: running, or each signal's own
 BN_TRAIN_STATS = ("batch", "signal", "mixed")  # training statistics
-NORMS = ("bn", "sparse_bn")  # BN, or BN followed by a learnable soft threshold
+NORMS = ("bn", "sparse_bn", "none")  # BN; BN followed by a learnable soft threshold; no normalisation (conv → ReLU)
+# Which tensors each norm stores per normalisation step (double_conv.1 and .4), in torch's state-dict order.
+NORM_TENSORS = {
+    "bn": ("weight", "bias", "running_mean", "running_var"),
+    "sparse_bn": ("weight", "bias", "threshold", "running_mean", "running_var"),
+    "none": (),
+}
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
 SPARSE_THRESHOLD_INIT = 0.01  # not 0: d|t|/dt is 0 there and the thresholds would never move
 PRIOR_BETA_INIT = 0.1  # wienernet.beta at initialisation
@@ -203,6 +209,12 @@ def sigma_range_of(train_sigma) -> list[float] | None:
         return None
 
 
+def inference_modes(config: ModelConfig) -> tuple[str, ...]:
+    """The BN modes that differ for a model of ``config``: both with batch norm; "fixed" alone for
+    ``norm="none"``, which has no statistics to choose."""
+    return BN_MODES if NORM_TENSORS[config.norm] else BN_MODES[:1]
+
+
 def check_bn_mode(mode) -> str:
     """``mode`` when it is one of :data:`BN_MODES`, else :class:`InputError`."""
     if not isinstance(mode, str) or mode not in BN_MODES:
@@ -230,11 +242,19 @@ def config_from_keys(state: Iterable[str] | Mapping) -> ModelConfig:
     width = _size(bias.shape) if hasattr(bias, "shape") else ModelConfig.width
     return ModelConfig(
         prior=f"{PRIOR_PREFIX}.beta" in keys,
-        norm="sparse_bn" if any(k.endswith(".threshold") for k in keys) else "bn",
+        norm=norm_from_keys(keys),
         train_length=max(TRAIN_LENGTH, 2**depth),  # not recorded: the shipped length, or the shortest the depth takes
         width=width,
         depth=depth,
     )
+
+
+def norm_from_keys(keys: set[str]) -> str:
+    """The norm whose tensors a state dict's first normalisation step (inc's ``double_conv.1``) holds."""
+    step = {k.rsplit(".", 1)[-1] for k in keys if k.startswith("inc.double_conv.1.")}
+    if not step and "inc.double_conv.0.weight" in keys:
+        return "none"
+    return "sparse_bn" if "threshold" in step else "bn"
 
 
 def level_channels(config: ModelConfig) -> tuple[int, ...]:
@@ -287,9 +307,9 @@ def weight_count(config: ModelConfig) -> int:
     return sum(_size(shape) for shape in expected_shapes(config).values())
 
 
-def double_conv_shapes(prefix: str, in_ch: int, out_ch: int, mid_ch: int, sparse: bool) -> dict[str, tuple]:
+def double_conv_shapes(prefix: str, in_ch: int, out_ch: int, mid_ch: int, norm: str) -> dict[str, tuple]:
     """Keys and shapes of one DoubleConv (without the BN step counters)."""
-    bn_names = ("weight", "bias") + (("threshold",) if sparse else ()) + ("running_mean", "running_var")
+    bn_names = NORM_TENSORS[norm]
     shapes: dict[str, tuple] = {}
     for conv, bn, c_in, c_out in ((0, 1, in_ch, mid_ch), (3, 4, mid_ch, out_ch)):  # torch's state-dict order
         shapes[f"{prefix}.double_conv.{conv}.weight"] = (c_out, c_in, KERNEL_SIZE)
@@ -310,19 +330,19 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
     The BN step counters (``num_batches_tracked``) are not among them.
     """
-    sparse = config.norm == "sparse_bn"
+    norm = config.norm
     shapes: dict[str, tuple[int, ...]] = {}
     for name, in_ch, out_ch in encoder_parts(config):
-        shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, out_ch, sparse))
+        shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, out_ch, norm))
     for name, in_ch, out_ch in decoder_parts(config):
-        shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, in_ch // 2, sparse))
+        shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, in_ch // 2, norm))
     name, in_ch, out_ch = outc_part(config)
     shapes[f"{name}.conv.weight"] = (out_ch, in_ch, 1)
     shapes[f"{name}.conv.bias"] = (out_ch,)
     if config.prior:
         shapes[f"{PRIOR_PREFIX}.beta"] = (1,)  # a module's own parameters precede its children's
         for name, in_ch, out_ch in prior_encoder_parts(config):
-            shapes.update(double_conv_shapes(part_prefix(f"{PRIOR_PREFIX}.{name}"), in_ch, out_ch, out_ch, sparse))
+            shapes.update(double_conv_shapes(part_prefix(f"{PRIOR_PREFIX}.{name}"), in_ch, out_ch, out_ch, norm))
     return shapes
 
 

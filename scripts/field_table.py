@@ -39,7 +39,7 @@ from deepdenoise1d.cli import add_overwrite_arg, positive_int
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.synthesis import DEFAULT_SEED
-from icnn.spec import MIN_LENGTH
+from icnn.spec import MIN_LENGTH, inference_modes
 
 DEMOS = ("Bumps", "Blocks", "HeaviSine", "Doppler")
 WIENER_GRID = tuple(range(3, 35, 2))
@@ -56,8 +56,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rsnr", type=float, nargs="+", default=[7.0, 3.0], metavar="R",
                    help="σ = std(clean) / R, one record per value (default: 7 3)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the noise (default %(default)s)")
-    p.add_argument("--models", nargs="*", default=["ckpt_best", "ckpt_blind"], metavar="NAME",
-                   help="shipped NumPy weights (ckpt/NAME.h5) or paths of .h5 files, fixed BN (default: ckpt_best ckpt_blind)")
+    p.add_argument("--models", nargs="*", default=["ckpt_universal", "ckpt_blind", "ckpt_best"], metavar="NAME",
+                   help="shipped NumPy weights (ckpt/NAME.h5) or paths of .h5 files, fixed BN "
+                   "(default: ckpt_universal ckpt_blind ckpt_best)")
     p.add_argument("--records", nargs="+", default=None, metavar="NAME", help="only these (e.g. Blocks_2048_r7 ecg_r3)")
     p.add_argument("--output", type=Path, default=None, metavar="FILE.md",
                    help="also write the table (Markdown) and FILE.json beside it")
@@ -147,7 +148,7 @@ def default_command(noisy: np.ndarray, clean: np.ndarray, work: Path, name: str,
 def _candidates_of(summary: dict, net) -> dict:
     """The candidates the default command scored, rebuilt at its σ (``net``: the default weights' model)."""
     out = scoreboard.classical_candidates(summary["sigma"])
-    out.update(scoreboard.network_candidates(lambda y, mode: net.denoise(y, bn_mode=mode), ("fixed", "unfixed"),
+    out.update(scoreboard.network_candidates(lambda y, mode: net.denoise(y, bn_mode=mode), inference_modes(net.config),
                                              train_length=net.config.train_length))
     return {k: v for k, v in out.items() if k in summary["estimates"]}
 
@@ -207,7 +208,7 @@ def produce(args: argparse.Namespace) -> list[dict]:
         if unknown:
             raise InputError(f"unknown record(s) {', '.join(unknown)}; choose from {', '.join(records)}")
         records = {k: v for k, v in records.items() if k in args.records}
-    from icnn.shipped import default_weights, weights_dir
+    from icnn.shipped import default_weights_for, weights_dir
     from Numpy_V2.model import load_h5
 
     models = {}
@@ -216,7 +217,7 @@ def produce(args: argparse.Namespace) -> list[dict]:
         if not path.is_file():
             raise InputError(f"{path}: no such weights file")
         models[path.stem if path.parent == weights_dir() else str(path)] = load_h5(path)
-    default_net = load_h5(default_weights(".h5"))  # what the default command's network candidates use
+    default_net = load_h5(default_weights_for(".h5", record=True))  # what the default command's network candidates use
     rows = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="field_table-") as work:

@@ -38,6 +38,7 @@ CAPACITIES = {
     "w2-d4": dict(width=2, depth=4),
     "w3-d2-sparse": dict(width=3, depth=2, norm="sparse_bn"),
     "w4-d5-equivariant-median": dict(width=4, depth=5, equivariant=True, baseline="median"),
+    "w4-d5-no-norm": dict(width=4, depth=5, norm="none", equivariant=True, baseline="median"),
 }
 
 
@@ -169,7 +170,7 @@ def test_numpy_computes_the_pytorch_forward(models, name, mode):
         assert relative_error(got64, float64_reference(model, x, mode)) <= FLOAT64_TOLERANCE, f"L={length}"
 
 
-@pytest.mark.parametrize("name", ["w4-d5", "w8-d3-noprior", "w4-d5-equivariant-median"])
+@pytest.mark.parametrize("name", ["w4-d5", "w8-d3-noprior", "w4-d5-equivariant-median", "w4-d5-no-norm"])
 def test_pth_to_h5_round_trip_keeps_the_config_and_the_forward(models, converted, name):
     model = models[name]
     pth, h5 = converted[name]
@@ -186,25 +187,30 @@ def test_pth_to_h5_round_trip_keeps_the_config_and_the_forward(models, converted
     assert relative_error(net.denoise(y, "fixed"), denoise(model, y, "fixed")) <= FLOAT32_TOLERANCE
 
 
-def test_a_config_less_h5_reads_width_and_depth_from_its_shapes(models, tmp_path):
-    model = models["w8-d3-noprior"]
+@pytest.mark.parametrize("name,norm", [("w8-d3-noprior", "bn"), ("w3-d2-sparse", "sparse_bn"), ("w4-d5-no-norm", "none")])
+def test_a_config_less_h5_reads_width_depth_and_norm_from_its_shapes(models, tmp_path, name, norm):
+    model = models[name]
     with h5py.File(tmp_path / "seed.h5", "w") as f:
         for key, value in model.state_dict().items():
             if not key.endswith(COUNTER_SUFFIX):
                 f.create_dataset(key, data=value.numpy().reshape(-1))
     net = load_h5(tmp_path / "seed.h5")
-    assert (net.config.width, net.config.depth, net.config.prior) == (8, 3, False)
+    config = model.config
+    assert (net.config.width, net.config.depth, net.config.prior, net.config.norm) == (config.width, config.depth, config.prior, norm)
+    if config.equivariant or config.baseline != "none":
+        return  # not read from shapes: a config-less file is a plain model
     x = signals(37)
     assert relative_error(net.forward(x, bn_mode="fixed"), torch_forward(model, x, "fixed")) <= FLOAT32_TOLERANCE
 
 
-def test_onnx_export_runs_in_onnx_runtime(models, converted, tmp_path):
-    """One export (they take seconds): the deeper, wider model with every switch (prior, equivariant, median)."""
+@pytest.mark.parametrize("name", ["w4-d5-equivariant-median", "w4-d5-no-norm"])
+def test_onnx_export_runs_in_onnx_runtime(models, converted, tmp_path, name):
+    """The deeper, wider models with every switch (prior, equivariant, median), with BN and without a norm."""
     pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
     pth2onnx = load_script(REPO_ROOT / "pth2onnx.py", "pth2onnx_capacity")
-    model = models["w4-d5-equivariant-median"]
-    pth, _ = converted["w4-d5-equivariant-median"]
+    model = models[name]
+    pth, _ = converted[name]
     pth2onnx.main([str(pth), str(tmp_path / "w4-d5.onnx"), "--bn-mode", "fixed"])  # its self-check runs L = 33 and 100
     session = onnxruntime.InferenceSession(str(tmp_path / "w4-d5.onnx"), providers=["CPUExecutionProvider"])
     for length in lengths(model.config):
@@ -214,7 +220,7 @@ def test_onnx_export_runs_in_onnx_runtime(models, converted, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["fixed", "unfixed"])
-@pytest.mark.parametrize("name", ["w4-d5", "w4-d5-equivariant-median"])
+@pytest.mark.parametrize("name", ["w4-d5", "w4-d5-equivariant-median", "w4-d5-no-norm"])
 def test_exact_jacobian_matches_torch_autograd(models, name, mode):
     """A wider, deeper model than the original: the prior's reverse pass carries 64·3 cotangents, more than L = 37."""
     model = copy.deepcopy(models[name]).double()

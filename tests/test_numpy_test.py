@@ -17,6 +17,7 @@ import pytest
 from conftest import (BAD_SIGNAL_FRAGMENTS, REPO_ROOT, assert_one_line_error, listing, load_script, output_names,
                       run_script, write_bad_signal)
 from deepdenoise1d.synthesis import benchmark_signals
+from icnn.shipped import default_weights
 
 SCRIPT = REPO_ROOT / "Numpy_V2" / "Numpy_test.py"
 CLASSICAL = {"wiener", "l1", "gmc", "wavelet", "soft", "bayes"}
@@ -27,7 +28,7 @@ SCORE_KEYS = {"rmse", "rmse_ci95", "psnr_paper", "psnr", "seconds_per_signal"}
 def numpy_test(tmp_path, monkeypatch):
     """The script as a module, its default weights pointed at a file that does not exist."""
     module = load_script(SCRIPT, "numpy_test_script")
-    monkeypatch.setattr(module, "DEFAULT_WEIGHTS", tmp_path / "absent" / "ckpt_best.h5")
+    monkeypatch.setattr(module, "default_weights_for", lambda suffix, record: tmp_path / "absent" / f"ckpt{suffix}")
     return module
 
 
@@ -642,7 +643,8 @@ def test_input_mode_prints_the_sigma_estimate_and_warnings_under_an_ascii_locale
     noisy[1] = 0.0  # degenerate
     noisy[2, 40] += 1e6  # a peak far above the trained spikes
     np.save(tmp_path / "in.npy", noisy)
-    result = _run_ascii(SCRIPT, "--method", "net", "--input", "in.npy", "--output", "out.npy", cwd=tmp_path)
+    spikes = default_weights(".h5")  # the spike model: its range check has peaks to warn about
+    result = _run_ascii(SCRIPT, "--method", "net", "--weights", spikes, "--input", "in.npy", "--output", "out.npy", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
