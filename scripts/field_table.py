@@ -8,6 +8,11 @@ HeaviSine and Doppler at each of ``--sizes`` and ``pywt.data.ecg()`` (1024 sampl
 white Gaussian noise of σ = std(clean) / rsnr for each of ``--rsnr`` (seeded). These signals are the
 exam: nothing in this project is trained or selected on them.
 
+``--suite outside`` scores records unlike every family of the broad prior the networks were trained on
+(:func:`outside_records`): noise on a constant, a random walk, a white (structureless) signal, a sine
+near the Nyquist frequency, the alternating sequence ±1, exponential growth over three decades, a jump
+of 10⁶ σ, a CO2-like monthly series (trend and seasons) and a sunspot-like yearly series.
+
 Columns (true RMSE against the clean signal):
 - ``noisy``: the input itself;
 - peers with their best parameter in hindsight (chosen with the clean signal, as no user can):
@@ -16,7 +21,8 @@ Columns (true RMSE against the clean signal):
   (quarter octaves), and the decimated wavelets (db4/sym8, BayesShrink/VisuShrink), each row's best;
 - the same peers as a user runs them, parameters from the record: ``tv`` (weight by SURE) and
   ``wavelet_ti_sym8_{bayes,sure}``;
-- each of ``--models`` (shipped NumPy weights, fixed BN, blended windows);
+- each of ``--models`` (shipped NumPy weights, fixed BN, blended windows), and below the table its ratio
+  to the best peer (geometric mean, wins) and how often it is worse than the noisy input;
 - the default command, ``Numpy_test.py --input REC --output OUT`` run as a user would (σ estimated, no
   ``--method``): what it chose, its RMSE, its gap to the best of the candidates it scored, and its
   ratio to the noisy input.
@@ -30,6 +36,7 @@ import json
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +53,16 @@ WIENER_GRID = tuple(range(3, 35, 2))
 TV_GRID = tuple(2.0 ** (k / 8) for k in range(-24, 57))  # 0.125σ .. 128σ
 TI_GRID = tuple(np.round(2.0 ** np.arange(-2, 1.51, 0.25), 4))  # × each level's BayesShrink or SURE threshold
 GAP_LIMIT = 0.03
+SUITES = ("field", "outside")
+OUTSIDE_LENGTH = 4096
 
 
 def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="field_table.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=SUITES, default="field",
+                   help="field: the Donoho–Johnstone signals and the ECG (default); outside: records unlike every "
+                   "family of the broad prior (--sizes and --rsnr apply to the field suite)")
     p.add_argument("--sizes", type=positive_int, nargs="+", default=[2048, 8192], metavar="N",
                    help="lengths of the Donoho–Johnstone signals (default: 2048 8192)")
     p.add_argument("--rsnr", type=float, nargs="+", default=[7.0, 3.0], metavar="R",
@@ -89,6 +101,39 @@ def make_records(sizes, rsnrs, seed: int) -> dict[str, tuple[np.ndarray, np.ndar
     return records
 
 
+def outside_records(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """``{name: (clean, noisy, σ)}`` for signals unlike every family of the broad prior (module docstring).
+
+    σ = std(clean) / 3 (``_r3``), except the constant and the jump, whose σ is 1.
+    """
+    n = OUTSIDE_LENGTH
+    t = np.arange(n, dtype=np.float64)
+    rng = np.random.default_rng([seed, 7])
+    month = np.arange(800, dtype=np.float64)  # CO2-like: a monthly series of 66 years
+    year = np.arange(300, dtype=np.float64)  # sunspot-like: yearly, cycles of 9..13 years of random height
+    cycle_start = np.cumsum(rng.uniform(9, 13, 40))
+    phase = np.searchsorted(cycle_start, year)
+    within = (year - np.concatenate([[0.0], cycle_start])[phase]) / np.diff(np.concatenate([[0.0], cycle_start]))[phase]
+    cleans = {
+        "constant": (np.full(n, 5.0), 1.0),
+        "random_walk": (np.cumsum(rng.standard_normal(n)), None),
+        "white": (rng.standard_normal(n), None),
+        "near_nyquist_sine": (np.sin(2 * np.pi * 0.43 * t), None),
+        "alternating": (np.where(t % 2 == 0, 1.0, -1.0), None),
+        "exp_growth": (np.exp(t * np.log(1e3) / n), None),
+        "jump_1e6": (1e6 * (t >= n // 2) + 5 * np.sin(2 * np.pi * t / 500), 1.0),
+        "co2_like": (315 + 0.07 * month + 1e-4 * month**2 + 3 * np.sin(2 * np.pi * month / 12)
+                     + 0.8 * np.sin(4 * np.pi * month / 12 + 1), None),
+        "sunspot_like": (rng.uniform(40, 200, 41)[phase] * np.sin(np.pi * within) ** 2 * np.exp(-within), None),
+    }
+    records = {}
+    for index, (name, (clean, sigma)) in enumerate(cleans.items()):
+        sigma = float(clean.std() / 3) if sigma is None else sigma
+        noise = np.random.default_rng([seed, 100 + index]).standard_normal(clean.shape)
+        records[name if name in ("constant", "jump_1e6") else f"{name}_r3"] = (clean, clean + sigma * noise, sigma)
+    return records
+
+
 def rmse(estimate: np.ndarray, clean: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(estimate, dtype=np.float64).reshape(clean.shape) - clean) ** 2)))
 
@@ -100,29 +145,41 @@ def best_of(grid, estimate, clean) -> tuple[float, object]:
     return scores[best], best
 
 
-def peers(clean: np.ndarray, noisy: np.ndarray, sigma: float) -> dict[str, tuple[float, str]]:
-    """``{column: (true RMSE, parameter)}`` for the hindsight-best and the as-run classical peers."""
-    out = {}
+def peers(clean: np.ndarray, noisy: np.ndarray, sigma: float) -> tuple[dict[str, tuple[float, str]], np.ndarray]:
+    """``{column: (true RMSE, parameter)}`` for the hindsight-best and the as-run classical peers, and the
+    output of the best of them."""
+    out, outputs = {}, {}
     r, w = best_of(WIENER_GRID, lambda w: classical.wiener(noisy, w), clean)
     out["wiener (best window)"] = (r, f"window {w}")
-    r, w = best_of(TV_GRID, lambda g: tv.denoise_tv(noisy, g * sigma), clean)
-    out["TV (best weight)"] = (r, f"{w:.3g}σ")
+    outputs["wiener (best window)"] = lambda: classical.wiener(noisy, w)
+    r, g = best_of(TV_GRID, lambda g: tv.denoise_tv(noisy, g * sigma), clean)
+    out["TV (best weight)"] = (r, f"{g:.3g}σ")
+    outputs["TV (best weight)"] = lambda: tv.denoise_tv(noisy, g * sigma)
     ti = {(method, k): rmse(swt.denoise_swt(noisy, sigma, "sym8", method, threshold_scale=k), clean)
           for method in swt.METHODS for k in TI_GRID}
     method, k = min(ti, key=ti.get)
     out["TI sym8 (best threshold)"] = (ti[method, k], f"{k:g}× {method}")
-    dwt = {f"wavelet_{w}_{s}": rmse(classical.wavelet(noisy, sigma, m, w), clean)
+    outputs["TI sym8 (best threshold)"] = lambda: swt.denoise_swt(noisy, sigma, "sym8", method, threshold_scale=k)
+    dwt = {f"wavelet_{w}_{s}": (rmse(classical.wavelet(noisy, sigma, m, w), clean), w, m)
            for w in scoreboard.WAVELETS for s, m in scoreboard.SHRINKS.items()}
-    best = min(dwt, key=dwt.get)
-    out["decimated wavelet (best)"] = (dwt[best], best)
+    _, wavelet, shrink = dwt[dwt_best := min(dwt, key=lambda key: dwt[key][0])]
+    out["decimated wavelet (best)"] = (dwt[dwt_best][0], dwt_best)
+    outputs["decimated wavelet (best)"] = lambda: classical.wavelet(noisy, sigma, shrink, wavelet)
     as_run = scoreboard.classical_candidates(sigma)
     for name in (scoreboard.TV, "wavelet_ti_sym8_bayes", "wavelet_ti_sym8_sure"):
         out[name] = (rmse(as_run[name](noisy), clean), "σ given")
-    return out
+        outputs[name] = partial(as_run[name], noisy)
+    best = min(out, key=lambda column: out[column][0])
+    return out, np.asarray(outputs[best](), dtype=np.float64).reshape(clean.shape)
 
 
-def networks(noisy: np.ndarray, clean: np.ndarray, models: dict) -> dict[str, float]:
-    return {name: rmse(net.denoise(noisy[None], bn_mode="fixed")[0], clean) for name, net in models.items()}
+def model_summary(rows: list[dict], model: str) -> str:
+    """One line: the model's RMSE over the best peer's (in hindsight) per record, and against the noisy input."""
+    ratios = np.array([r["networks"][model] / min(v[0] for v in r["peers"].values()) for r in rows])
+    worse = sum(r["networks"][model] > r["noisy"] for r in rows)
+    return (f"`{model}` ÷ best peer: geometric mean {np.exp(np.mean(np.log(ratios))):.3f}, range "
+            f"{ratios.min():.3f}–{ratios.max():.3f}; beats it on {int((ratios < 1).sum())} of {len(rows)} records; "
+            f"worse than the noisy input on {worse}")
 
 
 def default_command(noisy: np.ndarray, clean: np.ndarray, work: Path, name: str, net) -> dict:
@@ -172,7 +229,9 @@ def table(rows: list[dict], model_names) -> list[str]:
     return lines
 
 
-def draw_figure(name: str, clean, noisy, row: dict, path: Path) -> Path:
+def draw_figure(name: str, clean, noisy, row: dict, best_peer, model: str | None, model_output, path: Path) -> Path:
+    """Clean, noisy, the best classical peer (in hindsight) and the first of ``--models``; the default command's
+    choice in the title."""
     from matplotlib.figure import Figure
 
     from deepdenoise1d import plots
@@ -182,9 +241,13 @@ def draw_figure(name: str, clean, noisy, row: dict, path: Path) -> Path:
     t = np.arange(clean.size)
     ax.plot(t, noisy, color="0.78", lw=0.5, label=f"noisy ({row['noisy']:.3g})")
     ax.plot(t, clean, color="black", lw=0.9, label="clean")
-    ax.plot(t, row["default"]["output"], color="tab:red", lw=0.8,
-            label=f"default command: {row['default']['chosen']} ({row['default']['rmse']:.3g})")
-    ax.set_title(f"{name}: σ = {row['sigma']:.3g}; true RMSE in brackets")
+    column = min(row["peers"], key=lambda c: row["peers"][c][0])
+    ax.plot(t, best_peer, color="tab:blue", lw=0.8, label=f"best peer: {column} ({row['peers'][column][0]:.3g})")
+    if model is not None:
+        ax.plot(t, model_output, color="tab:red", lw=0.8, label=f"{Path(model).stem} ({row['networks'][model]:.3g})")
+    d = row["default"]
+    ax.set_title(f"{name}: σ = {row['sigma']:.3g}; true RMSE in brackets; the default command chose {d['chosen']} "
+                 f"({d['rmse']:.3g})")
     ax.set_xlabel("sample")
     ax.set_ylabel("amplitude")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
@@ -202,7 +265,7 @@ def produce(args: argparse.Namespace) -> list[dict]:
     if args.output is not None:
         guard_output(args.output)
         guard_output(args.output.with_suffix(".json"))
-    records = make_records(args.sizes, args.rsnr, args.seed)
+    records = make_records(args.sizes, args.rsnr, args.seed) if args.suite == "field" else outside_records(args.seed)
     if args.records:
         unknown = sorted(set(args.records) - set(records))
         if unknown:
@@ -222,8 +285,10 @@ def produce(args: argparse.Namespace) -> list[dict]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="field_table-") as work:
         for name, (clean, noisy, sigma) in records.items():
+            scores, best_peer = peers(clean, noisy, sigma)
+            outputs = {m: net.denoise(noisy[None], bn_mode="fixed")[0] for m, net in models.items()}
             row = {"record": name, "sigma": sigma, "samples": clean.size, "noisy": rmse(noisy, clean),
-                   "peers": peers(clean, noisy, sigma), "networks": networks(noisy, clean, models),
+                   "peers": scores, "networks": {m: rmse(out, clean) for m, out in outputs.items()},
                    "default": default_command(noisy, clean, Path(work), name, default_net)}
             d = row["default"]
             d["gap"] = d["rmse"] / d["best_rmse"] - 1
@@ -232,13 +297,16 @@ def produce(args: argparse.Namespace) -> list[dict]:
                   f"default {d['chosen']} {d['rmse']:.4g} (gap {100 * d['gap']:.1f} %, {d['seconds']:.1f} s)",
                   file=sys.stderr, flush=True)
             if args.fig_dir is not None:
-                draw_figure(name, clean, noisy, row, args.fig_dir / f"{name}.png")
+                first = next(iter(models), None)
+                draw_figure(name, clean, noisy, row, best_peer, first, outputs.get(first),
+                            args.fig_dir / f"{name}.png")
     seconds = time.perf_counter() - start
     lines = table(rows, list(models))
     within = sum(r["default"]["gap"] <= GAP_LIMIT for r in rows)
     worse = sum(r["default"]["rmse"] > r["noisy"] for r in rows)
     footer = [f"default command within {100 * GAP_LIMIT:g} % of its best candidate on {within} of {len(rows)} records; "
-              f"worse than the noisy input on {worse}; {seconds:.0f} s in all"]
+              f"worse than the noisy input on {worse}; {seconds:.0f} s in all", "",
+              *(model_summary(rows, m) for m in models)]
     print("\n".join(lines + [""] + footer))
     if args.output is not None:
         text = "\n".join([f"# Field table (seed {args.seed})", "", *lines, "", *footer]) + "\n"

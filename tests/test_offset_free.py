@@ -108,7 +108,7 @@ def test_pth2h5_and_onnx_keep_the_baseline(pth2h5, tmp_path):
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
-@pytest.mark.parametrize("name", ["ckpt_best", "ckpt_blind"])
+@pytest.mark.parametrize("name", ["ckpt_best", "ckpt_blind", "ckpt_universal"])
 def test_the_default_models_are_offset_free(name):
     from Numpy_V2.model import load_h5
     from Pytorch_V1.checkpoint import load_model

@@ -118,6 +118,18 @@ def test_field_table_scores_peers_networks_and_the_default_command(tmp_path):
         study.get_args(["--output", str(tmp_path / "t.json")])  # the JSON goes beside a .md, never over it
 
 
+def test_field_table_outside_suite_is_seeded_and_draws_a_figure(tmp_path):
+    """The records unlike the prior are one seeded draw, and a figure shows the best peer and the first model."""
+    study = load_script(REPO_ROOT / "scripts" / "field_table.py", "field_table_outside")
+    first, again = study.outside_records(5), study.outside_records(5)
+    assert first.keys() == again.keys() and all(np.array_equal(first[k][1], again[k][1]) for k in first)
+    assert not np.array_equal(first["white_r3"][1], study.outside_records(6)["white_r3"][1])
+    rows = study.main(["--suite", "outside", "--records", "co2_like_r3", "--models", "ckpt_best",
+                       "--output", str(tmp_path / "o.md"), "--fig-dir", str(tmp_path)])
+    assert rows[0]["record"] == "co2_like_r3" and (tmp_path / "co2_like_r3.png").stat().st_size > 0
+    assert "`ckpt_best` ÷ best peer: geometric mean" in (tmp_path / "o.md").read_text()
+
+
 def test_offset_table_shows_the_offset_free_models_unmoved():
     study = load_script(REPO_ROOT / "scripts" / "offset_table.py", "offset_table")
     text = study.main(["--n", "20"])
