@@ -506,7 +506,7 @@ def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, 
         train_loop(cfg, parts, stream, val, state, run, workers)
         warn_worse_than_noisy(cfg, val, state, workers)
         if workers.is_main:
-            finish(run, val, state, data=cfg.data)
+            finish(run, val, state, data=cfg.data, broad=cfg.train_prior == "broad")
         return state.val
 
 

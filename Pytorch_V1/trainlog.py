@@ -69,29 +69,32 @@ def validation_text(result: dict) -> str:
     return "; ".join(parts)
 
 
-def finish(run, val, state, data: str | None = None) -> None:
+def finish(run, val, state, data: str | None = None, broad: bool = False) -> None:
     """Draw the curve, print the result and the commands that test, convert and evaluate this run.
 
     ``data`` is the run's ``--data`` folder: then the model is evaluated on the user's own
-    held-out signals, not on fresh synthetic ones. The commands never write into the
-    repository's tracked folders.
+    held-out signals, not on fresh synthetic ones; ``broad`` (a broad-prior run): on the field table.
+    The commands never write into the repository's tracked folders.
     """
     title = f"{run.path.name}: validation on {val.description}"
     save_figure(training_curve(read_log(run.file("train_log.csv")), val.bayes, title), run.file("train_curve.png"))
     print(f"done: step {state.step}; validation on {val.description}: {validation_text(state.val)}{bayes_text(val)}; "
           f"best {state.best:.4f} ({state.bn_mode} BN, step {state.best_step}) -> {run.file('ckpt_best.pth')}")
-    for line in next_steps(run, data):
+    for line in next_steps(run, data, broad):
         print(line)
 
 
-def next_steps(run, data: str | None) -> list[str]:
+def next_steps(run, data: str | None, broad: bool = False) -> list[str]:
     """The commands that test, convert and evaluate the run's ckpt_best (the shipped ckpt/ is left alone)."""
     best, h5, py = run.file("ckpt_best.pth"), run.file("ckpt_best.h5"), interpreter()
     numpy_test = f"{py} {script('Numpy_V2/Numpy_test.py')} --weights {h5}"
     lines = ["next (the shipped models stay as they are; pass --weights to use this one):",
              f"  test:     {py} {script('Pytorch_V1/test.py')} --weights {best} --random",
              f"  convert:  {py} {script('pth2h5.py')} {best} {h5}"]
-    if data is not None:
+    if broad:
+        lines[1] = lines[1].replace("--random", "--input RECORD.npy --output DENOISED.npy --method net")
+        lines.append(f"  evaluate: {py} {script('scripts/field_table.py')} --models {h5} --output {run.file('field.md')}")
+    elif data is not None:
         lines.append(f"  evaluate: {numpy_test} --input HELD_OUT.npy --output {run.file('denoised.npy')}"
                      f"   (HELD_OUT.npy: your signals that are not in {data})")
     else:

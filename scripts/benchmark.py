@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH
+from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, ModelConfig, baseline, min_length
 from Numpy_V2.model import FORWARD_BLOCK, load_h5, wiener_prior
 from Numpy_V2.parallel import run_blocks, worker_count
 from deepdenoise1d.classical import wiener_inverse_response
@@ -159,14 +160,18 @@ def onnx_session(path: Path, threads: int):
 
 def onnx_denoise(session, noisy: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     """Denoise (N, L) signals with an exported graph, h computed here as the other backends do
-    (``wiener_inverse_response`` in float64 from the float32 input); float32 in, float32 out."""
+    (``wiener_inverse_response`` in float64 from the float32 input, less its median for an offset-free
+    model); float32 in, float32 out."""
     with_prior = any(i.name == "h" for i in session.get_inputs())
+    config = json.loads(session.get_modelmeta().custom_metadata_map["config"])["model"]  # written by pth2onnx.py
+    offset_free = config.get("baseline") == "median"
     out = np.empty(noisy.shape, dtype=np.float32)
     for start in range(0, noisy.shape[0], chunk):
         x = np.ascontiguousarray(noisy[start : start + chunk], dtype=np.float32)
         feed = {"x": x[:, None]}
         if with_prior:
-            feed["h"] = wiener_inverse_response(x.astype(np.float64)).astype(np.float32)[:, None]
+            centred = x - baseline(x) if offset_free else x
+            feed["h"] = wiener_inverse_response(centred.astype(np.float64)).astype(np.float32)[:, None]
         out[start : start + chunk] = session.run(None, feed)[0][:, 0]
     return out
 
@@ -189,15 +194,14 @@ def onnx_runtime(path: Path, x: np.ndarray, h: np.ndarray | None, threads: int) 
 def onnx_process(model: str, source: str, output: str, threads: str) -> None:
     """The ONNX Runtime process of --end-to-end: ``source`` .npy -> ``output`` .npy through
     ``deepdenoise1d.evaluate.denoise_file``, the streaming path the test scripts' --input takes."""
-    import json
-
     from deepdenoise1d.evaluate import denoise_file
 
     session = onnx_session(Path(model), int(threads))
     config = json.loads(session.get_modelmeta().custom_metadata_map["config"])  # written by pth2onnx.py
-    sigma_range = config["model"].get("sigma_range")
+    spec = ModelConfig.from_dict(config["model"], model)
     denoise_file(source, output, lambda noisy: onnx_denoise(session, noisy).astype(noisy.dtype, copy=False),
-                 MIN_LENGTH, CHUNK, (model, source), sigma_range, progress=False)
+                 min_length(spec), CHUNK, (model, source), spec.sigma_range, progress=False,
+                 train_length=spec.train_length)  # long records in the same blended windows as the other two
 
 
 # The ONNX Runtime process: this file's onnx_process, imported without torch (as a user's process would run).
@@ -211,7 +215,7 @@ def end_to_end(checkpoint: Path, weights: Path, onnx_model: Path | None, noisy: 
     source = folder / "noisy.npy"
     np.save(source, noisy.astype(np.float32))
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    common = ["--input", str(source), "--bn-mode", bn_mode, "--threads", str(threads)]
+    common = ["--input", str(source), "--method", "net", "--bn-mode", bn_mode, "--threads", str(threads)]
     commands = {
         "NumPy": [sys.executable, str(REPO_ROOT / "Numpy_V2" / "Numpy_test.py"), "--weights", str(weights), *common],
         "PyTorch": [sys.executable, str(REPO_ROOT / "Pytorch_V1" / "test.py"), "--weights", str(checkpoint), "--device", "cpu", *common],

@@ -54,5 +54,7 @@ def test_next_steps_use_the_repositorys_interpreter_and_never_copy_into_ckpt(tmp
         assert f"--weights {tmp_path / 'run' / 'ckpt_best.h5'}" in text
     assert "--random" in synthetic and "--input" not in synthetic
     assert "--input" in own_data and "my_recordings" in own_data
+    broad = "\n".join(trainlog.next_steps(run, None, broad=True))  # a broad-prior run: scored on the field table
+    assert "--random" not in broad and f"field_table.py --models {tmp_path / 'run' / 'ckpt_best.h5'}" in broad
     monkeypatch.chdir(tmp_path)  # elsewhere: the interpreter by its full path
     assert str(trainlog.REPO / ".venv" / "bin" / "python") in "\n".join(trainlog.next_steps(run, None))
