@@ -11,7 +11,7 @@ Signals come from ``deepdenoise1d.synthesis.benchmark_signals(seed, n, σ)``: th
 Checkpoints looked for in --weights-dir (missing ones are reported as such):
 ckpt_best.pth (the main model), ckpt_noprior.pth (no Wiener prior), ckpt_sparse.pth
 (sparse BN), ckpt_blind.pth (blind, σ 0.5..5), ckpt_sure.pth (no clean labels),
-ckpt_blind_sure.pth (no clean labels and σ unknown, 0.5..5).
+ckpt_blind_sure.pth (no clean labels and σ unknown, 0.5..5), ckpt_universal.pth (the broad prior, blind).
 --extra NAME=PATH adds a checkpoint (make demo adds its fresh run this way).
 Also draws blind_curve.png beside the report and checks each numeric target.
 """
@@ -26,7 +26,7 @@ import torch
 from matplotlib.figure import Figure
 
 from icnn.shipped import weights_dir
-from icnn.spec import BN_MODES
+from icnn.spec import BN_MODES, inference_modes
 from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import configure_threads, denoise
 from Pytorch_V1.model import ICNN_s, wiener_prior
@@ -45,6 +45,7 @@ SHIPPED = {
     "blind": "ckpt_blind.pth",
     "sure": "ckpt_sure.pth",
     "blind_sure": "ckpt_blind_sure.pth",
+    "universal": "ckpt_universal.pth",
 }
 BLIND_RANGE = (0.5, 5.0)  # the σ range the blind checkpoints were trained on (the blind oracle's prior)
 BLIND_ORACLE = "blind bayes (σ unknown, 0.5..5)"
@@ -119,7 +120,7 @@ def sigma3_section(models: dict, seed: int, n: int) -> tuple[list[str], list[tup
     for name, (model, _) in models.items():
         if name == "blind":
             continue
-        for mode in BN_MODES:
+        for mode in inference_modes(model.config):
             rows.append((evaluate.net_row_name(name, mode), score(denoise(model, noisy, mode), clean)))
     rows += [(evaluate.row_name(k), s) for k, s in base.items()]
     lines = ["## σ = 3", ""] + table(rows, base["bayes"]["rmse"]) + [""]
@@ -192,7 +193,7 @@ def original_table_section(models: dict, seed: int) -> list[str]:
 def sweep(models: dict, seed: int, n: int) -> dict[str, list[float]]:
     """RMSE per σ in SIGMAS: both oracles, Wiener, soft, then blind/blind_sure/net/sparse in both modes."""
     curves: dict[str, list[float]] = {"bayes": [], "wiener": [], "soft (T = σ)": []}
-    swept = {name: m for name, m in models.items() if name in ("blind", "blind_sure", "net", "sparse")}
+    swept = {name: m for name, m in models.items() if name in ("blind", "blind_sure", "net", "sparse", "universal")}
     for sigma in progress(SIGMAS, len(SIGMAS), "noise levels", "σ"):
         c, y = benchmark_signals(seed, n, sigma)
         curves["bayes"].append(score(classical.bayes_posterior_mean(y, sigma), c)["rmse"])
@@ -200,7 +201,7 @@ def sweep(models: dict, seed: int, n: int) -> dict[str, list[float]]:
         curves["soft (T = σ)"].append(score(classical.soft_threshold(y, threshold=sigma), c)["rmse"])
         curves.setdefault(BLIND_ORACLE, []).append(blind_oracle_rmse(c, y))
         for name, (model, _) in swept.items():
-            for mode in BN_MODES:
+            for mode in inference_modes(model.config):
                 curves.setdefault(evaluate.net_row_name(name, mode), []).append(score(denoise(model, y, mode), c)["rmse"])
     return curves
 
@@ -286,6 +287,10 @@ def targets_section(models: dict, rows: list, base: dict, curves: dict, spread: 
             ratios = [v / b for v, b in zip(curves[evaluate.net_row_name(name, mode)], curves["bayes"])]
             checks.append((f"{name} ({mode} BN, as recorded) ≤ {bound} × Bayes at σ = 1..5 (worst ratio)",
                            max(ratios), max(ratios) <= bound))
+    if "universal" in models and "blind" in models:  # the broad-prior model against the spike specialist
+        blind = curves[evaluate.net_row_name("blind", models["blind"][0].config.bn_mode)]
+        ratios = [v / b for v, b in zip(curves[evaluate.net_row_name("universal", "fixed")], blind)]
+        checks.append(("universal ≤ 1.05 × blind at σ = 1..5 (worst ratio)", max(ratios), max(ratios) <= 1.05))
     if "sure" in models:
         mode = models["sure"][0].config.bn_mode
         ratio = lookup[evaluate.net_row_name("sure", mode)]["rmse"] / bayes3

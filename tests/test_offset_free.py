@@ -119,8 +119,11 @@ def test_the_default_models_are_offset_free(name):
     assert net.config.baseline == model.config.baseline == "median" and net.config.equivariant
     from Pytorch_V1.inference import denoise
 
-    assert worst_departure(lambda v: net.denoise(v), y, sigma) <= TOLERANCE
-    assert worst_departure(lambda v: denoise(model, v), y, sigma) <= TOLERANCE
+    # a·y / s(a·y) and y / s(y) may round to neighbouring float32 values; 18 layers of ckpt_universal's
+    # 460k weights carry that ulp further than ICNN_s's 10: the backends' parity bound, 1e-5, there
+    tolerance = 1e-5 if name == "ckpt_universal" else TOLERANCE
+    assert worst_departure(lambda v: net.denoise(v), y, sigma) <= tolerance
+    assert worst_departure(lambda v: denoise(model, v), y, sigma) <= tolerance
 
 
 def test_train_makes_offset_free_models_by_default():
