@@ -18,6 +18,7 @@ from icnn.spec import (
     KERNEL_SIZE,
     PRIOR_TAPS,
     SCALE_MAD,
+    TRUST_REGION,
     baseline,
     ModelConfig,
     check_bn_mode,
@@ -253,7 +254,7 @@ class NumpyICNN:
             h = wiener_prior(x)
         if self.config.equivariant:
             s = noise_scale(x)
-            out = s * self.unet(x / np.where(s > 0, s, self.dtype.type(1)), h, mode)
+            out = trust_region(x, s * self.unet(x / np.where(s > 0, s, self.dtype.type(1)), h, mode), s)
         else:
             out = self.unet(x, h, mode)
         return out + m if offset_free else out
@@ -351,6 +352,11 @@ class NumpyICNN:
             stop = min(chunk_start + chunk, noisy.shape[0])
             run_blocks(denoise_block, range(chunk_start, stop, FORWARD_BLOCK), threads)
         return out
+
+
+def trust_region(x: np.ndarray, out: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``out``, except where it moves x by more than ``icnn.spec.TRUST_REGION``·s: there x itself."""
+    return np.where(np.abs(out - x) > TRUST_REGION * s, x, out)
 
 
 def noise_scale(x: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from icnn.spec import (
     SCALE_MAD,
     baseline_index,
     SPARSE_THRESHOLD_INIT,
+    TRUST_REGION,
     ModelConfig,
     check_bn_mode,
     decoder_parts,
@@ -271,6 +272,8 @@ class ICNN_s(nn.Module):
         if self.config.equivariant:
             s = noise_scale(x)
             out = s * self.unet(x / torch.where(s > 0, s, torch.ones_like(s)), h, mode)
+            if not self.training:  # in training every sample's error must reach the loss, however large
+                out = trust_region(x, out, s)
         else:
             out = self.unet(x, h, mode)
         return out + m if offset_free else out
@@ -318,6 +321,11 @@ def noise_scale(x: torch.Tensor) -> torch.Tensor:
     median = torch.topk(diffs, (x.shape[-1] - 2) // 2 + 1, dim=-1, largest=False).values[..., -1:] / SCALE_MAD
     rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) / x.shape[-1] ** 0.5
     return torch.where(median > 0, median, rms)
+
+
+def trust_region(x: torch.Tensor, out: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``out``, except where it moves x by more than ``icnn.spec.TRUST_REGION``·s: there x itself."""
+    return torch.where((out - x).abs() > TRUST_REGION * s, x, out)
 
 
 def baseline(x: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,12 @@ MAX_DEPTH = 8  # down-sampling levels
 # signal of zeros gives zeros.
 SCALE_MAD = 0.6744897501960817 * math.sqrt(2)  # median |Δn| of white noise n of unit σ
 
+# A trust region on an equivariant model's output at inference: a sample the network would move by more than
+# TRUST_REGION·s(y) keeps its noisy value. Noise moves a sample by more than 6σ once in 5·10⁸ draws, so a denoiser's correction is
+# that large only where its input lies far outside what it was trained on (a jump of 10⁶ σ): there the noisy
+# sample is the safer estimate. On every field and outside record measured it changed nothing else.
+TRUST_REGION = 6.0
+
 # What a model does with each signal's baseline. "median": it takes off m(y), the lower median of the
 # signal (sorted index (L − 1) // 2, one sample, so the Jacobian stays exact), before the scale
 # normalisation (s and the Wiener prior are computed from y − m) and adds it back, so
