@@ -39,6 +39,10 @@ from deepdenoise1d.io import check_chunk, read_signals
 
 PROBES = 8  # antithetic probe pairs per candidate
 REFINE_PROBES = 64  # probe pairs for the close contenders of the lead (:func:`rank`)
+# Probe pairs shrink on long records (:func:`probe_budget`): the divergence's Monte-Carlo error falls as
+# 1/sqrt(samples · pairs), so past this many samples fewer pairs give the same precision, and a large
+# network's probes on 10⁶ samples would otherwise take minutes.
+PROBE_SAMPLES = 131_072
 REFINE_MARGIN = 3.0  # a contender: SURE within this many probe standard errors (of the difference) of the lead
 EPS_REL = 1e-2  # finite-difference step ε = EPS_REL·σ: far above float32 rounding, far below σ
 PROBE_SEED = 0x5EED5  # probes are seeded (the same record gives the same table), apart from common noise seeds
@@ -261,7 +265,8 @@ def rank(candidates: dict[str, Callable | Candidate], y: np.ndarray, sigma: floa
          seed=PROBE_SEED, eps: float | None = None, refine: int = REFINE_PROBES) -> Ranking:
     """Estimate every candidate's RMSE on ``y`` by SURE and choose the lowest.
 
-    Two passes: every candidate with ``probes`` probe pairs, then the lead and every contender
+    Two passes: every candidate with ``probes`` probe pairs (fewer on records longer than
+    :data:`PROBE_SAMPLES` samples, :func:`probe_budget`), then the lead and every contender
     whose SURE lies within ``REFINE_MARGIN`` probe standard errors of the lead's again with
     ``refine`` pairs (the same first ones, then more), so that the probes' noise rarely decides
     between two close candidates. The record's own noise largely cancels between candidates.
@@ -286,12 +291,19 @@ def rank(candidates: dict[str, Callable | Candidate], y: np.ndarray, sigma: floa
     """
     if not candidates:
         raise ValueError("no candidates to rank")
+    probes, refine = probe_budget(np.size(y), probes), probe_budget(np.size(y), refine)
     estimates = {name: sure_estimate(f, y, sigma, probes, eps, seed) for name, f in candidates.items()}
     if refine > probes:
         for name in contenders(estimates):
             estimates[name] = sure_estimate(candidates[name], y, sigma, refine, eps, seed)
     chosen = min(estimates, key=lambda k: estimates[k].sure)
     return Ranking(estimates, chosen, float(sigma), probes, int(np.size(y)))
+
+
+def probe_budget(samples: int, pairs: int) -> int:
+    """``pairs`` probe pairs for up to :data:`PROBE_SAMPLES` samples; beyond, as many as keep samples · pairs
+    (rounded up), never fewer than 2 (the standard error needs two)."""
+    return max(2, min(pairs, math.ceil(pairs * PROBE_SAMPLES / max(int(samples), 1))))
 
 
 def contenders(estimates: dict[str, Estimate]) -> list[str]:

@@ -239,3 +239,13 @@ def test_the_exact_jacobian_of_a_scaled_network_is_the_nets_at_y_over_s():
     rescaled.config = replace(equivariant.config, input_scale=7.5)
     np.testing.assert_allclose(numpy_test.exact_jacobians(rescaled, rows, "fixed")[0],
                                numpy_test.exact_jacobians(equivariant, rows, "fixed")[0], atol=1e-6)
+
+
+def test_probe_pairs_shrink_on_long_records_keeping_samples_times_pairs():
+    assert scoreboard.probe_budget(1000, scoreboard.PROBES) == scoreboard.PROBES
+    assert scoreboard.probe_budget(scoreboard.PROBE_SAMPLES, 64) == 64
+    assert scoreboard.probe_budget(10 * scoreboard.PROBE_SAMPLES, 64) == 7  # ceil(6.4)
+    assert scoreboard.probe_budget(10**9, 8) == 2
+    y = np.random.default_rng(0).standard_normal(2 * scoreboard.PROBE_SAMPLES)
+    ranking = scoreboard.rank({"wiener5": lambda v: classical.wiener(v, 5)}, y, 1.0, refine=16)
+    assert ranking.estimates["wiener5"].probes == 8  # refined: 16 pairs halved for twice the samples
