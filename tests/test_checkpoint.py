@@ -228,8 +228,9 @@ def test_shipped_configs_load_and_fill_sigma_range():
         pytest.skip("no shipped checkpoints")
     for path in paths:
         model, ckpt = load_model(path)
-        sigma = ckpt["config"]["train"]["sigma"]
-        expected = [float(sigma)] * 2 if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+        sigma = ckpt["config"]["train"]["sigma"]  # None for a broad-prior run: its σ follows each signal's SNR
+        expected = (None if sigma is None else [float(sigma)] * 2 if isinstance(sigma, (int, float))
+                    else [float(s) for s in sigma])
         assert model.config.sigma_range == expected, path.name
 
 
