@@ -138,3 +138,12 @@ def test_offset_table_shows_the_offset_free_models_unmoved():
     assert cells[3] == cells[4] == cells[5] and float(cells[6]) <= 1e-6
     sure = next(line for line in text.splitlines() if line.startswith("| `ckpt_sure` | none | NumPy"))
     assert float(sure.strip("|").split("|")[6]) > 1.0  # a model that sees the level is far off at 10⁴σ
+
+
+def test_broad_validation_scores_train_pys_metric(tmp_path):
+    """The selection script's score of the shipped universal model: below the noisy input's 1, the same on a rerun."""
+    study = load_script(REPO_ROOT / "scripts" / "broad_validation.py", "broad_validation")
+    path = REPO_ROOT / "ckpt" / "ckpt_universal.h5"
+    first = study.main(["--models", str(path), "--seeds", "3", "--n", "20"])
+    assert 0 < first[str(path)][0] < 1
+    assert study.main(["--models", str(path), "--seeds", "3", "--n", "20"]) == first

@@ -1,0 +1,59 @@
+"""Score networks on synthetic validation sets of the broad prior: how ``ckpt_universal`` was selected.
+
+    .venv/bin/python scripts/broad_validation.py --models runs/a/ckpt_best.h5 runs/b/ckpt_best.h5
+
+Each set is ``deepdenoise1d.broad_prior.BroadPrior().validation_set(seed, n, length)``, the set a
+``train.py --train-prior broad --seed K`` run validates on when ``seed`` is K + 999 (1665 for the
+default seed 666). The score is train.py's: the mean over signals of each one's RMSE in units of its
+own σ (the noisy input scores about 1). Never the field's test signals: selection is on these only.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from deepdenoise1d.broad_prior import BroadPrior
+from deepdenoise1d.cli import positive_int
+from deepdenoise1d.errors import InputError, run_cli
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="broad_validation.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", type=Path, required=True, metavar="H5", help=".h5 weights to score")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1665, 1001], metavar="K",
+                   help="validation sets (default: 1665 1001, those of train.py --seed 666 and --seed 2)")
+    p.add_argument("--n", type=positive_int, default=1000, help="signals per set (default %(default)s)")
+    p.add_argument("--length", type=positive_int, default=512, help="samples per signal (default %(default)s)")
+    return p.parse_args(argv)
+
+
+def score(net, clean: np.ndarray, noisy: np.ndarray, sigma: np.ndarray) -> float:
+    """Mean per-signal RMSE / σ of the network's fixed-mode output."""
+    out = net.denoise(noisy, bn_mode="fixed")
+    return float(np.mean(np.sqrt(np.mean((out - clean) ** 2, axis=1)) / sigma))
+
+
+def main(argv=None) -> dict:
+    args = get_args(argv)
+    from Numpy_V2.model import load_h5
+
+    for path in args.models:
+        if not path.is_file():
+            raise InputError(f"{path}: no such weights file")
+    sets = {seed: BroadPrior(dtype=np.float64).validation_set(seed, args.n, args.length)[:3] for seed in args.seeds}
+    scores = {}
+    print("| model | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")
+    print("|---|" + "---|" * (len(args.seeds) + 1))
+    for path in args.models:
+        net = load_h5(path)
+        row = [score(net, *sets[seed]) for seed in args.seeds]
+        scores[str(path)] = row
+        print(f"| {path} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |", flush=True)
+    return scores
+
+
+if __name__ == "__main__":
+    run_cli(main, "broad_validation.py")
