@@ -31,9 +31,9 @@ import threading
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from icnn.spec import BN_EPS, PRIOR_TAPS, SCALE_MAD, TRUST_REGION, baseline_index, encoder_parts, modulated_part, skip_parts
+from icnn.spec import BN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part, skip_parts
 from Numpy_V2 import layers
-from Numpy_V2.model import NoNorm
+from Numpy_V2.model import NoNorm, beyond_trust
 from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 
 # Signals per forward-mode block (each carries D = L tangent columns): the fastest size tried at L = 100.
@@ -409,7 +409,7 @@ def _scaled_dual(net, y: np.ndarray, mode: str, features: dict | None, tangent_d
     jac = jac + offset[:, :, None] * grad_s[:, None, :]
     jac[s == 0] = 0.0  # y = 0 gives 0 (s·J_g + g ∇sᵀ with s = 0 and ∇s = 0), as torch's autograd says
     out = s[:, None] * out
-    kept = np.abs(out - y) > TRUST_REGION * s[:, None]  # the trust region: those samples are y itself, rows of I
+    kept = beyond_trust(y, out, s[:, None])  # the trust region: those samples are y itself, rows of I
     if kept.any():
         signal, sample = np.nonzero(kept)
         jac[signal, sample, :] = 0.0

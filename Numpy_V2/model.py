@@ -354,9 +354,14 @@ class NumpyICNN:
         return out
 
 
+def beyond_trust(x: np.ndarray, out: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Where ``out`` moves x by more than ``icnn.spec.TRUST_REGION``·s (s broadcast against x)."""
+    return np.abs(out - x) > TRUST_REGION * s
+
+
 def trust_region(x: np.ndarray, out: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """``out``, except where it moves x by more than ``icnn.spec.TRUST_REGION``·s: there x itself."""
-    return np.where(np.abs(out - x) > TRUST_REGION * s, x, out)
+    """``out``, except where it moves x beyond the trust region (:func:`beyond_trust`): there x itself."""
+    return np.where(beyond_trust(x, out, s), x, out)
 
 
 def noise_scale(x: np.ndarray) -> np.ndarray:

@@ -88,11 +88,12 @@ def next_steps(run, data: str | None, broad: bool = False) -> list[str]:
     """The commands that test, convert and evaluate the run's ckpt_best (the shipped ckpt/ is left alone)."""
     best, h5, py = run.file("ckpt_best.pth"), run.file("ckpt_best.h5"), interpreter()
     numpy_test = f"{py} {script('Numpy_V2/Numpy_test.py')} --weights {h5}"
+    # a broad-prior model is tried on a record, a spike model on the benchmark's draw
+    test_mode = "--input RECORD.npy --output DENOISED.npy --method net" if broad else "--random"
     lines = ["next (the shipped models stay as they are; pass --weights to use this one):",
-             f"  test:     {py} {script('Pytorch_V1/test.py')} --weights {best} --random",
+             f"  test:     {py} {script('Pytorch_V1/test.py')} --weights {best} {test_mode}",
              f"  convert:  {py} {script('pth2h5.py')} {best} {h5}"]
     if broad:
-        lines[1] = lines[1].replace("--random", "--input RECORD.npy --output DENOISED.npy --method net")
         lines.append(f"  evaluate: {py} {script('scripts/field_table.py')} --models {h5} --output {run.file('field.md')}")
     elif data is not None:
         lines.append(f"  evaluate: {numpy_test} --input HELD_OUT.npy --output {run.file('denoised.npy')}"

@@ -46,7 +46,7 @@ from deepdenoise1d.cli import add_overwrite_arg, positive_int
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.synthesis import DEFAULT_SEED
-from icnn.spec import MIN_LENGTH, inference_modes
+from icnn.spec import inference_modes, min_length
 
 DEMOS = ("Bumps", "Blocks", "HeaviSine", "Doppler")
 WIENER_GRID = tuple(range(3, 35, 2))
@@ -81,8 +81,6 @@ def get_args(argv=None) -> argparse.Namespace:
         p.error("--output must end in .md (its numbers go beside it as .json)")
     if any(not (r > 0 and np.isfinite(r)) for r in args.rsnr):
         p.error("--rsnr must be finite and > 0")
-    if min(args.sizes) < MIN_LENGTH:
-        p.error(f"--sizes must be at least {MIN_LENGTH} (the networks' shortest signal)")
     return args
 
 
@@ -281,6 +279,9 @@ def produce(args: argparse.Namespace) -> list[dict]:
             raise InputError(f"{path}: no such weights file")
         models[path.stem if path.parent == weights_dir() else str(path)] = load_h5(path)
     default_net = load_h5(default_weights_for(".h5", record=True))  # what the default command's network candidates use
+    shortest = max(min_length(net.config) for net in (*models.values(), default_net))
+    if args.suite == "field" and min(args.sizes) < shortest:  # before any work: the networks take no shorter signal
+        raise InputError(f"--sizes must be at least {shortest} (the networks' shortest signal)")
     rows = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="field_table-") as work:

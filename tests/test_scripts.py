@@ -118,6 +118,14 @@ def test_field_table_scores_peers_networks_and_the_default_command(tmp_path):
         study.get_args(["--output", str(tmp_path / "t.json")])  # the JSON goes beside a .md, never over it
 
 
+def test_field_table_refuses_sizes_below_the_networks_minimum_before_any_work():
+    from deepdenoise1d.errors import InputError
+
+    study = load_script(REPO_ROOT / "scripts" / "field_table.py", "field_table_sizes")
+    with pytest.raises(InputError, match="--sizes must be at least 32"):  # ckpt_universal: depth 5
+        study.main(["--sizes", "20", "--models", "ckpt_best"])
+
+
 def test_field_table_outside_suite_is_seeded_and_draws_a_figure(tmp_path):
     """The records unlike the prior are one seeded draw, and a figure shows the best peer and the first model."""
     study = load_script(REPO_ROOT / "scripts" / "field_table.py", "field_table_outside")
