@@ -287,6 +287,10 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     guard_output(args.output, reads, kind="npy" if suffix == ".npy" else "text" if suffix in (".txt", ".csv") else None,
                  make_parent=False)
     record, _ = scoreboard.read_record(args.input)
+    if record.shape[-1] < scoreboard.MIN_SCORED_LENGTH:
+        raise InputError(f"{args.input}: signals have length {record.shape[-1]}, need at least "
+                         f"{scoreboard.MIN_SCORED_LENGTH} (a CSV with a time column is read one row per signal: "
+                         "keep the values alone, one per line)")
     sigma, source, how = scoreboard.record_sigma(record, args.sigma)
     candidates = scoreboard.classical_candidates(sigma)
     too_short = record.shape[-1] < backend.min_length

@@ -43,6 +43,9 @@ REFINE_PROBES = 64  # probe pairs for the close contenders of the lead (:func:`r
 # 1/sqrt(samples · pairs), so past this many samples fewer pairs give the same precision, and a large
 # network's probes on 10⁶ samples would otherwise take minutes.
 PROBE_SAMPLES = 131_072
+# Rows shorter than this are refused: too few samples for SURE to rank anything, and what a time column
+# read as rows (a CSV of "t, value" lines) gives.
+MIN_SCORED_LENGTH = 16
 REFINE_MARGIN = 3.0  # a contender: SURE within this many probe standard errors (of the difference) of the lead
 EPS_REL = 1e-2  # finite-difference step ε = EPS_REL·σ: far above float32 rounding, far below σ
 PROBE_SEED = 0x5EED5  # probes are seeded (the same record gives the same table), apart from common noise seeds

@@ -681,3 +681,14 @@ def test_input_without_method_scores_every_candidate_and_never_writes_worse_than
                                               tmp_path / "net.npy"])
     assert code == 0, err
     assert "no --method given" not in err
+
+
+def test_a_csv_with_a_time_column_is_one_line_not_a_table_of_two_sample_signals(run_main, tmp_path):
+    """Read one row per signal, "t, value" lines are 2-sample signals: refused, the output never written."""
+    module = load_script(SCRIPT, "numpy_test_time_column")
+    values = np.sin(np.linspace(0, 20, 300)) + 0.1 * np.random.default_rng(0).standard_normal(300)
+    np.savetxt(tmp_path / "rec.csv", np.column_stack([np.arange(300) * 0.01, values]), delimiter=",",
+               header="t,value", comments="")
+    code, _, err = run_main(module, ["--input", tmp_path / "rec.csv", "--output", tmp_path / "out.csv"])
+    assert_one_line_error(code, err, "length 2", "time column")
+    assert not (tmp_path / "out.csv").exists()
