@@ -222,7 +222,9 @@ class TrainState:
 
 def trained_model_config(cfg, state: TrainState) -> ModelConfig:
     """The ModelConfig saved with the weights: architecture, chosen BN mode and the σ range trained on."""
-    return ModelConfig.from_dict({**cfg.model, "bn_mode": state.bn_mode, "sigma_range": cfg.sigma}, "train config")
+    # an adapted model keeps the σ range of the model it started from (the record's σ is its input_scale)
+    sigma_range = cfg.model["sigma_range"] if "sigma_range" in cfg.model else cfg.sigma
+    return ModelConfig.from_dict({**cfg.model, "bn_mode": state.bn_mode, "sigma_range": sigma_range}, "train config")
 
 
 def checkpoint_dict(cfg, parts: Parts, state: TrainState, stream, stream_state, workers: Workers) -> dict:
@@ -331,7 +333,7 @@ RUN_FLAGS = {
     "r2r_alpha": lambda c: c.r2r_alpha,
     "lr_final": lambda c: c.lr_final, "ema": lambda c: c.ema,
     "bn_train": lambda c: c.bn_train, "bn_mode": lambda c: c.bn_mode, "data": lambda c: c.data, "init": lambda c: c.init,
-    "val_size": lambda c: c.val_size,
+    "val_size": lambda c: c.val_size, "adapt": lambda c: c.adapt,
 }
 RESUMABLE = ("steps", "eval_every", "save_every", "device")  # honoured by --resume
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from Pytorch_V1.adapt import residual_sigma
+from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.distributed import Workers, note
 from Pytorch_V1.losses import LABEL_FREE
 from icnn.spec import ModelConfig, min_length
@@ -393,7 +395,7 @@ def record_split(length: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
     """
     n_val = max(RECORD_VAL_CROPS, math.ceil(RECORD_VAL_FRACTION * length / crop))
     segment = length / n_val
-    if segment < 2 * crop:
+    if not record_fits(length, crop):
         raise InputError(f"a record of {length} samples is too short for --crop-length {crop}: {n_val} validation "
                          f"windows leave no room for training crops between them")
     val_starts = (np.arange(n_val) * segment + (segment - crop) / 2).astype(int)
@@ -401,6 +403,27 @@ def record_split(length: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
     for start in val_starts:
         allowed[max(0, start - crop + 1) : start + crop] = False
     return val_starts, np.flatnonzero(allowed)
+
+
+def fitting_crop(cfg, length: int, workers: Workers) -> int:
+    """The crop length of a record: ``cfg.crop_length``; a run with ``--init`` halves it (to the network's
+    minimum at most) until the record holds its validation windows and training crops between them."""
+    crop = check_crop_length(cfg)
+    if cfg.init is None:
+        return crop
+    smallest = min_length(ModelConfig.from_dict(cfg.model, "train config"))
+    fitted = crop
+    while fitted // 2 >= smallest and not record_fits(length, fitted):
+        fitted //= 2
+    if fitted != crop:
+        note(f"a record of {length} samples is short for crops of {crop}: training on crops of {fitted}", workers)
+    return fitted
+
+
+def record_fits(length: int, crop: int) -> bool:
+    """Whether :func:`record_split` can hold out validation windows of ``crop`` and leave crops to train on."""
+    n_val = max(RECORD_VAL_CROPS, math.ceil(RECORD_VAL_FRACTION * length / crop))
+    return length / n_val >= 2 * crop
 
 
 def file_data(cfg, workers: Workers, device: torch.device, local_batch: int):
@@ -426,6 +449,11 @@ def record_sigma(cfg, record: np.ndarray, workers: Workers) -> float:
     sigma = float(auto.sigma[0])
     if not np.isfinite(sigma):
         raise InputError(f"{cfg.data}: the record is constant (no noise to estimate); give --sigma")
+    if cfg.init is not None:  # a trained start reads σ better from its residual than the wavelet details do
+        first, sigma = sigma, residual_sigma(load_model(cfg.init)[0], record, sigma, cfg.seed)
+        note(f"noise sigma of {cfg.data} estimated at {sigma:.4g} from the residual of {cfg.init} "
+             f"(wavelet MAD: {first:.4g})", workers)
+        return sigma
     note(f"noise sigma of {cfg.data} estimated at {sigma:.4g} ({auto.summary()})", workers)
     return sigma
 
@@ -436,7 +464,7 @@ def record_data(cfg, workers: Workers, device: torch.device, local_batch: int, r
     The record is divided by one scale, its σ, so the network trains at noise level 1 whatever the
     record's units; the scale is recorded as ``input_scale`` (denoise y as f(y / scale) · scale).
     """
-    crop = check_crop_length(cfg)
+    crop = fitting_crop(cfg, record.size, workers)
     check_training_memory(cfg.batch_size, crop)
     val_starts, allowed = record_split(record.size, crop)
     sigma = record_sigma(cfg, record, workers)
@@ -444,8 +472,10 @@ def record_data(cfg, workers: Workers, device: torch.device, local_batch: int, r
     n_val = int(val_starts.size)
     split = {"n_signals": int(record.size), "n_val": n_val, "val_starts": val_starts.tolist(),
              "rule": "validation: windows of crop_length at val_starts; training crops share no sample with them"}
-    cfg = replace(cfg, sigma=[1.0, 1.0], input_scale=float(sigma), val_size=n_val, split=split,
-                  model={**cfg.model, "train_length": crop, "input_scale": float(sigma)})  # both backends apply it
+    # an adapted model keeps the window length it was trained for; a new one denoises in windows of its crops
+    train_length = cfg.model.get("train_length", crop) if cfg.init is not None else crop
+    cfg = replace(cfg, sigma=[1.0, 1.0], input_scale=float(sigma), val_size=n_val, split=split, crop_length=crop,
+                  model={**cfg.model, "train_length": train_length, "input_scale": float(sigma)})  # both backends apply it
     stream = RecordStream(scaled, crop, allowed, cfg.seed, local_batch, 1.0, workers.rank, workers.world_size)
     windows = scaled[val_starts[:, None] + np.arange(crop)]
     what = f"{n_val} windows of {crop} spread along {cfg.data} (in no training crop)"

@@ -5,6 +5,7 @@
     python Pytorch_V1/train.py --loss sure           # no clean labels (Stein's unbiased risk)
     python Pytorch_V1/train.py --data DIR            # your own data/N.txt (+ labels/N.txt)
     python Pytorch_V1/train.py --data REC.npy --loss sure --sigma auto   # one record, no labels
+    python Pytorch_V1/train.py --data REC.npy --init ckpt/ckpt_universal.pth --loss sure   # adapt to it
     torchrun --standalone --nproc-per-node=2 Pytorch_V1/train.py   # DistributedDataParallel
 
 Each run writes a NEW folder, runs/train-YYYYmmdd-HHMMSS under the current
@@ -21,6 +22,11 @@ lock is held for the whole run.
 Validation (--val-size): on synthetic data, fresh signals from their own seeded
 stream; with --data, a seeded share of the folder held out of training.
 Validation picks ckpt_best.pth and the recorded BN mode.
+
+--init CKPT starts from a trained model and takes its architecture. A run with --init
+validates the start before the first step, so ckpt_best.pth is never worse than the start
+on validation; with --data it adapts the model to your signals with a fine-tune's recipe
+(batch {batch}, lr {lr:g}) and --adapt picks which weights move.
 
 Learning rate (get_lr): a linear warm-up over the first 5 % of the steps, then
 a cosine from --lr down to 1 % of it at the last step. It is a function of the
@@ -46,6 +52,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from icnn.spec import BASELINES, BN_MODES, BN_TRAIN_STATS, CHUNK, MIN_LENGTH, NORMS, ModelConfig
+from Pytorch_V1.adapt import ADAPT_PARTS, ADAPT_RECIPE, StartGuard, init_model, kept_start_note, trainable_parameters
 from Pytorch_V1.checkpoint import (RESUMABLE, RUN_FLAGS, Parts, TrainState, checkpoint_dict, file_sha256,
                                    load_initial_weights, load_resume_point, restore, resumed_config, save_checkpoint)
 from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_EPSILON, VAL_FRACTION, Validation,
@@ -111,6 +118,7 @@ class TrainConfig:
     input_scale: float = 1.0  # --data RECORD: the record was divided by this (its σ); also in the model config
     passes: float | None = None  # steps from the data: this many passes over the training signals (budget_from_data)
     patience: int | None = None  # stop after this many evaluations without a better validation; None: never
+    adapt: str = "all"  # which weights the optimiser moves: all, or the convolutions' biases (adapt.ADAPT_PARTS)
 
 
 TRAIN_PRIORS = ("spikes", "broad")
@@ -141,7 +149,8 @@ def get_args(argv=None) -> argparse.Namespace:
     """Parse and check the flags. Flags that define the run default to None, so that
     :func:`given_flags` can tell what the user typed (a resumed run refuses those)."""
     d = TrainConfig()
-    p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    description = __doc__.format(batch=ADAPT_RECIPE["batch_size"], lr=ADAPT_RECIPE["lr"])
+    p = OneLineParser(prog="train.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=positive_int, help=f"total (global) optimiser steps (default {d.steps}; "
                                                       f"{SURE_RECIPE['steps']} with --loss sure)")
     p.add_argument("--batch-size", type=batch_size, help=f"signals per step, over all workers (default {d.batch_size}; "
@@ -194,7 +203,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bn-train", choices=BN_TRAIN_STATS, help="BN statistics in training: batch (default), signal, or a coin flip per step")
     p.add_argument("--bn-mode", choices=BN_MODES, help="BN mode recorded as this model's inference default (default: the better on validation)")
     p.add_argument("--init", metavar="PATH", help="start from the weights of this train.py checkpoint (fine-tune it) "
-                                                   "instead of a seeded random init; same architecture (--no-prior, --norm)")
+                                                   "instead of a seeded random init, with its architecture")
+    p.add_argument("--adapt", choices=ADAPT_PARTS,
+                   help="with --init, the weights that move: all (default) or biases (the convolutions' biases only)")
     p.add_argument("--data", help="train on a folder in the original repository's layout (data/N.txt, labels/N.txt; "
                                   "labels optional with a label-free --loss), or, with a label-free --loss, on a "
                                   "signal file: one record (.npy of shape (L,), .txt/.csv one column; random crops "
@@ -241,7 +252,18 @@ def given_flags(args: argparse.Namespace) -> set[str]:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """A TrainConfig: the given flags, TrainConfig's defaults for the rest (:data:`SURE_RECIPE` for label-free losses)."""
     d = replace(TrainConfig(), **SURE_RECIPE) if a.loss in LABEL_FREE else TrainConfig()
+    adapting = a.init is not None and a.data is not None
+    if adapting:
+        d = replace(d, **ADAPT_RECIPE)
     pick = lambda value, default: default if value is None else value  # noqa: E731
+    start = init_model(a.init, data=a.data is not None) if a.init is not None else {}
+    model = {"prior": not a.no_prior if a.no_prior is not None else start.get("prior", True),
+             "norm": pick(a.norm, start.get("norm", "bn")),
+             "equivariant": not a.no_equivariant if a.no_equivariant is not None else start.get("equivariant", True),
+             "baseline": pick(a.baseline, start.get("baseline", "median")), "width": pick(a.width, start.get("width", 2)),
+             "depth": pick(a.depth, start.get("depth", 4)),
+             **{k: start[k] for k in ("train_length", "sigma_range") if k in start}}
+    crop_default = start["train_length"] if adapting else BROAD_LENGTH if a.train_prior == "broad" else d.crop_length
     return TrainConfig(
         steps=pick(a.steps, d.steps), batch_size=pick(a.batch_size, d.batch_size), lr=pick(a.lr, d.lr),
         optimizer=pick(a.optimizer, d.optimizer), loss=pick(a.loss, d.loss),
@@ -251,15 +273,13 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         sure_probes=pick(a.sure_probes, d.sure_probes), sure_central=pick(a.sure_central, d.sure_central),
         sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), r2r_alpha=pick(a.r2r_alpha, d.r2r_alpha), lr_final=pick(a.lr_final, d.lr_final),
         ema=pick(a.ema, d.ema),
-        sure_floor=pick(a.sure_floor, d.sure_floor), crop_length=pick(a.crop_length, BROAD_LENGTH if a.train_prior == "broad" else d.crop_length),
+        sure_floor=pick(a.sure_floor, d.sure_floor), crop_length=pick(a.crop_length, crop_default),
         passes=pick(a.passes, DATA_PASSES) if a.data is not None and a.steps is None else None,
         patience=pick(a.patience, DATA_PATIENCE if a.data is not None else None),
         data=a.data, val_size=a.val_size, init=a.init, init_sha256=None if a.init is None else file_sha256(a.init),
         # 0: chosen with the steps (budget_from_data)
         eval_every=pick(a.eval_every, 0 if a.data is not None and a.steps is None else d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
-        model={"prior": not a.no_prior, "norm": pick(a.norm, "bn"), "equivariant": not a.no_equivariant,
-               "baseline": pick(a.baseline, "median"), "width": pick(a.width, 2), "depth": pick(a.depth, 4)},
-        train_prior=pick(a.train_prior, "spikes"),
+        model=model, train_prior=pick(a.train_prior, "spikes"), adapt=pick(a.adapt, d.adapt),
     )
 
 
@@ -275,10 +295,11 @@ def build_parts(cfg: TrainConfig, workers: Workers, device: torch.device, warm_s
     if cfg.init is not None and warm_start:
         load_initial_weights(model, cfg)
     model.to(device).train()
+    params = trainable_parameters(model, cfg.adapt)
     if cfg.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=get_lr(0, cfg), fused=True)  # one kernel for all tiny tensors
+        optimizer = torch.optim.Adam(params, lr=get_lr(0, cfg), fused=True)  # one kernel for all tiny tensors
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=get_lr(0, cfg), momentum=0.9, weight_decay=1e-6)
+        optimizer = torch.optim.SGD(params, lr=get_lr(0, cfg), momentum=0.9, weight_decay=1e-6)
     use_amp = device.type == "cuda" and cfg.loss not in LABEL_FREE  # finite differences need float32
     average = None
     # Only the main worker validates and saves, so only it keeps the average. Buffers too: BN's
@@ -378,14 +399,22 @@ def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None)
                 out[mode] = float(rmse(pred, val.clean).mean())
             if risks:  # compare sqrt(mean SURE) with sqrt(mean MSE): per-signal SURE is too noisy to root
                 mean_sure = float(torch.cat(risks).mean())
-                out[f"sure_{mode}"] = math.sqrt(max(mean_sure, 0.0))
-                if mean_sure < 0:  # an impossible mean square error: the divergence is gamed (warn_negative_sure)
+                # signed, so that a mean below 0 (noise, where the error is far below σ²) still ranks the steps
+                out[f"sure_{mode}"] = math.copysign(math.sqrt(abs(mean_sure)), mean_sure)
+                if mean_sure < -sure_tolerance(sigmas, val.x.shape[-1]):  # below what noise explains: gamed (warn_negative_sure)
                     out["raw_sure"] = min(mean_sure, out.get("raw_sure", 0.0))
                 if val.clean is not None:
                     out[f"root_mse_{mode}"] = float(np.sqrt(mse(pred, val.clean).mean()))
     finally:
         model.train()
     return out
+
+
+def sure_tolerance(sigmas: torch.Tensor, length: int) -> float:
+    """How far below 0 the validation's mean SURE goes by noise alone: SURE_FLOOR_SD standard deviations of
+    the mean of its signals' noise energy, σ²·√(2 / (signals · length)) each."""
+    variance = float(sigmas.double().pow(2).mean())
+    return SURE_FLOOR_SD * variance * math.sqrt(2.0 / (sigmas.numel() * length))
 
 
 def selection_scores(val_result: dict, loss: str) -> dict[str, float]:
@@ -421,8 +450,9 @@ def recalibrate_batch_norm(model: ICNN_s, batches) -> None:
 
 
 def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, state: TrainState, run: RunDir,
-                           stream, stream_state, workers: Workers, seconds: float) -> None:
-    """Evaluate, log a row, and write ckpt_best.pth when validation improved (main worker only)."""
+                           stream, stream_state, workers: Workers, seconds: float, guard: StartGuard | None = None) -> None:
+    """Evaluate, log a row, and write ckpt_best.pth when validation improved (main worker only); with a
+    ``guard``, a step replaces the start only when it beats it by more than noise explains."""
     learned = None if parts.eta is None else torch.full_like(val.sigmas, parts.eta.sigma)
     if cfg.train_prior == "broad":  # heavy-tailed batches leave BN's running statistics astray: re-estimate them
         recalibrate_batch_norm(parts.deployed, stream.calibration_batches(BN_CALIBRATION_BATCHES, parts.device))
@@ -434,14 +464,20 @@ def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, stat
     scores = selection_scores(state.val, cfg.loss)
     mode = cfg.bn_mode or min(scores, key=scores.get)
     # UNSURE's SURE uses its own learned σ, which drifts, so it cannot rank steps: its best is its latest.
-    if scores[mode] < state.best or parts.eta is not None:
+    improved = scores[mode] < state.best and (guard is None or state.step == 0
+                                              or guard.allows(parts.deployed, val, mode, scores[mode]))
+    if improved or parts.eta is not None:
         state.best, state.best_step, state.bn_mode = scores[mode], state.step, mode
         save_checkpoint(run.file("ckpt_best.pth"), checkpoint_dict(cfg, parts, state, stream, stream_state, workers))
 
 
 def train_loop(cfg: TrainConfig, parts: Parts, stream, val: Validation, state: TrainState, run: RunDir,
-               workers: Workers) -> None:
+               workers: Workers, guard: StartGuard | None = None) -> None:
     start = time.time()
+    if cfg.init is not None and state.step == 0:  # the start is a candidate: never hand back worse
+        stream_state = gather_stream_state(stream, workers)
+        if workers.is_main:
+            validate_and_keep_best(cfg, parts, val, state, run, stream, stream_state, workers, 0.0, guard)
     bar = Progress(cfg.steps, "train", unit="step", initial=state.step, enabled=workers.is_main)
     while state.step < cfg.steps:
         state.last_loss = train_step(cfg, parts, get_batch(stream, parts), state.step)
@@ -452,7 +488,7 @@ def train_loop(cfg: TrainConfig, parts: Parts, stream, val: Validation, state: T
         if evaluate_now or save_now:
             stream_state = gather_stream_state(stream, workers)
         if evaluate_now and workers.is_main:
-            validate_and_keep_best(cfg, parts, val, state, run, stream, stream_state, workers, time.time() - start)
+            validate_and_keep_best(cfg, parts, val, state, run, stream, stream_state, workers, time.time() - start, guard)
             bar.set_postfix(progress_text(state, val))
             warn_negative_sure(cfg, state, workers)
         stop = evaluate_now and stalled(cfg, state, workers)
@@ -503,11 +539,26 @@ def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, 
         note(f"{verb} in {run.path}; validation on {val.description}", workers)
         if workers.is_main:
             start_log(run.file("train_log.csv"), state.step)
-        train_loop(cfg, parts, stream, val, state, run, workers)
+        train_loop(cfg, parts, stream, val, state, run, workers, start_guard(cfg, val, device, workers))
         warn_worse_than_noisy(cfg, val, state, workers)
+        kept = kept_start_note(cfg, state)
+        if kept is not None:
+            note(kept, workers)
         if workers.is_main:
-            finish(run, val, state, data=cfg.data, broad=cfg.train_prior == "broad")
+            finish(run, val, state, data=cfg.data, broad=cfg.train_prior == "broad",
+                   adapted=cfg.init is not None and cfg.data is not None)
         return state.val
+
+
+def start_guard(cfg: TrainConfig, val: Validation, device: torch.device, workers: Workers) -> StartGuard | None:
+    """A label-free run from --init: the start's held-out outputs and SURE, which a step must beat by more than
+    noise explains (main worker; rebuilt from the --init file on resume)."""
+    if cfg.init is None or cfg.loss not in LABEL_FREE or cfg.loss == "unsure" or not workers.is_main:
+        return None
+    model = ICNN_s(ModelConfig.from_dict(cfg.model, "train config"))
+    load_initial_weights(model, cfg)
+    model.to(device)
+    return StartGuard.of(model, val, evaluate(model, val))
 
 
 def main(argv=None) -> None:

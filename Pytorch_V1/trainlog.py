@@ -23,7 +23,7 @@ def start_log(path: Path, step: int) -> None:
     """A fresh log (header only) at step 0; on resume, keep the rows up to ``step`` (a killed run
     may have logged past its last checkpoint) and recreate the header if the log is missing."""
     rows = read_log(path) if step > 0 and path.is_file() else []
-    kept = [r for r in rows if r.get("step", "").isdigit() and 0 < int(r["step"]) <= step]
+    kept = [r for r in rows if r.get("step", "").isdigit() and 0 <= int(r["step"]) <= step]  # step 0: an --init run's start
     text = io.StringIO()
     writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -39,7 +39,8 @@ def read_log(path: Path) -> list[dict]:
 def append_log(path: Path, state, lr: float, seconds: float) -> None:
     """One row: ``state`` (checkpoint.TrainState) gives the step, the mean loss since the last row and the validation."""
     v = lambda key: f"{state.val.get(key, math.nan):.5f}"  # noqa: E731
-    row = [state.step, f"{state.loss_sum / max(1, state.loss_count):.6f}", f"{lr:.3e}", v("fixed"), v("unfixed"),
+    loss = state.loss_sum / state.loss_count if state.loss_count else math.nan  # nan: the start, before any step
+    row = [state.step, f"{loss:.6f}", f"{lr:.3e}", v("fixed"), v("unfixed"),
            v("root_mse_fixed"), v("sure_fixed"), f"{seconds:.1f}"]
     own = is_recorded(path)
     with open(path, "a", newline="") as f:
@@ -69,24 +70,32 @@ def validation_text(result: dict) -> str:
     return "; ".join(parts)
 
 
-def finish(run, val, state, data: str | None = None, broad: bool = False) -> None:
+def finish(run, val, state, data: str | None = None, broad: bool = False, adapted: bool = False) -> None:
     """Draw the curve, print the result and the commands that test, convert and evaluate this run.
 
     ``data`` is the run's ``--data`` folder: then the model is evaluated on the user's own
-    held-out signals, not on fresh synthetic ones; ``broad`` (a broad-prior run): on the field table.
+    held-out signals, not on fresh synthetic ones; ``broad`` (a broad-prior run): on the field table;
+    ``adapted`` (a model adapted to ``data``): the commands denoise ``data`` itself with it.
     The commands never write into the repository's tracked folders.
     """
     title = f"{run.path.name}: validation on {val.description}"
     save_figure(training_curve(read_log(run.file("train_log.csv")), val.bayes, title), run.file("train_curve.png"))
     print(f"done: step {state.step}; validation on {val.description}: {validation_text(state.val)}{bayes_text(val)}; "
           f"best {state.best:.4f} ({state.bn_mode} BN, step {state.best_step}) -> {run.file('ckpt_best.pth')}")
-    for line in next_steps(run, data, broad):
+    for line in next_steps(run, data, broad, adapted):
         print(line)
 
 
-def next_steps(run, data: str | None, broad: bool = False) -> list[str]:
+def next_steps(run, data: str | None, broad: bool = False, adapted: bool = False) -> list[str]:
     """The commands that test, convert and evaluate the run's ckpt_best (the shipped ckpt/ is left alone)."""
     best, h5, py = run.file("ckpt_best.pth"), run.file("ckpt_best.h5"), interpreter()
+    if adapted:  # the record is what the model was adapted to: denoise it, alone or scored beside the classical methods
+        test = f"{py} {script('Pytorch_V1/test.py')} --weights {best} --input {data}"
+        return ["next (the shipped models stay as they are; pass --weights to use this one):",
+                f"  denoise:  {test} --output {run.file('denoised.npy')} --method net",
+                f"  compare:  {test} --output {run.file('denoised_auto.npy')}   (auto: scored by SURE beside "
+                f"the classical methods)",
+                f"  convert:  {py} {script('pth2h5.py')} {best} {h5}"]
     numpy_test = f"{py} {script('Numpy_V2/Numpy_test.py')} --weights {h5}"
     # a broad-prior model is tried on a record, a spike model on the benchmark's draw
     test_mode = "--input RECORD.npy --output DENOISED.npy --method net" if broad else "--random"

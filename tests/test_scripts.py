@@ -155,3 +155,17 @@ def test_broad_validation_scores_train_pys_metric(tmp_path):
     first = study.main(["--models", str(path), "--seeds", "3", "--n", "20"])
     assert 0 < first[str(path)][0] < 1
     assert study.main(["--models", str(path), "--seeds", "3", "--n", "20"]) == first
+
+
+def test_adapt_study_runs_the_users_command_and_scores_start_and_adapted(tmp_path):
+    """One tuning record, a few steps: the study runs train.py as a user would, scores both models against the
+    clean signal, reads the held-out SURE of the start (step 0) and writes its table; the returned model is
+    never worse than the start on the held-out windows."""
+    study = load_script(REPO_ROOT / "scripts" / "adapt_study.py", "adapt_study")
+    rows = study.main(["--suite", "tuning", "--records", "spikes", "--flags", "--steps 4 --eval-every 2",
+                       "--work", str(tmp_path / "work"), "--output", str(tmp_path / "a.md")])
+    (row,) = rows
+    assert row["record"] == "spikes" and row["samples"] == study.TUNING_LENGTH and row["steps"] == 4
+    assert 0 < row["start"] < row["noisy"] and 0 < row["adapted"] and row["sure_best"] <= row["sure_start"]
+    assert (tmp_path / "work" / "spikes" / "ckpt_best.pth").is_file()
+    assert "| spikes | 8192 |" in (tmp_path / "a.md").read_text()

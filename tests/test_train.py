@@ -468,12 +468,15 @@ def test_init_starts_from_the_given_weights_and_records_the_file(tmp_path):
         train_mod.build_parts(cfg, Workers(), torch.device("cpu"))
 
 
-def test_init_from_another_architecture_is_one_line_and_makes_no_run(tmp_path, run_main, capsys):
+def test_init_takes_its_architecture_and_a_flag_asking_another_is_one_line(tmp_path, run_main, capsys):
     train(TrainConfig(**TINY, model={"prior": False, "norm": "bn"}), tmp_path / "noprior")
     capsys.readouterr()  # that run's own progress lines
-    code, _, err = run_main(train_mod, ["--init", tmp_path / "noprior" / "ckpt_last.pth", "--steps", 2,
+    init = tmp_path / "noprior" / "ckpt_last.pth"
+    cfg = train_mod.config_from_args(get_args(["--init", str(init), "--device", "cpu"]))
+    assert cfg.model["prior"] is False and cfg.model["norm"] == "bn"  # no flag needed: the start's architecture
+    code, _, err = run_main(train_mod, ["--init", init, "--norm", "none", "--steps", 2,
                                         "--run-dir", tmp_path / "run", "--device", "cpu"])
-    assert_one_line_error(code, err, "prior=False", "--no-prior")
+    assert_one_line_error(code, err, "norm=bn", "--norm")
     assert not (tmp_path / "run").exists()
 
 

@@ -1,0 +1,142 @@
+"""Adapting a trained model to one record without labels: what ``--init`` changes in a run.
+
+    python Pytorch_V1/train.py --data REC.npy --init ckpt/ckpt_universal.pth --loss sure
+
+- The architecture is the starting checkpoint's (prior, norm, width, depth, baseline, window
+  length, the σ range it was trained for): no model flag is needed (:func:`init_model`).
+- With ``--data``, the recipe is a fine-tune's (:data:`ADAPT_RECIPE`): small batches of the record's
+  crops at a small learning rate, for a budget that follows the record's length.
+- ``--adapt`` picks which weights move (:data:`ADAPT_PARTS`); the choice of the default was measured
+  (docs/adaptation.md).
+- ``--sigma auto`` (the default) reads the record's σ from the start's own residual
+  (:func:`residual_sigma`): SURE, the loss and the judge, is only as good as its σ.
+- The start is validated before the first step (step 0), so ``ckpt_best.pth`` is never worse than the
+  start on the held-out windows; a label-free run replaces the start only when a step's held-out SURE
+  is lower by more than noise explains (:class:`StartGuard`). When no step does, the run says so and
+  ``ckpt_best.pth`` holds the start's weights (:func:`kept_start_note`).
+
+Each ``cfg`` here is a train.TrainConfig, left unannotated: train.py imports this module.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from icnn.spec import BN_MODES, CHUNK
+
+from Pytorch_V1.checkpoint import TrainState, load_checkpoint, model_config_of
+from Pytorch_V1.inference import denoise
+from Pytorch_V1.losses import LABEL_FREE
+from Pytorch_V1.model import ICNN_s
+
+# A fine-tune of a trained model on one record: a few crops per step, a learning rate well below a
+# training's, and the run stops when the held-out windows stop improving.
+ADAPT_RECIPE = {"batch_size": 8, "lr": 1e-4}
+ADAPT_PARTS = ("all", "biases")  # every weight; or the convolutions' biases only (a few hundred numbers)
+GUARD_SDS = 2.0  # a step replaces the start when its held-out SURE is lower by this many noise SDs of the difference
+RESIDUAL_PROBES = 2  # antithetic probe pairs of the start's divergence in residual_sigma
+RESIDUAL_EPSILON = 1e-2  # their finite-difference step, times the first estimate of σ
+RESIDUAL_STREAM = 17  # [seed, 17]: their probes
+# The model fields a run takes from its --init checkpoint.
+INIT_FIELDS = ("prior", "norm", "equivariant", "baseline", "width", "depth", "train_length")
+
+
+def init_model(path: str, data: bool) -> dict:
+    """The architecture of the ``--init`` checkpoint at ``path``, as a TrainConfig's ``model`` dict.
+
+    With ``data`` (an adaptation to the user's own signals) the model also keeps the σ range it is
+    recorded for; a fine-tune on synthetic signals records the σ it trains on instead.
+    """
+    recorded = model_config_of(load_checkpoint(path), path).to_dict()
+    names = INIT_FIELDS + (("sigma_range",) if data else ())
+    return {name: recorded[name] for name in names}
+
+
+def trainable_parameters(model: ICNN_s, adapt: str) -> list[torch.nn.Parameter]:
+    """The parameters ``--adapt`` lets the optimiser move; the rest are frozen (``requires_grad`` off)."""
+    if adapt == "all":
+        return list(model.parameters())
+    chosen = []
+    for name, param in model.named_parameters():
+        keep = name.endswith(".bias") and isinstance(model.get_submodule(name.rsplit(".", 1)[0]), torch.nn.Conv1d)
+        param.requires_grad_(keep)
+        if keep:
+            chosen.append(param)
+    return chosen
+
+
+def kept_start_note(cfg, state: TrainState) -> str | None:
+    """One line when an ``--init`` run found nothing better than its start on validation (ckpt_best.pth is the start)."""
+    if cfg.init is None or state.best_step != 0 or state.step == 0:
+        return None
+    metric = "√(mean SURE)" if cfg.loss in LABEL_FREE else "RMSE"
+    return (f"no step beat the starting model on the held-out validation by more than noise explains ({metric} "
+            f"{state.best:.4g} at step 0): ckpt_best.pth keeps the weights of {cfg.init}")
+
+
+@torch.no_grad()
+def outputs(model: ICNN_s, x: torch.Tensor, h: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """The model's outputs on the validation signals ``x`` (N, 1, L) in BN mode ``mode``, in chunks."""
+    training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i : i + CHUNK], None if h is None else h[i : i + CHUNK], bn_mode=mode)
+                          for i in range(0, x.shape[0], CHUNK)])
+    finally:
+        model.train(training)
+
+
+@dataclass
+class StartGuard:
+    """The start's held-out outputs and mean SURE, per BN mode: what a label-free step must beat.
+
+    Of a change f − f₀ of the output, noise moves the difference of two mean SUREs by −2⟨f − f₀, n⟩/(N·L),
+    of standard deviation 2σ‖f − f₀‖/(N·L). Picking the best of many evaluations on a few held-out
+    windows would otherwise hand back a model that only drew lucky noise: a step replaces the start
+    when its mean SURE is lower by more than :data:`GUARD_SDS` of those.
+    """
+
+    start: dict[str, torch.Tensor]  # BN mode -> the start's outputs (N, 1, L)
+    start_sure: dict[str, float]  # BN mode -> its mean SURE on the validation windows
+
+    @classmethod
+    def of(cls, model: ICNN_s, val, scores: dict) -> "StartGuard":
+        """From the start ``model`` and its validation result ``scores`` (train.evaluate's)."""
+        return cls({m: outputs(model, val.x, val.h, m) for m in BN_MODES},
+                   {m: math.copysign(scores[f"sure_{m}"] ** 2, scores[f"sure_{m}"]) for m in BN_MODES})
+
+    def margin(self, model: ICNN_s, val, mode: str) -> float:
+        """GUARD_SDS noise SDs of the mean-SURE difference between ``model`` and the start."""
+        change = (outputs(model, val.x, val.h, mode) - self.start[mode]).double().pow(2).sum(dim=(1, 2))
+        spread = float((val.sigmas.double().pow(2) * change.cpu()).sum().sqrt())
+        return GUARD_SDS * 2 * spread / (val.x.shape[0] * val.x.shape[-1])
+
+    def allows(self, model: ICNN_s, val, mode: str, score: float) -> bool:
+        """Whether ``score`` (a signed √(mean SURE) of ``model``) beats the start by more than the margin."""
+        return math.copysign(score**2, score) < self.start_sure[mode] - self.margin(model, val, mode)
+
+
+
+def residual_sigma(model: ICNN_s, record: np.ndarray, first: float, seed: int) -> float:
+    """The noise σ of ``record`` from the start model's residual: ‖y − f(y)‖² / (L − 2·div f(y)).
+
+    By Stein's lemma that ratio's expectation is σ² plus the start's own mean square error over
+    (1 − 2·div/L), so it errs upwards by a few per cent of σ² where the start denoises well. The
+    wavelet MAD estimate (``first``, which sets the probes' step) errs by 2..20 % on signals with
+    detail at the finest scale (spikes, sums of families), and SURE, the adaptation's loss and its
+    judge, is only as good as its σ. The divergence is a Monte-Carlo estimate with antithetic probes.
+    """
+    y = np.asarray(record, dtype=np.float64)
+    rng = np.random.default_rng([seed, RESIDUAL_STREAM])
+    step = RESIDUAL_EPSILON * first
+    divergence = 0.0
+    for _ in range(RESIDUAL_PROBES):
+        probe = rng.standard_normal(y.size)
+        plus, minus = denoise(model, (y + step * probe)[None])[0], denoise(model, (y - step * probe)[None])[0]
+        divergence += float(np.dot((plus - minus) / (2 * step), probe)) / RESIDUAL_PROBES
+    residual = float(np.sum((y - denoise(model, y[None])[0]) ** 2))
+    dof = y.size - 2 * divergence
+    return float(np.sqrt(residual / dof)) if dof > 0 and residual > 0 else first

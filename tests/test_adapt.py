@@ -1,0 +1,141 @@
+"""Adapting a trained model to one record (train.py --data REC --init CKPT --loss sure): the run takes the start's
+architecture and a fine-tune's recipe, validates the start at step 0 and hands it back when no step beats it
+(on a record built so that adapting hurts), runs on .npy and .csv records, resumes, and prints the commands
+that denoise the record with the adapted model."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import Pytorch_V1.train as train_mod
+from conftest import TINY, read_log
+from Pytorch_V1.adapt import ADAPT_RECIPE
+from Pytorch_V1.checkpoint import load_checkpoint
+from Pytorch_V1.train import TrainConfig, get_args, train
+from icnn.shipped import default_weights
+
+START_MODEL = {"prior": True, "norm": "none", "equivariant": True, "baseline": "median", "width": 3, "depth": 3}
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory) -> str:
+    """A small trained model of a non-default architecture: the checkpoint an adaptation starts from."""
+    folder = tmp_path_factory.mktemp("start")
+    train(TrainConfig(**{**TINY, "steps": 20}, model=dict(START_MODEL)), folder / "run")
+    return str(folder / "run" / "ckpt_best.pth")
+
+
+def spikes_record(length: int, seed: int = 0) -> np.ndarray:
+    """Sparse spikes of 3..8 in white noise of σ 1."""
+    rng = np.random.default_rng(seed)
+    clean = np.zeros(length)
+    at = rng.choice(length, length // 20, replace=False)
+    clean[at] = rng.uniform(3, 8, at.size) * rng.choice([-1, 1], at.size)
+    return clean + rng.standard_normal(length)
+
+
+def adapt_args(record, start, run_dir, *extra) -> list[str]:
+    return ["--data", str(record), "--init", start, "--loss", "sure", "--run-dir", str(run_dir),
+            "--device", "cpu", *map(str, extra)]
+
+
+def test_an_adaptation_takes_the_start_architecture_and_a_fine_tune_recipe(start, tmp_path):
+    np.save(tmp_path / "rec.npy", spikes_record(2048))
+    cfg = train_mod.config_from_args(get_args(adapt_args(tmp_path / "rec.npy", start, tmp_path / "run")))
+    saved = load_checkpoint(start)["config"]["model"]
+    assert {k: cfg.model[k] for k in START_MODEL} == START_MODEL
+    assert cfg.model["train_length"] == saved["train_length"] == cfg.crop_length
+    assert (cfg.batch_size, cfg.lr, cfg.adapt) == (ADAPT_RECIPE["batch_size"], ADAPT_RECIPE["lr"], "all")
+    # without --data it is a fine-tune on synthetic signals: the same architecture, the usual recipe
+    plain = train_mod.config_from_args(get_args(["--init", start, "--device", "cpu"]))
+    assert plain.model["width"] == 3 and plain.batch_size == TrainConfig().batch_size
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_an_adaptation_runs_on_a_record_and_says_how_to_denoise_it(start, tmp_path, suffix, capsys):
+    record = spikes_record(2048)
+    path = tmp_path / f"record{suffix}"
+    if suffix == ".npy":
+        np.save(path, record)
+    else:
+        np.savetxt(path, record, header="value", comments="")
+    train_mod.main(adapt_args(path, start, tmp_path / "run", "--steps", 6, "--eval-every", 3))
+    out, err = capsys.readouterr()
+    best = load_checkpoint(tmp_path / "run" / "ckpt_best.pth")
+    assert best["config"]["train"]["init"] == start and best["config"]["model"]["width"] == 3
+    assert best["config"]["model"]["train_length"] == load_checkpoint(start)["config"]["model"]["train_length"]
+    assert [row["step"] for row in read_log(tmp_path / "run" / "train_log.csv")] == ["0", "3", "6"]
+    assert f"--input {path} --output" in out and "--method net" in out  # the next step denoises the record itself
+
+
+def test_the_start_is_handed_back_when_adapting_hurts(tmp_path, capsys):
+    """Adapting the shipped spike model at a learning rate of 1 wrecks it at every evaluation: ckpt_best.pth
+    must then be the start, weight for weight, and the run must say so."""
+    start = str(default_weights(".pth", "ckpt_best"))
+    np.save(tmp_path / "rec.npy", spikes_record(2048))
+    train_mod.main(adapt_args(tmp_path / "rec.npy", start, tmp_path / "run", "--steps", 20, "--eval-every", 5,
+                              "--lr", 1, "--sigma", 1))
+    err = capsys.readouterr().err
+    rows = read_log(tmp_path / "run" / "train_log.csv")
+    scores = [float(r["val_sure_root_mse_fixed"]) for r in rows]
+    assert rows[0]["step"] == "0" and all(s > scores[0] for s in scores[1:])  # it did hurt, at every evaluation
+    best = load_checkpoint(tmp_path / "run" / "ckpt_best.pth")
+    start_weights = load_checkpoint(start)["net_state_dict"]
+    assert best["step"] == 0 and all(torch.equal(best["net_state_dict"][k], v) for k, v in start_weights.items())
+    assert "no step beat the starting model" in err and start in err
+
+
+def test_biases_only_leaves_every_other_weight_as_it_was(start, tmp_path):
+    np.save(tmp_path / "rec.npy", spikes_record(2048))
+    train_mod.main(adapt_args(tmp_path / "rec.npy", start, tmp_path / "run", "--steps", 4, "--eval-every", 2,
+                              "--adapt", "biases", "--lr", 1e-2))
+    before = load_checkpoint(start)["net_state_dict"]
+    after = load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["net_state_dict"]
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.endswith(".bias") for k in moved)
+
+
+def test_an_adaptation_resumes_to_more_steps(start, tmp_path, run_main):
+    np.save(tmp_path / "rec.npy", spikes_record(2048))
+    args = adapt_args(tmp_path / "rec.npy", start, tmp_path / "run", "--eval-every", 2)
+    assert run_main(train_mod, [*args, "--steps", 4])[0] == 0
+    code, _, err = run_main(train_mod, [*args, "--steps", 6, "--resume"])
+    assert code == 0 and "resuming at step 4 of 6" in err
+    assert load_checkpoint(tmp_path / "run" / "ckpt_last.pth")["step"] == 6
+    assert [r["step"] for r in read_log(tmp_path / "run" / "train_log.csv")] == ["0", "2", "4", "6"]
+
+
+def test_a_short_record_adapts_on_shorter_crops_and_says_so(start, tmp_path, capsys):
+    np.save(tmp_path / "rec.npy", spikes_record(600))  # 4 validation windows of 100 leave no room: crops of 50
+    train_mod.main(adapt_args(tmp_path / "rec.npy", start, tmp_path / "run", "--steps", 2, "--eval-every", 1))
+    assert "training on crops of 50" in capsys.readouterr().err
+    cfg = load_checkpoint(tmp_path / "run" / "ckpt_best.pth")["config"]
+    assert cfg["train"]["crop_length"] == 50 and cfg["model"]["train_length"] == 100  # it still denoises in its windows
+
+
+def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_moves_it():
+    """Its margin is 2 SDs of the noise in the mean-SURE difference, 2σ‖f − f₀‖/(N·L): 0 for the start itself,
+    and a change of output must lower the mean SURE by more than that to replace the start."""
+    from icnn.spec import ModelConfig
+    from Pytorch_V1.adapt import GUARD_SDS, StartGuard, outputs
+    from Pytorch_V1.data import Validation
+    from Pytorch_V1.model import ICNN_s
+
+    torch.manual_seed(0)
+    model = ICNN_s(ModelConfig(norm="none", width=2, depth=2))
+    x = torch.randn(4, 1, 64)
+    val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), None, None, "test")
+    guard = StartGuard.of(model, val, {"sure_fixed": 0.5, "sure_unfixed": 0.5})
+    assert guard.start_sure["fixed"] == 0.25 and guard.margin(model, val, "fixed") == 0.0
+    before = outputs(model, x, val.h, "fixed")
+    with torch.no_grad():
+        model.outc.conv.bias += 0.1  # every output moves by 0.1·s(y)
+    change = (outputs(model, x, val.h, "fixed") - before).double()
+    expected = GUARD_SDS * 2 * 2.0 * float(change.pow(2).sum().sqrt()) / (4 * 64)
+    assert guard.margin(model, val, "fixed") == pytest.approx(expected, rel=1e-9) and expected > 0
+    lower = lambda by: math.copysign(math.sqrt(abs(0.25 - by)), 0.25 - by)  # noqa: E731  a signed √(mean SURE)
+    assert not guard.allows(model, val, "fixed", lower(0.5 * expected))
+    assert guard.allows(model, val, "fixed", lower(1.5 * expected))
