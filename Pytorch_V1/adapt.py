@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -29,14 +30,16 @@ from icnn.spec import BN_MODES, CHUNK
 
 from Pytorch_V1.checkpoint import TrainState, load_checkpoint, model_config_of
 from Pytorch_V1.inference import denoise
-from Pytorch_V1.losses import LABEL_FREE
+from Pytorch_V1.losses import LABEL_FREE, VAL_EPSILON, mc_divergence
 from Pytorch_V1.model import ICNN_s
 
 # A fine-tune of a trained model on one record: a few crops per step, a learning rate well below a
 # training's, and the run stops when the held-out windows stop improving.
-ADAPT_RECIPE = {"batch_size": 8, "lr": 1e-4}
+ADAPT_RECIPE = {"batch_size": 8, "lr": 1e-5}
 ADAPT_PARTS = ("all", "biases")  # every weight; or the convolutions' biases only (a few hundred numbers)
 GUARD_SDS = 2.0  # a step replaces the start when its held-out SURE is lower by this many noise SDs of the difference
+# ... and by what an error of this fraction of σ² in the σ estimate can move it (SURE weighs the divergence by σ²)
+SIGMA_DOUBT = 0.05
 RESIDUAL_PROBES = 2  # antithetic probe pairs of the start's divergence in residual_sigma
 RESIDUAL_EPSILON = 1e-2  # their finite-difference step, times the first estimate of σ
 RESIDUAL_STREAM = 17  # [seed, 17]: their probes
@@ -78,13 +81,20 @@ def kept_start_note(cfg, state: TrainState) -> str | None:
 
 
 @torch.no_grad()
-def outputs(model: ICNN_s, x: torch.Tensor, h: torch.Tensor | None, mode: str) -> torch.Tensor:
-    """The model's outputs on the validation signals ``x`` (N, 1, L) in BN mode ``mode``, in chunks."""
+def outputs(model: ICNN_s, val, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs on the validation signals (N, 1, L) in BN mode ``mode``, and their divergences (N,)
+    by the validation's own probes (train.evaluate's), in chunks."""
     training = model.training
     model.eval()
+    f = partial(model, bn_mode=mode)
     try:
-        return torch.cat([model(x[i : i + CHUNK], None if h is None else h[i : i + CHUNK], bn_mode=mode)
-                          for i in range(0, x.shape[0], CHUNK)])
+        preds, divergences = [], []
+        for i in range(0, val.x.shape[0], CHUNK):
+            x, h = val.x[i : i + CHUNK], None if val.h is None else val.h[i : i + CHUNK]
+            preds.append(f(x, h))
+            divergences.append(mc_divergence(f, x, preds[-1], VAL_EPSILON * val.sigmas[i : i + CHUNK].to(x.device),
+                                             val.probe[:, i : i + CHUNK], h is not None, central=True))
+        return torch.cat(preds), torch.cat(divergences)
     finally:
         model.train(training)
 
@@ -93,26 +103,34 @@ def outputs(model: ICNN_s, x: torch.Tensor, h: torch.Tensor | None, mode: str) -
 class StartGuard:
     """The start's held-out outputs and mean SURE, per BN mode: what a label-free step must beat.
 
-    Of a change f − f₀ of the output, noise moves the difference of two mean SUREs by −2⟨f − f₀, n⟩/(N·L),
-    of standard deviation 2σ‖f − f₀‖/(N·L). Picking the best of many evaluations on a few held-out
-    windows would otherwise hand back a model that only drew lucky noise: a step replaces the start
-    when its mean SURE is lower by more than :data:`GUARD_SDS` of those.
+    Two errors can make a worse model look better. Noise moves the difference of two mean SUREs by
+    −2⟨f − f₀, n⟩/(N·L), of standard deviation 2σ‖f − f₀‖/(N·L): picking the best of many evaluations
+    on a few held-out windows would hand back a model that drew lucky noise. And SURE weighs the
+    divergence by σ², so an error δ·σ² in the estimated σ² moves the difference by 2δσ²·(div f − div f₀)/(N·L):
+    an overestimated σ favours a smoother model, an underestimated one a rougher. A step replaces the
+    start when its mean SURE is lower by more than :data:`GUARD_SDS` noise SDs plus the error of
+    :data:`SIGMA_DOUBT` in σ².
     """
 
     start: dict[str, torch.Tensor]  # BN mode -> the start's outputs (N, 1, L)
+    start_divergence: dict[str, torch.Tensor]  # BN mode -> their divergences (N,)
     start_sure: dict[str, float]  # BN mode -> its mean SURE on the validation windows
 
     @classmethod
     def of(cls, model: ICNN_s, val, scores: dict) -> "StartGuard":
         """From the start ``model`` and its validation result ``scores`` (train.evaluate's)."""
-        return cls({m: outputs(model, val.x, val.h, m) for m in BN_MODES},
+        start = {m: outputs(model, val, m) for m in BN_MODES}
+        return cls({m: start[m][0] for m in BN_MODES}, {m: start[m][1] for m in BN_MODES},
                    {m: math.copysign(scores[f"sure_{m}"] ** 2, scores[f"sure_{m}"]) for m in BN_MODES})
 
     def margin(self, model: ICNN_s, val, mode: str) -> float:
-        """GUARD_SDS noise SDs of the mean-SURE difference between ``model`` and the start."""
-        change = (outputs(model, val.x, val.h, mode) - self.start[mode]).double().pow(2).sum(dim=(1, 2))
-        spread = float((val.sigmas.double().pow(2) * change.cpu()).sum().sqrt())
-        return GUARD_SDS * 2 * spread / (val.x.shape[0] * val.x.shape[-1])
+        """What the mean-SURE difference between ``model`` and the start may owe to noise and to σ's error."""
+        pred, divergence = outputs(model, val, mode)
+        variance = val.sigmas.double().pow(2)
+        change = (pred - self.start[mode]).double().pow(2).sum(dim=(1, 2)).cpu()
+        noise = GUARD_SDS * 2 * float((variance * change).sum().sqrt())
+        doubt = 2 * SIGMA_DOUBT * float((variance * (divergence - self.start_divergence[mode]).double().cpu()).sum().abs())
+        return (noise + doubt) / (val.x.shape[0] * val.x.shape[-1])
 
     def allows(self, model: ICNN_s, val, mode: str, score: float) -> bool:
         """Whether ``score`` (a signed √(mean SURE) of ``model``) beats the start by more than the margin."""

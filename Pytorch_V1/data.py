@@ -31,9 +31,8 @@ SYNTHETIC_VAL = 1000  # validation signals on synthetic data
 SIGMA_MISMATCH = 0.2  # warn when --sigma and the folder's estimate differ by more than this fraction
 PRIOR_SIGNALS = 20000  # noisy signals that --sigma-estimate shrunk fits the σ distribution on
 # Validation SURE picks the label-free checkpoint: 8 antithetic probes (16 forward passes, no gradient)
-# rank checkpoints more reliably than one; no gradient flows, so the step can be small.
+# rank checkpoints more reliably than one; no gradient flows, so the step (losses.VAL_EPSILON) can be small.
 VAL_PROBES = 8
-VAL_EPSILON = 1e-2
 # Memory of one training step: activations kept for the backward pass, their gradients and the
 # batch (about 1 kB per sample measured on CPU at length 100), above a base for torch and validation.
 TRAIN_BYTES_PER_SAMPLE = 1200

@@ -27,6 +27,7 @@ LABEL_FREE = ("sure", "r2r", "unsure")  # losses that never see a clean signal
 WEIGHTS = ("none", "sigma2", "bayes")
 # A step of η is UNSURE_STEP times the first batch's mean square, so the rate does not depend on the data's scale.
 SURE_EPSILON = 0.1  # SURE's finite-difference step, times σ (antithetic probes: bias O(ε²))
+VAL_EPSILON = 1e-2  # validation SURE's finite-difference step, times σ (its divergence of a fixed model)
 SURE_CENTRAL = True  # antithetic probes, (f(y+εb) − f(y−εb))/2ε; False: one-sided (f(y+εb) − f(y))/ε
 UNSURE_STEP = 1e-3
 UNSURE_MOMENTUM = 0.9

@@ -55,12 +55,13 @@ from icnn.spec import BASELINES, BN_MODES, BN_TRAIN_STATS, CHUNK, MIN_LENGTH, NO
 from Pytorch_V1.adapt import ADAPT_PARTS, ADAPT_RECIPE, StartGuard, init_model, kept_start_note, trainable_parameters
 from Pytorch_V1.checkpoint import (RESUMABLE, RUN_FLAGS, Parts, TrainState, checkpoint_dict, file_sha256,
                                    load_initial_weights, load_resume_point, restore, resumed_config, save_checkpoint)
-from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_EPSILON, VAL_FRACTION, Validation,
+from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_FRACTION, Validation,
                              check_training_memory, load_data, to_tensor)
 from Pytorch_V1.distributed import (Workers, gather_stream_state, leave_worker, note, process_group, worker_device,
                                     wrap_model)
 from Pytorch_V1.inference import configure_threads, resolve_device
-from Pytorch_V1.losses import LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, WEIGHTS, UnsureEta, compute_loss, sure_per_signal
+from Pytorch_V1.losses import (LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, VAL_EPSILON, WEIGHTS, UnsureEta,
+                               compute_loss, sure_per_signal)
 from Pytorch_V1.model import ICNN_s
 from Pytorch_V1.rundir import RunDir, default_run_dir, open_run
 from Pytorch_V1.schedule import (DATA_PASSES, DATA_PATIENCE, MIN_DATA_STEPS, budget_from_data, stalled,

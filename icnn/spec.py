@@ -176,7 +176,7 @@ class ModelConfig:
             Named in error messages (the file).
         train_sigma : optional
             The run's recorded training sigma (a number or [low, high]); fills
-            ``sigma_range`` when ``d`` has none. Anything else leaves it None.
+            ``sigma_range`` when ``d`` has no such key. Anything else leaves it None.
 
         Raises
         ------
@@ -186,7 +186,7 @@ class ModelConfig:
         if not isinstance(d, dict):
             raise InputError(f"{source}: model config must be a dict, got {type(d).__name__}")
         known = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-        if known.get("sigma_range") is None:
+        if "sigma_range" not in known:  # a file from before the field; a recorded None (a blind model's) stands
             known["sigma_range"] = sigma_range_of(train_sigma)
         config = cls.__new__(cls)
         for f in fields(cls):

@@ -98,7 +98,8 @@ def label_free_score(model, noisy: np.ndarray, seed: int) -> float:
     """Mean over signals of SURE / σ̂² (weights normalised to mean 1): the blind training objective,
     with the probes and step of train.py's validation SURE."""
     import torch
-    from Pytorch_V1.data import VAL_EPSILON, VAL_PROBE_STREAM, VAL_PROBES
+    from Pytorch_V1.data import VAL_PROBE_STREAM, VAL_PROBES
+    from Pytorch_V1.losses import VAL_EPSILON
     from Pytorch_V1.losses import loss_weights, sure_per_signal
     from Pytorch_V1.model import wiener_prior
 

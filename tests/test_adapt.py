@@ -116,26 +116,29 @@ def test_a_short_record_adapts_on_shorter_crops_and_says_so(start, tmp_path, cap
     assert cfg["train"]["crop_length"] == 50 and cfg["model"]["train_length"] == 100  # it still denoises in its windows
 
 
-def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_moves_it():
-    """Its margin is 2 SDs of the noise in the mean-SURE difference, 2σ‖f − f₀‖/(N·L): 0 for the start itself,
-    and a change of output must lower the mean SURE by more than that to replace the start."""
+def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_and_sigmas_error_move_it():
+    """Its margin: 2 SDs of the noise in the mean-SURE difference, 2σ‖f − f₀‖/(N·L), plus what an error of
+    SIGMA_DOUBT·σ² moves it, 2·SIGMA_DOUBT·σ²·|div f − div f₀|/(N·L). 0 for the start itself; a change of
+    output must lower the mean SURE by more than that to replace the start."""
     from icnn.spec import ModelConfig
-    from Pytorch_V1.adapt import GUARD_SDS, StartGuard, outputs
+    from Pytorch_V1.adapt import GUARD_SDS, SIGMA_DOUBT, StartGuard, outputs
     from Pytorch_V1.data import Validation
     from Pytorch_V1.model import ICNN_s
 
     torch.manual_seed(0)
     model = ICNN_s(ModelConfig(norm="none", width=2, depth=2))
     x = torch.randn(4, 1, 64)
-    val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), None, None, "test")
+    val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), torch.randn(3, 4, 1, 64), None, "test")
     guard = StartGuard.of(model, val, {"sure_fixed": 0.5, "sure_unfixed": 0.5})
     assert guard.start_sure["fixed"] == 0.25 and guard.margin(model, val, "fixed") == 0.0
-    before = outputs(model, x, val.h, "fixed")
+    before, div_before = outputs(model, val, "fixed")
     with torch.no_grad():
-        model.outc.conv.bias += 0.1  # every output moves by 0.1·s(y)
-    change = (outputs(model, x, val.h, "fixed") - before).double()
-    expected = GUARD_SDS * 2 * 2.0 * float(change.pow(2).sum().sqrt()) / (4 * 64)
-    assert guard.margin(model, val, "fixed") == pytest.approx(expected, rel=1e-9) and expected > 0
+        model.outc.conv.weight *= 1.5  # the output moves, and so does its divergence
+    after, div_after = outputs(model, val, "fixed")
+    noise = GUARD_SDS * 2 * 2.0 * float((after - before).double().pow(2).sum().sqrt())
+    doubt = 2 * SIGMA_DOUBT * 4.0 * abs(float((div_after - div_before).double().sum()))
+    expected = (noise + doubt) / (4 * 64)
+    assert guard.margin(model, val, "fixed") == pytest.approx(expected, rel=1e-9) and noise > 0 and doubt > 0
     lower = lambda by: math.copysign(math.sqrt(abs(0.25 - by)), 0.25 - by)  # noqa: E731  a signed √(mean SURE)
     assert not guard.allows(model, val, "fixed", lower(0.5 * expected))
     assert guard.allows(model, val, "fixed", lower(1.5 * expected))

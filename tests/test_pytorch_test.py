@@ -314,11 +314,15 @@ def warnings_of(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if "warning" in ln]
 
 
+BEFORE_SIGMA_RANGE = {k: v for k, v in ModelConfig().to_dict().items() if k != "sigma_range"}  # files older than the field
+
+
 @pytest.mark.parametrize("config, train, sigma, warned", [
     ({**ModelConfig().to_dict(), "sigma_range": [0.5, 5.0]}, None, 8.0, True),
     ({**ModelConfig().to_dict(), "sigma_range": [0.5, 5.0]}, None, 2.0, False),
-    (ModelConfig().to_dict(), {"sigma": 3.0}, 8.0, True),  # older checkpoint: the recorded training sigma
-    (ModelConfig().to_dict(), {"sigma": 3.0}, 3.0, False),
+    (BEFORE_SIGMA_RANGE, {"sigma": 3.0}, 8.0, True),  # older checkpoint: the recorded training sigma
+    (BEFORE_SIGMA_RANGE, {"sigma": 3.0}, 3.0, False),
+    (ModelConfig().to_dict(), {"sigma": 1.0}, 8.0, False),  # a recorded None (an adapted blind model's) stands
     (ModelConfig().to_dict(), None, 8.0, False),  # nothing recorded: nothing to compare with
 ])
 def test_out_of_range_warning(run_main, torch_test, tmp_path, config, train, sigma, warned):
