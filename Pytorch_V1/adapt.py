@@ -115,13 +115,15 @@ class StartGuard:
     start: dict[str, torch.Tensor]  # BN mode -> the start's outputs (N, 1, L)
     start_divergence: dict[str, torch.Tensor]  # BN mode -> their divergences (N,)
     start_sure: dict[str, float]  # BN mode -> its mean SURE on the validation windows
+    sigma_doubt: float = SIGMA_DOUBT  # 0 where validation's σ is the generator's own (synthetic signals)
 
     @classmethod
-    def of(cls, model: ICNN_s, val, scores: dict) -> "StartGuard":
-        """From the start ``model`` and its validation result ``scores`` (train.evaluate's)."""
+    def of(cls, model: ICNN_s, val, scores: dict, sigma_doubt: float = SIGMA_DOUBT) -> "StartGuard":
+        """From the start ``model``, its validation result ``scores`` (train.evaluate's) and the relative error
+        allowed in validation's σ²."""
         start = {m: outputs(model, val, m) for m in BN_MODES}
         return cls({m: start[m][0] for m in BN_MODES}, {m: start[m][1] for m in BN_MODES},
-                   {m: math.copysign(scores[f"sure_{m}"] ** 2, scores[f"sure_{m}"]) for m in BN_MODES})
+                   {m: math.copysign(scores[f"sure_{m}"] ** 2, scores[f"sure_{m}"]) for m in BN_MODES}, sigma_doubt)
 
     def margin(self, model: ICNN_s, val, mode: str) -> float:
         """What the mean-SURE difference between ``model`` and the start may owe to noise and to σ's error."""
@@ -129,7 +131,7 @@ class StartGuard:
         variance = val.sigmas.double().pow(2)
         change = (pred - self.start[mode]).double().pow(2).sum(dim=(1, 2)).cpu()
         noise = GUARD_SDS * 2 * float((variance * change).sum().sqrt())
-        doubt = 2 * SIGMA_DOUBT * float((variance * (divergence - self.start_divergence[mode]).double().cpu()).sum().abs())
+        doubt = 2 * self.sigma_doubt * float((variance * (divergence - self.start_divergence[mode]).double().cpu()).sum().abs())
         return (noise + doubt) / (val.x.shape[0] * val.x.shape[-1])
 
     def allows(self, model: ICNN_s, val, mode: str, score: float) -> bool:

@@ -52,7 +52,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from icnn.spec import BASELINES, BN_MODES, BN_TRAIN_STATS, CHUNK, MIN_LENGTH, NORMS, ModelConfig
-from Pytorch_V1.adapt import ADAPT_PARTS, ADAPT_RECIPE, StartGuard, init_model, kept_start_note, trainable_parameters
+from Pytorch_V1.adapt import (ADAPT_PARTS, ADAPT_RECIPE, SIGMA_DOUBT, StartGuard, init_model, kept_start_note,
+                              trainable_parameters)
 from Pytorch_V1.checkpoint import (RESUMABLE, RUN_FLAGS, Parts, TrainState, checkpoint_dict, file_sha256,
                                    load_initial_weights, load_resume_point, restore, resumed_config, save_checkpoint)
 from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_FRACTION, Validation,
@@ -250,6 +251,15 @@ def given_flags(args: argparse.Namespace) -> set[str]:
     return {name for name in (*RUN_FLAGS, *RESUMABLE) if getattr(args, name) is not None}
 
 
+def model_from_args(a: argparse.Namespace, start: dict) -> dict:
+    """TrainConfig.model: the model flags given, else the --init checkpoint's (``start``), else the original ICNN_s."""
+    given = {"prior": None if a.no_prior is None else not a.no_prior, "norm": a.norm,
+             "equivariant": None if a.no_equivariant is None else not a.no_equivariant,
+             "baseline": a.baseline, "width": a.width, "depth": a.depth}
+    defaults = {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median", "width": 2, "depth": 4, **start}
+    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+
+
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """A TrainConfig: the given flags, TrainConfig's defaults for the rest (:data:`SURE_RECIPE` for label-free losses)."""
     d = replace(TrainConfig(), **SURE_RECIPE) if a.loss in LABEL_FREE else TrainConfig()
@@ -258,12 +268,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         d = replace(d, **ADAPT_RECIPE)
     pick = lambda value, default: default if value is None else value  # noqa: E731
     start = init_model(a.init, data=a.data is not None) if a.init is not None else {}
-    model = {"prior": not a.no_prior if a.no_prior is not None else start.get("prior", True),
-             "norm": pick(a.norm, start.get("norm", "bn")),
-             "equivariant": not a.no_equivariant if a.no_equivariant is not None else start.get("equivariant", True),
-             "baseline": pick(a.baseline, start.get("baseline", "median")), "width": pick(a.width, start.get("width", 2)),
-             "depth": pick(a.depth, start.get("depth", 4)),
-             **{k: start[k] for k in ("train_length", "sigma_range") if k in start}}
+    model = model_from_args(a, start)
     crop_default = start["train_length"] if adapting else BROAD_LENGTH if a.train_prior == "broad" else d.crop_length
     return TrainConfig(
         steps=pick(a.steps, d.steps), batch_size=pick(a.batch_size, d.batch_size), lr=pick(a.lr, d.lr),
@@ -559,7 +564,8 @@ def start_guard(cfg: TrainConfig, val: Validation, device: torch.device, workers
     model = ICNN_s(ModelConfig.from_dict(cfg.model, "train config"))
     load_initial_weights(model, cfg)
     model.to(device)
-    return StartGuard.of(model, val, evaluate(model, val))
+    # σ is estimated from --data; synthetic validation knows it exactly
+    return StartGuard.of(model, val, evaluate(model, val), sigma_doubt=SIGMA_DOUBT if cfg.data is not None else 0.0)
 
 
 def main(argv=None) -> None:

@@ -142,3 +142,27 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_and_sigmas_e
     lower = lambda by: math.copysign(math.sqrt(abs(0.25 - by)), 0.25 - by)  # noqa: E731  a signed √(mean SURE)
     assert not guard.allows(model, val, "fixed", lower(0.5 * expected))
     assert guard.allows(model, val, "fixed", lower(1.5 * expected))
+
+
+def test_a_record_built_to_make_adaptation_hurt_gets_the_start_back(tmp_path, capsys):
+    """``ckpt_universal`` adapted on a record whose training crops are white noise alone and whose held-out
+    windows hold every bit of signal (a sine of 4σ): adapting teaches it that there is nothing to keep,
+    every step is worse on the held-out windows, and ckpt_best.pth is the start, weight for weight."""
+    from Pytorch_V1.data import record_split
+
+    start = str(default_weights(".pth", "ckpt_universal"))
+    length, crop = 8192, load_checkpoint(start)["config"]["model"]["train_length"]
+    rng = np.random.default_rng(3)
+    record = rng.standard_normal(length)
+    for s in record_split(length, crop)[0]:
+        record[s : s + crop] += 4 * np.sin(2 * np.pi * np.arange(crop) / 64)
+    np.save(tmp_path / "rec.npy", record)
+    train_mod.main(adapt_args(tmp_path / "rec.npy", start, tmp_path / "run", "--steps", 30, "--eval-every", 10,
+                              "--lr", 1e-3))
+    err = capsys.readouterr().err
+    scores = [float(r["val_sure_root_mse_fixed"]) for r in read_log(tmp_path / "run" / "train_log.csv")]
+    assert len(scores) == 4 and all(s > scores[0] for s in scores[1:])  # it did hurt, at every evaluation
+    best = load_checkpoint(tmp_path / "run" / "ckpt_best.pth")
+    start_weights = load_checkpoint(start)["net_state_dict"]
+    assert best["step"] == 0 and all(torch.equal(best["net_state_dict"][k], v) for k, v in start_weights.items())
+    assert "no step beat the starting model" in err
