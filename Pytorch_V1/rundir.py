@@ -186,6 +186,16 @@ class NoRun:
         return self.path / name
 
 
+def check_reads_outside(run_dir: Path, reads: dict[str, str | None]) -> None:
+    """Refuse, before anything is deleted, an --overwrite of a folder that holds a file the run reads
+    (``reads``: flag -> path, e.g. ``{"--init": "R/ckpt_best.pth"}``): clearing the run would destroy it."""
+    folder = Path(run_dir).resolve()
+    for flag, path in reads.items():
+        if path is not None and folder in (Path(path).resolve(), *Path(path).resolve().parents):
+            raise InputError(f"--overwrite would delete {path} ({flag}), which lies in the run folder {run_dir}; "
+                             f"copy it out first or choose another --run-dir")
+
+
 @contextmanager
 def open_run(run_dir: Path, resume: bool, overwrite: bool, workers: Workers):
     """The locked run folder on the main worker; every worker stops if it cannot be opened."""

@@ -64,7 +64,7 @@ from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.losses import (LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, VAL_EPSILON, WEIGHTS, UnsureEta,
                                compute_loss, sure_per_signal)
 from Pytorch_V1.model import ICNN_s
-from Pytorch_V1.rundir import RunDir, default_run_dir, open_run
+from Pytorch_V1.rundir import RunDir, check_reads_outside, default_run_dir, open_run
 from Pytorch_V1.schedule import (DATA_PASSES, DATA_PATIENCE, MIN_DATA_STEPS, budget_from_data, stalled,
                                  warn_negative_sure, warn_worse_than_noisy)
 from Pytorch_V1.trainlog import append_log, finish, progress_text, start_log
@@ -528,6 +528,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool
 def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, given: set[str] | None,
                 workers: Workers) -> dict:
     """The body of ``train``; its model and DDP wrapper are freed on return, before the process group goes."""
+    if overwrite:
+        check_reads_outside(run_dir, {"--init": cfg.init, "--data": cfg.data})
     with open_run(run_dir, resume, overwrite, workers) as run:
         ckpt = load_resume_point(run.file("ckpt_last.pth")) if resume else None
         if ckpt is not None:

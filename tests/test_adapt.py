@@ -166,3 +166,21 @@ def test_a_record_built_to_make_adaptation_hurt_gets_the_start_back(tmp_path, ca
     start_weights = load_checkpoint(start)["net_state_dict"]
     assert best["step"] == 0 and all(torch.equal(best["net_state_dict"][k], v) for k, v in start_weights.items())
     assert "no step beat the starting model" in err
+
+
+def test_overwrite_never_deletes_the_checkpoint_or_record_the_run_reads(start, tmp_path, run_main):
+    """Adapting again into the same folder, from its own ckpt_best.pth or a record kept there: --overwrite
+    would clear the file the run reads, so it is refused in one line before anything is deleted."""
+    from conftest import assert_one_line_error
+
+    run = tmp_path / "run"
+    np.save(tmp_path / "rec.npy", spikes_record(2048))
+    assert run_main(train_mod, adapt_args(tmp_path / "rec.npy", start, run, "--steps", 2, "--eval-every", 1))[0] == 0
+    before = (run / "ckpt_best.pth").read_bytes()
+    code, _, err = run_main(train_mod, adapt_args(tmp_path / "rec.npy", str(run / "ckpt_best.pth"), run,
+                                                  "--steps", 2, "--overwrite"))
+    assert_one_line_error(code, err, "--overwrite would delete", "--init")
+    np.save(run / "kept.npy", spikes_record(2048))
+    code, _, err = run_main(train_mod, adapt_args(run / "kept.npy", start, run, "--steps", 2, "--overwrite"))
+    assert_one_line_error(code, err, "--overwrite would delete", "--data")
+    assert (run / "ckpt_best.pth").read_bytes() == before and (run / "ckpt_last.pth").is_file()
