@@ -355,7 +355,7 @@ class RecordStream:
         self.rng = np.random.default_rng([seed, RECORD_STREAM, rank])
         self.batch_size, self.sigma = batch_size, float(sigma)
         self.drawn = 0
-        self.train_samples = int(np.unique(allowed[:, None] + np.arange(crop)).size)
+        self.train_samples = covered_samples(allowed, crop)
 
     @property
     def size(self) -> int:
@@ -382,6 +382,16 @@ class RecordStream:
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.drawn = int(state["drawn"])
+
+
+def covered_samples(starts: np.ndarray, crop: int) -> int:
+    """Samples in the union of the crops [s, s + crop) for ``starts``, in O(len(starts)) memory: each crop
+    adds what lies before the next one's start, the last its whole length (a long record's crops, listed
+    sample by sample, would take len(starts) · crop integers)."""
+    if starts.size == 0:
+        return 0
+    ordered = np.sort(starts)
+    return int(np.minimum(np.diff(ordered), crop).sum()) + crop
 
 
 def record_split(length: int, crop: int) -> tuple[np.ndarray, np.ndarray]:

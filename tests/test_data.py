@@ -397,3 +397,15 @@ def test_a_record_in_large_units_is_denoised_in_its_units(tmp_path):
     assert 0.5 < ratio < 2, ratio
     model.config.input_scale = 1.0  # the record fed as is, the way every denoise path did before
     assert rms_ratio(denoise(model, record[None])[0]) < ratio / 5
+
+
+@FUZZ
+@given(starts=st.lists(st.integers(0, 3000), min_size=0, max_size=60, unique=True), crop=st.integers(1, 200))
+def test_covered_samples_counts_the_union_of_the_crops(starts, crop):
+    """The training samples of a record, counted without listing every crop's samples (memory independent of
+    the crop length): the same as the plain union."""
+    from Pytorch_V1.data import covered_samples
+
+    starts = np.array(starts, dtype=np.int64)
+    plain = np.unique(starts[:, None] + np.arange(crop)).size if starts.size else 0
+    assert covered_samples(starts, crop) == plain
