@@ -40,6 +40,17 @@ def output_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.dtype(np.float64)
 
 
+# Signals per forward pass: at most this many first-level activation values (signal length × width), so a
+# forward's activations stay near 100 MB for any model (ICNN_s: 10,485 signals of 100 samples, more than a
+# chunk; ckpt_universal: 372 windows of 512, where a whole chunk of windows took 4 GB).
+FORWARD_VALUES = 2**21
+
+
+def forward_block(model: ICNN_s) -> int:
+    """Signals per forward pass for ``model``'s windows (:data:`FORWARD_VALUES`)."""
+    return max(1, FORWARD_VALUES // (model.config.train_length * model.config.width))
+
+
 @torch.no_grad()
 def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk: int = CHUNK) -> np.ndarray:
     """Denoise (N, L) signals in chunks of ``chunk``, without changing the model.
@@ -78,8 +89,9 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
                                dtype=out.dtype,
                                check=lambda raw, flat: check_span(raw, flat, length, "input", np.float32))
     scale = model.config.input_scale  # applied per window (the windowed path above recurses here)
-    for start in range(0, noisy.shape[0], chunk):
-        raw = noisy[start : start + chunk]
+    step = min(chunk, forward_block(model))
+    for start in range(0, noisy.shape[0], step):
+        raw = noisy[start : start + step]
         check_chunk(raw, start, "input", np.float32)  # finite, and inside float32's range: never NaN out
         # an offset-free model's baseline comes off in the input's precision, so a float64 offset loses nothing
         m = baseline(np.asarray(raw, dtype=np.float64)) if model.config.baseline == "median" else None
@@ -88,5 +100,5 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
             x = x / scale
         y = model(x, model.prior(x), mode)[:, 0]
         y = (y * scale if scale != 1.0 else y).cpu().numpy()
-        out[start : start + chunk] = y if m is None else y + m
+        out[start : start + step] = y if m is None else y + m
     return out

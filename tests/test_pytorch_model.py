@@ -641,3 +641,22 @@ def test_noise_scale_is_the_lower_median_of_the_differences_and_ignores_an_offse
         assert torch.equal(noise_scale(y32 + c), noise_scale(y32))
     noisy = torch.from_numpy(rng.standard_normal((5, 1, length)))  # not integers: equal up to rounding
     torch.testing.assert_close(noise_scale(noisy + 100.0), noise_scale(noisy), atol=0, rtol=1e-12)
+
+
+def test_a_wide_model_denoises_a_long_record_in_forward_blocks_of_bounded_size(monkeypatch):
+    """Memory does not grow with a chunk of windows: a model of width 64 and windows of 512 gets at most
+    FORWARD_VALUES / (512 · 64) = 64 windows per forward pass, and the result equals one pass per window."""
+    from icnn.spec import ModelConfig
+    from Pytorch_V1 import inference
+    from Pytorch_V1.model import ICNN_s
+
+    torch.manual_seed(0)
+    model = ICNN_s(ModelConfig(norm="none", width=64, depth=2, train_length=512)).eval()
+    sizes = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, *a, **k: sizes.append(x.shape[0]) or forward(x, *a, **k))
+    record = np.random.default_rng(0).standard_normal(20000)
+    out = inference.denoise(model, record)
+    assert inference.forward_block(model) == 64 and max(sizes) == 64 and len(sizes) > 1
+    one_at_a_time = inference.denoise(model, record, chunk=1)
+    assert np.allclose(out, one_at_a_time, rtol=0, atol=1e-5 * np.abs(out).max())
