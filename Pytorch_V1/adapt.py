@@ -43,6 +43,9 @@ SIGMA_DOUBT = 0.05
 RESIDUAL_PROBES = 2  # antithetic probe pairs of the start's divergence in residual_sigma
 RESIDUAL_EPSILON = 1e-2  # their finite-difference step, times the first estimate of σ
 RESIDUAL_STREAM = 17  # [seed, 17]: their probes
+# Below this many samples adaptation gained nothing on the measured records and once fit the noise of the
+# samples it trained on (docs/adaptation.md): such a record gets a note.
+SHORT_RECORD = 8192
 # The model fields a run takes from its --init checkpoint.
 INIT_FIELDS = ("prior", "norm", "equivariant", "baseline", "width", "depth", "train_length")
 
@@ -160,3 +163,12 @@ def residual_sigma(model: ICNN_s, record: np.ndarray, first: float, seed: int) -
     residual = float(np.sum((y - denoise(model, y[None])[0]) ** 2))
     dof = y.size - 2 * divergence
     return float(np.sqrt(residual / dof)) if dof > 0 and residual > 0 else first
+
+
+def short_record_note(length: int) -> str | None:
+    """One line for an adaptation to a record shorter than :data:`SHORT_RECORD` samples; None otherwise."""
+    if length >= SHORT_RECORD:
+        return None
+    return (f"note: on records under {SHORT_RECORD} samples adaptation gained nothing where it was measured and can "
+            f"fit the noise of the samples it trains on (docs/adaptation.md); compare it with the start by "
+            f"--method auto")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from Pytorch_V1.adapt import residual_sigma
+from Pytorch_V1.adapt import residual_sigma, short_record_note
 from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.distributed import Workers, note
 from Pytorch_V1.losses import LABEL_FREE
@@ -473,6 +473,8 @@ def record_data(cfg, workers: Workers, device: torch.device, local_batch: int, r
     The record is divided by one scale, its σ, so the network trains at noise level 1 whatever the
     record's units; the scale is recorded as ``input_scale`` (denoise y as f(y / scale) · scale).
     """
+    if cfg.init is not None and (short := short_record_note(record.size)) is not None:
+        note(short, workers)
     crop = fitting_crop(cfg, record.size, workers)
     check_training_memory(cfg.batch_size, crop)
     val_starts, allowed = record_split(record.size, crop)

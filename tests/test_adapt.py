@@ -111,7 +111,8 @@ def test_an_adaptation_resumes_to_more_steps(start, tmp_path, run_main):
 def test_a_short_record_adapts_on_shorter_crops_and_says_so(start, tmp_path, capsys):
     np.save(tmp_path / "rec.npy", spikes_record(600))  # 4 validation windows of 100 leave no room: crops of 50
     train_mod.main(adapt_args(tmp_path / "rec.npy", start, tmp_path / "run", "--steps", 2, "--eval-every", 1))
-    assert "training on crops of 50" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "training on crops of 50" in err and "on records under 8192 samples adaptation gained nothing" in err
     cfg = load_checkpoint(tmp_path / "run" / "ckpt_best.pth")["config"]
     assert cfg["train"]["crop_length"] == 50 and cfg["model"]["train_length"] == 100  # it still denoises in its windows
 
