@@ -30,7 +30,7 @@ from icnn.spec import BN_MODES, CHUNK
 
 from Pytorch_V1.checkpoint import TrainState, load_checkpoint, model_config_of
 from Pytorch_V1.inference import denoise
-from Pytorch_V1.losses import LABEL_FREE, VAL_EPSILON, mc_divergence
+from Pytorch_V1.losses import LABEL_FREE, VAL_EPSILON, mc_divergence, sure_from_divergence
 from Pytorch_V1.model import ICNN_s
 
 # A fine-tune of a trained model on one record: a few crops per step, a learning rate well below a
@@ -121,12 +121,13 @@ class StartGuard:
     sigma_doubt: float = SIGMA_DOUBT  # 0 where validation's σ is the generator's own (synthetic signals)
 
     @classmethod
-    def of(cls, model: ICNN_s, val, scores: dict, sigma_doubt: float = SIGMA_DOUBT) -> "StartGuard":
-        """From the start ``model``, its validation result ``scores`` (train.evaluate's) and the relative error
-        allowed in validation's σ²."""
+    def of(cls, model: ICNN_s, val, sigma_doubt: float = SIGMA_DOUBT) -> "StartGuard":
+        """From the start ``model`` on the validation set ``val`` (its SURE is train.evaluate's: the same
+        probes and step), with the relative error allowed in validation's σ²."""
         start = {m: outputs(model, val, m) for m in BN_MODES}
-        return cls({m: start[m][0] for m in BN_MODES}, {m: start[m][1] for m in BN_MODES},
-                   {m: math.copysign(scores[f"sure_{m}"] ** 2, scores[f"sure_{m}"]) for m in BN_MODES}, sigma_doubt)
+        variance = val.sigmas.to(val.x.device).pow(2)
+        sure = {m: float(sure_from_divergence(val.x, start[m][0], variance, start[m][1]).mean()) for m in BN_MODES}
+        return cls({m: start[m][0] for m in BN_MODES}, {m: start[m][1] for m in BN_MODES}, sure, sigma_doubt)
 
     def margin(self, model: ICNN_s, val, mode: str) -> float:
         """What the mean-SURE difference between ``model`` and the start may owe to noise and to σ's error."""

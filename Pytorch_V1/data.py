@@ -402,7 +402,7 @@ def record_split(length: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
     tail would be an unrepresentative judge), so validation samples all of it. No training crop
     shares a sample with a validation window.
     """
-    n_val = max(RECORD_VAL_CROPS, math.ceil(RECORD_VAL_FRACTION * length / crop))
+    n_val = validation_windows(length, crop)
     segment = length / n_val
     if not record_fits(length, crop):
         raise InputError(f"a record of {length} samples is too short for --crop-length {crop}: {n_val} validation "
@@ -429,10 +429,14 @@ def fitting_crop(cfg, length: int, workers: Workers) -> int:
     return fitted
 
 
+def validation_windows(length: int, crop: int) -> int:
+    """How many validation windows of ``crop`` :func:`record_split` holds out of a record of ``length``."""
+    return max(RECORD_VAL_CROPS, math.ceil(RECORD_VAL_FRACTION * length / crop))
+
+
 def record_fits(length: int, crop: int) -> bool:
     """Whether :func:`record_split` can hold out validation windows of ``crop`` and leave crops to train on."""
-    n_val = max(RECORD_VAL_CROPS, math.ceil(RECORD_VAL_FRACTION * length / crop))
-    return length / n_val >= 2 * crop
+    return length / validation_windows(length, crop) >= 2 * crop
 
 
 def file_data(cfg, workers: Workers, device: torch.device, local_batch: int):

@@ -567,7 +567,7 @@ def start_guard(cfg: TrainConfig, val: Validation, device: torch.device, workers
     load_initial_weights(model, cfg)
     model.to(device)
     # σ is estimated from --data; synthetic validation knows it exactly
-    return StartGuard.of(model, val, evaluate(model, val), sigma_doubt=SIGMA_DOUBT if cfg.data is not None else 0.0)
+    return StartGuard.of(model, val, sigma_doubt=SIGMA_DOUBT if cfg.data is not None else 0.0)
 
 
 def main(argv=None) -> None:

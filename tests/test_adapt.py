@@ -130,8 +130,10 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_and_sigmas_e
     model = ICNN_s(ModelConfig(norm="none", width=2, depth=2))
     x = torch.randn(4, 1, 64)
     val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), torch.randn(3, 4, 1, 64), None, "test")
-    guard = StartGuard.of(model, val, {"sure_fixed": 0.5, "sure_unfixed": 0.5})
-    assert guard.start_sure["fixed"] == 0.25 and guard.margin(model, val, "fixed") == 0.0
+    guard = StartGuard.of(model, val)
+    evaluated = train_mod.evaluate(model, val)["sure_fixed"]  # the start's SURE is the validation's own
+    assert guard.start_sure["fixed"] == pytest.approx(math.copysign(evaluated**2, evaluated), rel=1e-6)
+    assert guard.margin(model, val, "fixed") == 0.0
     before, div_before = outputs(model, val, "fixed")
     with torch.no_grad():
         model.outc.conv.weight *= 1.5  # the output moves, and so does its divergence
@@ -140,7 +142,8 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_and_sigmas_e
     doubt = 2 * SIGMA_DOUBT * 4.0 * abs(float((div_after - div_before).double().sum()))
     expected = (noise + doubt) / (4 * 64)
     assert guard.margin(model, val, "fixed") == pytest.approx(expected, rel=1e-9) and noise > 0 and doubt > 0
-    lower = lambda by: math.copysign(math.sqrt(abs(0.25 - by)), 0.25 - by)  # noqa: E731  a signed √(mean SURE)
+    sure0 = guard.start_sure["fixed"]
+    lower = lambda by: math.copysign(math.sqrt(abs(sure0 - by)), sure0 - by)  # noqa: E731  a signed √(mean SURE)
     assert not guard.allows(model, val, "fixed", lower(0.5 * expected))
     assert guard.allows(model, val, "fixed", lower(1.5 * expected))
 
