@@ -136,7 +136,7 @@ class _PairMaxPool(nn.Module):
         return F.max_pool2d(x[:, :, None], (1, self.kernel))[:, :, 0]
 
 
-def batched_modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def batched_modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
     """``Pytorch_V1.model.modulated_conv1d`` as one batched matrix product (no group count in the graph).
 
     x: (N, C_in, L); weight: (C_out, C_in, K); scale: (N, C_out, K). Signal n's kernel
@@ -147,7 +147,8 @@ def batched_modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     kernels = (weight[None] * scale[:, :, None, :]).reshape(n, c_out, c_in * k)
     padded = F.pad(x, [k // 2, k // 2])
     patches = torch.stack([padded[:, :, i : i + length] for i in range(k)], dim=2).reshape(n, c_in * k, length)
-    return torch.matmul(kernels, patches) + bias[None, :, None]
+    y = torch.matmul(kernels, patches)
+    return y if bias is None else y + bias[None, :, None]
 
 
 def self_check_lengths(config: ModelConfig) -> tuple[int, int]:

@@ -58,6 +58,7 @@ def load_backend(args) -> frontend.Backend:
         weights = default
     if not weights.exists():
         raise InputError(frontend.missing_weights_message(weights))
+    from Numpy_V2.jacobian import denoise_jacobians
     from Numpy_V2.model import load_h5  # only when there are weights to load
 
     net = load_h5(weights)
@@ -66,18 +67,9 @@ def load_backend(args) -> frontend.Backend:
                        lambda noisy, mode: net.denoise(noisy, bn_mode=mode, threads=threads),
                        net.config.bn_mode, net.config.sigma_range, min_length(net.config), CHUNK,
                        inference_modes(net.config),
-                       train_length=net.config.train_length, jacobian=partial(exact_jacobians, net),
+                       train_length=net.config.train_length, jacobian=partial(denoise_jacobians, net),
                        input_scale=net.config.input_scale, equivariant=net.config.equivariant,
                        offset_free=net.config.baseline == "median")
-
-
-def exact_jacobians(net, rows, mode):
-    """The Jacobian of each signal of what ``net.denoise`` computes (Numpy_V2/jacobian.py): exact SURE for
-    --method auto. With input_scale s it denoises as s · g(y / s), whose Jacobian is J_g(y / s)."""
-    from Numpy_V2.jacobian import jacobians
-
-    scale = net.config.input_scale
-    return jacobians(net, rows / scale if scale != 1.0 else rows, mode)["jacobian"]
 
 
 def main(argv=None):

@@ -8,8 +8,8 @@ value is an (N, C, L) activation, batch-innermost as in :mod:`Numpy_V2.layers`
 convolution is one GEMM for all of them (:func:`conv_tangents`) and upsampling,
 padding and concatenation use the value's layer functions, without bias;
 piecewise-linear layers (ReLU, max-pool, fixed BN, soft threshold) pass them by
-the value's mask; unfixed BN and the prior's kernel modulation have closed-form
-derivatives. The directions are innermost because masks and statistics are per
+the value's mask; the per-signal normalisations (unfixed BN, FRN, adaptive shrinkage)
+and the prior's kernel modulation have closed-form derivatives. The directions are innermost because masks and statistics are per
 signal: broadcast over D they run as long contiguous loops (with N innermost, each
 such loop would be only a block of signals long).
 
@@ -31,9 +31,9 @@ import threading
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from icnn.spec import BN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part, skip_parts
+from icnn.spec import BN_EPS, FRN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part, skip_parts
 from Numpy_V2 import layers
-from Numpy_V2.model import NoNorm, beyond_trust
+from Numpy_V2.model import BiasFreeNorm, FilterResponseNorm, NoNorm, Shrink, SigmaShrink, beyond_trust
 from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
 
 # Signals per forward-mode block (each carries D = L tangent columns): the fastest size tried at L = 100.
@@ -120,66 +120,84 @@ def conv_dual(conv, x: np.ndarray, t: np.ndarray, scale=None, t_scale=None) -> t
     return y, _t3(ty4)
 
 
-def bn_relu_state(bn, x: np.ndarray, mode: str, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A ``SignalBatchNorm1d`` (BN, then the sparse soft threshold if any), then ReLU: value and local slope.
+def norm_state(double, bn, x: np.ndarray, mode: str, dtype) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """A normalisation step of the DoubleConv ``double`` and the ReLU after it (if any): value and local slope.
 
-    The three are fused for the tangents: where the output is positive, the soft
-    threshold and ReLU pass their input's tangent unchanged, elsewhere nothing.
-    Fixed BN is an affine map per channel. Unfixed BN is z = (x − μ)/s with the
-    signal's own μ and s = sqrt(var + eps) per channel; its derivative is
-    dz = (dx − mean(dx) − z·mean(z·dx)) / s (using mean(z) = 0).
+    The slope of every norm has one form, J = diag(scale)·(I − U·Vᵀ / L) per signal and channel over
+    the L positions: ``scale`` is the pointwise slope, zero where the output is flat (ReLU, thresholds);
+    U, V of rank k are the correction for statistics the signal itself sets. Fixed BN, bias-free BN with
+    the running variance, the noise-scaled threshold and no norm are pointwise (no U, V). Unfixed BN
+    z = (x − μ)/s: U = V = [1, z], scale γ/s. Bias-free unfixed x/s: U = [x/s], V = [(x − μ)/s], scale γ/s.
+    FRN x/r, r² = mean x² + eps: U = V = [x/r], scale γ/r. Adaptive shrinkage at τ = a·mean|x|:
+    U = [a·sign x], V = [sign x], scale 1 where |x| > τ.
 
     Returns
     -------
     y : np.ndarray
         The value, (N, C, L).
     scale : np.ndarray
-        (C, L, N) in ``dtype``: γ/s (unfixed) or γ/sqrt(running var) (fixed), zero where y is not positive.
-    z : np.ndarray or None
-        (C, L, N) normalised input for unfixed BN; None for fixed.
+        (C, L, N) in ``dtype``.
+    low_rank : tuple of np.ndarray or None
+        (U, V), each (C, L, N, k) in ``dtype``; None for a pointwise slope.
     """
-    y = layers.relu(bn(x, mode), inplace=True)
-    positive = _cln(y) > 0  # (C, L, N)
-    if isinstance(bn, NoNorm):  # ReLU alone: slope 1 where the output is positive
-        return y, positive.astype(dtype), None
-    gamma = bn.weight.astype(np.float64)
+    y = double.activate(bn(x, mode))
+    live = _cln(y) != 0 if not double.relu else _cln(y) > 0  # (C, L, N): where the output moves with x
+    if isinstance(bn, NoNorm) or isinstance(bn, SigmaShrink):  # ReLU or a fixed soft threshold: slope 1 where live
+        return y, live.astype(dtype), None
+    x_cln = _cln(x).astype(np.float64)  # (C, L, N)
+    if isinstance(bn, FilterResponseNorm):
+        r = np.sqrt(np.mean(x_cln * x_cln, axis=1, keepdims=True) + FRN_EPS)
+        live = _cln(y) > bn.tau.astype(np.float64)[:, None, None]  # the TLU passes where it exceeds τ
+        u = x_cln / r
+        return y, (bn.weight.astype(np.float64)[:, None, None] / r * live).astype(dtype), _pair(u, u, dtype)
+    if isinstance(bn, Shrink):
+        fraction = 1.0 / (1.0 + np.exp(-bn.alpha.astype(np.float64)))
+        sign = np.sign(x_cln)
+        return y, live.astype(dtype), _pair(fraction[:, None, None] * sign, sign, dtype)
+    gamma = bn.weight.astype(np.float64)[:, None, None]
     if mode == "fixed":
-        alpha = gamma / np.sqrt(bn.running_var.astype(np.float64) + BN_EPS)
-        return y, (alpha[:, None, None] * positive).astype(dtype), None
-    x_cln = _cln(x)  # (C, L, N)
+        alpha = gamma / np.sqrt(bn.running_var.astype(np.float64)[:, None, None] + BN_EPS)
+        return y, (alpha * live).astype(dtype), None
     u = x_cln - x_cln.mean(axis=1, keepdims=True)
     s = np.sqrt(np.mean(u * u, axis=1, keepdims=True) + BN_EPS)  # (C, 1, N)
-    return y, (gamma[:, None, None] / s * positive).astype(dtype), (u / s).astype(dtype)
+    scale = (gamma / s * live).astype(dtype)
+    if isinstance(bn, BiasFreeNorm):
+        return y, scale, _pair(x_cln / s, u / s, dtype)
+    z = u / s
+    return y, scale, _pair(np.ones_like(u), np.ones_like(u), dtype, z, z)
 
 
-def bn_linear(t4: np.ndarray, scale: np.ndarray, z: np.ndarray | None, adjoint: bool = False) -> np.ndarray:
-    """The BN-ReLU slope on (C, L, N, D) tangents, in place: scale·(t − mean t − z·mean(z·t)) (z None: scale·t).
+def _pair(u: np.ndarray, v: np.ndarray, dtype, *more: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(U, V) of :func:`norm_state` from (C, L, N) columns: (u, v) for rank 1; (u1, v1, u2, v2) for rank 2."""
+    us, vs = (u, *more[0::2]), (v, *more[1::2])
+    return np.stack(us, axis=3).astype(dtype), np.stack(vs, axis=3).astype(dtype)
 
-    With ``adjoint`` the transpose (scale applied first: the centring is symmetric).
+
+def norm_linear(t4: np.ndarray, scale: np.ndarray, low_rank: tuple | None, adjoint: bool = False) -> np.ndarray:
+    """:func:`norm_state`'s slope on (C, L, N, D) tangents, in place: scale·(t − U·mean_L(V·t)).
+
+    With ``adjoint`` its transpose, (I − V·Uᵀ / L)·(scale·t).
     """
-    if z is None:
+    if adjoint or low_rank is None:
         t4 *= scale[..., None]
+    if low_rank is None:
         return t4
-    if adjoint:
-        t4 *= scale[..., None]
-    post = np.ones_like(scale) if adjoint else scale
-    # Both means over L in one batched GEMM per (channel, signal): [1; z]ᵀ·t -> (C, N, 2, D),
-    # then the rank-2 correction post·(mean t + z·mean(z·t)) as a second one.
-    weights = np.stack([np.ones_like(z), z], axis=3).transpose(0, 2, 3, 1) / t4.dtype.type(z.shape[1])  # (C, N, 2, L)
-    means = np.matmul(weights, t4.transpose(0, 2, 1, 3))  # (C, N, 2, D)
+    u, v = reversed(low_rank) if adjoint else low_rank
+    # mean_L(V·t) for every (channel, signal) in one batched GEMM -> (C, N, k, D), then U times it as a second one
+    weights = v.transpose(0, 2, 3, 1) / t4.dtype.type(v.shape[1])  # (C, N, k, L)
+    means = np.matmul(weights, t4.transpose(0, 2, 1, 3))  # (C, N, k, D)
     correction = np.empty_like(t4)
-    factors = np.stack([post, post * z], axis=3).transpose(0, 2, 1, 3)  # (C, N, L, 2)
-    np.matmul(factors, means, out=correction.transpose(0, 2, 1, 3))  # written straight into t's layout
+    np.matmul(u.transpose(0, 2, 1, 3), means, out=correction.transpose(0, 2, 1, 3))  # written straight into t's layout
+    t4 -= correction
     if not adjoint:
         t4 *= scale[..., None]
-    t4 -= correction
     return t4
 
 
-def bn_relu_dual(bn, x: np.ndarray, t: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`bn_relu_state`'s value, and the tangents through its slope (t is the conv's fresh output: in place)."""
-    y, scale, z = bn_relu_state(bn, x, mode, t.dtype)
-    return y, _t3(bn_linear(_t4(t, x.shape[0]), scale, z))
+def norm_dual(double, bn, x: np.ndarray, t: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`norm_state`'s value, and the tangents through its slope (t is the conv's fresh output: in place)."""
+    y, scale, low_rank = norm_state(double, bn, x, mode, t.dtype)
+    return y, _t3(norm_linear(_t4(t, x.shape[0]), scale, low_rank))
 
 
 def max_pool_dual(x: np.ndarray, t: np.ndarray, kernel_size: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +242,8 @@ def adaptive_positions(x: np.ndarray, output_size: int) -> np.ndarray:
 # ---------------------------------------------------------------- parts
 def double_conv_dual(part, x, t, mode, scale=None, t_scale=None):
     """``DoubleConv``: (conv → BN → ReLU) × 2; the first kernel optionally scaled per signal."""
-    x, t = bn_relu_dual(part.bn1, *conv_dual(part.conv1, x, t, scale, t_scale), mode)
-    return bn_relu_dual(part.bn2, *conv_dual(part.conv2, x, t), mode)
+    x, t = norm_dual(part, part.bn1, *conv_dual(part.conv1, x, t, scale, t_scale), mode)
+    return norm_dual(part, part.bn2, *conv_dual(part.conv2, x, t), mode)
 
 
 def down_dual(part, x, t, mode, scale=None, t_scale=None):
@@ -257,8 +275,8 @@ def wienernet_dual(part, h: np.ndarray, dh: np.ndarray, mode: str, dtype) -> tup
         double = stage if index == 0 else stage.conv
         for conv, bn in ((double.conv1, double.bn1), (double.conv2, double.bn2)):
             tape.append(("conv", conv.weight))
-            p, scale, z = bn_relu_state(bn, conv(p), mode, dtype)
-            tape.append(("bn", scale, z))
+            p, scale, low_rank = norm_state(double, bn, conv(p), mode, dtype)
+            tape.append(("bn", scale, low_rank))
     channels, n = p.shape[1], p.shape[0]
     position = adaptive_positions(p, PRIOR_TAPS)  # (C, taps, N)
     c, tap, sig = np.meshgrid(np.arange(channels), np.arange(PRIOR_TAPS), np.arange(n), indexing="ij")
@@ -266,7 +284,7 @@ def wienernet_dual(part, h: np.ndarray, dh: np.ndarray, mode: str, dtype) -> tup
     g4[c, position, sig, c * PRIOR_TAPS + tap] = 1.0  # one cotangent per (channel, tap): its picked sample
     for entry in reversed(tape):
         if entry[0] == "bn":
-            g4 = bn_linear(g4, entry[1], entry[2], adjoint=True)
+            g4 = norm_linear(g4, entry[1], entry[2], adjoint=True)
         elif entry[0] == "conv":  # a "same" convolution's transpose: channels swapped, taps reversed
             g4 = _t4(conv_tangents(_t3(g4), entry[1].transpose(1, 0, 2)[:, :, ::-1]), n)
         else:
@@ -511,6 +529,13 @@ def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOB
     run_blocks(work, range(0, n, block), threads)
     offset = output - np.einsum("nij,nj->ni", jacobian, np.asarray(y, dtype=np.float64))
     return {"output": output, "jacobian": jacobian, "offset": offset}
+
+
+def denoise_jacobians(net, rows: np.ndarray, mode: str) -> np.ndarray:
+    """The Jacobian (N, L, L) of each signal of what ``net.denoise`` computes: exact SURE for ``--method auto``.
+    With input_scale s it denoises as s · g(y / s), whose Jacobian is J_g(y / s)."""
+    scale = net.config.input_scale
+    return jacobians(net, rows / scale if scale != 1.0 else rows, mode)["jacobian"]
 
 
 def feature_maps(net, y: np.ndarray, bn_mode: str | None = None) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icnn.spec import BN_EPS, BN_MODES
+from icnn.spec import BN_EPS, BN_MODES, FRN_EPS
 
 
 def batch_innermost(x: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
@@ -242,6 +242,90 @@ def soft_threshold(z: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     # z − clip(z, −λ, λ) is sign(z)·max(|z| − λ, 0), bit for bit, in two passes.
     out = np.subtract(z_cln, np.clip(z_cln, -lam, lam), dtype=dtype)
     return _from_cln(out)
+
+
+def adaptive_shrink(x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Soft threshold at τ_c = sigmoid(α_c)·mean_l |x_c|, per signal and channel (``norm="shrink"``).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Shape (N, C, L).
+    alpha : np.ndarray
+        Shape (C,): the logit of each channel's threshold, as a fraction of its mean magnitude.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C, L), batch-innermost: x − clip(x, −τ, τ).
+    """
+    dtype = _float_type(x)
+    x_cln = _to_cln(x)  # (C, L, N)
+    fraction = (1.0 / (1.0 + np.exp(-alpha.astype(np.float64)))).astype(dtype)[:, None, None]
+    tau = fraction * (np.abs(x_cln).sum(axis=1, keepdims=True, dtype=dtype) / dtype.type(x_cln.shape[1]))  # (C, 1, N)
+    return _from_cln(np.subtract(x_cln, np.clip(x_cln, -tau, tau), dtype=dtype))
+
+
+def bias_free_norm(x: np.ndarray, weight: np.ndarray, running_var: np.ndarray, mode: str = "fixed",
+                   eps: float = BN_EPS) -> np.ndarray:
+    """γ·x / sqrt(var + eps), neither centred nor shifted (``norm="bias_free"``).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Shape (N, C, L).
+    weight, running_var : np.ndarray
+        Shape (C,).
+    mode : {"fixed", "unfixed"}
+        ``fixed`` divides by the running variance; ``unfixed`` by each signal's own biased variance
+        per channel (about its mean, which is not subtracted from the output).
+    eps : float
+        Added to the variance.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C, L), batch-innermost.
+    """
+    x_cln = _to_cln(x)  # (C, L, N)
+    dtype = _float_type(x)
+    gamma = weight.astype(dtype)[:, None, None]
+    if mode == "fixed":
+        var = running_var.astype(dtype)[:, None, None]
+    elif mode == "unfixed":
+        length = x_cln.shape[1]
+        mean = (x_cln.sum(axis=1, keepdims=True, dtype=np.float64) / length).astype(dtype)
+        var = np.square(np.subtract(x_cln, mean, dtype=dtype)).sum(axis=1, keepdims=True) / dtype.type(length)
+    else:
+        raise ValueError(f"bias_free_norm mode must be one of {BN_MODES}, got {mode!r}")
+    return _from_cln(np.multiply(x_cln, gamma / np.sqrt(var + dtype.type(eps)), dtype=dtype))
+
+
+def filter_response_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, tau: np.ndarray,
+                         eps: float = FRN_EPS) -> np.ndarray:
+    """max(γ·x / sqrt(mean_l x² + eps) + β, τ) per signal and channel (``norm="frn"``: FRN, then a TLU).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Shape (N, C, L).
+    weight, bias, tau : np.ndarray
+        Shape (C,).
+    eps : float
+        Added to the mean square.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N, C, L), batch-innermost.
+    """
+    x_cln = _to_cln(x)  # (C, L, N)
+    dtype = _float_type(x)
+    mean_square = np.square(x_cln, dtype=dtype).sum(axis=1, keepdims=True) / dtype.type(x_cln.shape[1])
+    out = np.multiply(x_cln, 1.0 / np.sqrt(mean_square + dtype.type(eps)), dtype=dtype)
+    out *= weight.astype(dtype)[:, None, None]
+    out += bias.astype(dtype)[:, None, None]
+    return _from_cln(np.maximum(out, tau.astype(dtype)[:, None, None]))
 
 
 def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:

@@ -14,6 +14,8 @@ import numpy as np
 
 from icnn.h5weights import read_weights
 from icnn.spec import (
+    ACTIVATING_NORMS,
+    BIAS_FREE_NORMS,
     CHUNK,
     KERNEL_SIZE,
     PRIOR_TAPS,
@@ -33,10 +35,13 @@ from icnn.spec import (
 )
 from Numpy_V2.layers import (
     adaptive_max_pool1d,
+    adaptive_shrink,
     batch_innermost,
     batch_norm,
+    bias_free_norm,
     concat_channels,
     conv1d,
+    filter_response_norm,
     max_pool1d,
     modulated_conv1d,
     pad_to_match,
@@ -78,9 +83,11 @@ class Weights:
 class Conv1d:
     """Weights of one ``nn.Conv1d`` (prefix ``….0``, ``….3`` or ``outc.conv``)."""
 
-    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, kernel_size: int):
+    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, kernel_size: int,
+                 bias: bool = True):
         self.weight = weights.take(f"{prefix}.weight", (out_channels, in_channels, kernel_size))
-        self.bias = weights.take(f"{prefix}.bias", (out_channels,))
+        # a bias-free network's convolutions add nothing: zeros, so one code path serves both
+        self.bias = weights.take(f"{prefix}.bias", (out_channels,)) if bias else np.zeros(out_channels, self.weight.dtype)
         self.padding = kernel_size // 2
 
     def __call__(self, x: np.ndarray, kernel_scale: np.ndarray | None = None) -> np.ndarray:
@@ -114,26 +121,81 @@ class NoNorm:
         return x
 
 
+class Shrink:
+    """``norm="shrink"``: soft threshold at sigmoid(α_c)·mean |x_c| of each signal (``layers.adaptive_shrink``)."""
+
+    def __init__(self, weights: Weights, prefix: str, channels: int):
+        self.alpha = weights.take(f"{prefix}.alpha", (channels,))
+
+    def __call__(self, x: np.ndarray, mode: str) -> np.ndarray:
+        return adaptive_shrink(x, self.alpha)
+
+
+class SigmaShrink:
+    """``norm="sigma_shrink"``: soft threshold at |λ_c|, in units of the signal's noise scale."""
+
+    def __init__(self, weights: Weights, prefix: str, channels: int):
+        self.threshold = weights.take(f"{prefix}.threshold", (channels,))
+
+    def __call__(self, x: np.ndarray, mode: str) -> np.ndarray:
+        return soft_threshold(x, self.threshold)
+
+
+class BiasFreeNorm:
+    """``norm="bias_free"``: γ·x / sqrt(var + eps) with the running or the signal's own variance."""
+
+    def __init__(self, weights: Weights, prefix: str, channels: int):
+        self.weight = weights.take(f"{prefix}.weight", (channels,))
+        self.running_var = weights.take(f"{prefix}.running_var", (channels,))
+
+    def __call__(self, x: np.ndarray, mode: str) -> np.ndarray:
+        return bias_free_norm(x, self.weight, self.running_var, mode)
+
+
+class FilterResponseNorm:
+    """``norm="frn"``: filter response normalisation, then a thresholded linear unit."""
+
+    def __init__(self, weights: Weights, prefix: str, channels: int):
+        self.weight = weights.take(f"{prefix}.weight", (channels,))
+        self.bias = weights.take(f"{prefix}.bias", (channels,))
+        self.tau = weights.take(f"{prefix}.tau", (channels,))
+
+    def __call__(self, x: np.ndarray, mode: str) -> np.ndarray:
+        return filter_response_norm(x, self.weight, self.bias, self.tau)
+
+
 def make_norm(weights: Weights, prefix: str, channels: int, norm: str):
     """The normalisation step of ``norm`` (``icnn.spec.NORMS``) whose tensors sit at ``prefix``."""
     if norm == "none":
         return NoNorm()
+    per_norm = {"shrink": Shrink, "sigma_shrink": SigmaShrink, "bias_free": BiasFreeNorm, "frn": FilterResponseNorm}
+    if norm in per_norm:
+        return per_norm[norm](weights, prefix, channels)
     return SignalBatchNorm1d(weights, prefix, channels, norm == "sparse_bn")
 
 
 class DoubleConv:
-    """(conv → norm → ReLU) × 2, Sequential ``double_conv`` indices 0..5. The first kernel can be scaled per signal."""
+    """(conv → norm → ReLU) × 2, Sequential ``double_conv`` indices 0..5. The first kernel can be scaled per signal.
+
+    A norm that is itself the nonlinearity (``icnn.spec.ACTIVATING_NORMS``) has no ReLU after it.
+    """
 
     def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, mid_channels: int | None, norm: str):
         mid = mid_channels or out_channels
-        self.conv1 = Conv1d(weights, f"{prefix}.double_conv.0", in_channels, mid, KERNEL_SIZE)
+        bias = norm not in BIAS_FREE_NORMS
+        self.conv1 = Conv1d(weights, f"{prefix}.double_conv.0", in_channels, mid, KERNEL_SIZE, bias)
         self.bn1 = make_norm(weights, f"{prefix}.double_conv.1", mid, norm)
-        self.conv2 = Conv1d(weights, f"{prefix}.double_conv.3", mid, out_channels, KERNEL_SIZE)
+        self.conv2 = Conv1d(weights, f"{prefix}.double_conv.3", mid, out_channels, KERNEL_SIZE, bias)
         self.bn2 = make_norm(weights, f"{prefix}.double_conv.4", out_channels, norm)
+        self.relu = norm not in ACTIVATING_NORMS
+
+    def activate(self, x: np.ndarray) -> np.ndarray:
+        """The ReLU after a normalisation step, in place; the step's output itself after an activating norm."""
+        return relu(x, inplace=True) if self.relu else x
 
     def __call__(self, x: np.ndarray, mode: str, kernel_scale: np.ndarray | None = None) -> np.ndarray:
-        x = relu(self.bn1(self.conv1(x, kernel_scale), mode), inplace=True)
-        return relu(self.bn2(self.conv2(x), mode), inplace=True)
+        x = self.activate(self.bn1(self.conv1(x, kernel_scale), mode))
+        return self.activate(self.bn2(self.conv2(x), mode))
 
 
 class Down:
@@ -161,8 +223,8 @@ class Up:
 class OutConv:
     """1×1 convolution to the output channels."""
 
-    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int):
-        self.conv = Conv1d(weights, f"{prefix}.conv", in_channels, out_channels, 1)
+    def __init__(self, weights: Weights, prefix: str, in_channels: int, out_channels: int, bias: bool = True):
+        self.conv = Conv1d(weights, f"{prefix}.conv", in_channels, out_channels, 1, bias)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.conv(x)
@@ -213,7 +275,7 @@ class NumpyICNN:
             setattr(self, name, Down(weights, name, cin, cout, norm))
         for name, cin, cout in decoder_parts(config):
             setattr(self, name, Up(weights, name, cin, cout, norm))
-        self.outc = OutConv(weights, *outc_part(config))
+        self.outc = OutConv(weights, *outc_part(config), bias=config.norm not in BIAS_FREE_NORMS)
         self.wienernet = WienerNet(weights, "wienernet", config) if config.prior else None
 
     def forward(self, x: np.ndarray, h: np.ndarray | None = None, bn_mode: str | None = None) -> np.ndarray:

@@ -32,6 +32,7 @@ from Pytorch_V1.checkpoint import TrainState, load_checkpoint, model_config_of
 from Pytorch_V1.inference import denoise
 from Pytorch_V1.losses import LABEL_FREE, VAL_EPSILON, mc_divergence, sure_from_divergence
 from Pytorch_V1.model import ICNN_s
+from deepdenoise1d.errors import InputError
 
 # A fine-tune of a trained model on one record: a few crops per step, a learning rate well below a
 # training's, and the run stops when the held-out windows stop improving.
@@ -71,6 +72,9 @@ def trainable_parameters(model: ICNN_s, adapt: str) -> list[torch.nn.Parameter]:
         param.requires_grad_(keep)
         if keep:
             chosen.append(param)
+    if not chosen:
+        raise InputError(f"--adapt biases: this model's convolutions have no biases (norm {model.config.norm!r}); "
+                         "use --adapt all")
     return chosen
 
 

@@ -16,7 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from icnn.spec import (
+    ACTIVATING_NORMS,
+    BIAS_FREE_NORMS,
     BN_EPS,
+    FRN_EPS,
+    SHRINK_ALPHA_INIT,
     KERNEL_SIZE,
     PRIOR_BETA_INIT,
     PRIOR_TAPS,
@@ -97,27 +101,137 @@ class NoNorm(nn.Module):
         return x
 
 
+def soft_threshold(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """sign(x)·max(|x| − τ, 0): two-sided shrinkage, τ broadcast against x."""
+    return torch.sign(x) * F.relu(x.abs() - tau)
+
+
+class Shrink(nn.Module):
+    """``norm="shrink"``: soft threshold τ_c = sigmoid(α_c)·mean_l |x_c| from each signal's own features.
+
+    After deep residual shrinkage networks; the threshold scales with the input, so the step is
+    homogeneous, and it replaces the ReLU (signed features pass).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((channels,), SHRINK_ALPHA_INIT))
+
+    def forward(self, x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:
+        tau = torch.sigmoid(self.alpha)[:, None] * x.abs().mean(dim=2, keepdim=True)  # (N, C, 1)
+        return soft_threshold(x, tau)
+
+
+class SigmaShrink(nn.Module):
+    """``norm="sigma_shrink"``: soft threshold τ_c = |λ_c|·σ̂, in place of the ReLU.
+
+    After learned ISTA and CDLNet, whose thresholds follow the noise level. Only in equivariant
+    models (``icnn.spec``), whose network sees y / s(y): there σ̂ is 1 and τ_c = |λ_c|.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.threshold = nn.Parameter(torch.full((channels,), SPARSE_THRESHOLD_INIT))
+
+    def forward(self, x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:
+        return soft_threshold(x, self.threshold.abs()[:, None])
+
+
+class BiasFreeNorm(nn.Module):
+    """``norm="bias_free"``: γ·x / sqrt(var + eps), batch norm without centring or shift.
+
+    As in bias-free networks, no additive constant: with bias-free convolutions the network is
+    homogeneous. Statistics as :class:`SignalBatchNorm1d`'s: the batch's (or each signal's, with
+    ``use_signal_stats``) in training; the running variance (``fixed``) or the signal's own
+    (``unfixed``) at inference. The variance is about the mean; only the output is not centred.
+    """
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.eps = BN_EPS
+        self.momentum: float | None = 0.1  # None: a cumulative average, as nn.BatchNorm1d
+        self.use_signal_stats = False
+        self.last_abs_mean: torch.Tensor | None = None
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def reset_running_stats(self) -> None:
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def forward(self, x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:  # (N, C, L)
+        x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        if self.training:
+            self._track(x32)
+            var = x32.var(dim=2 if self.use_signal_stats else (0, 2), unbiased=False, keepdim=True)
+        elif mode == "unfixed":
+            var = x32.var(dim=2, unbiased=False, keepdim=True)
+        else:
+            var = self.running_var[:, None]
+        return (x32 * (self.weight[:, None] * torch.rsqrt(var + self.eps))).to(x.dtype)
+
+    @torch.no_grad()
+    def _track(self, x: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        var = x.var(dim=(0, 2), unbiased=x.shape[0] * x.shape[2] > 1)
+        self.running_var.mul_(1 - m).add_(m * var)
+
+
+class FilterResponseNorm(nn.Module):
+    """``norm="frn"``: γ·x / sqrt(mean_l x² + eps) + β per signal and channel, then max(·, τ) (a TLU).
+
+    Filter response normalisation with its thresholded linear unit, which replaces the ReLU;
+    no batch statistics at all.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.tau = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:
+        x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        z = x32 * torch.rsqrt(x32.square().mean(dim=2, keepdim=True) + FRN_EPS)
+        return torch.maximum(z * self.weight[:, None] + self.bias[:, None], self.tau[:, None]).to(x.dtype)
+
+
+# The modules that keep running statistics (train.py re-estimates them; per-signal training statistics switch them).
+RUNNING_STAT_MODULES = (SignalBatchNorm1d, BiasFreeNorm)
+
+
 def make_norm(channels: int, norm: str) -> nn.Module:
     """The normalisation step of ``norm`` (``icnn.spec.NORMS``) for ``channels`` channels."""
-    if norm == "none":
-        return NoNorm()
+    per_norm = {"none": NoNorm, "shrink": Shrink, "sigma_shrink": SigmaShrink, "bias_free": BiasFreeNorm,
+                "frn": FilterResponseNorm}
+    if norm in per_norm:
+        return per_norm[norm]() if norm == "none" else per_norm[norm](channels)
     return SignalBatchNorm1d(channels, sparse=norm == "sparse_bn")
 
 
+def make_activation(norm: str) -> nn.Module:
+    """The ReLU after a normalisation step; nothing where the step is itself the nonlinearity."""
+    return nn.Identity() if norm in ACTIVATING_NORMS else nn.ReLU(inplace=True)
+
+
 class DoubleConv(nn.Module):
-    """(conv → norm → ReLU) × 2. The first kernel can be scaled per signal."""
+    """(conv → norm → ReLU) × 2 (no ReLU after a norm that is itself the nonlinearity). The first kernel can be
+    scaled per signal."""
 
     def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, norm: str = "bn"):
         super().__init__()
         mid = mid_channels or out_channels
         pad = KERNEL_SIZE // 2
+        bias = norm not in BIAS_FREE_NORMS
         self.double_conv = nn.Sequential(  # a Sequential for the original repository's state-dict keys
-            nn.Conv1d(in_channels, mid, kernel_size=KERNEL_SIZE, padding=pad),
+            nn.Conv1d(in_channels, mid, kernel_size=KERNEL_SIZE, padding=pad, bias=bias),
             make_norm(mid, norm),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(mid, out_channels, kernel_size=KERNEL_SIZE, padding=pad),
+            make_activation(norm),
+            nn.Conv1d(mid, out_channels, kernel_size=KERNEL_SIZE, padding=pad, bias=bias),
             make_norm(out_channels, norm),
-            nn.ReLU(inplace=True),
+            make_activation(norm),
         )
 
     def forward(self, x: torch.Tensor, bn_mode: str = "fixed", kernel_scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,8 +244,8 @@ class DoubleConv(nn.Module):
         return relu2(bn2(conv2(x), bn_mode))
 
 
-def modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Conv1d (padding K // 2) with a per-signal kernel ``weight · scale[n]``.
+def modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
+    """Conv1d (padding K // 2) with a per-signal kernel ``weight · scale[n]``; ``bias`` None for none.
 
     x: (N, C_in, L); weight: (C_out, C_in, K); scale: (N, C_out, K), broadcast over C_in.
     One grouped convolution, group n holding signal n's kernel.
@@ -140,7 +254,8 @@ def modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     c_out, _, k = weight.shape
     kernels = weight[None] * scale[:, :, None, :]  # (N, C_out, C_in, K)
     y = F.conv1d(x.reshape(1, n * c_in, length), kernels.reshape(n * c_out, c_in, k), padding=k // 2, groups=n)
-    return y.reshape(n, c_out, -1) + bias[None, :, None]
+    y = y.reshape(n, c_out, -1)
+    return y if bias is None else y + bias[None, :, None]
 
 
 class Down(nn.Module):
@@ -185,9 +300,9 @@ def pad_to_match(x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torc
 class OutConv(nn.Module):
     """1×1 convolution to the output channels."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=1)
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -248,7 +363,7 @@ class ICNN_s(nn.Module):
             setattr(self, name, Down(cin, cout, norm))
         for name, cin, cout in decoder_parts(self.config):
             setattr(self, name, Up(cin, cout, norm))
-        self.outc = OutConv(*outc_part(self.config)[1:])
+        self.outc = OutConv(*outc_part(self.config)[1:], bias=norm not in BIAS_FREE_NORMS)
         self.wienernet = WienerNet(self.config) if self.config.prior else None
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, bn_mode: str | None = None) -> torch.Tensor:
@@ -300,8 +415,9 @@ class ICNN_s(nn.Module):
             x = getattr(self, name)(x, encoded[skip], mode)
         return self.outc(x)  # (N, 1, L)
 
-    def batch_norms(self) -> list[SignalBatchNorm1d]:
-        return [m for m in self.modules() if isinstance(m, SignalBatchNorm1d)]
+    def batch_norms(self) -> list[nn.Module]:
+        """The normalisation steps with running statistics (:data:`RUNNING_STAT_MODULES`)."""
+        return [m for m in self.modules() if isinstance(m, RUNNING_STAT_MODULES)]
 
     def set_signal_stats(self, on: bool) -> None:
         """Training statistics for every BN: per signal (True) or per batch (False)."""

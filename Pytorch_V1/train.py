@@ -168,7 +168,11 @@ def get_args(argv=None) -> argparse.Namespace:
                    help=f"noise std of the training signals, LOW:HIGH to draw one per signal (blind), or auto "
                         f"(estimated from --data). Default: {SIGMA:g} on synthetic data, the folder's estimate with --data")
     p.add_argument("--seed", type=seed_int, metavar="K", help=f"seed of weights, data, split and validation (default {TRAIN_SEED})")
-    p.add_argument("--norm", choices=NORMS, help="bn (default); sparse_bn: BN with a learnable soft threshold; none: no normalisation (conv, then ReLU)")
+    p.add_argument("--norm", choices=NORMS, help="the step after each convolution: bn (default); sparse_bn: BN with a learnable soft "
+                        "threshold; none: nothing (conv, then ReLU); alternatives to BN (docs/norms.md): shrink (a soft "
+                        "threshold set from each signal's own features), sigma_shrink (a soft threshold in units of the "
+                        "noise level), bias_free (no additive constant anywhere), frn (filter response normalisation "
+                        "with a thresholded linear unit)")
     p.add_argument("--sparsity-weight", type=nonnegative_float, help="L1 penalty on normalised activations, for --norm sparse_bn (default 0)")
     p.add_argument("--no-prior", action="store_true", default=None, help="switch the Wiener prior branch off (ablation)")
     p.add_argument("--no-equivariant", action="store_true", default=None,

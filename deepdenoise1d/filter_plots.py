@@ -169,6 +169,45 @@ def effective_dimension_figure(sigmas: np.ndarray, curves: dict[str, dict[str, n
     return fig
 
 
+def filters_by_sigma_figure(panels: list[tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                            rows: dict[str, int], title: str = "") -> Figure:
+    """How one denoiser's adaptive filters change with the noise level, on one clean signal.
+
+    Parameters
+    ----------
+    panels : list of (sigma, clean, noisy, output, jacobian)
+        One row of the figure per noise level: the signals (L,) and the Jacobian (L, L).
+    rows : dict
+        Label -> output sample whose Jacobian row is drawn (see :func:`pick_rows`), the same at every σ.
+    title : str
+        The figure's title.
+    """
+    fig = Figure(figsize=(11, 2.6 * len(panels)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(panels), 2, width_ratios=[1.6, 1]))
+    lags = np.arange(-ROW_HALF_WIDTH, ROW_HALF_WIDTH + 1)
+    colors = ["tab:red", "tab:blue", "tab:green"]
+    for (sigma, clean, noisy, output, jacobian), (left, right) in zip(panels, axes):
+        positions = np.arange(clean.size)
+        left.plot(positions, noisy, color="tab:gray", lw=0.8, label="noisy")
+        left.plot(positions, clean, color="0.55", lw=2.2, alpha=0.4, label="clean")
+        left.plot(positions, output, color="black", lw=1.1, label="output")
+        for color, (label, i) in zip(colors, rows.items()):
+            left.axvline(i, color=color, ls="--", lw=0.9)
+            columns = i + lags
+            inside = (columns >= 0) & (columns < clean.size)
+            right.plot(lags[inside], jacobian[i, columns[inside]], "o-", color=color, ms=3, lw=1.2,
+                       label=f"{label}: Σ = {jacobian[i].sum():.2f}")
+        right.axhline(0, color="0.7", lw=0.8)
+        left.set(ylabel=f"σ = {sigma:g}", xlabel="sample")
+        right.set(xlabel="input offset j − i", ylabel="∂f_i / ∂y_j",
+                  title=f"tr J / L = {np.trace(jacobian) / clean.size:.3f}", )
+        right.legend(fontsize=7, loc="upper right")
+    axes[0, 0].legend(fontsize=7, loc="upper right", ncols=3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def feature_maps_figure(signal: np.ndarray, features: dict[str, np.ndarray], title: str = "") -> Figure:
     """The input and the activations at each U-Net level, channels × positions on the input's axis.
 

@@ -24,13 +24,33 @@ PRIOR_TAPS = 3  # one prior factor per tap of the bottleneck's first kernel
 KERNEL_SIZE = 3  # every DoubleConv convolution, padding KERNEL_SIZE // 2
 BN_MODES = ("fixed", "unfixed")  # inference statistics: running, or each signal's own
 BN_TRAIN_STATS = ("batch", "signal", "mixed")  # training statistics
-NORMS = ("bn", "sparse_bn", "none")  # BN; BN followed by a learnable soft threshold; no normalisation (conv → ReLU)
+# The normalisation step after each convolution (--norm). "bn": batch norm; "sparse_bn": BN then a learnable
+# soft threshold; "none": nothing (conv → ReLU). The alternatives to batch norm, each per signal (no batch
+# statistics at inference) unless it says so:
+# "shrink": a soft threshold τ_c = sigmoid(α_c)·mean|x_c| set from each signal's own features (deep residual
+#   shrinkage networks), two-sided, in place of the ReLU;
+# "sigma_shrink": a soft threshold τ_c = |λ_c|·σ̂ that follows the noise level (learned ISTA, CDLNet), two-sided,
+#   in place of the ReLU; σ̂ is s(y) of an equivariant model, so τ_c = |λ_c| in the network's own units;
+# "bias_free": no additive constant anywhere (bias-free networks): BN without centring or shift, γ·x/sqrt(var + eps),
+#   and convolutions without biases, so the network itself is homogeneous;
+# "frn": filter response normalisation γ·x/sqrt(mean x² + eps) + β per signal and channel, then a thresholded
+#   linear unit max(·, τ) in place of the ReLU.
+NORMS = ("bn", "sparse_bn", "none", "shrink", "sigma_shrink", "bias_free", "frn")
 # Which tensors each norm stores per normalisation step (double_conv.1 and .4), in torch's state-dict order.
 NORM_TENSORS = {
     "bn": ("weight", "bias", "running_mean", "running_var"),
     "sparse_bn": ("weight", "bias", "threshold", "running_mean", "running_var"),
     "none": (),
+    "shrink": ("alpha",),
+    "sigma_shrink": ("threshold",),
+    "bias_free": ("weight", "running_var"),
+    "frn": ("weight", "bias", "tau"),
 }
+RUNNING_STAT_NORMS = ("bn", "sparse_bn", "bias_free")  # the norms with a fixed and an unfixed inference mode
+ACTIVATING_NORMS = ("shrink", "sigma_shrink", "frn")  # their step is the nonlinearity: no ReLU follows it
+BIAS_FREE_NORMS = ("bias_free",)  # convolutions without biases
+FRN_EPS = 1e-6  # added to the mean square of filter response normalisation
+SHRINK_ALPHA_INIT = -2.0  # sigmoid(−2) = 0.12: thresholds start at an eighth of each channel's mean magnitude
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
 SPARSE_THRESHOLD_INIT = 0.01  # not 0: d|t|/dt is 0 there and the thresholds would never move
 PRIOR_BETA_INIT = 0.1  # wienernet.beta at initialisation
@@ -131,6 +151,9 @@ class ModelConfig:
                                  f"got {str(getattr(self, name))[:40]}")
         if self.norm not in NORMS or not isinstance(self.norm, str):
             raise InputError(f"{source}: model config field 'norm' must be one of {NORMS}, got {self.norm!r}")
+        if self.norm == "sigma_shrink" and self.equivariant is not True:
+            raise InputError(f"{source}: norm 'sigma_shrink' needs an equivariant model (its thresholds are in units of "
+                             "the signal's noise scale)")
         if not isinstance(self.baseline, str) or self.baseline not in BASELINES:
             raise InputError(f"{source}: model config field 'baseline' must be one of {BASELINES}, "
                              f"got {str(self.baseline)[:40]!r}")
@@ -216,9 +239,9 @@ def sigma_range_of(train_sigma) -> list[float] | None:
 
 
 def inference_modes(config: ModelConfig) -> tuple[str, ...]:
-    """The BN modes that differ for a model of ``config``: both with batch norm; "fixed" alone for
-    ``norm="none"``, which has no statistics to choose."""
-    return BN_MODES if NORM_TENSORS[config.norm] else BN_MODES[:1]
+    """The BN modes that differ for a model of ``config``: both for a norm with running statistics; "fixed"
+    alone for the others, which have no statistics to choose."""
+    return BN_MODES if config.norm in RUNNING_STAT_NORMS else BN_MODES[:1]
 
 
 def check_bn_mode(mode) -> str:
@@ -235,7 +258,7 @@ def config_from_keys(state: Iterable[str] | Mapping) -> ModelConfig:
     ----------
     state : iterable of str, or Mapping
         The state-dict keys; a mapping of keys to tensors or HDF5 datasets also gives ``width``
-        (the size of inc's first bias). ``depth`` is the number of decoder parts (``up1``, ``up2``, ...).
+        (from the shape of inc's first kernel). ``depth`` is the number of decoder parts (``up1``, ``up2``, ...).
         What cannot be read keeps the default (the original's width 2, depth 4); :func:`check_weights`
         then names any tensor that does not fit.
     """
@@ -244,11 +267,15 @@ def config_from_keys(state: Iterable[str] | Mapping) -> ModelConfig:
     while f"up{depth + 1}.conv.double_conv.0.weight" in keys:
         depth += 1
     depth = depth or ModelConfig.depth
-    bias = state.get("inc.double_conv.0.bias") if isinstance(state, Mapping) else None
-    width = _size(bias.shape) if hasattr(bias, "shape") else ModelConfig.width
+    weight = state.get("inc.double_conv.0.weight") if isinstance(state, Mapping) else None
+    shape = getattr(weight, "shape", ())
+    # (width, 1, K) in a state dict, flat in an HDF5 file; inc reads one channel
+    width = int(shape[0]) if len(shape) == 3 else _size(shape) // KERNEL_SIZE if len(shape) == 1 else ModelConfig.width
+    norm = norm_from_keys(keys)
     return ModelConfig(
         prior=f"{PRIOR_PREFIX}.beta" in keys,
-        norm=norm_from_keys(keys),
+        norm=norm,
+        equivariant=norm == "sigma_shrink",  # the only way that norm is built
         train_length=max(TRAIN_LENGTH, 2**depth),  # not recorded: the shipped length, or the shortest the depth takes
         width=width,
         depth=depth,
@@ -257,10 +284,11 @@ def config_from_keys(state: Iterable[str] | Mapping) -> ModelConfig:
 
 def norm_from_keys(keys: set[str]) -> str:
     """The norm whose tensors a state dict's first normalisation step (inc's ``double_conv.1``) holds."""
-    step = {k.rsplit(".", 1)[-1] for k in keys if k.startswith("inc.double_conv.1.")}
-    if not step and "inc.double_conv.0.weight" in keys:
-        return "none"
-    return "sparse_bn" if "threshold" in step else "bn"
+    step = {k.rsplit(".", 1)[-1] for k in keys if k.startswith("inc.double_conv.1.")} - {COUNTER_SUFFIX}
+    for norm, names in NORM_TENSORS.items():
+        if step == set(names) and (names or "inc.double_conv.0.weight" in keys):
+            return norm
+    return "bn"
 
 
 def level_channels(config: ModelConfig) -> tuple[int, ...]:
@@ -319,7 +347,8 @@ def double_conv_shapes(prefix: str, in_ch: int, out_ch: int, mid_ch: int, norm: 
     shapes: dict[str, tuple] = {}
     for conv, bn, c_in, c_out in ((0, 1, in_ch, mid_ch), (3, 4, mid_ch, out_ch)):  # torch's state-dict order
         shapes[f"{prefix}.double_conv.{conv}.weight"] = (c_out, c_in, KERNEL_SIZE)
-        shapes[f"{prefix}.double_conv.{conv}.bias"] = (c_out,)
+        if norm not in BIAS_FREE_NORMS:
+            shapes[f"{prefix}.double_conv.{conv}.bias"] = (c_out,)
         shapes.update({f"{prefix}.double_conv.{bn}.{name}": (c_out,) for name in bn_names})
     return shapes
 
@@ -344,7 +373,8 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes.update(double_conv_shapes(part_prefix(name), in_ch, out_ch, in_ch // 2, norm))
     name, in_ch, out_ch = outc_part(config)
     shapes[f"{name}.conv.weight"] = (out_ch, in_ch, 1)
-    shapes[f"{name}.conv.bias"] = (out_ch,)
+    if norm not in BIAS_FREE_NORMS:
+        shapes[f"{name}.conv.bias"] = (out_ch,)
     if config.prior:
         shapes[f"{PRIOR_PREFIX}.beta"] = (1,)  # a module's own parameters precede its children's
         for name, in_ch, out_ch in prior_encoder_parts(config):

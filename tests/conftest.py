@@ -148,11 +148,26 @@ def randomise(model, seed: int = 0, beta: float = 0.5):
     so fixed != unfixed and the prior matters."""
     import torch
 
-    from Pytorch_V1.model import SignalBatchNorm1d, WienerNet
+    from Pytorch_V1.model import BiasFreeNorm, FilterResponseNorm, Shrink, SigmaShrink, SignalBatchNorm1d, WienerNet
 
     gen = torch.Generator().manual_seed(seed)
+
+    def uniform(like, low, high):
+        return torch.rand(like.shape, generator=gen) * (high - low) + low
+
     with torch.no_grad():
         for bn in model.modules():
+            if isinstance(bn, BiasFreeNorm):
+                bn.running_var.copy_(uniform(bn.running_var, 0.05, 0.25))
+                bn.weight.copy_(uniform(bn.weight, 0.5, 1.5))
+            elif isinstance(bn, Shrink):
+                bn.alpha.copy_(uniform(bn.alpha, -3.0, 0.0))
+            elif isinstance(bn, SigmaShrink):
+                bn.threshold.copy_(uniform(bn.threshold, -0.3, 0.3))
+            elif isinstance(bn, FilterResponseNorm):
+                bn.weight.copy_(uniform(bn.weight, 0.5, 1.5))
+                bn.bias.copy_(uniform(bn.bias, -0.2, 0.2))
+                bn.tau.copy_(uniform(bn.tau, -0.5, 0.1))
             if isinstance(bn, SignalBatchNorm1d):
                 bn.running_mean.copy_((torch.rand(bn.num_features, generator=gen) - 0.5) * 0.2)
                 bn.running_var.copy_(torch.rand(bn.num_features, generator=gen) * 0.2 + 0.05)

@@ -217,28 +217,28 @@ def test_the_exact_jacobian_of_a_scaled_network_is_the_nets_at_y_over_s():
     from dataclasses import replace
 
     from icnn.shipped import default_weights
+    from Numpy_V2.jacobian import denoise_jacobians
     from Numpy_V2.model import load_h5
 
-    numpy_test = load_script(REPO_ROOT / "Numpy_V2" / "Numpy_test.py", "numpy_test_scaled_jacobian")
     equivariant = load_h5(default_weights(".h5"))
     net = copy.copy(equivariant)  # the plain network sees absolute values, so input_scale changes it
     net.config = replace(equivariant.config, equivariant=False)
     scaled = copy.copy(net)  # the same weights, trained (say) on data divided by 7.5
     scaled.config = replace(net.config, input_scale=7.5)
     rows = 7.5 * noisy_draw(*demo_records()["spikes"], 3)[:1, :64]
-    got = numpy_test.exact_jacobians(scaled, rows, "fixed")[0]
+    got = denoise_jacobians(scaled, rows, "fixed")[0]
     step = 1e-2 * 7.5  # central differences of s · net(y / s) along two coordinates
     for j in (10, 40):
         e = np.zeros_like(rows)
         e[0, j] = step
         column = (scaled.denoise(rows + e, "fixed") - scaled.denoise(rows - e, "fixed"))[0] / (2 * step)
         assert np.abs(column - got[:, j]).max() <= 0.05 * max(np.abs(got[:, j]).max(), 1e-3), j
-    assert not np.allclose(got, numpy_test.exact_jacobians(net, rows, "fixed")[0], atol=1e-3)
+    assert not np.allclose(got, denoise_jacobians(net, rows, "fixed")[0], atol=1e-3)
     # an equivariant network is the same function whatever input_scale says: s · F(y / s) = F(y)
     rescaled = copy.copy(equivariant)
     rescaled.config = replace(equivariant.config, input_scale=7.5)
-    np.testing.assert_allclose(numpy_test.exact_jacobians(rescaled, rows, "fixed")[0],
-                               numpy_test.exact_jacobians(equivariant, rows, "fixed")[0], atol=1e-6)
+    np.testing.assert_allclose(denoise_jacobians(rescaled, rows, "fixed")[0],
+                               denoise_jacobians(equivariant, rows, "fixed")[0], atol=1e-6)
 
 
 def test_probe_pairs_shrink_on_long_records_keeping_samples_times_pairs():

@@ -169,3 +169,27 @@ def test_adapt_study_runs_the_users_command_and_scores_start_and_adapted(tmp_pat
     assert 0 < row["start"] < row["noisy"] and 0 < row["adapted"] and row["sure_best"] <= row["sure_start"]
     assert (tmp_path / "work" / "spikes" / "ckpt_best.pth").is_file()
     assert "| spikes | 8192 |" in (tmp_path / "a.md").read_text()
+
+
+def test_norm_study_trains_each_run_once_and_reports_both_benchmarks(tmp_path):
+    """Two tiny runs (20 steps), skipped when asked again; the report scores them and reads the filters."""
+    import json
+
+    study = load_script(REPO_ROOT / "scripts" / "norm_study.py", "norm_study")
+    root = tmp_path / "norms"
+    args = ["train", "--root", str(root), "--benchmarks", "spikes", "blind", "--norms", "shrink", "--seeds", "1",
+            "--steps", "20"]
+    study.main(args)
+    seconds = {b: (root / b / "shrink_s1" / "study_seconds.txt").read_text() for b in ("spikes", "blind")}
+    study.main(args)  # finished runs are not trained again
+    assert {b: (root / b / "shrink_s1" / "study_seconds.txt").read_text() for b in ("spikes", "blind")} == seconds
+    out = tmp_path / "report" / "table.md"
+    study.main(["report", "--root", str(root), "--output", str(out), "--fig-dir", str(tmp_path / "figures")])
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    spikes, blind = numbers["spikes"]["shrink"]["1"], numbers["blind"]["shrink"]["1"]
+    assert spikes["ratio_sigma3"] > 1 and set(blind["ratios"]) == {"1", "2", "3", "4", "5"}  # nothing beats Bayes
+    reading = spikes["filter_sigma3"]
+    assert 0 < reading["dof"] < 1 and 0 < reading["diagonal"] <= 1 and 0 <= reading["off"] <= 1
+    assert "| shrink | " in out.read_text() and "| bn | – |" in out.read_text()
+    assert (tmp_path / "figures" / "filters_shrink.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "trace_by_sigma.png").stat().st_size > 0

@@ -1,0 +1,140 @@
+"""Denoise an array in one call, as ``Numpy_test.py --input REC --output OUT`` denoises a file. Never imports torch.
+
+    import numpy as np
+    from Numpy_V2 import denoise
+
+    y = np.sin(np.linspace(0, 20, 4096)) + 0.3 * np.random.default_rng(0).standard_normal(4096)
+    clean, info = denoise(y)   # every candidate scored by SURE on y itself, the best one applied
+    print(info["method"], info["sigma"])
+
+It lives in the NumPy front-end, not in ``deepdenoise1d``, because it needs the network: the toolkit
+below it never imports a front-end.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from deepdenoise1d import scoreboard as _scoreboard
+from deepdenoise1d.errors import InputError
+from icnn.shipped import default_weights_for
+from icnn.spec import inference_modes, min_length
+
+NET = "net"  # the network alone, in the mode its weights record
+
+
+def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str | os.PathLike | None = None,
+            threads: int = 1) -> tuple[np.ndarray, dict]:
+    """Denoise a record: one signal (L,) or several (N, L) of one recording, sharing one noise level.
+
+    Parameters
+    ----------
+    y : array_like
+        Real, finite samples, shape (L,) or (N, L).
+    method : str
+        ``"auto"`` (default): every candidate (the classical peers and the network in each of its modes) is
+        scored by SURE on ``y`` itself and the lowest is applied; ``"net"``: the network alone; or one
+        candidate by name (``info["estimates"]`` of an ``"auto"`` call lists them: ``tv``,
+        ``wavelet_ti_sym8_bayes``, ``net_fixed``, ...).
+    sigma : float or "auto"
+        The noise's standard deviation, or ``"auto"`` to estimate it from ``y`` (the median over rows).
+    weights : path, optional
+        HDF5 weights written by pth2h5.py; by default the shipped ``ckpt_universal.h5``, trained blind on
+        a broad prior of 1-D signals.
+    threads : int
+        Threads of the network's forward pass.
+
+    Returns
+    -------
+    denoised : np.ndarray
+        The same shape as ``y``; float64 for float64 (or integer) input, float32 for float32.
+    info : dict
+        ``method`` (the one applied), ``sigma`` and ``sigma_source`` ("given" or "estimated") and, when
+        estimated, ``sigma_how``; ``weights`` (the file, or None when no network took part); for ``"auto"``
+        also ``estimates`` (each candidate's SURE estimate of its RMSE) and ``standard_errors``.
+    """
+    record = _as_record(y)
+    rows = np.atleast_2d(record)
+    sigma_value, source, how = _scoreboard.record_sigma(rows, _check_sigma(sigma))
+    candidates, path = candidates_for(rows, sigma_value, weights, threads, need_net=method != "auto")
+    if method == NET:
+        method = next(name for name in candidates if name.startswith(f"{NET}_"))  # the weights' own mode comes first
+    info = {"sigma": sigma_value, "sigma_source": source}
+    if source == "estimated":
+        info["sigma_how"] = how
+    if method == "auto":
+        ranking = _scoreboard.rank(candidates, rows, sigma_value)
+        method = ranking.chosen
+        summary = ranking.summary()
+        info.update(estimates=summary["estimates"], standard_errors=summary["standard_errors"])
+    elif method not in candidates:
+        raise InputError(f"method {method!r} is not one of auto, {NET}, {', '.join(candidates)}")
+    out = np.asarray(candidates[method](rows)).reshape(record.shape)
+    info.update(method=method, weights=str(path) if method.startswith(f"{NET}_") else None)
+    return out.astype(record.dtype, copy=False), info
+
+
+def estimate_sigma(y) -> float:
+    """The noise's standard deviation estimated from ``y`` ((L,) or (N, L)) as ``denoise`` does (median over rows)."""
+    return _scoreboard.record_sigma(np.atleast_2d(_as_record(y)), "auto")[0]
+
+
+def scoreboard(y, sigma: float | str = "auto", weights: str | os.PathLike | None = None,
+               threads: int = 1) -> _scoreboard.Ranking:
+    """Every candidate's SURE estimate on ``y`` (``Ranking``: ``.chosen``, ``.estimates``, ``.table()``)."""
+    rows = np.atleast_2d(_as_record(y))
+    sigma_value = _scoreboard.record_sigma(rows, _check_sigma(sigma))[0]
+    candidates, _ = candidates_for(rows, sigma_value, weights, threads, need_net=False)
+    return _scoreboard.rank(candidates, rows, sigma_value)
+
+
+def candidates_for(rows: np.ndarray, sigma: float, weights, threads: int, need_net: bool) -> tuple[dict, Path | None]:
+    """The classical candidates at ``sigma`` and, where the record is long enough, the network's in each mode."""
+    from Numpy_V2.jacobian import denoise_jacobians
+    from Numpy_V2.model import load_h5
+
+    path = Path(weights) if weights is not None else default_weights_for(".h5", record=True)
+    if not path.is_file():
+        raise InputError(f"{path}: no such weights file")
+    net = load_h5(path)
+    candidates = _scoreboard.classical_candidates(sigma)
+    if rows.shape[-1] < min_length(net.config):
+        if need_net:
+            raise InputError(f"the network takes signals of at least {min_length(net.config)} samples, got {rows.shape[-1]}")
+        return candidates, None
+    modes = (net.config.bn_mode, *(m for m in inference_modes(net.config) if m != net.config.bn_mode))
+    candidates.update(_scoreboard.network_candidates(
+        lambda noisy, mode: net.denoise(noisy, bn_mode=mode, threads=threads), modes,
+        train_length=net.config.train_length,
+        jacobian=lambda block, mode: denoise_jacobians(net, block, mode)))
+    return candidates, path
+
+
+def _as_record(y) -> np.ndarray:
+    """``y`` as a float array of one or two axes, refused in one line when it is not a real, finite record."""
+    record = np.asarray(y)
+    if record.dtype.kind == "c":
+        raise InputError("the record is complex; denoise its real and imaginary parts separately")
+    if record.dtype.kind not in "fiub":
+        raise InputError(f"the record holds {record.dtype}, expected numbers")
+    if record.ndim not in (1, 2) or record.size == 0:
+        raise InputError(f"expected a record of shape (L,) or (N, L), got {record.shape}")
+    record = record if record.dtype in (np.float32, np.float64) else record.astype(np.float64)
+    if not np.all(np.isfinite(record)):
+        raise InputError("the record holds NaN or infinite values")
+    if record.dtype == np.float32 or np.abs(record).max() < np.finfo(np.float32).max:
+        return record
+    raise InputError("the record holds values beyond float32's range (3.4e38); rescale it first")
+
+
+def _check_sigma(sigma):
+    if isinstance(sigma, str):
+        if sigma != "auto":
+            raise InputError(f"sigma must be a positive number or 'auto', got {sigma!r}")
+        return sigma
+    value = float(sigma)
+    if not (np.isfinite(value) and value > 0):
+        raise InputError(f"sigma must be a positive number or 'auto', got {sigma!r}")
+    return value
