@@ -52,7 +52,7 @@ def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str |
         The same shape as ``y``; float64 for float64 (or integer) input, float32 for float32.
     info : dict
         ``method`` (the one applied), ``sigma`` and ``sigma_source`` ("given" or "estimated") and, when
-        estimated, ``sigma_how``; ``weights`` (the file, or None when no network took part); for ``"auto"``
+        estimated, ``sigma_how``; ``warnings``, lines where the answer may be wrong (a σ as large as the record); ``weights`` (the file, or None when no network took part); for ``"auto"``
         also ``estimates`` (each candidate's SURE estimate of its RMSE) and ``standard_errors``.
     """
     record = _as_record(y)
@@ -61,9 +61,12 @@ def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str |
     candidates, path = candidates_for(rows, sigma_value, weights, threads, need_net=method != "auto")
     if method == NET:
         method = next(name for name in candidates if name.startswith(f"{NET}_"))  # the weights' own mode comes first
-    info = {"sigma": sigma_value, "sigma_source": source}
+    info = {"sigma": sigma_value, "sigma_source": source, "warnings": []}
     if source == "estimated":
         info["sigma_how"] = how
+    note = _scoreboard.sigma_note(rows, sigma_value)
+    if note:
+        info["warnings"].append(note)
     if method == "auto":
         ranking = _scoreboard.rank(candidates, rows, sigma_value)
         method = ranking.chosen

@@ -307,6 +307,7 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
               "written (--method net: the network alone)", file=sys.stderr)
     if source == "estimated":
         print(f"{backend.prog}: {how}; SURE uses their median {sigma:.4g}", file=sys.stderr)
+    warn(backend, scoreboard.sigma_note(record, sigma))
     ranking = None
     if args.method == "auto":
         ranking = scoreboard.rank(candidates, record, sigma)

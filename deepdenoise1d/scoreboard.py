@@ -403,6 +403,18 @@ def read_record(path) -> tuple[np.ndarray, tuple[int, ...]]:
     return np.array(signals, dtype=np.float64), tuple(stored_shape)
 
 
+def sigma_note(record: np.ndarray, sigma: float) -> str | None:
+    """One line when ``sigma`` is at or above the record's spread about its median: noise that large would
+    be all there is, so every candidate flattens the record (a soft threshold writes zeros). None otherwise."""
+    rows = np.atleast_2d(record)
+    spread = float(np.sqrt(np.mean((rows - np.median(rows, axis=-1, keepdims=True)) ** 2)))
+    if sigma < spread:
+        return None
+    return (f"σ = {sigma:.4g} is at or above the record's own spread about its median ({spread:.4g}): at that noise "
+            "level nothing is left to keep and every method flattens the record; check σ (the noise's standard "
+            "deviation, not the signal's)")
+
+
 def record_sigma(record: np.ndarray, sigma: float | str | None) -> tuple[float, str, str]:
     """σ given, or (``"auto"`` / None) estimated over the whole record; which ("given" / "estimated"); and how.
 

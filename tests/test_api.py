@@ -95,3 +95,19 @@ def test_the_one_call_never_imports_torch():
             "denoise(np.sin(np.arange(512) / 9.0) + 0.1 * np.random.default_rng(0).standard_normal(512)); "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
+
+
+def test_a_sigma_as_large_as_the_record_is_warned_about(tmp_path, run_main):
+    """σ above the record's own spread: a soft threshold writes zeros; both the command and the call say so."""
+    _, y = record(512)
+    assert denoise(y, sigma=0.2)[1]["warnings"] == []
+    out, info = denoise(y, sigma=50.0)
+    assert len(info["warnings"]) == 1 and "spread" in info["warnings"][0]
+    np.save(tmp_path / "rec.npy", y)
+    numpy_test = load_script(REPO_ROOT / "Numpy_V2" / "Numpy_test.py", "numpy_test_for_sigma_note")
+    code, _, err = run_main(numpy_test, ["--input", tmp_path / "rec.npy", "--output", tmp_path / "out.npy",
+                                         "--sigma", "50"])
+    assert code == 0 and "at or above the record's own spread" in err
+    code, _, err = run_main(numpy_test, ["--input", tmp_path / "rec.npy", "--output", tmp_path / "out2.npy",
+                                         "--sigma", "0.2"])
+    assert code == 0 and "spread" not in err
