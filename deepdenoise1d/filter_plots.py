@@ -196,7 +196,7 @@ def filters_by_sigma_figure(panels: list[tuple[float, np.ndarray, np.ndarray, np
             columns = i + lags
             inside = (columns >= 0) & (columns < clean.size)
             right.plot(lags[inside], jacobian[i, columns[inside]], "o-", color=color, ms=3, lw=1.2,
-                       label=f"{label}: Σ = {jacobian[i].sum():.2f}")
+                       label=f"{label}: ∂f_i/∂y_i = {jacobian[i, i]:.2f}")
         right.axhline(0, color="0.7", lw=0.8)
         left.set(ylabel=f"σ = {sigma:g}", xlabel="sample")
         right.set(xlabel="input offset j − i", ylabel="∂f_i / ∂y_j",

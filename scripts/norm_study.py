@@ -16,7 +16,7 @@
 signals at σ = 3 against the Bayes posterior mean; ``blind`` at σ = 1..5 (2000 signals each, the Bayes
 estimator told σ); ``broad`` on the field table's records (the Donoho–Johnstone signals at 2048 and 8192
 samples and the ECG, rsnr 7 and 3; never trained or selected on) against the best classical peer with its
-best parameter in hindsight. Each row is a norm: mean over seeds ± half their range, and how many seeds. It also
+best parameter in hindsight. Each row is a norm: the median over seeds, then every seed's value. It also
 reads every model as a filter on spikes (exact Jacobians, ``Numpy_V2.jacobian``): the degrees of freedom
 tr J, the diagonal fraction of J, and the share of activations switched off.
 """
@@ -278,13 +278,12 @@ def seconds_of(folder: Path) -> float:
 
 
 def summary(values: list[float]) -> str:
+    """The median over seeds and every seed's value: a run that failed to train stands out instead of
+    hiding in a mean."""
     values = [v for v in values if np.isfinite(v)]
     if not values:
         return "–"
-    mean = float(np.mean(values))
-    if len(values) == 1:
-        return f"{mean:.4f} (1 seed)"
-    return f"{mean:.4f} ± {(max(values) - min(values)) / 2:.4f} ({len(values)} seeds)"
+    return f"**{float(np.median(values)):.4f}** ({', '.join(f'{v:.4f}' for v in values)})"
 
 
 def report(args) -> None:
@@ -325,7 +324,8 @@ def report(args) -> None:
 
 
 def table(numbers: dict) -> list[str]:
-    lines = ["| norm | spikes σ = 3, × Bayes | blind σ = 1..5, × Bayes (geometric mean) | broad prior, × best peer "
+    lines = ["Median over seeds (each seed's value in brackets).", "",
+             "| norm | spikes σ = 3, × Bayes | blind σ = 1..5, × Bayes (geometric mean) | broad prior, × best peer "
              "(geometric mean of 18 field records) | field wins | training s (spikes / blind / broad) |",
              "|---|---|---|---|---|---|"]
     for norm in NORMS:
@@ -338,7 +338,7 @@ def table(numbers: dict) -> list[str]:
                      f"| {summary([r['geomean'] for r in blind.values()])} "
                      f"| {summary([r['geomean'] for r in broad.values()])} "
                      f"| {', '.join(str(r['wins']) for r in broad.values()) or '–'} | {secs} |")
-    lines += ["", "Filter reading on spikes (exact Jacobians, 64 signals; mean over seeds): degrees of freedom "
+    lines += ["", "Filter reading on spikes (exact Jacobians, 64 signals; median over seeds): degrees of freedom "
               "tr J / L, diagonal fraction of J, share of activations switched off (ReLU at 0, inside a soft "
               "threshold's dead zone, or at a TLU's floor).", "",
               "| norm | σ = 3 model: tr J / L, diagonal, off | blind at σ = 1 | blind at σ = 3 | blind at σ = 5 |",
@@ -353,15 +353,15 @@ def table(numbers: dict) -> list[str]:
             if not group:
                 cells.append("–")
                 continue
-            cells.append(", ".join(f"{np.mean([g[k] for g in group]):{fmt}}"
+            cells.append(", ".join(f"{np.median([g[k] for g in group]):{fmt}}"
                                    for k, fmt in (("dof", ".3f"), ("diagonal", ".2f"), ("off", ".0%"))))
         lines.append(f"| {norm} | " + " | ".join(cells) + " |")
-    lines += ["", "Blind models per σ (× Bayes told σ, mean over seeds):", "",
+    lines += ["", "Blind models per σ (× Bayes told σ, median over seeds):", "",
               "| norm | " + " | ".join(f"σ = {s:g}" for s in BLIND_SIGMAS) + " |", "|---" * (len(BLIND_SIGMAS) + 1) + "|"]
     for norm in NORMS:
         blind = numbers.get("blind", {}).get(norm, {})
         if blind:
-            lines.append(f"| {norm} | " + " | ".join(f"{np.mean([r['ratios'][f'{s:g}'] for r in blind.values()]):.4f}"
+            lines.append(f"| {norm} | " + " | ".join(f"{np.median([r['ratios'][f'{s:g}'] for r in blind.values()]):.4f}"
                                                      for s in BLIND_SIGMAS) + " |")
     return lines
 
