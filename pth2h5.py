@@ -35,7 +35,7 @@ from icnn.shipped import default_weights
 from icnn.spec import COUNTER_SUFFIX, ModelConfig
 from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, model_config_of
 from deepdenoise1d.cli import add_overwrite_arg, output_file
-from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.errors import InputError, run_cli, show_path
 from deepdenoise1d.safewrite import atomic_write, guard_output, is_recorded, write_policy
 
 DEFAULT_SOURCE = default_weights(".pth")
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.csv is not None:
             guard_output(args.csv, (args.source, destination), kind="text", make_parent=False)
         arrays = convert(args.source, destination, args.csv, replace_weights)
-    print(f"wrote {destination} ({len(arrays)} tensors)")
+    print(f"wrote {show_path(destination)} ({len(arrays)} tensors)")
     if args.csv is not None:
-        print(f"wrote {args.csv}")
+        print(f"wrote {show_path(args.csv)}")
 
 
 if __name__ == "__main__":

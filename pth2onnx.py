@@ -69,7 +69,7 @@ from icnn.spec import BN_MODES, TRAIN_LENGTH, ModelConfig, min_length
 from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, load_state_dict_strict, model_config_of
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.cli import add_bn_mode_arg, add_overwrite_arg, output_file
-from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.errors import InputError, run_cli, show_path
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.synthesis import SpikePrior, noisy_pairs
 
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         check_destination(destination, args.source)
         result = export(args.source, destination, args.bn_mode)
     shapes = ", ".join(f"{name} {shape}" for name, shape in result["shapes"].items())
-    print(f"wrote {destination} (opset {OPSET}, bn {result['bn_mode']}; {shapes})")
+    print(f"wrote {show_path(destination)} (opset {OPSET}, bn {result['bn_mode']}; {shapes})")
 
 
 if __name__ == "__main__":

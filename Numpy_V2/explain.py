@@ -27,7 +27,7 @@ from deepdenoise1d.budget import check_memory, memory_limit
 from deepdenoise1d.cli import (add_bn_mode_arg, add_overwrite_arg, add_threads_arg, add_weights_arg, output_file,
                                positive_float, positive_int)
 from deepdenoise1d.threads import resolve_threads
-from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.errors import InputError, run_cli, show_path
 from deepdenoise1d.io import check_chunk, open_signals
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.progress import Progress
@@ -153,13 +153,13 @@ def explain(args: argparse.Namespace) -> None:
     finally:
         bar.close()
     write_npz(args.output, result, reads)
-    print(f"{y.shape[0]} Jacobian(s) of length {y.shape[1]} with {mode} BN -> {args.output}")
+    print(f"{y.shape[0]} Jacobian(s) of length {y.shape[1]} with {mode} BN -> {show_path(args.output)}")
     if args.fig_dir is not None:
         # Both modes of the first signal, in BN_MODES order; the mode asked for is already computed.
         by_mode = {m: result["jacobian"][0] if m == mode else jacobians(net, y[:1], m)["jacobian"][0] for m in BN_MODES}
         figures = signal_figures(net, y[0], None, by_mode, result["offset"][0], result["output"][0], mode, args.sigma)
         for path in save_figures(figures, args.fig_dir, "explain_", reads + (args.output,)):
-            print(f"figure -> {path}")
+            print(f"figure -> {show_path(path)}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,15 @@ def nonnegative_float(text: str) -> float:
     return _finite_float(text, ">= 0", lambda v: v >= 0)
 
 
+RSNR_RANGE = (1e-3, 1e6)  # σ = std(clean) / rsnr: from noise a thousand times the signal to none worth the name
+
+
+def rsnr_float(text: str) -> float:
+    """argparse type: a signal-to-noise ratio std(clean) / σ within :data:`RSNR_RANGE`."""
+    low, high = RSNR_RANGE
+    return _finite_float(text, f"in [{low:g}, {high:g}]", lambda v: low <= v <= high)
+
+
 def decay_float(text: str) -> float:
     """argparse type: a number in [0, 1), such as a moving average's decay per step."""
     return _finite_float(text, "in [0, 1)", lambda v: 0 <= v < 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,14 @@ from deepdenoise1d import evaluate, scoreboard
 from deepdenoise1d.cli import (DEFAULT_FIG_DIR, add_bn_mode_arg, add_n_arg, add_overwrite_arg, add_seed_arg, add_threads_arg,
                                output_file, sigma_or_auto)
 from deepdenoise1d.dataset import read_test_samples
-from deepdenoise1d.errors import InputError
+from deepdenoise1d.errors import InputError, show_path
 from deepdenoise1d.safewrite import guard_output, write_policy
 from deepdenoise1d.synthesis import SIGMA
 
 DRAW_SIGMA = SIGMA  # --random draws at the benchmark σ when --sigma is auto or not given
 FIGURE_METHODS = ("wiener", "l1", "gmc")  # classical panels of the per-sample figures
 PLOT_SAMPLES = 1000  # --plot draws this many samples unless --plot-range says otherwise
+PLOT_FORMATS = (".png", ".svg", ".pdf")  # --plot: a raster for a glance, vectors for a paper
 
 
 @dataclass
@@ -100,7 +102,7 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
     files.add_argument("--output", type=output_file, metavar="OUT",
                        help="where the denoised signals go (.txt, .csv or .npy, the input's shape; float32 in, float32 "
                        "out); never the input or the weights")
-    files.add_argument("--plot", type=Path, metavar="FILE.png",
+    files.add_argument("--plot", type=Path, metavar="FILE.png|.svg|.pdf",
                        help="also draw a stretch of the noisy and the denoised record (the first "
                        f"{PLOT_SAMPLES} samples, or --plot-range)")
     files.add_argument("--plot-range", type=plot_range, metavar="A:B",
@@ -126,6 +128,8 @@ def check_test_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--plot needs --input/--output")
     if getattr(args, "plot_range", None) is not None and getattr(args, "plot", None) is None:
         parser.error("--plot-range needs --plot FILE.png")
+    if getattr(args, "plot", None) is not None and args.plot.suffix.lower() not in PLOT_FORMATS:
+        parser.error(f"--plot must end in {', '.join(PLOT_FORMATS)}, got {show_path(args.plot.name)}")
     if args.plots and not args.random:
         parser.error("--plots needs --random")
     if args.json is not None and not (args.random or args.input is not None):
@@ -208,10 +212,10 @@ def run_random_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     print(evaluate.format_table(report))
     if args.json is not None:
         evaluate.write_report_json(args.json, report, reads)
-        print(f"wrote {args.json}", file=sys.stderr)
+        print(f"wrote {show_path(args.json)}", file=sys.stderr)
     if args.plots:
         for path in draw_random_figures(args, backend, report, noisy, estimates, reads):
-            print(f"wrote {path}", file=sys.stderr)
+            print(f"wrote {show_path(path)}", file=sys.stderr)
     return report
 
 
@@ -242,7 +246,7 @@ def run_figure_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
                                              made_by=backend.label(), reads=reads, samples_dir=args.samples,
                                              seeded=args.repo_samples)
     for path in written:
-        print(f"wrote {path}")
+        print(f"wrote {show_path(path)}")
     return written
 
 
@@ -265,7 +269,7 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
     mode = args.bn_mode or backend.bn_mode
     windowed = f", in windows of {backend.train_length}" if backend.train_length and result.length > backend.train_length else ""
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {mode} BN "
-          f"({backend.label()}{windowed}) -> {args.output}")
+          f"({backend.label()}{windowed}) -> {show_path(args.output)}")
     draw_record_plot(args, backend, f"net_{mode}", reads)
     if args.json is not None:
         summary = {"backend": backend.name, "weights": str(backend.weights), "input": str(args.input),
@@ -323,7 +327,7 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     warn(backend, result.warning)
     draw_record_plot(args, backend, name, reads)
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "
-          f"(σ = {sigma:.6g}, {source}{'; ' + backend.label() if network else ''}) -> {args.output}")
+          f"(σ = {sigma:.6g}, {source}{'; ' + backend.label() if network else ''}) -> {show_path(args.output)}")
     if args.json is not None:
         summary = {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
                    "input": str(args.input), "output": str(args.output), "n": result.n, "length": result.length,
@@ -336,11 +340,8 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
 
 def plot_range(text: str) -> tuple[int, int]:
     """argparse type: ``A:B`` with integers 0 <= A < B (the samples A..B-1)."""
-    parts = text.split(":")
-    try:
-        start, stop = (int(p) for p in parts) if len(parts) == 2 else (None, None)
-    except ValueError:
-        start = stop = None
+    match = re.fullmatch(r"([0-9]+):([0-9]+)", text)  # ASCII digits only: int() would take "1_0" and other scripts' digits
+    start, stop = (int(match[1]), int(match[2])) if match else (None, None)
     if start is None or not 0 <= start < stop:
         raise argparse.ArgumentTypeError(f"expected A:B with integers 0 <= A < B, got {text!r}")
     return start, stop
@@ -374,7 +375,7 @@ def draw_record_plot(args: argparse.Namespace, backend: Backend, method: str, re
                               plots.method_label(method), backend.label() if method.startswith("net") else "",
                               signal_length=noisy.shape[1] if noisy.shape[0] > 1 else None)
     path = plots.save_figure(fig, args.plot, reads=reads + (args.output,))
-    print(f"wrote {path}", file=sys.stderr)
+    print(f"wrote {show_path(path)}", file=sys.stderr)
     return path
 
 

@@ -341,17 +341,18 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _is_header(line: str) -> bool:
-    """A header row: only words (each starting with a letter, '_' or a quote), none of them a number."""
-    tokens = re.split(r"[\s,;]+", line.strip())
-    for token in filter(None, tokens):
-        if not (token[0].isalpha() or token[0] in "_\"'"):
+    """A header row: names, none of them a number or begun like one (``1.0x`` is a bad value), at least one
+    with a letter (``Time (s),Voltage [mV]``)."""
+    tokens = [token for token in re.split(r"[\s,;]+", line.strip()) if token]
+    for token in tokens:
+        if token[0] in "0123456789+-.":
             return False
         try:
             parse_number(token)
             return False  # nan, inf: a value, refused later as not finite
         except ValueError:
             pass
-    return any(tokens)
+    return any(char.isalpha() for token in tokens for char in token)
 
 
 def temp_memmap(shape: tuple[int, ...], dtype) -> np.ndarray:

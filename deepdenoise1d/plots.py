@@ -73,11 +73,18 @@ def fit_title(text: str, width_inches: float, fontsize: float) -> str:
                      for line in text.split("\n"))
 
 
+# Per format, the metadata that would stamp a version or a date: left out, so a rerun writes the same bytes.
+STABLE_METADATA = {"png": {"Software": None}, "svg": {"Creator": None, "Date": None},
+                   "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI, reads: tuple = ()) -> Path:
-    """Render ``fig`` as PNG through :func:`deepdenoise1d.io.atomic_write` (never over a file in ``reads``)."""
+    """Render ``fig`` as PNG, SVG or PDF (by the suffix) through :func:`deepdenoise1d.io.atomic_write`
+    (never over a file in ``reads``)."""
     path = Path(path)
-    return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png",
-                                                    metadata={"Software": None}), reads=reads)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=fmt, metadata=STABLE_METADATA.get(fmt)),
+                        reads=reads)
 
 
 def comparison_figure(title: str, clean: np.ndarray, noisy: np.ndarray, estimates: dict[str, np.ndarray],

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d import scoreboard
-from deepdenoise1d.cli import positive_int
+from deepdenoise1d.cli import positive_int, rsnr_float
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output
 from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
@@ -50,7 +50,7 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="noise draws per record (default %(default)s)")
     p.add_argument("--probes", type=positive_int, default=scoreboard.PROBES, metavar="K",
                    help="antithetic probe pairs per candidate, >= 2 (default %(default)s)")
-    p.add_argument("--rsnr", type=float, default=7.0, help="σ = std(clean) / RSNR (default %(default)s)")
+    p.add_argument("--rsnr", type=rsnr_float, default=7.0, help="σ = std(clean) / RSNR (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of noise and probes (default %(default)s)")
     p.add_argument("--models", nargs="*", default=["ckpt_best", "ckpt_blind"], metavar="NAME",
                    help="shipped NumPy weights (ckpt/NAME.h5) to add, both BN modes (default: ckpt_best ckpt_blind; "

@@ -1,0 +1,91 @@
+"""What a careless or hostile user meets at the edges of the command line: headers with units, plot
+formats and ranges, output names with control characters, impossible signal-to-noise ratios."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, load_script
+from deepdenoise1d import cli, frontend
+from deepdenoise1d.io import read_text_signals
+
+
+@pytest.fixture(scope="module")
+def numpy_test():
+    return load_script(REPO_ROOT / "Numpy_V2" / "Numpy_test.py", "numpy_test_for_messages")
+
+
+@pytest.fixture
+def record(tmp_path):
+    y = np.sin(np.arange(600) / 20.0) + 0.1 * np.random.default_rng(0).standard_normal(600)
+    np.save(tmp_path / "rec.npy", y)
+    return tmp_path / "rec.npy"
+
+
+@pytest.mark.parametrize("header, width", [("Voltage (mV)", 1), ("Time (s),Voltage (mV)", 2), ("µV [raw]", 1),
+                                           ("amplitude", 1)])
+def test_a_header_with_units_is_a_header(tmp_path, header, width):
+    values = np.arange(40.0) + 0.25  # not integers: "3,14" would read as a decimal comma
+    rows = values.reshape(-1, width) if width > 1 else values[:, None]
+    path = tmp_path / "units.csv"
+    path.write_text(header + "\n" + "".join(",".join(f"{v:g}" for v in row) + "\n" for row in rows), encoding="utf-8")
+    signals, stored = read_text_signals(path)
+    assert np.array_equal(np.asarray(signals).reshape(-1), rows.reshape(-1) if width > 1 else rows[:, 0])
+
+
+@pytest.mark.parametrize("line", ["1,5;2", "nan inf", "1.0.0", "abc 1.0"])
+def test_a_first_line_of_values_or_garbage_is_not_taken_for_a_header(tmp_path, line):
+    from deepdenoise1d.errors import InputError
+
+    path = tmp_path / "bad.csv"
+    path.write_text(line + "\n1\n2\n", encoding="utf-8")
+    with pytest.raises(InputError):
+        read_text_signals(path)
+
+
+@pytest.mark.parametrize("text", ["1_0:200", "\u0661:\u0665", "0:0", "5:2", "-1:4", "1:2:3", " 1:2"])
+def test_plot_range_takes_ascii_digits_only(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        frontend.plot_range(text)
+    assert frontend.plot_range("0:200") == (0, 200)
+
+
+@pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_plot_as_svg_or_pdf_for_a_paper(numpy_test, run_main, record, suffix, magic):
+    plot = record.with_name("stretch" + suffix)
+    code, _, err = run_main(numpy_test, ["--input", record, "--output", record.with_name("out.npy"), "--method", "tv",
+                                         "--plot", plot])
+    assert code == 0, err
+    assert plot.read_bytes().startswith(magic)
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x.npy", "x"])
+def test_plot_in_another_format_is_refused_before_any_work(numpy_test, run_main, record, name):
+    code, _, err = run_main(numpy_test, ["--input", record, "--output", record.with_name("out.npy"), "--plot",
+                                         record.with_name(name)])
+    assert code == 2 and "Traceback" not in err  # argparse's usage, then the one line
+    assert "--plot must end in .png, .svg, .pdf" in err.strip().splitlines()[-1]
+    assert not record.with_name("out.npy").exists()
+
+
+def test_a_success_line_escapes_control_characters(numpy_test, run_main, record):
+    output = record.with_name("o\x1b[31mred.npy")
+    code, out, _ = run_main(numpy_test, ["--input", record, "--output", output, "--method", "tv"])
+    assert code == 0 and output.exists()
+    assert "\x1b" not in out and "\\x1b" in out
+
+
+@pytest.mark.parametrize("text", ["0", "1e-300", "inf", "nan", "-3", "1e7"])
+def test_impossible_signal_to_noise_ratios_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.rsnr_float(text)
+    assert cli.rsnr_float("7") == 7.0
+
+
+@pytest.mark.parametrize("script", ["scoreboard_study.py", "field_table.py"])
+def test_study_scripts_refuse_rsnr_zero_before_any_work(script, run_main):
+    module = load_script(REPO_ROOT / "scripts" / script, script.replace(".py", "_for_rsnr"))
+    code, _, err = run_main(module, ["--rsnr", "0"])
+    assert code == 2 and "Traceback" not in err and "--rsnr" in err.strip().splitlines()[-1]
