@@ -28,6 +28,7 @@ import json
 import mmap
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -206,12 +207,26 @@ def sniff_kind(path: PathLike) -> str:
 
     Raises
     ------
+    NotRegularFile
+        The path is not a regular file (a device, FIFO or socket).
     OSError
         The file cannot be read.
     """
-    with open(path, "rb") as f:
-        head = f.read(_SNIFF_BYTES)
+    # Opened without blocking and checked on the open descriptor: a FIFO would hang a plain open, and a
+    # path swapped for a device between a check and the open is caught all the same.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(path)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            head = f.read(_SNIFF_BYTES)
+    finally:
+        os.close(fd)
     return _kind_of(head)
+
+
+class NotRegularFile(OSError):
+    """An output path that is a device, FIFO or socket: never opened to sniff, never replaced."""
 
 
 def _kind_of(head: bytes) -> str:
@@ -259,6 +274,9 @@ def check_replace(path: Path, kind: str | None, policy: WritePolicy | None = Non
     policy = policy or _POLICY.get()
     try:
         existing = sniff_kind(path)
+    except NotRegularFile:
+        raise InputError(f"{show_path(path)}: is a device, FIFO or socket, not a regular file; refusing to "
+                         "write to it (name a file)") from None
     except OSError as err:
         raise InputError(f"{show_path(path)}: exists and cannot be read to check what it is "
                          f"({os_reason(err)}); refusing to replace it") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -459,3 +460,50 @@ def test_a_killed_manifest_update_leaves_no_temp_after_the_next_write(tmp_path):
     stale.write_text("left by a kill -9")
     safewrite.atomic_write(tmp_path / "out.txt", lambda f: f.write(b"x\n"))
     assert not stale.exists() and safewrite.is_recorded(tmp_path / "out.txt")
+
+
+def _fail_after(seconds: int):
+    """A context in which a hang becomes a test failure (SIGALRM), not a stuck test run."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def context():
+        def hang(signum, frame):
+            raise AssertionError(f"hung for {seconds} s")
+
+        previous = signal.signal(signal.SIGALRM, hang)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return context()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_fifo_output_is_refused_without_opening_it(tmp_path, overwrite):
+    fifo = tmp_path / "out.json"
+    os.mkfifo(fifo)
+    with _fail_after(10):
+        with pytest.raises(InputError, match="FIFO or socket, not a regular file"):
+            safewrite.guard_output(fifo, overwrite=overwrite)
+        with pytest.raises(InputError, match="not a regular file"):
+            with safewrite.write_policy(overwrite=overwrite):
+                safewrite.atomic_write(fifo, lambda f: f.write(b"{}"))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left
+
+
+def test_a_device_behind_a_link_is_never_replaced(tmp_path):
+    """The output names a character device (through a link here, so a failure could only replace the link)."""
+    link = tmp_path / "null.json"
+    link.symlink_to(os.devnull)
+    with pytest.raises(InputError, match="device"):
+        safewrite.guard_output(link, overwrite=True)
+    with pytest.raises(InputError, match="device"):
+        with safewrite.write_policy(overwrite=True):
+            safewrite.atomic_write(link, lambda f: f.write(b"{}"))
+    assert link.is_symlink() and stat.S_ISCHR(os.stat(link).st_mode)
