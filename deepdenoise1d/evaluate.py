@@ -290,6 +290,8 @@ class SigmaRangeCheck:
     equivariant: bool = False  # compare signal-to-noise, not σ̂ (the model works in any units)
     snrs: list = field(default_factory=list)  # per signal sqrt(max(mean(y²) − σ̂², 0)) / σ̂, when equivariant
     offset_free: bool = False  # the model takes each signal's median off: levels and peaks count from it
+    windows_seen: int = 0  # long signals: windows of the model's length checked, and how many were degenerate
+    degenerate_windows: int = 0
 
     def add(self, sigma_hat: np.ndarray, length: int, noisy: np.ndarray | None = None, centred: bool = False) -> None:
         """Record the estimates of one chunk of signals of this ``length``; with the chunk ``noisy``
@@ -325,6 +327,21 @@ class SigmaRangeCheck:
             self.peaks.append(np.abs(noisy).max(axis=-1) / auto.sigma)
         self.seen += noisy.shape[0]
 
+    def observe_windows(self, block: np.ndarray) -> None:
+        """Record the windows of long signals (each a signal of the model's length), degenerate ones counted."""
+        sigma = per_signal_sigma(block)
+        self.add(sigma, block.shape[-1], block)
+        self.windows_seen += sigma.size
+        self.degenerate_windows += int(np.count_nonzero(~np.isfinite(sigma) | (sigma <= 0)))
+
+    def window_warning(self) -> str | None:
+        """One line when windows of long signals held no noise to estimate (constant stretches); None otherwise."""
+        if not self.degenerate_windows:
+            return None
+        return (f"warning: {self.degenerate_windows} of {self.windows_seen} window(s) are degenerate (constant or all "
+                "zero: σ estimate 0 or not finite); the network has no noise to measure there and its output may "
+                "move them")
+
     def summary(self) -> str | None:
         """``σ estimated per signal: median 3.01 (spike estimator on 98 signal(s), wavelet MAD on 2)``."""
         est = self._finite()
@@ -338,7 +355,8 @@ class SigmaRangeCheck:
     def notes(self) -> list[str]:
         """Every line to show: the σ estimate, then the warnings (range, peaks, degenerate signals)."""
         lines = [self.summary(), self.warning(), self.peak_warning(),
-                 noise.degenerate_warning(np.asarray(self.degenerate), self.seen, self.degenerate_count)]
+                 noise.degenerate_warning(np.asarray(self.degenerate), self.seen, self.degenerate_count),
+                 self.window_warning()]
         return [line for line in lines if line]
 
     def peak_warning(self) -> str | None:
@@ -622,7 +640,7 @@ class _Stream:
         with Progress(total, "denoising", "windows", every=5.0, enabled=self.progress and total > self.chunk) as bar:
             def denoise_windows(block: np.ndarray) -> np.ndarray:
                 if self.check is not None:  # each window is a signal of the length the model knows
-                    self.check.add(per_signal_sigma(block), self.window, block)
+                    self.check.observe_windows(block)
                 estimate = self.denoise(block)
                 if not np.isfinite(estimate).all():  # finite input that overflows inside the network
                     raise InputError(f"{self.source}: the values overflow inside the network (they are too "

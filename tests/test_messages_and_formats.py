@@ -89,3 +89,14 @@ def test_study_scripts_refuse_rsnr_zero_before_any_work(script, run_main):
     module = load_script(REPO_ROOT / "scripts" / script, script.replace(".py", "_for_rsnr"))
     code, _, err = run_main(module, ["--rsnr", "0"])
     assert code == 2 and "Traceback" not in err and "--rsnr" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("weights", ["ckpt_sure", "ckpt_universal"])
+def test_a_constant_record_longer_than_a_window_is_warned_about(numpy_test, run_main, tmp_path, weights, record):
+    """Long records go through windows; a constant one has no noise to measure in any of them, and says so."""
+    np.save(tmp_path / "const.npy", np.full(3000, 5.0))
+    args = ["--method", "net", "--weights", REPO_ROOT / "ckpt" / f"{weights}.h5"]
+    code, _, err = run_main(numpy_test, ["--input", tmp_path / "const.npy", "--output", tmp_path / "c.npy", *args])
+    assert code == 0 and "window(s) are degenerate" in err
+    code, _, err = run_main(numpy_test, ["--input", record, "--output", tmp_path / "r.npy", *args])
+    assert code == 0 and "degenerate" not in err
