@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from deepdenoise1d.errors import InputError, run_cli  # noqa: E402
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy  # noqa: E402
 
-NORMS = ("bn", "none", "shrink", "sigma_shrink", "bias_free", "frn")
+STUDIED_NORMS = ("bn", "none", "shrink", "sigma_shrink", "bias_free", "frn")
 SEEDS = (1, 2, 3)  # the report takes every finished run among them
 BENCHMARKS = {
     "spikes": ["--steps", "3000"],
@@ -59,7 +59,7 @@ def get_args(argv=None) -> argparse.Namespace:
     t.add_argument("--root", type=Path, required=True, help="folder of the run folders")
     t.add_argument("--worker", default="0/1", help="K/N: this process takes every N-th run from the K-th (default 0/1)")
     t.add_argument("--benchmarks", nargs="+", choices=tuple(BENCHMARKS), default=list(BENCHMARKS))
-    t.add_argument("--norms", nargs="+", default=list(NORMS))
+    t.add_argument("--norms", nargs="+", default=list(STUDIED_NORMS))
     t.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     t.add_argument("--steps", type=int, default=None, help="replace every benchmark's budget (a quick check of the study)")
     r = sub.add_parser("report", help="score the finished runs and write the table")
@@ -240,7 +240,7 @@ def figures(root: Path, fig_dir: Path) -> list[Path]:
     rows = pick_rows(clean)
     sweep = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
     curves, paths = {}, []
-    for norm in NORMS:
+    for norm in STUDIED_NORMS:
         folder = run_folder(root, "blind", norm, SEEDS[0])
         if not finished(folder):
             continue
@@ -292,7 +292,7 @@ def report(args) -> None:
     numbers: dict = {}
     records = best = None
     for benchmark in BENCHMARKS:
-        for norm in NORMS:
+        for norm in STUDIED_NORMS:
             for seed in SEEDS:
                 folder = run_folder(args.root, benchmark, norm, seed)
                 if not finished(folder):
@@ -328,7 +328,7 @@ def table(numbers: dict) -> list[str]:
              "| norm | spikes σ = 3, × Bayes | blind σ = 1..5, × Bayes (geometric mean) | broad prior, × best peer "
              "(geometric mean of 18 field records) | field wins | training s (spikes / blind / broad) |",
              "|---|---|---|---|---|---|"]
-    for norm in NORMS:
+    for norm in STUDIED_NORMS:
         spikes = numbers.get("spikes", {}).get(norm, {})
         blind = numbers.get("blind", {}).get(norm, {})
         broad = numbers.get("broad", {}).get(norm, {})
@@ -343,7 +343,7 @@ def table(numbers: dict) -> list[str]:
               "threshold's dead zone, or at a TLU's floor).", "",
               "| norm | σ = 3 model: tr J / L, diagonal, off | blind at σ = 1 | blind at σ = 3 | blind at σ = 5 |",
               "|---|---|---|---|---|"]
-    for norm in NORMS:
+    for norm in STUDIED_NORMS:
         cells = []
         spikes = numbers.get("spikes", {}).get(norm, {})
         blind = numbers.get("blind", {}).get(norm, {})
@@ -358,7 +358,7 @@ def table(numbers: dict) -> list[str]:
         lines.append(f"| {norm} | " + " | ".join(cells) + " |")
     lines += ["", "Blind models per σ (× Bayes told σ, median over seeds):", "",
               "| norm | " + " | ".join(f"σ = {s:g}" for s in BLIND_SIGMAS) + " |", "|---" * (len(BLIND_SIGMAS) + 1) + "|"]
-    for norm in NORMS:
+    for norm in STUDIED_NORMS:
         blind = numbers.get("blind", {}).get(norm, {})
         if blind:
             lines.append(f"| {norm} | " + " | ".join(f"{np.median([r['ratios'][f'{s:g}'] for r in blind.values()]):.4f}"
@@ -369,9 +369,9 @@ def table(numbers: dict) -> list[str]:
 def main(argv=None) -> None:
     args = get_args(argv)
     if args.command == "train":
-        unknown = sorted(set(args.norms) - set(NORMS))
+        unknown = sorted(set(args.norms) - set(STUDIED_NORMS))
         if unknown:
-            raise InputError(f"unknown norm(s) {', '.join(unknown)}; choose from {', '.join(NORMS)}")
+            raise InputError(f"unknown norm(s) {', '.join(unknown)}; choose from {', '.join(STUDIED_NORMS)}")
         train(args)
     else:
         if args.output.suffix.lower() != ".md":
