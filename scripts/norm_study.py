@@ -34,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from deepdenoise1d.cli import positive_int  # noqa: E402
 from deepdenoise1d.errors import InputError, run_cli  # noqa: E402
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy  # noqa: E402
 
@@ -57,11 +58,13 @@ def get_args(argv=None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train every (benchmark, norm, seed) not yet finished")
     t.add_argument("--root", type=Path, required=True, help="folder of the run folders")
-    t.add_argument("--worker", default="0/1", help="K/N: this process takes every N-th run from the K-th (default 0/1)")
+    t.add_argument("--worker", type=worker_share, default=(0, 1), metavar="K/N",
+                   help="this process takes every N-th run from the K-th, so N processes share the runs (default 0/1)")
     t.add_argument("--benchmarks", nargs="+", choices=tuple(BENCHMARKS), default=list(BENCHMARKS))
     t.add_argument("--norms", nargs="+", default=list(STUDIED_NORMS))
     t.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    t.add_argument("--steps", type=int, default=None, help="replace every benchmark's budget (a quick check of the study)")
+    t.add_argument("--steps", type=positive_int, default=None,
+                   help="replace every benchmark's budget (a quick check of the study)")
     r = sub.add_parser("report", help="score the finished runs and write the table")
     r.add_argument("--root", type=Path, required=True)
     r.add_argument("--output", type=Path, required=True, metavar="FILE.md", help="the table; its numbers go beside it as .json")
@@ -69,6 +72,14 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="also draw, per norm, its blind model's adaptive filters at σ = 1, 3, 5, and tr J against σ for all")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     return p.parse_args(argv)
+
+
+def worker_share(text: str) -> tuple[int, int]:
+    """argparse type: ``K/N`` with 0 <= K < N."""
+    parts = text.split("/")
+    if len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts) and 0 <= int(parts[0]) < int(parts[1]):
+        return int(parts[0]), int(parts[1])
+    raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
 
 
 # ---------------------------------------------------------------- train
@@ -92,7 +103,7 @@ def flags_of(benchmark: str, steps: int | None) -> list[str]:
 
 
 def train(args) -> None:
-    k, n = (int(v) for v in args.worker.split("/"))
+    k, n = args.worker
     jobs = [(b, norm, seed) for b in args.benchmarks for norm in args.norms for seed in args.seeds]
     for index, (benchmark, norm, seed) in enumerate(jobs):
         if index % n != k:
