@@ -50,6 +50,7 @@ HELD_OUT_SEED, HELD_OUT_N = 2026, 2000
 BLIND_SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0)
 FILTER_SIGMAS = (1.0, 3.0, 5.0)  # where each blind model is read as a filter
 FILTER_N = 64
+TAPS_HALF_WIDTH = 10  # the local filter: samples within this lag of the output sample
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -194,7 +195,23 @@ def filter_reading(net, sigma: float) -> dict:
             part.bn1, part.bn2 = part.bn1.inner, part.bn2.inner
     return {"dof": float(np.mean(numbers["trace_per_sample"])),
             "diagonal": float(np.mean(numbers["diagonal_fraction"])),
+            "taps": effective_taps(result["jacobian"]),
             "off": counts[0] / max(counts[1], 1)}
+
+
+def effective_taps(jacobian: np.ndarray, half_width: int = TAPS_HALF_WIDTH) -> float:
+    """The local filters' effective length: per row of J, (Σ|J_ij|)² / Σ J_ij² over |j − i| ≤ ``half_width``
+    (1 for a single tap, k for k equal taps), the median over rows with any weight there.
+
+    Local: an offset-free model's rows also hold the column of the median sample (J·1 = 1), wherever it is.
+    """
+    n, length, _ = jacobian.shape
+    i, j = np.indices((length, length))
+    near = np.abs(i - j) <= half_width
+    local = np.where(near[None], jacobian, 0.0)
+    l1, l2 = np.abs(local).sum(axis=2), np.square(local).sum(axis=2)
+    live = l2 > 0
+    return float(np.median(l1[live] ** 2 / l2[live])) if live.any() else float("nan")
 
 
 class _Counted:
@@ -350,9 +367,10 @@ def table(numbers: dict) -> list[str]:
                      f"| {summary([r['geomean'] for r in broad.values()])} "
                      f"| {', '.join(str(r['wins']) for r in broad.values()) or '–'} | {secs} |")
     lines += ["", "Filter reading on spikes (exact Jacobians, 64 signals; median over seeds): degrees of freedom "
-              "tr J / L, diagonal fraction of J, share of activations switched off (ReLU at 0, inside a soft "
-              "threshold's dead zone, or at a TLU's floor).", "",
-              "| norm | σ = 3 model: tr J / L, diagonal, off | blind at σ = 1 | blind at σ = 3 | blind at σ = 5 |",
+              "tr J / L, diagonal fraction of J, effective taps of the local filter (rows of J within ±10 samples: "
+              "(Σ|J_ij|)² / Σ J_ij², median over rows), share of activations switched off (ReLU at 0, inside a "
+              "soft threshold's dead zone, or at a TLU's floor).", "",
+              "| norm | σ = 3 model: tr J / L, diagonal, taps, off | blind at σ = 1 | blind at σ = 3 | blind at σ = 5 |",
               "|---|---|---|---|---|"]
     for norm in STUDIED_NORMS:
         cells = []
@@ -365,7 +383,7 @@ def table(numbers: dict) -> list[str]:
                 cells.append("–")
                 continue
             cells.append(", ".join(f"{np.median([g[k] for g in group]):{fmt}}"
-                                   for k, fmt in (("dof", ".3f"), ("diagonal", ".2f"), ("off", ".0%"))))
+                                   for k, fmt in (("dof", ".3f"), ("diagonal", ".2f"), ("taps", ".2f"), ("off", ".0%"))))
         lines.append(f"| {norm} | " + " | ".join(cells) + " |")
     lines += ["", "Blind models per σ (× Bayes told σ, median over seeds):", "",
               "| norm | " + " | ".join(f"σ = {s:g}" for s in BLIND_SIGMAS) + " |", "|---" * (len(BLIND_SIGMAS) + 1) + "|"]

@@ -171,6 +171,13 @@ def test_adapt_study_runs_the_users_command_and_scores_start_and_adapted(tmp_pat
     assert "| spikes | 8192 |" in (tmp_path / "a.md").read_text()
 
 
+def test_effective_taps_counts_equal_taps():
+    study = load_script(REPO_ROOT / "scripts" / "norm_study.py", "norm_study_taps")
+    identity = np.eye(40)[None]
+    box = sum(np.eye(40, k=k) for k in (-1, 0, 1))[None]  # three equal taps (two at the ends)
+    assert study.effective_taps(identity) == 1.0 and study.effective_taps(box) == 3.0
+
+
 def test_norm_study_trains_each_run_once_and_reports_both_benchmarks(tmp_path):
     """Two tiny runs (20 steps), skipped when asked again; the report scores them and reads the filters."""
     import json
@@ -190,6 +197,7 @@ def test_norm_study_trains_each_run_once_and_reports_both_benchmarks(tmp_path):
     assert spikes["ratio_sigma3"] > 1 and set(blind["ratios"]) == {"1", "2", "3", "4", "5"}  # nothing beats Bayes
     reading = spikes["filter_sigma3"]
     assert 0 < reading["dof"] < 1 and 0 < reading["diagonal"] <= 1 and 0 <= reading["off"] <= 1
+    assert 1 <= reading["taps"] <= 2 * study.TAPS_HALF_WIDTH + 1
     assert "| shrink | " in out.read_text() and "| bn | – |" in out.read_text()
     assert (tmp_path / "figures" / "filters_shrink.png").stat().st_size > 0
     assert (tmp_path / "figures" / "trace_by_sigma.png").stat().st_size > 0
