@@ -27,6 +27,7 @@ import errno
 import json
 import mmap
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass
@@ -433,8 +434,39 @@ def _marker() -> str:
     return f"{os.getpid()}x{_TOKEN}"
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temp files of ``path`` that a killed writer left: ours by name, our user's, regular, and
+    named by a process that no longer runs. A live process's temp is never touched (its pid may be reused:
+    then the temp stays, which is only a leak)."""
+    pattern = re.compile(rf"\.{re.escape(path.name[:80])}\.(\d+)x[0-9a-f]+-[0-9a-f]{{8}}\.tmp")
+    try:
+        candidates = [entry for entry in os.scandir(path.parent) if pattern.fullmatch(entry.name)]
+    except OSError:
+        return
+    for entry in candidates:
+        try:
+            info = entry.stat(follow_symlinks=False)
+            ours = stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+            if ours and not _process_runs(int(pattern.fullmatch(entry.name)[1])):
+                os.unlink(entry.path)
+        except OSError:
+            continue  # gone already, or not ours to remove
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process, or not a pid we can ask about: leave its file
+    return True
+
+
 def _create_temp(path: Path) -> tuple[int, Path]:
-    """Create a new, empty temp file next to ``path``; mode 0o666 minus the umask."""
+    """Create a new, empty temp file next to ``path`` (first removing the ones killed writers left); mode 0o666
+    minus the umask."""
+    _remove_stale_temps(path)
     for _ in range(100):
         tmp = _temp_path(path)
         try:

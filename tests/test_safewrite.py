@@ -507,3 +507,18 @@ def test_a_device_behind_a_link_is_never_replaced(tmp_path):
         with safewrite.write_policy(overwrite=True):
             safewrite.atomic_write(link, lambda f: f.write(b"{}"))
     assert link.is_symlink() and stat.S_ISCHR(os.stat(link).st_mode)
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    """A writer killed mid-write leaves its hidden temp file; the next write of that output removes it, and
+    never a live process's temp or another output's."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)  # a process that has exited
+    out = tmp_path / "result.npy"
+    stale = tmp_path / f".result.npy.{dead}x1a2b3c-0badf00d.tmp"
+    live = tmp_path / f".result.npy.{os.getpid()}x1a2b3c-0badf00d.tmp"
+    other = tmp_path / f".other.npy.{dead}x1a2b3c-0badf00d.tmp"
+    for path in (stale, live, other):
+        path.write_bytes(b"\0" * 1024)
+    safewrite.atomic_write(out, lambda f: f.write(b"x"))
+    assert not stale.exists() and live.exists() and other.exists() and out.read_bytes() == b"x"
