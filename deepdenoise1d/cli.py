@@ -183,6 +183,16 @@ def output_file(text: str) -> Path:
     return output_path_text(text)
 
 
+def markdown_file(text: str) -> Path:
+    """argparse type: a report's path, ending in ``.md``: its numbers (``.json``) and figures (``.png``) go beside
+    it under other suffixes, so no sibling output can land on it."""
+    path = output_path_text(text)
+    if path.suffix.lower() != ".md":
+        raise argparse.ArgumentTypeError(f"expected a Markdown path ending in .md (its numbers go beside it as "
+                                         f".json), got {text!r}")
+    return path
+
+
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``: replace an existing output that this project did not write (same kind only)."""
     parser.add_argument("--overwrite", action="store_true",

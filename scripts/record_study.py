@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d import scoreboard
-from deepdenoise1d.cli import positive_float, positive_int, seed_int
+from deepdenoise1d.cli import markdown_file, positive_float, positive_int, seed_int
 from deepdenoise1d.errors import InputError, run_cli, show_path
 from deepdenoise1d.safewrite import atomic_write, guard_output
 from deepdenoise1d.synthesis import DEFAULT_SEED
@@ -99,7 +99,7 @@ def get_args(argv=None) -> argparse.Namespace:
                    "such a folder is refused)")
     p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, metavar="DIR",
                    help="noisy records and training runs, one folder per record (default %(default)s)")
-    p.add_argument("--output", type=Path, default=None, metavar="PATH",
+    p.add_argument("--output", type=markdown_file, default=None, metavar="PATH.md",
                    help="the Markdown tables, and a .json beside it (default WORK/record_study.md)")
     p.add_argument("--fig-dir", type=Path, default=None, metavar="DIR", help="the figures (default WORK/figs)")
     args = p.parse_args(argv)

@@ -63,7 +63,7 @@ def get_args(argv=None):
     cli.add_threads_arg(p)
     p.add_argument("--weights-dir", type=Path, default=weights_dir(), help="where the shipped checkpoints are")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another checkpoint to evaluate")
-    p.add_argument("--output", type=cli.output_file, default=DEFAULT_OUTPUT, metavar="PATH",
+    p.add_argument("--output", type=cli.markdown_file, default=DEFAULT_OUTPUT, metavar="PATH.md",
                    help=f"the Markdown report (default {DEFAULT_OUTPUT} under the current folder)")
     cli.add_overwrite_arg(p)
     p.add_argument("--fig-dir", type=Path, default=None, metavar="DIR",

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d import scoreboard
-from deepdenoise1d.cli import positive_int, rsnr_float
+from deepdenoise1d.cli import markdown_file, positive_int, rsnr_float
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output
 from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
@@ -57,7 +57,7 @@ def get_args(argv=None) -> argparse.Namespace:
                    "none: give the flag alone)")
     p.add_argument("--records", nargs="+", default=None, metavar="NAME",
                    help="only these records (e.g. Bumps_2048 ecg spikes_20x100)")
-    p.add_argument("--output", type=Path, default=None, help="also write the tables (Markdown) and a .json beside it")
+    p.add_argument("--output", type=markdown_file, default=None, help="also write the tables (Markdown) and a .json beside it")
     p.add_argument("--fig-dir", type=Path, default=None, help="where the per-record figures go (default: none drawn)")
     args = p.parse_args(argv)
     if args.probes < 2:

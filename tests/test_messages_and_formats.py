@@ -100,3 +100,20 @@ def test_a_constant_record_longer_than_a_window_is_warned_about(numpy_test, run_
     assert code == 0 and "window(s) are degenerate" in err
     code, _, err = run_main(numpy_test, ["--input", record, "--output", tmp_path / "r.npy", *args])
     assert code == 0 and "degenerate" not in err
+
+
+@pytest.mark.parametrize("script, name", [("scoreboard_study.py", "x.json"), ("record_study.py", "x.json"),
+                                          ("results.py", "blind_curve.png"), ("results.py", "RESULTS")])
+def test_a_report_must_end_in_md_so_its_siblings_never_land_on_it(script, name, run_main, tmp_path):
+    """The .json and the figures go beside the report under their own suffixes: a report named like one of them
+    would be overwritten by it (or overwrite it)."""
+    module = load_script(REPO_ROOT / "scripts" / script, script.replace(".py", "_for_md"))
+    code, _, err = run_main(module, ["--output", tmp_path / name])
+    assert code == 2 and "ending in .md" in err.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_markdown_file_takes_md_in_any_case():
+    assert cli.markdown_file("runs/r.MD").name == "r.MD"
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.markdown_file("r.md.json")
