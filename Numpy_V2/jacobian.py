@@ -9,9 +9,10 @@ convolution is one GEMM for all of them (:func:`conv_tangents`) and upsampling,
 padding and concatenation use the value's layer functions, without bias;
 piecewise-linear layers (ReLU, max-pool, fixed BN, soft threshold) pass them by
 the value's mask; the per-signal normalisations (unfixed BN, FRN, adaptive shrinkage)
-and the prior's kernel modulation have closed-form derivatives. The directions are innermost because masks and statistics are per
-signal: broadcast over D they run as long contiguous loops (with N innermost, each
-such loop would be only a block of signals long).
+and the prior's kernel modulation have closed-form derivatives. The directions are
+innermost because masks and statistics are per signal: broadcast over D they run as
+long contiguous loops (with N innermost, each such loop would be only a block of
+signals long).
 
 Each layer's value is computed by the model's own part (``Numpy_V2.model``: its
 ``Conv1d`` and ``SignalBatchNorm1d``), and the parts are walked in the order and
@@ -142,7 +143,7 @@ def norm_state(double, bn, x: np.ndarray, mode: str, dtype) -> tuple[np.ndarray,
     """
     y = double.activate(bn(x, mode))
     live = _cln(y) != 0 if not double.relu else _cln(y) > 0  # (C, L, N): where the output moves with x
-    if isinstance(bn, NoNorm) or isinstance(bn, SigmaShrink):  # ReLU or a fixed soft threshold: slope 1 where live
+    if isinstance(bn, (NoNorm, SigmaShrink)):  # ReLU or a fixed soft threshold: slope 1 where live
         return y, live.astype(dtype), None
     x_cln = _cln(x).astype(np.float64)  # (C, L, N)
     if isinstance(bn, FilterResponseNorm):

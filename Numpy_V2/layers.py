@@ -207,18 +207,25 @@ def batch_norm(
         out = np.multiply(x_cln, alpha, dtype=dtype)
         out += shift
     elif mode == "unfixed":
-        length = x_cln.shape[1]
-        # The mean is summed in float64 and rounded once: a signal's mean can be
-        # large next to its spread, and its rounding error, divided by the
-        # spread, would show in the output. The variance has no such cancellation.
-        mean = (x_cln.sum(axis=1, keepdims=True, dtype=np.float64) / length).astype(dtype)  # (C, 1, N)
-        out = np.subtract(x_cln, mean, dtype=dtype)
-        var = np.square(out).sum(axis=1, keepdims=True) / dtype.type(length)  # biased
+        out, var = _centred_and_variance(x_cln, dtype)
         out *= gamma / np.sqrt(var + dtype.type(eps))
         out += beta
     else:
         raise ValueError(f"batch_norm mode must be one of {BN_MODES}, got {mode!r}")
     return _from_cln(out)
+
+
+def _centred_and_variance(x_cln: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Each signal's channels less their mean, (C, L, N), and their biased variance, (C, 1, N), in ``dtype``.
+
+    The mean is summed in float64 and rounded once: a signal's mean can be large next to its spread, and
+    its rounding error, divided by the spread, would show in the output. The variance has no such
+    cancellation.
+    """
+    length = x_cln.shape[1]
+    mean = (x_cln.sum(axis=1, keepdims=True, dtype=np.float64) / length).astype(dtype)  # (C, 1, N)
+    centred = np.subtract(x_cln, mean, dtype=dtype)
+    return centred, np.square(centred).sum(axis=1, keepdims=True) / dtype.type(length)
 
 
 def soft_threshold(z: np.ndarray, threshold: np.ndarray) -> np.ndarray:
@@ -293,9 +300,7 @@ def bias_free_norm(x: np.ndarray, weight: np.ndarray, running_var: np.ndarray, m
     if mode == "fixed":
         var = running_var.astype(dtype)[:, None, None]
     elif mode == "unfixed":
-        length = x_cln.shape[1]
-        mean = (x_cln.sum(axis=1, keepdims=True, dtype=np.float64) / length).astype(dtype)
-        var = np.square(np.subtract(x_cln, mean, dtype=dtype)).sum(axis=1, keepdims=True) / dtype.type(length)
+        var = _centred_and_variance(x_cln, dtype)[1]
     else:
         raise ValueError(f"bias_free_norm mode must be one of {BN_MODES}, got {mode!r}")
     return _from_cln(np.multiply(x_cln, gamma / np.sqrt(var + dtype.type(eps)), dtype=dtype))

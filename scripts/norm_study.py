@@ -235,23 +235,15 @@ class _Counted:
 
 
 def _parts(net) -> list:
-    """Every DoubleConv of a NumPy model (its own and the prior branch's)."""
+    """Every DoubleConv of a NumPy model, its own (``icnn.spec``'s encoder and decoder parts) and the prior
+    branch's; a Down or an Up holds its DoubleConv as ``.conv``."""
+    from icnn.spec import decoder_parts, encoder_parts
     from Numpy_V2.model import DoubleConv
 
-    found, stack = [], [net]
-    seen = set()
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, DoubleConv):
-            found.append(obj)
-            continue
-        for value in vars(obj).values():
-            if hasattr(value, "__dict__") and type(value).__module__.startswith("Numpy_V2"):
-                stack.append(value)
-    return found
+    parts = [getattr(net, name) for name, _, _ in (*encoder_parts(net.config), *decoder_parts(net.config))]
+    if net.wienernet is not None:
+        parts += [getattr(net.wienernet, name) for name in net.wienernet.part_names]
+    return [part if isinstance(part, DoubleConv) else part.conv for part in parts]
 
 
 def figures(root: Path, fig_dir: Path) -> list[Path]:
