@@ -58,7 +58,10 @@ def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str |
     record = _as_record(y)
     rows = np.atleast_2d(record)
     sigma_value, source, how = _scoreboard.record_sigma(rows, _check_sigma(sigma))
-    candidates, path = candidates_for(rows, sigma_value, weights, threads, need_net=method != "auto")
+    if not isinstance(method, str):
+        raise InputError(f"method must be a name such as 'auto', 'net' or 'tv', got {method!r}")
+    network = "optional" if method == "auto" else "required" if method.split("_")[0] == NET else "none"
+    candidates, path = candidates_for(rows, sigma_value, weights, threads, network)
     if method == NET:
         method = next(name for name in candidates if name.startswith(f"{NET}_"))  # the weights' own mode comes first
     info = {"sigma": sigma_value, "sigma_source": source, "warnings": []}
@@ -89,22 +92,25 @@ def scoreboard(y, sigma: float | str = "auto", weights: str | os.PathLike | None
     """Every candidate's SURE estimate on ``y`` (``Ranking``: ``.chosen``, ``.estimates``, ``.table()``)."""
     rows = np.atleast_2d(_as_record(y))
     sigma_value = _scoreboard.record_sigma(rows, _check_sigma(sigma))[0]
-    candidates, _ = candidates_for(rows, sigma_value, weights, threads, need_net=False)
+    candidates, _ = candidates_for(rows, sigma_value, weights, threads, "optional")
     return _scoreboard.rank(candidates, rows, sigma_value)
 
 
-def candidates_for(rows: np.ndarray, sigma: float, weights, threads: int, need_net: bool) -> tuple[dict, Path | None]:
-    """The classical candidates at ``sigma`` and, where the record is long enough, the network's in each mode."""
+def candidates_for(rows: np.ndarray, sigma: float, weights, threads: int, network: str) -> tuple[dict, Path | None]:
+    """The classical candidates at ``sigma`` and the network's in each mode: ``network`` "optional" (where the
+    record is long enough), "required" (refused where it is not) or "none" (the weights are not read)."""
     from Numpy_V2.jacobian import denoise_jacobians
     from Numpy_V2.model import load_h5
 
+    candidates = _scoreboard.classical_candidates(sigma)
+    if network == "none":
+        return candidates, None
     path = Path(weights) if weights is not None else default_weights_for(".h5", record=True)
     if not path.is_file():
         raise InputError(f"{path}: no such weights file")
     net = load_h5(path)
-    candidates = _scoreboard.classical_candidates(sigma)
     if rows.shape[-1] < min_length(net.config):
-        if need_net:
+        if network == "required":
             raise InputError(f"the network takes signals of at least {min_length(net.config)} samples, got {rows.shape[-1]}")
         return candidates, None
     modes = (net.config.bn_mode, *(m for m in inference_modes(net.config) if m != net.config.bn_mode))

@@ -74,6 +74,7 @@ def test_estimate_sigma_and_the_scoreboard():
     (np.arange(64.0), {"sigma": -1.0}, "sigma"),
     (np.arange(64.0), {"sigma": "loud"}, "sigma"),
     (np.arange(64.0), {"method": "magic", "sigma": 1.0}, "magic"),
+    (np.arange(64.0), {"method": None, "sigma": 1.0}, "method"),
     (np.arange(8.0), {"method": "net", "sigma": 1.0}, "at least"),
 ])
 def test_bad_input_is_refused_in_one_line(value, kwargs, fragment):
@@ -88,6 +89,8 @@ def test_a_short_record_gets_the_classical_candidates_only():
     out, info = denoise(y, sigma=0.3)
     assert out.shape == (24,) and not any(name.startswith("net_") for name in info["estimates"])
     assert info["weights"] is None
+    out, info = denoise(y, method="tv", sigma=0.3, weights="no-such-weights.h5")  # a classical method reads no weights
+    assert out.shape == (24,) and info["method"] == "tv"
 
 
 def test_the_one_call_never_imports_torch():
