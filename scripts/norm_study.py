@@ -113,17 +113,32 @@ def train(args) -> None:
         if finished(folder):
             continue
         command = [sys.executable, str(REPO / "Pytorch_V1" / "train.py"), "--run-dir", str(folder)]
-        if (folder / "ckpt_last.pth").is_file():
+        if folder.exists():
+            if not started_here(folder):  # never resume (or touch) a run this study did not start
+                print(f"{folder}: exists and was not started by norm_study.py; skipped", flush=True)
+                continue
             command.append("--resume")
         else:
+            atomic_write(started_marker(folder), lambda f: f.write(b"started by norm_study.py\n"))
             command += ["--norm", norm, "--seed", str(seed), *flags_of(benchmark, args.steps)]
         start = time.time()
         result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if result.returncode != 0:
-            print(f"{folder}: train.py failed: {result.stderr.strip().splitlines()[-1:]}", flush=True)
+            last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+            print(f"{folder}: train.py failed: {last}", flush=True)
             continue
-        (folder / "study_seconds.txt").write_text(f"{time.time() - start:.0f}\n")
+        atomic_write(folder / "study_seconds.txt", lambda f: f.write(f"{time.time() - start:.0f}\n".encode()))
         print(f"{folder}: {time.time() - start:.0f} s", flush=True)
+
+
+def started_marker(folder: Path) -> Path:
+    """Beside a run folder (train.py wants its folder to itself): this study started that run."""
+    return folder.with_name(f".{folder.name}.norm_study")
+
+
+def started_here(folder: Path) -> bool:
+    """A run this study started (its marker), or one it finished before markers existed (its seconds)."""
+    return started_marker(folder).is_file() or (folder / "study_seconds.txt").is_file()
 
 
 # ---------------------------------------------------------------- report

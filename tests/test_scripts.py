@@ -190,6 +190,11 @@ def test_norm_study_trains_each_run_once_and_reports_both_benchmarks(tmp_path):
     seconds = {b: (root / b / "shrink_s1" / "study_seconds.txt").read_text() for b in ("spikes", "blind")}
     study.main(args)  # finished runs are not trained again
     assert {b: (root / b / "shrink_s1" / "study_seconds.txt").read_text() for b in ("spikes", "blind")} == seconds
+    foreign = root / "spikes" / "frn_s1"  # a folder the study did not start is never resumed or written
+    foreign.mkdir()
+    (foreign / "ckpt_last.pth").write_bytes(b"someone else's")
+    study.main(["train", "--root", str(root), "--benchmarks", "spikes", "--norms", "frn", "--seeds", "1", "--steps", "20"])
+    assert sorted(p.name for p in foreign.iterdir()) == ["ckpt_last.pth"]
     out = tmp_path / "report" / "table.md"
     study.main(["report", "--root", str(root), "--output", str(out), "--fig-dir", str(tmp_path / "figures")])
     numbers = json.loads(out.with_suffix(".json").read_text())
