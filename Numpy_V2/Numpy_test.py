@@ -19,7 +19,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from icnn.shipped import default_weights_for
+from icnn.shipped import default_weights_for, resolve_weights
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, inference_modes, min_length
 from deepdenoise1d import cli, frontend
 from deepdenoise1d.errors import InputError, run_cli
@@ -56,6 +56,7 @@ def load_backend(args) -> frontend.Backend:
                       f"(make them with: python pth2h5.py, or pass --weights)", file=sys.stderr)
             return frontend.Backend(PROG, "NumPy", "numpy", None, None, None, None, MIN_LENGTH, CHUNK, BN_MODES)
         weights = default
+    weights = resolve_weights(weights, ".h5")
     if not weights.exists():
         raise InputError(frontend.missing_weights_message(weights))
     from Numpy_V2.jacobian import denoise_jacobians

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from icnn.shipped import default_weights_for
+from icnn.shipped import default_weights_for, resolve_weights
 from icnn.spec import BN_MODES, CHUNK, inference_modes, min_length
 from deepdenoise1d import cli, frontend
 from deepdenoise1d.errors import InputError, run_cli
@@ -50,6 +50,7 @@ def load_backend(args) -> frontend.Backend:
 
     configure_threads(resolve_threads(args.threads))
     device = resolve_device(args.device)
+    args.weights = resolve_weights(args.weights, ".pth")
     if not args.weights.exists():
         raise InputError(frontend.missing_weights_message(args.weights))
     model, _ = load_model(args.weights, device)

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from deepdenoise1d import classical, noise, windows
+from deepdenoise1d import classical, columns, noise, windows
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.io import (TEXT_SUFFIXES, check_span, compute_dtype, iter_chunks, open_signals, temp_memmap,
                               write_signals)
@@ -536,6 +536,7 @@ def denoise_file(
     input_scale: float = 1.0,
     equivariant: bool = False,
     offset_free: bool = False,
+    column=None,
 ) -> FileResult:
     """Denoise every signal of ``input_path`` and write them to ``output_path``, streaming.
 
@@ -575,6 +576,9 @@ def denoise_file(
         The model is scale-equivariant: the range warning compares signal-to-noise, not σ̂.
     offset_free : bool
         The model takes each signal's median off: signal-to-noise and peaks are measured from it.
+    column : deepdenoise1d.columns.Column, optional
+        The record is this column of the text table ``input_path``; a text output is that table with the
+        column denoised (header and other columns kept), a ``.npy`` output the column alone.
     """
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
@@ -582,7 +586,7 @@ def denoise_file(
         raise InputError(f"{output_path}: unsupported output format {output_path.suffix!r} (use .txt, .csv or .npy)")
     if suffix != ".npy":  # refuse before the work, not after (no folder made yet: the input may be bad)
         guard_output(output_path, reads, kind="text", make_parent=False)
-    signals, stored_shape = open_signals(input_path)
+    signals, stored_shape = columns.read_column(input_path, column) if column else open_signals(input_path)
     if signals.shape[-1] < min_length:
         raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
     dtype = compute_dtype(signals.dtype)  # float32 and float16 give float32, the rest float64
@@ -596,7 +600,10 @@ def denoise_file(
         else:
             out = temp_memmap(signals.shape, dtype)  # the text is written from it block by block
             stream.run(out)
-            write_signals(output_path, out, like_shape=tuple(stored_shape), reads=reads)
+            if column is not None:
+                columns.write_column(output_path, input_path, column, out[0], reads=reads)
+            else:
+                write_signals(output_path, out, like_shape=tuple(stored_shape), reads=reads)
     n, length = signals.shape
     return FileResult(n, length, np.dtype(dtype).name, check.warning() if check else None,
                       tuple(check.notes()) if check else ())

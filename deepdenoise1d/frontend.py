@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from deepdenoise1d import evaluate, scoreboard
+from deepdenoise1d import evaluate, noise, scoreboard
 from deepdenoise1d.cli import (DEFAULT_FIG_DIR, add_bn_mode_arg, add_n_arg, add_overwrite_arg, add_seed_arg, add_threads_arg,
-                               output_file, sigma_or_auto)
+                               output_file, positive_float, sigma_or_auto)
 from deepdenoise1d.dataset import read_test_samples
 from deepdenoise1d.errors import InputError, show_path
 from deepdenoise1d.safewrite import guard_output, write_policy
@@ -102,6 +102,17 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
     files.add_argument("--output", type=output_file, metavar="OUT",
                        help="where the denoised signals go (.txt, .csv or .npy, the input's shape; float32 in, float32 "
                        "out); never the input or the weights")
+    files.add_argument("--column", metavar="NAME|K",
+                       help="with a .txt/.csv table (what instruments export, e.g. time_s,counts with a header row): "
+                       "the column to denoise, by its header name or its 0-based index; the output is the same "
+                       "table with that column denoised (header, time and other columns kept as they were), or "
+                       "the column alone for a .npy output")
+    files.add_argument("--channels", action="store_true",
+                       help="the rows of --input ([C, L]) are channels of one recording (a 3-component seismogram, "
+                       "a 12-lead ECG): each gets its own σ and, with auto, its own method (default: the rows share "
+                       "one σ and one method, as a batch of signals from one source)")
+    files.add_argument("--fs", type=positive_float, metavar="HZ",
+                       help="sampling rate of --input in Hz: --plot draws time in seconds, --json records it")
     files.add_argument("--plot", type=Path, metavar="FILE.png|.svg|.pdf",
                        help="also draw a stretch of the noisy and the denoised record (the first "
                        f"{PLOT_SAMPLES} samples, or --plot-range)")
@@ -124,6 +135,13 @@ def check_test_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--random and --input are different modes; give one")
     if (args.input is None) != (args.output is None):
         parser.error("--input and --output go together")
+    if getattr(args, "channels", False) and getattr(args, "column", None) is not None:
+        parser.error("--channels and --column exclude each other (a column is one channel)")
+    for flag in ("column", "fs", "channels"):
+        if getattr(args, flag, None) not in (None, False) and args.input is None:
+            parser.error(f"--{flag} needs --input/--output")
+    if getattr(args, "column", None) is not None and args.input.suffix.lower() not in (".txt", ".csv"):
+        parser.error("--column picks a column of a .txt/.csv table; a .npy record has none")
     if getattr(args, "plot", None) is not None and args.input is None:
         parser.error("--plot needs --input/--output")
     if getattr(args, "plot_range", None) is not None and getattr(args, "plot", None) is None:
@@ -259,12 +277,14 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
             raise InputError(f"{args.json}: --json and --output name the same file; give two paths")
         guard_output(args.json, reads + (args.output,), kind="json")
     guard_plot(args, reads)
+    args.table_column = input_column(args)
     if uses_scoreboard(args):
         return run_method_mode(args, backend, reads)
     result = evaluate.denoise_file(args.input, args.output, lambda noisy: backend.denoise(noisy, args.bn_mode),
                                    backend.min_length, backend.chunk, reads, backend.sigma_range,
                                    train_length=backend.train_length, input_scale=backend.input_scale,
-                                   equivariant=backend.equivariant, offset_free=backend.offset_free)
+                                   equivariant=backend.equivariant, offset_free=backend.offset_free,
+                                   column=args.table_column)
     show_notes(backend, result)
     mode = args.bn_mode or backend.bn_mode
     windowed = f", in windows of {backend.train_length}" if backend.train_length and result.length > backend.train_length else ""
@@ -274,9 +294,26 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
     if args.json is not None:
         summary = {"backend": backend.name, "weights": str(backend.weights), "input": str(args.input),
                    "output": str(args.output), "n": result.n, "length": result.length, "dtype": result.dtype,
-                   "bn_mode": mode, "sigma_range": backend.sigma_range, "sigma_warning": result.warning}
+                   "bn_mode": mode, "sigma_range": backend.sigma_range, "sigma_warning": result.warning,
+                   **record_fields(args)}
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return result
+
+
+def input_column(args: argparse.Namespace):
+    """The column of a text --input that is the record (``--column``, or the one column under a header); None
+    for a .npy or a header-less text file, whose rows are signals (:func:`deepdenoise1d.columns.find_column`)."""
+    from deepdenoise1d import columns
+
+    if not columns.is_table(args.input):
+        return None
+    return columns.find_column(args.input, getattr(args, "column", None))
+
+
+def record_fields(args: argparse.Namespace) -> dict:
+    """What --json says of the record beyond its size: its column and sampling rate, when known."""
+    column = getattr(args, "table_column", None)
+    return {"column": column.label() if column else None, "fs": getattr(args, "fs", None)}
 
 
 def uses_scoreboard(args: argparse.Namespace) -> bool:
@@ -290,22 +327,17 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     # refuse a bad output before the scoring, as the network's path does before its work
     guard_output(args.output, reads, kind="npy" if suffix == ".npy" else "text" if suffix in (".txt", ".csv") else None,
                  make_parent=False)
-    record, _ = scoreboard.read_record(args.input)
+    record, _ = scoreboard.read_record(args.input, args.table_column)
     if record.shape[-1] < scoreboard.MIN_SCORED_LENGTH:
-        raise InputError(f"{args.input}: signals have length {record.shape[-1]}, need at least "
-                         f"{scoreboard.MIN_SCORED_LENGTH} (a CSV with a time column is read one row per signal: "
-                         "keep the values alone, one per line)")
+        hint = (" (a table without a header is read one row per signal: pick the column to denoise with --column K)"
+                if args.table_column is None and Path(args.input).suffix.lower() in (".txt", ".csv") else "")
+        raise InputError(f"{show_path(args.input)}: signals have length {record.shape[-1]}, need at least "
+                         f"{scoreboard.MIN_SCORED_LENGTH}{hint}")
+    if getattr(args, "channels", False):
+        return run_channel_mode(args, backend, reads, record)
     sigma, source, how = scoreboard.record_sigma(record, args.sigma)
-    candidates = scoreboard.classical_candidates(sigma)
-    too_short = record.shape[-1] < backend.min_length
-    if backend.denoise is not None and not (too_short and args.method == "auto"):
-        candidates.update(scoreboard.network_candidates(backend.denoise, shown_modes(args, backend),
-                                                        train_length=backend.train_length, jacobian=backend.jacobian))
-    elif backend.denoise is not None:
-        print(f"{backend.prog}: the record's {record.shape[-1]} samples are fewer than the network's "
-              f"{backend.min_length}: classical candidates only", file=sys.stderr)
-    if args.method != "auto" and args.method not in candidates:
-        raise InputError(f"--method {args.method} needs the network in that BN mode (pass --weights; check --bn-mode)")
+    candidates = method_candidates(args, backend, record.shape[-1], sigma, announce=True)
+    warn(backend, rows_differ_note(record) if args.sigma in (None, "auto") else None)
     if getattr(args, "method_chosen_for_you", False):
         print(f"{backend.prog}: no --method given: every candidate is scored on this record by SURE and the best one "
               "written (--method net: the network alone)", file=sys.stderr)
@@ -323,7 +355,7 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
                                    train_length=backend.train_length if network else None,
                                    input_scale=backend.input_scale if network else 1.0,
                                    equivariant=backend.equivariant and network,
-                                   offset_free=backend.offset_free and network)
+                                   offset_free=backend.offset_free and network, column=args.table_column)
     warn(backend, result.warning)
     draw_record_plot(args, backend, name, reads)
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "
@@ -332,10 +364,75 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
         summary = {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
                    "input": str(args.input), "output": str(args.output), "n": result.n, "length": result.length,
                    "dtype": result.dtype, "method": args.method, "chosen": name, "sigma": sigma,
-                   "sigma_source": source, "sigma_warning": result.warning}
+                   "sigma_source": source, "sigma_warning": result.warning, **record_fields(args)}
         summary.update(ranking.summary() if ranking else {})
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return result
+
+
+def method_candidates(args: argparse.Namespace, backend: Backend, length: int, sigma: float,
+                      announce: bool = False) -> dict:
+    """The classical candidates at ``sigma`` and the network's (when loaded and ``length`` is long enough for
+    it); refused in one line when the --method asked for is not among them."""
+    candidates = scoreboard.classical_candidates(sigma)
+    too_short = length < backend.min_length
+    if backend.denoise is not None and not (too_short and args.method == "auto"):
+        candidates.update(scoreboard.network_candidates(backend.denoise, shown_modes(args, backend),
+                                                        train_length=backend.train_length, jacobian=backend.jacobian))
+    elif backend.denoise is not None and announce:
+        print(f"{backend.prog}: the record's {length} samples are fewer than the network's "
+              f"{backend.min_length}: classical candidates only", file=sys.stderr)
+    if args.method != "auto" and args.method not in candidates:
+        raise InputError(f"--method {args.method} needs the network in that BN mode (pass --weights; check --bn-mode)")
+    return candidates
+
+
+MAX_CHANNEL_ROWS = 64  # the rows-differ note looks at files of at most this many rows (channels, not a batch)
+
+
+def rows_differ_note(record: np.ndarray) -> str | None:
+    """One line when the rows of a few-row record differ in noise level by more than 2×: one σ for them all
+    (the default) is then wrong for some, and they are likely channels of one recording."""
+    if not 2 <= record.shape[0] <= MAX_CHANNEL_ROWS:
+        return None
+    sigmas = noise.estimate_sigma_auto(record).sigma
+    sigmas = sigmas[np.isfinite(sigmas) & (sigmas > 0)]
+    if sigmas.size < 2 or sigmas.max() <= 2 * sigmas.min():
+        return None
+    return (f"the {record.shape[0]} rows differ in noise level (σ̂ {sigmas.min():.4g}..{sigmas.max():.4g}) but share one "
+            "σ and one method; if they are channels of one recording, give --channels (each its own σ and choice)")
+
+
+def run_channel_mode(args: argparse.Namespace, backend: Backend, reads: tuple, record: np.ndarray) -> evaluate.FileResult:
+    """--channels: each row of the record its own σ and (with auto) its own choice, in memory, then one write."""
+    from deepdenoise1d.io import compute_dtype, open_signals, write_signals
+
+    stored, stored_shape = open_signals(args.input)
+    dtype = compute_dtype(stored.dtype)
+    out = np.empty_like(record)
+    chosen = []
+    for c, row in enumerate(record):
+        rows = row[None]
+        sigma, source, _ = scoreboard.record_sigma(rows, args.sigma)
+        candidates = method_candidates(args, backend, rows.shape[-1], sigma, announce=c == 0)
+        ranking = scoreboard.rank(candidates, rows, sigma) if args.method == "auto" else None
+        name = ranking.chosen if ranking else args.method
+        out[c] = np.asarray(candidates[name](rows)).reshape(-1)
+        estimate = f", estimated RMSE {ranking.estimates[name].rmse:.4g}" if ranking else ""
+        print(f"channel {c}: {name} (σ = {sigma:.6g}, {source}{estimate})")
+        chosen.append({"channel": c, "chosen": name, "sigma": sigma, "sigma_source": source,
+                       **({"estimates": ranking.summary()["estimates"]} if ranking else {})})
+    write_signals(args.output, out.astype(dtype), like_shape=tuple(stored_shape), reads=reads)
+    draw_record_plot(args, backend, "per channel", reads)
+    print(f"denoised {record.shape[0]} channel(s) of length {record.shape[1]} ({np.dtype(dtype).name}), each with its "
+          f"own σ and method -> {show_path(args.output)}")
+    if args.json is not None:
+        summary = {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
+                   "input": str(args.input), "output": str(args.output), "n": record.shape[0],
+                   "length": record.shape[1], "dtype": np.dtype(dtype).name, "method": args.method,
+                   "channels": chosen, **record_fields(args)}
+        evaluate.write_report_json(args.json, summary, reads + (args.output,))
+    return evaluate.FileResult(record.shape[0], record.shape[1], np.dtype(dtype).name, None, ())
 
 
 def plot_range(text: str) -> tuple[int, int]:
@@ -364,8 +461,12 @@ def draw_record_plot(args: argparse.Namespace, backend: Backend, method: str, re
     from deepdenoise1d import plots  # matplotlib only when drawing
     from deepdenoise1d.io import open_signals
 
-    noisy, _ = open_signals(args.input)
-    denoised, _ = open_signals(args.output)
+    from deepdenoise1d.columns import read_column
+
+    column = getattr(args, "table_column", None)
+    noisy, _ = read_column(args.input, column) if column else open_signals(args.input)
+    text_out = Path(args.output).suffix.lower() != ".npy"
+    denoised, _ = read_column(args.output, column) if column and text_out else open_signals(args.output)
     total = noisy.size
     start, stop = args.plot_range or (0, PLOT_SAMPLES)
     if start >= total:
@@ -373,7 +474,8 @@ def draw_record_plot(args: argparse.Namespace, backend: Backend, method: str, re
     stop = min(stop, total)
     fig = plots.record_figure(noisy.reshape(-1)[start:stop], denoised.reshape(-1)[start:stop], start,
                               plots.method_label(method), backend.label() if method.startswith("net") else "",
-                              signal_length=noisy.shape[1] if noisy.shape[0] > 1 else None)
+                              signal_length=noisy.shape[1] if noisy.shape[0] > 1 else None,
+                              fs=getattr(args, "fs", None), ylabel=column.label() if column else None)
     path = plots.save_figure(fig, args.plot, reads=reads + (args.output,))
     print(f"wrote {show_path(path)}", file=sys.stderr)
     return path

@@ -286,8 +286,8 @@ def training_curve(rows: list[dict], bayes_rmse: float | None, title: str) -> Fi
 
 
 def record_figure(noisy: np.ndarray, denoised: np.ndarray, start: int, method: str, made_by: str = "",
-                  signal_length: int | None = None) -> Figure:
-    """A stretch of a record, noisy and denoised, on one axis.
+                  signal_length: int | None = None, fs: float | None = None, ylabel: str | None = None) -> Figure:
+    """A stretch of a record, noisy and denoised, with the residual (noisy − denoised) in a panel below.
 
     Parameters
     ----------
@@ -301,16 +301,28 @@ def record_figure(noisy: np.ndarray, denoised: np.ndarray, start: int, method: s
         Backend and weights, for the title.
     signal_length : int, optional
         When the file holds several signals laid end to end: their length, so the x axis says so.
+    fs : float, optional
+        Sampling rate in Hz: the x axis is then time in seconds.
+    ylabel : str, optional
+        What the values are (a column's name such as ``counts``), for the y axis.
     """
     noisy, denoised = np.asarray(noisy, dtype=np.float64), np.asarray(denoised, dtype=np.float64)
-    x = np.arange(start, start + len(noisy))
-    fig = Figure(figsize=(11, 3.6))
-    ax = fig.add_subplot()
+    x = np.arange(start, start + len(noisy), dtype=np.float64)
+    if fs is not None:
+        x = x / fs
+    fig = Figure(figsize=(11, 4.8))
+    ax, res = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     ax.plot(x, noisy, color=COLORS["noisy"], lw=0.8, alpha=0.7, label="noisy")
     ax.plot(x, denoised, color="tab:blue", lw=1.2, label=f"denoised: {method}")
-    ax.set_xlabel("sample" if signal_length is None else f"sample (signals of length {signal_length} laid end to end)")
-    ax.set_ylabel("amplitude")
+    ax.set_ylabel(ylabel or "amplitude")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # beside the axes, never over the peaks
+    res.plot(x, noisy - denoised, color="0.35", lw=0.6)
+    res.axhline(0.0, color="k", lw=0.5)
+    res.set_ylabel("residual")
+    if fs is not None:
+        res.set_xlabel(f"time (s), fs = {fs:g} Hz")
+    else:
+        res.set_xlabel("sample" if signal_length is None else f"sample (signals of length {signal_length} laid end to end)")
     title = f"{method}: samples {start}..{start + len(noisy) - 1}" + (f" ({made_by})" if made_by else "")
     ax.set_title(fit_title(title, 11, 10), fontsize=10)
     fig.tight_layout()

@@ -35,7 +35,9 @@ import numpy as np
 
 from deepdenoise1d import classical, noise, swt, tv, windows
 from deepdenoise1d.errors import InputError
+from deepdenoise1d.columns import read_column
 from deepdenoise1d.io import check_chunk, read_signals
+from deepdenoise1d.magnitude import rms
 
 PROBES = 8  # antithetic probe pairs per candidate
 REFINE_PROBES = 64  # probe pairs for the close contenders of the lead (:func:`rank`)
@@ -380,7 +382,9 @@ def _network_call(denoise: Callable, mode: str, train_length: int | None, overla
                   y: np.ndarray) -> np.ndarray:
     rows = np.atleast_2d(y)  # the network wants (N, L): a 1-D record is one signal
     if train_length is not None and rows.shape[-1] > train_length:
-        out = windows.denoise_windows(rows, lambda block: denoise(block, mode), train_length, overlap)
+        # float64 windows stay float64: the network's baseline and scale then keep float64's range and precision
+        dtype = np.float64 if rows.dtype == np.float64 else np.float32
+        out = windows.denoise_windows(rows, lambda block: denoise(block, mode), train_length, overlap, dtype=dtype)
     else:
         out = denoise(rows, mode)
     return np.asarray(out).reshape(np.shape(y))
@@ -395,9 +399,10 @@ def candidate_names(bn_modes) -> tuple[str, ...]:
 # A record file
 
 
-def read_record(path) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The whole signal file as float64 (N, L) (checked finite), and its stored shape."""
-    signals, stored_shape = read_signals(path)
+def read_record(path, column=None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The whole signal file (or ``column`` of its table, :mod:`deepdenoise1d.columns`) as float64 (N, L)
+    (checked finite), and its stored shape."""
+    signals, stored_shape = read_column(path, column) if column else read_signals(path)
     signals = signals.reshape(-1, signals.shape[-1]) if signals.ndim != 2 else signals
     check_chunk(signals, 0, str(path), np.float64)
     return np.array(signals, dtype=np.float64), tuple(stored_shape)
@@ -407,7 +412,7 @@ def sigma_note(record: np.ndarray, sigma: float) -> str | None:
     """One line when ``sigma`` is at or above the record's spread about its median: noise that large would
     be all there is, so every candidate flattens the record (a soft threshold writes zeros). None otherwise."""
     rows = np.atleast_2d(record)
-    spread = float(np.sqrt(np.mean((rows - np.median(rows, axis=-1, keepdims=True)) ** 2)))
+    spread = float(rms(rows - np.median(rows, axis=-1, keepdims=True), axis=None))  # its squares fit at any magnitude
     if sigma < spread:
         return None
     return (f"σ = {sigma:.4g} is at or above the record's own spread about its median ({spread:.4g}): at that noise "

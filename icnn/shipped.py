@@ -26,3 +26,13 @@ def default_weights(suffix: str, name: str = DEFAULT_MODEL) -> Path:
 def default_weights_for(suffix: str, record: bool) -> Path:
     """The test front-ends' default network: :data:`RECORD_MODEL` for a user's record, else :data:`DEFAULT_MODEL`."""
     return default_weights(suffix, RECORD_MODEL if record else DEFAULT_MODEL)
+
+
+def resolve_weights(path: Path, suffix: str) -> Path:
+    """``path`` when it exists; else the shipped model it names (``ckpt_blind``, ``ckpt/ckpt_blind.h5``), so
+    the README's paths work from any folder after ``pip install``; else ``path`` (the caller says it is missing)."""
+    path = Path(path)
+    if path.exists() or path.parent not in (Path("."), Path("ckpt")):
+        return path
+    shipped = default_weights(suffix, path.stem if path.suffix.lower() == suffix else path.name)
+    return shipped if shipped.is_file() else path
