@@ -284,15 +284,16 @@ def restore(ckpt: dict, parts: Parts, stream, workers: Workers, source: Path) ->
                       val=ckpt.get("validation", ckpt.get("val_rmse")) or {}, last_loss=ckpt.get("loss", math.nan))
 
 
-def file_sha256(path: str) -> str:
-    """sha256 of a regular file, read in chunks; anything else (a FIFO, a device, a folder) is refused."""
+def file_sha256(path: str, what: str = "a checkpoint") -> str:
+    """sha256 of a regular file, read in chunks; anything else (a FIFO, a device, a folder) is refused
+    (``what``: the file expected, for the message)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise InputError(f"{path}: not a regular file, expected a checkpoint")
+        raise InputError(f"{path}: not a regular file, expected {what}")
     with os.fdopen(fd, "rb") as f:
         digest = hashlib.sha256()
         try:

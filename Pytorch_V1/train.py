@@ -43,7 +43,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -51,33 +51,28 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from icnn.spec import BASELINES, BN_MODES, BN_TRAIN_STATS, CHUNK, MIN_LENGTH, NORMS, ModelConfig
-from Pytorch_V1.adapt import (ADAPT_PARTS, ADAPT_RECIPE, SIGMA_DOUBT, StartGuard, init_model, kept_start_note,
-                              trainable_parameters)
-from Pytorch_V1.checkpoint import (RESUMABLE, RUN_FLAGS, Parts, TrainState, checkpoint_dict, file_sha256,
-                                   load_initial_weights, load_resume_point, restore, resumed_config, save_checkpoint)
-from Pytorch_V1.data import (MIN_VAL, STEP_STREAM, SYNTHETIC_VAL, VAL_FRACTION, Validation,
-                             check_training_memory, load_data, to_tensor)
-from Pytorch_V1.distributed import (Workers, gather_stream_state, leave_worker, note, process_group, worker_device,
-                                    wrap_model)
+from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, ModelConfig
+from Pytorch_V1 import train_args
+from Pytorch_V1.adapt import ADAPT_RECIPE, StartGuard, kept_start_note, trainable_parameters
+from Pytorch_V1.bn_calibration import BN_CALIBRATION_BATCHES, recalibrate_batch_norm
+from Pytorch_V1.checkpoint import Parts, TrainState, checkpoint_dict, load_initial_weights, restore, save_checkpoint
+from Pytorch_V1.data import STEP_STREAM, Validation, check_training_memory, to_tensor
+from Pytorch_V1.distributed import Workers, gather_stream_state, leave_worker, note, process_group, worker_device, wrap_model
 from Pytorch_V1.inference import configure_threads, resolve_device
-from Pytorch_V1.losses import (LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, VAL_EPSILON, WEIGHTS, UnsureEta,
+from Pytorch_V1.losses import (LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, VAL_EPSILON, UnsureEta,
                                compute_loss, sure_per_signal)
 from Pytorch_V1.model import ICNN_s
 from Pytorch_V1.rundir import RunDir, check_reads_outside, default_run_dir, open_run
-from Pytorch_V1.schedule import (DATA_PASSES, DATA_PATIENCE, MIN_DATA_STEPS, budget_from_data, stalled,
-                                 warn_negative_sure, warn_worse_than_noisy)
+from Pytorch_V1.runstart import start_config, start_data, start_guard
+from Pytorch_V1.schedule import stalled, warn_negative_sure, warn_worse_than_noisy
+# the command line lives in train_args; its constants stay importable as train.X
+from Pytorch_V1.train_args import BROAD_LENGTH, SURE_RECIPE, TRAIN_PRIORS, given_flags, parse_args  # noqa: F401
 from Pytorch_V1.trainlog import append_log, finish, progress_text, start_log
-from deepdenoise1d.cli import (add_device_arg, add_threads_arg, batch_size, decay_float, nonnegative_float, seed_int,
-                               positive_float, positive_int, sigma_range_or_auto, signal_count)
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.metrics import mse, rmse
 from deepdenoise1d.progress import Progress
-from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, TRAIN_SEED
+from deepdenoise1d.synthesis import SIGNAL_LENGTH, TRAIN_SEED
 from deepdenoise1d.threads import resolve_threads
-
-# --loss sure trains on a noisier gradient: a larger batch and lr reach the limit in fewer steps.
-SURE_RECIPE = {"steps": 1500, "batch_size": 512, "lr": 1e-2}
 
 
 @dataclass(frozen=True)
@@ -105,7 +100,8 @@ class TrainConfig:
     ema: float = 0.0  # decay of a moving average of the weights, which validation, ckpt_best and users get; 0: off
     init: str | None = None  # warm start from this checkpoint's weights (fine-tuning); None: seeded random
     init_sha256: str | None = None  # of the --init file, so the run records exactly what it started from
-    data: str | None = None  # a folder in the original repository's layout; None: fresh synthetic signals
+    data: str | None = None  # a folder in the original repository's layout, or a signal file; None: fresh synthetic signals
+    data_sha256: str | None = None  # of a --data file, so that a resume can tell it was rewritten (runstart)
     val_size: int | None = None  # None: data.SYNTHETIC_VAL, or data.held_out_size of the folder
     split: dict | None = None  # --data: how the validation signals were held out
     eval_every: int = 250
@@ -123,174 +119,16 @@ class TrainConfig:
     adapt: str = "all"  # which weights the optimiser moves: all, or the convolutions' biases (adapt.ADAPT_PARTS)
 
 
-TRAIN_PRIORS = ("spikes", "broad")
-BROAD_LENGTH = 512  # broad-prior training signals: long enough for a slow oscillation's few cycles
-BN_CALIBRATION_BATCHES = 50  # broad prior: batches that re-estimate BN's statistics before each validation
-
-
-# ---------------------------------------------------------------------------
-# command line
-
-
-def run_dir_arg(text: str) -> Path:
-    """argparse type: a folder path that is not an existing file."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a run folder")
-    return path
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad flags are an InputError: one line on stderr and exit 2 under run_cli (no usage block)."""
-
-    def error(self, message: str):
-        raise InputError(f"{message} (see --help)")
-
-
 def get_args(argv=None) -> argparse.Namespace:
-    """Parse and check the flags. Flags that define the run default to None, so that
+    """Parse and check the flags (train_args). Flags that define the run default to None, so that
     :func:`given_flags` can tell what the user typed (a resumed run refuses those)."""
-    d = TrainConfig()
     description = __doc__.format(batch=ADAPT_RECIPE["batch_size"], lr=ADAPT_RECIPE["lr"])
-    p = OneLineParser(prog="train.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=positive_int, help=f"total (global) optimiser steps (default {d.steps}; "
-                                                      f"{SURE_RECIPE['steps']} with --loss sure)")
-    p.add_argument("--batch-size", type=batch_size, help=f"signals per step, over all workers (default {d.batch_size}; "
-                                                           f"{SURE_RECIPE['batch_size']} with --loss sure)")
-    p.add_argument("--lr", type=positive_float, help=f"peak learning rate (default {d.lr}; {SURE_RECIPE['lr']} with --loss sure)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"],
-                   help="adam (default), or sgd with momentum 0.9 like the original repository")
-    p.add_argument("--loss", choices=["mse", "smoothl1", "rmse", *LABEL_FREE],
-                   help="mse (default), smoothl1 (the original repository's), rmse (each signal's RMSE, averaged: the broad prior's loss), or label-free: sure (Stein's unbiased "
-                        "risk estimate), r2r (Recorrupted-to-Recorrupted, needs sigma like sure) or unsure (learns one "
-                        "noise variance for the whole data set)")
-    p.add_argument("--sigma", type=sigma_range_or_auto, metavar="S",
-                   help=f"noise std of the training signals, LOW:HIGH to draw one per signal (blind), or auto "
-                        f"(estimated from --data). Default: {SIGMA:g} on synthetic data, the folder's estimate with --data")
-    p.add_argument("--seed", type=seed_int, metavar="K", help=f"seed of weights, data, split and validation (default {TRAIN_SEED})")
-    p.add_argument("--norm", choices=NORMS, help="the step after each convolution: bn (default); sparse_bn: BN with a learnable soft "
-                        "threshold; none: nothing (conv, then ReLU); alternatives to BN (docs/norms.md): shrink (a soft "
-                        "threshold set from each signal's own features), sigma_shrink (a soft threshold in units of the "
-                        "noise level), bias_free (no additive constant anywhere), frn (filter response normalisation "
-                        "with a thresholded linear unit)")
-    p.add_argument("--sparsity-weight", type=nonnegative_float, help="L1 penalty on normalised activations, for --norm sparse_bn (default 0)")
-    p.add_argument("--no-prior", action="store_true", default=None, help="switch the Wiener prior branch off (ablation)")
-    p.add_argument("--no-equivariant", action="store_true", default=None,
-                   help="let the network see the input's absolute scale; by default it normalises each signal by its "
-                        "own noise scale, so the model works in any units (f(a·y) = a·f(y))")
-    p.add_argument("--train-prior", choices=TRAIN_PRIORS,
-                   help="synthetic training signals (without --data): spikes (default, the benchmark's) or broad (nine "
-                        f"families of 1-D signals at random scales, offsets and signal-to-noise ratios, crops of "
-                        f"--crop-length, default {BROAD_LENGTH} there)")
-    p.add_argument("--width", type=positive_int, help="channels of the U-Net's first level, doubling per level (default 2)")
-    p.add_argument("--depth", type=positive_int, help="levels of the U-Net: signals of at least 2^depth samples (default 4)")
-    p.add_argument("--baseline", choices=BASELINES,
-                   help="median (default): the network takes each signal's median off and adds it back, so an offset "
-                        "of the record changes nothing but the output's offset (f(y + c) = f(y) + c); none: it sees "
-                        "the absolute level, as the models trained before this option")
-    p.add_argument("--weight-by", choices=WEIGHTS,
-                   help="per-signal loss weight for blind runs, so no noise level dominates: sigma2 (1/sigma^2) or "
-                        "bayes (1/the Bayes MSE at that sigma) (default none)")
-    p.add_argument("--sure-epsilon", type=positive_float, help=f"SURE's finite-difference step, times sigma (default {d.sure_epsilon})")
-    p.add_argument("--sure-probes", type=positive_int, help=f"SURE Monte-Carlo probes per signal and step (default {d.sure_probes})")
-    p.add_argument("--sure-one-sided", action="store_const", const=False, dest="sure_central",
-                   help="one-sided SURE divergence (f(y+eps b) - f(y))/eps instead of the default antithetic probes")
-    p.add_argument("--r2r-alpha", type=positive_float, help=f"--loss r2r: recorruption strength alpha (default {d.r2r_alpha})")
-    p.add_argument("--sigma-estimate", choices=("true", "signal", "shrunk"),
-                   help="sigma the label-free loss gets on synthetic data: the true one (default); signal: each "
-                        "signal's own estimate (blind and label-free: the loss is never told sigma); shrunk: that "
-                        "estimate, pulled down where it overshoots the sigma distribution fitted on the noisy "
-                        "training signals (deepdenoise1d.noise.shrink_sigma)")
-    p.add_argument("--lr-final", type=positive_float, help=f"the cosine ends at this fraction of --lr (default {d.lr_final})")
-    p.add_argument("--ema", type=decay_float, metavar="DECAY",
-                   help="average the weights: an exponential moving average with this decay per step, which "
-                        "reaches back at most about 1/(1 - DECAY) steps and a ninth of the steps so far. Validation, "
-                        "ckpt_best.pth and the weights a user loads are the average (default off)")
-    p.add_argument("--bn-train", choices=BN_TRAIN_STATS, help="BN statistics in training: batch (default), signal, or a coin flip per step")
-    p.add_argument("--bn-mode", choices=BN_MODES, help="BN mode recorded as this model's inference default (default: the better on validation)")
-    p.add_argument("--init", metavar="PATH", help="start from the weights of this train.py checkpoint (fine-tune it) "
-                                                   "instead of a seeded random init, with its architecture")
-    p.add_argument("--adapt", choices=ADAPT_PARTS,
-                   help="with --init, the weights that move: all (default) or biases (the convolutions' biases only)")
-    p.add_argument("--data", help="train on a folder in the original repository's layout (data/N.txt, labels/N.txt; "
-                                  "labels optional with a label-free --loss), or, with a label-free --loss, on a "
-                                  "signal file: one record (.npy of shape (L,), .txt/.csv one column; random crops "
-                                  "of --crop-length, validated on windows spread along it) or (N, L) signals (.npy)")
-    p.add_argument("--crop-length", type=positive_int, metavar="L",
-                   help=f"--data RECORD: train on random crops of L samples, the model's train_length (default {d.crop_length})")
-    p.add_argument("--passes", type=positive_float, metavar="P",
-                   help=f"with --data and no --steps: steps for P passes over the training signals, at least "
-                        f"{MIN_DATA_STEPS} and at most the default steps (default {DATA_PASSES:g})")
-    p.add_argument("--patience", type=positive_int, metavar="K",
-                   help=f"stop when validation has not improved for K evaluations (default {DATA_PATIENCE} with "
-                        f"--data, else never)")
-    p.add_argument("--sure-floor", type=nonnegative_float, metavar="K",
-                   help=f"--loss sure: reflect each signal's SURE at -K sigma^2 sqrt(2/L), K standard deviations of "
-                        f"its noise below 0, so a gamed divergence estimate cannot lower the loss (default "
-                        f"{SURE_FLOOR_SD:g}; 0: off)")
-    p.add_argument("--val-size", type=signal_count,
-                   help=f"validation signals (default {SYNTHETIC_VAL} synthetic; with --data {100 * VAL_FRACTION:g} %% "
-                        f"of it, at least {MIN_VAL})")
-    p.add_argument("--eval-every", type=positive_int, help=f"validate every N steps (default {d.eval_every})")
-    p.add_argument("--save-every", type=positive_int, help=f"write ckpt_last.pth every N steps (default {d.save_every})")
-    add_device_arg(p)
-    add_threads_arg(p)
-    p.add_argument("--run-dir", type=run_dir_arg, metavar="DIR", help="the run folder (default: a new runs/train-YYYYmmdd-HHMMSS); never inside the "
-                   "repository's tracked ckpt/, TestSamples/ or demo/")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from ckpt_last.pth, with its saved config")
-    p.add_argument("--overwrite", action="store_true", help="delete the run in --run-dir (named first) and start again; only in a folder that a "
-                   "train.py run made (its .train-run mark)")
-    a = p.parse_args(argv)
-    if a.sigma == "auto" and a.data is None and not a.resume:
-        p.error("--sigma auto (estimate the noise level) needs --data")
-    if a.resume and a.overwrite:
-        p.error("--resume and --overwrite exclude each other")
-    if a.resume and a.run_dir is None:
-        p.error("--resume needs --run-dir DIR (the run to continue)")
-    return a
-
-
-def given_flags(args: argparse.Namespace) -> set[str]:
-    """The flags the user typed, among RUN_FLAGS and RESUMABLE (argparse left the others at None)."""
-    return {name for name in (*RUN_FLAGS, *RESUMABLE) if getattr(args, name) is not None}
-
-
-def model_from_args(a: argparse.Namespace, start: dict) -> dict:
-    """TrainConfig.model: the model flags given, else the --init checkpoint's (``start``), else the original ICNN_s."""
-    given = {"prior": None if a.no_prior is None else not a.no_prior, "norm": a.norm,
-             "equivariant": None if a.no_equivariant is None else not a.no_equivariant,
-             "baseline": a.baseline, "width": a.width, "depth": a.depth}
-    defaults = {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median", "width": 2, "depth": 4, **start}
-    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    return parse_args(argv, description, TrainConfig())
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    """A TrainConfig: the given flags, TrainConfig's defaults for the rest (:data:`SURE_RECIPE` for label-free losses)."""
-    d = replace(TrainConfig(), **SURE_RECIPE) if a.loss in LABEL_FREE else TrainConfig()
-    adapting = a.init is not None and a.data is not None
-    if adapting:
-        d = replace(d, **ADAPT_RECIPE)
-    pick = lambda value, default: default if value is None else value  # noqa: E731
-    start = init_model(a.init, data=a.data is not None) if a.init is not None else {}
-    model = model_from_args(a, start)
-    crop_default = start["train_length"] if adapting else BROAD_LENGTH if a.train_prior == "broad" else d.crop_length
-    return TrainConfig(
-        steps=pick(a.steps, d.steps), batch_size=pick(a.batch_size, d.batch_size), lr=pick(a.lr, d.lr),
-        optimizer=pick(a.optimizer, d.optimizer), loss=pick(a.loss, d.loss),
-        sigma=None if a.sigma == "auto" else a.sigma, seed=pick(a.seed, d.seed), bn_train=pick(a.bn_train, d.bn_train),
-        bn_mode=a.bn_mode, sparsity_weight=pick(a.sparsity_weight, d.sparsity_weight),
-        weight_by=pick(a.weight_by, d.weight_by), sure_epsilon=pick(a.sure_epsilon, d.sure_epsilon),
-        sure_probes=pick(a.sure_probes, d.sure_probes), sure_central=pick(a.sure_central, d.sure_central),
-        sigma_estimate=pick(a.sigma_estimate, d.sigma_estimate), r2r_alpha=pick(a.r2r_alpha, d.r2r_alpha), lr_final=pick(a.lr_final, d.lr_final),
-        ema=pick(a.ema, d.ema),
-        sure_floor=pick(a.sure_floor, d.sure_floor), crop_length=pick(a.crop_length, crop_default),
-        passes=pick(a.passes, DATA_PASSES) if a.data is not None and a.steps is None else None,
-        patience=pick(a.patience, DATA_PATIENCE if a.data is not None else None),
-        data=a.data, val_size=a.val_size, init=a.init, init_sha256=None if a.init is None else file_sha256(a.init),
-        # 0: chosen with the steps (budget_from_data)
-        eval_every=pick(a.eval_every, 0 if a.data is not None and a.steps is None else d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
-        model=model, train_prior=pick(a.train_prior, "spikes"), adapt=pick(a.adapt, d.adapt),
-    )
+    """A TrainConfig: the given flags, TrainConfig's defaults for the rest (SURE_RECIPE for label-free losses)."""
+    return train_args.config_from_args(a, TrainConfig())
 
 
 # ---------------------------------------------------------------------------
@@ -436,29 +274,6 @@ def selection_scores(val_result: dict, loss: str) -> dict[str, float]:
 # the loop
 
 
-@torch.no_grad()
-def recalibrate_batch_norm(model: ICNN_s, batches) -> None:
-    """Replace every BN's running statistics by their plain average over ``batches`` ((B, 1, L) tensors).
-
-    On the broad prior a running average with momentum follows the last few batches, and a batch of
-    sharp peaks moves it far: validation in fixed BN then drifts while the training loss falls.
-    """
-    norms = model.batch_norms()
-    if not norms:  # norm "none": no statistics to estimate
-        return
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # nn.BatchNorm1d: a cumulative average
-    training = model.training
-    model.train()
-    for x in batches:
-        model(x)
-    for bn, momentum in zip(norms, momenta):
-        bn.momentum = momentum
-    model.train(training)
-
-
 def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, state: TrainState, run: RunDir,
                            stream, stream_state, workers: Workers, seconds: float, guard: StartGuard | None = None) -> None:
     """Evaluate, log a row, and write ckpt_best.pth when validation improved (main worker only); with a
@@ -535,13 +350,9 @@ def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, 
     if overwrite:
         check_reads_outside(run_dir, {"--init": cfg.init, "--data": cfg.data})
     with open_run(run_dir, resume, overwrite, workers) as run:
-        ckpt = load_resume_point(run.file("ckpt_last.pth")) if resume else None
-        if ckpt is not None:
-            cfg = resumed_config(ckpt, cfg, given, run.file("ckpt_last.pth"))
+        cfg, ckpt = start_config(cfg, run, resume, given, workers)  # a resume: the saved run, its --data unchanged
         device = worker_device(resolve_device(cfg.device), workers)
-        cfg, stream, val = load_data(cfg, workers, device)
-        if cfg.data is not None and (ckpt is None or (given is not None and "steps" not in given)):  # a resume's --steps stands
-            cfg = budget_from_data(cfg, stream, workers)
+        cfg, stream, val = start_data(cfg, ckpt is not None, given, workers, device)
         parts = build_parts(cfg, workers, device, warm_start=ckpt is None)
         parts.sigma_prior = val.sigma_prior
         state = TrainState(bn_mode=cfg.bn_mode or "fixed")
@@ -558,20 +369,13 @@ def run_workers(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, 
             note(kept, workers)
         if workers.is_main:
             finish(run, val, state, data=cfg.data, broad=cfg.train_prior == "broad",
-                   adapted=cfg.init is not None and cfg.data is not None)
+                   adapted=cfg.init is not None and cfg.data is not None, record=is_record_run(cfg))
         return state.val
 
 
-def start_guard(cfg: TrainConfig, val: Validation, device: torch.device, workers: Workers) -> StartGuard | None:
-    """A label-free run from --init: the start's held-out outputs and SURE, which a step must beat by more than
-    noise explains (main worker; rebuilt from the --init file on resume)."""
-    if cfg.init is None or cfg.loss not in LABEL_FREE or cfg.loss == "unsure" or not workers.is_main:
-        return None
-    model = ICNN_s(ModelConfig.from_dict(cfg.model, "train config"))
-    load_initial_weights(model, cfg)
-    model.to(device)
-    # σ is estimated from --data; synthetic validation knows it exactly
-    return StartGuard.of(model, val, sigma_doubt=SIGMA_DOUBT if cfg.data is not None else 0.0)
+def is_record_run(cfg: TrainConfig) -> bool:
+    """Trained on one record's crops (data.record_data): its split names the validation windows' starts."""
+    return cfg.split is not None and "val_starts" in cfg.split
 
 
 def main(argv=None) -> None:

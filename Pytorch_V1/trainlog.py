@@ -11,7 +11,7 @@ from pathlib import Path
 
 from icnn.spec import BN_MODES
 from deepdenoise1d.plots import save_figure, training_curve
-from deepdenoise1d.safewrite import atomic_write, is_recorded, record_outputs
+from deepdenoise1d.safewrite import atomic_write, is_recorded, record_outputs, tracked_folder_of
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,25 +70,30 @@ def validation_text(result: dict) -> str:
     return "; ".join(parts)
 
 
-def finish(run, val, state, data: str | None = None, broad: bool = False, adapted: bool = False) -> None:
+def finish(run, val, state, data: str | None = None, broad: bool = False, adapted: bool = False,
+           record: bool = False) -> None:
     """Draw the curve, print the result and the commands that test, convert and evaluate this run.
 
     ``data`` is the run's ``--data`` folder: then the model is evaluated on the user's own
     held-out signals, not on fresh synthetic ones; ``broad`` (a broad-prior run): on the field table;
-    ``adapted`` (a model adapted to ``data``): the commands denoise ``data`` itself with it.
+    ``adapted`` (a model adapted to ``data``): the commands denoise ``data`` itself with it;
+    ``record`` (``data`` is one record, trained on its crops, with or without --init): they denoise
+    the record with the new model and compare it with every candidate on it.
     The commands never write into the repository's tracked folders.
     """
     title = f"{run.path.name}: validation on {val.description}"
     save_figure(training_curve(read_log(run.file("train_log.csv")), val.bayes, title), run.file("train_curve.png"))
     print(f"done: step {state.step}; validation on {val.description}: {validation_text(state.val)}{bayes_text(val)}; "
           f"best {state.best:.4f} ({state.bn_mode} BN, step {state.best_step}) -> {run.file('ckpt_best.pth')}")
-    for line in next_steps(run, data, broad, adapted):
+    for line in next_steps(run, data, broad, adapted, record):
         print(line)
 
 
-def next_steps(run, data: str | None, broad: bool = False, adapted: bool = False) -> list[str]:
+def next_steps(run, data: str | None, broad: bool = False, adapted: bool = False, record: bool = False) -> list[str]:
     """The commands that test, convert and evaluate the run's ckpt_best (the shipped ckpt/ is left alone)."""
     best, h5, py = run.file("ckpt_best.pth"), run.file("ckpt_best.h5"), interpreter()
+    if record:  # the record is all the user has: denoise it with the new model, then score it beside every candidate
+        return record_next_steps(run, data, py)
     if adapted:  # the record is what the model was adapted to: denoise it, alone or scored beside the classical methods
         test = f"{py} {script('Pytorch_V1/test.py')} --weights {best} --input {data}"
         return ["next (the shipped models stay as they are; pass --weights to use this one):",
@@ -110,6 +115,21 @@ def next_steps(run, data: str | None, broad: bool = False, adapted: bool = False
     else:
         lines.append(f"  evaluate: {numpy_test} --random")
     return lines
+
+
+def record_next_steps(run, record: str, py: str) -> list[str]:
+    """A one-record run: convert ckpt_best, denoise the record with it (Numpy_test.py --method net), and score it
+    beside every classical candidate by SURE on the record (--method auto). The outputs go beside the record
+    (REC_denoised.npy, REC_auto.npy), or into the run folder when the record lies in a tracked folder."""
+    best, h5 = run.file("ckpt_best.pth"), run.file("ckpt_best.h5")
+    stem = Path(record).stem
+    folder = run.path if tracked_folder_of(record) is not None else Path(record).parent
+    test = f"{py} {script('Numpy_V2/Numpy_test.py')} --input {record}"
+    return ["next (the shipped models stay as they are; pass --weights to use this one):",
+            f"  convert:  {py} {script('pth2h5.py')} {best} {h5}",
+            f"  denoise:  {test} --output {folder / f'{stem}_denoised.npy'} --weights {h5} --method net",
+            f"  compare:  {test} --output {folder / f'{stem}_auto.npy'} --weights {h5} --method auto"
+            "   (every candidate, this model one of them, scored by SURE on the record; the best one's output)"]
 
 
 def interpreter() -> str:

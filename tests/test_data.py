@@ -399,6 +399,62 @@ def test_a_record_in_large_units_is_denoised_in_its_units(tmp_path):
     assert rms_ratio(denoise(model, record[None])[0]) < ratio / 5
 
 
+def record_run_args(record, run_dir, *extra) -> list:
+    return ["--data", record, "--loss", "sure", "--steps", 2, "--batch-size", 8, "--eval-every", 2, "--crop-length", 64,
+            "--device", "cpu", "--run-dir", run_dir, *extra]
+
+
+def printed_next_steps(out: str) -> list[str]:
+    """The command lines after train.py's ``next (...)`` header, without their label and trailing note."""
+    lines = out[out.index("next ("):].splitlines()[1:]
+    return [line.split(None, 1)[1].split("   (")[0] for line in lines]
+
+
+def test_a_record_runs_next_steps_denoise_that_record_and_compare_every_candidate(tmp_path, run_main, monkeypatch):
+    """After train.py --data REC (from scratch, then --init from that run), the next steps convert ckpt_best.pth,
+    denoise REC itself with the new model (--method net) and score it beside every candidate on REC (--method
+    auto), never a synthetic benchmark or a HELD_OUT.npy the user does not have; each runs as printed."""
+    import shlex
+
+    from conftest import REPO_ROOT, load_script
+
+    monkeypatch.chdir(tmp_path)
+    np.save("rec.npy", bumps_record(2048)[1])
+    scripts = {"pth2h5.py": load_script(REPO_ROOT / "pth2h5.py", "pth2h5_next_steps"),
+               "Numpy_test.py": load_script(REPO_ROOT / "Numpy_V2" / "Numpy_test.py", "numpy_test_next_steps")}
+    for run, extra in (("run", []), ("adapted", ["--init", "run/ckpt_best.pth"])):
+        code, out, err = run_main(train_mod, record_run_args("rec.npy", run, *extra))
+        assert code == 0, err
+        steps = printed_next_steps(out)
+        assert "HELD_OUT" not in out and "--random" not in out and "Pytorch_V1/test.py" not in out
+        assert steps[0].endswith(f"pth2h5.py {run}/ckpt_best.pth {run}/ckpt_best.h5")
+        assert steps[1].endswith(f"Numpy_test.py --input rec.npy --output rec_denoised.npy --weights {run}/ckpt_best.h5 "
+                                 "--method net")
+        assert steps[2].endswith(f"Numpy_test.py --input rec.npy --output rec_auto.npy --weights {run}/ckpt_best.h5 "
+                                 "--method auto")
+        for step in steps:
+            command = shlex.split(step)
+            code, _, err = run_main(scripts[Path(command[1]).name], command[2:])
+            assert code == 0, (step, err)
+        assert np.load("rec_denoised.npy").shape == np.load("rec_auto.npy").shape == (2048,)
+
+
+def test_next_steps_of_other_runs_are_unchanged_and_a_tracked_record_is_never_written_beside(tmp_path):
+    """A synthetic run is scored on the benchmark's draw and a folder run on the user's held-out signals, as before;
+    a record inside a tracked folder (TestSamples/) gets its outputs in the run folder."""
+    from types import SimpleNamespace
+
+    from Pytorch_V1 import trainlog
+
+    run = SimpleNamespace(path=tmp_path / "run", file=lambda name: tmp_path / "run" / name)
+    assert "--random" in "\n".join(trainlog.next_steps(run, None))
+    assert "HELD_OUT.npy" in "\n".join(trainlog.next_steps(run, "my_folder"))
+    tracked = trainlog.REPO / "TestSamples" / "rec.npy"
+    text = "\n".join(trainlog.next_steps(run, str(tracked), adapted=True, record=True))
+    assert f"--output {tmp_path / 'run' / 'rec_denoised.npy'}" in text and f"--output {tmp_path / 'run' / 'rec_auto.npy'}" in text
+    assert f"--input {tracked}" in text
+
+
 @FUZZ
 @given(starts=st.lists(st.integers(0, 3000), min_size=0, max_size=60, unique=True), crop=st.integers(1, 200))
 def test_covered_samples_counts_the_union_of_the_crops(starts, crop):
