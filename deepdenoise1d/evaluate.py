@@ -262,6 +262,12 @@ MAX_NAMED = 5  # signal indices a warning names
 # Equivariant models: a signal counts as outside when its signal-to-noise is beyond the trained range by more
 # than this factor (after estimation error): the prior's own signals already spread about ±40 % around it.
 SNR_TOLERANCE = 2.0
+# A network that moves its input by more than this many σ̂ (RMS) removed signal, not only noise: a denoiser that
+# keeps the signal moves it by at most about 1 σ̂ (the noise), with σ̂'s own error of 10-20 % on short signals.
+RESIDUAL_LIMIT = 1.5
+# Spike models: samples this many σ̂ below the baseline (Gaussian noise: 3e-5 of samples) ...
+SWING_Z = 4.0
+SWING_SHARE = 0.005  # ... in more than this share of samples: the record has swings the spike prior never had
 
 
 @dataclass
@@ -292,6 +298,11 @@ class SigmaRangeCheck:
     offset_free: bool = False  # the model takes each signal's median off: levels and peaks count from it
     windows_seen: int = 0  # long signals: windows of the model's length checked, and how many were degenerate
     degenerate_windows: int = 0
+    network: bool = True  # a network's output: the residual and the spike-shape warnings apply
+    residual_sq: float = 0.0  # Σ (y − f(y))² / σ̂² over the signals (or windows) denoised, and their samples
+    residual_samples: int = 0
+    swings_below: int = 0  # samples more than SWING_Z σ̂ below the baseline (a spike prior has none), of all seen
+    swing_samples: int = 0
 
     def add(self, sigma_hat: np.ndarray, length: int, noisy: np.ndarray | None = None, centred: bool = False) -> None:
         """Record the estimates of one chunk of signals of this ``length``; with the chunk ``noisy``
@@ -329,10 +340,49 @@ class SigmaRangeCheck:
 
     def observe_windows(self, block: np.ndarray) -> None:
         """Record the windows of long signals (each a signal of the model's length), degenerate ones counted."""
-        sigma = per_signal_sigma(block)
+        auto = noise.estimate_sigma_auto(block)
+        sigma = auto.sigma
         self.add(sigma, block.shape[-1], block)
+        self.spike_used += int((auto.spike & ~auto.degenerate).sum())
         self.windows_seen += sigma.size
         self.degenerate_windows += int(np.count_nonzero(~np.isfinite(sigma) | (sigma <= 0)))
+
+    def observe_output(self, noisy: np.ndarray, estimate: np.ndarray) -> None:
+        """Record how far a network moved ``noisy`` (a chunk of signals or windows) in units of each one's σ̂, and,
+        for a spike model (one with a σ range), how many samples swing far below the baseline."""
+        if not self.network:
+            return
+        noisy = np.atleast_2d(np.asarray(noisy, dtype=np.float64))
+        sigma = per_signal_sigma(noisy)
+        ok = np.isfinite(sigma) & (sigma > 0)
+        if not ok.any():
+            return
+        noisy, sigma = noisy[ok], sigma[ok][:, None]
+        moved = (noisy - np.atleast_2d(np.asarray(estimate, dtype=np.float64))[ok]) / sigma
+        self.residual_sq += float(np.sum(np.square(moved)))
+        self.residual_samples += moved.size
+        if self.low is not None:
+            centred = noisy - np.median(noisy, axis=-1, keepdims=True)
+            self.swings_below += int(np.count_nonzero(centred < -SWING_Z * sigma))
+            self.swing_samples += centred.size
+
+    def shape_warning(self) -> str | None:
+        """One line when a network moved the record by much more than its noise (it removed signal: the record is
+        unlike its training prior), or when a spike model's record swings far below its baseline; None otherwise."""
+        lines = []
+        if self.swing_samples and self.swings_below > SWING_SHARE * self.swing_samples:
+            lines.append(f"{self.swings_below} of {self.swing_samples} samples lie more than {SWING_Z:g} σ̂ below the "
+                         "baseline, which the spike model's training signals (spikes on a flat baseline) never do: "
+                         "expect those swings cut")
+        if self.residual_samples:
+            moved = math.sqrt(self.residual_sq / self.residual_samples)
+            if moved > RESIDUAL_LIMIT:
+                lines.append(f"the network moved the record by {moved:.2g} σ̂ (RMS of input − output; removing noise "
+                             "alone moves it by about 1): it removed signal, so the record is likely unlike the "
+                             "signals it was trained on")
+        if not lines:
+            return None
+        return "warning: " + "; ".join(lines) + "; compare with the default (--method auto) before trusting it"
 
     def window_warning(self) -> str | None:
         """One line when windows of long signals held no noise to estimate (constant stretches); None otherwise."""
@@ -347,16 +397,18 @@ class SigmaRangeCheck:
         est = self._finite()
         if est.size == 0:
             return None
-        used = [f"{name} on {count} signal(s)" for name, count in
+        unit = f"window(s) of {self.length}" if self.windows_seen else "signal(s)"
+        used = [f"{name} on {count} {unit}" for name, count in
                 (("spike estimator (samples <= 0)", self.spike_used), ("wavelet MAD", est.size - self.spike_used)) if count]
-        how = f" ({', '.join(used)})" if self.seen else ""  # estimates given through add(): no method known
-        return f"σ estimated per signal: median {float(np.median(est)):.4g}{how}"
+        how = f" ({', '.join(used)})" if self.seen or self.windows_seen else ""  # through add() alone: no method known
+        each = "window" if self.windows_seen else "signal"
+        return f"σ estimated per {each}: median {float(np.median(est)):.4g}{how}"
 
     def notes(self) -> list[str]:
         """Every line to show: the σ estimate, then the warnings (range, peaks, degenerate signals)."""
         lines = [self.summary(), self.warning(), self.peak_warning(),
                  noise.degenerate_warning(np.asarray(self.degenerate), self.seen, self.degenerate_count),
-                 self.window_warning()]
+                 self.window_warning(), self.shape_warning()]
         return [line for line in lines if line]
 
     def peak_warning(self) -> str | None:
@@ -537,6 +589,7 @@ def denoise_file(
     equivariant: bool = False,
     offset_free: bool = False,
     column=None,
+    network: bool = True,
 ) -> FileResult:
     """Denoise every signal of ``input_path`` and write them to ``output_path``, streaming.
 
@@ -579,6 +632,8 @@ def denoise_file(
     column : deepdenoise1d.columns.Column, optional
         The record is this column of the text table ``input_path``; a text output is that table with the
         column denoised (header and other columns kept), a ``.npy`` output the column alone.
+    network : bool
+        ``denoise`` is a network: warn when it moves the record by far more than the noise.
     """
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
@@ -591,6 +646,7 @@ def denoise_file(
         raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
     dtype = compute_dtype(signals.dtype)  # float32 and float16 give float32, the rest float64
     check = sigma_range_check(sigma_range, scale=input_scale, equivariant=equivariant, offset_free=offset_free)
+    check.network = network
     window = train_length if train_length is not None and signals.shape[-1] > train_length else None
     stream = _Stream(signals, denoise, chunk, str(input_path), check, progress, window, overlap)
     with _undo_new_folders(output_path):
@@ -631,6 +687,8 @@ class _Stream:
                 if self.check is not None:
                     self.check.observe(block)
                 estimate = self.denoise(block)
+                if self.check is not None:
+                    self.check.observe_output(block, estimate)
                 bad = ~np.isfinite(estimate).all(axis=-1)
                 if bad.any():  # finite input that overflows inside the network: refuse, never write NaN
                     raise InputError(f"{self.source}: signal {start + int(np.argmax(bad))} overflows inside the "
@@ -649,6 +707,8 @@ class _Stream:
                 if self.check is not None:  # each window is a signal of the length the model knows
                     self.check.observe_windows(block)
                 estimate = self.denoise(block)
+                if self.check is not None:
+                    self.check.observe_output(block, estimate)
                 if not np.isfinite(estimate).all():  # finite input that overflows inside the network
                     raise InputError(f"{self.source}: the values overflow inside the network (they are too "
                                      "large); rescale the input")

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from deepdenoise1d import evaluate, noise, scoreboard
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import (DEFAULT_FIG_DIR, add_bn_mode_arg, add_n_arg, add_overwrite_arg, add_seed_arg, add_threads_arg,
                                output_file, positive_float, sigma_or_auto)
 from deepdenoise1d.dataset import read_test_samples
@@ -28,6 +29,10 @@ DRAW_SIGMA = SIGMA  # --random draws at the benchmark σ when --sigma is auto or
 FIGURE_METHODS = ("wiener", "l1", "gmc")  # classical panels of the per-sample figures
 PLOT_SAMPLES = 1000  # --plot draws this many samples unless --plot-range says otherwise
 PLOT_FORMATS = (".png", ".svg", ".pdf")  # --plot: a raster for a glance, vectors for a paper
+MAX_PLOT_SAMPLES = 10**6  # --plot-range: more points than a figure can show, and matplotlib's memory grows with them
+# --method auto holds the record and every candidate's probe outputs in memory: 311 MB measured at 10^6 samples
+AUTO_BYTES_PER_SAMPLE = 330
+PROGRESS_SAMPLES = 2**18  # the scoreboard reports progress on records longer than this
 
 
 @dataclass
@@ -146,6 +151,8 @@ def check_test_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--plot needs --input/--output")
     if getattr(args, "plot_range", None) is not None and getattr(args, "plot", None) is None:
         parser.error("--plot-range needs --plot FILE.png")
+    if getattr(args, "plot_range", None) is not None and args.plot_range[1] - args.plot_range[0] > MAX_PLOT_SAMPLES:
+        parser.error(f"--plot-range draws at most {MAX_PLOT_SAMPLES} samples; give a shorter range")
     if getattr(args, "plot", None) is not None and args.plot.suffix.lower() not in PLOT_FORMATS:
         parser.error(f"--plot must end in {', '.join(PLOT_FORMATS)}, got {show_path(args.plot.name)}")
     if args.plots and not args.random:
@@ -219,7 +226,7 @@ def show_notes(backend: Backend, result: evaluate.FileResult) -> None:
 def run_random_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> dict:
     """Benchmark every method on the held-out draw: table on stdout, optional JSON and figures."""
     if args.json is not None:
-        guard_output(args.json, reads, kind="json")  # fail before the work, not after
+        guard_output(args.json, reads, kind="json", make_parent=False)  # fail before the work; no folder made yet
     draw = DRAW_SIGMA if args.sigma in (None, "auto") else args.sigma
     given = args.sigma if args.sigma is not None else draw
     report, _, noisy, estimates = evaluate.random_benchmark(
@@ -275,7 +282,7 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
     if args.json is not None:
         if os.path.abspath(args.json) == os.path.abspath(args.output):
             raise InputError(f"{args.json}: --json and --output name the same file; give two paths")
-        guard_output(args.json, reads + (args.output,), kind="json")
+        guard_output(args.json, reads + (args.output,), kind="json", make_parent=False)  # folders only when written
     guard_plot(args, reads)
     args.table_column = input_column(args)
     if uses_scoreboard(args):
@@ -288,7 +295,8 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
     show_notes(backend, result)
     mode = args.bn_mode or backend.bn_mode
     windowed = f", in windows of {backend.train_length}" if backend.train_length and result.length > backend.train_length else ""
-    print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {mode} BN "
+    what = f"{mode} BN" if len(backend.bn_modes) > 1 else "the network"  # one mode: a model without running statistics
+    print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {what} "
           f"({backend.label()}{windowed}) -> {show_path(args.output)}")
     draw_record_plot(args, backend, f"net_{mode}", reads)
     if args.json is not None:
@@ -333,6 +341,8 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
                 if args.table_column is None and Path(args.input).suffix.lower() in (".txt", ".csv") else "")
         raise InputError(f"{show_path(args.input)}: signals have length {record.shape[-1]}, need at least "
                          f"{scoreboard.MIN_SCORED_LENGTH}{hint}")
+    check_memory(record.size * AUTO_BYTES_PER_SAMPLE * (args.method == "auto"), f"--method auto on {record.size} samples",
+                 "give --method NAME (one method, streamed) or score a stretch of the record")
     if getattr(args, "channels", False):
         return run_channel_mode(args, backend, reads, record)
     sigma, source, how = scoreboard.record_sigma(record, args.sigma)
@@ -346,7 +356,7 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     warn(backend, scoreboard.sigma_note(record, sigma))
     ranking = None
     if args.method == "auto":
-        ranking = scoreboard.rank(candidates, record, sigma)
+        ranking = scoreboard.rank(candidates, record, sigma, progress=record.size > PROGRESS_SAMPLES)
         print(ranking.table())
     name = ranking.chosen if ranking else args.method
     network = name.startswith("net_")
@@ -355,8 +365,10 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
                                    train_length=backend.train_length if network else None,
                                    input_scale=backend.input_scale if network else 1.0,
                                    equivariant=backend.equivariant and network,
-                                   offset_free=backend.offset_free and network, column=args.table_column)
-    warn(backend, result.warning)
+                                   offset_free=backend.offset_free and network, column=args.table_column,
+                                   network=network)
+    for line in [line for line in result.notes if line.startswith("warning:")] or [result.warning]:
+        warn(backend, line)  # the σ line was printed above
     draw_record_plot(args, backend, name, reads)
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "
           f"(σ = {sigma:.6g}, {source}{'; ' + backend.label() if network else ''}) -> {show_path(args.output)}")
@@ -451,7 +463,8 @@ def guard_plot(args: argparse.Namespace, reads: tuple) -> None:
         return
     if os.path.abspath(plot) in (os.path.abspath(args.output), os.path.abspath(args.json or args.output)):
         raise InputError(f"{plot}: --plot names the same file as --output or --json; give another path")
-    guard_output(plot, reads + (args.output,), kind="png" if plot.suffix.lower() == ".png" else None)
+    guard_output(plot, reads + (args.output,), kind="png" if plot.suffix.lower() == ".png" else None,
+                 make_parent=False)
 
 
 def draw_record_plot(args: argparse.Namespace, backend: Backend, method: str, reads: tuple) -> Path | None:
@@ -472,9 +485,10 @@ def draw_record_plot(args: argparse.Namespace, backend: Backend, method: str, re
     if start >= total:
         raise InputError(f"--plot-range {start}:{stop} starts past the end of {args.input} ({total} samples)")
     stop = min(stop, total)
-    fig = plots.record_figure(noisy.reshape(-1)[start:stop], denoised.reshape(-1)[start:stop], start,
-                              plots.method_label(method), backend.label() if method.startswith("net") else "",
-                              signal_length=noisy.shape[1] if noisy.shape[0] > 1 else None,
+    network = method.startswith("net")
+    label = "network" if network and len(backend.bn_modes) == 1 else plots.method_label(method)
+    fig = plots.record_figure(noisy.reshape(-1)[start:stop], denoised.reshape(-1)[start:stop], start, label,
+                              backend.label() if network else "", signal_length=noisy.shape[1] if noisy.shape[0] > 1 else None,
                               fs=getattr(args, "fs", None), ylabel=column.label() if column else None)
     path = plots.save_figure(fig, args.plot, reads=reads + (args.output,))
     print(f"wrote {show_path(path)}", file=sys.stderr)

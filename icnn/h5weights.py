@@ -88,6 +88,8 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ModelC
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a weights file (.h5)")
+    if path.exists() and not path.is_file():  # a device, FIFO or socket: never opened (it may not end)
+        raise InputError(f"{path}: not a regular file, expected a weights file (.h5)")
     if not path.is_file():
         raise InputError(f"{path}: no such weights file")
     if path.stat().st_size == 0:

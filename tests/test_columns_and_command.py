@@ -197,3 +197,64 @@ def test_shipped_weights_resolve_by_name_from_any_folder(tmp_path, monkeypatch):
     (tmp_path / "ckpt_blind").write_bytes(b"mine")  # a file of the user's own comes first
     assert resolve_weights(Path("ckpt_blind"), ".h5") == Path("ckpt_blind")
     assert REPO_ROOT.exists()
+
+
+def test_plot_range_beyond_what_a_figure_shows_is_refused_before_work(tmp_path, capsys):
+    source = quake(tmp_path)
+    code, _, err = run(["denoise", source, tmp_path / "o.csv", "--column", "counts", "--plot", tmp_path / "p.png",
+                        "--plot-range", "0:50000000"], capsys)
+    assert code == 2 and "at most" in err and not (tmp_path / "o.csv").exists(), err
+
+
+def test_auto_on_a_record_over_the_memory_budget_is_refused_before_scoring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DEEPDENOISE1D_MEMORY_LIMIT", "500K")  # the 3000-sample record needs about 1 MB
+    source = quake(tmp_path)
+    code, out, err = run(["denoise", source, tmp_path / "o.csv", "--column", "counts"], capsys)
+    assert code == 2 and "--method auto on 3000 samples" in err and "SURE scoreboard" not in out, err
+    code, _, err = run(["denoise", source, tmp_path / "o.csv", "--column", "counts", "--method", "tv"], capsys)
+    assert code == 0, err  # one method needs no scoreboard
+
+
+def test_scoreboard_reports_progress_when_asked(capsys):
+    from deepdenoise1d import scoreboard
+
+    y = np.random.default_rng(3).standard_normal((1, 512))
+    scoreboard.rank(scoreboard.classical_candidates(1.0), y, 1.0, progress=True)
+    assert "scoring" in capsys.readouterr().err
+
+
+def seismogram(path: Path) -> Path:
+    """A wave train under an envelope on a DC offset: swings far below its baseline, unlike any spike signal."""
+    t = np.arange(8000) / 100.0
+    rng = np.random.default_rng(4)
+    np.save(path, 1e4 + 300 * np.sin(2 * np.pi * 1.3 * t) * np.exp(-(((t - 40) / 10) ** 2)) + 20 * rng.standard_normal(t.size))
+    return path
+
+
+@pytest.mark.parametrize("weights, warned", [("ckpt_blind", True), ("ckpt_universal", False)])
+def test_a_network_warns_on_a_record_unlike_its_prior(tmp_path, capsys, weights, warned):
+    source = seismogram(tmp_path / "seis.npy")
+    code, _, err = run(["denoise", source, tmp_path / "o.npy", "--method", "net", "--weights", weights], capsys)
+    assert code == 0, err
+    assert ("below the baseline" in err) == warned, err
+
+
+def test_a_spike_model_on_spikes_does_not_warn(tmp_path, capsys):
+    from deepdenoise1d.synthesis import benchmark_signals
+
+    np.save(tmp_path / "spikes.npy", benchmark_signals(7, 300, 3.0)[1])
+    code, _, err = run(["denoise", tmp_path / "spikes.npy", tmp_path / "o.npy", "--method", "net", "--weights",
+                        "ckpt_blind"], capsys)
+    assert code == 0 and "warning" not in err, err
+
+
+def test_residual_warning_when_a_network_removes_signal():
+    from deepdenoise1d.evaluate import sigma_range_check
+
+    rng = np.random.default_rng(5)
+    noisy = np.sin(np.linspace(0, 40, 512))[None] * 20 + rng.standard_normal((1, 512))
+    check = sigma_range_check(None)
+    check.observe_output(noisy, noisy - rng.standard_normal((1, 512)))  # moved by the noise alone
+    assert check.shape_warning() is None
+    check.observe_output(noisy, np.zeros_like(noisy))  # the signal removed
+    assert "removed signal" in check.shape_warning()

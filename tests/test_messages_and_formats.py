@@ -117,3 +117,17 @@ def test_markdown_file_takes_md_in_any_case():
     assert cli.markdown_file("runs/r.MD").name == "r.MD"
     with pytest.raises(argparse.ArgumentTypeError):
         cli.markdown_file("r.md.json")
+
+
+def test_weights_that_are_a_device_are_named_as_such(numpy_test, run_main, record, tmp_path):
+    code, _, err = run_main(numpy_test, ["--input", record, "--output", tmp_path / "o.npy", "--method", "net",
+                                         "--weights", "/dev/zero"])
+    assert code == 2 and "not a regular file" in err and "no such" not in err, err
+
+
+def test_a_failed_run_leaves_no_folder_for_its_json_or_plot(numpy_test, run_main, tmp_path):
+    code, _, err = run_main(numpy_test, ["--input", tmp_path / "missing.npy", "--output", tmp_path / "o.npy",
+                                         "--method", "tv", "--json", tmp_path / "a" / "b" / "r.json",
+                                         "--plot", tmp_path / "c" / "p.png"])
+    assert code == 2, err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()

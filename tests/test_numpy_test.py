@@ -520,14 +520,14 @@ def test_record_in_record_out_in_windows_with_a_plot(numpy_test, run_main, weigh
     assert (tmp_path / "rec.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_one_column_csv_record_gives_a_one_column_csv(numpy_test, run_main, weights, tmp_path):
+def test_one_column_csv_record_gives_a_one_column_csv_with_its_header(numpy_test, run_main, weights, tmp_path):
     record = np.random.default_rng(5).normal(size=321) * 3
     (tmp_path / "rec.csv").write_text("value\n" + "\n".join(f"{v:.6f}" for v in record) + "\n")
     code, _, err = run_main(numpy_test, ["--weights", weights[1], "--input", tmp_path / "rec.csv",
                                          "--output", tmp_path / "o.csv"])
     assert code == 0, err
     lines = (tmp_path / "o.csv").read_text().splitlines()
-    assert len(lines) == 321 and all("," not in line for line in lines)
+    assert len(lines) == 322 and lines[0] == "value" and all("," not in line for line in lines)
 
 
 @pytest.mark.parametrize("flags, fragment", [
@@ -684,11 +684,11 @@ def test_input_without_method_scores_every_candidate_and_never_writes_worse_than
 
 
 def test_a_csv_with_a_time_column_is_one_line_not_a_table_of_two_sample_signals(run_main, tmp_path):
-    """Read one row per signal, "t, value" lines are 2-sample signals: refused, the output never written."""
+    """A "t,value" table with a header is not read as 2-sample signals: refused, naming its columns and --column."""
     module = load_script(SCRIPT, "numpy_test_time_column")
     values = np.sin(np.linspace(0, 20, 300)) + 0.1 * np.random.default_rng(0).standard_normal(300)
     np.savetxt(tmp_path / "rec.csv", np.column_stack([np.arange(300) * 0.01, values]), delimiter=",",
                header="t,value", comments="")
     code, _, err = run_main(module, ["--input", tmp_path / "rec.csv", "--output", tmp_path / "out.csv"])
-    assert_one_line_error(code, err, "length 2", "time column")
+    assert_one_line_error(code, err, "(t, value)", "--column")
     assert not (tmp_path / "out.csv").exists()

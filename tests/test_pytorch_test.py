@@ -331,7 +331,8 @@ def test_out_of_range_warning(run_main, torch_test, tmp_path, config, train, sig
     code, out, err = run_main(torch_test, ["--weights", weights, "--device", "cpu", "--method", "net", "--input", tmp_path / "in.npy",
                                            "--output", tmp_path / "o.npy"])
     assert code == 0, err
-    lines = warnings_of(err)
+    # a random-weight network may also move the record by more than its noise: that warning is another test's
+    lines = [line for line in warnings_of(err) if "moved the record" not in line]
     if warned:
         assert len(lines) == 1, err
         assert lines[0].startswith("test.py: warning:") and "of 300 signal" in lines[0] and "above" in lines[0]
