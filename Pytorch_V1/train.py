@@ -13,7 +13,7 @@ directory (or --run-dir DIR): ckpt_last.pth (every --save-every steps and at
 the end), ckpt_best.pth (best on validation), train_log.csv, train_curve.png.
 A --run-dir inside the repository's tracked folders (ckpt/, TestSamples/, demo/) is
 refused, whatever the flags; the run ends by printing the commands that test it,
-convert it and evaluate it (on your own held-out signals after --data).
+convert it and evaluate it (after --data REC: denoise REC with it, and score it beside every candidate).
 Every new run marks its folder (.train-run). A folder that holds a run is refused
 unless --resume (continue it) or --overwrite (delete that run, named first, and start
 again; only in a folder a train.py run made, with the mark). One run per folder: a
