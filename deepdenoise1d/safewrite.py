@@ -2,21 +2,38 @@
 
 :func:`guard_output` decides whether a path may be written, by one policy:
 
-1. a path that ends in a separator or names a folder is refused;
+1. a path that ends in a separator or names a folder is refused, and so is one inside this project's
+   state folder (:func:`state_folder`) or named like the old per-folder records (:data:`BOOKKEEPING`);
 2. a path that is, links to or resolves to a file the same command reads is refused;
 3. the repository's tracked folders (``ckpt/``, ``TestSamples/``, ``demo/``, and the installed
    weights ``icnn/ckpt``) are refused unless the command's explicit flag allows them
    (:func:`write_policy` ``tracked_ok``);
-4. an existing checkpoint (zip or pickle) or HDF5 file, sniffed by content, is never
-   replaced, except by a new file of the same kind over this project's own earlier output;
-5. any other existing file is replaced when this project wrote it and nobody changed it
-   since (a per-folder manifest, :data:`MANIFEST_NAME`), else only with ``--overwrite``
-   (:func:`write_policy` ``overwrite``) and only by a file of the same kind (:func:`sniff_kind`).
+4. an existing device, FIFO or socket is refused, never opened (:func:`sniff_kind`), and so is an
+   existing file that cannot be read to tell what it holds;
+5. an existing file is "ours" only when this user's record (:func:`state_folder`) lists this exact
+   path (resolved) as written by the same command (:func:`command_name`) with the same kind as the
+   new file, and its content still has the recorded sha256; who can stat a file can no longer forge it;
+6. an existing checkpoint (zip or pickle) or HDF5 file, sniffed by content, is replaced only when
+   ours, or (``--overwrite`` with ``replace_weights``) by the same kind;
+7. any other existing file is replaced when ours, else only with ``--overwrite``
+   (:func:`write_policy` ``overwrite``); the kind check always applies: a file is replaced only by
+   one of its own kind (an empty file by any), whoever wrote it.
 
-:func:`atomic_write` and :func:`open_npy_output` write a temp file in the same folder, check
-the policy again with the written kind, rename it into place and record it in the manifest,
-so a reader never sees half a file. Every refusal is a
-:class:`deepdenoise1d.errors.InputError` with one line naming the path.
+The record is one JSON file per user (``outputs.json`` in :func:`state_folder`, locked there by
+``outputs.lock``), never a file in the user's folders: ``$DEEPDENOISE1D_STATE_DIR``, else
+``$XDG_STATE_HOME/deepdenoise1d``, else ``~/.local/state/deepdenoise1d``, made mode 0700; one that is
+not owned by this user or that others can write is ignored with one warning line (then nothing is
+ours). It maps each resolved output path to its sha256, size, writing command and kind; it is read
+with a size cap (:data:`MANIFEST_CAP`) and a strict schema: anything else is ignored with one warning
+line, never a traceback. The old per-folder records (``.deepdenoise1d-outputs.json``) are ignored and
+never deleted.
+
+:func:`atomic_write` and :func:`open_npy_output` write a temp file in the same folder (a killed
+writer's temps are removed by the next write of that output), check the policy again with the written
+kind (under the record's lock), rename it into place and record it. Every refusal is a
+:class:`deepdenoise1d.errors.InputError` with one line naming the path, raised before the rename; once
+the data is in place, a failure of the bookkeeping (the record unwritable, a full disk) is one warning
+line: the output exists and is complete.
 """
 from __future__ import annotations
 
@@ -24,61 +41,79 @@ import codecs
 import contextlib
 import contextvars
 import errno
+import hashlib
 import json
 import mmap
 import os
 import re
 import secrets
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from deepdenoise1d.errors import InputError, os_reason, show_path
+from deepdenoise1d.folderlock import FileLockHeld, LockHeld
 
 PathLike = str | os.PathLike
 # A random token per interpreter, so temp names never collide with another process's.
 _TOKEN = secrets.token_hex(4)
 
-MANIFEST_NAME = ".deepdenoise1d-outputs.json"  # per folder: the files this project wrote there
+# The old per-folder record and its lock (before the state folder): ignored, never deleted, never an output.
+MANIFEST_NAME = ".deepdenoise1d-outputs.json"
 MANIFEST_LOCK = ".deepdenoise1d-outputs.lock"
 BOOKKEEPING = (MANIFEST_NAME, MANIFEST_LOCK)
-LOCK_TIMEOUT = 5.0  # seconds; a manifest update takes milliseconds
+STATE_ENV = "DEEPDENOISE1D_STATE_DIR"  # the state folder, when set (tests point it at a temp folder)
+STATE_MANIFEST = "outputs.json"  # in the state folder: resolved path -> sha256, size, command, kind
+STATE_LOCK = "outputs.lock"
+MANIFEST_FORMAT = "deepdenoise1d-outputs/2"
+MANIFEST_CAP = 16 * 2**20  # bytes: a larger record is not read (one warning), nor written (oldest entries go)
+PRUNE_AT = 1000  # entries: past this, records of files that are gone or changed size are dropped on save
+LOCK_TIMEOUT = 30.0  # seconds; an update takes milliseconds (plus hashing a replaced output)
 TRACKED = ("ckpt", "TestSamples", "demo")  # the repository's tracked data folders, beside pyproject.toml
 # Kinds never replaced by another kind, nor by --overwrite: losing one loses a trained model.
 PROTECTED = {"checkpoint": "is a checkpoint", "hdf5": "is an HDF5 weights file"}
+KINDS = ("checkpoint", "hdf5", "npz", "npy", "png", "pdf", "json", "text", "binary", "empty")  # sniff_kind's names
 _SNIFF_BYTES = 4096
+_HASH_CHUNK = 1 << 20
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
 class WritePolicy:
-    """What the running command's explicit flags allow: ``--overwrite``, and writing into tracked folders."""
+    """What the running command's explicit flags allow (``--overwrite``, writing into tracked folders), and
+    the command's name that its outputs are recorded under (None: :func:`command_name`'s default)."""
 
     overwrite: bool = False
     tracked_ok: bool = False
+    command: str | None = None
 
 
 _POLICY: contextvars.ContextVar[WritePolicy] = contextvars.ContextVar("write_policy", default=WritePolicy())
 
 
 @contextlib.contextmanager
-def write_policy(overwrite: bool = False, tracked_ok: bool = False) -> Iterator[WritePolicy]:
+def write_policy(overwrite: bool = False, tracked_ok: bool = False, command: str | None = None) -> Iterator[WritePolicy]:
     """Every write inside the block follows this policy; set it only from a command-line flag.
 
     Parameters
     ----------
     overwrite : bool
-        ``--overwrite``: an existing file this project did not write may be replaced by
+        ``--overwrite``: an existing file that is not this command's own output may be replaced by
         one of the same kind (never a checkpoint or HDF5 file).
     tracked_ok : bool
         The repository's tracked folders may be written (``demo.py --refresh``,
         ``make_test_samples.py --allow-tracked``).
+    command : str or None
+        The name the outputs are recorded under and that owns them (:func:`command_name`); None keeps
+        the enclosing block's, else the running script's file name.
     """
-    token = _POLICY.set(WritePolicy(bool(overwrite), bool(tracked_ok)))
+    name = _clean_command(command) if command else _POLICY.get().command
+    token = _POLICY.set(WritePolicy(bool(overwrite), bool(tracked_ok), name))
     try:
         yield _POLICY.get()
     finally:
@@ -88,7 +123,48 @@ def write_policy(overwrite: bool = False, tracked_ok: bool = False) -> Iterator[
 def _policy(overwrite: bool | None, tracked_ok: bool | None) -> WritePolicy:
     base = _POLICY.get()
     return WritePolicy(base.overwrite if overwrite is None else bool(overwrite),
-                       base.tracked_ok if tracked_ok is None else bool(tracked_ok))
+                       base.tracked_ok if tracked_ok is None else bool(tracked_ok), base.command)
+
+
+_UNIFIED = ("deepdenoise1d", "deepdenoise1d_command.py")  # the one command whose subcommands run the scripts
+
+
+def command_name(policy: WritePolicy | None = None) -> str:
+    """The name of the running command, that its outputs are recorded under: the :func:`write_policy`'s
+    ``command``, else the file name of ``sys.argv[0]`` (``train.py``, ``Numpy_test.py``); under the one
+    ``deepdenoise1d`` command, the script its subcommand runs (``deepdenoise1d train``: ``train.py``), so
+    that its subcommands are told apart and each is the same command as its script."""
+    name = (policy or _POLICY.get()).command
+    if name:
+        return name
+    argv = sys.argv if isinstance(getattr(sys, "argv", None), list) else []
+    argv0 = argv[0] if argv and isinstance(argv[0], str) else ""
+    name = os.path.basename(argv0.rstrip("/" + (os.altsep or ""))) or "python"
+    if name in _UNIFIED and len(argv) > 1 and isinstance(argv[1], str):
+        front = sys.modules.get("deepdenoise1d_command") or sys.modules.get("__main__")
+        table = getattr(front, "SUBCOMMANDS", None)
+        entry = table.get(argv[1]) if isinstance(table, dict) else None
+        module = entry[0] if isinstance(entry, tuple) and entry and isinstance(entry[0], str) else None
+        name = f"{module.rsplit('.', 1)[-1]}.py" if module else f"{name} {argv[1]}"
+    return _clean_command(name)
+
+
+def _clean_command(name: str) -> str:
+    name = str(name)
+    return (name if name.isprintable() else ascii(name))[:255] or "python"
+
+
+# --- warnings: one line each, once per process ------------------------------------------------------
+
+_WARNED: set[str] = set()
+
+
+def warn(text: str) -> None:
+    """One ``warning:`` line on stderr, printed once per process (a run writing many files repeats nothing)."""
+    line = " ".join(str(text).split())
+    if line not in _WARNED:
+        _WARNED.add(line)
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def output_path_text(text: str) -> Path:
@@ -134,9 +210,9 @@ def guard_output(path: PathLike, reads: Iterable[PathLike] = (), *, kind: str | 
     Raises
     ------
     InputError
-        One line naming the path: a folder, an input, a tracked folder, a file the
-        policy keeps, a parent that is a file, an unwritable folder, or any OS error
-        while creating the parent.
+        One line naming the path: a folder, an input, a tracked folder, the state folder,
+        a file the policy keeps, a parent that is a file, an unwritable folder, or any OS
+        error while creating the parent.
     """
     policy = _policy(overwrite, tracked_ok)
     if isinstance(path, str):
@@ -148,8 +224,9 @@ def guard_output(path: PathLike, reads: Iterable[PathLike] = (), *, kind: str | 
         if _same_file(path, Path(read)):
             raise InputError(f"{show_path(path)}: refusing to overwrite {show_path(read)}, which this command reads")
     if path.name in BOOKKEEPING:
-        raise InputError(f"{show_path(path)}: is this project's record of its outputs; pick another name")
+        raise InputError(f"{show_path(path)}: is named like this project's old record of its outputs; pick another name")
     try:
+        _check_state_folder(path)
         if path.is_dir():
             raise InputError(f"{show_path(path)}: is a folder, expected a file path")
         _check_tracked(path, policy)
@@ -194,7 +271,7 @@ def _check_tracked(path: Path, policy: WritePolicy) -> None:
                          "files that no command writes; write elsewhere (e.g. runs/)")
 
 
-# --- rules 4 and 5: what an existing file is, and who wrote it --------------------------------------
+# --- rules 4 to 7: what an existing file is, and who wrote it ----------------------------------------
 
 
 def sniff_kind(path: PathLike) -> str:
@@ -259,12 +336,12 @@ def _written_kind(kind: str) -> str:
 
 def check_replace(path: Path, kind: str | None, policy: WritePolicy | None = None,
                   replace_weights: bool = False) -> None:
-    """Refuse to replace the existing file ``path`` unless the policy allows it (rules 4 and 5).
+    """Refuse to replace the existing file ``path`` unless the policy allows it (rules 4 to 7).
 
     Parameters
     ----------
     path : Path
-        An existing file (a link is judged by what it points to).
+        An existing file (a link is judged by what it points to, and is never ours).
     kind : str or None
         The kind about to be written; None skips the kind checks (checked again at commit).
     policy : WritePolicy or None
@@ -272,7 +349,11 @@ def check_replace(path: Path, kind: str | None, policy: WritePolicy | None = Non
     replace_weights : bool
         See :func:`guard_output`.
     """
-    policy = policy or _POLICY.get()
+    _check_replace(Path(path), kind, policy or _POLICY.get(), replace_weights, None)
+
+
+def _check_replace(path: Path, kind: str | None, policy: WritePolicy, replace_weights: bool,
+                   records: dict[str, "Entry"] | None) -> None:
     try:
         existing = sniff_kind(path)
     except NotRegularFile:
@@ -281,127 +362,390 @@ def check_replace(path: Path, kind: str | None, policy: WritePolicy | None = Non
     except OSError as err:
         raise InputError(f"{show_path(path)}: exists and cannot be read to check what it is "
                          f"({os_reason(err)}); refusing to replace it") from None
-    own = is_recorded(path)
+    verdict, entry = _verdict(path, kind, command_name(policy), records)
+    own = verdict == "ours"
+    new = None if kind is None else _written_kind(kind)
     if existing in PROTECTED:
-        same = kind is None or _written_kind(kind) == existing
+        same = new is None or new == existing
         if same and (own or (policy.overwrite and replace_weights)):
             return
-        raise InputError(f"{show_path(path)}: {PROTECTED[existing]}; refusing to replace it (write elsewhere)")
+        by = f" ({entry.command} wrote it)" if verdict in ("other-command", "other-kind") else ""
+        raise InputError(f"{show_path(path)}: {PROTECTED[existing]}{by}; refusing to replace it (write elsewhere)")
     if own:
         return
+    same_kind = new is None or existing == "empty" or new == existing
+    if not same_kind and verdict in ("other-command", "other-kind"):  # this project's intact output: --overwrite cannot help
+        raise InputError(f"{show_path(path)}: holds {existing} that {entry.command} wrote, not {new}; a file is "
+                         "replaced only by one of its own kind (write elsewhere)")
     if not policy.overwrite:
-        raise InputError(f"{show_path(path)}: exists and was not written by this project; "
+        if verdict == "other-command":
+            raise InputError(f"{show_path(path)}: exists and was written by {entry.command}, not by "
+                             f"{command_name(policy)}; pass --overwrite to replace it")
+        changed = f" (changed since {entry.command} wrote it)" if verdict == "changed" else ""
+        raise InputError(f"{show_path(path)}: exists and was not written by this project{changed}; "
                          "pass --overwrite to replace it")
-    if kind is not None and existing != "empty" and _written_kind(kind) != existing:
-        raise InputError(f"{show_path(path)}: holds {existing}, not {_written_kind(kind)}; "
+    if not same_kind:
+        raise InputError(f"{show_path(path)}: holds {existing}, not {new}; "
                          "--overwrite replaces only a file of the kind written")
 
 
-# --- the manifest: files this project wrote, per folder ---------------------------------------------
+def _check_state_folder(path: Path) -> None:
+    """Rule 1: never write into the state folder (its record would be this command's to forge)."""
+    folder = state_folder_path()
+    if folder is None:
+        return
+    real, real_folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    if real == real_folder or real_folder in real.parents:
+        raise InputError(f"{show_path(path)}: inside {show_path(folder)}, this project's record of what it wrote; "
+                         "write elsewhere")
 
 
-def _stamp(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+# --- the record: which outputs this user's commands wrote (the state folder) -----------------------------------
 
 
-def _read_manifest(folder: Path) -> dict[str, list[int]]:
+class Entry(NamedTuple):
+    """One recorded output: its content's sha256 and size, the command that wrote it and what it holds."""
+
+    sha256: str
+    size: int
+    command: str
+    kind: str
+
+
+def state_folder_path() -> Path | None:
+    """Where this user's record lives: ``$DEEPDENOISE1D_STATE_DIR``, else ``$XDG_STATE_HOME/deepdenoise1d``
+    (an absolute one), else ``~/.local/state/deepdenoise1d``; None when there is no home folder."""
+    env = os.environ.get(STATE_ENV, "")
+    if env and "\0" not in env:
+        return Path(os.path.abspath(os.path.expanduser(env)))
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    if xdg and os.path.isabs(xdg) and "\0" not in xdg:
+        return Path(xdg) / "deepdenoise1d"
+    home = os.path.expanduser("~")
+    if not home or home == "~" or not os.path.isabs(home):
+        return None
+    return Path(home) / ".local" / "state" / "deepdenoise1d"
+
+
+def state_folder(create: bool = False) -> Path | None:
+    """The state folder (:func:`state_folder_path`) when it may be trusted, else None.
+
+    Trusted: a folder owned by this user that neither its group nor others can write. ``create`` makes a
+    missing one (mode 0700). Anything else (not a folder, another user's, group- or world-writable, not
+    creatable) is None with one warning line: then no existing file counts as this project's own, and
+    nothing is recorded.
+    """
+    folder = state_folder_path()
+    if folder is None:
+        warn(f"no home folder to keep this project's record of its outputs in; set {STATE_ENV} "
+             "(until then, replacing an existing output needs --overwrite)")
+        return None
     try:
-        data = json.loads((folder / MANIFEST_NAME).read_bytes())
-        files = data["files"]
-        return {str(k): [int(x) for x in v] for k, v in files.items() if isinstance(v, list) and len(v) == 3}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}  # missing or damaged: nothing is listed, so nothing is replaced without --overwrite
+        if create:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
+        info = os.stat(folder)
+    except FileNotFoundError:
+        if create:
+            warn(f"{show_path(folder)}: this project's state folder vanished as it was made; outputs are not recorded")
+        return None
+    except (OSError, ValueError) as err:
+        warn(f"{show_path(folder)}: cannot use this project's state folder ({os_reason(err)}); outputs are not "
+             "recorded and replacing an existing output needs --overwrite")
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        warn(f"{show_path(folder)}: this project's state folder is not a folder; ignored (outputs are not recorded "
+             "and replacing an existing output needs --overwrite)")
+        return None
+    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        why = (f"is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})" if info.st_uid != os.geteuid()
+               else f"can be written by its group or others (mode {stat.S_IMODE(info.st_mode):04o})")
+        warn(f"{show_path(folder)}: this project's state folder {why}; ignored (no existing output counts as this "
+             "project's own: replacing one needs --overwrite)")
+        return None
+    return folder
 
 
-def is_recorded(path: PathLike) -> bool:
-    """True when ``path`` is a regular file this project wrote and nobody changed since (the manifest)."""
-    path = Path(path)
+def _record_key(path: Path) -> str:
+    """The resolved absolute path: the parent's links resolved, the last name kept (the write replaces it)."""
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
+def _no_constant(text: str) -> object:
+    return _Invalid  # NaN, Infinity: no field of the record holds one
+
+
+_Invalid = object()  # a float or constant in the JSON: fails the schema wherever it is
+
+
+def _load_records(folder: Path | None) -> dict[str, Entry]:
+    """The record in ``folder``; missing: empty; anything but the expected file: empty, with one warning line."""
+    if folder is None:
+        return {}
+    path = folder / STATE_MANIFEST
     try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    if not os.path.isfile(path) or os.path.islink(path):
-        return False
-    return _read_manifest(path.parent).get(path.name) == _stamp(st)
-
-
-@contextlib.contextmanager
-def _manifest_lock(folder: Path) -> Iterator[None]:
-    lock = FileLock(str(folder / MANIFEST_LOCK), timeout=LOCK_TIMEOUT)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        warn(f"{show_path(path)}: cannot read this project's record of its outputs ({os_reason(err)}); ignored")
+        return {}
     try:
-        lock.acquire()
-    except Timeout:
-        raise InputError(f"{show_path(folder)}: another process holds {MANIFEST_LOCK} for "
-                         f"{LOCK_TIMEOUT:g} s; try again") from None
-    try:
-        yield
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            warn(f"{show_path(path)}: this project's record of its outputs is not a regular file; ignored")
+            return {}
+        chunks, size = [], 0
+        while size <= MANIFEST_CAP:
+            chunk = os.read(fd, min(_HASH_CHUNK, MANIFEST_CAP + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        warn(f"{show_path(path)}: cannot read this project's record of its outputs ({os_reason(err)}); ignored")
+        return {}
     finally:
-        lock.release()
+        os.close(fd)
+    if size > MANIFEST_CAP:
+        warn(f"{show_path(path)}: this project's record of its outputs is larger than {MANIFEST_CAP // 2**20} MiB; "
+             "ignored")
+        return {}
+    return _parse_records(b"".join(chunks), path)
 
 
-def _write_manifest(folder: Path, files: dict[str, list[int]], durable: bool) -> None:
-    """Replace the manifest atomically, keeping only entries that still match their file."""
-    kept = {}
-    for name, stamp in sorted(files.items()):
-        try:
-            if _stamp(os.lstat(folder / name)) == stamp:
-                kept[name] = stamp
-        except OSError:
-            pass
-    data = json.dumps({"format": "deepdenoise1d-outputs", "files": kept}, indent=1).encode()
-    for stale in folder.glob(f".{MANIFEST_NAME}.*.tmp"):  # a killed update's; only the lock holder writes these
+def _parse_records(data: bytes, where: Path) -> dict[str, Entry]:
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_float=_no_constant, parse_constant=_no_constant)
+    except (ValueError, RecursionError, MemoryError):  # not JSON, not UTF-8, too deep, a huge integer
+        warn(f"{show_path(where)}: this project's record of its outputs is damaged (not JSON); ignored")
+        return {}
+    if (not isinstance(doc, dict) or set(doc) != {"format", "files"} or doc["format"] != MANIFEST_FORMAT
+            or not isinstance(doc["files"], dict)):
+        warn(f"{show_path(where)}: not this project's record of its outputs (format {MANIFEST_FORMAT}); ignored")
+        return {}
+    records, bad = {}, 0
+    for key, value in doc["files"].items():
+        entry = _entry(key, value)
+        if entry is None:
+            bad += 1
+        else:
+            records[key] = entry
+    if bad:
+        warn(f"{show_path(where)}: {bad} entr{'y' if bad == 1 else 'ies'} of this project's record of its outputs "
+             "not in the expected form; ignored")
+    return records
+
+
+def _entry(key: object, value: object) -> Entry | None:
+    """An :class:`Entry` when ``key``/``value`` follow the schema exactly, else None."""
+    if not isinstance(key, str) or not key or len(key) > 4096 or "\0" in key or not os.path.isabs(key):
+        return None
+    if not isinstance(value, dict) or set(value) != set(Entry._fields):
+        return None
+    sha, size, command, kind = (value[name] for name in Entry._fields)
+    if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        return None
+    if type(size) is not int or not 0 <= size < 2**63:
+        return None
+    if not isinstance(command, str) or not 0 < len(command) <= 255 or not command.isprintable():
+        return None
+    if kind not in KINDS:
+        return None
+    return Entry(sha, size, command, kind)
+
+
+def _save_records(folder: Path, records: dict[str, Entry], durable: bool) -> None:
+    """Replace the record atomically (the caller holds its lock). Past :data:`PRUNE_AT` entries, those whose
+    file is gone or changed size are dropped; past :data:`MANIFEST_CAP` bytes, the oldest."""
+    if len(records) > PRUNE_AT:
+        records = {key: entry for key, entry in records.items() if _size_matches(key, entry)}
+    items = list(records.items())
+    while True:
+        data = json.dumps({"format": MANIFEST_FORMAT, "files": {k: e._asdict() for k, e in items}},
+                          indent=0, ensure_ascii=True).encode()
+        if len(data) <= MANIFEST_CAP or not items:
+            break
+        items = items[max(1, len(items) // 10):]  # the oldest tenth goes
+    for stale in folder.glob(f".{STATE_MANIFEST}.*.tmp"):  # a killed update's; only the lock holder writes these
         _unlink_quietly(stale)
-    fd, tmp = _create_temp(folder / MANIFEST_NAME)
+    fd, tmp = _create_temp(folder / STATE_MANIFEST, mode=0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, folder / MANIFEST_NAME)
+        os.replace(tmp, folder / STATE_MANIFEST)
         tmp = None
     finally:
         if tmp is not None:
             _unlink_quietly(tmp)
 
 
-def record_outputs(paths: Iterable[PathLike], durable: bool = True) -> None:
-    """Record existing regular files as this project's outputs (a run that ``--resume`` adopts).
+def _size_matches(key: str, entry: Entry) -> bool:
+    try:
+        info = os.lstat(key)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == entry.size
+
+
+def content_sha256(path: PathLike) -> str:
+    """sha256 of a regular file's content (never a link, never opened when not a regular file).
 
     Raises
     ------
-    InputError
-        The manifest's lock is held by another process too long, or the manifest cannot be written.
+    NotRegularFile
+        A device, FIFO or socket.
+    OSError
+        It cannot be read (or is a link).
     """
-    by_folder: dict[Path, list[Path]] = {}
-    for path in map(Path, paths):
-        if path.is_file() and not path.is_symlink():
-            by_folder.setdefault(path.parent, []).append(path)
-    for folder, members in by_folder.items():
-        with _manifest_lock(folder):
-            files = _read_manifest(folder)
-            files.update({p.name: _stamp(os.lstat(p)) for p in members})
-            try:
-                _write_manifest(folder, files, durable)
-            except OSError as err:
-                raise InputError(f"{show_path(folder / MANIFEST_NAME)}: cannot write ({os_reason(err)})") from None
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(path)
+        digest = hashlib.sha256()
+        while block := os.read(fd, _HASH_CHUNK):
+            digest.update(block)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def _verdict(path: Path, kind: str | None, command: str, records: dict[str, Entry] | None) -> tuple[str, Entry | None]:
+    """Who wrote ``path``, by the record: ``ours`` (this command, ``kind`` unless None, content unchanged),
+    ``other-command``, ``other-kind``, ``changed`` (the content is not what was recorded), ``unrecorded``
+    (also: not a regular file, a link) or ``absent``."""
+    try:
+        info = os.lstat(path)
+    except (OSError, ValueError):
+        return "absent", None
+    if not stat.S_ISREG(info.st_mode):
+        return "unrecorded", None  # a link, a device, a FIFO: never ours
+    if records is None:
+        records = _load_records(state_folder())
+    entry = records.get(_record_key(path))
+    if entry is None:
+        return "unrecorded", None
+    if entry.size != info.st_size:
+        return "changed", entry
+    try:
+        if content_sha256(path) != entry.sha256:
+            return "changed", entry
+    except OSError:
+        return "changed", entry
+    if entry.command != command:
+        return "other-command", entry
+    if kind is not None and entry.kind != "empty" and _written_kind(kind) != entry.kind:
+        return "other-kind", entry  # (an empty output is replaced by any kind, as rule 7 says)
+    return "ours", entry
+
+
+def is_recorded(path: PathLike, kind: str | None = None, command: str | None = None) -> bool:
+    """True when ``path`` is a regular file that this user's record lists as written by ``command``
+    (None: :func:`command_name`), holding ``kind`` (None: any), with its content unchanged since."""
+    return _verdict(Path(path), kind, _clean_command(command) if command else command_name(), None)[0] == "ours"
+
+
+@contextlib.contextmanager
+def _record_lock(folder: Path | None) -> Iterator[Path | None]:
+    """Hold the record's lock in ``folder``; yields the folder, or None (one warning line) when it cannot
+    be taken for a reason other than another process holding it. Held too long: :class:`InputError`."""
+    if folder is None:
+        yield None
+        return
+    lock = FileLockHeld(folder / STATE_LOCK, mode=0o600)
+    try:
+        lock.acquire(timeout=LOCK_TIMEOUT)
+    except LockHeld:
+        raise InputError(f"{show_path(folder / STATE_LOCK)}: another process of this user holds this project's record "
+                         f"of its outputs for {LOCK_TIMEOUT:g} s; try again") from None
+    except OSError as err:
+        warn(f"{show_path(folder / STATE_LOCK)}: cannot lock this project's record of its outputs ({os_reason(err)}); "
+             "outputs are not recorded and replacing an existing output needs --overwrite")
+        yield None
+        return
+    try:
+        yield folder
+    finally:
+        lock.release()
+
+
+def _record(folder: Path, records: dict[str, Entry], new: dict[str, Entry], durable: bool) -> bool:
+    """Add ``new`` to the record (the caller holds the lock); a failure is one warning line, never an error:
+    the files exist and are complete, they are only not counted as this project's own."""
+    for key, entry in new.items():
+        records.pop(key, None)
+        records[key] = entry  # the newest last: the last to go when the record outgrows its cap
+    try:
+        _save_records(folder, records, durable)
+        return True
+    except Exception as err:  # noqa: BLE001 - bookkeeping after the data is in place never fails the write
+        names = ", ".join(show_path(key) for key in new)
+        warn(f"{names}: written, but not recorded as this project's output ({show_path(folder / STATE_MANIFEST)}: "
+             f"{os_reason(err)}); replacing it later needs --overwrite")
+        return False
+
+
+def _describe(path: Path, kind: str | None = None, command: str | None = None) -> tuple[str, Entry] | None:
+    """The record's key and entry for the regular file ``path`` as it is now."""
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        kind = kind or sniff_kind(path)
+        digest = content_sha256(path)
+    except OSError:
+        return None
+    return _record_key(path), Entry(digest, info.st_size, command or command_name(), kind)
+
+
+def record_outputs(paths: Iterable[PathLike], durable: bool = True) -> bool:
+    """Record existing regular files as the running command's outputs (a run that ``--resume`` adopts, a log
+    appended to). Links and anything but regular files are skipped.
+
+    Returns
+    -------
+    bool
+        Whether the record was written. A failure (the state folder unusable, its lock held too long, a
+        full disk) is one warning line, never an error: the files are only not counted as this project's own.
+    """
+    new = dict(filter(None, (_describe(Path(p)) for p in paths)))
+    if not new:
+        return True
+    try:
+        with _record_lock(state_folder(create=True)) as folder:
+            if folder is None:
+                return False
+            return _record(folder, _load_records(folder), new, durable)
+    except InputError as err:  # the lock held too long: the files stay unrecorded
+        warn(f"{err}; not recorded")
+        return False
 
 
 def _commit(tmp: Path, path: Path, policy: WritePolicy, replace_weights: bool, record: bool, durable: bool) -> None:
-    """Check the policy with the written kind, rename ``tmp`` to ``path``, record it (under the folder's lock)."""
+    """Check the policy with the written kind, rename ``tmp`` to ``path`` and record it, under the record's lock.
+
+    Everything that can refuse happens before the rename; after it, a bookkeeping failure is a warning line.
+    """
     kind = sniff_kind(tmp)
     if not record:  # bulk files (durable=False): checked, never listed
         if path.exists():
             check_replace(path, kind, policy, replace_weights)
         os.replace(tmp, path)
         return
-    with _manifest_lock(path.parent):
+    described = _describe(tmp, kind, command_name(policy))
+    with _record_lock(state_folder(create=True)) as folder:
+        records = _load_records(folder)
         if path.exists():
-            check_replace(path, kind, policy, replace_weights)
+            _check_replace(path, kind, policy, replace_weights, records)
         os.replace(tmp, path)
-        files = _read_manifest(path.parent)
-        files[path.name] = _stamp(os.lstat(path))
-        _write_manifest(path.parent, files, durable)
+        if folder is not None and described is not None:
+            _record(folder, records, {_record_key(path): described[1]}, durable)
 
 
 def _same_file(path: Path, read: Path) -> bool:
@@ -463,14 +807,14 @@ def _process_runs(pid: int) -> bool:
     return True
 
 
-def _create_temp(path: Path) -> tuple[int, Path]:
-    """Create a new, empty temp file next to ``path`` (first removing the ones killed writers left); mode 0o666
+def _create_temp(path: Path, mode: int = 0o666) -> tuple[int, Path]:
+    """Create a new, empty temp file next to ``path`` (first removing the ones killed writers left); ``mode``
     minus the umask."""
     _remove_stale_temps(path)
     for _ in range(100):
         tmp = _temp_path(path)
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode), tmp
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, "could not create a unique temp file")
@@ -505,7 +849,7 @@ def atomic_write(path: PathLike, write_fn: Callable, reads: Iterable[PathLike] =
     durable : bool
         fsync the file and its folder (survives a power cut). False skips both,
         for bulk files that can be made again (datasets); still atomic and guarded,
-        but not recorded in the folder's manifest (a re-run needs ``--overwrite``).
+        but not recorded as this project's output (a re-run needs ``--overwrite``).
     replace_weights : bool
         See :func:`guard_output`.
 
@@ -519,7 +863,9 @@ def atomic_write(path: PathLike, write_fn: Callable, reads: Iterable[PathLike] =
     InputError
         From :func:`guard_output` (checked before the write, and again with the
         written kind before the rename), or one line naming the path for any OSError
-        (disk full, permission, ...). Only this call's own temp file is removed.
+        (disk full, permission, ...) before the rename. Only this call's own temp file
+        is removed. Once the file is in place, a failure to record it is one warning
+        line, not an error.
     """
     policy = _POLICY.get()
     path = guard_output(path, reads, replace_weights=replace_weights)

@@ -28,6 +28,26 @@ def use_scripts_thread_count() -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def private_state_folder(tmp_path_factory):
+    """Every test, and every script a test runs (they inherit os.environ), keeps this project's record of
+    its outputs (deepdenoise1d.safewrite.state_folder) in a temp folder of this session, never in the real
+    home's. Set first: session fixtures that write (a shared training run) record there too."""
+    from deepdenoise1d.safewrite import STATE_ENV
+
+    folder = tmp_path_factory.mktemp("deepdenoise1d-state")
+    folder.chmod(0o700)
+    previous = os.environ.get(STATE_ENV)
+    os.environ[STATE_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        if previous is None:
+            os.environ.pop(STATE_ENV, None)
+        else:
+            os.environ[STATE_ENV] = previous
+
+
+@pytest.fixture(autouse=True, scope="session")
 def scripts_thread_count_for_shared_fixtures():
     use_scripts_thread_count()  # before module-scoped fixtures (shared reference runs) are built
 
@@ -461,7 +481,87 @@ def converted(pth2h5, tmp_path_factory):
 
 
 def output_names(folder: Path) -> list[str]:
-    """Sorted names in ``folder`` without the hidden record of this project's outputs (deepdenoise1d.safewrite)."""
+    """Sorted names in ``folder`` without the old per-folder record's names (deepdenoise1d.safewrite.BOOKKEEPING;
+    the record now lives in the state folder, so none are written any more)."""
     from deepdenoise1d.safewrite import BOOKKEEPING
 
     return sorted(p.name for p in Path(folder).iterdir() if p.name not in BOOKKEEPING)
+
+
+# --- another user: a child process as uid nobody (only when the tests run as root) -----------------------------
+
+import contextlib  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+NOBODY = 65534  # uid and gid of the child
+
+
+@contextlib.contextmanager
+def shared_folder(owner: int = 0, mode: int = 0o1777):
+    """A folder outside pytest's private temp tree (which other users cannot enter), owned by ``owner`` with
+    ``mode`` (default: world-writable and sticky, like /tmp); removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="dd1d-shared-"))
+    try:
+        os.chown(folder, owner, owner)
+        folder.chmod(mode)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_NOBODY_PYTHON: dict = {}
+
+
+def _nobody_python(cwd: Path) -> tuple[str, str] | None:
+    """An interpreter that nobody may run, and the PYTHONPATH that gives it this environment's packages:
+    this one, else the system's python of the same version (this one may live in root's home)."""
+    if "found" not in _NOBODY_PYTHON:
+        import site
+        import sysconfig
+
+        paths = os.pathsep.join([str(REPO_ROOT), *site.getsitepackages(), sysconfig.get_paths()["purelib"]])
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        found = None
+        for candidate in (sys.executable, shutil.which(version) or "", f"/usr/bin/{version}"):
+            if not candidate:
+                continue
+            try:
+                done = subprocess.run([candidate, "-c", "import numpy, deepdenoise1d.safewrite"], cwd=cwd,
+                                      env={**os.environ, "PYTHONPATH": paths}, user=NOBODY, group=NOBODY,
+                                      extra_groups=[], capture_output=True, timeout=60)
+            except OSError:
+                continue
+            if done.returncode == 0:
+                found = (candidate, paths)
+                break
+        _NOBODY_PYTHON["found"] = found
+    return _NOBODY_PYTHON["found"]
+
+
+def start_as_nobody(code: str, *args: str, cwd: Path, env: dict | None = None, **popen) -> subprocess.Popen:
+    """``python -c code args...`` as uid/gid nobody, with the repository importable; text pipes."""
+    python, paths = _nobody_python(cwd)
+    full_env = {**os.environ, "PYTHONPATH": paths, **(env or {})}
+    return subprocess.Popen([python, "-c", code, *map(str, args)], cwd=cwd, env=full_env, user=NOBODY,
+                            group=NOBODY, extra_groups=[], text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **popen)
+
+
+def run_as_nobody(code: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 60):
+    """Run ``code`` as nobody to the end -> (exit code, stdout, stderr)."""
+    proc = start_as_nobody(code, *args, cwd=cwd, env=env)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def as_nobody():
+    """Skips unless the tests run as root and a child as nobody can import this repository."""
+    if not IS_ROOT:
+        pytest.skip("needs root, to run a child as another user")
+    with shared_folder() as folder:
+        if _nobody_python(folder) is None:
+            pytest.skip("no interpreter that uid nobody can run with this repository's packages")
+    return run_as_nobody

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from conftest import FUZZ, REPO_ROOT, assert_one_line_error, one_line
+from conftest import FUZZ, REPO_ROOT, assert_one_line_error, one_line, shared_folder
 from deepdenoise1d import io, safewrite
 from deepdenoise1d.errors import InputError
 
@@ -58,8 +59,6 @@ def snapshot(root: Path) -> dict[str, tuple]:
     entries = {}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
-            if name in safewrite.BOOKKEEPING:  # the folder's record of this project's outputs
-                continue
             path = Path(folder) / name
             rel = str(path.relative_to(root))
             if path.is_symlink():
@@ -153,7 +152,7 @@ def test_disk_full_is_one_line_and_keeps_the_old_file(run_call, tmp_path):
 
     assert_one_line_error(*run_call(lambda: safewrite.atomic_write(target, full)), "out.npy", "No space left")
     assert target.read_bytes() == b"old content"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.npy", *safewrite.BOOKKEEPING])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]  # no temp, and no bookkeeping in the user's folder
 
 
 def test_open_npy_output_reserves_space_up_front(run_call, tmp_path, monkeypatch):
@@ -174,7 +173,7 @@ def test_open_npy_output_round_trip_and_cleanup(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with safewrite.open_npy_output(tmp_path / "p.npy", (3, 7), np.float32) as out:
             1 / 0
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in safewrite.BOOKKEEPING) == ["o.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npy"]
     with safewrite.open_npy_output(tmp_path / "empty.npy", (0, 7), np.float64):
         pass
     assert np.load(tmp_path / "empty.npy").shape == (0, 7)
@@ -329,7 +328,7 @@ def test_an_output_changed_since_it_was_written_is_no_longer_ours(tmp_path):
     safewrite.atomic_write(target, lambda f: f.write(b"first\n"))
     with open(target, "a") as f:
         f.write("a user's note\n")
-    with pytest.raises(InputError, match="not written by this project; pass --overwrite"):
+    with pytest.raises(InputError, match=r"not written by this project \(changed since .* wrote it\); pass --overwrite"):
         safewrite.atomic_write(target, lambda f: f.write(b"second\n"))
     assert target.read_bytes() == b"first\na user's note\n"
 
@@ -404,10 +403,17 @@ def test_a_path_ending_in_a_separator_names_a_folder(tmp_path, text):
     assert not (tmp_path / "out.npy").exists()
 
 
-def test_the_manifest_names_are_never_outputs(tmp_path):
-    for name in safewrite.BOOKKEEPING:
+def test_the_manifest_names_are_never_outputs(tmp_path, private_state_folder):
+    for name in safewrite.BOOKKEEPING:  # the old per-folder record's names
         with pytest.raises(InputError, match="record of its outputs"):
             safewrite.atomic_write(tmp_path / name, lambda f: f.write(b"{}"))
+    for path in (private_state_folder / safewrite.STATE_MANIFEST, private_state_folder / "x.json",
+                 private_state_folder / "new" / "x.json"):
+        before = (private_state_folder / safewrite.STATE_MANIFEST).read_bytes()
+        with safewrite.write_policy(overwrite=True), pytest.raises(InputError, match="record of what it wrote"):
+            safewrite.atomic_write(path, lambda f: f.write(b"{}"))
+        assert (private_state_folder / safewrite.STATE_MANIFEST).read_bytes() == before
+        assert not (private_state_folder / "x.json").exists() and not (private_state_folder / "new").exists()
 
 
 WRITTEN = {"npy": CONTENTS["npy"], "png": CONTENTS["png"], "json": CONTENTS["json"], "text": CONTENTS["text"],
@@ -419,8 +425,9 @@ WRITTEN = {"npy": CONTENTS["npy"], "png": CONTENTS["png"], "json": CONTENTS["jso
        overwrite=st.booleans(), tracked_ok=st.booleans(), recorded=st.booleans(), tail=st.binary(max_size=64))
 def test_the_guard_never_loses_a_checkpoint_or_a_file_it_did_not_write(existing, written, overwrite, tracked_ok,
                                                                        recorded, tail):
-    """Property: a checkpoint or HDF5 file is replaced only by the same kind over this project's own
-    unchanged output, and a file absent from the manifest only with --overwrite and the same kind;
+    """Property: a checkpoint or HDF5 file is replaced only by the same kind over this command's own
+    unchanged output, a file absent from the record only with --overwrite and the same kind, and this
+    command's own output only by the same kind (an empty one by any), with or without --overwrite;
     every other write is refused and leaves the file byte for byte as it was."""
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -448,18 +455,19 @@ def test_the_guard_never_loses_a_checkpoint_or_a_file_it_did_not_write(existing,
     assert now == (payload if replaced else data)
     same_kind = kind == written or kind == "empty"
     if kind in safewrite.PROTECTED:
-        assert not replaced or (recorded and kind == written)
+        assert replaced == (recorded and kind == written)
     elif not recorded:
-        assert not replaced or (overwrite and same_kind)
+        assert replaced == (overwrite and same_kind)
     else:
-        assert replaced
+        assert replaced == same_kind  # the kind check applies to this command's own output too
 
 
-def test_a_killed_manifest_update_leaves_no_temp_after_the_next_write(tmp_path):
-    stale = tmp_path / f".{safewrite.MANIFEST_NAME}.999x0000-abcd.tmp"
+def test_a_killed_manifest_update_leaves_no_temp_after_the_next_write(tmp_path, private_state_folder):
+    stale = private_state_folder / f".{safewrite.STATE_MANIFEST}.999x0000-abcd.tmp"
     stale.write_text("left by a kill -9")
     safewrite.atomic_write(tmp_path / "out.txt", lambda f: f.write(b"x\n"))
     assert not stale.exists() and safewrite.is_recorded(tmp_path / "out.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
 
 
 def _fail_after(seconds: int):
@@ -522,3 +530,316 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
         path.write_bytes(b"\0" * 1024)
     safewrite.atomic_write(out, lambda f: f.write(b"x"))
     assert not stale.exists() and live.exists() and other.exists() and out.read_bytes() == b"x"
+
+
+# --- who wrote a file: this user's record in the state folder (issue items 3, 5, 6, 20) --------------------
+
+
+@pytest.fixture
+def fresh_warnings():
+    """Warnings print once per process: forget the earlier ones, so this test sees its own."""
+    safewrite._WARNED.clear()
+    yield
+    safewrite._WARNED.clear()
+
+
+def record_of(state: Path) -> dict:
+    return json.loads((state / safewrite.STATE_MANIFEST).read_bytes())
+
+
+def test_the_state_folder_is_the_env_then_xdg_then_home_and_made_private(monkeypatch, tmp_path):
+    monkeypatch.setenv(safewrite.STATE_ENV, str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert safewrite.state_folder_path() == tmp_path / "env"
+    monkeypatch.delenv(safewrite.STATE_ENV)
+    assert safewrite.state_folder_path() == tmp_path / "xdg" / "deepdenoise1d"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/xdg")  # the XDG spec: a relative path is ignored
+    assert safewrite.state_folder_path() == tmp_path / "home" / ".local" / "state" / "deepdenoise1d"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    folder = safewrite.state_folder(create=True)
+    assert folder == tmp_path / "home" / ".local" / "state" / "deepdenoise1d"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == os.geteuid()
+
+
+def test_no_bookkeeping_lands_in_the_users_folder_and_the_record_holds_hash_size_command_kind(
+        tmp_path, private_state_folder):
+    out = tmp_path / "data"
+    out.mkdir()
+    io.write_npy(out / "a.npy", np.arange(4.0))
+    safewrite.atomic_write(out / "b.json", lambda f: f.write(b'{"b": 1}'))
+    with safewrite.open_npy_output(out / "c.npy", (2, 3), np.float32) as array:
+        array[:] = 7
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.json", "c.npy"]  # no record, no lock here
+    files = record_of(private_state_folder)["files"]
+    assert record_of(private_state_folder)["format"] == safewrite.MANIFEST_FORMAT
+    for name, kind in (("a.npy", "npy"), ("b.json", "json"), ("c.npy", "npy")):
+        data = (out / name).read_bytes()
+        assert files[os.path.realpath(out / name)] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                                        "command": safewrite.command_name(), "kind": kind}
+    assert stat.S_IMODE((private_state_folder / safewrite.STATE_MANIFEST).stat().st_mode) & 0o077 == 0
+
+
+def test_the_record_key_is_the_resolved_path(tmp_path):
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "alias")
+    safewrite.atomic_write(tmp_path / "alias" / "x.txt", lambda f: f.write(b"1\n"))
+    assert safewrite.is_recorded(tmp_path / "real" / "x.txt") and safewrite.is_recorded(tmp_path / "real" / ".." / "real" / "x.txt")
+    safewrite.atomic_write(tmp_path / "real" / "x.txt", lambda f: f.write(b"2\n"))  # the same file: ours
+
+
+def test_another_commands_output_needs_overwrite(tmp_path):
+    """(3) Numpy_test.py --output R/train_log.csv no longer replaces train.py's log without --overwrite."""
+    log = tmp_path / "R" / "train_log.csv"
+    with safewrite.write_policy(command="train.py"):
+        safewrite.atomic_write(log, lambda f: f.write(b"step,loss\n1,0.5\n"))
+    before = log.read_bytes()
+    with safewrite.write_policy(command="Numpy_test.py"):
+        with pytest.raises(InputError, match=r"was written by train\.py, not by Numpy_test\.py; pass --overwrite"):
+            safewrite.atomic_write(log, lambda f: f.write(b"1.0\n2.0\n"))
+        assert log.read_bytes() == before
+        assert not safewrite.is_recorded(log) and safewrite.is_recorded(log, command="train.py")
+    with safewrite.write_policy(command="train.py"):
+        safewrite.atomic_write(log, lambda f: f.write(b"step,loss\n"))  # its own: replaced
+    with safewrite.write_policy(overwrite=True, command="Numpy_test.py"):
+        safewrite.atomic_write(log, lambda f: f.write(b"1.0\n"))  # asked for by name, same kind
+    assert log.read_bytes() == b"1.0\n"
+    with safewrite.write_policy(command="train.py"), pytest.raises(InputError, match="written by Numpy_test.py"):
+        safewrite.atomic_write(log, lambda f: f.write(b"step,loss\n"))  # now Numpy_test.py's
+
+
+def test_the_same_commands_output_is_replaced_only_by_its_own_kind(tmp_path):
+    """(3) --json res.npy no longer turns the command's own earlier .npy into JSON, with or without --overwrite."""
+    res = tmp_path / "res.npy"
+    with safewrite.write_policy(command="Numpy_test.py"):
+        io.write_npy(res, np.arange(3.0))
+        before = res.read_bytes()
+        for overwrite in (False, True):
+            with safewrite.write_policy(overwrite=overwrite), \
+                    pytest.raises(InputError, match="holds npy that Numpy_test.py wrote, not json"):
+                safewrite.atomic_write(res, lambda f: f.write(b'{"n": 3}'))
+            with pytest.raises(InputError, match="holds npy that Numpy_test.py wrote, not json"):
+                safewrite.guard_output(res, kind="json", overwrite=overwrite)
+        assert res.read_bytes() == before
+        io.write_npy(res, np.arange(5.0))  # the same kind: its own output
+    assert np.load(res).shape == (5,)
+
+
+def test_a_legacy_per_folder_record_is_ignored_and_kept(tmp_path):
+    """(5) The old record could be forged by anyone who can stat a file: it no longer counts at all."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    victim = shared / "result.npy"
+    np.save(victim, np.arange(3.0))
+    info = os.lstat(victim)
+    forged = {"format": "deepdenoise1d-outputs", "files": {"result.npy": [info.st_size, info.st_mtime_ns, info.st_ino]}}
+    (shared / safewrite.MANIFEST_NAME).write_text(json.dumps(forged))
+    before = victim.read_bytes()
+    with pytest.raises(InputError, match="not written by this project; pass --overwrite"):
+        io.write_npy(victim, np.zeros(3))
+    assert victim.read_bytes() == before and not safewrite.is_recorded(victim)
+    assert json.loads((shared / safewrite.MANIFEST_NAME).read_text()) == forged  # never deleted nor rewritten
+
+
+def test_a_record_with_the_wrong_hash_does_not_make_a_file_ours(tmp_path, private_state_folder):
+    target = tmp_path / "out.txt"
+    safewrite.atomic_write(target, lambda f: f.write(b"mine\n"))
+    target.write_bytes(b"edit\n")  # the same size, other content: the record's hash no longer matches
+    with pytest.raises(InputError, match=r"changed since .* wrote it"):
+        safewrite.atomic_write(target, lambda f: f.write(b"next\n"))
+    assert target.read_bytes() == b"edit\n"
+
+
+def test_an_untrusted_state_folder_is_ignored_with_one_warning(run_call, monkeypatch, tmp_path, fresh_warnings):
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o770)  # its group could forge entries
+    monkeypatch.setenv(safewrite.STATE_ENV, str(state))
+    target = tmp_path / "out.json"
+    code, err = run_call(lambda: [safewrite.atomic_write(tmp_path / f"{k}.json", lambda f: f.write(b"{}"))
+                                  for k in range(3)])
+    assert code == 0 and err.count("\n") == 1 and err.startswith("warning: ") and str(state) in err, err
+    assert "mode 0770" in err and "ignored" in err and "--overwrite" in err
+    assert list(state.iterdir()) == []  # nothing recorded, no lock made
+    entry = {"sha256": hashlib.sha256(b"{}").hexdigest(), "size": 2, "command": safewrite.command_name(),
+             "kind": "json"}
+    target.write_bytes(b"{}")
+    (state / safewrite.STATE_MANIFEST).write_text(json.dumps(
+        {"format": safewrite.MANIFEST_FORMAT, "files": {os.path.realpath(target): entry}}))
+    assert not safewrite.is_recorded(target)  # even an exact entry counts for nothing there
+    with pytest.raises(InputError, match="not written by this project"):
+        safewrite.atomic_write(target, lambda f: f.write(b"[]"))
+    if IS_ROOT:
+        state.chmod(0o700)
+        os.chown(state, 65534, 65534)  # another user's folder
+        safewrite._WARNED.clear()
+        code, err = run_call(lambda: safewrite.is_recorded(target))
+        assert code == 0 and err.count("\n") == 1 and "is owned by uid 65534, not by this user" in err, err
+
+
+@pytest.mark.parametrize("garbage", [
+    b"1e400", b"NaN", b"[" * 100_000 + b"]" * 100_000, b"{" * 50_000, b"\xff\xfe\x00garbage", b"9" * 5000, b"",
+    json.dumps({"format": "deepdenoise1d-outputs/2", "files": {"/x": {"sha256": "a" * 64, "size": 1e400,
+                                                                      "command": "x", "kind": "npy"}}}).encode(),
+    b'{"format": "deepdenoise1d-outputs/2", "files": {"/x": {"sha256": "' + b"a" * 64 + b'", "size": 1e400, '
+    b'"command": "x", "kind": "npy"}}}',
+    b'{"format": "deepdenoise1d-outputs/2", "files": []}', b'{"format": "deepdenoise1d-outputs", "files": {}}',
+    b'{"format": "deepdenoise1d-outputs/2", "files": {"relative": {"sha256": "' + b"a" * 64 + b'", "size": true, '
+    b'"command": "x", "kind": "npy", "extra": 1}}}',
+])
+def test_a_damaged_record_is_a_warning_never_a_traceback(run_call, tmp_path, private_state_folder, fresh_warnings,
+                                                          garbage):
+    manifest = private_state_folder / safewrite.STATE_MANIFEST
+    saved = manifest.read_bytes() if manifest.exists() else None
+    try:
+        manifest.write_bytes(garbage)
+        target = tmp_path / "out.txt"
+        target.write_bytes(b"user's\n")
+        code, err = run_call(lambda: safewrite.atomic_write(target, lambda f: f.write(b"x\n")))
+        assert code == 2 and "Traceback" not in err and "not written by this project" in err.splitlines()[-1]
+        assert all(line.startswith(("warning: ", "prog: error: ")) for line in err.splitlines()), err
+        assert target.read_bytes() == b"user's\n"
+        code, err = run_call(lambda: safewrite.atomic_write(tmp_path / "new.txt", lambda f: f.write(b"y\n")))
+        assert code == 0 and "Traceback" not in err
+        assert safewrite.is_recorded(tmp_path / "new.txt")  # the record is rewritten in its format
+    finally:
+        if saved is not None:
+            manifest.write_bytes(saved)
+
+
+def test_a_record_over_the_size_cap_is_not_read(run_call, tmp_path, private_state_folder, fresh_warnings, monkeypatch):
+    monkeypatch.setattr(safewrite, "MANIFEST_CAP", 1000)
+    target = tmp_path / "out.txt"
+    safewrite.atomic_write(target, lambda f: f.write(b"x\n"))
+    manifest = private_state_folder / safewrite.STATE_MANIFEST
+    saved = manifest.read_bytes()
+    try:
+        manifest.write_bytes(saved.rstrip(b"}") + b" " * 1000 + b"}")  # still valid JSON, but too large
+        code, err = run_call(lambda: safewrite.is_recorded(target))
+        assert code == 0 and "larger than" in err and err.count("\n") == 1
+        assert not safewrite.is_recorded(target)
+    finally:
+        manifest.write_bytes(saved)
+
+
+def test_a_record_that_outgrows_its_cap_drops_the_oldest_entries(tmp_path, private_state_folder, monkeypatch):
+    manifest = private_state_folder / safewrite.STATE_MANIFEST
+    saved = manifest.read_bytes() if manifest.exists() else None
+    monkeypatch.setattr(safewrite, "MANIFEST_CAP", 4000 + (len(saved) if saved else 0))
+    try:
+        for k in range(30):
+            safewrite.atomic_write(tmp_path / f"{k}.txt", lambda f: f.write(b"x\n"))
+        assert manifest.stat().st_size <= safewrite.MANIFEST_CAP
+        assert safewrite.is_recorded(tmp_path / "29.txt") and not safewrite.is_recorded(tmp_path / "0.txt")
+    finally:
+        if saved is not None:
+            manifest.write_bytes(saved)
+
+
+def test_after_the_rename_a_record_that_cannot_be_written_is_a_warning(run_call, tmp_path, private_state_folder,
+                                                                       fresh_warnings, monkeypatch):
+    """(20) The output exists and is complete: exit 0 with one warning line, never 'cannot write' (exit 2)."""
+    manifest = private_state_folder / safewrite.STATE_MANIFEST
+    saved = manifest.read_bytes() if manifest.exists() else None
+    try:
+        manifest.unlink(missing_ok=True)
+        manifest.mkdir()  # the record's path is a folder
+        code, err = run_call(lambda: io.write_npy(tmp_path / "a.npy", np.arange(3.0)))
+        assert code == 0 and err.count("\n") >= 1 and "Traceback" not in err
+        assert "a.npy: written, but not recorded" in err and all(line.startswith("warning: ") for line in err.splitlines())
+        np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.arange(3.0))
+        manifest.rmdir()
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(safewrite, "_save_records", full)  # the disk fills after the data
+        code, err = run_call(lambda: safewrite.atomic_write(tmp_path / "b.json", lambda f: f.write(b"{}")))
+        assert code == 0 and err.count("\n") == 1 and "b.json: written, but not recorded" in err and "No space" in err
+        with safewrite.open_npy_output(tmp_path / "c.npy", (2, 2), np.float32) as out:
+            out[:] = 1
+        assert (tmp_path / "b.json").read_bytes() == b"{}" and np.load(tmp_path / "c.npy").sum() == 4
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.json", "c.npy"]  # no temp left
+        monkeypatch.undo()
+        assert not safewrite.is_recorded(tmp_path / "b.json")  # unrecorded: the next run needs --overwrite
+    finally:
+        if manifest.is_dir():
+            manifest.rmdir()
+        if saved is not None:
+            manifest.write_bytes(saved)
+
+
+def test_a_record_lock_held_too_long_refuses_before_anything_changes(run_call, tmp_path, private_state_folder,
+                                                                      monkeypatch):
+    from deepdenoise1d.folderlock import FileLockHeld
+
+    monkeypatch.setattr(safewrite, "LOCK_TIMEOUT", 0.1)
+    held = FileLockHeld(private_state_folder / safewrite.STATE_LOCK).acquire()
+    try:
+        code, err = run_call(lambda: safewrite.atomic_write(tmp_path / "x.json", lambda f: f.write(b"{}")))
+        assert_one_line_error(code, err, "another process of this user holds", "try again")
+        assert list(tmp_path.iterdir()) == []
+        assert not safewrite.record_outputs([REPO_ROOT / "pyproject.toml"])  # adopting: a warning, not an error
+    finally:
+        held.release()
+
+
+def test_record_outputs_adopts_regular_files_only(tmp_path):
+    (tmp_path / "log.csv").write_text("step\n")
+    os.symlink(tmp_path / "log.csv", tmp_path / "link.csv")
+    os.mkfifo(tmp_path / "fifo")
+    with safewrite.write_policy(command="train.py"):
+        assert safewrite.record_outputs([tmp_path / "log.csv", tmp_path / "link.csv", tmp_path / "fifo",
+                                         tmp_path / "missing"])
+        assert safewrite.is_recorded(tmp_path / "log.csv", kind="text")
+        assert not safewrite.is_recorded(tmp_path / "log.csv", kind="npy")
+        assert not safewrite.is_recorded(tmp_path / "link.csv") and not safewrite.is_recorded(tmp_path / "fifo")
+    assert not safewrite.is_recorded(tmp_path / "log.csv")  # another command's
+    assert safewrite.is_recorded(tmp_path / "log.csv", command="train.py")
+
+
+ANOTHER_USER_WRITES = """
+import sys
+from deepdenoise1d import safewrite
+from deepdenoise1d.errors import run_cli
+run_cli(lambda: safewrite.atomic_write(sys.argv[1], lambda f: f.write(b'{"by": "nobody"}')), "prog")
+"""
+
+
+def test_another_users_lock_and_record_in_a_shared_folder_block_nothing(as_nobody, tmp_path):
+    """(6) root's mode-0600 lock and record files of the old design in a shared folder: another user's write
+    there goes through (the lock is in that user's own state folder), and nothing of root's is touched."""
+    with shared_folder() as folder, shared_folder(owner=65534, mode=0o700) as state:
+        for name in safewrite.BOOKKEEPING:
+            (folder / name).write_text("{}")
+            (folder / name).chmod(0o600)
+        code, out, err = as_nobody(ANOTHER_USER_WRITES, folder / "out.json", cwd=folder,
+                                   env={safewrite.STATE_ENV: str(state)})
+        assert code == 0 and err == "", err
+        assert json.loads((folder / "out.json").read_text()) == {"by": "nobody"}
+        assert sorted(p.name for p in state.iterdir()) == sorted([safewrite.STATE_LOCK, safewrite.STATE_MANIFEST])
+        assert all((folder / name).read_text() == "{}" for name in safewrite.BOOKKEEPING)
+        # root's state folder is not nobody's: pointed at it, nobody gets one warning line and records nothing
+        (folder / "roots").mkdir(mode=0o700)
+        code, out, err = as_nobody(ANOTHER_USER_WRITES, folder / "two.json", cwd=folder,
+                                   env={safewrite.STATE_ENV: str(folder / "roots")})
+        assert code == 0 and err.count("\n") == 1 and "is owned by uid 0, not by this user" in err, err
+
+
+def test_the_command_name_is_the_script_and_the_unified_commands_subcommand(monkeypatch):
+    import deepdenoise1d_command
+
+    monkeypatch.setattr(sys, "argv", ["/home/u/Pytorch_V1/train.py", "--run-dir", "R"])
+    assert safewrite.command_name() == "train.py"
+    for subcommand, script in (("train", "train.py"), ("denoise", "Numpy_test.py"), ("to-h5", "pth2h5.py")):
+        assert subcommand in deepdenoise1d_command.SUBCOMMANDS
+        monkeypatch.setattr(sys, "argv", ["/venv/bin/deepdenoise1d", subcommand, "x"])
+        assert safewrite.command_name() == script  # deepdenoise1d denoise cannot replace deepdenoise1d train's log
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/deepdenoise1d", "nosuch"])
+    assert safewrite.command_name() == "deepdenoise1d nosuch"
+    with safewrite.write_policy(command="mine"):
+        assert safewrite.command_name() == "mine"
+        with safewrite.write_policy(overwrite=True):  # an inner block keeps the name
+            assert safewrite.command_name() == "mine"
+    monkeypatch.setattr(sys, "argv", ["evil\nname.py"])
+    assert "\n" not in safewrite.command_name()
