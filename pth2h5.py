@@ -14,8 +14,8 @@ pickle is refused rather than run; a state dict that does not build the model it
 records is refused with the message ``Numpy_V2`` would give
 (``icnn.spec.check_weights``). The format is ``icnn.h5weights``; the output is
 written atomically and never over the source. The destination must end in ``.h5`` or
-``.hdf5``; an existing one is replaced only when this project wrote it (the folder's
-manifest, ``deepdenoise1d.safewrite``), or with ``--overwrite`` when it is HDF5 weights of
+``.hdf5``; an existing one is replaced only when this command wrote it and it is unchanged
+since (the user's record of outputs, ``deepdenoise1d.safewrite``), or with ``--overwrite`` when it is HDF5 weights of
 this format; a checkpoint or any other file is never replaced. Bad input gives one line
 on stderr and exit status 2.
 """

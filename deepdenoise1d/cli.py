@@ -194,8 +194,9 @@ def markdown_file(text: str) -> Path:
 
 
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
-    """``--overwrite``: replace an existing output that this project did not write (same kind only)."""
+    """``--overwrite``: replace an existing output that this command did not write (same kind only)."""
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing output file that this project did not write, when it holds the "
+                        help="replace an existing output file that this command did not write, when it holds the "
                         "same kind of data (npy, png, JSON, text); never a checkpoint or HDF5 file. Without it such "
-                        "a file is refused; this project's own earlier outputs are replaced either way")
+                        "a file is refused; this command's own earlier output of the same kind, unchanged since, is "
+                        "replaced either way")
