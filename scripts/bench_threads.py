@@ -34,6 +34,16 @@ def get_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any run, a --batch-size whose training step cannot fit in memory: train.py's
+    own estimate (``Pytorch_V1.data.check_training_memory``, signals of the benchmark's length), which would
+    otherwise stop every timed train.py run."""
+    from Pytorch_V1.data import check_training_memory
+    from deepdenoise1d.synthesis import SIGNAL_LENGTH
+
+    check_training_memory(args.batch_size, SIGNAL_LENGTH)
+
+
 def timed_run(steps: int, threads: int, batch_size: int, loaded: bool) -> float:
     """Seconds of ``steps`` steps of a fresh ``train.py`` run (its log's ``seconds``: the loop alone, no setup
     and no validation), optionally with a CPU burner beside it."""
@@ -55,6 +65,7 @@ def timed_run(steps: int, threads: int, batch_size: int, loaded: bool) -> float:
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    check_budget(args)
     from deepdenoise1d.threads import available_cores, resolve_threads
 
     print(f"{args.steps} training steps, batch {args.batch_size}; {available_cores()} cores available; "

@@ -38,12 +38,17 @@ import numpy as np
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, ModelConfig, baseline, min_length
 from Numpy_V2.model import FORWARD_BLOCK, load_h5, wiener_prior
 from Numpy_V2.parallel import run_blocks, worker_count
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.classical import wiener_inverse_response
 from deepdenoise1d.cli import add_bn_mode_arg, add_n_arg, add_seed_arg, add_threads_arg, add_weights_arg, positive_int
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.synthesis import SpikePrior, noisy_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Peak memory per sample of the --n signals of --length: the noisy signals (float64, 8 bytes), x and the shared
+# prior h (float32, 4 + 4), and on top the largest working set of one timed call: the Wiener prior works in
+# float64 (88 bytes per sample measured), a denoise call holds its own h and output (about 50): 112 in all.
+BENCHMARK_BYTES_PER_SAMPLE = 16 + 112
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +65,17 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.length < MIN_LENGTH:
         parser.error(f"--length must be >= {MIN_LENGTH}")
     return args
+
+
+def benchmark_bytes(n: int, length: int) -> int:
+    """Estimated peak memory of a run on ``n`` signals of ``length`` samples (:data:`BENCHMARK_BYTES_PER_SAMPLE`)."""
+    return n * length * BENCHMARK_BYTES_PER_SAMPLE
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, a run whose signals cannot fit in memory."""
+    check_memory(benchmark_bytes(args.n, args.length), f"--n {args.n} signals of --length {args.length}",
+                 "use a smaller --n or --length")
 
 
 def timed(run) -> float:
@@ -260,6 +276,7 @@ def report(n: int, seconds: dict[str, dict[str, float]], notes: dict[str, str]) 
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args(argv)
+    check_budget(args)
     threads = worker_count(args.threads)
     noisy = noisy_pairs(np.random.default_rng(args.seed), args.n, prior=SpikePrior(length=args.length))[1]
     x = noisy.astype(np.float32)[:, None, :]  # (N, 1, L)

@@ -21,16 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.classical import bayes_blind_posterior_mean, bayes_posterior_mean
 from deepdenoise1d.cli import add_overwrite_arg, output_file
 from deepdenoise1d.errors import run_cli
 from deepdenoise1d.safewrite import write_policy
 from deepdenoise1d.metrics import rmse
-from deepdenoise1d.synthesis import DEFAULT_SEED, benchmark_signals
+from deepdenoise1d.synthesis import DEFAULT_SEED, SIGNAL_LENGTH, benchmark_signals
 
 REPO = Path(__file__).resolve().parent.parent
 SIGMAS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0)
 BLIND_RANGE = (0.5, 5.0)
+# Memory per sample of the --n signals of one σ (one σ at a time): the draw (clean, noisy, float64), a network's
+# input copy and output, and the working set of a Bayes oracle, the largest step (bayes_posterior_mean 522 and
+# bayes_blind_posterior_mean 539 bytes per sample, measured).
+ORACLE_WORK_BYTES_PER_SAMPLE = 560
+STUDY_BYTES_PER_SAMPLE = 8 * (2 + 2) + ORACLE_WORK_BYTES_PER_SAMPLE
 MODELS = {  # label -> default checkpoint
     "supervised blind": REPO / "ckpt" / "ckpt_blind.pth",
     "label-free blind": REPO / "ckpt" / "ckpt_blind_sure.pth",
@@ -54,6 +60,11 @@ def get_args(argv=None) -> argparse.Namespace:
     if a.n < 1 or a.n_grid < 1 or a.threads < 1 or any(not np.isfinite(s) or s <= 0 for s in a.sigma):
         p.error("--n, --n-grid, --threads and every --sigma must be positive")
     return a
+
+
+def check_budget(a: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an --n whose signals cannot be scored in memory."""
+    check_memory(a.n * SIGNAL_LENGTH * STUDY_BYTES_PER_SAMPLE, f"--n {a.n} signals per σ", "use a smaller --n")
 
 
 def load_network(path: Path):
@@ -110,6 +121,7 @@ def markdown(rows: list[dict], labels: list[str], n: int, seed: int) -> str:
 
 def main(argv=None) -> None:
     a = get_args(argv)
+    check_budget(a)
     with write_policy(overwrite=a.overwrite):  # every write below: deepdenoise1d.safewrite's policy
         produce(a)
 

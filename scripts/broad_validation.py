@@ -15,8 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d.broad_prior import BroadPrior
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import positive_int
 from deepdenoise1d.errors import InputError, run_cli
+
+
+# Memory: every validation set is drawn before scoring (clean and noisy float64 per sample, per --seeds value),
+# the draw works with 32 bytes per sample (measured); a model's denoise holds its float32 input and output on
+# top, and the activations of one block of signals (660 bytes per sample measured for ckpt_universal).
+SET_BYTES_PER_SAMPLE = 16
+SCORE_BYTES_PER_SAMPLE = 32 + 16
+BLOCK_BYTES_PER_SAMPLE = 700
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -30,6 +39,22 @@ def get_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def validation_bytes(n: int, length: int, sets: int) -> int:
+    """Estimated peak memory of scoring ``sets`` validation sets of ``n`` signals of ``length``."""
+    from Numpy_V2.model import FORWARD_BLOCK
+
+    samples = n * length
+    return (samples * (SET_BYTES_PER_SAMPLE * sets + SCORE_BYTES_PER_SAMPLE)
+            + min(n, FORWARD_BLOCK) * length * BLOCK_BYTES_PER_SAMPLE)
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an --n or --length whose sets cannot be scored in memory."""
+    check_memory(validation_bytes(args.n, args.length, len(args.seeds)),
+                 f"--n {args.n} signals of --length {args.length} ({len(args.seeds)} set(s), one per --seeds value)",
+                 "use a smaller --n or --length")
+
+
 def score(net, clean: np.ndarray, noisy: np.ndarray, sigma: np.ndarray) -> float:
     """Mean per-signal RMSE / σ of the network's fixed-mode output."""
     out = net.denoise(noisy, bn_mode="fixed")
@@ -38,6 +63,7 @@ def score(net, clean: np.ndarray, noisy: np.ndarray, sigma: np.ndarray) -> float
 
 def main(argv=None) -> dict:
     args = get_args(argv)
+    check_budget(args)
     from Numpy_V2.model import load_h5
 
     for path in args.models:

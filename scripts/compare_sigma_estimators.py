@@ -21,13 +21,17 @@ import argparse
 
 import numpy as np
 
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import add_n_arg, add_overwrite_arg, add_seed_arg, output_file, positive_int
 from deepdenoise1d.errors import run_cli
 from deepdenoise1d.noise import SIGMA_METHODS, estimate_sigma
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
-from deepdenoise1d.synthesis import noisy_pairs
+from deepdenoise1d.synthesis import SIGNAL_LENGTH, noisy_pairs
 
 SIGMAS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
+# Memory per sample of the --n signals: the first draw (float64), held for the σ, a pooled draw being made
+# (noisy_pairs: 24 bytes per sample at its peak, measured) and an estimator's working set (36 at most, measured).
+SIGMA_BYTES_PER_SAMPLE = 8 + 32 + 40
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -40,6 +44,11 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="also write the table to this Markdown file (default: print only)")
     add_overwrite_arg(p)
     return p.parse_args(argv)
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an --n whose signals cannot be drawn in memory."""
+    check_memory(args.n * SIGNAL_LENGTH * SIGMA_BYTES_PER_SAMPLE, f"--n {args.n} signals", "use a smaller --n")
 
 
 def draw(seed: int, repeat: int, n: int, sigma: float) -> np.ndarray:
@@ -90,6 +99,7 @@ def table(results: dict[float, dict[str, dict[str, float]]], n: int, repeats: in
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    check_budget(args)
     with write_policy(overwrite=args.overwrite):  # deepdenoise1d.safewrite's policy for --output
         if args.output is not None:
             guard_output(args.output, kind="text")  # refuse before the work, not after

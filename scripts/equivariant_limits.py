@@ -19,12 +19,18 @@ import time
 import numpy as np
 
 from deepdenoise1d import classical, cli
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.errors import run_cli
 from deepdenoise1d.metrics import rmse
-from deepdenoise1d.synthesis import benchmark_signals
+from deepdenoise1d.synthesis import SIGNAL_LENGTH, benchmark_signals
 
 SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0)
 BLIND_RANGE = (0.5, 5.0)  # the blind models' training range
+# Memory per sample of the --n signals of one σ: the draw (clean, noisy, float64), one oracle's estimate, and that
+# oracle's working set (bayes_posterior_mean 522, bayes_blind_posterior_mean 539, bayes_equivariant_posterior_mean
+# 555 bytes per sample, measured).
+ORACLE_WORK_BYTES_PER_SAMPLE = 560
+LIMITS_BYTES_PER_SAMPLE = 8 * (2 + 1) + ORACLE_WORK_BYTES_PER_SAMPLE
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -33,6 +39,11 @@ def get_args(argv=None) -> argparse.Namespace:
     cli.add_n_arg(p, 400)
     cli.add_seed_arg(p, what="the held-out signals")
     return p.parse_args(argv)
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an --n whose signals cannot be scored in memory."""
+    check_memory(args.n * SIGNAL_LENGTH * LIMITS_BYTES_PER_SAMPLE, f"--n {args.n} signals per σ", "use a smaller --n")
 
 
 def limits(seed: int, n: int, sigma: float) -> dict[str, float]:
@@ -47,6 +58,7 @@ def limits(seed: int, n: int, sigma: float) -> dict[str, float]:
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    check_budget(args)
     print("| σ | Bayes RMSE | blind oracle / Bayes | equivariant blind oracle / Bayes | seconds |")
     print("|---|---|---|---|---|")
     for sigma in SIGMAS:

@@ -30,16 +30,26 @@ import numpy as np
 
 from icnn.shipped import default_weights
 from icnn.spec import BN_MODES as MODES
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import add_n_arg, add_overwrite_arg, add_seed_arg, positive_float, positive_int
 from deepdenoise1d.safewrite import write_policy
 from deepdenoise1d.errors import InputError, run_cli
-from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
+from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, SIGNAL_LENGTH, benchmark_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
 # Speeds are CPU seconds of this process, every side on one thread: on a shared machine
 # wall time would also measure the other users.
 clock = time.process_time
+# Memory. Both counts are of signals of SIGNAL_LENGTH L; the Jacobians (n, L, L) float64 dominate. --n: NumPy's
+# Jacobians and the tangents of a block (Numpy_V2.explain.jacobian_bytes), and beside them, while the accuracy is
+# measured, 4 more (n, L, L) arrays (torch's reference, the original layout's Jacobians, and the two temporaries
+# of |J − J_ref|); also the Monte-Carlo SURE's float32 forward over all n signals at once (360-440 bytes per
+# sample measured for such a forward with probes). --sweep-n: one network's Jacobians at a time and 2 more
+# (n, L, L) temporaries of the filter numbers. Each is checked apart: the sweep runs after the --n part is freed.
+EXPLAIN_JACOBIAN_COPIES = 4
+SWEEP_JACOBIAN_COPIES = 2
+FORWARD_BYTES_PER_SAMPLE = 480
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -56,6 +66,25 @@ def get_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep-n", type=positive_int, default=200, metavar="N", help="signals per σ in the blind sweep (default 200)")
     add_overwrite_arg(parser)
     return parser.parse_args(argv)
+
+
+def explain_bytes(n: int, extra_copies: int, forward: bool) -> int:
+    """Estimated peak memory of the Jacobians of ``n`` signals of SIGNAL_LENGTH with ``extra_copies`` more (n, L, L)
+    arrays, and the full-batch forward when ``forward``."""
+    from Numpy_V2.explain import jacobian_bytes
+
+    length = SIGNAL_LENGTH
+    return (jacobian_bytes(n, length) + extra_copies * 8 * n * length * length
+            + (n * length * FORWARD_BYTES_PER_SAMPLE if forward else 0))
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an --n or --sweep-n whose Jacobians cannot fit in memory."""
+    what = f"signals of length {SIGNAL_LENGTH} (Jacobians of {SIGNAL_LENGTH}² values each)"
+    check_memory(explain_bytes(args.n, EXPLAIN_JACOBIAN_COPIES, forward=True), f"--n {args.n} {what}",
+                 "use a smaller --n")
+    check_memory(explain_bytes(args.sweep_n, SWEEP_JACOBIAN_COPIES, forward=False),
+                 f"--sweep-n {args.sweep_n} {what}", "use a smaller --sweep-n")
 
 
 # ---------------------------------------------------------------- loading
@@ -444,6 +473,7 @@ def lock_folder(folder: Path):
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    check_budget(args)
     with write_policy(overwrite=args.overwrite):  # every write below: deepdenoise1d.safewrite's policy
         produce(args)
 

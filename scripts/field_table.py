@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d import classical, scoreboard, swt, tv
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import add_overwrite_arg, positive_int, rsnr_float
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
@@ -55,6 +56,13 @@ TI_GRID = tuple(np.round(2.0 ** np.arange(-2, 1.51, 0.25), 4))  # × each level'
 GAP_LIMIT = 0.03
 SUITES = ("field", "outside")
 OUTSIDE_LENGTH = 4096
+# Memory of the field suite, per sample: every record is made at once (the four demo signals at each of --sizes,
+# clean once and noisy once per --rsnr value, float64); then one record at a time is scored. Scoring holds the
+# default command's --method auto (its scoreboard: 311 MB measured at 10^6 samples), which outweighs the peers'
+# grids (130 bytes per sample at most, the translation-invariant wavelets), and beside it float64 outputs of the
+# record's length: one per network, the best peer's, and the default command's written and read back.
+SCORE_BYTES_PER_SAMPLE = 330
+OUTPUT_COPIES = 3
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -80,6 +88,22 @@ def get_args(argv=None) -> argparse.Namespace:
     if args.output is not None and args.output.suffix.lower() != ".md":
         p.error("--output must end in .md (its numbers go beside it as .json)")
     return args
+
+
+def field_bytes(sizes, n_rsnr: int, n_models: int) -> int:
+    """Estimated peak memory of the field suite (:data:`SCORE_BYTES_PER_SAMPLE`)."""
+    return (8 * len(DEMOS) * sum(sizes) * (1 + n_rsnr)
+            + max(sizes) * (SCORE_BYTES_PER_SAMPLE + 8 * (n_models + OUTPUT_COPIES)))
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, --sizes (and --rsnr values) whose records cannot be made and scored
+    in memory; the outside suite's records have a fixed length."""
+    if args.suite != "field":
+        return
+    check_memory(field_bytes(args.sizes, len(args.rsnr), len(args.models)),
+                 f"--sizes up to {max(args.sizes)} samples ({len(args.sizes)} size(s) × {len(DEMOS)} signals × "
+                 f"{len(args.rsnr)} --rsnr value(s))", "use smaller --sizes or fewer --rsnr values")
 
 
 def make_records(sizes, rsnrs, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
@@ -253,6 +277,7 @@ def draw_figure(name: str, clean, noisy, row: dict, best_peer, model: str | None
 
 def main(argv=None) -> list[dict]:
     args = get_args(argv)
+    check_budget(args)
     with write_policy(overwrite=args.overwrite):  # every write below: deepdenoise1d.safewrite's policy
         return produce(args)
 

@@ -25,14 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.classical import bayes_posterior_mean
 from deepdenoise1d.cli import add_overwrite_arg, add_threads_arg, output_file, positive_float, positive_int
 from deepdenoise1d.errors import run_cli
 from deepdenoise1d.safewrite import write_policy
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.noise import estimate_sigma, per_signal_sigma
-from deepdenoise1d.synthesis import DEFAULT_SEED, benchmark_signals, noisy_pairs, parse_sigma
+from deepdenoise1d.synthesis import DEFAULT_SEED, SIGNAL_LENGTH, benchmark_signals, noisy_pairs, parse_sigma
 from deepdenoise1d.threads import resolve_threads
+
+# Memory per sample of the --n signals of one σ: the draw (clean, noisy, float64) and, on top, the largest step:
+# the Bayes oracle's working set (522 bytes per sample, measured). The others stay below it: R2R's recorruption
+# mean (a sum, a perturbed input and an output, float64) and --score's SURE over all --n signals at once
+# (its probes and the network's activations: 360-440 bytes per sample, measured).
+ORACLE_WORK_BYTES_PER_SAMPLE = 560
+STUDY_BYTES_PER_SAMPLE = 8 * 2 + ORACLE_WORK_BYTES_PER_SAMPLE
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -49,6 +57,11 @@ def get_args(argv=None) -> argparse.Namespace:
     add_overwrite_arg(p)
     add_threads_arg(p)
     return p.parse_args(argv)
+
+
+def check_budget(a: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an --n whose signals cannot be scored in memory."""
+    check_memory(a.n * SIGNAL_LENGTH * STUDY_BYTES_PER_SAMPLE, f"--n {a.n} signals per σ", "use a smaller --n")
 
 
 def sigma_range_arg(text: str) -> tuple[float, float]:
@@ -126,6 +139,7 @@ def markdown(rows: list[dict], a: argparse.Namespace) -> str:
 
 def main(argv=None) -> None:
     a = get_args(argv)
+    check_budget(a)
     with write_policy(overwrite=a.overwrite):  # every write below: deepdenoise1d.safewrite's policy
         produce(a)
 

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import add_overwrite_arg, positive_int
 from deepdenoise1d.errors import run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
-from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
+from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, SIGNAL_LENGTH, benchmark_signals
 
 OFFSETS = (0.0, 10.0, 1e4)  # in units of σ
+# Memory per sample of the --n signals (float64): the draw (clean, noisy), f(y), y + c, f(y + c), f(y + c) − c and
+# the two temporaries of its comparisons, and on top a denoise call's working set (about 50 bytes measured, NumPy).
+OFFSET_BYTES_PER_SAMPLE = 8 * (2 + 6) + 64
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -31,6 +35,11 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=None, metavar="FILE.md", help="also write the table here")
     add_overwrite_arg(p)
     return p.parse_args(argv)
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an --n whose signals cannot be denoised in memory."""
+    check_memory(args.n * SIGNAL_LENGTH * OFFSET_BYTES_PER_SAMPLE, f"--n {args.n} signals", "use a smaller --n")
 
 
 def backends(pth: Path) -> dict:
@@ -61,6 +70,7 @@ def rows_for(name: str, pth: Path, clean: np.ndarray, noisy: np.ndarray) -> list
 
 def main(argv=None) -> str:
     args = get_args(argv)
+    check_budget(args)
     with write_policy(overwrite=args.overwrite):  # the write below: deepdenoise1d.safewrite's policy
         return produce(args)
 

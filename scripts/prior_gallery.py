@@ -16,12 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d.broad_prior import FAMILIES, MIN_LENGTH, draw_noisy
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import add_seed_arg, output_file, positive_int
 from deepdenoise1d.errors import InputError, run_cli, show_path
 from deepdenoise1d.safewrite import guard_output, write_policy
 
 EXAMPLES = 3
 MAX_LENGTH = 2**20  # a figure of longer signals is a black smear; far below what breaks
+# Memory per sample of a panel (clean and noisy drawn, both plotted, the figure rendered): 126 bytes measured at
+# 65536 samples per panel, most of it matplotlib's paths and Agg's rendering. A panel per family and example.
+GALLERY_BYTES_PER_SAMPLE = 160
 
 
 def signal_length(text: str) -> int:
@@ -30,6 +34,13 @@ def signal_length(text: str) -> int:
     if not MIN_LENGTH <= value <= MAX_LENGTH:
         raise argparse.ArgumentTypeError(f"expected a length from {MIN_LENGTH} to {MAX_LENGTH}, got {text!r}")
     return value
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, a --length whose figure cannot be drawn in memory."""
+    panels = len(FAMILIES) * EXAMPLES
+    check_memory(panels * args.length * GALLERY_BYTES_PER_SAMPLE, f"--length {args.length} ({panels} panels)",
+                 "use a smaller --length")
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -73,6 +84,7 @@ def gallery(seed: int, length: int):
 
 def main(argv=None) -> Path:
     args = get_args(argv)
+    check_budget(args)
     with write_policy(overwrite=args.overwrite):  # deepdenoise1d.safewrite's policy for --output
         if os.path.lexists(args.output) and not args.overwrite:  # stricter than the manifest, as asked of this script
             raise InputError(f"{show_path(args.output)}: exists; pass --overwrite to replace it")

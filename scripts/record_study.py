@@ -60,6 +60,9 @@ RECORD_NET_MODE = "fixed"
 STRETCH = 512  # samples shown in a record's figure
 DEFAULT_WORK_DIR = Path("runs") / "record_study"
 TAIL_LINES = 5  # lines of a failed subprocess kept for the report
+# Float64 arrays of a record's length held beside scoreboard_study's (study.RECORD_COPIES and one output per
+# candidate): the draw trained on, the saved draw read back by --reuse, and the figure's two outputs.
+STUDY_COPIES = 4
 
 
 def load_scoreboard_study():
@@ -329,8 +332,15 @@ def refuse_earlier_runs(args, records: dict) -> None:
                              "--overwrite trains again and replaces it")
 
 
+def check_budget(args: argparse.Namespace) -> None:
+    """Before any folder, file or training: the records and their scoring (``scoreboard_study.study_bytes``, with
+    record_net among the candidates) must fit in memory; train.py checks its own batch."""
+    study.check_sizes(args.sizes, study.candidate_count(args.models) + 1 + study.RECORD_COPIES + STUDY_COPIES)
+
+
 def main(argv=None) -> list[dict]:
     args = get_args(argv)
+    check_budget(args)
     for path in (args.output, args.output.with_suffix(".json")):
         guard_output(path)
     records = select_records(args)

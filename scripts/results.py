@@ -31,11 +31,12 @@ from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import configure_threads, denoise
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from deepdenoise1d import classical, cli, evaluate, frontend
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.plots import save_figure
 from deepdenoise1d.progress import progress
-from deepdenoise1d.synthesis import SIGMA, benchmark_signals
+from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, benchmark_signals
 from deepdenoise1d.threads import resolve_threads
 
 SHIPPED = {
@@ -50,6 +51,12 @@ SHIPPED = {
 BLIND_RANGE = (0.5, 5.0)  # the σ range the blind checkpoints were trained on (the blind oracle's prior)
 BLIND_ORACLE = "blind bayes (σ unknown, 0.5..5)"
 SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0)
+# Memory per sample of the --n signals (float64 arrays of n × SIGNAL_LENGTH): the σ = 3 draw (clean, noisy),
+# held to the end, a sweep draw beside it, the six classical estimates of the σ = 3 table made at once, and a
+# network's output and input copy; on top, the working set of a Bayes oracle (bayes_posterior_mean 522,
+# bayes_blind_posterior_mean 539 and bayes_equivariant_posterior_mean 555 bytes per sample, measured).
+ORACLE_WORK_BYTES_PER_SAMPLE = 560
+RESULTS_BYTES_PER_SAMPLE = 8 * (2 + 2 + 6 + 2) + ORACLE_WORK_BYTES_PER_SAMPLE
 
 
 DEFAULT_OUTPUT = Path("runs") / "results" / "RESULTS.md"  # under the current folder, never a tracked one
@@ -72,6 +79,11 @@ def get_args(argv=None):
     if a.n < 2:
         p.error("--n must be at least 2")
     return a
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an --n whose signals cannot be scored in memory."""
+    check_memory(args.n * SIGNAL_LENGTH * RESULTS_BYTES_PER_SAMPLE, f"--n {args.n} signals per σ", "use a smaller --n")
 
 
 def score(estimate: np.ndarray, clean: np.ndarray) -> dict:
@@ -303,6 +315,7 @@ def targets_section(models: dict, rows: list, base: dict, curves: dict, spread: 
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    check_budget(args)
     with write_policy(overwrite=args.overwrite):  # every write below: deepdenoise1d.safewrite's policy
         produce(args)
 

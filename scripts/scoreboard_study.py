@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from deepdenoise1d import scoreboard
+from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import markdown_file, positive_int, rsnr_float
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output
@@ -39,6 +40,12 @@ DEMOS = ("Bumps", "Blocks", "HeaviSine", "Doppler")
 SPIKE_ROWS = (20, 80)  # 2000 and 8000 samples, near the demo sizes
 GAP_LIMIT = 0.03  # the auto choice must be within 3 % of the best true RMSE
 NOISE_STREAM, PROBE_STREAM = 0, 1  # default_rng([seed, record, draw, stream])
+# Memory, per sample of a record: every record is made at once (the four demo signals at each of --sizes,
+# float64), then one record at a time is scored. Scoring holds the scoreboard's working set (the record and every
+# candidate's probe outputs: 311 MB measured at 10^6 samples, as deepdenoise1d.frontend's --method auto counts
+# it) and, per candidate, its output of the draw (float64), beside the draw and the first draw's two copies.
+SCORE_BYTES_PER_SAMPLE = 330
+RECORD_COPIES = 3  # the noisy draw, and the first draw's noisy record and chosen output
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -63,6 +70,31 @@ def get_args(argv=None) -> argparse.Namespace:
     if args.probes < 2:
         p.error("--probes must be >= 2")
     return args
+
+
+def study_bytes(sizes, held: int) -> int:
+    """Estimated peak memory of a study of the demo records at ``sizes``: the records themselves, and the scoring of
+    the longest one with ``held`` float64 arrays of its length kept beside the scoreboard's working set."""
+    return 8 * len(DEMOS) * sum(sizes) + max(sizes) * (SCORE_BYTES_PER_SAMPLE + 8 * held)
+
+
+def check_sizes(sizes, held: int) -> None:
+    """Refuse, in one line and before any work, ``--sizes`` whose records cannot be made and scored in memory."""
+    check_memory(study_bytes(sizes, held), f"--sizes up to {max(sizes)} samples ({len(sizes)} size(s), "
+                 f"{len(DEMOS)} signals each)", "use smaller --sizes")
+
+
+def candidate_count(models) -> int:
+    """How many candidates :func:`candidates_for` gives with ``models``: the classical ones, and each model in
+    both BN modes."""
+    from icnn.spec import BN_MODES
+
+    return len(scoreboard.classical_candidates(1.0)) + len(BN_MODES) * len(models)
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    """The study's memory (:func:`study_bytes`) against the budget, before any work."""
+    check_sizes(args.sizes, candidate_count(args.models) + RECORD_COPIES)
 
 
 def make_records(sizes, rsnr: float, seed: int) -> dict[str, tuple[np.ndarray, float]]:
@@ -224,6 +256,7 @@ def draw_figure(name: str, clean: np.ndarray, summary: dict, first: dict, path: 
 
 def main(argv=None) -> None:
     args = get_args(argv)
+    check_budget(args)
     if args.output is not None:
         guard_output(args.output)
         guard_output(args.output.with_suffix(".json"))
