@@ -12,6 +12,7 @@ below it never imports a front-end.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -19,10 +20,14 @@ import numpy as np
 
 from deepdenoise1d import scoreboard as _scoreboard
 from deepdenoise1d.errors import InputError
+from deepdenoise1d.magnitude import power_of_two
 from icnn.shipped import default_weights_for
 from icnn.spec import inference_modes, min_length
 
 NET = "net"  # the network alone, in the mode its weights record
+# The largest magnitude a record may hold: float64's largest over 2^10, room for what a denoised record may
+# overshoot its input by (every method computes on the record brought near 1, :func:`_unit`, and scales back).
+FLOAT64_LIMIT = np.finfo(np.float64).max / 2**10
 
 
 def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str | os.PathLike | None = None,
@@ -32,7 +37,10 @@ def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str |
     Parameters
     ----------
     y : array_like
-        Real, finite samples, shape (L,) or (N, L).
+        Real, finite samples, shape (L,) or (N, L), float32, float64 (any magnitude up to
+        :data:`FLOAT64_LIMIT`: every method is scale-equivariant and computes on the record divided by a
+        power of two that brings it near 1, exactly) or integers (converted to float64, rounded to its
+        53 bits beyond 2^53). Complex input is refused.
     method : str
         ``"auto"`` (default): every candidate (the classical peers and the network in each of its modes) is
         scored by SURE on ``y`` itself and the lowest is applied; ``"net"``: the network alone; or one
@@ -61,7 +69,9 @@ def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str |
     if not isinstance(method, str):
         raise InputError(f"method must be a name such as 'auto', 'net' or 'tv', got {method!r}")
     network = "optional" if method == "auto" else "required" if method.split("_")[0] == NET else "none"
-    candidates, path = candidates_for(rows, sigma_value, weights, threads, network)
+    unit = _unit(record)
+    scaled, scaled_sigma = _scaled(rows, sigma_value, unit)
+    candidates, path = candidates_for(scaled, scaled_sigma, weights, threads, network)
     if method == NET:
         method = next(name for name in candidates if name.startswith(f"{NET}_"))  # the weights' own mode comes first
     info = {"sigma": sigma_value, "sigma_source": source, "warnings": []}
@@ -71,13 +81,15 @@ def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str |
     if note:
         info["warnings"].append(note)
     if method == "auto":
-        ranking = _scoreboard.rank(candidates, rows, sigma_value)
+        ranking = _scoreboard.rank(candidates, scaled, scaled_sigma)
         method = ranking.chosen
         summary = ranking.summary()
-        info.update(estimates=summary["estimates"], standard_errors=summary["standard_errors"])
+        info.update({key: {name: value * unit for name, value in summary[key].items()}  # RMSEs, in y's units
+                     for key in ("estimates", "standard_errors")})
     elif method not in candidates:
         raise InputError(f"method {method!r} is not one of auto, {NET}, {', '.join(candidates)}")
-    out = np.asarray(candidates[method](rows)).reshape(record.shape)
+    out = np.asarray(candidates[method](scaled)).reshape(record.shape)
+    out = out * unit if unit != 1.0 else out
     info.update(method=method, weights=str(path) if method.startswith(f"{NET}_") else None)
     return out.astype(record.dtype, copy=False), info
 
@@ -89,11 +101,15 @@ def estimate_sigma(y) -> float:
 
 def scoreboard(y, sigma: float | str = "auto", weights: str | os.PathLike | None = None,
                threads: int = 1) -> _scoreboard.Ranking:
-    """Every candidate's SURE estimate on ``y`` (``Ranking``: ``.chosen``, ``.estimates``, ``.table()``)."""
-    rows = np.atleast_2d(_as_record(y))
+    """Every candidate's SURE estimate on ``y`` (``Ranking``: ``.chosen``, ``.estimates``, ``.table()``), in ``y``'s
+    units; a float64 record whose mean squares leave float64 (magnitudes beyond about 1e±150) is refused."""
+    record = _as_record(y)
+    rows = np.atleast_2d(record)
     sigma_value = _scoreboard.record_sigma(rows, _check_sigma(sigma))[0]
-    candidates, _ = candidates_for(rows, sigma_value, weights, threads, "optional")
-    return _scoreboard.rank(candidates, rows, sigma_value)
+    unit = _unit(record)
+    scaled, scaled_sigma = _scaled(rows, sigma_value, unit)
+    candidates, _ = candidates_for(scaled, scaled_sigma, weights, threads, "optional")
+    return _in_units(_scoreboard.rank(candidates, scaled, scaled_sigma), unit)
 
 
 def candidates_for(rows: np.ndarray, sigma: float, weights, threads: int, network: str) -> tuple[dict, Path | None]:
@@ -133,9 +149,48 @@ def _as_record(y) -> np.ndarray:
     record = record if record.dtype in (np.float32, np.float64) else record.astype(np.float64)
     if not np.all(np.isfinite(record)):
         raise InputError("the record holds NaN or infinite values")
-    if record.dtype == np.float32 or np.abs(record).max() < np.finfo(np.float32).max:
+    if np.abs(record).max() <= FLOAT64_LIMIT:
         return record
-    raise InputError("the record holds values beyond float32's range (3.4e38); rescale it first")
+    raise InputError(f"the record holds values beyond {FLOAT64_LIMIT:.3g} (float64's largest / 1024), where its "
+                     "denoised values could overflow float64; rescale it first")
+
+
+def _unit(record: np.ndarray) -> float:
+    """The power of two that brings a float64 record's largest magnitude into [1, 2); 1 for float32.
+
+    Every method is scale-equivariant and dividing by a power of two is exact, so a record computed as
+    unit · f(record / unit) gives f(record)'s bits wherever those fit, and the right answer at 1e-200 or
+    1e200, where SURE's and the wavelet rules' squares would underflow or overflow. float32 computes as it
+    is: its range keeps every square inside float64.
+    """
+    return float(power_of_two(record, axis=None).item()) if record.dtype == np.float64 else 1.0
+
+
+def _scaled(rows: np.ndarray, sigma: float, unit: float) -> tuple[np.ndarray, float]:
+    """The record and σ divided by ``unit``; a σ that leaves float64 there is refused in one line."""
+    if unit == 1.0:
+        return rows, sigma
+    scaled_sigma = sigma / unit
+    if not (np.finfo(np.float64).tiny <= scaled_sigma < np.finfo(np.float64).max):
+        raise InputError(f"sigma {sigma:.4g} is out of all proportion to the record (largest magnitude about "
+                         f"{unit:.4g}); check its units")
+    return rows / unit, scaled_sigma
+
+
+def _in_units(ranking: _scoreboard.Ranking, unit: float) -> _scoreboard.Ranking:
+    """``ranking`` of the record divided by ``unit`` in the record's own units: RMSEs times ``unit``, the SURE
+    (mean-square) terms times unit², refused in one line where those leave float64."""
+    if unit == 1.0:
+        return ranking
+    square = unit * unit
+    if not np.finfo(np.float64).tiny <= square < np.finfo(np.float64).max:
+        raise InputError(f"the record's mean squares (its magnitude, about {unit:.4g}, squared) lie beyond float64; "
+                         "rescale it for the table of estimates (denoise() takes it as it is)")
+    estimates = {name: dataclasses.replace(e, rmse=e.rmse * unit, se=e.se * unit, sure=e.sure * square,
+                                           sure_se=e.sure_se * square, probe_se=e.probe_se * square,
+                                           length_se=e.length_se * square)
+                 for name, e in ranking.estimates.items()}
+    return dataclasses.replace(ranking, estimates=estimates, sigma=ranking.sigma * unit)
 
 
 def _check_sigma(sigma):

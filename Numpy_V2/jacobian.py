@@ -35,7 +35,8 @@ from scipy.ndimage import uniform_filter1d
 from icnn.spec import BN_EPS, FRN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part, skip_parts
 from Numpy_V2 import layers
 from Numpy_V2.model import BiasFreeNorm, FilterResponseNorm, NoNorm, Shrink, SigmaShrink, beyond_trust
-from deepdenoise1d.classical import WIENER_WINDOW, wiener, wiener_inverse_response
+from deepdenoise1d.classical import WIENER_WINDOW, tikhonov_floor, wiener, wiener_inverse_response
+from deepdenoise1d.magnitude import rms as root_mean_square
 
 # Signals per forward-mode block (each carries D = L tangent columns): the fastest size tried at L = 100.
 JACOBIAN_BLOCK = 24
@@ -354,7 +355,7 @@ def prior_dual(y: np.ndarray, rel_floor: float = 1e-3) -> tuple[np.ndarray, np.n
     d_filtered = np.fft.rfft(wiener_dual(y), axis=-1)  # (N, j, k)
     magnitude = np.abs(spectrum)
     peak = magnitude.argmax(axis=-1)
-    floor = (rel_floor * magnitude[rows, peak]) ** 2 + 1e-30
+    floor = tikhonov_floor(magnitude[rows, peak], rel_floor)  # relative, as wiener_inverse_response's
     d_floor = 2 * rel_floor**2 * np.real(np.conj(spectrum[rows, peak])[:, None] * d_spectrum[:, peak].T)  # (N, j)
     power = magnitude**2 + floor[:, None]
     transfer = filtered * np.conj(spectrum) / power
@@ -449,7 +450,7 @@ def noise_scale_dual(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sign = np.sign(diffs[rows, at]) / SCALE_MAD
     grad[rows, at + 1] += sign
     grad[rows, at] -= sign
-    rms = np.sqrt(np.mean(y**2, axis=-1))
+    rms = root_mean_square(y)[:, 0]  # the squares at a magnitude near 1: no overflow at 1e200
     fallback = median <= 0  # over half the differences are 0: the RMS instead (its gradient y / (L·rms))
     grad[fallback] = y[fallback] / (length * np.where(rms[fallback] > 0, rms[fallback], 1.0))[:, None]
     return np.where(fallback, rms, median), grad

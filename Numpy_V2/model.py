@@ -19,8 +19,6 @@ from icnn.spec import (
     CHUNK,
     KERNEL_SIZE,
     PRIOR_TAPS,
-    SCALE_MAD,
-    TRUST_REGION,
     baseline,
     ModelConfig,
     check_bn_mode,
@@ -50,7 +48,9 @@ from Numpy_V2.layers import (
     upsample_linear,
 )
 from Numpy_V2.parallel import run_blocks
-from deepdenoise1d.classical import wiener_inverse_response
+# noise_scale, the trust region and the prior live with the normalisation both backends share; named here too
+from icnn.equivariance import (beyond_trust, noise_scale, normalised_forward, real_signals, trust_region,  # noqa: F401
+                               wiener_prior)
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.io import check_chunk, check_span
 from deepdenoise1d.windows import denoise_windows
@@ -293,7 +293,9 @@ class NumpyICNN:
         Returns
         -------
         np.ndarray
-            Shape (N, 1, L), of the model's ``dtype``.
+            Shape (N, 1, L), of the model's ``dtype``; float64 for float64 x into an equivariant or offset-free
+            model, whose baseline m(y), scale s(y) and way back stay in float64 (only the normalised
+            signal is computed in ``dtype``: :func:`icnn.equivariance.normalised_forward`).
         """
         return self._forward(x, h, check_bn_mode(bn_mode or self.config.bn_mode))
 
@@ -304,22 +306,12 @@ class NumpyICNN:
         if x.ndim != 3 or x.shape[1] != 1:
             raise InputError(f"expected input of shape (N, 1, L), got {x.shape}")
         self.check_length(x.shape[2])
-        offset_free = self.config.baseline == "median"
-        if not (self.config.equivariant or offset_free):
+        if not (self.config.equivariant or self.config.baseline == "median"):
             return self.unet(x, h, mode)
-        x = np.asarray(x, dtype=self.dtype)
-        m = baseline(x) if offset_free else None
-        if offset_free:
-            x = x - m
-        # h needs no rescaling: the Wiener filter is homogeneous, so h(a·y) = h(y); from y − m, as self.prior computes it.
-        if h is None and self.wienernet is not None:
-            h = wiener_prior(x)
-        if self.config.equivariant:
-            s = noise_scale(x)
-            out = trust_region(x, s * self.unet(x / np.where(s > 0, s, self.dtype.type(1)), h, mode), s)
-        else:
-            out = self.unet(x, h, mode)
-        return out + m if offset_free else out
+        # float64 in keeps m(y), s(y) and the way back in float64; the network sees only (y − m) / s
+        outer = np.float64 if x.dtype == np.float64 else self.dtype
+        return normalised_forward(np.asarray(x, dtype=outer), self.config, lambda z, hz: self.unet(z, hz, mode),
+                                  self.dtype, h)
 
     def prior(self, x: np.ndarray) -> np.ndarray | None:
         """The Wiener prior h that :meth:`forward` computes for (N, 1, L) signals x (None without the branch):
@@ -348,6 +340,11 @@ class NumpyICNN:
             x = getattr(self, name)(x, encoded[skip], mode)
         return self.outc(x)  # (N, 1, L)
 
+    def wide(self, dtype) -> bool:
+        """Whether :meth:`denoise` keeps signals of ``dtype`` (its output dtype) in float64 around the network:
+        float64 into an equivariant model, whose float32 network then sees only the normalised signal."""
+        return np.dtype(dtype) == np.float64 and self.config.equivariant
+
     def check_length(self, length: int) -> None:
         """Refuse signals shorter than the model takes: ``depth`` halvings must leave a sample."""
         if length < min_length(self.config):
@@ -366,8 +363,10 @@ class NumpyICNN:
         Parameters
         ----------
         noisy : np.ndarray
-            Shape (N, L) or (L,), finite (and within float32's range), L ≥ ``min_length(config)``. Signals
-            longer than ``config.train_length`` are denoised in overlapping windows of it,
+            Shape (N, L) or (L,), finite, L ≥ ``min_length(config)``. float64 (or integer) signals into an
+            equivariant model keep float64 through its baseline and scale (:meth:`wide`), at any magnitude
+            float64 holds; otherwise they are computed in the model's dtype and must lie within its range.
+            Signals longer than ``config.train_length`` are denoised in overlapping windows of it,
             blended (:func:`deepdenoise1d.windows.denoise_windows`). A model with
             ``config.input_scale`` s ≠ 1 gives s · net(noisy / s).
         bn_mode : {"fixed", "unfixed"}, optional
@@ -383,24 +382,32 @@ class NumpyICNN:
             Shape (N, L), in the input's float dtype (float32 or float64; others give float64).
         """
         mode = check_bn_mode(bn_mode or self.config.bn_mode)
-        noisy = np.atleast_2d(np.asarray(noisy))
+        noisy = real_signals(noisy)
         if noisy.ndim != 2:
             raise InputError(f"expected signals of shape (N, L), got {noisy.shape}")
         self.check_length(noisy.shape[1])
         if chunk < 1:
             raise InputError(f"chunk must be >= 1, got {chunk}")
         out = np.empty(noisy.shape, dtype=noisy.dtype if noisy.dtype in (np.float32, np.float64) else np.float64)
+        wide = self.wide(out.dtype)
+        limit = np.float64 if wide else self.dtype  # the range the values must fit: float32's unless kept float64
         window = self.config.train_length
         if noisy.shape[1] > window:  # longer than the training signals: overlapping windows of that length, blended
             length = noisy.shape[1]
             return denoise_windows(noisy, lambda block: self.denoise(block, mode, threads, chunk), window,
                                    batch=chunk, out=out, dtype=out.dtype,
-                                   check=lambda raw, flat: check_span(raw, flat, length, "input", self.dtype))
+                                   check=lambda raw, flat: check_span(raw, flat, length, "input", limit))
         scale = self.config.input_scale  # applied per window (the windowed path above recurses here)
 
         def denoise_block(start: int) -> None:
             raw = noisy[start : start + FORWARD_BLOCK]
-            check_chunk(raw, start, "input", self.dtype)
+            check_chunk(raw, start, "input", limit)
+            if wide:  # m(y), s(y) and the way back in float64, the network on (y − m) / s (normalised_forward)
+                x = np.asarray(raw, dtype=np.float64)[:, None, :]
+                x = x / scale if scale != 1.0 else x
+                y = self._forward(x, None, mode)[:, 0]
+                out[start : start + x.shape[0]] = y * scale if scale != 1.0 else y
+                return
             # an offset-free model's baseline comes off in the input's precision, so a float64 offset loses nothing
             m = baseline(np.asarray(raw, dtype=np.float64)) if self.config.baseline == "median" else None
             x = (raw if m is None else raw - m).astype(self.dtype)[:, None, :]  # (n, 1, L)
@@ -414,34 +421,6 @@ class NumpyICNN:
             stop = min(chunk_start + chunk, noisy.shape[0])
             run_blocks(denoise_block, range(chunk_start, stop, FORWARD_BLOCK), threads)
         return out
-
-
-def beyond_trust(x: np.ndarray, out: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Where ``out`` moves x by more than ``icnn.spec.TRUST_REGION``·s (s broadcast against x)."""
-    return np.abs(out - x) > TRUST_REGION * s
-
-
-def trust_region(x: np.ndarray, out: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """``out``, except where it moves x beyond the trust region (:func:`beyond_trust`): there x itself."""
-    return np.where(beyond_trust(x, out, s), x, out)
-
-
-def noise_scale(x: np.ndarray) -> np.ndarray:
-    """s(y) of (N, 1, L) signals as (N, 1, 1), in x's dtype: median |Δy| / SCALE_MAD, else the RMS (``icnn.spec``)."""
-    diffs = np.abs(np.diff(x, axis=-1))
-    k = (x.shape[-1] - 2) // 2  # the lower median, as Pytorch_V1.model.noise_scale picks it
-    median = np.partition(diffs, k, axis=-1)[..., k : k + 1] / x.dtype.type(SCALE_MAD)
-    rms = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float64)).astype(x.dtype)
-    return np.where(median > 0, median, rms)
-
-
-def wiener_prior(x: np.ndarray) -> np.ndarray:
-    """h of each signal (``deepdenoise1d.classical.wiener_inverse_response``), float32 (N, 1, L) like x.
-
-    Computed from the float32 input, as ``Pytorch_V1.model.wiener_prior`` does.
-    """
-    h = wiener_inverse_response(np.asarray(x)[:, 0].astype(np.float64))
-    return h.astype(np.float32)[:, None, :]
 
 
 def load_h5(path: str | os.PathLike, dtype: type = np.float32) -> NumpyICNN:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from icnn.equivariance import normalised_forward, real_signals
 from icnn.spec import CHUNK, baseline, check_bn_mode
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.errors import InputError
@@ -60,10 +61,13 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
     model : ICNN_s
         Evaluated in eval mode (set here).
     noisy : np.ndarray
-        Shape (N, L) or (L,); computed in float32; signals longer than the model's
-        ``config.train_length`` go through overlapping windows of it, blended
-        (:func:`deepdenoise1d.windows.denoise_windows`). NaN, inf and values beyond
-        float32's range are refused (InputError naming signal and index). A model
+        Shape (N, L) or (L,); the network computes in float32. float64 (or integer) signals into an
+        equivariant model keep float64 through its baseline m(y), scale s(y) and the way back, and the
+        network sees only (y − m) / s (:func:`icnn.equivariance.normalised_forward`, as the NumPy model
+        does), so any magnitude float64 holds works; other signals are computed in float32. Signals
+        longer than the model's ``config.train_length`` go through overlapping windows of it, blended
+        (:func:`deepdenoise1d.windows.denoise_windows`). NaN, inf and, where computed in float32,
+        values beyond float32's range are refused (InputError naming signal and index). A model
         with ``config.input_scale`` s ≠ 1 gives s · net(noisy / s).
     bn_mode : {"fixed", "unfixed"}, optional
         Defaults to the mode the model's config records.
@@ -80,19 +84,27 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
         raise InputError(f"chunk must be >= 1, got {chunk}")
     device = next(model.parameters()).device
     model.eval()
-    noisy = np.atleast_2d(noisy)
+    noisy = real_signals(noisy)
     out = np.empty(noisy.shape, dtype=output_dtype(noisy.dtype))
+    wide = out.dtype == np.float64 and model.config.equivariant  # as Numpy_V2.model.NumpyICNN.wide
+    limit = np.float64 if wide else np.float32  # the range the values must fit: float32's unless kept float64
     window = model.config.train_length
     if noisy.shape[-1] > window:  # longer than the training signals: overlapping windows of that length, blended
         length = noisy.shape[-1]
         return denoise_windows(noisy, lambda block: denoise(model, block, mode, chunk), window, batch=chunk, out=out,
                                dtype=out.dtype,
-                               check=lambda raw, flat: check_span(raw, flat, length, "input", np.float32))
+                               check=lambda raw, flat: check_span(raw, flat, length, "input", limit))
     scale = model.config.input_scale  # applied per window (the windowed path above recurses here)
     step = min(chunk, forward_block(model))
     for start in range(0, noisy.shape[0], step):
         raw = noisy[start : start + step]
-        check_chunk(raw, start, "input", np.float32)  # finite, and inside float32's range: never NaN out
+        check_chunk(raw, start, "input", limit)  # finite, and inside the computed range: never NaN out
+        if wide:  # m(y), s(y) and the way back in float64, the float32 network on (y − m) / s
+            x = np.asarray(raw, dtype=np.float64)[:, None, :]
+            x = x / scale if scale != 1.0 else x
+            y = normalised_forward(x, model.config, lambda z, h: network(model, z, h, mode, device), np.float32)[:, 0]
+            out[start : start + step] = y * scale if scale != 1.0 else y
+            continue
         # an offset-free model's baseline comes off in the input's precision, so a float64 offset loses nothing
         m = baseline(np.asarray(raw, dtype=np.float64)) if model.config.baseline == "median" else None
         x = torch.from_numpy(np.ascontiguousarray(raw if m is None else raw - m, dtype=np.float32))[:, None].to(device)
@@ -102,3 +114,10 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
         y = (y * scale if scale != 1.0 else y).cpu().numpy()
         out[start : start + step] = y if m is None else y + m
     return out
+
+
+def network(model: ICNN_s, z: np.ndarray, h: np.ndarray | None, mode: str, device: torch.device) -> np.ndarray:
+    """The model's network g (``ICNN_s.unet``) on normalised NumPy signals z (N, 1, L) float32, prior h or None."""
+    x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(device)
+    prior = None if h is None else torch.from_numpy(np.ascontiguousarray(h, dtype=np.float32)).to(device)
+    return model.unet(x, prior, mode).cpu().numpy()

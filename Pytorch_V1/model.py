@@ -431,11 +431,17 @@ class ICNN_s(nn.Module):
 
 
 def noise_scale(x: torch.Tensor) -> torch.Tensor:
-    """s(y) of (N, 1, L) signals as (N, 1, 1): median |Δy| / SCALE_MAD, else the RMS (``icnn.spec``)."""
+    """s(y) of (N, 1, L) signals as (N, 1, 1): median |Δy| / SCALE_MAD, else the RMS (``icnn.spec``).
+
+    The RMS is taken of y / max|y|: a sparse float32 record at 3e20 has an RMS that float32 holds, but not its
+    squares (``icnn.equivariance.noise_scale`` is the NumPy twin).
+    """
     diffs = (x[..., 1:] - x[..., :-1]).abs()
     # The lower median as the last of the k + 1 smallest: topk exports to ONNX, kthvalue does not.
     median = torch.topk(diffs, (x.shape[-1] - 2) // 2 + 1, dim=-1, largest=False).values[..., -1:] / SCALE_MAD
-    rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) / x.shape[-1] ** 0.5
+    peak = x.detach().abs().amax(dim=-1, keepdim=True)  # a constant factor: the RMS's gradient is unchanged
+    unit = torch.where(peak > 0, peak, torch.ones_like(peak))
+    rms = unit * torch.linalg.vector_norm(x / unit, dim=-1, keepdim=True) / x.shape[-1] ** 0.5
     return torch.where(median > 0, median, rms)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.special import logsumexp
 
+from deepdenoise1d.magnitude import power_of_two
 from deepdenoise1d.synthesis import SIGMA, SpikePrior, noisy_pairs
 
 WIENER_WINDOW = 3
@@ -29,6 +30,9 @@ def wiener(x: np.ndarray, window: int = WIENER_WINDOW) -> np.ndarray:
         Filtered signals, same shape as ``x``.
     """
     x = np.asarray(x, dtype=np.float64)
+    # the filter is homogeneous: on x / 2^e near 1 its squares neither overflow nor underflow, and the bits are x's
+    p = power_of_two(x)
+    x = x / p
     # uniform_filter1d with zero padding equals correlate(x, ones(w), 'same') / w.
     local_mean = uniform_filter1d(x, window, axis=-1, mode="constant")
     local_var = uniform_filter1d(x * x, window, axis=-1, mode="constant") - local_mean**2
@@ -38,22 +42,31 @@ def wiener(x: np.ndarray, window: int = WIENER_WINDOW) -> np.ndarray:
         filtered = local_mean + gain * (x - local_mean)
     # scipy uses `<`; `<=` gives the same values (gain is 0 at equality) and keeps an
     # all-zero signal (0/0) finite.
-    return np.where(local_var <= noise, local_mean, filtered)
+    return p * np.where(local_var <= noise, local_mean, filtered)
 
 
 def wiener_inverse_response(x: np.ndarray, rel_floor: float = 1e-3) -> np.ndarray:
     """Magnitude of the Wiener filter's equivalent system, |ifft(fft(wiener(x)) / fft(x))|.
 
     FFT bins of ``x`` near zero are guarded with a Tikhonov floor
-    ``(rel_floor · max|X|)²`` so ``h`` stays finite. Shape (N, L) for (N, L) input.
+    ``(rel_floor · max|X|)²`` so ``h`` stays finite; an all-zero signal gets h = 0. The floor is
+    relative, so h is scale-free: h(a·x) = h(x) for every a > 0, at any float64 magnitude.
+    Shape (N, L) for (N, L) input.
     """
     x = np.asarray(x, dtype=np.float64)
+    x = x / power_of_two(x)  # h is scale-free: at a magnitude near 1, |X|² neither overflows nor underflows
     spectrum = np.fft.fft(x, axis=-1)
     filtered = np.fft.fft(wiener(x), axis=-1)
     power = np.abs(spectrum) ** 2
-    floor = (rel_floor * np.abs(spectrum).max(axis=-1, keepdims=True)) ** 2 + 1e-30
+    floor = tikhonov_floor(np.abs(spectrum).max(axis=-1, keepdims=True), rel_floor)
     transfer = filtered * np.conj(spectrum) / (power + floor)
     return np.abs(np.fft.ifft(transfer, axis=-1))
+
+
+def tikhonov_floor(peak: np.ndarray, rel_floor: float) -> np.ndarray:
+    """``wiener_inverse_response``'s floor (rel_floor · peak)², relative to the spectrum's peak |X|; 1 where the
+    peak is 0 (an all-zero signal, whose transfer 0 / 1 is 0), so no absolute constant sets a scale."""
+    return np.where(peak > 0, (rel_floor * peak) ** 2, 1.0)
 
 
 def complex_soft(z: np.ndarray, threshold: float) -> np.ndarray:
@@ -291,10 +304,13 @@ def wavelet(y: np.ndarray, sigma: float | np.ndarray = SIGMA, method: str = "Bay
     y = np.asarray(y, dtype=np.float64)
     rows = np.atleast_2d(y)
     sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64).reshape(-1), (rows.shape[0],))
+    # BayesShrink floors σ_x² at float64's eps, an absolute scale: each signal near 1 (a power of two, exact) keeps
+    # it equivariant below σ ≈ 1e-8 and keeps σ² finite above 1e154
+    p = power_of_two(rows)
     # channel_axis: each signal is one channel, thresholded on its own (skimage loops over them).
-    out = denoise_wavelet(np.ascontiguousarray(rows.T), sigma=list(sigmas), wavelet=wavelet_name, mode=mode,
-                          wavelet_levels=levels, method=method, channel_axis=-1, rescale_sigma=True)
-    return out.T.reshape(y.shape)
+    out = denoise_wavelet(np.ascontiguousarray((rows / p).T), sigma=list(sigmas / p[:, 0]), wavelet=wavelet_name,
+                          mode=mode, wavelet_levels=levels, method=method, channel_axis=-1, rescale_sigma=True)
+    return (out.T * p).reshape(y.shape)
 
 # --- Blind Bayes oracle: σ unknown, marginalised over a prior range ---------------------
 

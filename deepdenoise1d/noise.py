@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepdenoise1d.errors import InputError
+from deepdenoise1d.magnitude import power_of_two
 from deepdenoise1d.synthesis import N_SPIKES, SIGNAL_LENGTH, SpikePrior, noisy_pairs
 
 VARIES_FACTOR = 1.5  # per-signal estimates spread this much more than at one σ: σ varies
@@ -247,13 +248,16 @@ def estimate_sigma_auto(noisy: np.ndarray) -> AutoSigma:
         NaN where the signal is degenerate (see :data:`DEGENERATE_RELATIVE`).
     """
     y = np.atleast_2d(np.asarray(noisy, dtype=np.float64))
+    # both estimators are homogeneous: on y / 2^e near 1 no square overflows or underflows, and the bits are y's
+    p = power_of_two(y)[:, 0]
+    y = y / p[:, None]
     below = y <= 0
     count = below.sum(axis=-1)
     spike = np.sqrt(np.where(below, y * y, 0.0).sum(axis=-1) / np.maximum(count, 1))
     wavelet = _wavelet_each(y)
     use_spike = (count >= AUTO_MIN_BELOW) & (count >= AUTO_MIN_SHARE * y.shape[-1]) & (spike <= AUTO_MAX_RATIO * wavelet)
-    sigma = np.where(use_spike, spike, wavelet)
-    scale = np.abs(y).max(axis=-1)
+    sigma = p * np.where(use_spike, spike, wavelet)
+    scale = p * np.abs(y).max(axis=-1)
     sigma[~(np.isfinite(sigma) & (sigma > DEGENERATE_RELATIVE * scale) & (sigma > 0))] = np.nan
     return AutoSigma(sigma, use_spike)
 

@@ -37,6 +37,7 @@ from deepdenoise1d import classical, noise, swt, tv, windows
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.columns import read_column
 from deepdenoise1d.io import check_chunk, read_signals
+from deepdenoise1d.progress import Progress
 from deepdenoise1d.magnitude import rms
 
 PROBES = 8  # antithetic probe pairs per candidate
@@ -129,14 +130,17 @@ class Ranking:
                 "probe_pairs": {k: e.probes for k, e in self.estimates.items()}}
 
     def table(self) -> str:
-        """Markdown table: name, estimated RMSE ± standard error, div f / n, seconds; the chosen row marked."""
+        """Markdown table: name, estimated RMSE ± standard error, noise passed, how it was measured, seconds; the
+        chosen row marked, and one line saying what the columns mean."""
         lines = [f"SURE scoreboard: σ = {self.sigma:.6g}, {self.n} samples (estimated RMSE ± standard error; "
                  "* = chosen)",
-                 "| method | estimated RMSE ± se | div f / n | probe pairs | seconds |", "|---|---|---|---|---|"]
+                 "| method | estimated RMSE ± se | noise passed | random probes | seconds |", "|---|---|---|---|---|"]
         for name, e in self.estimates.items():
             mark = " *" if name == self.chosen else ""
             lines.append(f"| {name}{mark} | {e.rmse:.5g} ± {e.se:.2g} | {e.divergence:.4f} | "
                          f"{e.probes or 'exact'} | {e.seconds:.3f} |")
+        lines.append("noise passed: the share of the noise a method lets through (1 = all, the noisy input; its "
+                     "divergence per sample), measured with that many random probe pairs, or exactly")
         return "\n".join(lines)
 
 
@@ -267,7 +271,7 @@ def sure_estimate(f: Callable | Candidate, y: np.ndarray, sigma: float, probes: 
 
 
 def rank(candidates: dict[str, Callable | Candidate], y: np.ndarray, sigma: float, probes: int = PROBES,
-         seed=PROBE_SEED, eps: float | None = None, refine: int = REFINE_PROBES) -> Ranking:
+         seed=PROBE_SEED, eps: float | None = None, refine: int = REFINE_PROBES, progress: bool = False) -> Ranking:
     """Estimate every candidate's RMSE on ``y`` by SURE and choose the lowest.
 
     Two passes: every candidate with ``probes`` probe pairs (fewer on records longer than
@@ -288,6 +292,8 @@ def rank(candidates: dict[str, Callable | Candidate], y: np.ndarray, sigma: floa
         As :func:`sure_estimate`; every candidate gets the same probes.
     refine : int
         Probe pairs of the second pass (no second pass when ``refine <= probes``).
+    progress : bool
+        Report the candidates scored on stderr (a long record takes minutes).
 
     Returns
     -------
@@ -297,10 +303,17 @@ def rank(candidates: dict[str, Callable | Candidate], y: np.ndarray, sigma: floa
     if not candidates:
         raise ValueError("no candidates to rank")
     probes, refine = probe_budget(np.size(y), probes), probe_budget(np.size(y), refine)
-    estimates = {name: sure_estimate(f, y, sigma, probes, eps, seed) for name, f in candidates.items()}
+    estimates = {}
+    with Progress(len(candidates), "scoring", "candidates", every=5.0, enabled=progress) as bar:
+        for name, f in candidates.items():
+            estimates[name] = sure_estimate(f, y, sigma, probes, eps, seed)
+            bar.update()
     if refine > probes:
-        for name in contenders(estimates):
-            estimates[name] = sure_estimate(candidates[name], y, sigma, refine, eps, seed)
+        again = contenders(estimates)
+        with Progress(len(again), "scoring again", "candidates", every=5.0, enabled=progress) as bar:
+            for name in again:
+                estimates[name] = sure_estimate(candidates[name], y, sigma, refine, eps, seed)
+                bar.update()
     chosen = min(estimates, key=lambda k: estimates[k].sure)
     return Ranking(estimates, chosen, float(sigma), probes, int(np.size(y)))
 
@@ -412,7 +425,7 @@ def sigma_note(record: np.ndarray, sigma: float) -> str | None:
     """One line when ``sigma`` is at or above the record's spread about its median: noise that large would
     be all there is, so every candidate flattens the record (a soft threshold writes zeros). None otherwise."""
     rows = np.atleast_2d(record)
-    spread = float(rms(rows - np.median(rows, axis=-1, keepdims=True), axis=None))  # its squares fit at any magnitude
+    spread = rms(rows - np.median(rows, axis=-1, keepdims=True), axis=None).item()  # its squares fit at any magnitude
     if sigma < spread:
         return None
     return (f"σ = {sigma:.4g} is at or above the record's own spread about its median ({spread:.4g}): at that noise "

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from deepdenoise1d.magnitude import power_of_two
+
 METHODS = ("BayesShrink", "SURE")
 MAX_LEVELS = 8  # coarsest details at 2^8 samples: the approximation below it is smooth; bounds memory at 9 × L
 
@@ -110,10 +112,12 @@ def _shrink(y, sigma, wavelet, method, levels, threshold_scale, thresholds) -> t
     out = np.empty_like(rows)
     used = np.empty((rows.shape[0], levels))
     for i, row in enumerate(extended):
-        coeffs = pywt.swt(row, wavelet, level=levels, trim_approx=True, norm=False)  # [cA_J, cD_J, ..., cD_1]
+        # the rules' squares near 1 (a power of two, exact): no underflow at 1e-200, no overflow at 1e200
+        q = power_of_two(row).item()
+        coeffs = pywt.swt(row / q, wavelet, level=levels, trim_approx=True, norm=False)  # [cA_J, cD_J, ..., cD_1]
         for j in range(1, len(coeffs)):
-            t = rule(coeffs[j], sigma) * threshold_scale if thresholds is None else thresholds[i, j - 1]
-            used[i, j - 1] = t
+            t = rule(coeffs[j], sigma / q) * threshold_scale if thresholds is None else thresholds[i, j - 1] / q
+            used[i, j - 1] = t * q
             coeffs[j] = np.zeros_like(coeffs[j]) if math.isinf(t) else pywt.threshold(coeffs[j], t, mode="soft")
-        out[i] = pywt.iswt(coeffs, wavelet, norm=False)[:length]
+        out[i] = q * pywt.iswt(coeffs, wavelet, norm=False)[:length]
     return out.reshape(y.shape), used

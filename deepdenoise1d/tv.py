@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from deepdenoise1d.magnitude import power_of_two
+
 # The grid of weights, in units of σ: 2^(k/2) for k = -4..12 covers 0.25σ (a light touch) to 64σ
 # (long flat runs); the SURE curve is smooth in log weight, so half-octave steps lose little.
 WEIGHT_GRID = tuple(2.0 ** (k / 2) for k in range(-4, 13))
@@ -150,6 +152,10 @@ def denoise_tv_sure(y: np.ndarray, sigma: float, grid=WEIGHT_GRID) -> np.ndarray
     Returns
     -------
     np.ndarray
-        Denoised, float64, same shape as ``y``.
+        Denoised, float64, same shape as ``y``; scale-equivariant at any float64 magnitude.
     """
-    return denoise_tv(y, choose_weight(y, sigma, grid)[0])
+    y = np.asarray(y, dtype=np.float64)
+    # TV is homogeneous (its weight in the signal's units): on y / 2^e near 1 SURE's squares neither underflow nor
+    # overflow, and dividing by a power of two is exact, so the bits are y's wherever they fit
+    q = power_of_two(y, axis=None).item()
+    return q * denoise_tv(y / q, choose_weight(y / q, sigma / q, grid)[0])

@@ -29,7 +29,9 @@ def test_auto_gives_the_command_lines_choice_and_output(tmp_path, run_main):
     cli = json.loads((tmp_path / "out.json").read_text())
     out, info = denoise(y)
     assert info["method"] == cli["chosen"] and info["sigma"] == pytest.approx(cli["sigma"], rel=1e-12)
-    np.testing.assert_allclose(out, np.load(tmp_path / "out.npy"), rtol=0, atol=1e-9)
+    # the command line's file path feeds the network float32 windows (deepdenoise1d/evaluate.py); the API keeps
+    # float64 through the network's baseline and scale: they differ by float32 rounding
+    np.testing.assert_allclose(out, np.load(tmp_path / "out.npy"), rtol=0, atol=1e-5 * np.abs(out).max())
     assert set(info["estimates"]) == set(cli["estimates"])
 
 
@@ -70,7 +72,7 @@ def test_estimate_sigma_and_the_scoreboard():
     (np.array([1.0, np.nan] * 40), {}, "NaN"),
     (np.ones((2, 2, 40)), {}, "shape"),
     (np.array(["a"] * 40), {}, "expected numbers"),
-    (np.full(64, 1e300), {"sigma": 1.0}, "float32"),
+    (np.full(64, 1e307), {"sigma": 1.0}, "rescale"),  # beyond float64.max / 2^10: the denoised record may overflow
     (np.arange(64.0), {"sigma": -1.0}, "sigma"),
     (np.arange(64.0), {"sigma": "loud"}, "sigma"),
     (np.arange(64.0), {"method": "magic", "sigma": 1.0}, "magic"),
