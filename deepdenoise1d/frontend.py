@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from deepdenoise1d import evaluate, noise, scoreboard
+from deepdenoise1d import evaluate, noise, range_check, scoreboard, streaming
+from deepdenoise1d.methods import classical_methods, network_methods
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import (DEFAULT_FIG_DIR, add_bn_mode_arg, add_n_arg, add_overwrite_arg, add_seed_arg, add_threads_arg,
                                output_file, positive_float, sigma_or_auto)
@@ -193,8 +194,8 @@ def methods_of(args: argparse.Namespace, backend: Backend, sigma) -> dict:
     """Network rows (when there is a network) then the classical ones."""
     methods = {}
     if backend.denoise is not None:
-        methods.update(evaluate.network_methods(backend.denoise, shown_modes(args, backend)))
-    methods.update(evaluate.classical_methods(sigma))
+        methods.update(network_methods(backend.denoise, shown_modes(args, backend)))
+    methods.update(classical_methods(sigma))
     return methods
 
 
@@ -207,7 +208,7 @@ def warn(backend: Backend, line: str | None) -> None:
 def check_sigma_range(backend: Backend, noisy, sigma=None) -> None:
     """Warn once when ``noisy`` lies outside the noise range the weights were trained on (or peaks far above
     its spikes, or holds constant signals); with ``sigma`` "auto", also say how σ was estimated."""
-    check = evaluate.sigma_range_check(backend.sigma_range if backend.denoise is not None else None, noisy,
+    check = range_check.sigma_range_check(backend.sigma_range if backend.denoise is not None else None, noisy,
                                        scale=backend.input_scale, equivariant=backend.equivariant,
                                        offset_free=backend.offset_free)
     lines = check.notes()
@@ -217,7 +218,7 @@ def check_sigma_range(backend: Backend, noisy, sigma=None) -> None:
         warn(backend, line)
 
 
-def show_notes(backend: Backend, result: evaluate.FileResult) -> None:
+def show_notes(backend: Backend, result: streaming.FileResult) -> None:
     """The σ estimate and every warning of a denoised file, one line each on stderr."""
     for line in result.notes or ((result.warning,) if result.warning else ()):
         warn(backend, line)
@@ -275,7 +276,7 @@ def run_figure_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     return written
 
 
-def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> evaluate.FileResult:
+def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> streaming.FileResult:
     """Denoise --input into --output, streaming; one warning line when σ is out of the trained range."""
     if backend.denoise is None and not uses_scoreboard(args):
         raise InputError("--input needs the network: pass --weights")
@@ -287,7 +288,7 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> e
     args.table_column = input_column(args)
     if uses_scoreboard(args):
         return run_method_mode(args, backend, reads)
-    result = evaluate.denoise_file(args.input, args.output, lambda noisy: backend.denoise(noisy, args.bn_mode),
+    result = streaming.denoise_file(args.input, args.output, lambda noisy: backend.denoise(noisy, args.bn_mode),
                                    backend.min_length, backend.chunk, reads, backend.sigma_range,
                                    train_length=backend.train_length, input_scale=backend.input_scale,
                                    equivariant=backend.equivariant, offset_free=backend.offset_free,
@@ -329,7 +330,7 @@ def uses_scoreboard(args: argparse.Namespace) -> bool:
     return getattr(args, "method", None) not in (None, "net")
 
 
-def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> evaluate.FileResult:
+def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> streaming.FileResult:
     """--method auto|NAME: SURE table of every candidate on the whole record (auto), then the chosen one's output."""
     suffix = Path(args.output).suffix.lower()
     # refuse a bad output before the scoring, as the network's path does before its work
@@ -360,7 +361,7 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
         print(ranking.table())
     name = ranking.chosen if ranking else args.method
     network = name.startswith("net_")
-    result = evaluate.denoise_file(args.input, args.output, candidates[name], backend.min_length if network else 1,
+    result = streaming.denoise_file(args.input, args.output, candidates[name], backend.min_length if network else 1,
                                    backend.chunk, reads, backend.sigma_range if network else None,
                                    train_length=backend.train_length if network else None,
                                    input_scale=backend.input_scale if network else 1.0,
@@ -415,7 +416,7 @@ def rows_differ_note(record: np.ndarray) -> str | None:
             "σ and one method; if they are channels of one recording, give --channels (each its own σ and choice)")
 
 
-def run_channel_mode(args: argparse.Namespace, backend: Backend, reads: tuple, record: np.ndarray) -> evaluate.FileResult:
+def run_channel_mode(args: argparse.Namespace, backend: Backend, reads: tuple, record: np.ndarray) -> streaming.FileResult:
     """--channels: each row of the record its own σ and (with auto) its own choice, in memory, then one write."""
     from deepdenoise1d.io import compute_dtype, open_signals, write_signals
 
@@ -444,7 +445,7 @@ def run_channel_mode(args: argparse.Namespace, backend: Backend, reads: tuple, r
                    "length": record.shape[1], "dtype": np.dtype(dtype).name, "method": args.method,
                    "channels": chosen, **record_fields(args)}
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
-    return evaluate.FileResult(record.shape[0], record.shape[1], np.dtype(dtype).name, None, ())
+    return streaming.FileResult(record.shape[0], record.shape[1], np.dtype(dtype).name, None, ())
 
 
 def plot_range(text: str) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from Numpy_V2.model import load_h5
 from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import configure_threads, denoise
 from deepdenoise1d import cli, evaluate, frontend, plots
+from deepdenoise1d.methods import classical_methods
 from deepdenoise1d.dataset import read_test_samples
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import write_policy
@@ -67,7 +68,7 @@ def sample_figures(args, torch_net, numpy_net, made_by: str, reads: tuple) -> li
     for name, noisy, clean in read_test_samples(args.samples):
         y = noisy[None]
         estimates = {f"net_{m}": torch_net(y, m)[0] for m in BN_MODES}
-        estimates.update({k: evaluate.classical_methods(SIGMA)[k](y)[0] for k in frontend.FIGURE_METHODS})
+        estimates.update({k: classical_methods(SIGMA)[k](y)[0] for k in frontend.FIGURE_METHODS})
         differences = {f"NumPy − PyTorch, {m} BN": numpy_net(y, m)[0] - estimates[f"net_{m}"] for m in BN_MODES}
         fig = plots.comparison_figure(plots.sample_title(name, args.samples, made_by, seeded), clean, noisy, estimates, differences)
         written.append(plots.save_figure(fig, args.fig_dir / f"{name}.png", reads=reads))
@@ -78,7 +79,7 @@ def benchmark_figures(args, torch_net, numpy_net, made_by: str, reads: tuple) ->
     """methods.png (both backends' network rows, classical once) and filter.png (PyTorch, with the max difference)."""
     methods = {f"{backend} {evaluate.row_name('net_' + m)}": (lambda y, m=m, f=f: f(y, m))
                for backend, f in (("PyTorch", torch_net), ("NumPy", numpy_net)) for m in BN_MODES}
-    methods.update({evaluate.row_name(k): f for k, f in evaluate.classical_methods(SIGMA).items()})
+    methods.update({evaluate.row_name(k): f for k, f in classical_methods(SIGMA).items()})
     clean, noisy = benchmark_signals(args.seed, args.n, SIGMA)
     scores, estimates = evaluate.evaluate_methods(clean, noisy, methods)
     report = evaluate.build_report(SIGMA, args.n, args.seed, scores)

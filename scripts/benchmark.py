@@ -15,7 +15,7 @@ ratio to PyTorch's from the same run:
   :func:`onnx_denoise` compute it;
 - whole process (``--end-to-end``): a fresh process from start to its written ``.npy``:
   Numpy_V2/Numpy_test.py, Pytorch_V1/test.py, and :func:`onnx_process` (the same
-  streaming ``deepdenoise1d.evaluate.denoise_file``, without torch).
+  streaming ``deepdenoise1d.streaming.denoise_file``, without torch).
 
 Without ``--weights`` the weights are random (torch's initialisation with
 randomised BN statistics), so the timings do not depend on a trained file.
@@ -209,8 +209,8 @@ def onnx_runtime(path: Path, x: np.ndarray, h: np.ndarray | None, threads: int) 
 
 def onnx_process(model: str, source: str, output: str, threads: str) -> None:
     """The ONNX Runtime process of --end-to-end: ``source`` .npy -> ``output`` .npy through
-    ``deepdenoise1d.evaluate.denoise_file``, the streaming path the test scripts' --input takes."""
-    from deepdenoise1d.evaluate import denoise_file
+    ``deepdenoise1d.streaming.denoise_file``, the streaming path the test scripts' --input takes."""
+    from deepdenoise1d.streaming import denoise_file
 
     session = onnx_session(Path(model), int(threads))
     config = json.loads(session.get_modelmeta().custom_metadata_map["config"])  # written by pth2onnx.py
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
                 seconds[name]["process"] = walls[name]
         report(args.n, seconds, notes)
         if args.end_to_end:
-            print("  whole process: .npy -> .npy (Numpy_test.py, test.py, and deepdenoise1d.evaluate.denoise_file with "
+            print("  whole process: .npy -> .npy (Numpy_test.py, test.py, and deepdenoise1d.streaming.denoise_file with "
                   "ONNX Runtime); max |output - PyTorch's|: "
                   + ", ".join(f"{name} {walls[name + ' max |diff|']:.2e}" for name in seconds))
 

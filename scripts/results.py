@@ -31,6 +31,7 @@ from Pytorch_V1.checkpoint import load_model
 from Pytorch_V1.inference import configure_threads, denoise
 from Pytorch_V1.model import ICNN_s, wiener_prior
 from deepdenoise1d import classical, cli, evaluate, frontend
+from deepdenoise1d.methods import classical_methods
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
@@ -92,8 +93,8 @@ def score(estimate: np.ndarray, clean: np.ndarray) -> dict:
 
 
 def classical_estimates(noisy: np.ndarray, sigma: float) -> dict[str, np.ndarray]:
-    """Every classical method of the CLIs' tables (deepdenoise1d.evaluate.classical_methods), in their order."""
-    return {key: method(noisy) for key, method in evaluate.classical_methods(sigma).items()}
+    """Every classical method of the CLIs' tables (deepdenoise1d.classical_methods), in their order."""
+    return {key: method(noisy) for key, method in classical_methods(sigma).items()}
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from deepdenoise1d import classical, evaluate
+from deepdenoise1d import classical, evaluate, methods
 from deepdenoise1d.classical import bayes_blind_posterior_mean, bayes_posterior_mean
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.synthesis import DEFAULT_SEED, SpikePrior, benchmark_signals, noisy_pairs
@@ -45,7 +45,7 @@ def test_l1_objective_never_increases_over_ista():
 def test_classical_table_on_2000_signals_and_bayes_beats_all():
     # The expected ranges of the classical methods; one draw serves both checks.
     clean, noisy, _ = noisy_pairs(np.random.default_rng(20240611), 2000, 3.0)
-    scores, _ = evaluate.evaluate_methods(clean, noisy, evaluate.classical_methods(3.0), progress=False)
+    scores, _ = evaluate.evaluate_methods(clean, noisy, methods.classical_methods(3.0), progress=False)
     rmses = {k: s["rmse"] for k, s in scores.items()}
     assert 2.37 <= rmses["wiener"] <= 2.43
     assert 2.41 <= rmses["l1"] <= 2.47

@@ -249,7 +249,7 @@ def test_a_spike_model_on_spikes_does_not_warn(tmp_path, capsys):
 
 
 def test_residual_warning_when_a_network_removes_signal():
-    from deepdenoise1d.evaluate import sigma_range_check
+    from deepdenoise1d.range_check import sigma_range_check
 
     rng = np.random.default_rng(5)
     noisy = np.sin(np.linspace(0, 40, 512))[None] * 20 + rng.standard_normal((1, 512))

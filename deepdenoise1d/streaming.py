@@ -1,0 +1,198 @@
+"""Denoise a signal file into its output, chunk by chunk: read, window, denoise, blend, write.
+
+:func:`denoise_file` is the one pipeline of the front-ends' file mode: the reader
+(:mod:`deepdenoise1d.io`, or a column of a table, :mod:`deepdenoise1d.columns`), the network or a
+method in chunks (long signals in blended windows, :mod:`deepdenoise1d.windows`), the range check
+(:mod:`deepdenoise1d.range_check`) on the way, and the guarded writer (:mod:`deepdenoise1d.safewrite`).
+Memory stays bounded whatever the file size.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepdenoise1d import columns, windows
+from deepdenoise1d.errors import InputError
+from deepdenoise1d.io import (TEXT_SUFFIXES, check_span, compute_dtype, iter_chunks, open_signals, temp_memmap,
+                              write_signals)
+from deepdenoise1d.methods import Method
+from deepdenoise1d.progress import Progress
+from deepdenoise1d.range_check import SigmaRangeCheck, sigma_range_check
+from deepdenoise1d.safewrite import guard_output, open_npy_output, release_pages
+
+@dataclass
+class FileResult:
+    """What :func:`denoise_file` did: ``n`` signals of ``length``, written as ``dtype``."""
+
+    n: int
+    length: int
+    dtype: str
+    warning: str | None
+    notes: tuple = ()  # lines to show: the σ estimate and every warning (SigmaRangeCheck.notes)
+
+
+def denoise_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    denoise: Method,
+    min_length: int,
+    chunk: int,
+    reads: tuple = (),
+    sigma_range=None,
+    progress: bool = True,
+    train_length: int | None = None,
+    overlap: int | None = None,
+    input_scale: float = 1.0,
+    equivariant: bool = False,
+    offset_free: bool = False,
+    column=None,
+    network: bool = True,
+) -> FileResult:
+    """Denoise every signal of ``input_path`` and write them to ``output_path``, streaming.
+
+    A ``.npy`` input is memory-mapped (a text input is parsed block by block into a
+    temporary memory map) and goes through the network ``chunk`` signals at a time, each
+    block converted from the stored dtype on its own, into a memory-mapped output, so
+    memory stays bounded whatever the file size. Signals longer than ``train_length`` are
+    denoised in overlapping windows of that length, blended (:mod:`deepdenoise1d.windows`),
+    ``chunk`` windows at a time. Each block is checked (finite, inside the float32 range
+    the network computes in) before it is used; a bad value anywhere leaves no output (the
+    temp file is removed, and so is any folder this call created). float32 in gives
+    float32 out, float64 (and integers) give float64.
+
+    Parameters
+    ----------
+    input_path, output_path : path
+        ``.txt`` (one value per line, or one signal per row) or ``.npy`` ([L] or [N, L]).
+        The output keeps the input's shape; it may not be (or link to) any of ``reads``.
+    denoise : callable
+        ``noisy chunk (n, L) -> estimate (n, L)``, keeping the float dtype.
+    min_length, chunk : int
+        The network's minimum length and signals per chunk (``icnn.spec``).
+    reads : tuple of path
+        Every file the command reads (weights, input): never written over.
+    sigma_range : [low, high] or None
+        The model's training noise range, for :class:`SigmaRangeCheck`.
+    progress : bool
+        Report progress on stderr when there is more than one chunk.
+    train_length : int, optional
+        The length the model was trained on; longer signals go through windows of it.
+        None: every signal goes through whole.
+    overlap : int, optional
+        Samples shared by neighbouring windows (default: half a window).
+    input_scale : float
+        The model's input_scale s: ``sigma_range`` is compared with σ̂ / s.
+    equivariant : bool
+        The model is scale-equivariant: the range warning compares signal-to-noise, not σ̂.
+    offset_free : bool
+        The model takes each signal's median off: signal-to-noise and peaks are measured from it.
+    column : deepdenoise1d.columns.Column, optional
+        The record is this column of the text table ``input_path``; a text output is that table with the
+        column denoised (header and other columns kept), a ``.npy`` output the column alone.
+    network : bool
+        ``denoise`` is a network: warn when it moves the record by far more than the noise.
+    """
+    output_path = Path(output_path)
+    suffix = output_path.suffix.lower()
+    if suffix not in (*TEXT_SUFFIXES, ".npy"):
+        raise InputError(f"{output_path}: unsupported output format {output_path.suffix!r} (use .txt, .csv or .npy)")
+    if suffix != ".npy":  # refuse before the work, not after (no folder made yet: the input may be bad)
+        guard_output(output_path, reads, kind="text", make_parent=False)
+    signals, stored_shape = columns.read_column(input_path, column) if column else open_signals(input_path)
+    if signals.shape[-1] < min_length:
+        raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
+    dtype = compute_dtype(signals.dtype)  # float32 and float16 give float32, the rest float64
+    check = sigma_range_check(sigma_range, scale=input_scale, equivariant=equivariant, offset_free=offset_free)
+    check.network = network
+    window = train_length if train_length is not None and signals.shape[-1] > train_length else None
+    stream = _Stream(signals, denoise, chunk, str(input_path), check, progress, window, overlap)
+    with _undo_new_folders(output_path):
+        if suffix == ".npy":
+            with open_npy_output(output_path, tuple(stored_shape), dtype, reads=reads) as out:
+                stream.run(out.reshape(signals.shape))
+        else:
+            out = temp_memmap(signals.shape, dtype)  # the text is written from it block by block
+            stream.run(out)
+            if column is not None:
+                columns.write_column(output_path, input_path, column, out[0], reads=reads)
+            else:
+                write_signals(output_path, out, like_shape=tuple(stored_shape), reads=reads)
+    n, length = signals.shape
+    return FileResult(n, length, np.dtype(dtype).name, check.warning() if check else None,
+                      tuple(check.notes()) if check else ())
+
+
+@dataclass
+class _Stream:
+    signals: np.ndarray
+    denoise: Method
+    chunk: int
+    source: str
+    check: SigmaRangeCheck | None
+    progress: bool
+    window: int | None = None
+    overlap: int | None = None
+
+    def run(self, out: np.ndarray) -> None:
+        if self.window is not None:
+            self._run_windows(out)
+            return
+        n, length = self.signals.shape
+        with Progress(n, "denoising", "signals", every=5.0, enabled=self.progress and n > self.chunk) as bar:
+            # Each block is checked (finite, inside float32: the networks compute in float32) before use.
+            for start, block in iter_chunks(self.signals, self.chunk, self.source, np.float32):
+                if self.check is not None:
+                    self.check.observe(block)
+                estimate = self.denoise(block)
+                if self.check is not None:
+                    self.check.observe_output(block, estimate)
+                bad = ~np.isfinite(estimate).all(axis=-1)
+                if bad.any():  # finite input that overflows inside the network: refuse, never write NaN
+                    raise InputError(f"{self.source}: signal {start + int(np.argmax(bad))} overflows inside the "
+                                     "network (its values are too large); rescale the input")
+                out[start : start + block.shape[0]] = estimate
+                release_pages(out)
+                bar.update(block.shape[0])
+
+    def _run_windows(self, out: np.ndarray) -> None:
+        """Long signals: windows of the training length, ``chunk`` at a time, blended into ``out``."""
+        n, length = self.signals.shape
+        overlap = windows.default_overlap(self.window) if self.overlap is None else self.overlap
+        total = n * len(windows.window_starts(length, self.window, overlap))
+        with Progress(total, "denoising", "windows", every=5.0, enabled=self.progress and total > self.chunk) as bar:
+            def denoise_windows(block: np.ndarray) -> np.ndarray:
+                if self.check is not None:  # each window is a signal of the length the model knows
+                    self.check.observe_windows(block)
+                estimate = self.denoise(block)
+                if self.check is not None:
+                    self.check.observe_output(block, estimate)
+                if not np.isfinite(estimate).all():  # finite input that overflows inside the network
+                    raise InputError(f"{self.source}: the values overflow inside the network (they are too "
+                                     "large); rescale the input")
+                bar.update(block.shape[0])
+                return estimate
+
+            windows.denoise_windows(self.signals, denoise_windows, self.window, overlap, batch=self.chunk, out=out,
+                                    check=lambda raw, flat: check_span(raw, flat, length, self.source, np.float32))
+
+
+class _undo_new_folders:
+    """Remove the (still empty) folders above ``path`` that did not exist before, when the body fails."""
+
+    def __init__(self, path: Path):
+        self.missing = [p for p in Path(os.path.abspath(path)).parents if not p.exists()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            for folder in self.missing:  # deepest first
+                try:
+                    folder.rmdir()  # only ever an empty folder
+                except OSError:
+                    break
+        return False
