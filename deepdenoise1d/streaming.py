@@ -58,8 +58,9 @@ def denoise_file(
     block converted from the stored dtype on its own, into a memory-mapped output, so
     memory stays bounded whatever the file size. Signals longer than ``train_length`` are
     denoised in overlapping windows of that length, blended (:mod:`deepdenoise1d.windows`),
-    ``chunk`` windows at a time. Each block is checked (finite, inside the float32 range
-    the network computes in) before it is used; a bad value anywhere leaves no output (the
+    ``chunk`` windows at a time. Each block is checked (finite, inside the range of the float
+    type it is computed in: float32 for a network that is not scale-equivariant, else the
+    record's own) before it is used; a bad value anywhere leaves no output (the
     temp file is removed, and so is any folder this call created). float32 in gives
     float32 out, float64 (and integers) give float64.
 
@@ -105,10 +106,13 @@ def denoise_file(
     if signals.shape[-1] < min_length:
         raise InputError(f"{input_path}: signals have length {signals.shape[-1]}, need at least {min_length}")
     dtype = compute_dtype(signals.dtype)  # float32 and float16 give float32, the rest float64
+    # A method computes in the record's own float type; a network that is not scale-equivariant only in float32
+    # (an equivariant one takes its baseline and scale in float64 and hands float32 the normalised signal).
+    work = np.float32 if network and not equivariant else dtype
     check = sigma_range_check(sigma_range, scale=input_scale, equivariant=equivariant, offset_free=offset_free)
     check.network = network
     window = train_length if train_length is not None and signals.shape[-1] > train_length else None
-    stream = _Stream(signals, denoise, chunk, str(input_path), check, progress, window, overlap)
+    stream = _Stream(signals, denoise, chunk, str(input_path), check, progress, window, overlap, work)
     with _undo_new_folders(output_path):
         if suffix == ".npy":
             with open_npy_output(output_path, tuple(stored_shape), dtype, reads=reads) as out:
@@ -135,6 +139,7 @@ class _Stream:
     progress: bool
     window: int | None = None
     overlap: int | None = None
+    dtype: type = np.float32  # what the method computes in: each block is cast to it and checked inside its range
 
     def run(self, out: np.ndarray) -> None:
         if self.window is not None:
@@ -142,8 +147,8 @@ class _Stream:
             return
         n, length = self.signals.shape
         with Progress(n, "denoising", "signals", every=5.0, enabled=self.progress and n > self.chunk) as bar:
-            # Each block is checked (finite, inside float32: the networks compute in float32) before use.
-            for start, block in iter_chunks(self.signals, self.chunk, self.source, np.float32):
+            # Each block is checked (finite, inside the float type the method computes in) before use.
+            for start, block in iter_chunks(self.signals, self.chunk, self.source, self.dtype):
                 if self.check is not None:
                     self.check.observe(block)
                 estimate = self.denoise(block)
@@ -176,7 +181,8 @@ class _Stream:
                 return estimate
 
             windows.denoise_windows(self.signals, denoise_windows, self.window, overlap, batch=self.chunk, out=out,
-                                    check=lambda raw, flat: check_span(raw, flat, length, self.source, np.float32))
+                                    check=lambda raw, flat: check_span(raw, flat, length, self.source, self.dtype),
+                                    dtype=self.dtype)
 
 
 class _undo_new_folders:

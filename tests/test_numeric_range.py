@@ -196,3 +196,35 @@ def test_the_relative_floor_leaves_normal_inputs_bit_for_bit():
     before = np.abs(np.fft.ifft(np.fft.fft(wiener(y), axis=-1) * np.conj(spectrum) / (np.abs(spectrum) ** 2 + floor)))
     np.testing.assert_array_equal(wiener_inverse_response(y), before)
     assert not quietly(wiener_inverse_response, np.zeros((2, 100))).any()
+
+
+# The command line's file path: float64 records stay float64 there too.
+
+
+def _cli(tmp_path, capsys, argv):
+    from conftest import REPO_ROOT, load_script
+    from deepdenoise1d.errors import run_cli
+
+    module = load_script(REPO_ROOT / "Numpy_V2" / "Numpy_test.py", "numpy_test_numbers")
+    try:
+        run_cli(lambda: module.main([str(a) for a in argv]), "prog")
+    except SystemExit as exit_:
+        assert exit_.code == 0, capsys.readouterr().err
+
+
+def test_the_command_line_keeps_float64_for_a_method(tmp_path, capsys):
+    y = record(2000) + 1e6  # an offset that float32 would round to 0.06
+    np.save(tmp_path / "in.npy", y)
+    _cli(tmp_path, capsys, ["--input", tmp_path / "in.npy", "--output", tmp_path / "out.npy", "--method", "noisy"])
+    assert np.array_equal(np.load(tmp_path / "out.npy"), y)
+
+
+@pytest.mark.parametrize("scale", [1e-40, 1e100])
+def test_the_command_line_network_is_scale_free_in_float64(tmp_path, capsys, scale):
+    y = record(1500)
+    np.save(tmp_path / "one.npy", y)
+    np.save(tmp_path / "scaled.npy", y * scale)
+    for name in ("one", "scaled"):
+        _cli(tmp_path, capsys, ["--input", tmp_path / f"{name}.npy", "--output", tmp_path / f"{name}_out.npy",
+                                "--method", "net"])
+    assert_scaled(np.load(tmp_path / "scaled_out.npy"), np.load(tmp_path / "one_out.npy"), scale)
