@@ -1,58 +1,79 @@
 """Export a PyTorch checkpoint (.pth) to an ONNX graph that ONNX Runtime runs.
 
-Usage: python pth2onnx.py SRC.pth [DST.onnx] [--bn-mode fixed|unfixed] [--overwrite]
+Usage: python pth2onnx.py SRC.pth [DST.onnx] [--bn-mode fixed|unfixed] [--prior-input] [--overwrite]
 
-The graph computes ``ICNN_s.forward(x, h, bn_mode)`` for one BN mode (``--bn-mode``,
-default the mode the checkpoint records; ``unfixed`` normalises each signal by its own
-statistics inside the graph), one graph per file. Inputs and output are float32:
+By default the graph is self-contained: ONE input, ONE output, for one BN mode (``--bn-mode``,
+default the mode the checkpoint records; ``unfixed`` normalises each signal by its own statistics
+inside the graph), one graph per file:
 
-- ``x``: (N, 1, L) noisy signals; N and L are dynamic (named ``batch`` and ``length``),
-  L >= 2^depth (``icnn.spec.min_length``: 16 for the original) as for the other backends;
-- ``h``: (N, 1, L) the Wiener prior of each signal, computed by the caller with
-  ``deepdenoise1d.classical.wiener_inverse_response`` (float64, then float32); absent for
-  a model without the prior branch;
-- ``denoised``: (N, 1, L).
+- ``x``: float64 (N, 1, L) noisy signals; N and L are dynamic (named ``batch`` and ``length``),
+  L >= 2^depth (``icnn.spec.min_length``: 16 for the original, 32 for ckpt_universal);
+- ``denoised``: float64 (N, 1, L).
 
-A model whose config records ``input_scale`` s ≠ 1 (trained on a record divided by s)
-divides ``x`` by s inside the graph and multiplies the output by s, as the other backends
-do; h is scale-invariant, so the caller computes it from ``x`` as given. An offset-free model
-(``baseline`` "median") takes each signal's lower median off inside the graph and adds it back;
-its h is the prior of the centred signal, ``wiener_inverse_response(x − m)`` with m the lower median
-of each row (sorted index (L − 1) // 2), as ``NumpyICNN.prior`` computes it.
+Float64, because the command line keeps a float64 record in float64 around a scale-equivariant
+network (its median, s(y), the prior and the way back; only the normalised signal meets the float32
+network), so a record at an offset of 1e3 and a scale of 1e-3 loses nothing to float32; a float32
+record is fed as float64 exactly. The graph computes, per signal, what
+``Numpy_V2.model.NumpyICNN.denoise`` does to a float64 window (:func:`denoise_window`):
 
-Why ``h`` is an input, not part of the graph: h is
-``|ifft(fft(wiener(x)) / fft(x))|`` where ``wiener`` is SciPy's local-statistics filter
-(a data-dependent noise estimate and a ``where``), computed in float64 by both other
-backends. Inside the graph it would need that filter rewritten in ONNX operators and
-float64 DFTs; as an input all three runtimes share the same h bit for bit, so parity
-measures the network alone (max error against torch in float64: tests/test_pth2onnx.py).
+- a scale-equivariant model (NumPy's float64 path): x / ``input_scale``, an offset-free model's lower
+  median m off, the Wiener prior h of that, s(y) (median |Δy| / SCALE_MAD, else the RMS) and
+  z = x / s in float64, the float32 network g(z, h), s·g in float64 with the trust region (a sample
+  that s·g moves by more than TRUST_REGION·s keeps its noisy value), m back on, · ``input_scale``;
+- any other model (NumPy's float32 path): m off in float64 and the difference rounded to float32,
+  / ``input_scale``, h of that, ``ICNN_s.forward(x, h)`` in float32, · ``input_scale``, m back on in
+  float64.
+
+A record longer than the model's ``train_length`` is not one window: run it as the command line
+does (``deepdenoise1d.streaming``: half-overlapping windows in the type it computes in, blended
+with a Hann cross-fade) with ``deepdenoise1d.onnx_runner.denoise_onnx``, which reads
+``train_length`` from the metadata.
+
+The prior inside the graph (:func:`graph_prior`) is ``wiener_inverse_response``
+(``deepdenoise1d.classical``) written in torch operators and computed in float64: SciPy's
+local-statistics Wiener filter (window 3, zero padding, noise = the mean local variance),
+then ``|ifft(W·conj(X) / (|X|² + (1e-3·max|X|)²))|`` with X, W the FFTs (ONNX ``DFT``) of
+the signal and of its filtered version, the inverse taken as ``|fft(conj(T))| / L`` (ONNX
+Runtime 1.32's inverse DFT is accurate to float32 only at lengths that are no power of two).
+Only h itself is rounded to float32, as the other backends round it: the graph's h is NumPy's
+float64 h rounded to float32 (tests/test_onnx_self_contained.py).
+
+``--prior-input`` exports the earlier form instead, the network given the prior: inputs
+``x`` and ``h``, float32 (N, 1, L), h computed by the caller with
+``deepdenoise1d.classical.wiener_inverse_response`` (float64, then float32) of x less its lower
+median for an offset-free model (``NumpyICNN.prior``); output ``denoised``; a model without the
+prior branch has ``x`` alone. That graph computes ``s · ICNN_s.forward(x / s, h)`` (s =
+``input_scale``) and leaves the windows to the caller; its parity against PyTorch given the
+same h is tests/test_pth2onnx.py.
 
 Pinned choices:
 
 - exporter: ``torch.onnx.export(dynamo=True)``, because the TorchScript exporter traces
   shapes as tensors and cannot keep the length symbolic through ``pad_to_match``;
 - opset 18: the opset the dynamo exporter translates to natively (no version-conversion
-  pass), and which ONNX Runtime runs fully.
+  pass), and which ONNX Runtime runs fully (``DFT`` in float64 included).
 
 Two parts are traced in an equivalent, export-friendly form (same arithmetic up to
 float32 rounding order): the bottleneck's per-signal kernel, a grouped convolution with
-one group per signal in PyTorch, is traced as a batched matrix product (ONNX's ``group``
-is a constant, so the batch would be fixed); ``nn.MaxPool1d(2)`` is traced as a 2-D
+one group per signal in PyTorch, is traced as K one-tap convolutions weighted per signal
+(ONNX's ``group`` is a constant, so the batch would be fixed); ``nn.MaxPool1d(2)`` is traced as a 2-D
 pooling over (1, 2) (the same maxima; the exporter fixes the length through the 1-D one).
 
 The source is loaded with ``weights_only=True`` and checked as ``pth2h5.py`` does. The
-ONNX metadata holds ``format``, ``config`` (JSON, the checkpoint's config with the model
-config), ``bn_mode``, ``source_sha256`` and ``torch_version``. The graph must pass
-``onnx.checker.check_model(full_check=True)``, keep both axes dynamic and match PyTorch
-on a few signals in ONNX Runtime before it is written, atomically and never over the
-source, a checkpoint or a file this project did not write (``--overwrite`` for the
-latter). Bad input gives one line on stderr and exit status 2.
+ONNX metadata holds ``format``, ``graph`` (``self_contained`` or ``prior_input``), ``config``
+(JSON, the checkpoint's config with the model config: ``config["model"]["train_length"]`` is the
+window the runner uses), ``min_length``, ``bn_mode``, ``source_sha256`` and ``torch_version``.
+The graph must pass ``onnx.checker.check_model(full_check=True)``, keep both axes dynamic and
+match PyTorch (given NumPy's float64 prior) on a few signals in ONNX Runtime before it is
+written, atomically and never over the source, a checkpoint or a file this project did not
+write (``--overwrite`` for the latter). Bad input gives one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
+import inspect
 import json
 import logging
 import warnings
@@ -65,9 +86,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import Pytorch_V1.model as torch_model
-from icnn.spec import BN_MODES, TRAIN_LENGTH, ModelConfig, min_length
+from icnn.spec import BN_MODES, SCALE_MAD, TRAIN_LENGTH, TRUST_REGION, ModelConfig, min_length
 from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, load_state_dict_strict, model_config_of
 from Pytorch_V1.model import ICNN_s
+from deepdenoise1d.classical import WIENER_WINDOW, wiener_inverse_response
 from deepdenoise1d.cli import add_bn_mode_arg, add_overwrite_arg, output_file
 from deepdenoise1d.errors import InputError, run_cli, show_path
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
@@ -78,6 +100,9 @@ ONNX_FORMAT = "icnn_s-onnx"
 ONNX_SUFFIX = ".onnx"
 BATCH_AXIS, LENGTH_AXIS = "batch", "length"
 SELF_CHECK_TOLERANCE = 1e-3  # relative; float32 rounding is ~1e-6, an export error is O(1)
+SELF_CONTAINED, PRIOR_INPUT = "self_contained", "prior_input"  # the metadata's ``graph``: one input, or x and h
+# wiener_inverse_response's Tikhonov floor, relative to max|X|: read from it, so the graph cannot drift from it
+REL_FLOOR = inspect.signature(wiener_inverse_response).parameters["rel_floor"].default
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,6 +113,10 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "exists). An existing file is replaced only when this project wrote it, or with --overwrite; "
                         "never a checkpoint")
     add_bn_mode_arg(parser, BN_MODES)
+    parser.add_argument("--prior-input", action="store_true",
+                        help="export the network alone, as earlier versions did: inputs x and h, the Wiener prior "
+                        "computed by the caller, no windows (default: one input x; the prior, the median and scale "
+                        "normalisation are inside the graph)")
     add_overwrite_arg(parser)
     return parser.parse_args(argv)
 
@@ -125,6 +154,116 @@ def scaled_forward(model: ICNN_s, x: torch.Tensor, h: torch.Tensor | None, bn_mo
     return model(x / scale, h, bn_mode) * scale
 
 
+def f64(value: float) -> torch.Tensor:
+    """A float64 constant for the graph: the exporter stores a Python float as float32 first (1e-3 would become
+    1.0000000475e-3 in a float64 product)."""
+    return torch.tensor(value, dtype=torch.float64)
+
+
+def power_of_two(x: torch.Tensor) -> torch.Tensor:
+    """A power of two near max|x| along the last axis (kept), 1 where that is all zero: x / it is exact
+    (``deepdenoise1d.magnitude.power_of_two``; any power of two gives NumPy's bits, it only keeps squares finite)."""
+    peak = x.abs().amax(dim=-1, keepdim=True)
+    safe = torch.where(peak > 0, peak, torch.ones_like(peak))
+    return torch.pow(f64(2.0), torch.floor(torch.log2(safe)))
+
+
+def graph_prior(x: torch.Tensor) -> torch.Tensor:
+    """The Wiener prior h of (N, 1, L) signals in exportable torch operators, computed in float64, h float32.
+
+    ``deepdenoise1d.classical.wiener_inverse_response`` step by step, on x divided by a power of two (exact;
+    h is scale-free): SciPy's local-statistics Wiener filter (window ``WIENER_WINDOW``, zero padding: local
+    mean μ and variance v = mean(x²) − μ² over the window, noise ν = the signal's mean v, then μ where v ≤ ν,
+    else μ + (1 − ν / v)(x − μ)); then ``|ifft(W·conj(X) / (|X|² + (REL_FLOOR·max|X|)²))|`` with X and W the
+    FFTs of x and of the filtered x (the floor 1 where X is all zero: h = 0), the inverse taken as a forward
+    DFT of the conjugate.
+    """
+    z = x[:, 0].double()
+    z = z / power_of_two(z)
+    length = z.shape[-1]
+    half = WIENER_WINDOW // 2
+    padded = F.pad(z, [half, half])
+    taps = [padded[:, i : i + length] for i in range(WIENER_WINDOW)]
+    total, squares = taps[0], taps[0] * taps[0]
+    for tap in taps[1:]:
+        total, squares = total + tap, squares + tap * tap
+    mean = total / WIENER_WINDOW
+    var = squares / WIENER_WINDOW - mean * mean
+    noise = var.mean(dim=-1, keepdim=True)
+    # where v = ν = 0 the unused branch is 0/0; Where picks μ there, as NumPy's ``where`` does
+    filtered = torch.where(var <= noise, mean, mean + (1.0 - noise / var) * (z - mean))
+    spectrum, response = torch.fft.fft(z), torch.fft.fft(filtered)
+    xr, xi, wr, wi = spectrum.real, spectrum.imag, response.real, response.imag
+    power = xr * xr + xi * xi
+    peak = power.amax(dim=-1, keepdim=True).sqrt()
+    denominator = power + torch.where(peak > 0, (f64(REL_FLOOR) * peak) ** 2, torch.ones_like(peak))
+    # T = W·conj(X) / denominator and h = |ifft(T)| = |fft(conj(T))| / L: ONNX Runtime 1.32's inverse DFT of a
+    # length that is no power of two is accurate to float32 only (~1e-7), its forward DFT to float64 (~1e-14)
+    conj_transfer = torch.complex((wr * xr + wi * xi) / denominator, (wr * xi - wi * xr) / denominator)
+    return (torch.fft.fft(conj_transfer).abs() / length).float()[:, None]
+
+
+def noise_scale64(x: torch.Tensor) -> torch.Tensor:
+    """s(y) of float64 (N, 1, L) signals as (N, 1, 1): ``icnn.equivariance.noise_scale`` in float64 (the lower
+    median of |Δy| / SCALE_MAD, else the RMS, summed at a magnitude near 1)."""
+    diffs = (x[..., 1:] - x[..., :-1]).abs()
+    # the last of the k + 1 smallest, k = (L − 2) // 2: topk exports to ONNX, kthvalue does not
+    median = torch.topk(diffs, (x.shape[-1] - 2) // 2 + 1, dim=-1, largest=False).values[..., -1:] / f64(SCALE_MAD)
+    p = power_of_two(x)
+    rms = p * ((x / p) ** 2).mean(dim=-1, keepdim=True).sqrt()
+    return torch.where(median > 0, median, rms)
+
+
+def denoise_window(model: ICNN_s, x: torch.Tensor, bn_mode: str) -> torch.Tensor:
+    """``Numpy_V2.model.NumpyICNN.denoise`` of float64 (N, 1, L) signals of one window, float64 out.
+
+    An equivariant model takes NumPy's float64 path (``wide``): x / ``input_scale``, its lower median m off
+    (offset-free), h of that, s(y) and z = x / s in float64, the float32 network g on z, s·g in float64 with
+    the trust region (x kept where s·g moves it by more than TRUST_REGION·s), m back on, · ``input_scale``.
+    Any other model takes NumPy's float32 path: m off in float64, the difference rounded to float32, / the
+    scale, h of that, ``model(x, h)`` in float32, · the scale, and m back on in float64.
+    """
+    config = model.config
+    scale = config.input_scale
+    offset_free = config.baseline == "median"
+    if config.equivariant:
+        if scale != 1.0:
+            x = x / f64(scale)
+        m = torch_model.baseline(x) if offset_free else None
+        if m is not None:
+            x = x - m
+        h = graph_prior(x) if model.wienernet is not None else None
+        s = noise_scale64(x)
+        z = x / torch.where(s > 0, s, torch.ones_like(s))
+        out = s * model.unet(z.float(), h, bn_mode).double()
+        out = torch.where((out - x).abs() > f64(TRUST_REGION) * s, x, out)
+        if m is not None:
+            out = out + m
+        return out * f64(scale) if scale != 1.0 else out
+    m = torch_model.baseline(x) if offset_free else None
+    z = (x if m is None else x - m).float()
+    if scale != 1.0:
+        z = z / scale  # a float32 constant, as NumPy's self.dtype.type(scale)
+    h = graph_prior(z) if model.wienernet is not None else None
+    y = model(z, h, bn_mode)
+    if scale != 1.0:
+        y = y * scale
+    y = y.double()
+    return y if m is None else y + m
+
+
+class _SelfContained(nn.Module):
+    """:func:`denoise_window` of the model in ``bn_mode``: the graph's one input is x, float64."""
+
+    def __init__(self, model: ICNN_s, bn_mode: str):
+        super().__init__()
+        self.model = model
+        self.bn_mode = bn_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return denoise_window(self.model, x, self.bn_mode)
+
+
 class _PairMaxPool(nn.Module):
     """``nn.MaxPool1d(k)`` (stride k, no padding) as a 2-D pooling over (1, k): the same maxima."""
 
@@ -137,17 +276,20 @@ class _PairMaxPool(nn.Module):
 
 
 def batched_modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
-    """``Pytorch_V1.model.modulated_conv1d`` as one batched matrix product (no group count in the graph).
+    """``Pytorch_V1.model.modulated_conv1d`` as K one-tap convolutions weighted per signal (no group count in the graph).
 
-    x: (N, C_in, L); weight: (C_out, C_in, K); scale: (N, C_out, K). Signal n's kernel
-    ``weight · scale[n]`` times its K shifted copies of x (zero padding K // 2).
+    x: (N, C_in, L); weight: (C_out, C_in, K); scale: (N, C_out, K), broadcast over C_in, so signal n's
+    output is Σ_k scale[n, :, k] · (tap k of ``weight`` on x shifted by k − K // 2, zero padding). No
+    per-signal kernel is formed: the (N, C_out, C_in, K) kernels of a batch would be written to memory on
+    every run (ckpt_universal: 95M floats for 1024 windows, a third of the graph's time).
     """
-    n, c_in, length = x.shape
-    c_out, _, k = weight.shape
-    kernels = (weight[None] * scale[:, :, None, :]).reshape(n, c_out, c_in * k)
+    length = x.shape[2]
+    k = weight.shape[2]
     padded = F.pad(x, [k // 2, k // 2])
-    patches = torch.stack([padded[:, :, i : i + length] for i in range(k)], dim=2).reshape(n, c_in * k, length)
-    y = torch.matmul(kernels, patches)
+    y = None
+    for i in range(k):
+        term = F.conv1d(padded[:, :, i : i + length], weight[:, :, i : i + 1]) * scale[:, :, i : i + 1]
+        y = term if y is None else y + term
     return y if bias is None else y + bias[None, :, None]
 
 
@@ -185,8 +327,9 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export_graph(model: ICNN_s, bn_mode: str):
-    """The ONNX ModelProto of ``model`` in ``bn_mode``, with dynamic batch and length.
+def export_graph(model: ICNN_s, bn_mode: str, self_contained: bool = True):
+    """The ONNX ModelProto of ``model`` in ``bn_mode``, with dynamic batch and length: self-contained (one
+    input x) or, with ``self_contained`` False, the network given the prior (inputs x and h).
 
     Raises
     ------
@@ -195,11 +338,14 @@ def export_graph(model: ICNN_s, bn_mode: str):
     """
     import onnx  # noqa: F401  (the exporter needs it; a missing package is reported below)
 
-    prior = model.wienernet is not None
-    wrapper = (_Exported if prior else _ExportedNoPrior)(export_form(model), bn_mode).eval()
+    prior = model.wienernet is not None and not self_contained
+    if self_contained:
+        wrapper = _SelfContained(export_form(model), bn_mode).eval()
+    else:
+        wrapper = (_Exported if prior else _ExportedNoPrior)(export_form(model), bn_mode).eval()
     names = ["x", "h"] if prior else ["x"]
     example = spike_batch(3, self_check_lengths(model.config)[1])
-    args = (example, model.prior(example)) if prior else (example,)
+    args = (example, model.prior(example)) if prior else (example.double() if self_contained else example,)
     batch = torch.export.Dim(BATCH_AXIS, min=1)
     length = torch.export.Dim(LENGTH_AXIS, min=min_length(model.config))
     dynamic = {name: {0: batch, 2: length} for name in names}
@@ -244,11 +390,16 @@ def name_output_axes(proto) -> None:
     batch.dim_param, length.dim_param = BATCH_AXIS, LENGTH_AXIS
 
 
-def add_metadata(proto, config: dict, bn_mode: str, source_sha256: str) -> None:
+def add_metadata(proto, config: dict, bn_mode: str, source_sha256: str, graph: str = SELF_CONTAINED,
+                 shortest: int | None = None) -> None:
+    """The metadata_props: ``config`` (JSON) carries ``model.train_length``, the window
+    ``deepdenoise1d.onnx_runner`` cuts long records into; ``min_length`` the shortest signal the graph takes."""
     import onnx
 
-    values = {"format": ONNX_FORMAT, "config": json.dumps(config, sort_keys=True), "bn_mode": bn_mode,
+    values = {"format": ONNX_FORMAT, "graph": graph, "config": json.dumps(config, sort_keys=True), "bn_mode": bn_mode,
               "source_sha256": source_sha256, "torch_version": str(torch.__version__)}
+    if shortest is not None:
+        values["min_length"] = str(shortest)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, values)
 
@@ -269,22 +420,37 @@ def spike_batch(n: int, length: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(noisy.astype(np.float32))[:, None]
 
 
-def self_check(data: bytes, model: ICNN_s, bn_mode: str) -> None:
-    """Run the graph in ONNX Runtime on a few signals of two lengths; refuse it when it is not the model."""
+def numpy_reference(model: ICNN_s):
+    """The model in NumPy (``Numpy_V2.model.NumpyICNN`` from its state dict): what the command line runs."""
+    from Numpy_V2.model import NumpyICNN
+
+    arrays = {key: value.detach().cpu().numpy() for key, value in model.state_dict().items()}
+    return NumpyICNN(arrays, model.config, source="the checkpoint")
+
+
+def self_check(data: bytes, model: ICNN_s, bn_mode: str, self_contained: bool = True) -> None:
+    """Run the graph in ONNX Runtime on a few signals of two lengths; refuse it when it is not the model
+    (self-contained: against ``NumpyICNN.denoise`` of the same float64 signals, prior and all)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    reference = numpy_reference(model) if self_contained else None
     for length in self_check_lengths(model.config):
         x = spike_batch(2, length, seed=length)
         feed = {"x": x.numpy()}
-        h = model.prior(x)
-        if h is not None:
-            feed["h"] = h.numpy()
-        with torch.no_grad():
-            expected = scaled_forward(model, x, h, bn_mode, model.config.input_scale).numpy()
+        if self_contained:  # one window: NumPy's denoise of a signal no longer than train_length
+            x = x[..., : model.config.train_length].double()
+            feed = {"x": x.numpy()}
+            expected = reference.denoise(x.numpy()[:, 0], bn_mode)[:, None]
+        else:
+            h = model.prior(x)
+            if h is not None:
+                feed["h"] = h.numpy()
+            with torch.no_grad():
+                expected = scaled_forward(model, x, h, bn_mode, model.config.input_scale).numpy()
         got = session.run(None, feed)[0]
         error = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
         if got.shape != expected.shape or not error <= SELF_CHECK_TOLERANCE:
@@ -292,13 +458,15 @@ def self_check(data: bytes, model: ICNN_s, bn_mode: str) -> None:
                              f"(relative error {error:.2e}, shape {got.shape})")
 
 
-def export(source: Path, destination: Path, bn_mode: str | None = None) -> dict:
+def export(source: Path, destination: Path, bn_mode: str | None = None, prior_input: bool = False) -> dict:
     """Read ``source`` safely, export it in ``bn_mode`` (None: its recorded mode), check, write ``destination``.
+
+    The graph is self-contained (one input), or with ``prior_input`` the network given the prior (x and h).
 
     Returns
     -------
     dict
-        The graph's input and output shapes (:func:`graph_shapes`) and its ``bn_mode``.
+        The graph's input and output shapes (:func:`graph_shapes`), its ``bn_mode`` and ``graph``.
 
     Raises
     ------
@@ -313,13 +481,15 @@ def export(source: Path, destination: Path, bn_mode: str | None = None) -> dict:
     load_state_dict_strict(model, ckpt["net_state_dict"], str(source))
     model.eval()
     mode = bn_mode or model_config.bn_mode
-    proto = export_graph(model, mode)
-    add_metadata(proto, checkpoint_config(ckpt, model_config), mode, file_sha256(source))
+    proto = export_graph(model, mode, self_contained=not prior_input)
+    graph = PRIOR_INPUT if prior_input else SELF_CONTAINED
+    add_metadata(proto, checkpoint_config(ckpt, model_config), mode, file_sha256(source), graph,
+                 min_length(model_config))
     check_graph(proto)
     data = proto.SerializeToString()
-    self_check(data, model, mode)
+    self_check(data, model, mode, self_contained=not prior_input)
     atomic_write(destination, lambda f: f.write(data), reads=(source,))
-    return {"shapes": graph_shapes(proto), "bn_mode": mode}
+    return {"shapes": graph_shapes(proto), "bn_mode": mode, "graph": graph}
 
 
 def check_destination(destination: Path, source: Path) -> None:
@@ -346,9 +516,10 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(f"needs {', '.join(missing)} (pip install -r requirements.txt)")
     with write_policy(overwrite=args.overwrite):
         check_destination(destination, args.source)
-        result = export(args.source, destination, args.bn_mode)
+        result = export(args.source, destination, args.bn_mode, args.prior_input)
     shapes = ", ".join(f"{name} {shape}" for name, shape in result["shapes"].items())
-    print(f"wrote {show_path(destination)} (opset {OPSET}, bn {result['bn_mode']}; {shapes})")
+    what = "prior inside" if result["graph"] == SELF_CONTAINED else "prior h an input"
+    print(f"wrote {show_path(destination)} (opset {OPSET}, bn {result['bn_mode']}, {what}; {shapes})")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Tests of pth2onnx.py: ONNX Runtime against PyTorch on every shipped checkpoint in both BN
 modes, the checker, the metadata, the graph's dynamic axes, and the output guards.
 
+Parity here is of the network given the prior: the graph ``--prior-input`` exports (inputs x and h).
+The default, self-contained graph (one input, the prior inside) is tested against the command line in
+tests/test_onnx_self_contained.py.
+
 Parity mirrors tests/test_parity.py: the reference is the PyTorch model in float64 (given the
 same h), and ONNX Runtime's float32 answer must be as close to it as PyTorch's own float32
 answer, within twice PyTorch's error (see :func:`parity`) or FLOAT32_TOLERANCE of the reference's peak. Each
@@ -42,8 +46,8 @@ def pth2onnx():
 def exports(pth2onnx, tmp_path_factory):
     """``exports(pth, mode)`` -> (path, session): exported once per checkpoint and mode, as a user runs it.
 
-    The checkpoint's recorded mode comes from ``pth2onnx.py SRC`` (default destination, default
-    mode); the other from ``pth2onnx.py SRC DST --bn-mode MODE``.
+    The checkpoint's recorded mode comes from ``pth2onnx.py SRC --prior-input`` (default destination,
+    default mode); the other from ``pth2onnx.py SRC DST --bn-mode MODE --prior-input``.
     """
     folder = tmp_path_factory.mktemp("onnx")
     cache = {}
@@ -54,11 +58,11 @@ def exports(pth2onnx, tmp_path_factory):
             if not source.exists():
                 shutil.copyfile(pth, source)
             if mode == load_model(pth)[0].config.bn_mode:
-                pth2onnx.main([str(source)])
+                pth2onnx.main([str(source), "--prior-input"])
                 path = source.with_suffix(".onnx")
             else:
                 path = folder / f"{pth.stem}-{mode}.onnx"
-                pth2onnx.main([str(source), str(path), "--bn-mode", mode])
+                pth2onnx.main([str(source), str(path), "--bn-mode", mode, "--prior-input"])
             cache[pth.stem, mode] = path, session_of(path)
         return cache[pth.stem, mode]
 
@@ -130,6 +134,7 @@ def test_checker_metadata_and_shapes(exports):
     assert {k: v for k, v in config.items() if k != "model"} == json.loads(json.dumps(
         {k: v for k, v in checkpoint["config"].items() if k != "model"}))
     assert metadata["format"] == "icnn_s-onnx" and metadata["torch_version"] == str(torch.__version__)
+    assert metadata["graph"] == "prior_input" and metadata["min_length"] == str(min_length(model_config_of(checkpoint)))
     assert [o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
     inferred = onnx.shape_inference.infer_shapes(model_proto, strict_mode=True)
     shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -141,6 +146,18 @@ def test_checker_metadata_and_shapes(exports):
 def test_model_without_prior_has_one_input(exports):
     _, session = exports(REPO_ROOT / "ckpt" / "ckpt_noprior.pth", "fixed")
     assert [i.name for i in session.get_inputs()] == ["x"]
+
+
+def test_the_default_graph_is_self_contained(pth2onnx, tmp_path, capsys):
+    """No flag: one input x, one output, the prior inside (``graph`` self_contained); here a model without the
+    prior branch, whose graph is the median and s(y) around the network (checked in ONNX Runtime on export)."""
+    source = tmp_path / "noprior.pth"
+    shutil.copyfile(REPO_ROOT / "ckpt" / "ckpt_noprior.pth", source)
+    pth2onnx.main([str(source)])
+    assert "prior inside" in capsys.readouterr().out
+    proto = onnx.load(str(source.with_suffix(".onnx")))
+    assert [v.name for v in proto.graph.input] == ["x"] and [v.name for v in proto.graph.output] == ["denoised"]
+    assert {p.key: p.value for p in proto.metadata_props}["graph"] == "self_contained"
 
 
 # ---------------------------------------------------------------------------
@@ -246,7 +263,7 @@ def test_a_scaled_model_scales_inside_the_graph(pth2onnx, tmp_path):
     source, destination = tmp_path / "scaled.pth", tmp_path / "scaled.onnx"
     save_checkpoint(source, {"net_state_dict": model.state_dict(), "config": {"model": model.config.to_dict()},
                              "format_version": 1})
-    pth2onnx.main([str(source), str(destination)])
+    pth2onnx.main([str(source), str(destination), "--prior-input"])
     y = spike_signals(100)[:, :, :] * np.float32(7.5)
     x = torch.from_numpy(y)
     h = wiener_prior(x)  # from y as given: h is scale-invariant
@@ -273,7 +290,7 @@ def equivariant_export(pth2onnx, tmp_path_factory):
     source, destination = folder / "equivariant.pth", folder / "equivariant.onnx"
     save_checkpoint(source, {"net_state_dict": model.state_dict(), "config": {"model": model.config.to_dict()},
                              "format_version": 1})
-    pth2onnx.main([str(source), str(destination)])
+    pth2onnx.main([str(source), str(destination), "--prior-input"])
     assert json.loads({p.key: p.value for p in onnx.load(str(destination)).metadata_props}["config"])["model"]["equivariant"]
     return model, session_of(destination)
 
