@@ -155,8 +155,10 @@ def export_onnx(checkpoint: Path, bn_mode: str, folder: Path) -> Path | str:
     if missing:
         return f"{', '.join(missing)} not installed (optional): skipped"
     path = folder / "model.onnx"
-    # pth2onnx.py is a top-level command, not a package module: run it as users do.
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "pth2onnx.py"), str(checkpoint), str(path), "--bn-mode", bn_mode],
+    # pth2onnx.py is a top-level command, not a package module: run it as users do. The two-input graph
+    # (--prior-input): the forward given h is timed apart from the prior, as for the other runtimes.
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "pth2onnx.py"), str(checkpoint), str(path), "--bn-mode", bn_mode,
+                           "--prior-input"],
                           capture_output=True, text=True)
     if done.returncode != 0:
         line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "pth2onnx.py failed"
