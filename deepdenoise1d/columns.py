@@ -99,9 +99,12 @@ def find_column(path: PathLike, spec: str | int | None) -> Column | None:
     return Column(matches[0], names[matches[0]], header, names, width)
 
 
-def read_column(path: PathLike, column: Column) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The column as one record, (1, L) float64 in a temporary memory map, and its stored shape (L,)."""
-    table, stored = read_text_signals(path)
+def read_column(path: PathLike, column: Column, allow_nan: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The column as one record, (1, L) float64 in a temporary memory map, and its stored shape (L,).
+
+    ``allow_nan``: NaN cells (``nan``) are let through as gaps (:func:`deepdenoise1d.io.scan_gaps`).
+    """
+    table, stored = read_text_signals(path, allow_nan)
     if len(stored) == 1:  # one value per row: the file is the record
         return table, stored
     out = temp_memmap((1, table.shape[0]), np.float64)

@@ -16,13 +16,14 @@ from typing import Callable
 
 import numpy as np
 
-from deepdenoise1d import evaluate, noise, range_check, scoreboard, streaming
+from deepdenoise1d import evaluate, field_formats, noise, range_check, scoreboard, streaming
 from deepdenoise1d.methods import classical_methods, network_methods
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import (DEFAULT_FIG_DIR, add_bn_mode_arg, add_n_arg, add_overwrite_arg, add_seed_arg, add_threads_arg,
                                output_file, positive_float, sigma_or_auto)
 from deepdenoise1d.dataset import read_test_samples
 from deepdenoise1d.errors import InputError, show_path
+from deepdenoise1d.io import scan_gaps, short_stretches_note, write_signals
 from deepdenoise1d.safewrite import guard_output, write_policy
 from deepdenoise1d.synthesis import SIGMA
 
@@ -104,10 +105,13 @@ def add_test_args(parser: argparse.ArgumentParser, samples: Path, fig_suffix: st
                        help="signals to denoise: a record (.npy of shape [L], or .txt/.csv with one value per line and "
                        "an optional header row) or signals (.npy [N, L], or one signal per row); streamed in chunks, "
                        "so any size fits in memory; signals longer than the model's training length are denoised in "
-                       "overlapping windows of it, blended")
+                       "overlapping windows of it, blended. NaN runs are gaps: kept as NaN, each stretch between "
+                       "them denoised on its own. Field records: .wav, .mseed/.sac (pip install "
+                       "'research-on-deep-denoising[seismo]'), WFDB .hea (the [wfdb] extra), each channel with its "
+                       "own σ and choice, --fs from the file")
     files.add_argument("--output", type=output_file, metavar="OUT",
                        help="where the denoised signals go (.txt, .csv or .npy, the input's shape; float32 in, float32 "
-                       "out); never the input or the weights")
+                       "out; or the field format of --input, its header kept); never the input or the weights")
     files.add_argument("--column", metavar="NAME|K",
                        help="with a .txt/.csv table (what instruments export, e.g. time_s,counts with a header row): "
                        "the column to denoise, by its header name or its 0-based index; the output is the same "
@@ -280,11 +284,14 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> s
     """Denoise --input into --output, streaming; one warning line when σ is out of the trained range."""
     if backend.denoise is None and not uses_scoreboard(args):
         raise InputError("--input needs the network: pass --weights")
+    field = field_formats.check_pair(args.input, args.output)  # a field format out needs the same format in
     if args.json is not None:
         if os.path.abspath(args.json) == os.path.abspath(args.output):
             raise InputError(f"{args.json}: --json and --output name the same file; give two paths")
         guard_output(args.json, reads + (args.output,), kind="json", make_parent=False)  # folders only when written
     guard_plot(args, reads)
+    if field is not None:
+        return run_field_mode(args, backend, reads)
     args.table_column = input_column(args)
     if uses_scoreboard(args):
         return run_method_mode(args, backend, reads)
@@ -292,8 +299,10 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> s
                                    backend.min_length, backend.chunk, reads, backend.sigma_range,
                                    train_length=backend.train_length, input_scale=backend.input_scale,
                                    equivariant=backend.equivariant, offset_free=backend.offset_free,
-                                   column=args.table_column)
+                                   column=args.table_column, gaps=True)
     show_notes(backend, result)
+    for line in result.gap_notes:
+        warn(backend, line)
     mode = args.bn_mode or backend.bn_mode
     windowed = f", in windows of {backend.train_length}" if backend.train_length and result.length > backend.train_length else ""
     what = f"{mode} BN" if len(backend.bn_modes) > 1 else "the network"  # one mode: a model without running statistics
@@ -304,9 +313,37 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> s
         summary = {"backend": backend.name, "weights": str(backend.weights), "input": str(args.input),
                    "output": str(args.output), "n": result.n, "length": result.length, "dtype": result.dtype,
                    "bn_mode": mode, "sigma_range": backend.sigma_range, "sigma_warning": result.warning,
-                   **record_fields(args)}
+                   "gaps": result.gaps, **record_fields(args)}
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return result
+
+
+def run_field_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> streaming.FileResult:
+    """A WAV, miniSEED, SAC or WFDB --input (:mod:`deepdenoise1d.field_formats`): read whole, each channel
+    denoised on its own (its own σ and choice, as --channels), written in the output's format; --fs defaults
+    to the file's sampling rate."""
+    args.table_column = None
+    record, meta = field_formats.read_field_record(args.input)
+    reads = reads + tuple(meta.files)
+    if getattr(args, "fs", None) is None and meta.fs is not None:
+        args.fs = meta.fs
+    if field_formats.field_format(args.output) is None:
+        suffix = Path(args.output).suffix.lower()
+        guard_output(args.output, reads, kind="npy" if suffix == ".npy" else "text" if suffix in (".txt", ".csv")
+                     else None, make_parent=False)
+        if suffix not in (".npy", ".txt", ".csv"):
+            raise InputError(f"{show_path(args.output)}: unsupported output format {Path(args.output).suffix!r} (use "
+                             f"{Path(args.input).suffix.lower()}, .npy, .txt or .csv)")
+    else:
+        guard_output(args.output, reads, make_parent=False)
+        if meta.format == "wfdb":  # OUT.hea names OUT.dat, written beside it
+            guard_output(Path(args.output).with_suffix(".dat"), reads, make_parent=False)
+    if np.isnan(record).all():
+        raise InputError(f"{show_path(args.input)}: every value is NaN (all gap): nothing to denoise")
+    need = record.size * (AUTO_BYTES_PER_SAMPLE if args.method == "auto" else 64)
+    check_memory(need, f"--method {args.method} on {record.size} samples of {show_path(args.input)}",
+                 "denoise a shorter stretch of the record")
+    return run_channel_mode(args, backend, reads, record, meta)
 
 
 def input_column(args: argparse.Namespace):
@@ -331,12 +368,19 @@ def uses_scoreboard(args: argparse.Namespace) -> bool:
 
 
 def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> streaming.FileResult:
-    """--method auto|NAME: SURE table of every candidate on the whole record (auto), then the chosen one's output."""
+    """--method auto|NAME: SURE table of every candidate on the whole record (auto), then the chosen one's output.
+
+    A record with NaN gaps: σ is estimated on its long-enough stretches laid end to end, each candidate's SURE
+    is summed over those stretches (each denoised alone, as it will be written), and the chosen one denoises
+    each stretch on its own (:func:`rank_stretches`)."""
     suffix = Path(args.output).suffix.lower()
     # refuse a bad output before the scoring, as the network's path does before its work
     guard_output(args.output, reads, kind="npy" if suffix == ".npy" else "text" if suffix in (".txt", ".csv") else None,
                  make_parent=False)
-    record, _ = scoreboard.read_record(args.input, args.table_column)
+    record, _ = scoreboard.read_record(args.input, args.table_column, allow_gaps=True)
+    gaps = scan_gaps(record, show_path(args.input))
+    if gaps is not None and gaps.samples() == record.size:
+        raise InputError(f"{show_path(args.input)}: every value is NaN (all gap): nothing to denoise")
     if record.shape[-1] < scoreboard.MIN_SCORED_LENGTH:
         hint = (" (a table without a header is read one row per signal: pick the column to denoise with --column K)"
                 if args.table_column is None and Path(args.input).suffix.lower() in (".txt", ".csv") else "")
@@ -346,18 +390,35 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
                  "give --method NAME (one method, streamed) or score a stretch of the record")
     if getattr(args, "channels", False):
         return run_channel_mode(args, backend, reads, record)
-    sigma, source, how = scoreboard.record_sigma(record, args.sigma)
-    candidates = method_candidates(args, backend, record.shape[-1], sigma, announce=True)
-    warn(backend, rows_differ_note(record) if args.sigma in (None, "auto") else None)
+    minimum = None
+    if gaps is None:
+        scored, pieces = record, None
+    else:
+        stretches = [(row, a, b) for row in range(record.shape[0]) for a, b in gaps.stretches(row)]
+        longest = max(b - a for _, a, b in stretches)
+        minimum = stretch_minimum(args, backend, longest)
+        pieces = [(row, a, b) for row, a, b in stretches if b - a >= minimum]
+        if not pieces:
+            raise InputError(f"{show_path(args.input)}: no stretch between the NaN gaps is {minimum} samples long "
+                             f"(the longest: {longest}); nothing to score")
+        scored = np.concatenate([record[row, a:b] for row, a, b in pieces])[None]
+    sigma, source, how = scoreboard.record_sigma(scored, args.sigma)
+    candidates = method_candidates(args, backend, record.shape[-1] if gaps is None else longest, sigma, announce=True)
+    if gaps is None:
+        warn(backend, rows_differ_note(record) if args.sigma in (None, "auto") else None)
     if getattr(args, "method_chosen_for_you", False):
         print(f"{backend.prog}: no --method given: every candidate is scored on this record by SURE and the best one "
               "written (--method net: the network alone)", file=sys.stderr)
     if source == "estimated":
-        print(f"{backend.prog}: {how}; SURE uses their median {sigma:.4g}", file=sys.stderr)
-    warn(backend, scoreboard.sigma_note(record, sigma))
+        where = " (on the stretches between the NaN gaps)" if gaps is not None else ""
+        print(f"{backend.prog}: {how}{where}; SURE uses their median {sigma:.4g}", file=sys.stderr)
+    warn(backend, scoreboard.sigma_note(scored, sigma))
     ranking = None
     if args.method == "auto":
-        ranking = scoreboard.rank(candidates, record, sigma, progress=record.size > PROGRESS_SAMPLES)
+        if pieces is None:
+            ranking = scoreboard.rank(candidates, record, sigma, progress=record.size > PROGRESS_SAMPLES)
+        else:
+            ranking = rank_stretches(candidates, record, pieces, sigma, progress=scored.size > PROGRESS_SAMPLES)
         print(ranking.table())
     name = ranking.chosen if ranking else args.method
     network = name.startswith("net_")
@@ -367,9 +428,11 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
                                    input_scale=backend.input_scale if network else 1.0,
                                    equivariant=backend.equivariant and network,
                                    offset_free=backend.offset_free and network, column=args.table_column,
-                                   network=network)
+                                   network=network, gaps=gaps is not None, gap_min_length=minimum)
     for line in [line for line in result.notes if line.startswith("warning:")] or [result.warning]:
         warn(backend, line)  # the σ line was printed above
+    for line in result.gap_notes:
+        warn(backend, line)
     draw_record_plot(args, backend, name, reads)
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "
           f"(σ = {sigma:.6g}, {source}{'; ' + backend.label() if network else ''}) -> {show_path(args.output)}")
@@ -377,10 +440,63 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
         summary = {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
                    "input": str(args.input), "output": str(args.output), "n": result.n, "length": result.length,
                    "dtype": result.dtype, "method": args.method, "chosen": name, "sigma": sigma,
-                   "sigma_source": source, "sigma_warning": result.warning, **record_fields(args)}
+                   "sigma_source": source, "sigma_warning": result.warning, "gaps": result.gaps, **record_fields(args)}
         summary.update(ranking.summary() if ranking else {})
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return result
+
+
+def stretch_minimum(args: argparse.Namespace, backend: Backend, longest: int) -> int:
+    """The shortest stretch between NaN gaps that is scored and denoised: what SURE needs
+    (:data:`deepdenoise1d.scoreboard.MIN_SCORED_LENGTH`), or the network's minimum when the network is among
+    the candidates (so every candidate is scored on the same stretches it would denoise). Shorter stretches are
+    written back unchanged."""
+    if args.method == "net":
+        return backend.min_length
+    network = backend.denoise is not None and (args.method.startswith("net_")
+                                               or (args.method == "auto" and longest >= backend.min_length))
+    return max(scoreboard.MIN_SCORED_LENGTH, backend.min_length) if network else scoreboard.MIN_SCORED_LENGTH
+
+
+def rank_stretches(candidates: dict, record: np.ndarray, pieces: list, sigma: float,
+                   progress: bool = False) -> scoreboard.Ranking:
+    """:func:`deepdenoise1d.scoreboard.rank` over the stretches between NaN gaps, each denoised alone.
+
+    Each stretch is ranked on its own (its (1, m) record: exact divergences stay exact), and every candidate's
+    SURE over their union is the samples-weighted mean of its stretches' (SURE is a sum over samples); the
+    standard errors add in quadrature, the stretches' noise being independent. The chosen candidate has the
+    lowest SURE over the union. One stretch gives :func:`~deepdenoise1d.scoreboard.rank`'s own result.
+    """
+    if len(pieces) == 1:
+        row, a, b = pieces[0]
+        return scoreboard.rank(candidates, record[row : row + 1, a:b], sigma, progress=progress)
+    total = sum(b - a for _, a, b in pieces)
+    sums: dict[str, dict] = {}
+    probes = 0
+    for row, a, b in pieces:
+        ranking = scoreboard.rank(candidates, record[row : row + 1, a:b], sigma, progress=progress)
+        probes = max(probes, ranking.probes)
+        weight = (b - a) / total
+        for name, e in ranking.estimates.items():
+            s = sums.setdefault(name, {"sure": 0.0, "probe": 0.0, "length": 0.0, "div": 0.0, "seconds": 0.0,
+                                       "exact": True, "probes": 0})
+            s["sure"] += weight * e.sure
+            s["probe"] += (weight * e.probe_se) ** 2
+            s["length"] += (weight * e.length_se) ** 2
+            s["div"] += weight * e.divergence
+            s["seconds"] += e.seconds
+            s["exact"] &= e.exact
+            s["probes"] = max(s["probes"], e.probes)
+    estimates = {}
+    for name, s in sums.items():
+        probe_se, length_se = s["probe"] ** 0.5, s["length"] ** 0.5
+        sure_se = float(np.hypot(probe_se, length_se))
+        rmse, se = scoreboard.rmse_and_se(s["sure"], sure_se)
+        estimates[name] = scoreboard.Estimate(rmse, se, s["sure"], sure_se, probe_se, length_se, s["div"], s["exact"],
+                                              s["seconds"], s["probes"])
+    chosen = min(estimates, key=lambda k: estimates[k].sure)
+    return scoreboard.Ranking(estimates, chosen, float(sigma), probes, total,
+                              notes=[f"SURE summed over {len(pieces)} stretches between NaN gaps"])
 
 
 def method_candidates(args: argparse.Namespace, backend: Backend, length: int, sigma: float,
@@ -416,34 +532,102 @@ def rows_differ_note(record: np.ndarray) -> str | None:
             "σ and one method; if they are channels of one recording, give --channels (each its own σ and choice)")
 
 
-def run_channel_mode(args: argparse.Namespace, backend: Backend, reads: tuple, record: np.ndarray) -> streaming.FileResult:
-    """--channels: each row of the record its own σ and (with auto) its own choice, in memory, then one write."""
-    from deepdenoise1d.io import compute_dtype, open_signals, write_signals
+@dataclass
+class ChannelResult:
+    """One channel denoised by :func:`denoise_channel`: its output and what --json and the log say of it."""
 
-    stored, stored_shape = open_signals(args.input)
-    dtype = compute_dtype(stored.dtype)
-    out = np.empty_like(record)
+    values: np.ndarray
+    info: dict
+    line: str
+    gap_notes: tuple = ()
+
+
+def denoise_channel(args: argparse.Namespace, backend: Backend, values: np.ndarray, label: str,
+                    announce: bool = False) -> ChannelResult:
+    """One channel (L,) with its own σ and (auto) its own choice; NaN gaps kept, each stretch between them
+    denoised alone, stretches shorter than the method's minimum (:func:`stretch_minimum`) kept as they were."""
+    gaps = scan_gaps(values[None], label)
+    stretches = gaps.stretches(0) if gaps is not None else [(0, values.size)]
+    out = values.copy()
+    if not stretches:
+        return ChannelResult(out, {"chosen": None, "sigma": None, "note": "every value is NaN"},
+                             f"{label}: every value is NaN, kept as it was")
+    longest = max(b - a for a, b in stretches)
+    ranking = None
+    if args.method == "net":
+        mode = args.bn_mode or backend.bn_mode
+        name, sigma, source = f"net_{mode}", None, None
+        minimum = backend.min_length
+        candidates = scoreboard.network_candidates(backend.denoise, (mode,), train_length=backend.train_length,
+                                                   jacobian=backend.jacobian)
+    else:
+        minimum = stretch_minimum(args, backend, longest)
+        pieces = [(0, a, b) for a, b in stretches if b - a >= minimum]
+        if not pieces:
+            return ChannelResult(out, {"chosen": None, "sigma": None, "note": f"no stretch of {minimum} samples"},
+                                 f"{label}: no stretch of {minimum} samples (the longest: {longest}), kept as it was")
+        scored = np.concatenate([values[a:b] for _, a, b in pieces])[None]
+        sigma, source, _ = scoreboard.record_sigma(scored, args.sigma)
+        candidates = method_candidates(args, backend, longest, sigma, announce=announce)
+        if args.method == "auto":
+            ranking = rank_stretches(candidates, values[None], pieces, sigma)
+        name = ranking.chosen if ranking else args.method
+    denoised = short = 0
+    for a, b in stretches:
+        if b - a < minimum:
+            short += 1
+            continue
+        out[a:b] = np.asarray(candidates[name](values[a:b][None]), dtype=np.float64).reshape(-1)
+        denoised += 1
+    estimate = f", estimated RMSE {ranking.estimates[name].rmse:.4g}" if ranking else ""
+    how = f"σ = {sigma:.6g}, {source}{estimate}" if sigma is not None else backend.label()
+    notes = tuple(f"{label}: {line}" for line in ((gaps.note(denoised) if gaps is not None else None),
+                                                  short_stretches_note(short, minimum)) if line)
+    info = {"chosen": name, "sigma": sigma, "sigma_source": source,
+            **({"estimates": ranking.summary()["estimates"]} if ranking else {}),
+            **({"gaps": gaps.count(), "nan_samples": gaps.samples()} if gaps is not None else {}),
+            "stretches_denoised": denoised, "stretches_unchanged": short}
+    return ChannelResult(out, info, f"{label}: {name} ({how})", notes)
+
+
+def run_channel_mode(args: argparse.Namespace, backend: Backend, reads: tuple, record: np.ndarray,
+                     meta=None) -> streaming.FileResult:
+    """--channels (and every field format): each row of the record its own σ and (with auto) its own choice, in
+    memory, then one write; ``meta`` (:class:`deepdenoise1d.field_formats.FieldMeta`) for a field record, whose
+    channels may differ in length (NaN-padded) and go back in its format when the output's suffix is its own."""
+    if meta is None:
+        from deepdenoise1d.io import compute_dtype, open_signals
+
+        stored, stored_shape = open_signals(args.input, allow_nan=True)
+        dtype = compute_dtype(stored.dtype)
+        lengths, names = [record.shape[1]] * record.shape[0], [None] * record.shape[0]
+    else:
+        dtype, stored_shape = meta.output_dtype(), record.shape
+        lengths, names = meta.lengths, meta.names
+    out = np.full(record.shape, np.nan)
     chosen = []
     for c, row in enumerate(record):
-        rows = row[None]
-        sigma, source, _ = scoreboard.record_sigma(rows, args.sigma)
-        candidates = method_candidates(args, backend, rows.shape[-1], sigma, announce=c == 0)
-        ranking = scoreboard.rank(candidates, rows, sigma) if args.method == "auto" else None
-        name = ranking.chosen if ranking else args.method
-        out[c] = np.asarray(candidates[name](rows)).reshape(-1)
-        estimate = f", estimated RMSE {ranking.estimates[name].rmse:.4g}" if ranking else ""
-        print(f"channel {c}: {name} (σ = {sigma:.6g}, {source}{estimate})")
-        chosen.append({"channel": c, "chosen": name, "sigma": sigma, "sigma_source": source,
-                       **({"estimates": ranking.summary()["estimates"]} if ranking else {})})
-    write_signals(args.output, out.astype(dtype), like_shape=tuple(stored_shape), reads=reads)
+        label = f"channel {c}" + (f" ({names[c]})" if names[c] and names[c] != f"channel {c}" else "")
+        result = denoise_channel(args, backend, row[: lengths[c]], label, announce=c == 0)
+        out[c, : lengths[c]] = result.values
+        print(result.line)
+        for line in result.gap_notes:
+            warn(backend, line)
+        chosen.append({"channel": c, **({"name": names[c]} if names[c] else {}), **result.info})
+    if meta is not None and field_formats.field_format(args.output) is not None:
+        field_formats.write_field_record(args.output, out, meta, reads, note=lambda line: warn(backend, line))
+    else:
+        write_signals(args.output, out.astype(dtype), like_shape=tuple(stored_shape), reads=reads)
     draw_record_plot(args, backend, "per channel", reads)
-    print(f"denoised {record.shape[0]} channel(s) of length {record.shape[1]} ({np.dtype(dtype).name}), each with its "
-          f"own σ and method -> {show_path(args.output)}")
+    what = f"{field_formats.NAMES[meta.format]} " if meta is not None else ""
+    how = "each on its own by the network" if args.method == "net" else "each with its own σ and method"
+    print(f"denoised {record.shape[0]} {what}channel(s) of length {max(lengths)} ({np.dtype(dtype).name}), {how} "
+          f"-> {show_path(args.output)}")
     if args.json is not None:
         summary = {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
                    "input": str(args.input), "output": str(args.output), "n": record.shape[0],
                    "length": record.shape[1], "dtype": np.dtype(dtype).name, "method": args.method,
-                   "channels": chosen, **record_fields(args)}
+                   "channels": chosen, **record_fields(args), **(meta.summary() if meta is not None else {})}
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return streaming.FileResult(record.shape[0], record.shape[1], np.dtype(dtype).name, None, ())
 
@@ -478,9 +662,15 @@ def draw_record_plot(args: argparse.Namespace, backend: Backend, method: str, re
     from deepdenoise1d.columns import read_column
 
     column = getattr(args, "table_column", None)
-    noisy, _ = read_column(args.input, column) if column else open_signals(args.input)
-    text_out = Path(args.output).suffix.lower() != ".npy"
-    denoised, _ = read_column(args.output, column) if column and text_out else open_signals(args.output)
+    if field_formats.field_format(args.input) is not None:  # a field record: its channels laid end to end
+        noisy = field_formats.read_field_record(args.input)[0]
+        denoised = (field_formats.read_field_record(args.output)[0] if field_formats.field_format(args.output)
+                    else open_signals(args.output, allow_nan=True)[0])
+    else:
+        noisy, _ = read_column(args.input, column, True) if column else open_signals(args.input, allow_nan=True)
+        text_out = Path(args.output).suffix.lower() != ".npy"
+        denoised, _ = (read_column(args.output, column, True) if column and text_out
+                       else open_signals(args.output, allow_nan=True))
     total = noisy.size
     start, stop = args.plot_range or (0, PLOT_SAMPLES)
     if start >= total:

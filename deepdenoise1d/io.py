@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -36,7 +37,8 @@ def compute_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize <= 4 else np.dtype(np.float64)
 
 
-def check_chunk(chunk: np.ndarray, first_row: int, source: str, dtype=np.float64, first_index: int = 0) -> None:
+def check_chunk(chunk: np.ndarray, first_row: int, source: str, dtype=np.float64, first_index: int = 0,
+                allow_nan: bool = False) -> None:
     """Refuse NaN/inf, and values beyond float32's range when computing in float32.
 
     Parameters
@@ -51,37 +53,42 @@ def check_chunk(chunk: np.ndarray, first_row: int, source: str, dtype=np.float64
         The dtype the values will be computed in.
     first_index : int
         Position of ``chunk[:, 0]`` within its signals (a stretch of a long record).
+    allow_nan : bool
+        Let NaN through (gaps, :func:`scan_gaps`); inf is refused all the same.
 
     Raises
     ------
     InputError
         Naming the signal index and the position within the signal.
     """
-    found = _first_bad(np.atleast_2d(np.asarray(chunk)), dtype)
+    found = _first_bad(np.atleast_2d(np.asarray(chunk)), dtype, allow_nan)
     if found is not None:
         row, col, what = found
         raise InputError(_bad_value_message(source, first_row + row, first_index + col, what))
 
 
-def check_span(raw: np.ndarray, flat_start: int, length: int, source: str, dtype=np.float32) -> None:
-    """:func:`check_chunk` for a stretch ``raw`` of the flattened (N, ``length``) signals, from ``flat_start`` on."""
-    found = _first_bad(np.asarray(raw).reshape(1, -1), dtype)
+def check_span(raw: np.ndarray, flat_start: int, length: int, source: str, dtype=np.float32,
+               allow_nan: bool = False, first_row: int = 0, first_index: int = 0) -> None:
+    """:func:`check_chunk` for a stretch ``raw`` of the flattened (N, ``length``) signals, from ``flat_start`` on
+    (those signals begin at signal ``first_row``, index ``first_index`` of the file's, for the message)."""
+    found = _first_bad(np.asarray(raw).reshape(1, -1), dtype, allow_nan)
     if found is not None:
         _, col, what = found
         row, index = divmod(flat_start + col, length)
-        raise InputError(_bad_value_message(source, row, index, what))
+        raise InputError(_bad_value_message(source, first_row + row, first_index + index, what))
 
 
-def _first_bad(chunk: np.ndarray, dtype) -> tuple[int, int, tuple] | None:
+def _first_bad(chunk: np.ndarray, dtype, allow_nan: bool = False) -> tuple[int, int, tuple] | None:
     """(row, col, (kind, value)) of the first value :func:`check_chunk` refuses in a 2-D chunk, else None."""
     if chunk.dtype.kind not in "fc":
         return None  # integers are finite and, below 2**64, inside float32's range
-    bad = ~np.isfinite(chunk)
+    bad = np.isinf(chunk) if allow_nan else ~np.isfinite(chunk)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         return int(row), int(col), ("non-finite", chunk[row, col])
     if np.dtype(dtype) == np.float32 and chunk.dtype.itemsize > 4:
-        big = np.abs(chunk) > FLOAT32_MAX
+        with np.errstate(invalid="ignore"):
+            big = np.abs(chunk) > FLOAT32_MAX  # NaN (a gap, when allowed) compares False
         if big.any():
             row, col = np.argwhere(big)[0]
             return int(row), int(col), ("big", chunk[row, col])
@@ -95,18 +102,111 @@ def _bad_value_message(source: str, row: int, col: int, what: tuple) -> str:
     return f"{source}: signal {row} has value {value:.6g} at index {col}, beyond the float32 range (±{FLOAT32_MAX:.4g})"
 
 
-def iter_chunks(signals: np.ndarray, chunk: int, source: str, dtype) -> Iterator[tuple[int, np.ndarray]]:
+def iter_chunks(signals: np.ndarray, chunk: int, source: str, dtype, first_row: int = 0,
+                first_index: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, block)``: checked (:func:`check_chunk`) blocks of rows cast to ``dtype``.
 
     Pages of a memory-mapped input are released after each block, so memory
-    stays bounded by the chunk size.
+    stays bounded by the chunk size. ``first_row`` and ``first_index`` place ``signals`` in
+    the file's signals, for the messages (a stretch between gaps).
     """
     dtype = np.dtype(dtype)
     for start in range(0, signals.shape[0], chunk):
         raw = signals[start : start + chunk]
-        check_chunk(raw, start, source, dtype)
+        check_chunk(raw, first_row + start, source, dtype, first_index=first_index)
         yield start, np.array(raw, dtype=dtype)
         release_pages(signals)
+
+
+# ---------------------------------------------------------------------------
+# Gaps: NaN runs in a record, kept as NaN while the finite stretches between them are denoised
+
+GAP_BLOCK = 1 << 20  # values scanned at a time by :func:`scan_gaps`
+
+
+@dataclass
+class Gaps:
+    """Where the NaN runs (gaps) of (N, ``length``) signals lie: ``runs[row]`` = [(start, stop), ...], increasing.
+
+    A row without a gap has no entry. The finite stretches are the complement of the runs in each row.
+    """
+
+    n: int
+    length: int
+    runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def count(self) -> int:
+        """The number of gaps (NaN runs)."""
+        return sum(len(r) for r in self.runs.values())
+
+    def samples(self) -> int:
+        """The NaN samples."""
+        return sum(b - a for r in self.runs.values() for a, b in r)
+
+    def stretches(self, row: int) -> list[tuple[int, int]]:
+        """The finite stretches ``[(start, stop), ...]`` of ``row`` (the whole row when it has no gap)."""
+        out, at = [], 0
+        for a, b in self.runs.get(row, ()):
+            if a > at:
+                out.append((at, a))
+            at = b
+        if at < self.length:
+            out.append((at, self.length))
+        return out
+
+    def all_stretches(self) -> list[tuple[int, int, int]]:
+        """``(row, start, stop)`` of every finite stretch of the rows that have gaps."""
+        return [(row, a, b) for row in sorted(self.runs) for a, b in self.stretches(row)]
+
+    def note(self, denoised: int) -> str:
+        """``3 gaps (120 samples) kept as NaN; 4 stretches denoised`` (the line the front-ends print)."""
+        samples = self.samples()
+        return (f"{self.count()} gap{'s' if self.count() != 1 else ''} ({samples} sample{'s' if samples != 1 else ''}) kept as NaN; "
+                f"{denoised} stretch{'es' if denoised != 1 else ''} denoised")
+
+
+def short_stretches_note(count: int, minimum: int) -> str | None:
+    """One line for the stretches between gaps too short to denoise, written back unchanged; None for none."""
+    if not count:
+        return None
+    return (f"{count} stretch{'es' if count != 1 else ''} between gaps shorter than {minimum} samples (the "
+            f"method's minimum) written back unchanged")
+
+
+def scan_gaps(signals: np.ndarray, source: str, block: int = GAP_BLOCK) -> Gaps | None:
+    """Find the NaN runs of (N, L) signals, :data:`GAP_BLOCK` values at a time (a memory map stays unloaded).
+
+    Returns None when there is no NaN (integers never have one). Refuses inf in one line (it is no gap:
+    a value that overflowed), naming signal and index, as :func:`check_chunk` does.
+    """
+    if signals.dtype.kind not in "fc":
+        return None
+    n, length = signals.shape
+    rows_per = max(1, block // max(length, 1))
+    cols = length if rows_per > 1 else min(length, block)
+    gaps = Gaps(n, length)
+    for r0 in range(0, n, rows_per):
+        for c0 in range(0, length, cols):
+            raw = np.asarray(signals[r0 : r0 + rows_per, c0 : c0 + cols])
+            finite = np.isfinite(raw)
+            if finite.all():
+                continue
+            inf = np.isinf(raw)
+            if inf.any():
+                row, col = np.argwhere(inf)[0]
+                raise InputError(_bad_value_message(source, r0 + int(row), c0 + int(col),
+                                                    ("non-finite", raw[row, col])))
+            for i in np.flatnonzero(~finite.all(axis=1)):
+                edges = np.diff(np.concatenate(([0], np.isnan(raw[i]).view(np.int8), [0])))
+                starts, stops = np.flatnonzero(edges == 1) + c0, np.flatnonzero(edges == -1) + c0
+                runs = gaps.runs.setdefault(r0 + int(i), [])
+                for a, b in zip(starts.tolist(), stops.tolist()):
+                    if runs and runs[-1][1] == a:  # a run that goes on across two blocks
+                        runs[-1] = (runs[-1][0], b)
+                    else:
+                        runs.append((a, b))
+        release_pages(signals)
+    return gaps if gaps.runs else None
 
 
 # ---------------------------------------------------------------------------
@@ -134,7 +234,7 @@ TEXT_ROWS = 1 << 16  # parsed rows held before they go to the temporary file
 MAX_LINE = 1 << 26  # a "line" this long is not a signal file
 
 
-def read_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
+def read_signals(path: PathLike, allow_nan: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
     """Read ``.txt``/``.csv`` or ``.npy`` signals into memory as (N, L), with the shape they were stored in.
 
     Parameters
@@ -144,6 +244,8 @@ def read_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
         one signal; or one signal per row separated by whitespace, commas or
         semicolons; UTF-8, optional byte-order mark, ``#`` comments) or a ``.npy``
         ([L] or [N, L], real numbers, no pickles).
+    allow_nan : bool
+        Text: let NaN through (gaps, :func:`scan_gaps`); inf is refused all the same.
 
     Returns
     -------
@@ -162,7 +264,7 @@ def read_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
     """
     suffix = Path(path).suffix.lower()
     if suffix in TEXT_SUFFIXES:
-        signals, stored_shape = read_text_signals(path)
+        signals, stored_shape = read_text_signals(path, allow_nan)
         return np.array(signals), stored_shape
     if suffix == ".npy":
         array = read_npy(path, check_values=False)
@@ -170,17 +272,18 @@ def read_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
     raise InputError(f"{show_path(path)}: unsupported signal format {suffix!r} (use .txt, .csv or .npy)")
 
 
-def open_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
+def open_signals(path: PathLike, allow_nan: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
     """Open signals of any size without loading them: (N, L) as stored, and the stored shape.
 
     ``.npy``: a read-only memory map in the stored dtype (no conversion: convert
     block by block, e.g. with :func:`iter_chunks`). Text: parsed block by block
     into a float64 memory map of a temporary file (:func:`read_text_signals`).
-    Values of a ``.npy`` are not scanned here (see :func:`check_chunk`).
+    Values of a ``.npy`` are not scanned here (see :func:`check_chunk`); ``allow_nan`` lets a text file's
+    NaN through (gaps).
     """
     suffix = Path(path).suffix.lower()
     if suffix in TEXT_SUFFIXES:
-        return read_text_signals(path)
+        return read_text_signals(path, allow_nan)
     if suffix == ".npy":
         path = Path(path)
         shape, _, dtype, _ = read_npy_header(path)
@@ -197,20 +300,21 @@ def read_txt(path: PathLike) -> np.ndarray:
     return np.array(signals[0])
 
 
-def read_text_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
+def read_text_signals(path: PathLike, allow_nan: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
     """Parse a text signal file block by block into a read-only float64 memory map (N, L).
 
     The values go to an anonymous temporary file (in the system temp folder, removed
     when the map is freed), so memory stays bounded whatever the file size. One
     value per line is one signal (stored shape ``(L,)``); its first data line may be
     a header (words, e.g. ``amplitude``), which is skipped. Otherwise every row is
-    one signal and all rows have as many values. Values are checked finite.
+    one signal and all rows have as many values. Values are checked finite (``allow_nan``: NaN is let
+    through as a gap, inf still refused).
     """
     path = Path(path)
     _check_file(path)
     try:
         with tempfile.TemporaryFile(prefix="deepdenoise1d-", suffix=".f64") as tmp:
-            rows, width = _TextParser(path, tmp).run()
+            rows, width = _TextParser(path, tmp, allow_nan).run()
             tmp.flush()
             flat = width == 1  # the original repository's layout: one float per line is one signal
             shape = (1, rows) if flat else (rows, width)
@@ -223,8 +327,8 @@ def read_text_signals(path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
 class _TextParser:
     """Lines -> rows of floats -> the temporary file, :data:`TEXT_ROWS` rows at a time."""
 
-    def __init__(self, path: Path, out):
-        self.path, self.source, self.out = path, show_path(path), out
+    def __init__(self, path: Path, out, allow_nan: bool = False):
+        self.path, self.source, self.out, self.allow_nan = path, show_path(path), out, allow_nan
         self.width, self.first_line, self.rows, self.buffer = None, 0, 0, []
 
     def run(self) -> tuple[int, int]:
@@ -294,9 +398,9 @@ class _TextParser:
 
     def _write(self, block: np.ndarray) -> None:
         if self.width == 1:  # one signal: the block is a stretch of it
-            check_chunk(block.T, 0, self.source, np.float64, first_index=self.rows)
+            check_chunk(block.T, 0, self.source, np.float64, first_index=self.rows, allow_nan=self.allow_nan)
         else:
-            check_chunk(block, self.rows, self.source, np.float64)
+            check_chunk(block, self.rows, self.source, np.float64, allow_nan=self.allow_nan)
         self.out.write(block.tobytes())
         self.rows += block.shape[0]
 

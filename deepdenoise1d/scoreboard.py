@@ -412,12 +412,17 @@ def candidate_names(bn_modes) -> tuple[str, ...]:
 # A record file
 
 
-def read_record(path, column=None) -> tuple[np.ndarray, tuple[int, ...]]:
+def read_record(path, column=None, allow_gaps: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
     """The whole signal file (or ``column`` of its table, :mod:`deepdenoise1d.columns`) as float64 (N, L)
-    (checked finite), and its stored shape."""
-    signals, stored_shape = read_column(path, column) if column else read_signals(path)
+    (checked finite), and its stored shape.
+
+    ``allow_gaps``: NaN is let through (gaps, found with :func:`deepdenoise1d.io.scan_gaps`); inf is refused
+    all the same.
+    """
+    signals, stored_shape = (read_column(path, column, allow_gaps) if column
+                             else read_signals(path, allow_nan=allow_gaps))
     signals = signals.reshape(-1, signals.shape[-1]) if signals.ndim != 2 else signals
-    check_chunk(signals, 0, str(path), np.float64)
+    check_chunk(signals, 0, str(path), np.float64, allow_nan=allow_gaps)
     return np.array(signals, dtype=np.float64), tuple(stored_shape)
 
 

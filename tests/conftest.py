@@ -259,17 +259,15 @@ def write_bad_signal(folder: Path, case: str) -> Path:
     if case == "txt_non_numeric":
         path = folder / "in.txt"
         path.write_text("1.0\n2.5\nabc\n" + "0\n" * 30)
-    elif case == "txt_nan":
+    elif case == "txt_nan":  # a NaN is a gap; a record of nothing but gaps has nothing to denoise
         path = folder / "in.txt"
-        path.write_text("0\n" * 20 + "nan\n" + "0\n" * 20)
+        path.write_text("nan\n" * 41)
     elif case == "txt_inf":
         path = folder / "in.txt"
         path.write_text("0\n" * 20 + "-inf\n" + "0\n" * 20)
     elif case == "npy_nan":
         path = folder / "in.npy"
-        x = np.zeros((3, 100))
-        x[1, 7] = np.nan
-        np.save(path, x)
+        np.save(path, np.full((3, 100), np.nan))
     elif case == "npy_inf":
         path = folder / "in.npy"
         x = np.zeros((3, 100))
@@ -300,8 +298,8 @@ def write_bad_signal(folder: Path, case: str) -> Path:
 
 # What the one stderr line must name for each bad signal of write_bad_signal (besides the file's name).
 BAD_SIGNAL_FRAGMENTS = {
-    "txt_non_numeric": ["line 3"], "txt_nan": ["signal 0", "index 20"], "txt_inf": ["signal 0", "index 20"],
-    "npy_nan": ["signal 1", "index 7"], "npy_inf": ["signal 2", "index 99"], "short_txt": ["16"],
+    "txt_non_numeric": ["line 3"], "txt_nan": ["every value is NaN"], "txt_inf": ["signal 0", "index 20"],
+    "npy_nan": ["every value is NaN"], "npy_inf": ["signal 2", "index 99"], "short_txt": ["16"],
     "short_npy": ["16"], "empty_txt": ["empty"], "blank_txt": ["in.txt"], "empty_npy": ["empty"],
     "npy_no_signals": ["in.npy"],
 }
