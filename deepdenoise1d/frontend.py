@@ -618,7 +618,11 @@ def run_channel_mode(args: argparse.Namespace, backend: Backend, reads: tuple, r
         field_formats.write_field_record(args.output, out, meta, reads, note=lambda line: warn(backend, line))
     else:
         write_signals(args.output, out.astype(dtype), like_shape=tuple(stored_shape), reads=reads)
-    draw_record_plot(args, backend, "per channel", reads)
+    start, stop = getattr(args, "plot_range", None) or (0, PLOT_SAMPLES)
+    first, last = start // record.shape[1], (stop - 1) // record.shape[1]  # the stretch's channels (laid end to end)
+    shown = (f"channel {first}{' (' + names[first] + ')' if names[first] else ''}: {chosen[first]['chosen']}"
+             if first == last and first < len(chosen) else "each channel its own method")
+    draw_record_plot(args, backend, shown, reads)
     what = f"{field_formats.NAMES[meta.format]} " if meta is not None else ""
     how = "each on its own by the network" if args.method == "net" else "each with its own σ and method"
     print(f"denoised {record.shape[0]} {what}channel(s) of length {max(lengths)} ({np.dtype(dtype).name}), {how} "

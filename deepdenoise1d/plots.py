@@ -313,7 +313,7 @@ def record_figure(noisy: np.ndarray, denoised: np.ndarray, start: int, method: s
     fig = Figure(figsize=(11, 4.8))
     ax, res = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     ax.plot(x, noisy, color=COLORS["noisy"], lw=0.8, alpha=0.7, label="noisy")
-    ax.plot(x, denoised, color="tab:blue", lw=1.2, label=f"denoised: {method}")
+    ax.plot(x, denoised, color="tab:blue", lw=1.2, label="denoised")  # by what: the title says
     ax.set_ylabel(ylabel or "amplitude")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # beside the axes, never over the peaks
     res.plot(x, noisy - denoised, color="0.35", lw=0.6)
