@@ -5,9 +5,9 @@
 1. a path that ends in a separator or names a folder is refused, and so is one inside this project's
    state folder (:func:`state_folder`) or named like the old per-folder records (:data:`BOOKKEEPING`);
 2. a path that is, links to or resolves to a file the same command reads is refused;
-3. the repository's tracked folders (``ckpt/``, ``TestSamples/``, ``demo/``, and the installed
-   weights ``icnn/ckpt``) are refused unless the command's explicit flag allows them
-   (:func:`write_policy` ``tracked_ok``);
+3. the repository's tracked folders (``ckpt/``, ``TestSamples/``, ``demo/``, ``docs/``, and the installed
+   weights ``icnn/ckpt``), and in a git checkout every file that git tracks, are refused unless the
+   command's explicit flag allows them (:func:`write_policy` ``tracked_ok``), ``--overwrite`` or not;
 4. an existing device, FIFO or socket is refused, never opened (:func:`sniff_kind`), and so is an
    existing file that cannot be read to tell what it holds;
 5. an existing file is "ours" only when this user's record (:func:`state_folder`) lists this exact
@@ -25,15 +25,18 @@ The record is one JSON file per user (``outputs.json`` in :func:`state_folder`, 
 not owned by this user or that others can write is ignored with one warning line (then nothing is
 ours). It maps each resolved output path to its sha256, size, writing command and kind; it is read
 with a size cap (:data:`MANIFEST_CAP`) and a strict schema: anything else is ignored with one warning
-line, never a traceback. The old per-folder records (``.deepdenoise1d-outputs.json``) are ignored and
-never deleted.
+line, never a traceback. Who wrote an existing file is judged under the record's lock (the record read
+and the file hashed together), so a writer of the same output that renames and records its file in
+between never makes another's verdict compare the old record with the new file. The old per-folder
+records (``.deepdenoise1d-outputs.json``) are ignored and never deleted.
 
 :func:`atomic_write` and :func:`open_npy_output` write a temp file in the same folder (a killed
-writer's temps are removed by the next write of that output), check the policy again with the written
-kind (under the record's lock), rename it into place and record it. Every refusal is a
-:class:`deepdenoise1d.errors.InputError` with one line naming the path, raised before the rename; once
-the data is in place, a failure of the bookkeeping (the record unwritable, a full disk) is one warning
-line: the output exists and is complete.
+writer's temps are removed by the next write of that output; the temp's name keeps at most
+:data:`TEMP_STEM_BYTES` bytes of the output's, so every legal output name has a legal temp name),
+check the policy again with the written kind (under the record's lock), rename it into place and
+record it. Every refusal is a :class:`deepdenoise1d.errors.InputError` with one line naming the path,
+raised before the rename; once the data is in place, a failure of the bookkeeping (the record
+unwritable, a full disk) is one warning line: the output exists and is complete.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ import os
 import re
 import secrets
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +77,8 @@ MANIFEST_FORMAT = "deepdenoise1d-outputs/2"
 MANIFEST_CAP = 16 * 2**20  # bytes: a larger record is not read (one warning), nor written (oldest entries go)
 PRUNE_AT = 1000  # entries: past this, records of files that are gone or changed size are dropped on save
 LOCK_TIMEOUT = 30.0  # seconds; an update takes milliseconds (plus hashing a replaced output)
-TRACKED = ("ckpt", "TestSamples", "demo")  # the repository's tracked data folders, beside pyproject.toml
+TRACKED = ("ckpt", "TestSamples", "demo", "docs")  # the repository's tracked data folders, beside pyproject.toml
+TEMP_STEM_BYTES = 80  # bytes of the output's name in its temp's name: .STEM.PIDxTOKEN-HEX.tmp fits NAME_MAX (255)
 # Kinds never replaced by another kind, nor by --overwrite: losing one loses a trained model.
 PROTECTED = {"checkpoint": "is a checkpoint", "hdf5": "is an HDF5 weights file"}
 KINDS = ("checkpoint", "hdf5", "npz", "npy", "png", "pdf", "json", "text", "binary", "empty")  # sniff_kind's names
@@ -244,7 +249,7 @@ def guard_output(path: PathLike, reads: Iterable[PathLike] = (), *, kind: str | 
 def tracked_folders() -> tuple[Path, ...]:
     """The folders no command writes without an explicit flag, found by path (never by import).
 
-    The repository's ``ckpt/``, ``TestSamples/`` and ``demo/`` (beside the ``pyproject.toml``
+    The repository's ``ckpt/``, ``TestSamples/``, ``demo/`` and ``docs/`` (beside the ``pyproject.toml``
     above this package), and the installed weights folder ``icnn/ckpt`` beside this package.
     """
     here = Path(__file__).resolve().parent
@@ -265,10 +270,57 @@ def tracked_folder_of(path: PathLike) -> Path | None:
 
 
 def _check_tracked(path: Path, policy: WritePolicy) -> None:
+    if policy.tracked_ok:
+        return
     folder = tracked_folder_of(path)
-    if folder is not None and not policy.tracked_ok:
+    if folder is not None:
         raise InputError(f"{show_path(path)}: inside {show_path(folder)}, a folder of the repository's tracked "
                          "files that no command writes; write elsewhere (e.g. runs/)")
+    if is_tracked_by_git(path):
+        raise InputError(f"{show_path(path)}: a file of the repository that git tracks; no command replaces it, "
+                         "--overwrite or not; write elsewhere (e.g. runs/)")
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (the folder of ``pyproject.toml`` above it), or None."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() else None
+
+
+_GIT_TRACKED: dict[str, frozenset[str]] = {}
+
+
+def git_tracked_files() -> frozenset[str]:
+    """The resolved paths of the files that the checkout's git index lists (``git ls-files``), read once per
+    process; empty when there is no checkout, no ``.git`` in it, no ``git``, or git refuses (another user's
+    checkout). The ``GIT_*`` variables of the environment are dropped, so they cannot point it elsewhere."""
+    root = checkout_root()
+    if root is None or not (root / ".git").exists():
+        return frozenset()
+    key = str(root)
+    if key not in _GIT_TRACKED:
+        env = {name: value for name, value in os.environ.items() if not name.startswith("GIT_")}
+        try:
+            done = subprocess.run(["git", "-C", key, "ls-files", "-z"], capture_output=True, timeout=30, env=env,
+                                  stdin=subprocess.DEVNULL, check=False)
+            names = done.stdout.split(b"\0") if done.returncode == 0 else []
+        except (OSError, subprocess.SubprocessError, ValueError):
+            names = []
+        real_root = os.path.realpath(root)
+        _GIT_TRACKED[key] = frozenset(os.path.join(real_root, os.fsdecode(name)) for name in names if name)
+    return _GIT_TRACKED[key]
+
+
+def is_tracked_by_git(path: PathLike) -> bool:
+    """True when ``path`` (its folders' links resolved; a link at the end also by its target) is a file of the
+    checkout that git tracks (:func:`git_tracked_files`)."""
+    root = checkout_root()
+    if root is None:
+        return False
+    real_root = os.path.realpath(root)
+    candidates = {_record_key(Path(path)), os.path.realpath(path)}
+    inside = [c for c in candidates if os.path.commonpath([c, real_root]) == real_root]
+    return bool(inside) and any(c in git_tracked_files() for c in inside)
 
 
 # --- rules 4 to 7: what an existing file is, and who wrote it ----------------------------------------
@@ -349,11 +401,12 @@ def check_replace(path: Path, kind: str | None, policy: WritePolicy | None = Non
     replace_weights : bool
         See :func:`guard_output`.
     """
-    _check_replace(Path(path), kind, policy or _POLICY.get(), replace_weights, None)
+    with _records_for_a_verdict() as records:
+        _check_replace(Path(path), kind, policy or _POLICY.get(), replace_weights, records)
 
 
 def _check_replace(path: Path, kind: str | None, policy: WritePolicy, replace_weights: bool,
-                   records: dict[str, "Entry"] | None) -> None:
+                   records: dict[str, "Entry"]) -> None:
     try:
         existing = sniff_kind(path)
     except NotRegularFile:
@@ -627,7 +680,8 @@ def _verdict(path: Path, kind: str | None, command: str, records: dict[str, Entr
     if not stat.S_ISREG(info.st_mode):
         return "unrecorded", None  # a link, a device, a FIFO: never ours
     if records is None:
-        records = _load_records(state_folder())
+        with _records_for_a_verdict() as records:
+            return _verdict(path, kind, command, records)
     entry = records.get(_record_key(path))
     if entry is None:
         return "unrecorded", None
@@ -649,6 +703,28 @@ def is_recorded(path: PathLike, kind: str | None = None, command: str | None = N
     """True when ``path`` is a regular file that this user's record lists as written by ``command``
     (None: :func:`command_name`), holding ``kind`` (None: any), with its content unchanged since."""
     return _verdict(Path(path), kind, _clean_command(command) if command else command_name(), None)[0] == "ours"
+
+
+@contextlib.contextmanager
+def _records_for_a_verdict() -> Iterator[dict[str, Entry]]:
+    """This user's record, held under its lock while the caller judges a file by it (and hashes the file), so
+    that another writer cannot rename and record that file in between: without the lock, a verdict could read
+    the record before that writer's update and hash the file after it, and call the writer's output "changed".
+    When the lock cannot be had (no state folder, held past :data:`LOCK_TIMEOUT`, not lockable), the record is
+    read without it: the write's own check at the rename holds the lock and refuses then, in one line."""
+    folder = state_folder()
+    lock = None
+    if folder is not None:
+        lock = FileLockHeld(folder / STATE_LOCK, mode=0o600)
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT)
+        except OSError:  # LockHeld included
+            lock = None
+    try:
+        yield _load_records(folder)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 @contextlib.contextmanager
@@ -771,7 +847,22 @@ def _make_parent(path: Path, make: bool = True) -> None:
 
 def _temp_path(path: Path) -> Path:
     # Keep the name short enough for NAME_MAX; the pid and token say whose temp it is.
-    return path.parent / f".{path.name[:80]}.{_marker()}-{secrets.token_hex(4)}.tmp"
+    return path.parent / f".{_temp_stem(path.name)}.{_marker()}-{secrets.token_hex(4)}.tmp"
+
+
+def _temp_stem(name: str) -> str:
+    """The longest start of ``name`` that takes at most :data:`TEMP_STEM_BYTES` bytes on disk, cut between
+    characters (a name of 3-byte characters is 3 times longer on disk than in characters)."""
+    kept, size = [], 0
+    for char in name:
+        try:
+            size += len(os.fsencode(char))
+        except UnicodeError:  # a lone surrogate the file system cannot encode: count it at UTF-8's widest
+            size += 4
+        if size > TEMP_STEM_BYTES:
+            break
+        kept.append(char)
+    return "".join(kept)
 
 
 def _marker() -> str:
@@ -782,7 +873,7 @@ def _remove_stale_temps(path: Path) -> None:
     """Remove the temp files of ``path`` that a killed writer left: ours by name, our user's, regular, and
     named by a process that no longer runs. A live process's temp is never touched (its pid may be reused:
     then the temp stays, which is only a leak)."""
-    pattern = re.compile(rf"\.{re.escape(path.name[:80])}\.(\d+)x[0-9a-f]+-[0-9a-f]{{8}}\.tmp")
+    pattern = re.compile(rf"\.{re.escape(_temp_stem(path.name))}\.(\d+)x[0-9a-f]+-[0-9a-f]{{8}}\.tmp")
     try:
         candidates = [entry for entry in os.scandir(path.parent) if pattern.fullmatch(entry.name)]
     except OSError:

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -843,3 +844,134 @@ def test_the_command_name_is_the_script_and_the_unified_commands_subcommand(monk
             assert safewrite.command_name() == "mine"
     monkeypatch.setattr(sys, "argv", ["evil\nname.py"])
     assert "\n" not in safewrite.command_name()
+
+
+# --- the hostile-user probe: what the write guard still let through (docs/hostile-probe.md) ----------------
+
+
+def test_a_tracked_docs_figure_is_refused_even_with_overwrite():
+    figure = REPO_ROOT / "docs" / "figures" / "prior_gallery.png"
+    if not figure.is_file():
+        pytest.skip("needs the repository's docs/figures")
+    before = figure.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="tracked files") as raised:
+            safewrite.guard_output(figure, kind="png", overwrite=overwrite)
+        assert "\n" not in str(raised.value)
+    with safewrite.write_policy(overwrite=True), pytest.raises(InputError, match="tracked files"):
+        safewrite.atomic_write(figure, lambda f: f.write(b"\x89PNG\r\n\x1a\n not the figure"))
+    assert figure.read_bytes() == before
+    assert not [p for p in figure.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_file_git_tracks_is_refused_even_with_overwrite_and_an_untracked_one_is_not(tmp_path):
+    if safewrite.checkout_root() != REPO_ROOT or not safewrite.git_tracked_files():
+        pytest.skip("needs this package run from a git checkout, and git")
+    tracked = REPO_ROOT / "pyproject.toml"  # text that starts with '[': sniffed as JSON, so --json could replace it
+    assert str(tracked) in safewrite.git_tracked_files() and safewrite.is_tracked_by_git(tracked)
+    before = tracked.read_bytes()
+    with safewrite.write_policy(overwrite=True):
+        for kind in (None, "json", "text"):
+            with pytest.raises(InputError, match="git tracks"):
+                safewrite.guard_output(tracked, kind=kind)
+        os.symlink(tracked, tmp_path / "link.toml")  # the same file under another name
+        with pytest.raises(InputError, match="git tracks"):
+            safewrite.guard_output(tmp_path / "link.toml", kind="json")
+    assert tracked.read_bytes() == before
+    with safewrite.write_policy(overwrite=True, tracked_ok=True):  # the explicit flag (demo.py --refresh) may
+        assert safewrite.guard_output(tracked, kind="json", make_parent=False) == tracked
+    untracked = REPO_ROOT / "no-such-output-of-a-test.json"  # a new file beside the tracked ones is the user's
+    assert not safewrite.is_tracked_by_git(untracked)
+    assert safewrite.guard_output(untracked, make_parent=False) == untracked and not untracked.exists()
+    assert not safewrite.is_tracked_by_git(tmp_path / "pyproject.toml")
+
+
+def test_git_is_asked_with_the_environments_git_variables_dropped(monkeypatch):
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append((argv, kwargs["env"]))
+        return subprocess.CompletedProcess(argv, 128, b"", b"fatal: detected dubious ownership")
+
+    monkeypatch.setattr(safewrite, "_GIT_TRACKED", {})
+    monkeypatch.setattr(safewrite.subprocess, "run", fake_run)
+    monkeypatch.setenv("GIT_DIR", "/elsewhere/.git")
+    monkeypatch.setenv("GIT_INDEX_FILE", "/elsewhere/index")
+    if safewrite.checkout_root() is None or not (safewrite.checkout_root() / ".git").exists():
+        pytest.skip("needs a git checkout")
+    assert safewrite.git_tracked_files() == frozenset() and safewrite.git_tracked_files() == frozenset()
+    assert len(calls) == 1  # once per process
+    argv, env = calls[0]
+    assert argv[:2] == ["git", "-C"] and not any(name.startswith("GIT_") for name in env)
+    assert not safewrite.is_tracked_by_git(REPO_ROOT / "pyproject.toml")  # git refused: the folders still hold
+
+
+# A legal name is at most 255 bytes, not characters: '中' takes 3, so 80 of them plus '.npy' are 244 bytes.
+LONG_NAMES = ["中" * 80 + ".npy", "中" * 83 + ".npy", "é" * 125 + ".txt", "a" * 251 + ".npy", "😀" * 62 + ".npy"]
+
+
+@pytest.mark.parametrize("name", LONG_NAMES)
+def test_an_output_name_up_to_255_bytes_gets_a_temp_name_that_fits(tmp_path, name):
+    assert len(os.fsencode(name)) <= 255
+    tmp = safewrite._temp_path(tmp_path / name)
+    assert len(os.fsencode(tmp.name)) <= 255 and tmp.name.startswith(".") and tmp.name.endswith(".tmp")
+    safewrite.atomic_write(tmp_path / name, lambda f: f.write(b"x"))
+    (tmp_path / "maps").mkdir()
+    with safewrite.open_npy_output(tmp_path / "maps" / (name[:-4] + ".npy"), (3,), np.float32) as out:
+        out[:] = 1
+    assert (tmp_path / name).read_bytes() == b"x"
+    assert np.load(tmp_path / "maps" / (name[:-4] + ".npy")).tolist() == [1, 1, 1]
+    assert [p.name for p in tmp_path.rglob("*.tmp")] == []
+
+
+def test_a_killed_writers_temp_of_a_long_name_is_removed_by_the_next_write(tmp_path):
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    name = "中" * 80 + ".npy"
+    stale = tmp_path / f".{safewrite._temp_stem(name)}.{dead}x1a2b3c-0badf00d.tmp"
+    assert len(os.fsencode(safewrite._temp_stem(name))) <= safewrite.TEMP_STEM_BYTES
+    stale.write_bytes(b"\0" * 64)
+    safewrite.atomic_write(tmp_path / name, lambda f: f.write(b"x"))
+    assert not stale.exists() and (tmp_path / name).read_bytes() == b"x"
+
+
+RIVAL_WRITES = """
+import pathlib, sys
+from deepdenoise1d import safewrite
+from deepdenoise1d.errors import run_cli
+pathlib.Path(sys.argv[2]).touch()
+with safewrite.write_policy(command="same.py"):
+    run_cli(lambda: safewrite.atomic_write(sys.argv[1], lambda f: f.write(b"the rival's output")), "prog")
+"""
+
+
+def test_a_writer_of_the_same_output_in_between_never_makes_another_writer_refused(tmp_path, monkeypatch):
+    """Two runs of one command writing one output at once (different content): the second's check read the
+    record, the first renamed and recorded its file, the second hashed that file against the record it had
+    read and called its own command's output "changed" (refused, --overwrite asked for). The verdict now
+    holds the record's lock: a rival released in the middle of it waits, and both writes go through."""
+    out = tmp_path / "out.txt"
+    ready = tmp_path / "ready"
+    rivals = []
+    real_load = safewrite._load_records
+
+    def load_then_start_a_rival(folder):
+        records = real_load(folder)
+        if not rivals:  # the first verdict: a rival writer of the same output runs now, to the end if it can
+            rivals.append(subprocess.Popen([sys.executable, "-c", RIVAL_WRITES, str(out), str(ready)],
+                                           cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            deadline = time.monotonic() + 60
+            while not ready.exists() and rivals[0].poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.5)  # an unlocked verdict: the rival renames and records its output meanwhile
+        return records
+
+    with safewrite.write_policy(command="same.py"):
+        safewrite.atomic_write(out, lambda f: f.write(b"the first output"))
+        monkeypatch.setattr(safewrite, "_load_records", load_then_start_a_rival)
+        safewrite.atomic_write(out, lambda f: f.write(b"the second output"))
+        monkeypatch.setattr(safewrite, "_load_records", real_load)
+        _, err = rivals[0].communicate(timeout=120)
+        assert rivals[0].returncode == 0 and err == "", err
+        assert out.read_bytes() in (b"the second output", b"the rival's output")
+        assert safewrite.is_recorded(out, kind="text")  # whichever came last is recorded as this command's
