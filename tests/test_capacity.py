@@ -211,7 +211,7 @@ def test_onnx_export_runs_in_onnx_runtime(models, converted, tmp_path, name):
     pth2onnx = load_script(REPO_ROOT / "pth2onnx.py", "pth2onnx_capacity")
     model = models[name]
     pth, _ = converted[name]
-    pth2onnx.main([str(pth), str(tmp_path / "w4-d5.onnx"), "--bn-mode", "fixed"])  # its self-check runs L = 33 and 100
+    pth2onnx.main([str(pth), str(tmp_path / "w4-d5.onnx"), "--bn-mode", "fixed", "--prior-input"])  # its self-check runs L = 33 and 100
     session = onnxruntime.InferenceSession(str(tmp_path / "w4-d5.onnx"), providers=["CPUExecutionProvider"])
     for length in lengths(model.config):
         x = signals(length, seed=2)

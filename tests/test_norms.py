@@ -170,7 +170,7 @@ def test_onnx_runtime_matches_torch(norm, tmp_path):
                              "format_version": 1})
     for mode in inference_modes(model.config):
         destination = tmp_path / f"{norm}-{mode}.onnx"
-        pth2onnx.main([str(source), str(destination), "--bn-mode", mode])
+        pth2onnx.main([str(source), str(destination), "--bn-mode", mode, "--prior-input"])  # the network given h
         session = session_of(destination)
         for length in (17, 100, 257):
             row = parity(model, session, spike_signals(length, n=8), mode)

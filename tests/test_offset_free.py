@@ -99,7 +99,7 @@ def test_pth2h5_and_onnx_keep_the_baseline(pth2h5, tmp_path):
     shifted = y + 1e3 * sigma
     assert relative_error(net.denoise(shifted) - 1e3 * sigma, backends(model)["torch"](y)) <= 1e-5
     pth2onnx = load_script(REPO_ROOT / "pth2onnx.py", "pth2onnx_offset")
-    pth2onnx.export(pth, tmp_path / "w.onnx")
+    pth2onnx.export(pth, tmp_path / "w.onnx", prior_input=True)  # the network given h
     session = onnxruntime.InferenceSession(str(tmp_path / "w.onnx"), providers=["CPUExecutionProvider"])
     x = torch.from_numpy(shifted.astype(np.float32))[:, None]
     got = session.run(None, {"x": x.numpy(), "h": model.prior(x).numpy()})[0][:, 0]

@@ -56,7 +56,7 @@ def test_numpy_and_onnx_apply_it_as_pytorch_does(model, tmp_path):
     pth2h5 = load_script(REPO_ROOT / "pth2h5.py", "pth2h5_trust")
     pth, _ = convert(pth2h5, model, tmp_path, "trust")
     pth2onnx = load_script(REPO_ROOT / "pth2onnx.py", "pth2onnx_trust")
-    pth2onnx.main([str(pth), str(tmp_path / "trust.onnx")])
+    pth2onnx.main([str(pth), str(tmp_path / "trust.onnx"), "--prior-input"])  # the network given h
     session = onnxruntime.InferenceSession(str(tmp_path / "trust.onnx"), providers=["CPUExecutionProvider"])
     x = torch.from_numpy(y[:, None])
     got = session.run(None, {"x": y[:, None], "h": model.prior(x).numpy()})[0][:, 0]
