@@ -19,6 +19,7 @@ import numpy as np
 from deepdenoise1d import evaluate, field_formats, noise, range_check, scoreboard, streaming
 from deepdenoise1d.methods import classical_methods, network_methods
 from deepdenoise1d.budget import check_memory
+from deepdenoise1d.magnitude import power_of_two
 from deepdenoise1d.cli import (DEFAULT_FIG_DIR, add_bn_mode_arg, add_n_arg, add_overwrite_arg, add_seed_arg, add_threads_arg,
                                output_file, positive_float, sigma_or_auto)
 from deepdenoise1d.dataset import read_test_samples
@@ -35,6 +36,11 @@ MAX_PLOT_SAMPLES = 10**6  # --plot-range: more points than a figure can show, an
 # --method auto holds the record and every candidate's probe outputs in memory: 311 MB measured at 10^6 samples
 AUTO_BYTES_PER_SAMPLE = 330
 PROGRESS_SAMPLES = 2**18  # the scoreboard reports progress on records longer than this
+# --method auto scores a longer record on evenly spaced stretches of it, this many samples in all (a 10^7-sample
+# record scored whole had not finished after 590 s; 10^6 took 85 s)
+SCORED_SAMPLES = 2**18
+SCORED_STRETCHES = 4
+UNIT_RANGE = (2.0**-100, 2.0**100)  # magnitudes scored as they are; beyond, divided by a power of two (exact)
 
 
 @dataclass
@@ -392,7 +398,7 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
         return run_channel_mode(args, backend, reads, record)
     minimum = None
     if gaps is None:
-        scored, pieces = record, None
+        scored, pieces = record, excerpt(record)
     else:
         stretches = [(row, a, b) for row in range(record.shape[0]) for a, b in gaps.stretches(row)]
         longest = max(b - a for _, a, b in stretches)
@@ -415,10 +421,20 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     warn(backend, scoreboard.sigma_note(scored, sigma))
     ranking = None
     if args.method == "auto":
+        if pieces is not None and gaps is None:
+            print(f"{backend.prog}: the record's {record.size} samples are scored on {len(pieces)} evenly spaced "
+                  f"stretches of {pieces[0][2] - pieces[0][1]} (SURE is a mean over samples); the choice is applied to "
+                  "all of it", file=sys.stderr)
+        # SURE's squares at any float64 magnitude: score the record divided by a power of two (exact), then back
+        unit = float(power_of_two(scored, axis=None)[0, 0]) if not UNIT_RANGE[0] <= np.abs(scored).max() <= UNIT_RANGE[1] else 1.0
+        scoring = method_candidates(args, backend, record.shape[-1] if gaps is None else longest, sigma / unit) \
+            if unit != 1.0 else candidates
         if pieces is None:
-            ranking = scoreboard.rank(candidates, record, sigma, progress=record.size > PROGRESS_SAMPLES)
+            ranking = scoreboard.rank(scoring, record / unit, sigma / unit, progress=record.size > PROGRESS_SAMPLES)
         else:
-            ranking = rank_stretches(candidates, record, pieces, sigma, progress=scored.size > PROGRESS_SAMPLES)
+            ranking = rank_stretches(scoring, record / unit, pieces, sigma / unit,
+                                     progress=scored.size > PROGRESS_SAMPLES)
+        ranking = ranking.in_units(unit)
         print(ranking.table())
     name = ranking.chosen if ranking else args.method
     network = name.startswith("net_")
@@ -458,6 +474,23 @@ def stretch_minimum(args: argparse.Namespace, backend: Backend, longest: int) ->
     return max(scoreboard.MIN_SCORED_LENGTH, backend.min_length) if network else scoreboard.MIN_SCORED_LENGTH
 
 
+def excerpt(record: np.ndarray) -> list | None:
+    """None for a record of at most :data:`SCORED_SAMPLES` samples (scored whole); else :data:`SCORED_STRETCHES`
+    evenly spaced stretches of it, (row, start, stop), that many samples in all: the scoreboard's time and memory
+    stay bounded whatever the record's length."""
+    if record.size <= SCORED_SAMPLES:
+        return None
+    rows, length = record.shape
+    size = min(SCORED_SAMPLES // SCORED_STRETCHES, length)
+    flat_starts = np.linspace(0, rows * length - size, SCORED_STRETCHES).astype(np.int64)
+    pieces = []
+    for start in flat_starts:  # a stretch never crosses from one row into the next
+        row, a = divmod(int(start), length)
+        a = min(a, length - size)
+        pieces.append((row, a, a + size))
+    return sorted(set(pieces))
+
+
 def rank_stretches(candidates: dict, record: np.ndarray, pieces: list, sigma: float,
                    progress: bool = False) -> scoreboard.Ranking:
     """:func:`deepdenoise1d.scoreboard.rank` over the stretches between NaN gaps, each denoised alone.
@@ -471,10 +504,13 @@ def rank_stretches(candidates: dict, record: np.ndarray, pieces: list, sigma: fl
         row, a, b = pieces[0]
         return scoreboard.rank(candidates, record[row : row + 1, a:b], sigma, progress=progress)
     total = sum(b - a for _, a, b in pieces)
+    # probe pairs as for one record of the union's length: samples × pairs, and so the time, as scoring it whole
+    budget = {"probes": scoreboard.probe_budget(total, scoreboard.PROBES),
+              "refine": scoreboard.probe_budget(total, scoreboard.REFINE_PROBES)}
     sums: dict[str, dict] = {}
     probes = 0
     for row, a, b in pieces:
-        ranking = scoreboard.rank(candidates, record[row : row + 1, a:b], sigma, progress=progress)
+        ranking = scoreboard.rank(candidates, record[row : row + 1, a:b], sigma, progress=progress, **budget)
         probes = max(probes, ranking.probes)
         weight = (b - a) / total
         for name, e in ranking.estimates.items():

@@ -82,9 +82,10 @@ class SigmaRangeCheck:
         self.length = length
         if self.equivariant and noisy is not None:
             noisy = np.atleast_2d(noisy) if centred else self._about_baseline(np.atleast_2d(noisy))
-            power = np.mean(np.square(noisy, dtype=np.float64), axis=-1)
+            # in units of σ̂, so the squares fit float64 at any magnitude
             with np.errstate(divide="ignore", invalid="ignore"):  # σ̂ NaN or 0 (degenerate): NaN, skipped
-                self.snrs.append(np.sqrt(np.maximum(power - sigma_hat ** 2, 0.0)) / sigma_hat)
+                power = np.mean(np.square(np.asarray(noisy, dtype=np.float64) / sigma_hat[:, None]), axis=-1)
+                self.snrs.append(np.sqrt(np.maximum(power - 1.0, 0.0)))
 
     def _about_baseline(self, noisy: np.ndarray) -> np.ndarray:
         """``noisy`` for an ordinary model; for an offset-free one, each signal less its median (the network never

@@ -25,6 +25,7 @@ network candidates are passed in as callables by the front-end.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -128,6 +129,18 @@ class Ranking:
                 "divergence_per_sample": {k: e.divergence for k, e in self.estimates.items()},
                 "exact_divergence": {k: e.exact for k, e in self.estimates.items()},
                 "probe_pairs": {k: e.probes for k, e in self.estimates.items()}}
+
+    def in_units(self, unit: float) -> "Ranking":
+        """This ranking of a record divided by ``unit`` in the record's own units: RMSEs times ``unit``, SURE
+        (mean-square) terms times unit² (inf where those leave float64; the RMSEs still fit)."""
+        if unit == 1.0:
+            return self
+        square = unit * unit if unit < 1e150 else math.inf
+        estimates = {name: dataclasses.replace(e, rmse=e.rmse * unit, se=e.se * unit, sure=e.sure * square,
+                                               sure_se=e.sure_se * square, probe_se=e.probe_se * square,
+                                               length_se=e.length_se * square)
+                     for name, e in self.estimates.items()}
+        return dataclasses.replace(self, estimates=estimates, sigma=self.sigma * unit)
 
     def table(self) -> str:
         """Markdown table: name, estimated RMSE ± standard error, noise passed, how it was measured, seconds; the

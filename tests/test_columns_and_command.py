@@ -258,3 +258,19 @@ def test_residual_warning_when_a_network_removes_signal():
     assert check.shape_warning() is None
     check.observe_output(noisy, np.zeros_like(noisy))  # the signal removed
     assert "removed signal" in check.shape_warning()
+
+
+def test_a_long_record_is_scored_on_evenly_spaced_stretches(tmp_path, capsys, monkeypatch):
+    from deepdenoise1d import frontend
+
+    monkeypatch.setattr(frontend, "SCORED_SAMPLES", 4096)
+    y = np.sin(np.linspace(0, 60, 20000)) * 4 + np.random.default_rng(6).standard_normal(20000)
+    np.save(tmp_path / "long.npy", y)
+    code, out, err = run(["denoise", tmp_path / "long.npy", tmp_path / "auto.npy", "--weights", "ckpt_blind"], capsys)
+    assert code == 0 and "scored on 4 evenly spaced stretches of 1024" in err, err
+    assert "4096 samples" in out
+    chosen = next(line.split("|")[1].strip(" *") for line in out.splitlines() if line.startswith("| ") and " * |" in line)
+    code, _, err = run(["denoise", tmp_path / "long.npy", tmp_path / "named.npy", "--method", chosen,
+                        "--weights", "ckpt_blind"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "auto.npy"), np.load(tmp_path / "named.npy"))  # applied to all

@@ -228,3 +228,16 @@ def test_the_command_line_network_is_scale_free_in_float64(tmp_path, capsys, sca
         _cli(tmp_path, capsys, ["--input", tmp_path / f"{name}.npy", "--output", tmp_path / f"{name}_out.npy",
                                 "--method", "net"])
     assert_scaled(np.load(tmp_path / "scaled_out.npy"), np.load(tmp_path / "one_out.npy"), scale)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_the_command_lines_scoreboard_works_at_any_float64_magnitude(tmp_path, capsys, scale):
+    y = record(1200)
+    np.save(tmp_path / "one.npy", y)
+    np.save(tmp_path / "scaled.npy", y * scale)
+    tables = {}
+    for name in ("one", "scaled"):
+        _cli(tmp_path, capsys, ["--input", tmp_path / f"{name}.npy", "--output", tmp_path / f"{name}_out.npy"])
+        tables[name] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "*" in line]
+    assert tables["one"][0].split("|")[1] == tables["scaled"][0].split("|")[1]  # the same choice
+    assert_scaled(np.load(tmp_path / "scaled_out.npy"), np.load(tmp_path / "one_out.npy"), scale)
