@@ -61,16 +61,35 @@ def check_chunk(chunk: np.ndarray, first_row: int, source: str, dtype=np.float64
     InputError
         Naming the signal index and the position within the signal.
     """
+    check_still_whole(chunk, source)
     found = _first_bad(np.atleast_2d(np.asarray(chunk)), dtype, allow_nan)
     if found is not None:
         row, col, what = found
         raise InputError(_bad_value_message(source, first_row + row, first_index + col, what))
 
 
+def check_still_whole(array: np.ndarray, source: str) -> None:
+    """Refuse, in one line, a memory-mapped input whose file was cut short since it was opened: touching the
+    pages past its new end would kill the process (SIGBUS). Checked before each block is read, which leaves
+    only the time between this check and the read for a cut to land in."""
+    filename = getattr(array, "filename", None)  # a str or a Path, after the NumPy version
+    mapped = getattr(array, "_mmap", None)
+    if not isinstance(filename, (str, os.PathLike)) or mapped is None:
+        return
+    try:
+        size = os.stat(filename).st_size
+    except OSError:
+        return  # removed or renamed: the mapping still holds the pages
+    if size < len(mapped):
+        raise InputError(f"{source}: the file was cut short while it was being read (now {size} bytes, "
+                         f"{len(mapped)} when opened); nothing written")
+
+
 def check_span(raw: np.ndarray, flat_start: int, length: int, source: str, dtype=np.float32,
                allow_nan: bool = False, first_row: int = 0, first_index: int = 0) -> None:
     """:func:`check_chunk` for a stretch ``raw`` of the flattened (N, ``length``) signals, from ``flat_start`` on
     (those signals begin at signal ``first_row``, index ``first_index`` of the file's, for the message)."""
+    check_still_whole(raw, source)
     found = _first_bad(np.asarray(raw).reshape(1, -1), dtype, allow_nan)
     if found is not None:
         _, col, what = found

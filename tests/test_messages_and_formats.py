@@ -131,3 +131,19 @@ def test_a_failed_run_leaves_no_folder_for_its_json_or_plot(numpy_test, run_main
                                          "--plot", tmp_path / "c" / "p.png"])
     assert code == 2, err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_an_input_cut_short_while_it_is_read_is_one_line_not_a_bus_error(tmp_path):
+    import os
+
+    from deepdenoise1d.errors import InputError
+    from deepdenoise1d.io import check_chunk, check_span, open_signals
+
+    np.save(tmp_path / "in.npy", np.zeros((4, 50000)))
+    signals, _ = open_signals(tmp_path / "in.npy")
+    check_chunk(signals[:2], 0, "in.npy")  # whole: no complaint
+    os.truncate(tmp_path / "in.npy", 1000)  # as another program rewriting the file would
+    with pytest.raises(InputError, match="cut short while it was being read"):
+        check_chunk(signals[2:], 2, "in.npy")  # checked before its pages are touched
+    with pytest.raises(InputError, match="cut short"):
+        check_span(signals.reshape(-1)[150000:150100], 150000, 50000, "in.npy")
