@@ -9,6 +9,7 @@ import torch
 
 from conftest import TRAIN_SCRIPT
 from Pytorch_V1.checkpoint import load_checkpoint, save_checkpoint
+from deepdenoise1d.safewrite import write_policy
 
 
 def _torchrun(args, tmp_path, timeout=240):
@@ -33,7 +34,8 @@ def test_two_cpu_workers_train_and_resume(tmp_path):
 
     # Extend the saved run to 15 global steps and resume it on two workers.
     last["config"]["train"]["steps"] = 15
-    save_checkpoint(ckpt / "ckpt_last.pth", last)
+    with write_policy(command="train.py"):  # as train.py itself would rewrite its own checkpoint
+        save_checkpoint(ckpt / "ckpt_last.pth", last)
     resumed = _torchrun(["--resume", "--run-dir", str(ckpt)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-8000:]
     after = load_checkpoint(ckpt / "ckpt_last.pth")
