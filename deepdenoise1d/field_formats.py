@@ -40,7 +40,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from deepdenoise1d.errors import InputError, os_reason, show_path
+from deepdenoise1d.errors import InputError, show_path
+from deepdenoise1d.io import check_file
 from deepdenoise1d.safewrite import atomic_write, guard_output
 
 PathLike = str | os.PathLike
@@ -113,18 +114,6 @@ def _library(fmt: str, verb: str, suffix: str):
         raise InputError(f"{verb} {suffix} needs {label}: pip install '{PACKAGE}[{extra}]'") from None
 
 
-def _check_input(path: Path) -> None:
-    try:
-        if not path.exists():
-            raise InputError(f"{show_path(path)}: no such file")
-        if not path.is_file():
-            raise InputError(f"{show_path(path)}: not a file")
-        if path.stat().st_size == 0:
-            raise InputError(f"{show_path(path)}: file is empty")
-    except (OSError, ValueError) as err:
-        raise InputError(f"{show_path(path)}: cannot read ({os_reason(err)})") from None
-
-
 def _unreadable(path: Path, fmt: str, err: BaseException) -> InputError:
     detail = " ".join(str(err).split())[:120] or type(err).__name__
     return InputError(f"{show_path(path)}: not a readable {NAMES[fmt]} file ({detail})")
@@ -154,7 +143,7 @@ def read_field_record(path: PathLike) -> tuple[np.ndarray, FieldMeta]:
     fmt = field_format(path)
     if fmt is None:
         raise InputError(f"{show_path(path)}: not a field record format (use {', '.join(sorted(FORMATS))})")
-    _check_input(path)
+    check_file(path)
     reader = {"wav": _read_wav, "mseed": _read_obspy, "sac": _read_obspy, "wfdb": _read_wfdb}[fmt]
     signals, meta = reader(path, fmt)
     if signals.size == 0 or signals.shape[-1] == 0:

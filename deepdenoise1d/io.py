@@ -232,7 +232,7 @@ def scan_gaps(signals: np.ndarray, source: str, block: int = GAP_BLOCK) -> Gaps 
 # Readers
 
 
-def _check_file(path: Path) -> int:
+def check_file(path: Path) -> int:
     """Return the size of a regular, non-empty file, or raise one line."""
     try:
         if not path.exists():
@@ -330,7 +330,7 @@ def read_text_signals(path: PathLike, allow_nan: bool = False) -> tuple[np.ndarr
     through as a gap, inf still refused).
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         with tempfile.TemporaryFile(prefix="deepdenoise1d-", suffix=".f64") as tmp:
             rows, width = _TextParser(path, tmp, allow_nan).run()
@@ -581,7 +581,7 @@ def read_npy_header(path: PathLike) -> tuple[tuple[int, ...], bool, np.dtype, in
         malformed header, or a declared size larger than the file.
     """
     path = Path(path)
-    size = _check_file(path)
+    size = check_file(path)
     try:
         with open(path, "rb") as f:
             head = f.read(6)

@@ -3,8 +3,10 @@ the way its ``__main__`` block does, or run it in a fresh interpreter (optionall
 torch made unimportable)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +106,33 @@ def assert_one_line_error(code, stderr: str, *fragments: str) -> None:
     assert len(lines) == 1, stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def run_command(argv, capsys) -> tuple[int, str, str]:
+    """``deepdenoise1d ARGV`` in-process (its ``main``, as the console script runs it) -> (exit code, stdout, stderr)."""
+    import deepdenoise1d_command
+
+    try:
+        code = deepdenoise1d_command.main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@contextlib.contextmanager
+def fail_after(seconds: int = 10):
+    """A block in which a hang becomes a test failure (SIGALRM), not a stuck test run."""
+    def hang(signum, frame):
+        raise AssertionError(f"hung for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

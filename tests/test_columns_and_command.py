@@ -11,6 +11,7 @@ import pytest
 
 import deepdenoise1d_command
 from conftest import REPO_ROOT
+from conftest import run_command as run
 from deepdenoise1d.columns import find_column, header_names, write_column
 from deepdenoise1d.errors import InputError
 from icnn.shipped import default_weights, resolve_weights
@@ -27,16 +28,6 @@ def quake(folder: Path, sep: str = ",", header: str | None = "time_s,counts") ->
     path = folder / ("quake.csv" if sep == "," else "quake.txt")
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def run(argv, capsys):
-    """``deepdenoise1d ARGV`` in-process -> (exit code, stdout, stderr)."""
-    try:
-        code = deepdenoise1d_command.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_column_by_name_keeps_header_time_and_comments(tmp_path, capsys):

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-import deepdenoise1d_command
 from conftest import REPO_ROOT, assert_one_line_error
+from conftest import run_command as run
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.field_formats import read_field_record, write_field_record
 
@@ -28,16 +28,6 @@ AMPLITUDES = np.array([[400.0], [250.0], [600.0]])
 CLEAN = AMPLITUDES * np.stack([np.sin(2 * np.pi * 0.5 * T), np.cos(2 * np.pi * 0.3 * T),
                                np.sin(2 * np.pi * 0.2 * T) + (T > 12)])  # smooth channels, one with a step
 NOISY = CLEAN + AMPLITUDES / 10 * np.random.default_rng(0).standard_normal(CLEAN.shape)
-
-
-def run(argv, capsys):
-    """``deepdenoise1d ARGV`` in-process -> (exit code, stdout, stderr)."""
-    try:
-        code = deepdenoise1d_command.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rmse(a, b) -> float:

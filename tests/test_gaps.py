@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import deepdenoise1d_command
 from conftest import assert_one_line_error
+from conftest import run_command as run
 from deepdenoise1d import io
 from deepdenoise1d.frontend import rank_stretches
 from deepdenoise1d.scoreboard import classical_candidates, rank
@@ -41,16 +41,6 @@ def save(path: Path, values: np.ndarray) -> Path:
 
 def load(path: Path) -> np.ndarray:
     return np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
-
-
-def run(argv, capsys):
-    """``deepdenoise1d ARGV`` in-process -> (exit code, stdout, stderr)."""
-    try:
-        code = deepdenoise1d_command.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def stretches(values: np.ndarray) -> list[tuple[int, int]]:

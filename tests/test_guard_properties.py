@@ -22,7 +22,6 @@ import hashlib
 import io as _io
 import json
 import os
-import signal
 import stat
 import tempfile
 import zipfile
@@ -33,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import one_line
+from conftest import fail_after, one_line
 from deepdenoise1d import safewrite
 from deepdenoise1d.errors import InputError
 
@@ -59,20 +58,6 @@ def fresh_state():
                 os.environ.pop(safewrite.STATE_ENV, None)
             else:
                 os.environ[safewrite.STATE_ENV] = previous
-
-
-@contextlib.contextmanager
-def no_hang(seconds: int = 10):
-    def hang(signum, frame):
-        raise AssertionError(f"hung for {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager
@@ -206,7 +191,7 @@ def test_a_fifo_is_never_opened_nor_replaced(kind, overwrite, replace_weights, f
         if forge:  # an exact-looking entry for it, as this command: an empty regular file would be ours
             write_record(state, record_bytes({os.path.realpath(fifo): entry(hashlib.sha256(b"").hexdigest(), 0,
                                                                             safewrite.command_name(), kind)}))
-        with no_hang(10):
+        with fail_after(10):
             with pytest.raises(InputError, match="not a regular file"):
                 safewrite.guard_output(path, kind=kind, overwrite=overwrite, replace_weights=replace_weights)
             assert not safewrite.is_recorded(path) and not safewrite.is_recorded(fifo)

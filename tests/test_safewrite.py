@@ -21,7 +21,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from conftest import FUZZ, REPO_ROOT, assert_one_line_error, one_line, shared_folder
+from conftest import FUZZ, REPO_ROOT, assert_one_line_error, fail_after, one_line, shared_folder
 from deepdenoise1d import io, safewrite
 from deepdenoise1d.errors import InputError
 
@@ -471,32 +471,11 @@ def test_a_killed_manifest_update_leaves_no_temp_after_the_next_write(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
 
 
-def _fail_after(seconds: int):
-    """A context in which a hang becomes a test failure (SIGALRM), not a stuck test run."""
-    import contextlib
-    import signal
-
-    @contextlib.contextmanager
-    def context():
-        def hang(signum, frame):
-            raise AssertionError(f"hung for {seconds} s")
-
-        previous = signal.signal(signal.SIGALRM, hang)
-        signal.alarm(seconds)
-        try:
-            yield
-        finally:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, previous)
-
-    return context()
-
-
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_fifo_output_is_refused_without_opening_it(tmp_path, overwrite):
     fifo = tmp_path / "out.json"
     os.mkfifo(fifo)
-    with _fail_after(10):
+    with fail_after(10):
         with pytest.raises(InputError, match="FIFO or socket, not a regular file"):
             safewrite.guard_output(fifo, overwrite=overwrite)
         with pytest.raises(InputError, match="not a regular file"):
