@@ -12,7 +12,6 @@ below it never imports a front-end.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -186,11 +185,7 @@ def _in_units(ranking: _scoreboard.Ranking, unit: float) -> _scoreboard.Ranking:
     if not np.finfo(np.float64).tiny <= square < np.finfo(np.float64).max:
         raise InputError(f"the record's mean squares (its magnitude, about {unit:.4g}, squared) lie beyond float64; "
                          "rescale it for the table of estimates (denoise() takes it as it is)")
-    estimates = {name: dataclasses.replace(e, rmse=e.rmse * unit, se=e.se * unit, sure=e.sure * square,
-                                           sure_se=e.sure_se * square, probe_se=e.probe_se * square,
-                                           length_se=e.length_se * square)
-                 for name, e in ranking.estimates.items()}
-    return dataclasses.replace(ranking, estimates=estimates, sigma=ranking.sigma * unit)
+    return ranking.in_units(unit)
 
 
 def _check_sigma(sigma):

@@ -316,10 +316,8 @@ def run_file_mode(args: argparse.Namespace, backend: Backend, reads: tuple) -> s
           f"({backend.label()}{windowed}) -> {show_path(args.output)}")
     draw_record_plot(args, backend, f"net_{mode}", reads)
     if args.json is not None:
-        summary = {"backend": backend.name, "weights": str(backend.weights), "input": str(args.input),
-                   "output": str(args.output), "n": result.n, "length": result.length, "dtype": result.dtype,
-                   "bn_mode": mode, "sigma_range": backend.sigma_range, "sigma_warning": result.warning,
-                   "gaps": result.gaps, **record_fields(args)}
+        summary = file_summary(args, backend, result.n, result.length, result.dtype, bn_mode=mode,
+                               sigma_range=backend.sigma_range, sigma_warning=result.warning, gaps=result.gaps)
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return result
 
@@ -360,6 +358,14 @@ def input_column(args: argparse.Namespace):
     if not columns.is_table(args.input):
         return None
     return columns.find_column(args.input, getattr(args, "column", None))
+
+
+def file_summary(args: argparse.Namespace, backend: Backend, n: int, length: int, dtype: str, **fields) -> dict:
+    """What --json says of a denoised file: backend, weights, the two files, size and type, then ``fields`` and
+    :func:`record_fields`."""
+    return {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
+            "input": str(args.input), "output": str(args.output), "n": n, "length": length, "dtype": dtype,
+            **fields, **record_fields(args)}
 
 
 def record_fields(args: argparse.Namespace) -> dict:
@@ -425,16 +431,8 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
             print(f"{backend.prog}: the record's {record.size} samples are scored on {len(pieces)} evenly spaced "
                   f"stretches of {pieces[0][2] - pieces[0][1]} (SURE is a mean over samples); the choice is applied to "
                   "all of it", file=sys.stderr)
-        # SURE's squares at any float64 magnitude: score the record divided by a power of two (exact), then back
-        unit = float(power_of_two(scored, axis=None)[0, 0]) if not UNIT_RANGE[0] <= np.abs(scored).max() <= UNIT_RANGE[1] else 1.0
-        scoring = method_candidates(args, backend, record.shape[-1] if gaps is None else longest, sigma / unit) \
-            if unit != 1.0 else candidates
-        if pieces is None:
-            ranking = scoreboard.rank(scoring, record / unit, sigma / unit, progress=record.size > PROGRESS_SAMPLES)
-        else:
-            ranking = rank_stretches(scoring, record / unit, pieces, sigma / unit,
-                                     progress=scored.size > PROGRESS_SAMPLES)
-        ranking = ranking.in_units(unit)
+        ranking = rank_in_units(args, backend, candidates, record, pieces, sigma,
+                                record.shape[-1] if gaps is None else longest, progress=scored.size > PROGRESS_SAMPLES)
         print(ranking.table())
     name = ranking.chosen if ranking else args.method
     network = name.startswith("net_")
@@ -453,10 +451,8 @@ def run_method_mode(args: argparse.Namespace, backend: Backend, reads: tuple) ->
     print(f"denoised {result.n} signal(s) of length {result.length} ({result.dtype}) with {name} "
           f"(σ = {sigma:.6g}, {source}{'; ' + backend.label() if network else ''}) -> {show_path(args.output)}")
     if args.json is not None:
-        summary = {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
-                   "input": str(args.input), "output": str(args.output), "n": result.n, "length": result.length,
-                   "dtype": result.dtype, "method": args.method, "chosen": name, "sigma": sigma,
-                   "sigma_source": source, "sigma_warning": result.warning, "gaps": result.gaps, **record_fields(args)}
+        summary = file_summary(args, backend, result.n, result.length, result.dtype, method=args.method, chosen=name,
+                               sigma=sigma, sigma_source=source, sigma_warning=result.warning, gaps=result.gaps)
         summary.update(ranking.summary() if ranking else {})
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return result
@@ -489,6 +485,23 @@ def excerpt(record: np.ndarray) -> list | None:
         a = min(a, length - size)
         pieces.append((row, a, a + size))
     return sorted(set(pieces))
+
+
+def rank_in_units(args: argparse.Namespace, backend: Backend, candidates: dict, record: np.ndarray, pieces: list | None,
+                  sigma: float, length: int, progress: bool = False) -> scoreboard.Ranking:
+    """--method auto's ranking of ``record`` (N, L) by ``candidates`` at ``sigma``, on ``pieces`` when given (the
+    stretches between NaN gaps, or an excerpt: :func:`rank_stretches`). SURE's squares leave float64 for a record
+    whose magnitude lies outside :data:`UNIT_RANGE`: such a record is scored divided by a power of two (exact), by
+    the candidates at σ over that power (``length`` is what :func:`method_candidates` needs), and the ranking comes
+    back in the record's own units."""
+    unit = 1.0
+    peak = float(np.nanmax(np.abs(record)))
+    if not UNIT_RANGE[0] <= peak <= UNIT_RANGE[1]:
+        unit = float(power_of_two(np.array([peak]), axis=None).ravel()[0])
+        candidates, record, sigma = method_candidates(args, backend, length, sigma / unit), record / unit, sigma / unit
+    ranking = (scoreboard.rank(candidates, record, sigma, progress=progress) if pieces is None
+               else rank_stretches(candidates, record, pieces, sigma, progress=progress))
+    return ranking.in_units(unit)
 
 
 def rank_stretches(candidates: dict, record: np.ndarray, pieces: list, sigma: float,
@@ -606,7 +619,7 @@ def denoise_channel(args: argparse.Namespace, backend: Backend, values: np.ndarr
         sigma, source, _ = scoreboard.record_sigma(scored, args.sigma)
         candidates = method_candidates(args, backend, longest, sigma, announce=announce)
         if args.method == "auto":
-            ranking = rank_stretches(candidates, values[None], pieces, sigma)
+            ranking = rank_in_units(args, backend, candidates, values[None], pieces, sigma, longest)
         name = ranking.chosen if ranking else args.method
     denoised = short = 0
     for a, b in stretches:
@@ -664,10 +677,8 @@ def run_channel_mode(args: argparse.Namespace, backend: Backend, reads: tuple, r
     print(f"denoised {record.shape[0]} {what}channel(s) of length {max(lengths)} ({np.dtype(dtype).name}), {how} "
           f"-> {show_path(args.output)}")
     if args.json is not None:
-        summary = {"backend": backend.name, "weights": str(backend.weights) if backend.weights else None,
-                   "input": str(args.input), "output": str(args.output), "n": record.shape[0],
-                   "length": record.shape[1], "dtype": np.dtype(dtype).name, "method": args.method,
-                   "channels": chosen, **record_fields(args), **(meta.summary() if meta is not None else {})}
+        summary = file_summary(args, backend, record.shape[0], record.shape[1], np.dtype(dtype).name,
+                               method=args.method, channels=chosen, **(meta.summary() if meta is not None else {}))
         evaluate.write_report_json(args.json, summary, reads + (args.output,))
     return streaming.FileResult(record.shape[0], record.shape[1], np.dtype(dtype).name, None, ())
 

@@ -241,3 +241,17 @@ def test_the_command_lines_scoreboard_works_at_any_float64_magnitude(tmp_path, c
         tables[name] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "*" in line]
     assert tables["one"][0].split("|")[1] == tables["scaled"][0].split("|")[1]  # the same choice
     assert_scaled(np.load(tmp_path / "scaled_out.npy"), np.load(tmp_path / "one_out.npy"), scale)
+
+
+def test_channels_are_scored_at_any_float64_magnitude_too(tmp_path, capsys):
+    y = np.stack([record(1200), 3 * record(1200, seed=1)])
+    np.save(tmp_path / "one.npy", y)
+    np.save(tmp_path / "scaled.npy", y * 1e200)
+    choices = {}
+    for name in ("one", "scaled"):
+        _cli(tmp_path, capsys, ["--input", tmp_path / f"{name}.npy", "--output", tmp_path / f"{name}_out.npy",
+                                "--channels"])
+        choices[name] = [line.split(":")[1].split("(")[0] for line in capsys.readouterr().out.splitlines()
+                         if line.startswith("channel ")]
+    assert choices["one"] == choices["scaled"] and len(choices["one"]) == 2
+    assert_scaled(np.load(tmp_path / "scaled_out.npy"), np.load(tmp_path / "one_out.npy"), 1e200)
