@@ -64,7 +64,7 @@ def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str |
     """
     record = _as_record(y)
     rows = np.atleast_2d(record)
-    sigma_value, source, how = _scoreboard.record_sigma(rows, _check_sigma(sigma))
+    sigma_value, source, how = _scoreboard.record_sigma(rows, _check_sigma(sigma), "sigma")
     if not isinstance(method, str):
         raise InputError(f"method must be a name such as 'auto', 'net' or 'tv', got {method!r}")
     network = "optional" if method == "auto" else "required" if method.split("_")[0] == NET else "none"
@@ -95,7 +95,7 @@ def denoise(y, method: str = "auto", sigma: float | str = "auto", weights: str |
 
 def estimate_sigma(y) -> float:
     """The noise's standard deviation estimated from ``y`` ((L,) or (N, L)) as ``denoise`` does (median over rows)."""
-    return _scoreboard.record_sigma(np.atleast_2d(_as_record(y)), "auto")[0]
+    return _scoreboard.record_sigma(np.atleast_2d(_as_record(y)), "auto", "sigma")[0]
 
 
 def scoreboard(y, sigma: float | str = "auto", weights: str | os.PathLike | None = None,
@@ -104,7 +104,7 @@ def scoreboard(y, sigma: float | str = "auto", weights: str | os.PathLike | None
     units; a float64 record whose mean squares leave float64 (magnitudes beyond about 1e±150) is refused."""
     record = _as_record(y)
     rows = np.atleast_2d(record)
-    sigma_value = _scoreboard.record_sigma(rows, _check_sigma(sigma))[0]
+    sigma_value = _scoreboard.record_sigma(rows, _check_sigma(sigma), "sigma")[0]
     unit = _unit(record)
     scaled, scaled_sigma = _scaled(rows, sigma_value, unit)
     candidates, _ = candidates_for(scaled, scaled_sigma, weights, threads, "optional")

@@ -451,16 +451,19 @@ def sigma_note(record: np.ndarray, sigma: float) -> str | None:
             "deviation, not the signal's)")
 
 
-def record_sigma(record: np.ndarray, sigma: float | str | None) -> tuple[float, str, str]:
+def record_sigma(record: np.ndarray, sigma: float | str | None, flag: str = "--sigma") -> tuple[float, str, str]:
     """σ given, or (``"auto"`` / None) estimated over the whole record; which ("given" / "estimated"); and how.
 
     The estimate is :func:`deepdenoise1d.noise.estimate_sigma_auto` per row (the spike estimator only
     where it applies: on a record with an offset it would measure the offset), the median over rows.
+    ``flag`` names the caller's σ option in the error (``--sigma``; the Python API's ``sigma``).
     """
     if sigma not in (None, "auto"):
         return float(sigma), "given", "given"
     auto = noise.estimate_sigma_auto(np.atleast_2d(record))
     usable = auto.sigma[np.isfinite(auto.sigma)]
     if usable.size == 0:
-        raise InputError("--sigma auto: the record is constant (no noise to estimate); give --sigma S")
+        give = f"{flag} S" if flag.startswith("-") else f"{flag}=S"
+        raise InputError(f"{flag} auto: no noise to estimate (the record is constant, or exactly zero wherever it is "
+                         f"not a peak); give {give}")
     return float(np.median(usable)), "estimated", auto.summary()

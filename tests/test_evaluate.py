@@ -312,6 +312,30 @@ def test_equivariant_check_warns_for_signals_far_below_the_trained_signal_to_noi
     assert line is not None and "signal-to-noise" in line and "under the bottom" in line
 
 
+@pytest.mark.parametrize("sigma", [0.5, 1, 2, 3, 4, 5])
+def test_a_blind_spike_models_check_is_silent_across_its_noise_range(sigma):
+    _, noisy = benchmark_signals(12, 1000, sigma)
+    assert range_check.sigma_range_check((0.5, 5), noisy, equivariant=True, offset_free=True).warning() is None
+
+
+@pytest.mark.parametrize("sigma", [7, 8, 10])
+def test_a_blind_spike_models_check_warns_at_noise_levels_past_its_range(sigma):
+    # σ̂ reads a few per cent low on dense spikes at these levels, so a comparison with the true range stays silent
+    _, noisy = benchmark_signals(12, 1000, sigma)
+    line = range_check.sigma_range_check((0.5, 5), noisy, equivariant=True, offset_free=True).warning()
+    assert line is not None and "under the bottom" in line and "median of 1000 signal" in line
+
+
+def test_the_measured_range_is_what_spikes_just_past_the_range_read():
+    ends = range_check.measured_snr_range(0.5, 5.0, True)
+    _, noisy = benchmark_signals(13, 4000, 5.0 * (1 + range_check.SIGMA_POOLED_FLOOR))
+    check = range_check.sigma_range_check((0.5, 5), noisy, equivariant=True, offset_free=True)
+    error = 1.2533 * ends.bottom_sd * np.sqrt(1 / 4000 + 1 / range_check.CALIBRATION_SIGNALS)
+    assert abs(np.median(np.concatenate(check.snrs)) - ends.bottom) < 4 * error
+    assert ends.bottom > range_check.snr_range(0.5, 5)[0] / 1.1  # σ̂'s bias: the reason the range is measured
+    assert ends.top > ends.bottom
+
+
 def test_prior_signal_rms_matches_the_drawn_spikes():
     from deepdenoise1d.synthesis import SpikePrior, clean_spikes
 

@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, load_script
+from conftest import REPO_ROOT, load_script, run_command
 from deepdenoise1d import cli, frontend
 from deepdenoise1d.io import read_text_signals
 
@@ -147,3 +147,18 @@ def test_an_input_cut_short_while_it_is_read_is_one_line_not_a_bus_error(tmp_pat
         check_chunk(signals[2:], 2, "in.npy")  # checked before its pages are touched
     with pytest.raises(InputError, match="cut short"):
         check_span(signals.reshape(-1)[150000:150100], 150000, 50000, "in.npy")
+
+
+def test_the_blind_spike_model_past_its_noise_range_warns_where_it_loses_to_the_baseline(tmp_path, capsys):
+    from deepdenoise1d.synthesis import benchmark_signals
+
+    for sigma, warned in ((4.0, False), (8.0, True)):
+        clean, noisy = benchmark_signals(14, 1000, sigma)
+        np.save(tmp_path / f"in{sigma:g}.npy", noisy)
+        code, _, err = run_command(["denoise", str(tmp_path / f"in{sigma:g}.npy"), str(tmp_path / f"out{sigma:g}.npy"),
+                                    "--weights", "ckpt_blind", "--method", "net"], capsys)
+        assert code == 0, err
+        error = np.sqrt(np.mean((np.load(tmp_path / f"out{sigma:g}.npy") - clean) ** 2))
+        baseline = np.sqrt(np.mean(clean ** 2))  # returning zeros, the spikes' baseline
+        assert (error > baseline) == warned  # the harm the warning is for
+        assert ("signal-to-noise" in err and "under the bottom" in err) == warned, err

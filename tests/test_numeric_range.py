@@ -255,3 +255,14 @@ def test_channels_are_scored_at_any_float64_magnitude_too(tmp_path, capsys):
                          if line.startswith("channel ")]
     assert choices["one"] == choices["scaled"] and len(choices["one"]) == 2
     assert_scaled(np.load(tmp_path / "scaled_out.npy"), np.load(tmp_path / "one_out.npy"), 1e200)
+
+
+@pytest.mark.parametrize("y, why", [(np.full(600, 5.0), "constant"),
+                                    (np.where(np.arange(600) % 97 == 0, 3e20, 0.0), "sparse: zero between its peaks")])
+def test_no_noise_to_estimate_is_one_error_in_the_apis_own_words(y, why):
+    with pytest.raises(InputError) as caught:
+        denoise(y)
+    message = str(caught.value)
+    assert "no noise to estimate" in message and "give sigma=S" in message and "--sigma" not in message, why
+    with pytest.raises(InputError, match="give --sigma S"):
+        board.record_sigma(np.atleast_2d(y), "auto")  # the command line's words
