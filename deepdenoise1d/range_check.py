@@ -63,7 +63,8 @@ class SigmaRangeCheck:
     high: float | None
     estimates: list = field(default_factory=list)
     length: int = 100
-    spike_used: int = 0  # signals whose σ came from the spike estimator (the rest: wavelet MAD)
+    spike_used: int = 0  # signals whose σ came from the spike estimator (the rest: wavelet MAD or the periodogram)
+    spectral_used: int = 0  # ... from the periodogram median (a narrowband signal at the finest scale)
     degenerate: list = field(default_factory=list)  # indices of signals with no noise to estimate
     degenerate_count: int = 0
     peaks: list = field(default_factory=list)  # per signal max|y| / σ̂ (8 bytes a signal)
@@ -108,6 +109,7 @@ class SigmaRangeCheck:
         noisy = self._about_baseline(noisy)  # signal-to-noise and peaks count from there
         self.add(auto.sigma, noisy.shape[-1], noisy, centred=True)
         self.spike_used += int((auto.spike & ~auto.degenerate).sum())
+        self.spectral_used += int((auto.spectral & ~auto.degenerate).sum())
         flat = np.flatnonzero(auto.degenerate) + self.seen
         self.degenerate.extend(flat[: max(MAX_NAMED + 1 - len(self.degenerate), 0)].tolist())  # bounded memory
         self.degenerate_count += flat.size
@@ -121,6 +123,7 @@ class SigmaRangeCheck:
         sigma = auto.sigma
         self.add(sigma, block.shape[-1], block)
         self.spike_used += int((auto.spike & ~auto.degenerate).sum())
+        self.spectral_used += int((auto.spectral & ~auto.degenerate).sum())
         self.windows_seen += sigma.size
         self.degenerate_windows += int(np.count_nonzero(~np.isfinite(sigma) | (sigma <= 0)))
 
@@ -176,7 +179,9 @@ class SigmaRangeCheck:
             return None
         unit = f"window(s) of {self.length}" if self.windows_seen else "signal(s)"
         used = [f"{name} on {count} {unit}" for name, count in
-                (("spike estimator (samples <= 0)", self.spike_used), ("wavelet MAD", est.size - self.spike_used)) if count]
+                (("spike estimator (samples <= 0)", self.spike_used),
+                 ("wavelet MAD", est.size - self.spike_used - self.spectral_used),
+                 (noise.SPECTRAL_NAME, self.spectral_used)) if count]
         how = f" ({', '.join(used)})" if self.seen or self.windows_seen else ""  # through add() alone: no method known
         each = "window" if self.windows_seen else "signal"
         return f"σ estimated per {each}: median {float(np.median(est)):.4g}{how}"

@@ -162,3 +162,21 @@ def test_the_blind_spike_model_past_its_noise_range_warns_where_it_loses_to_the_
         baseline = np.sqrt(np.mean(clean ** 2))  # returning zeros, the spikes' baseline
         assert (error > baseline) == warned  # the harm the warning is for
         assert ("signal-to-noise" in err and "under the bottom" in err) == warned, err
+
+
+@pytest.mark.parametrize("frequency", [0.5, 0.43])  # the alternating sequence ±1; a sine near the Nyquist frequency
+def test_a_signal_at_the_finest_scale_is_kept_by_the_default_and_the_network_says_it_removed_it(tmp_path, capsys,
+                                                                                               frequency):
+    t = np.arange(4096)
+    clean = np.cos(2 * np.pi * frequency * t + (0.0 if frequency == 0.5 else 0.3))
+    noisy = clean + 0.3 * np.random.default_rng(15).standard_normal(t.size)
+    np.save(tmp_path / "in.npy", noisy)
+    code, _, err = run_command(["denoise", str(tmp_path / "in.npy"), str(tmp_path / "auto.npy")], capsys)
+    assert code == 0, err
+    assert "periodogram median" in err
+    noisy_error = np.sqrt(np.mean((noisy - clean) ** 2))
+    assert np.sqrt(np.mean((np.load(tmp_path / "auto.npy") - clean) ** 2)) < 0.8 * noisy_error  # was about 3 ×
+    code, _, err = run_command(["denoise", str(tmp_path / "in.npy"), str(tmp_path / "net.npy"), "--method", "net"], capsys)
+    assert code == 0, err
+    if np.sqrt(np.mean((np.load(tmp_path / "net.npy") - clean) ** 2)) > noisy_error:
+        assert "it removed signal" in err, err

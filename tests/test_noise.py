@@ -153,6 +153,49 @@ def test_auto_is_right_on_general_signals_with_offsets_and_scales(name, scale, o
     assert "σ estimated per signal" in auto.summary()
 
 
+def _narrowband(kind: str, length: int = 4096) -> np.ndarray:
+    t = np.arange(length)
+    return np.cos(np.pi * t) if kind == "alternating" else np.sin(2 * np.pi * 0.43 * t + 0.3)
+
+
+@pytest.mark.parametrize("kind", ["alternating", "near_nyquist"])
+@pytest.mark.parametrize("length", [128, 512, 4096])
+def test_auto_reads_sigma_under_a_signal_at_the_finest_scale(kind, length):
+    """Both the spike and the wavelet estimators take such a signal for noise (several times σ)."""
+    sigma = 0.3
+    noisy = _narrowband(kind, length) + sigma * np.random.default_rng(10).standard_normal((200, length))
+    auto = noise.estimate_sigma_auto(noisy)
+    assert auto.spectral.all() and not auto.spike.any()
+    assert abs(np.median(auto.sigma) / sigma - 1) < 0.1
+    assert "periodogram median" in auto.summary()
+    assert np.median(noise._wavelet_each(noisy)) > 3 * sigma  # what it read before
+
+
+@pytest.mark.parametrize("length", [128, 512, 2048])
+def test_the_periodogram_replaces_no_estimate_on_noise_spikes_or_the_broad_prior(length):
+    from deepdenoise1d.broad_prior import draw_noisy
+
+    rng = np.random.default_rng(11)
+    assert noise.estimate_sigma_auto(rng.standard_normal((3000, length))).spectral.mean() < 0.002
+    for sigma in (0.5, 3.0, 5.0):  # the benchmark's spikes, 100 samples each, and a long record of them
+        spikes = benchmark_signals(12, 2000, sigma)[1]
+        assert not noise.estimate_sigma_auto(spikes).spectral.any()
+        assert not noise.estimate_sigma_auto(spikes.ravel()[: 97 * length].reshape(97, length)).spectral.any()
+    drawn = [draw_noisy(rng, length) for _ in range(500)]
+    noisy, sigma = np.array([d[1] for d in drawn]), np.array([d[2] for d in drawn])
+    auto = noise.estimate_sigma_auto(noisy)
+    assert auto.spectral.mean() < 0.02
+    # where it does replace one (chirps, bursts, beat trains past the finest scale's reach), it errs less
+    before = np.where(auto.spike, np.nan, noise._wavelet_each(noisy))[auto.spectral]
+    after = auto.sigma[auto.spectral]
+    assert np.all(np.abs(np.log(after / sigma[auto.spectral])) <= np.abs(np.log(before / sigma[auto.spectral])) + 1e-12)
+
+
+def test_short_signals_never_use_the_periodogram():
+    noisy = np.random.default_rng(12).standard_normal((4000, noise.NARROWBAND_MIN_LENGTH - 1))
+    assert not noise.estimate_sigma_auto(noisy).spectral.any()
+
+
 def test_auto_names_degenerate_signals_and_never_raises():
     _, noisy, _ = noisy_pairs(np.random.default_rng(9), 6, 3.0)
     noisy[1] = 0.0
