@@ -185,10 +185,11 @@ AUTO_MAX_RATIO = 1.1  # spike estimate above this × the wavelet one: the sample
 DEGENERATE_RELATIVE = 1e-9  # σ̂ below this × max|y| (or 0, or not finite): no noise to estimate
 AUTO_METHODS = ("spike", "wavelet")
 # A signal living at the finest scale (a sine near the Nyquist frequency, an alternating sequence) is what both
-# estimators above take for noise (5.8-6.3 × σ measured); white noise spreads over every frequency, such a signal
-# over few, so the median of the periodogram still reads σ there. It replaces the estimate above this ratio: on
-# the Donoho-Johnstone signals, the ECG and nine other records the wavelet estimate was 0.72-1.04 × the spectral
-# one (the spectral one reads high wherever the signal is broadband: spikes, jumps), on those two 5.8 and 6.3.
+# estimators above take for noise (3.2 × σ by the spike estimator, 6 × by wavelet MAD, measured); white noise
+# spreads over every frequency, such a signal over few, so the median of the periodogram still reads σ there.
+# It replaces the estimate above this ratio: on the Donoho-Johnstone signals, the ECG and seven other records the
+# wavelet estimate was 0.73-1.05 × the spectral one (which reads high wherever the signal is broadband: spikes,
+# jumps), on those two 6.1 and 6.2 ×.
 NARROWBAND_RATIO = 1.5
 NARROWBAND_MIN_LENGTH = 128  # shorter, the median of few tapered bins is too rough: noise alone passed the ratio 0.4 % at 64
 LN2 = 0.6931471805599453  # median of a χ²₂ / 2 periodogram bin of white noise, in units of σ²
@@ -199,7 +200,8 @@ class AutoSigma:
     """Each signal's σ from :func:`estimate_sigma_auto`.
 
     ``sigma`` (N,) is NaN where the signal is degenerate (constant, all zero: no noise to
-    estimate); ``spike`` (N,) is True where the spike estimator was used, False for wavelet MAD.
+    estimate); ``spike`` (N,) is True where the spike estimator was used; ``spectral`` (N,) where the periodogram
+    median was (:data:`NARROWBAND_RATIO`); wavelet MAD elsewhere.
     """
 
     sigma: np.ndarray
