@@ -160,15 +160,17 @@ def _narrowband(kind: str, length: int = 4096) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["alternating", "near_nyquist"])
 @pytest.mark.parametrize("length", [128, 512, 4096])
-def test_auto_reads_sigma_under_a_signal_at_the_finest_scale(kind, length):
+@pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (1e-6, 3e-5), (1e6, -2e7)])
+def test_auto_reads_sigma_under_a_signal_at_the_finest_scale(kind, length, scale, offset):
     """Both the spike and the wavelet estimators take such a signal for noise (several times σ)."""
     sigma = 0.3
     noisy = _narrowband(kind, length) + sigma * np.random.default_rng(10).standard_normal((200, length))
+    noisy = scale * noisy + offset
     auto = noise.estimate_sigma_auto(noisy)
     assert auto.spectral.all() and not auto.spike.any()
-    assert abs(np.median(auto.sigma) / sigma - 1) < 0.1
+    assert abs(np.median(auto.sigma) / (scale * sigma) - 1) < 0.1
     assert "periodogram median" in auto.summary()
-    assert np.median(noise._wavelet_each(noisy)) > 3 * sigma  # what it read before
+    assert np.median(noise._wavelet_each(noisy)) > 3 * scale * sigma  # what it read before
 
 
 @pytest.mark.parametrize("length", [128, 512, 2048])
