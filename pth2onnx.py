@@ -86,7 +86,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import Pytorch_V1.model as torch_model
-from icnn.spec import BN_MODES, SCALE_MAD, TRAIN_LENGTH, TRUST_REGION, ModelConfig, min_length
+from icnn.spec import BN_MODES, SCALE_MAD, TRAIN_LENGTH, TRUST_REGION, ModelConfig, min_length, odd_part
 from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, load_state_dict_strict, model_config_of
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.classical import WIENER_WINDOW, wiener_inverse_response
@@ -245,7 +245,7 @@ def denoise_window(model: ICNN_s, x: torch.Tensor, bn_mode: str) -> torch.Tensor
     if scale != 1.0:
         z = z / scale  # a float32 constant, as NumPy's self.dtype.type(scale)
     h = graph_prior(z) if model.wienernet is not None else None
-    y = model(z, h, bn_mode)
+    y = model._whole(z, h, bn_mode)  # odd models: _SelfContained takes the odd part of this whole window
     if scale != 1.0:
         y = y * scale
     y = y.double()
@@ -261,7 +261,7 @@ class _SelfContained(nn.Module):
         self.bn_mode = bn_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return denoise_window(self.model, x, self.bn_mode)
+        return odd_part(self.model.config, lambda xs, _: denoise_window(self.model, xs, self.bn_mode), x)
 
 
 class _PairMaxPool(nn.Module):
@@ -476,6 +476,9 @@ def export(source: Path, destination: Path, bn_mode: str | None = None, prior_in
     """
     ckpt = load_checkpoint(source, "cpu")  # size-checked, weights_only=True: never runs code from the file
     model_config = model_config_of(ckpt, str(source))
+    if prior_input and model_config.odd:
+        raise InputError(f"{source}: --prior-input cannot export an odd model (its −x pass needs the prior of −x, "
+                         "which the caller does not give); export the default self-contained graph")
     check_state_dict(ckpt["net_state_dict"], model_config, str(source))
     model = ICNN_s(model_config)
     load_state_dict_strict(model, ckpt["net_state_dict"], str(source))

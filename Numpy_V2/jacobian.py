@@ -522,8 +522,12 @@ def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOB
 
     def work(start: int) -> None:
         stop = min(start + block, n)
-        output[start:stop], jacobian[start:stop] = network_dual(net, np.asarray(y[start:stop], dtype=np.float64), mode,
-                                                                tangent_dtype=tangent_dtype)
+        rows = np.asarray(y[start:stop], dtype=np.float64)
+        output[start:stop], jacobian[start:stop] = network_dual(net, rows, mode, tangent_dtype=tangent_dtype)
+        if net.config.odd:  # f(y) = (w(y) − w(−y)) / 2, so J_f(y) = (J_w(y) + J_w(−y)) / 2
+            negative, negative_jacobian = network_dual(net, -rows, mode, tangent_dtype=tangent_dtype)
+            output[start:stop] = (output[start:stop] - negative) / 2
+            jacobian[start:stop] = (jacobian[start:stop] + negative_jacobian) / 2
         if progress is not None:
             with lock:
                 progress.update(stop - start)

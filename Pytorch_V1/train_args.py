@@ -104,6 +104,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         f"--crop-length, default {BROAD_LENGTH} there)")
     p.add_argument("--width", type=positive_int, help="channels of the U-Net's first level, doubling per level (default 2)")
     p.add_argument("--depth", type=positive_int, help="levels of the U-Net: signals of at least 2^depth samples (default 4)")
+    p.add_argument("--odd", action="store_true", default=None,
+                   help="make the model sign-symmetric, f(−y) = −f(y): it outputs (w(y) − w(−y)) / 2 of the network w, "
+                        "at twice the cost (with --init, switches it on for the start's weights)")
     p.add_argument("--baseline", choices=BASELINES,
                    help="median (default): the network takes each signal's median off and adds it back, so an offset "
                         "of the record changes nothing but the output's offset (f(y + c) = f(y) + c); none: it sees "
@@ -172,9 +175,12 @@ def model_from_args(a: argparse.Namespace, start: dict) -> dict:
     """TrainConfig.model: the model flags given, else the --init checkpoint's (``start``), else the original ICNN_s."""
     given = {"prior": None if a.no_prior is None else not a.no_prior, "norm": a.norm,
              "equivariant": None if a.no_equivariant is None else not a.no_equivariant,
-             "baseline": a.baseline, "width": a.width, "depth": a.depth}
+             "baseline": a.baseline, "width": a.width, "depth": a.depth, "odd": a.odd}
     defaults = {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median", "width": 2, "depth": 4, **start}
-    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    model = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    if not model.get("odd"):  # recorded only when set, as ModelConfig.to_dict writes it
+        model.pop("odd", None)
+    return model
 
 
 def config_from_args(a: argparse.Namespace, defaults):

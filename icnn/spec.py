@@ -126,7 +126,9 @@ class ModelConfig:
     ``baseline`` ("none" when a file does not record it): "median" makes the model offset-free
     (:data:`BASELINES`). ``width`` and ``depth`` (2 and 4, the original's, when a file does not
     record them) set the capacity: level i has width·2^i channels (:func:`encoder_parts`), and
-    configs of more than :data:`MAX_WEIGHT_VALUES` weights are refused.
+    configs of more than :data:`MAX_WEIGHT_VALUES` weights are refused. ``odd`` (False when a file does not
+    record it): the model is (w(y) − w(−y)) / 2 of the model w the other fields describe, so f(−y) = −f(y)
+    (:func:`odd_part`).
     """
 
     prior: bool = True  # the Wiener prior branch
@@ -139,13 +141,14 @@ class ModelConfig:
     baseline: str = "none"  # one of BASELINES; "median": f(y + c) = f(y) + c
     width: int = 2  # channels of the first level (1..MAX_WIDTH)
     depth: int = 4  # down-sampling levels (1..MAX_DEPTH): signals of at least 2^depth samples
+    odd: bool = False  # f(y) = (w(y) − w(−y)) / 2: sign-symmetric, f(−y) = −f(y)
 
     def __post_init__(self):
         self.validate("config")
 
     def validate(self, source: str) -> None:
         """Raise :class:`InputError` naming the first field of the wrong type or value."""
-        for name in ("prior", "equivariant"):
+        for name in ("prior", "equivariant", "odd"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{source}: model config field {name!r} must be true or false, "
                                  f"got {str(getattr(self, name))[:40]}")
@@ -185,7 +188,10 @@ class ModelConfig:
                              f"{count} weights, more than {MAX_WEIGHT_VALUES}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.odd:  # written only when set: every other model's files and configs stay as they were
+            del d["odd"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config", train_sigma=None) -> "ModelConfig":
@@ -442,3 +448,13 @@ PRIOR_ENCODER = prior_encoder_parts(_ORIGINAL)  # inc 1→2 .. down3 8→16
 SKIPS = skip_parts(_ORIGINAL)  # up1←down3, up2←down2, up3←down1, up4←inc
 MODULATED_PART = modulated_part(_ORIGINAL)  # down4, (N, 16, PRIOR_TAPS)
 MIN_LENGTH = min_length(_ORIGINAL)  # 16
+
+
+def odd_part(config: ModelConfig, forward, x, h=None):
+    """``forward(x, h)``, or for an odd model (w(x) − w(−x)) / 2 with w = ``forward``: every backend's one rule.
+
+    ``h`` (the Wiener prior, or None) belongs to x; the −x pass computes its own (None), as the model does. Works on
+    NumPy arrays and torch tensors alike; an offset-free w keeps the sum offset-free (w(−x) − c moves by −c)."""
+    if not config.odd:
+        return forward(x, h)
+    return (forward(x, h) - forward(-x, None)) / 2
