@@ -156,9 +156,13 @@ def export_onnx(checkpoint: Path, bn_mode: str, folder: Path) -> Path | str:
         return f"{', '.join(missing)} not installed (optional): skipped"
     path = folder / "model.onnx"
     # pth2onnx.py is a top-level command, not a package module: run it as users do. The two-input graph
-    # (--prior-input): the forward given h is timed apart from the prior, as for the other runtimes.
+    # (--prior-input): the forward given h is timed apart from the prior, as for the other runtimes. An odd
+    # model has none (its −y pass needs the prior of −y): its one-input graph, the prior inside, is timed.
+    from Pytorch_V1.checkpoint import load_model  # this process has torch (main checks); the ONNX process does not
+
+    odd = load_model(checkpoint)[0].config.odd
     done = subprocess.run([sys.executable, str(REPO_ROOT / "pth2onnx.py"), str(checkpoint), str(path), "--bn-mode", bn_mode,
-                           "--prior-input"],
+                           *([] if odd else ["--prior-input"])],
                           capture_output=True, text=True)
     if done.returncode != 0:
         line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "pth2onnx.py failed"
@@ -194,9 +198,27 @@ def onnx_denoise(session, noisy: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     return out
 
 
+def self_contained(session) -> bool:
+    """The graph has one input, x (the prior inside): ``pth2onnx.py`` without ``--prior-input``."""
+    return session.get_modelmeta().custom_metadata_map.get("graph") == "self_contained"
+
+
 def onnx_runtime(path: Path, x: np.ndarray, h: np.ndarray | None, threads: int) -> tuple[float, float]:
-    """Seconds for ONNX Runtime on the CPU in chunks of CHUNK: the forward given h, and denoise (h included)."""
+    """Seconds for ONNX Runtime on the CPU in chunks of CHUNK: the forward given h, and denoise (h included); for a
+    one-input graph both are the graph on x (its prior inside), and denoise is ``onnx_runner.denoise_onnx``."""
     session = onnx_session(path, threads)
+    if self_contained(session):
+        from deepdenoise1d.onnx_runner import denoise_onnx, load_onnx
+
+        model = load_onnx(path, threads)
+        wide = x.astype(np.float64)
+
+        def whole(n: int) -> None:
+            for start in range(0, n, CHUNK):
+                session.run(None, {"x": wide[start : start + CHUNK]})
+
+        whole(min(CHUNK, x.shape[0]))  # warm-up at full chunk size
+        return timed(lambda: whole(x.shape[0])), timed(lambda: denoise_onnx(model, x[:, 0]))
 
     def forward(n: int) -> None:
         for start in range(0, n, CHUNK):
@@ -217,7 +239,14 @@ def onnx_process(model: str, source: str, output: str, threads: str) -> None:
     session = onnx_session(Path(model), int(threads))
     config = json.loads(session.get_modelmeta().custom_metadata_map["config"])  # written by pth2onnx.py
     spec = ModelConfig.from_dict(config["model"], model)
-    denoise_file(source, output, lambda noisy: onnx_denoise(session, noisy).astype(noisy.dtype, copy=False),
+    if self_contained(session):  # one-input graph: the user's runner, its own windows and blend
+        from deepdenoise1d.onnx_runner import denoise_onnx, load_onnx
+
+        runner = load_onnx(model, int(threads))
+        denoise = lambda noisy: denoise_onnx(runner, noisy).astype(noisy.dtype, copy=False)  # noqa: E731
+    else:
+        denoise = lambda noisy: onnx_denoise(session, noisy).astype(noisy.dtype, copy=False)  # noqa: E731
+    denoise_file(source, output, denoise,
                  min_length(spec), CHUNK, (model, source), spec.sigma_range, progress=False,
                  train_length=spec.train_length)  # long records in the same blended windows as the other two
 

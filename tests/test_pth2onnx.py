@@ -31,7 +31,9 @@ from Pytorch_V1.model import wiener_prior  # noqa: E402
 from deepdenoise1d.errors import InputError  # noqa: E402
 
 SCRIPT = REPO_ROOT / "pth2onnx.py"
-SHIPPED = sorted((REPO_ROOT / "ckpt").glob("ckpt_*.pth"))
+# an odd model has no two-input graph (its −x pass needs the prior of −x): tests/test_odd.py checks the refusal,
+# tests/test_onnx_self_contained.py its one-input graph
+SHIPPED = [p for p in sorted((REPO_ROOT / "ckpt").glob("ckpt_*.pth")) if not model_config_of(load_checkpoint(p), str(p)).odd]
 LENGTHS = (16, 17, 100, 101, 1000)
 SWEEP = range(16, 161)  # every length: each parity of each level, bins of every width
 BEST = REPO_ROOT / "ckpt" / "ckpt_best.pth"
