@@ -175,12 +175,10 @@ def model_from_args(a: argparse.Namespace, start: dict) -> dict:
     """TrainConfig.model: the model flags given, else the --init checkpoint's (``start``), else the original ICNN_s."""
     given = {"prior": None if a.no_prior is None else not a.no_prior, "norm": a.norm,
              "equivariant": None if a.no_equivariant is None else not a.no_equivariant,
-             "baseline": a.baseline, "width": a.width, "depth": a.depth, "odd": a.odd}
+             "baseline": a.baseline, "width": a.width, "depth": a.depth,
+             "odd": a.odd}  # True or None: like ModelConfig.to_dict, "odd" appears only when set
     defaults = {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median", "width": 2, "depth": 4, **start}
-    model = {**defaults, **{k: v for k, v in given.items() if v is not None}}
-    if not model.get("odd"):  # recorded only when set, as ModelConfig.to_dict writes it
-        model.pop("odd", None)
-    return model
+    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
 
 
 def config_from_args(a: argparse.Namespace, defaults):

@@ -192,7 +192,7 @@ AUTO_METHODS = ("spike", "wavelet")
 # jumps), on those two 6.1 and 6.2 ×.
 NARROWBAND_RATIO = 1.5
 NARROWBAND_MIN_LENGTH = 128  # shorter, the median of few tapered bins is too rough: noise alone passed the ratio 0.4 % at 64
-LN2 = 0.6931471805599453  # median of a χ²₂ / 2 periodogram bin of white noise, in units of σ²
+LN2 = float(np.log(2.0))  # median of a χ²₂ / 2 periodogram bin of white noise, in units of σ²
 
 
 @dataclass
@@ -206,7 +206,7 @@ class AutoSigma:
 
     sigma: np.ndarray
     spike: np.ndarray
-    spectral: np.ndarray | None = None  # (N,) True where the periodogram median replaced both (narrowband signal)
+    spectral: np.ndarray  # (N,) True where the periodogram median replaced both (narrowband signal)
 
     @property
     def degenerate(self) -> np.ndarray:
@@ -217,7 +217,7 @@ class AutoSigma:
         good = ~self.degenerate
         if not good.any():
             return "σ could not be estimated for any signal"
-        spectral = np.zeros_like(good) if self.spectral is None else self.spectral & good
+        spectral = self.spectral & good
         spike = int((self.spike & good).sum())
         wavelet = int((~self.spike & ~spectral & good).sum())
         used = ", ".join(f"{name} on {count} signal(s)" for name, count in

@@ -149,8 +149,9 @@ def torch_eager(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: 
     return forward_seconds, timed(lambda: denoise(model, x[:, 0], bn_mode))
 
 
-def export_onnx(checkpoint: Path, bn_mode: str, folder: Path) -> Path | str:
-    """The checkpoint exported by pth2onnx.py (dynamic batch and length), or why ONNX Runtime is skipped."""
+def export_onnx(checkpoint: Path, bn_mode: str, folder: Path, prior_input: bool) -> Path | str:
+    """The checkpoint exported by pth2onnx.py (dynamic batch and length; with ``prior_input`` the two-input
+    graph), or why ONNX Runtime is skipped."""
     missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         return f"{', '.join(missing)} not installed (optional): skipped"
@@ -158,11 +159,8 @@ def export_onnx(checkpoint: Path, bn_mode: str, folder: Path) -> Path | str:
     # pth2onnx.py is a top-level command, not a package module: run it as users do. The two-input graph
     # (--prior-input): the forward given h is timed apart from the prior, as for the other runtimes. An odd
     # model has none (its −y pass needs the prior of −y): its one-input graph, the prior inside, is timed.
-    from Pytorch_V1.checkpoint import load_model  # this process has torch (main checks); the ONNX process does not
-
-    odd = load_model(checkpoint)[0].config.odd
     done = subprocess.run([sys.executable, str(REPO_ROOT / "pth2onnx.py"), str(checkpoint), str(path), "--bn-mode", bn_mode,
-                           *([] if odd else ["--prior-input"])],
+                           *(["--prior-input"] if prior_input else [])],
                           capture_output=True, text=True)
     if done.returncode != 0:
         line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "pth2onnx.py failed"
@@ -198,16 +196,11 @@ def onnx_denoise(session, noisy: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     return out
 
 
-def self_contained(session) -> bool:
-    """The graph has one input, x (the prior inside): ``pth2onnx.py`` without ``--prior-input``."""
-    return session.get_modelmeta().custom_metadata_map.get("graph") == "self_contained"
-
-
-def onnx_runtime(path: Path, x: np.ndarray, h: np.ndarray | None, threads: int) -> tuple[float, float]:
-    """Seconds for ONNX Runtime on the CPU in chunks of CHUNK: the forward given h, and denoise (h included); for a
-    one-input graph both are the graph on x (its prior inside), and denoise is ``onnx_runner.denoise_onnx``."""
-    session = onnx_session(path, threads)
-    if self_contained(session):
+def onnx_runtime(path: Path, x: np.ndarray, h: np.ndarray | None, threads: int, prior_input: bool) -> tuple[float, float]:
+    """Seconds for ONNX Runtime on the CPU in chunks of CHUNK: the forward given h, and denoise (h included); for the
+    one-input graph (not ``prior_input``) both are the graph on x (its prior inside), and denoise is
+    ``onnx_runner.denoise_onnx``."""
+    if not prior_input:
         from deepdenoise1d.onnx_runner import denoise_onnx, load_onnx
 
         model = load_onnx(path, threads)
@@ -215,10 +208,11 @@ def onnx_runtime(path: Path, x: np.ndarray, h: np.ndarray | None, threads: int) 
 
         def whole(n: int) -> None:
             for start in range(0, n, CHUNK):
-                session.run(None, {"x": wide[start : start + CHUNK]})
+                model.session.run(None, {"x": wide[start : start + CHUNK]})
 
         whole(min(CHUNK, x.shape[0]))  # warm-up at full chunk size
         return timed(lambda: whole(x.shape[0])), timed(lambda: denoise_onnx(model, x[:, 0]))
+    session = onnx_session(path, threads)
 
     def forward(n: int) -> None:
         for start in range(0, n, CHUNK):
@@ -231,21 +225,22 @@ def onnx_runtime(path: Path, x: np.ndarray, h: np.ndarray | None, threads: int) 
     return timed(lambda: forward(x.shape[0])), timed(lambda: onnx_denoise(session, x[:, 0]))
 
 
-def onnx_process(model: str, source: str, output: str, threads: str) -> None:
+def onnx_process(model: str, source: str, output: str, threads: str, graph: str) -> None:
     """The ONNX Runtime process of --end-to-end: ``source`` .npy -> ``output`` .npy through
-    ``deepdenoise1d.streaming.denoise_file``, the streaming path the test scripts' --input takes."""
+    ``deepdenoise1d.streaming.denoise_file``, the streaming path the test scripts' --input takes; ``graph`` is
+    ``prior_input`` (the two-input graph) or ``self_contained`` (the user's runner, its own windows and blend)."""
+    from deepdenoise1d.onnx_runner import SELF_CONTAINED, denoise_onnx, load_onnx
     from deepdenoise1d.streaming import denoise_file
 
-    session = onnx_session(Path(model), int(threads))
-    config = json.loads(session.get_modelmeta().custom_metadata_map["config"])  # written by pth2onnx.py
-    spec = ModelConfig.from_dict(config["model"], model)
-    if self_contained(session):  # one-input graph: the user's runner, its own windows and blend
-        from deepdenoise1d.onnx_runner import denoise_onnx, load_onnx
-
+    if graph == SELF_CONTAINED:
         runner = load_onnx(model, int(threads))
+        config = runner.config
         denoise = lambda noisy: denoise_onnx(runner, noisy).astype(noisy.dtype, copy=False)  # noqa: E731
     else:
+        session = onnx_session(Path(model), int(threads))
+        config = json.loads(session.get_modelmeta().custom_metadata_map["config"])  # written by pth2onnx.py
         denoise = lambda noisy: onnx_denoise(session, noisy).astype(noisy.dtype, copy=False)  # noqa: E731
+    spec = ModelConfig.from_dict(config["model"], model)
     denoise_file(source, output, denoise,
                  min_length(spec), CHUNK, (model, source), spec.sigma_range, progress=False,
                  train_length=spec.train_length)  # long records in the same blended windows as the other two
@@ -257,8 +252,9 @@ RUNTIMES = ("NumPy", "PyTorch", "ONNX Runtime")
 
 
 def end_to_end(checkpoint: Path, weights: Path, onnx_model: Path | None, noisy: np.ndarray, bn_mode: str, threads: int,
-               folder: Path) -> dict[str, float]:
-    """Wall seconds of each whole process denoising the same .npy file, start to written output."""
+               folder: Path, prior_input: bool) -> dict[str, float]:
+    """Wall seconds of each whole process denoising the same .npy file, start to written output (``prior_input``:
+    ``onnx_model`` is the two-input graph)."""
     source = folder / "noisy.npy"
     np.save(source, noisy.astype(np.float32))
     env = {**os.environ, "MPLBACKEND": "Agg"}
@@ -269,7 +265,7 @@ def end_to_end(checkpoint: Path, weights: Path, onnx_model: Path | None, noisy: 
     }
     if onnx_model is not None:
         commands["ONNX Runtime"] = [sys.executable, "-c", ONNX_PROCESS, str(Path(__file__).resolve().parent), str(onnx_model),
-                                    str(source), "OUTPUT", str(threads)]
+                                    str(source), "OUTPUT", str(threads), "prior_input" if prior_input else "self_contained"]
     seconds, outputs = {}, {}
     for name, command in commands.items():
         outputs[name] = folder / f"{name.replace(' ', '_')}.npy"
@@ -320,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint, weights = prepare_weights(args, folder)
         net = load_h5(weights)
         mode = args.bn_mode or net.config.bn_mode
-        onnx_model = export_onnx(checkpoint, mode, folder)
+        prior_input = not net.config.odd  # an odd model has only the one-input graph
+        onnx_model = export_onnx(checkpoint, mode, folder, prior_input)
         print(f"{args.n} signals of length {args.length}, {threads} thread(s), bn {mode}, prior {'on' if net.wienernet is not None else 'off'}")
         h = None
         if net.wienernet is not None:
@@ -336,9 +333,9 @@ def main(argv: list[str] | None = None) -> None:
             notes["ONNX Runtime"] = onnx_model
             onnx_model = None
         else:
-            seconds["ONNX Runtime"] = dict(zip(("forward", "denoise"), onnx_runtime(onnx_model, x, h, threads)))
+            seconds["ONNX Runtime"] = dict(zip(("forward", "denoise"), onnx_runtime(onnx_model, x, h, threads, prior_input)))
         if args.end_to_end:
-            walls = end_to_end(checkpoint, weights, onnx_model, noisy, mode, threads, folder)
+            walls = end_to_end(checkpoint, weights, onnx_model, noisy, mode, threads, folder, prior_input)
             for name in seconds:
                 seconds[name]["process"] = walls[name]
         report(args.n, seconds, notes)
