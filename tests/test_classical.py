@@ -147,3 +147,17 @@ def test_equivariant_oracle_is_equivariant_and_costs_little_at_home():
            "equivariant": ((once - clean) ** 2).mean(),
            "identity": ((noisy - clean) ** 2).mean()}
     assert mse["aware"] < mse["equivariant"] < 1.02 * mse["aware"] < mse["identity"]
+
+
+def test_the_offset_free_equivariant_oracle_moves_with_offsets_and_scales_and_knows_less():
+    """The limit of an offset-free, scale-equivariant model: f(a·y + c) = a·f(y) + c, and above the scale-only limit."""
+    from deepdenoise1d.classical import bayes_equivariant_posterior_mean
+
+    clean, noisy, _ = noisy_pairs(np.random.default_rng([12, 6]), 60, 2.0)
+    grid = dict(scale_range=(2.0**-3, 2.0**3), n_grid=6 * 8 + 1, n_sigma=6)  # a factor 2 maps this grid onto itself
+    once = bayes_equivariant_posterior_mean(noisy, (1.0, 3.0), offset_free=True, **grid)
+    moved = bayes_equivariant_posterior_mean(2 * noisy - 5.0, (1.0, 3.0), offset_free=True, **grid)
+    np.testing.assert_allclose(moved, 2 * once - 5.0, rtol=1e-6, atol=1e-8)
+    scale_only = bayes_equivariant_posterior_mean(noisy, (1.0, 3.0), **grid)
+    mse = lambda estimate: ((estimate - clean) ** 2).mean()  # noqa: E731
+    assert mse(scale_only) < mse(once) < mse(noisy)
