@@ -38,7 +38,9 @@ from deepdenoise1d.errors import InputError
 # training's, and the run stops when the held-out windows stop improving.
 ADAPT_RECIPE = {"batch_size": 8, "lr": 1e-5}
 ADAPT_PARTS = ("all", "biases")  # every weight; or the convolutions' biases only (a few hundred numbers)
-GUARD_SDS = 2.0  # a step replaces the start when its held-out SURE is lower by this many noise SDs of the difference
+# A step replaces the start when its held-out SURE is lower by this many SDs of the difference: the run keeps the
+# best of up to 20 validations, and a one-sided draw of 3 SDs comes by chance to one of 20 in under 3 % of runs.
+GUARD_SDS = 3.0
 # ... and by what an error of this fraction of σ² in the σ estimate can move it (SURE weighs the divergence by σ²)
 SIGMA_DOUBT = 0.05
 RESIDUAL_PROBES = 2  # antithetic probe pairs of the start's divergence in residual_sigma
@@ -89,8 +91,8 @@ def kept_start_note(cfg, state: TrainState) -> str | None:
 
 @torch.no_grad()
 def outputs(model: ICNN_s, val, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's outputs on the validation signals (N, 1, L) in BN mode ``mode``, and their divergences (N,)
-    by the validation's own probes (train.evaluate's), in chunks."""
+    """The model's outputs on the validation signals (N, 1, L) in BN mode ``mode``, and their divergences (P, N)
+    by each of the validation's own P probes (train.evaluate's, which averages them), in chunks."""
     training = model.training
     model.eval()
     f = partial(model, bn_mode=mode)
@@ -99,9 +101,10 @@ def outputs(model: ICNN_s, val, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         for i in range(0, val.x.shape[0], CHUNK):
             x, h = val.x[i : i + CHUNK], None if val.h is None else val.h[i : i + CHUNK]
             preds.append(f(x, h))
-            divergences.append(mc_divergence(f, x, preds[-1], VAL_EPSILON * val.sigmas[i : i + CHUNK].to(x.device),
-                                             val.probe[:, i : i + CHUNK], h is not None, central=True))
-        return torch.cat(preds), torch.cat(divergences)
+            step = VAL_EPSILON * val.sigmas[i : i + CHUNK].to(x.device)
+            divergences.append(torch.stack([mc_divergence(f, x, preds[-1], step, probe, h is not None, central=True)
+                                            for probe in val.probe[:, i : i + CHUNK]]))
+        return torch.cat(preds), torch.cat(divergences, dim=1)
     finally:
         model.train(training)
 
@@ -110,17 +113,20 @@ def outputs(model: ICNN_s, val, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
 class StartGuard:
     """The start's held-out outputs and mean SURE, per BN mode: what a label-free step must beat.
 
-    Two errors can make a worse model look better. Noise moves the difference of two mean SUREs by
+    Three errors can make a worse model look better. Noise moves the difference of two mean SUREs by
     −2⟨f − f₀, n⟩/(N·L), of standard deviation 2σ‖f − f₀‖/(N·L): picking the best of many evaluations
-    on a few held-out windows would hand back a model that drew lucky noise. And SURE weighs the
-    divergence by σ², so an error δ·σ² in the estimated σ² moves the difference by 2δσ²·(div f − div f₀)/(N·L):
-    an overestimated σ favours a smoother model, an underestimated one a rougher. A step replaces the
-    start when its mean SURE is lower by more than :data:`GUARD_SDS` noise SDs plus the error of
+    on a few held-out windows would hand back a model that drew lucky noise. The divergences are
+    Monte-Carlo estimates: with the same P probes for both models, their difference errs by the spread of
+    its P single-probe values over √P, times 2σ²/(N·L) (on a record of 8192 samples, where the held-out
+    windows are few, this was larger than the noise term). And SURE weighs the divergence by σ², so an
+    error δ·σ² in the estimated σ² moves the difference by 2δσ²·(div f − div f₀)/(N·L): an overestimated
+    σ favours a smoother model, an underestimated one a rougher. A step replaces the start when its mean
+    SURE is lower by more than :data:`GUARD_SDS` SDs of the first two together plus the error of
     :data:`SIGMA_DOUBT` in σ².
     """
 
     start: dict[str, torch.Tensor]  # BN mode -> the start's outputs (N, 1, L)
-    start_divergence: dict[str, torch.Tensor]  # BN mode -> their divergences (N,)
+    start_divergence: dict[str, torch.Tensor]  # BN mode -> their divergences by each probe (P, N)
     start_sure: dict[str, float]  # BN mode -> its mean SURE on the validation windows
     sigma_doubt: float = SIGMA_DOUBT  # 0 where validation's σ is the generator's own (synthetic signals)
 
@@ -130,17 +136,21 @@ class StartGuard:
         probes and step), with the relative error allowed in validation's σ²."""
         start = {m: outputs(model, val, m) for m in BN_MODES}
         variance = val.sigmas.to(val.x.device).pow(2)
-        sure = {m: float(sure_from_divergence(val.x, start[m][0], variance, start[m][1]).mean()) for m in BN_MODES}
+        sure = {m: float(sure_from_divergence(val.x, start[m][0], variance, start[m][1].mean(dim=0)).mean())
+                for m in BN_MODES}
         return cls({m: start[m][0] for m in BN_MODES}, {m: start[m][1] for m in BN_MODES}, sure, sigma_doubt)
 
     def margin(self, model: ICNN_s, val, mode: str) -> float:
-        """What the mean-SURE difference between ``model`` and the start may owe to noise and to σ's error."""
+        """What the mean-SURE difference between ``model`` and the start may owe to noise, to the divergences'
+        probes and to σ's error."""
         pred, divergence = outputs(model, val, mode)
         variance = val.sigmas.double().pow(2)
         change = (pred - self.start[mode]).double().pow(2).sum(dim=(1, 2)).cpu()
-        noise = GUARD_SDS * 2 * float((variance * change).sum().sqrt())
-        doubt = 2 * self.sigma_doubt * float((variance * (divergence - self.start_divergence[mode]).double().cpu()).sum().abs())
-        return (noise + doubt) / (val.x.shape[0] * val.x.shape[-1])
+        noise = 2 * float((variance * change).sum().sqrt())
+        per_probe = (variance * (divergence - self.start_divergence[mode]).double().cpu()).sum(dim=1)  # (P,)
+        probes = 2 * float(per_probe.std() / math.sqrt(per_probe.numel())) if per_probe.numel() > 1 else 0.0
+        doubt = 2 * self.sigma_doubt * float(per_probe.mean().abs())
+        return (GUARD_SDS * math.hypot(noise, probes) + doubt) / (val.x.shape[0] * val.x.shape[-1])
 
     def allows(self, model: ICNN_s, val, mode: str, score: float) -> bool:
         """Whether ``score`` (a signed √(mean SURE) of ``model``) beats the start by more than the margin."""

@@ -33,6 +33,10 @@ PRIOR_SIGNALS = 20000  # noisy signals that --sigma-estimate shrunk fits the σ 
 # Validation SURE picks the label-free checkpoint: 8 antithetic probes (16 forward passes, no gradient)
 # rank checkpoints more reliably than one; no gradient flows, so the step (losses.VAL_EPSILON) can be small.
 VAL_PROBES = 8
+# A record's few held-out windows get more (up to 64), so that probes times windows reaches this: the
+# difference of two models' divergences errs by the probes' spread over √P, which decides the guard's margin.
+VAL_PROBE_SIGNALS = 256
+MAX_VAL_PROBES = 64
 # Memory of one training step: activations kept for the backward pass, their gradients and the
 # batch (about 1 kB per sample measured on CPU at length 100), above a base for torch and validation.
 TRAIN_BYTES_PER_SAMPLE = 1200
@@ -324,7 +328,8 @@ def validation(cfg, noisy, clean, sigmas, bayes, description, device, prior=None
     x = to_tensor(noisy, device)
     probe = None
     if cfg.loss in LABEL_FREE:  # label-free model selection: SURE needs fixed probes
-        probes = np.random.default_rng([cfg.seed, VAL_PROBE_STREAM]).standard_normal((VAL_PROBES, *noisy.shape))
+        count = min(MAX_VAL_PROBES, max(VAL_PROBES, -(-VAL_PROBE_SIGNALS // noisy.shape[0])))
+        probes = np.random.default_rng([cfg.seed, VAL_PROBE_STREAM]).standard_normal((count, *noisy.shape))
         probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(device)  # (P, N, 1, L)
         if cfg.sigma_estimate != "true":
             sigmas = per_signal_sigma(noisy, "validation signals", prior)

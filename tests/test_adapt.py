@@ -117,10 +117,11 @@ def test_a_short_record_adapts_on_shorter_crops_and_says_so(start, tmp_path, cap
     assert cfg["train"]["crop_length"] == 50 and cfg["model"]["train_length"] == 100  # it still denoises in its windows
 
 
-def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_and_sigmas_error_move_it():
-    """Its margin: 2 SDs of the noise in the mean-SURE difference, 2σ‖f − f₀‖/(N·L), plus what an error of
-    SIGMA_DOUBT·σ² moves it, 2·SIGMA_DOUBT·σ²·|div f − div f₀|/(N·L). 0 for the start itself; a change of
-    output must lower the mean SURE by more than that to replace the start."""
+def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_probes_and_sigmas_error_move_it():
+    """Its margin: 2 SDs of the noise in the mean-SURE difference, 2σ‖f − f₀‖/(N·L), and of the P probes'
+    estimate of the divergences' difference, 2σ²·sd_p(div_p f − div_p f₀)/√P/(N·L), together, plus what an
+    error of SIGMA_DOUBT·σ² moves it, 2·SIGMA_DOUBT·σ²·|div f − div f₀|/(N·L). 0 for the start itself; a change
+    of output must lower the mean SURE by more than that to replace the start."""
     from icnn.spec import ModelConfig
     from Pytorch_V1.adapt import GUARD_SDS, SIGMA_DOUBT, StartGuard, outputs
     from Pytorch_V1.data import Validation
@@ -138,10 +139,13 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_and_sigmas_e
     with torch.no_grad():
         model.outc.conv.weight *= 1.5  # the output moves, and so does its divergence
     after, div_after = outputs(model, val, "fixed")
-    noise = GUARD_SDS * 2 * 2.0 * float((after - before).double().pow(2).sum().sqrt())
-    doubt = 2 * SIGMA_DOUBT * 4.0 * abs(float((div_after - div_before).double().sum()))
-    expected = (noise + doubt) / (4 * 64)
-    assert guard.margin(model, val, "fixed") == pytest.approx(expected, rel=1e-9) and noise > 0 and doubt > 0
+    assert div_after.shape == (3, 4)  # one divergence per probe and signal
+    noise = 2 * 2.0 * float((after - before).double().pow(2).sum().sqrt())
+    per_probe = 4.0 * (div_after - div_before).double().sum(dim=1).numpy()  # σ² Σ_n Δdiv, one value per probe
+    probes = 2 * np.std(per_probe, ddof=1) / np.sqrt(3)
+    doubt = 2 * SIGMA_DOUBT * abs(per_probe.mean())
+    expected = (GUARD_SDS * np.hypot(noise, probes) + doubt) / (4 * 64)
+    assert guard.margin(model, val, "fixed") == pytest.approx(expected, rel=1e-9) and min(noise, probes, doubt) > 0
     sure0 = guard.start_sure["fixed"]
     lower = lambda by: math.copysign(math.sqrt(abs(sure0 - by)), sure0 - by)  # noqa: E731  a signed √(mean SURE)
     assert not guard.allows(model, val, "fixed", lower(0.5 * expected))
