@@ -118,7 +118,7 @@ def test_a_short_record_adapts_on_shorter_crops_and_says_so(start, tmp_path, cap
 
 
 def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_probes_and_sigmas_error_move_it():
-    """Its margin: 2 SDs of the noise in the mean-SURE difference, 2σ‖f − f₀‖/(N·L), and of the P probes'
+    """Its margin: GUARD_SDS SDs of the noise in the mean-SURE difference, 2σ‖f − f₀‖/(N·L), and of the P probes'
     estimate of the divergences' difference, 2σ²·sd_p(div_p f − div_p f₀)/√P/(N·L), together, plus what an
     error of SIGMA_DOUBT·σ² moves it, 2·SIGMA_DOUBT·σ²·|div f − div f₀|/(N·L). 0 for the start itself; a change
     of output must lower the mean SURE by more than that to replace the start."""
