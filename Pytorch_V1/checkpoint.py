@@ -213,6 +213,10 @@ class TrainState:
     step: int = 0
     best: float = math.inf
     best_step: int = 0
+    # the lowest validation score and its step, which patience counts from: with a guard the kept best can lag
+    # behind a run that is still improving
+    lowest: float = math.inf
+    lowest_step: int = 0
     bn_mode: str = "fixed"  # the recorded inference mode: --bn-mode, or the better on validation at the best step
     val: dict = field(default_factory=dict)
     last_loss: float = math.nan
@@ -245,6 +249,8 @@ def checkpoint_dict(cfg, parts: Parts, state: TrainState, stream, stream_state, 
         "val_metric": "sure" if cfg.loss in LABEL_FREE else "rmse",
         "best_val_score": state.best,
         "best_step": state.best_step,
+        "lowest_val_score": state.lowest,
+        "lowest_step": state.lowest_step,
         "loss": state.last_loss,
         "rng_state": {"stream": stream_state, "flip": parts.flip_rng.bit_generator.state},
         **({"unsure": parts.eta.state_dict()} if parts.eta is not None else {}),
@@ -279,7 +285,9 @@ def restore(ckpt: dict, parts: Parts, stream, workers: Workers, source: Path) ->
     if parts.eta is not None:
         parts.eta.load_state_dict(ckpt.get("unsure"))
     best = ckpt.get("best_val_score", ckpt.get("best_val_rmse", math.inf))  # best_val_rmse: saved before the rename
-    return TrainState(step=ckpt["step"], best=best, best_step=ckpt.get("best_step", 0),
+    best_step = ckpt.get("best_step", 0)
+    return TrainState(step=ckpt["step"], best=best, best_step=best_step,
+                      lowest=ckpt.get("lowest_val_score", best), lowest_step=ckpt.get("lowest_step", best_step),
                       bn_mode=ckpt["config"]["model"].get("bn_mode", "fixed"),
                       val=ckpt.get("validation", ckpt.get("val_rmse")) or {}, last_loss=ckpt.get("loss", math.nan))
 

@@ -30,7 +30,7 @@ SMALL_DATA_BATCHES = 20  # warn when the training signals are fewer than this ma
 
 def stalled(cfg, state: TrainState, workers: Workers) -> bool:
     """True when validation has not improved for ``cfg.patience`` evaluations; every worker gets the main one's answer."""
-    answer = cfg.patience is not None and state.step - state.best_step >= cfg.patience * cfg.eval_every
+    answer = cfg.patience is not None and state.step - state.lowest_step >= cfg.patience * cfg.eval_every
     if workers.world_size > 1:
         box = [answer]
         torch.distributed.broadcast_object_list(box, src=0)

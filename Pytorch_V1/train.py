@@ -289,6 +289,8 @@ def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, stat
     scores = selection_scores(state.val, cfg.loss)
     mode = cfg.bn_mode or min(scores, key=scores.get)
     # UNSURE's SURE uses its own learned σ, which drifts, so it cannot rank steps: its best is its latest.
+    if scores[mode] < state.lowest or parts.eta is not None:
+        state.lowest, state.lowest_step = scores[mode], state.step
     improved = scores[mode] < state.best and (guard is None or state.step == 0
                                               or guard.allows(parts.deployed, val, mode, scores[mode]))
     if improved or parts.eta is not None:
@@ -318,7 +320,8 @@ def train_loop(cfg: TrainConfig, parts: Parts, stream, val: Validation, state: T
             warn_negative_sure(cfg, state, workers)
         stop = evaluate_now and stalled(cfg, state, workers)
         if stop:
-            note(f"validation has not improved for {cfg.patience} evaluations (best at step {state.best_step}): "
+            kept = "" if state.best_step == state.lowest_step else f", kept: step {state.best_step}"
+            note(f"validation has not improved for {cfg.patience} evaluations (best at step {state.lowest_step}{kept}): "
                  f"stopping at step {state.step} of {cfg.steps}", workers)
         if (save_now or stop) and workers.is_main:
             save_checkpoint(run.file("ckpt_last.pth"), checkpoint_dict(cfg, parts, state, stream, stream_state, workers))

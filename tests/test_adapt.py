@@ -192,3 +192,16 @@ def test_overwrite_never_deletes_the_checkpoint_or_record_the_run_reads(start, t
     code, _, err = run_main(train_mod, adapt_args(run / "kept.npy", start, run, "--steps", 2, "--overwrite"))
     assert_one_line_error(code, err, "--overwrite would delete", "--data")
     assert (run / "ckpt_best.pth").read_bytes() == before and (run / "ckpt_last.pth").is_file()
+
+
+def test_patience_counts_from_the_lowest_validation_not_from_the_kept_step():
+    """Under the guard the kept step can stay at the start while held-out SURE keeps falling: the run goes on
+    while it falls (a gain too small to certify early can grow past the margin) and stops once it stalls."""
+    from types import SimpleNamespace
+
+    from Pytorch_V1.checkpoint import TrainState
+    from Pytorch_V1.schedule import stalled
+
+    cfg, workers = SimpleNamespace(patience=5, eval_every=40), SimpleNamespace(world_size=1)
+    assert not stalled(cfg, TrainState(step=400, best_step=0, lowest_step=360), workers)
+    assert stalled(cfg, TrainState(step=400, best_step=0, lowest_step=200), workers)
