@@ -18,6 +18,7 @@ from deepdenoise1d.broad_prior import BroadPrior
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import positive_int
 from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.frontend import missing_weights_message
 
 
 # Memory: every validation set is drawn before scoring (clean and noisy float64 per sample, per --seeds value),
@@ -68,7 +69,7 @@ def main(argv=None) -> dict:
 
     for path in args.models:
         if not path.is_file():
-            raise InputError(f"{path}: no such weights file")
+            raise InputError(missing_weights_message(path))
     sets = {seed: BroadPrior(dtype=np.float64).validation_set(seed, args.n, args.length)[:3] for seed in args.seeds}
     scores = {}
     print("| model | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")

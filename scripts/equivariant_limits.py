@@ -31,6 +31,7 @@ import numpy as np
 from deepdenoise1d import classical, cli
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.frontend import missing_weights_message
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.safewrite import atomic_write, guard_output
 from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, benchmark_signals
@@ -104,7 +105,7 @@ def main(argv=None) -> str:
 
     for path in args.models:
         if not path.is_file():
-            raise InputError(f"{path}: no such weights file")
+            raise InputError(missing_weights_message(path))
     if args.output is not None:
         guard_output(args.output, args.models)
     nets = {path.stem: load_h5(path) for path in args.models}

@@ -45,6 +45,7 @@ from deepdenoise1d import classical, scoreboard, swt, tv
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import add_overwrite_arg, positive_int, rsnr_float
 from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.frontend import missing_weights_message
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.synthesis import DEFAULT_SEED
 from icnn.spec import inference_modes, min_length
@@ -299,7 +300,7 @@ def produce(args: argparse.Namespace) -> list[dict]:
     for name in args.models:  # a shipped name, or the path of any .h5
         path = Path(name) if name.endswith(".h5") else weights_dir() / f"{name}.h5"
         if not path.is_file():
-            raise InputError(f"{path}: no such weights file")
+            raise InputError(missing_weights_message(path))
         models[path.stem if path.parent == weights_dir() else str(path)] = load_h5(path)
     default_net = load_h5(default_weights_for(".h5", record=True))  # what the default command's network candidates use
     shortest = max(min_length(net.config) for net in (*models.values(), default_net))

@@ -33,6 +33,7 @@ from deepdenoise1d import scoreboard
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import markdown_file, positive_int, rsnr_float
 from deepdenoise1d.errors import InputError, run_cli
+from deepdenoise1d.frontend import missing_weights_message
 from deepdenoise1d.safewrite import atomic_write, guard_output
 from deepdenoise1d.synthesis import DEFAULT_SEED, SIGMA, benchmark_signals
 
@@ -122,7 +123,7 @@ def load_models(names) -> dict:
     for name in names:
         path = weights_dir() / f"{name}.h5"
         if not path.is_file():
-            raise InputError(f"{path}: no such weights file")
+            raise InputError(missing_weights_message(path))
         net = load_h5(path)
         models[name] = (lambda noisy, mode, net=net: net.denoise(noisy, bn_mode=mode), net.config.train_length)
     return models
