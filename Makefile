@@ -19,8 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 	echo $$(( $$(date +%s) - start )) > $(VENV)/.install_seconds
 	touch $(STAMP)
 
+# The suite's files are shared among one worker per core (at most 4; the tests of a file stay in one worker, so its
+# module fixtures are built once); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 demo: install
 	$(PY) scripts/demo.py
