@@ -19,11 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 	echo $$(( $$(date +%s) - start )) > $(VENV)/.install_seconds
 	touch $(STAMP)
 
-# The suite's files are shared among one worker per core (at most 4; the tests of a file stay in one worker, so its
-# module fixtures are built once); TEST_WORKERS=0 runs it in this process.
+# One worker per core (at most 4), an idle worker taking tests from a busy one; TEST_WORKERS=0 runs the suite in
+# this process. On 2 cores: 9 min 41 s, against about 16 min in one process (docs/reproducibility-and-speed.md).
 TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal
 
 demo: install
 	$(PY) scripts/demo.py
