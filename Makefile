@@ -20,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # One worker per core (at most 4), an idle worker taking tests from a busy one; TEST_WORKERS=0 runs the suite in
-# this process. On 2 cores: 9 min 41 s, against about 16 min in one process (docs/reproducibility-and-speed.md).
+# this process. Its time on 2 cores, both ways: docs/reproducibility-and-speed.md.
 TEST_WORKERS ?= auto
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal
