@@ -423,6 +423,11 @@ def one_line(err) -> str:
 
 CONFIGS = [(True, "bn"), (True, "sparse_bn"), (False, "bn"), (False, "sparse_bn")]
 FLOAT32_TOLERANCE = 1e-5
+# Two float32 evaluations of one network in different orders (a batch, one signal at a time) err against float64
+# by up to 2.7 × each other where a per-signal normalisation amplifies rounding (measured: unfixed BN, random
+# weights, L = 37 and 100), and NumPy's float32 error ranged 0.24–2.03 × torch's on such draws: "as close to float64
+# as torch's float32" allows this many times torch's own error.
+FLOAT32_SPREAD = 4.0
 
 
 def random_model(prior: bool, norm: str, seed: int = 0):
