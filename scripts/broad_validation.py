@@ -6,10 +6,19 @@ Each set is ``deepdenoise1d.broad_prior.BroadPrior().validation_set(seed, n, len
 ``train.py --train-prior broad --seed K`` run validates on when ``seed`` is K + 999 (1665 for the
 default seed 666). The score is train.py's: the mean over signals of each one's RMSE in units of its
 own σ (the noisy input scores about 1). Never the field's test signals: selection is on these only.
+
+``--windows W ...`` scores each model once per inference window (a record longer than the window is
+denoised in Hann-blended half-overlapping windows of it; the model's own is its ``train_length``), on
+sets of ``--length`` samples:
+
+    .venv/bin/python scripts/broad_validation.py --models ckpt/ckpt_universal.h5 --seeds 5353 --n 240 \\
+        --length 8192 --windows 512 1024 2048
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +46,8 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="validation sets (default: 1665 1001, those of train.py --seed 666 and --seed 2)")
     p.add_argument("--n", type=positive_int, default=1000, help="signals per set (default %(default)s)")
     p.add_argument("--length", type=positive_int, default=512, help="samples per signal (default %(default)s)")
+    p.add_argument("--windows", nargs="+", type=positive_int, default=None, metavar="W",
+                   help="score each model with these inference windows (default: the model's own train_length)")
     return p.parse_args(argv)
 
 
@@ -62,6 +73,14 @@ def score(net, clean: np.ndarray, noisy: np.ndarray, sigma: np.ndarray) -> float
     return float(np.mean(np.sqrt(np.mean((out - clean) ** 2, axis=1)) / sigma))
 
 
+def with_window(net, window: int):
+    """A copy of ``net`` that denoises in windows of ``window`` samples (its config's train_length)."""
+    windowed = copy.copy(net)
+    windowed.config = dataclasses.replace(net.config, train_length=window)
+    windowed.config.validate("--windows")
+    return windowed
+
+
 def main(argv=None) -> dict:
     args = get_args(argv)
     check_budget(args)
@@ -76,9 +95,12 @@ def main(argv=None) -> dict:
     print("|---|" + "---|" * (len(args.seeds) + 1))
     for path in args.models:
         net = load_h5(path)
-        row = [score(net, *sets[seed]) for seed in args.seeds]
-        scores[str(path)] = row
-        print(f"| {path} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |", flush=True)
+        for window in args.windows or [None]:
+            name = str(path) if window is None else f"{path} (window {window})"
+            scored = net if window is None else with_window(net, window)
+            row = [score(scored, *sets[seed]) for seed in args.seeds]
+            scores[name] = row
+            print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |", flush=True)
     return scores
 
 

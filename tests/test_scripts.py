@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from deepdenoise1d.errors import InputError
+
 from conftest import REPO_ROOT, load_script
 
 
@@ -157,6 +159,19 @@ def test_broad_validation_scores_train_pys_metric(tmp_path):
     first = study.main(["--models", str(path), "--seeds", "3", "--n", "20"])
     assert 0 < first[str(path)][0] < 1
     assert study.main(["--models", str(path), "--seeds", "3", "--n", "20"]) == first
+
+
+def test_broad_validation_scores_other_inference_windows():
+    """--windows: the model's own window scores as the default does; another window is another blend, scored apart."""
+    study = load_script(REPO_ROOT / "scripts" / "broad_validation.py", "broad_validation_windows")
+    path = REPO_ROOT / "ckpt" / "ckpt_universal.h5"
+    flags = ["--models", str(path), "--seeds", "3", "--n", "4", "--length", "1024"]
+    own = study.main(flags)[str(path)]
+    windowed = study.main(flags + ["--windows", "512", "256"])
+    assert windowed[f"{path} (window 512)"] == own
+    assert windowed[f"{path} (window 256)"] != own and 0 < windowed[f"{path} (window 256)"][0] < 1
+    with pytest.raises(InputError, match="train_length"):
+        study.main(flags + ["--windows", "8"])
 
 
 def test_adapt_study_runs_the_users_command_and_scores_start_and_adapted(tmp_path):
