@@ -28,6 +28,7 @@ from deepdenoise1d.budget import check_memory
 from deepdenoise1d.cli import positive_int
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.frontend import missing_weights_message
+from icnn.spec import min_length
 
 
 # Memory: every validation set is drawn before scoring (clean and noisy float64 per sample, per --seeds value),
@@ -75,9 +76,11 @@ def score(net, clean: np.ndarray, noisy: np.ndarray, sigma: np.ndarray) -> float
 
 def with_window(net, window: int):
     """A copy of ``net`` that denoises in windows of ``window`` samples (its config's train_length)."""
+    if window < min_length(net.config):
+        raise InputError(f"--windows {window}: below the network's minimum length {min_length(net.config)} "
+                         f"(2^depth, depth {net.config.depth})")
     windowed = copy.copy(net)
     windowed.config = dataclasses.replace(net.config, train_length=window)
-    windowed.config.validate("--windows")
     return windowed
 
 
@@ -86,21 +89,22 @@ def main(argv=None) -> dict:
     check_budget(args)
     from Numpy_V2.model import load_h5
 
+    nets = {}  # every model and window checked before the sets are drawn: a bad one costs no wait
     for path in args.models:
         if not path.is_file():
             raise InputError(missing_weights_message(path))
+        net = load_h5(path)
+        for window in args.windows or [None]:
+            nets[str(path) if window is None else f"{path} (window {window})"] = (
+                net if window is None else with_window(net, window))
     sets = {seed: BroadPrior(dtype=np.float64).validation_set(seed, args.n, args.length)[:3] for seed in args.seeds}
     scores = {}
     print("| model | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")
     print("|---|" + "---|" * (len(args.seeds) + 1))
-    for path in args.models:
-        net = load_h5(path)
-        for window in args.windows or [None]:
-            name = str(path) if window is None else f"{path} (window {window})"
-            scored = net if window is None else with_window(net, window)
-            row = [score(scored, *sets[seed]) for seed in args.seeds]
-            scores[name] = row
-            print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |", flush=True)
+    for name, net in nets.items():
+        row = [score(net, *sets[seed]) for seed in args.seeds]
+        scores[name] = row
+        print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |", flush=True)
     return scores
 
 

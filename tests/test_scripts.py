@@ -170,7 +170,7 @@ def test_broad_validation_scores_other_inference_windows():
     windowed = study.main(flags + ["--windows", "512", "256"])
     assert windowed[f"{path} (window 512)"] == own
     assert windowed[f"{path} (window 256)"] != own and 0 < windowed[f"{path} (window 256)"][0] < 1
-    with pytest.raises(InputError, match="train_length"):
+    with pytest.raises(InputError, match="--windows 8: below the network's minimum length 32"):
         study.main(flags + ["--windows", "8"])
 
 
