@@ -86,7 +86,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import Pytorch_V1.model as torch_model
-from icnn.spec import BN_MODES, SCALE_MAD, TRAIN_LENGTH, TRUST_REGION, ModelConfig, min_length, odd_part
+from icnn.spec import BN_MODES, SCALE_MAD, TRAIN_LENGTH, TRUST_REGION, ModelConfig, min_length, symmetric_part
 from Pytorch_V1.checkpoint import check_state_dict, file_sha256, load_checkpoint, load_state_dict_strict, model_config_of
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.classical import WIENER_WINDOW, wiener_inverse_response
@@ -261,7 +261,7 @@ class _SelfContained(nn.Module):
         self.bn_mode = bn_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return odd_part(self.model.config, lambda xs, _: denoise_window(self.model, xs, self.bn_mode), x)
+        return symmetric_part(self.model.config, lambda xs, _: denoise_window(self.model, xs, self.bn_mode), x)
 
 
 class _PairMaxPool(nn.Module):
@@ -476,9 +476,11 @@ def export(source: Path, destination: Path, bn_mode: str | None = None, prior_in
     """
     ckpt = load_checkpoint(source, "cpu")  # size-checked, weights_only=True: never runs code from the file
     model_config = model_config_of(ckpt, str(source))
-    if prior_input and model_config.odd:
-        raise InputError(f"{source}: --prior-input cannot export an odd model (its −x pass needs the prior of −x, "
-                         "which the caller does not give); export the default self-contained graph")
+    if prior_input and (model_config.odd or model_config.reversal):
+        what = "an odd model (its −x pass needs the prior of −x" if model_config.odd else \
+            "a time-reversal symmetric model (its reversed pass needs the prior of the reversed record"
+        raise InputError(f"{source}: --prior-input cannot export {what}, which the caller does not give); export the "
+                         "default self-contained graph")
     check_state_dict(ckpt["net_state_dict"], model_config, str(source))
     model = ICNN_s(model_config)
     load_state_dict_strict(model, ckpt["net_state_dict"], str(source))

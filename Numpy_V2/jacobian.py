@@ -32,7 +32,8 @@ import threading
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from icnn.spec import BN_EPS, FRN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part, skip_parts
+from icnn.spec import (BN_EPS, FRN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part,
+                       skip_parts, symmetry_passes)
 from Numpy_V2 import layers
 from Numpy_V2.model import BiasFreeNorm, FilterResponseNorm, NoNorm, Shrink, SigmaShrink, beyond_trust
 from deepdenoise1d.classical import WIENER_WINDOW, tikhonov_floor, wiener, wiener_inverse_response
@@ -523,11 +524,16 @@ def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOB
     def work(start: int) -> None:
         stop = min(start + block, n)
         rows = np.asarray(y[start:stop], dtype=np.float64)
-        output[start:stop], jacobian[start:stop] = network_dual(net, rows, mode, tangent_dtype=tangent_dtype)
-        if net.config.odd:  # f(y) = (w(y) − w(−y)) / 2, so J_f(y) = (J_w(y) + J_w(−y)) / 2
-            negative, negative_jacobian = network_dual(net, -rows, mode, tangent_dtype=tangent_dtype)
-            output[start:stop] = (output[start:stop] - negative) / 2
-            jacobian[start:stop] = (jacobian[start:stop] + negative_jacobian) / 2
+        passes = symmetry_passes(net.config)
+        output[start:stop], jacobian[start:stop] = 0.0, 0.0
+        # f(y) = mean of s·R·w(s·R·y) over the passes, so J_f(y) = mean of R·J_w(s·R·y)·R (the signs cancel)
+        for sign, flip in passes:
+            value, tangent = network_dual(net, sign * (np.ascontiguousarray(rows[:, ::-1]) if flip else rows), mode,
+                                          tangent_dtype=tangent_dtype)
+            output[start:stop] += sign * (value[:, ::-1] if flip else value)
+            jacobian[start:stop] += tangent[:, ::-1, ::-1] if flip else tangent
+        output[start:stop] /= len(passes)
+        jacobian[start:stop] /= len(passes)
         if progress is not None:
             with lock:
                 progress.update(stop - start)

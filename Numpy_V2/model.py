@@ -27,7 +27,7 @@ from icnn.spec import (
     encoder_parts,
     min_length,
     modulated_part,
-    odd_part,
+    symmetric_part,
     outc_part,
     prior_encoder_parts,
     skip_parts,
@@ -307,10 +307,10 @@ class NumpyICNN:
         if x.ndim != 3 or x.shape[1] != 1:
             raise InputError(f"expected input of shape (N, 1, L), got {x.shape}")
         self.check_length(x.shape[2])
-        return odd_part(self.config, lambda xs, hs: self._whole(xs, hs, mode), x, h)
+        return symmetric_part(self.config, lambda xs, hs: self._whole(xs, hs, mode), x, h)
 
     def _whole(self, x: np.ndarray, h: np.ndarray | None, mode: str) -> np.ndarray:
-        """The model w before :func:`icnn.spec.odd_part`: the network, or its baseline and scale normalisation."""
+        """The model w before :func:`icnn.spec.symmetric_part`: the network, or its baseline and scale normalisation."""
         if not (self.config.equivariant or self.config.baseline == "median"):
             return self.unet(x, h, mode)
         # float64 in keeps m(y), s(y) and the way back in float64; the network sees only (y − m) / s

@@ -50,7 +50,7 @@ RESIDUAL_STREAM = 17  # [seed, 17]: their probes
 # samples it trained on (docs/adaptation.md): such a record gets a note.
 SHORT_RECORD = 8192
 # The model fields a run takes from its --init checkpoint.
-INIT_FIELDS = ("prior", "norm", "equivariant", "baseline", "width", "depth", "train_length", "odd")
+INIT_FIELDS = ("prior", "norm", "equivariant", "baseline", "width", "depth", "train_length", "odd", "reversal")
 
 
 def init_model(path: str, data: bool) -> dict:
@@ -61,7 +61,7 @@ def init_model(path: str, data: bool) -> dict:
     """
     recorded = model_config_of(load_checkpoint(path), path).to_dict()
     names = INIT_FIELDS + (("sigma_range",) if data else ())
-    return {name: recorded[name] for name in names if name in recorded}  # "odd" is recorded only when set
+    return {name: recorded[name] for name in names if name in recorded}  # "odd" and "reversal" are recorded only when set
 
 
 def trainable_parameters(model: ICNN_s, adapt: str) -> list[torch.nn.Parameter]:

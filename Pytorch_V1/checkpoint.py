@@ -336,7 +336,7 @@ RUN_FLAGS = {
     "norm": lambda c: c.model["norm"], "no_prior": lambda c: not c.model["prior"],
     "baseline": lambda c: c.model.get("baseline", "none"), "train_prior": lambda c: c.train_prior,
     "width": lambda c: c.model.get("width", 2), "depth": lambda c: c.model.get("depth", 4),
-    "odd": lambda c: c.model.get("odd", False),
+    "odd": lambda c: c.model.get("odd", False), "reversal": lambda c: c.model.get("reversal", False),
     "sparsity_weight": lambda c: c.sparsity_weight, "weight_by": lambda c: c.weight_by,
     "sure_epsilon": lambda c: c.sure_epsilon, "sure_probes": lambda c: c.sure_probes,
     "sure_central": lambda c: c.sure_central, "sigma_estimate": lambda c: c.sigma_estimate,

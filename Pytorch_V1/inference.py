@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from icnn.equivariance import normalised_forward, real_signals
-from icnn.spec import CHUNK, baseline, check_bn_mode, odd_part
+from icnn.spec import CHUNK, baseline, check_bn_mode, symmetric_part
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.errors import InputError
 from deepdenoise1d.io import check_chunk, check_span
@@ -102,7 +102,7 @@ def denoise(model: ICNN_s, noisy: np.ndarray, bn_mode: str | None = None, chunk:
         if wide:  # m(y), s(y) and the way back in float64, the float32 network on (y − m) / s
             x = np.asarray(raw, dtype=np.float64)[:, None, :]
             x = x / scale if scale != 1.0 else x
-            y = odd_part(model.config, lambda xs, hs: normalised_forward(
+            y = symmetric_part(model.config, lambda xs, hs: normalised_forward(
                 xs, model.config, lambda z, h: network(model, z, h, mode, device), np.float32, hs), x)[:, 0]
             out[start : start + step] = y * scale if scale != 1.0 else y
             continue

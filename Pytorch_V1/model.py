@@ -26,7 +26,7 @@ from icnn.spec import (
     PRIOR_TAPS,
     SCALE_MAD,
     baseline_index,
-    odd_part,
+    symmetric_part,
     SPARSE_THRESHOLD_INIT,
     TRUST_REGION,
     ModelConfig,
@@ -376,10 +376,10 @@ class ICNN_s(nn.Module):
         if x.shape[2] < min_length(self.config):
             raise ValueError(f"signals must have length >= {min_length(self.config)} "
                              f"(2^depth, depth {self.config.depth}), got {x.shape[2]}")
-        return odd_part(self.config, lambda xs, hs: self._whole(xs, hs, mode), x, h)
+        return symmetric_part(self.config, lambda xs, hs: self._whole(xs, hs, mode), x, h)
 
     def _whole(self, x: torch.Tensor, h: torch.Tensor | None, mode: str) -> torch.Tensor:
-        """The model w before :func:`icnn.spec.odd_part`: the network, or its baseline and scale normalisation."""
+        """The model w before :func:`icnn.spec.symmetric_part`: the network, or its baseline and scale normalisation."""
         offset_free = self.config.baseline == "median"
         if not (self.config.equivariant or offset_free):
             return self.unet(x, h, mode)

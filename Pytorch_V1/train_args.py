@@ -107,6 +107,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--odd", action="store_true", default=None,
                    help="make the model sign-symmetric, f(−y) = −f(y): it outputs (w(y) − w(−y)) / 2 of the network w, "
                         "at twice the cost (with --init, switches it on for the start's weights)")
+    p.add_argument("--reversal", action="store_true", default=None,
+                   help="make the model symmetric in time, f(R·y) = R·f(y) with R reversing the record: it outputs "
+                        "(w(y) + R·w(R·y)) / 2, at twice the cost (with --init, switches it on for the start's weights)")
     p.add_argument("--baseline", choices=BASELINES,
                    help="median (default): the network takes each signal's median off and adds it back, so an offset "
                         "of the record changes nothing but the output's offset (f(y + c) = f(y) + c); none: it sees "
@@ -176,7 +179,7 @@ def model_from_args(a: argparse.Namespace, start: dict) -> dict:
     given = {"prior": None if a.no_prior is None else not a.no_prior, "norm": a.norm,
              "equivariant": None if a.no_equivariant is None else not a.no_equivariant,
              "baseline": a.baseline, "width": a.width, "depth": a.depth,
-             "odd": a.odd}  # True or None: like ModelConfig.to_dict, "odd" appears only when set
+             "odd": a.odd, "reversal": a.reversal}  # True or None: like ModelConfig.to_dict, each appears only when set
     defaults = {"prior": True, "norm": "bn", "equivariant": True, "baseline": "median", "width": 2, "depth": 4, **start}
     return {**defaults, **{k: v for k, v in given.items() if v is not None}}
 

@@ -128,7 +128,7 @@ class ModelConfig:
     record them) set the capacity: level i has width·2^i channels (:func:`encoder_parts`), and
     configs of more than :data:`MAX_WEIGHT_VALUES` weights are refused. ``odd`` (False when a file does not
     record it): the model is (w(y) − w(−y)) / 2 of the model w the other fields describe, so f(−y) = −f(y)
-    (:func:`odd_part`).
+    (:func:`symmetric_part`).
     """
 
     prior: bool = True  # the Wiener prior branch
@@ -142,13 +142,14 @@ class ModelConfig:
     width: int = 2  # channels of the first level (1..MAX_WIDTH)
     depth: int = 4  # down-sampling levels (1..MAX_DEPTH): signals of at least 2^depth samples
     odd: bool = False  # f(y) = (w(y) − w(−y)) / 2: sign-symmetric, f(−y) = −f(y)
+    reversal: bool = False  # f(y) = (w(y) + R·w(R·y)) / 2, R reversing time: f(R·y) = R·f(y)
 
     def __post_init__(self):
         self.validate("config")
 
     def validate(self, source: str) -> None:
         """Raise :class:`InputError` naming the first field of the wrong type or value."""
-        for name in ("prior", "equivariant", "odd"):
+        for name in ("prior", "equivariant", "odd", "reversal"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{source}: model config field {name!r} must be true or false, "
                                  f"got {str(getattr(self, name))[:40]}")
@@ -189,8 +190,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if not self.odd:  # written only when set: every other model's files and configs stay as they were
-            del d["odd"]
+        for name in ("odd", "reversal"):  # written only when set: every other model's files and configs stay as they were
+            if not d[name]:
+                del d[name]
         return d
 
     @classmethod
@@ -450,11 +452,30 @@ MODULATED_PART = modulated_part(_ORIGINAL)  # down4, (N, 16, PRIOR_TAPS)
 MIN_LENGTH = min_length(_ORIGINAL)  # 16
 
 
-def odd_part(config: ModelConfig, forward, x, h=None):
-    """``forward(x, h)``, or for an odd model (w(x) − w(−x)) / 2 with w = ``forward``: every backend's one rule.
+def symmetric_part(config: ModelConfig, forward, x, h=None):
+    """``forward(x, h)`` made as symmetric as ``config`` says, with w = ``forward``: every backend's one rule.
 
-    ``h`` (the Wiener prior, or None) belongs to x; the −x pass computes its own (None), as the model does. Works on
-    NumPy arrays and torch tensors alike; an offset-free w keeps the sum offset-free (w(−x) − c moves by −c)."""
-    if not config.odd:
-        return forward(x, h)
-    return (forward(x, h) - forward(-x, None)) / 2
+    ``odd``: (w(x) − w(−x)) / 2. ``reversal``: (v(x) + R·v(R·x)) / 2 of that v, R reversing the last axis (time).
+    ``h`` (the Wiener prior, or None) belongs to x; every other pass computes its own (None), as the model does.
+    Works on NumPy arrays and torch tensors alike; an offset-free w keeps the result offset-free."""
+    w = forward
+    if config.odd:
+        w = lambda xs, hs, inner=w: (inner(xs, hs) - inner(-xs, None)) / 2  # noqa: E731
+    if config.reversal:
+        w = lambda xs, hs, inner=w: (inner(xs, hs) + reverse(inner(reverse(xs), None))) / 2  # noqa: E731
+    return w(x, h)
+
+
+def reverse(x):
+    """``x`` with its last axis (time) reversed: a contiguous NumPy array, or a torch tensor."""
+    if hasattr(x, "flip"):  # torch; a NumPy array has no flip method
+        return x.flip(-1)
+    import numpy as np
+
+    return np.ascontiguousarray(x[..., ::-1])
+
+
+def symmetry_passes(config: ModelConfig) -> list[tuple[int, bool]]:
+    """The (sign, reversed) passes of w that :func:`symmetric_part` averages: f(y) = mean of sign·R^r·w(sign·R^r·y)."""
+    return [(sign, flip) for sign in ((1, -1) if config.odd else (1,)) for flip in ((False, True) if config.reversal
+                                                                                   else (False,))]

@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint, weights = prepare_weights(args, folder)
         net = load_h5(weights)
         mode = args.bn_mode or net.config.bn_mode
-        prior_input = not net.config.odd  # an odd model has only the one-input graph
+        prior_input = not (net.config.odd or net.config.reversal)  # a symmetric model has only the one-input graph
         onnx_model = export_onnx(checkpoint, mode, folder, prior_input)
         print(f"{args.n} signals of length {args.length}, {threads} thread(s), bn {mode}, prior {'on' if net.wienernet is not None else 'off'}")
         h = None

@@ -1,12 +1,13 @@
-"""The odd (sign-symmetric) model, f(y) = (w(y) − w(−y)) / 2: both backends, the exact Jacobian, the .h5 and ONNX
-files, train.py's --odd, and the default untouched (the original ICNN_s and every shipped model stay as they were)."""
+"""The symmetric models: odd, f(y) = (w(y) − w(−y)) / 2, and time-reversal symmetric, f(y) = (w(y) + R·w(R·y)) / 2:
+both backends, the exact Jacobian, the .h5 and ONNX files, train.py's --odd and --reversal, and the default untouched
+(the original ICNN_s and every shipped model stay as they were)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, make_model
-from icnn.spec import ModelConfig, odd_part
+from icnn.spec import ModelConfig, symmetric_part, symmetry_passes
 from Numpy_V2.model import NumpyICNN, load_h5
 
 torch = pytest.importorskip("torch")
@@ -16,6 +17,10 @@ from test_jacobian import MEDIAN_LIMIT, P95_LIMIT, relative_errors, torch_refere
 
 ODD = {"odd": True, "equivariant": True, "baseline": "median", "norm": "none", "width": 3, "depth": 3,
        "train_length": 64}
+
+
+# each symmetry alone and both: the passes (sign, reversed) the model averages
+SYMMETRIES = [{"odd": True, "reversal": False}, {"odd": False, "reversal": True}, {"odd": True, "reversal": True}]
 
 
 def pair(seed: int = 0, **config):
@@ -29,16 +34,33 @@ def record(length: int = 300, seed: int = 1) -> np.ndarray:
     return np.cumsum(rng.standard_normal((3, length)), axis=1) + 0.4 * rng.standard_normal((3, length)) + 5.0
 
 
-def test_the_default_is_not_odd_and_files_without_the_field_read_as_before():
-    assert ModelConfig().odd is False
-    assert ModelConfig.from_dict({"norm": "bn"}).odd is False
+def test_the_default_is_not_symmetric_and_files_without_the_fields_read_as_before():
+    assert ModelConfig().odd is False and ModelConfig().reversal is False
+    assert ModelConfig.from_dict({"norm": "bn"}).odd is False and ModelConfig.from_dict({"norm": "bn"}).reversal is False
+    assert "odd" not in ModelConfig().to_dict() and "reversal" not in ModelConfig().to_dict()
     calls = []
-    assert odd_part(ModelConfig(), lambda x, h: calls.append(x) or x, np.ones(3)) is not None and len(calls) == 1
+    assert symmetric_part(ModelConfig(), lambda x, h: calls.append(x) or x, np.ones(3)) is not None and len(calls) == 1
+    assert symmetry_passes(ModelConfig(odd=True, reversal=True)) == [(1, False), (1, True), (-1, False), (-1, True)]
+
+
+def test_a_reversal_model_is_symmetric_in_time_window_by_window_in_both_backends():
+    model, net = pair(odd=False, reversal=True)
+    window = record(64)  # one window of the model: exact; a longer record's blended windows fall on another grid
+    out = net.denoise(window)
+    np.testing.assert_allclose(net.denoise(window[:, ::-1])[:, ::-1], out, rtol=0, atol=1e-12 * np.abs(out).max())
+    assert np.abs(net.denoise(-window) + out).max() > 1e-3 * np.abs(out).max()  # not odd unless asked
+    plain = NumpyICNN({k: v.numpy() for k, v in model.state_dict().items()}, ModelConfig(**{**ODD, "odd": False}))
+    np.testing.assert_allclose(out, (plain.denoise(window) + plain.denoise(window[:, ::-1])[:, ::-1]) / 2, rtol=0,
+                               atol=1e-12 * np.abs(out).max())
+    y = record()
+    peak = np.abs(net.denoise(y)).max()
+    np.testing.assert_allclose(torch_denoise(model, y), net.denoise(y), rtol=0, atol=1e-5 * peak)
 
 
 @pytest.mark.parametrize("prior", [True, False])
-def test_an_odd_model_is_odd_offset_free_and_scales_in_both_backends(prior):
-    model, net = pair(prior=prior)
+@pytest.mark.parametrize("symmetry", [SYMMETRIES[0], SYMMETRIES[2]], ids=["odd", "odd+reversal"])
+def test_an_odd_model_is_odd_offset_free_and_scales_in_both_backends(prior, symmetry):
+    model, net = pair(prior=prior, **symmetry)
     y = record()
     out = net.denoise(y)
     peak = np.abs(out).max()
@@ -60,10 +82,11 @@ def test_odd_is_the_mean_of_the_model_and_its_mirror():
 
 
 @pytest.mark.parametrize("mode", ["fixed", "unfixed"])
-def test_the_jacobian_of_an_odd_model_matches_torch_autograd(mode):
+@pytest.mark.parametrize("symmetry", SYMMETRIES, ids=["odd", "reversal", "odd+reversal"])
+def test_the_jacobian_of_a_symmetric_model_matches_torch_autograd(mode, symmetry):
     from Numpy_V2.jacobian import jacobians
 
-    model, _ = pair(prior=False)
+    model, _ = pair(prior=False, **symmetry)
     net = NumpyICNN({k: v.numpy() for k, v in model.state_dict().items()}, model.config, dtype=np.float64)
     model = model.double()
     y = record(64)
@@ -79,42 +102,45 @@ def _checkpoint(tmp_path, model):
     return path
 
 
-def test_an_odd_model_round_trips_through_h5_and_the_self_contained_onnx_graph(tmp_path):
+@pytest.mark.parametrize("symmetry", SYMMETRIES, ids=["odd", "reversal", "odd+reversal"])
+def test_a_symmetric_model_round_trips_through_h5_and_the_self_contained_onnx_graph(tmp_path, symmetry):
     pytest.importorskip("onnxruntime")
     from conftest import load_script
     from deepdenoise1d.errors import InputError
     from deepdenoise1d.onnx_runner import denoise_onnx
 
-    model, net = pair()
+    model, net = pair(**symmetry)
     pth = _checkpoint(tmp_path, model)
     load_script(REPO_ROOT / "pth2h5.py", "pth2h5_odd").main([str(pth), str(tmp_path / "odd.h5")])
     loaded = load_h5(tmp_path / "odd.h5")
-    assert loaded.config.odd is True
+    assert (loaded.config.odd, loaded.config.reversal) == (symmetry["odd"], symmetry["reversal"])
     y = record()
     np.testing.assert_array_equal(loaded.denoise(y), net.denoise(y))
     onnx_script = load_script(REPO_ROOT / "pth2onnx.py", "pth2onnx_odd")
     onnx_script.main([str(pth), str(tmp_path / "odd.onnx")])
     got = denoise_onnx(tmp_path / "odd.onnx", y)
     np.testing.assert_allclose(got, net.denoise(y), rtol=0, atol=1e-5 * np.abs(y).max())
-    with pytest.raises(InputError, match="--prior-input cannot export an odd model"):
+    with pytest.raises(InputError, match="--prior-input cannot export an odd model" if symmetry["odd"] else
+                       "--prior-input cannot export a time-reversal symmetric model"):
         onnx_script.export(pth, tmp_path / "pair.onnx", prior_input=True)
     assert not (tmp_path / "pair.onnx").exists()
 
 
-def test_train_odd_switches_it_on_for_an_init_and_resume_keeps_it(tmp_path):
+@pytest.mark.parametrize("flag", ["odd", "reversal"])
+def test_train_switches_a_symmetry_on_for_an_init_and_resume_keeps_it(tmp_path, flag):
     from conftest import run_script
 
-    start = make_model(0, **{**ODD, "odd": False})
+    start = make_model(0, **{**ODD, "odd": False})  # neither symmetry
     init = _checkpoint(tmp_path, start)
     run = tmp_path / "run"
     common = ["--train-prior", "broad", "--crop-length", "64", "--loss", "rmse", "--batch-size", "4",
               "--val-size", "8", "--eval-every", "2", "--run-dir", str(run)]
-    done = run_script(REPO_ROOT / "Pytorch_V1" / "train.py", "--init", str(init), "--odd", "--steps", "2", *common,
+    done = run_script(REPO_ROOT / "Pytorch_V1" / "train.py", "--init", str(init), f"--{flag}", "--steps", "2", *common,
                       cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     saved = torch.load(run / "ckpt_last.pth", weights_only=True)
-    assert saved["config"]["model"]["odd"] is True
+    assert saved["config"]["model"][flag] is True
     resumed = run_script(REPO_ROOT / "Pytorch_V1" / "train.py", "--run-dir", str(run), "--resume", "--steps", "4",
                          cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert torch.load(run / "ckpt_last.pth", weights_only=True)["config"]["model"]["odd"] is True
+    assert torch.load(run / "ckpt_last.pth", weights_only=True)["config"]["model"][flag] is True
