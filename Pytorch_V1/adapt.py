@@ -12,8 +12,8 @@
   (:func:`residual_sigma`): SURE, the loss and the judge, is only as good as its σ.
 - The start is validated before the first step (step 0), so ``ckpt_best.pth`` is never worse than the
   start on the held-out windows; a label-free run replaces the start only when a step's held-out SURE
-  is lower by more than noise explains (:class:`StartGuard`). When no step does, the run says so and
-  ``ckpt_best.pth`` holds the start's weights (:func:`kept_start_note`).
+  is lower by more than noise explains and its held-out divergence is not negative (:class:`StartGuard`).
+  When no step does, the run says so and ``ckpt_best.pth`` holds the start's weights (:func:`kept_start_note`).
 
 Each ``cfg`` here is a train.TrainConfig, left unannotated: train.py imports this module.
 """
@@ -122,7 +122,7 @@ class StartGuard:
     error δ·σ² in the estimated σ² moves the difference by 2δσ²·(div f − div f₀)/(N·L): an overestimated
     σ favours a smoother model, an underestimated one a rougher. A step replaces the start when its mean
     SURE is lower by more than :data:`GUARD_SDS` SDs of the first two together plus the error of
-    :data:`SIGMA_DOUBT` in σ².
+    :data:`SIGMA_DOUBT` in σ², and its divergence is not negative (:func:`denoises_like_a_posterior_mean`).
     """
 
     start: dict[str, torch.Tensor]  # BN mode -> the start's outputs (N, 1, L)
@@ -143,7 +143,9 @@ class StartGuard:
     def margin(self, model: ICNN_s, val, mode: str) -> float:
         """What the mean-SURE difference between ``model`` and the start may owe to noise, to the divergences'
         probes and to σ's error."""
-        pred, divergence = outputs(model, val, mode)
+        return self._margin(*outputs(model, val, mode), val, mode)
+
+    def _margin(self, pred: torch.Tensor, divergence: torch.Tensor, val, mode: str) -> float:
         variance = val.sigmas.double().pow(2)
         change = (pred - self.start[mode]).double().pow(2).sum(dim=(1, 2)).cpu()
         noise = 2 * float((variance * change).sum().sqrt())
@@ -152,9 +154,30 @@ class StartGuard:
         doubt = 2 * self.sigma_doubt * float(per_probe.mean().abs())
         return (GUARD_SDS * math.hypot(noise, probes) + doubt) / (val.x.shape[0] * val.x.shape[-1])
 
+    def verdict(self, model: ICNN_s, val, mode: str, score: float) -> tuple[bool, bool]:
+        """(admissible, allowed) for ``model`` of signed √(mean SURE) ``score``: admissible when its mean
+        divergence on the validation windows is not negative (:func:`denoises_like_a_posterior_mean`);
+        allowed when it is admissible and beats the start by more than the margin."""
+        pred, divergence = outputs(model, val, mode)
+        if not denoises_like_a_posterior_mean(divergence):
+            return False, False
+        return True, math.copysign(score**2, score) < self.start_sure[mode] - self._margin(pred, divergence, val, mode)
+
     def allows(self, model: ICNN_s, val, mode: str, score: float) -> bool:
-        """Whether ``score`` (a signed √(mean SURE) of ``model``) beats the start by more than the margin."""
-        return math.copysign(score**2, score) < self.start_sure[mode] - self.margin(model, val, mode)
+        """Whether ``model``, of signed √(mean SURE) ``score``, may replace the start (:meth:`verdict`)."""
+        return self.verdict(model, val, mode, score)[1]
+
+
+def denoises_like_a_posterior_mean(divergence: torch.Tensor) -> bool:
+    """Whether the mean of the probes' divergence estimates (P, N) is ≥ 0, as every posterior mean's is.
+
+    By Tweedie's formula the MMSE denoiser's Jacobian is Cov(x | y)/σ², positive semidefinite, so its
+    divergence is never negative. A label-free run can drive it below zero while held-out SURE still
+    falls: on a piecewise-constant record the adapted network's divergence went from +0.018 to −0.006 per
+    sample, its held-out SURE read 4 × below its true error, and it was 8 % worse than its start
+    (docs/adaptation.md). Such a step has left the denoisers SURE can judge on a few windows: refused.
+    """
+    return float(divergence.double().mean()) >= 0.0
 
 
 

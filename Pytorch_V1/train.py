@@ -288,11 +288,14 @@ def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, stat
     state.loss_sum, state.loss_count = 0.0, 0
     scores = selection_scores(state.val, cfg.loss)
     mode = cfg.bn_mode or min(scores, key=scores.get)
+    admissible = allowed = True  # without a guard (or at the start itself) every step is judged by its score alone
+    if guard is not None and state.step > 0 and scores[mode] < state.best:  # lowest ≤ best: both are decided here
+        admissible, allowed = guard.verdict(parts.deployed, val, mode, scores[mode])
     # UNSURE's SURE uses its own learned σ, which drifts, so it cannot rank steps: its best is its latest.
-    if scores[mode] < state.lowest or parts.eta is not None:
+    # Patience counts from the lowest SURE of an admissible step: a negative divergence does not restart the wait.
+    if (scores[mode] < state.lowest and admissible) or parts.eta is not None:
         state.lowest, state.lowest_step = scores[mode], state.step
-    improved = scores[mode] < state.best and (guard is None or state.step == 0
-                                              or guard.allows(parts.deployed, val, mode, scores[mode]))
+    improved = scores[mode] < state.best and allowed
     if improved or parts.eta is not None:
         state.best, state.best_step, state.bn_mode = scores[mode], state.step, mode
         save_checkpoint(run.file("ckpt_best.pth"), checkpoint_dict(cfg, parts, state, stream, stream_state, workers))

@@ -131,6 +131,10 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_probes_and_s
     model = ICNN_s(ModelConfig(norm="none", width=2, depth=2))
     x = torch.randn(4, 1, 64)
     val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), torch.randn(3, 4, 1, 64), None, "test")
+    if float(outputs(model, val, "fixed")[1].mean()) < 0:  # the guard refuses a negative divergence: give it a sign
+        with torch.no_grad():  # the guard takes (the last layer is linear, so the divergence changes sign with it)
+            for param in model.outc.parameters():
+                param.neg_()
     guard = StartGuard.of(model, val)
     evaluated = train_mod.evaluate(model, val)["sure_fixed"]  # the start's SURE is the validation's own
     assert guard.start_sure["fixed"] == pytest.approx(math.copysign(evaluated**2, evaluated), rel=1e-6)
@@ -150,6 +154,32 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_probes_and_s
     lower = lambda by: math.copysign(math.sqrt(abs(sure0 - by)), sure0 - by)  # noqa: E731  a signed √(mean SURE)
     assert not guard.allows(model, val, "fixed", lower(0.5 * expected))
     assert guard.allows(model, val, "fixed", lower(1.5 * expected))
+
+
+def test_the_guard_refuses_a_step_whose_divergence_is_negative_however_low_its_sure():
+    """A posterior mean's divergence is never negative: a model whose held-out divergence estimate is below zero
+    does not replace the start, even at a SURE far below the start's; the same change of sign back is allowed."""
+    from icnn.spec import ModelConfig
+    from Pytorch_V1.adapt import StartGuard, denoises_like_a_posterior_mean, outputs
+    from Pytorch_V1.data import Validation
+    from Pytorch_V1.model import ICNN_s
+
+    torch.manual_seed(0)
+    model = ICNN_s(ModelConfig(norm="none", width=2, depth=2))
+    x = torch.randn(4, 1, 64)
+    val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), torch.randn(3, 4, 1, 64), None, "test")
+    guard = StartGuard.of(model, val)
+    divergence = outputs(model, val, "fixed")[1].double().mean()
+    with torch.no_grad():  # the last layer is linear: flipping its sign flips the output's, and the divergence's
+        for param in model.outc.parameters():
+            param.neg_()
+    flipped = outputs(model, val, "fixed")[1].double().mean()
+    assert float(flipped) == pytest.approx(-float(divergence), rel=1e-4) and float(divergence) != 0
+    negative = min(float(divergence), float(flipped))
+    far_below = -1e6  # a signed √(mean SURE) no margin could refuse
+    assert guard.allows(model, val, "fixed", far_below) == (negative == float(divergence))
+    assert not denoises_like_a_posterior_mean(torch.tensor([[negative]]))
+    assert denoises_like_a_posterior_mean(torch.tensor([[-negative]]))
 
 
 def test_a_record_built_to_make_adaptation_hurt_gets_the_start_back(tmp_path, capsys):
