@@ -26,11 +26,11 @@ from functools import partial
 import numpy as np
 import torch
 
-from icnn.spec import BN_MODES, CHUNK
+from icnn.spec import BN_MODES, CHUNK, inference_modes
 
 from Pytorch_V1.checkpoint import TrainState, load_checkpoint, model_config_of
 from Pytorch_V1.inference import denoise
-from Pytorch_V1.losses import LABEL_FREE, VAL_EPSILON, mc_divergence, sure_from_divergence
+from Pytorch_V1.losses import LABEL_FREE, VAL_EPSILON, probe_divergences, sure_from_divergence
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.errors import InputError
 
@@ -102,8 +102,8 @@ def outputs(model: ICNN_s, val, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
             x, h = val.x[i : i + CHUNK], None if val.h is None else val.h[i : i + CHUNK]
             preds.append(f(x, h))
             step = VAL_EPSILON * val.sigmas[i : i + CHUNK].to(x.device)
-            divergences.append(torch.stack([mc_divergence(f, x, preds[-1], step, probe, h is not None, central=True)
-                                            for probe in val.probe[:, i : i + CHUNK]]))
+            divergences.append(probe_divergences(f, x, preds[-1], step, val.probe[:, i : i + CHUNK], h is not None,
+                                                 central=True, batch_probes=mode == "fixed"))
         return torch.cat(preds), torch.cat(divergences, dim=1)
     finally:
         model.train(training)
@@ -134,7 +134,9 @@ class StartGuard:
     def of(cls, model: ICNN_s, val, sigma_doubt: float = SIGMA_DOUBT) -> "StartGuard":
         """From the start ``model`` on the validation set ``val`` (its SURE is train.evaluate's: the same
         probes and step), with the relative error allowed in validation's σ²."""
-        start = {m: outputs(model, val, m) for m in BN_MODES}
+        modes = inference_modes(model.config)
+        start = {m: outputs(model, val, m) for m in modes}
+        start.update({m: start[modes[0]] for m in BN_MODES if m not in start})  # no running statistics: the same
         variance = val.sigmas.to(val.x.device).pow(2)
         sure = {m: float(sure_from_divergence(val.x, start[m][0], variance, start[m][1].mean(dim=0)).mean())
                 for m in BN_MODES}

@@ -142,8 +142,12 @@ class UnsureEta:
 # SURE and R2R, per signal
 
 
-def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor,
-                    probe: torch.Tensor, epsilon: float, with_prior: bool, central: bool = False) -> torch.Tensor:
+# perturbed signals per model call in probe_divergences: bounds its memory like inference's chunks
+PROBE_BATCH = 1024
+
+
+def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor, probe: torch.Tensor,
+                    epsilon: float, with_prior: bool, central: bool = False, batch_probes: bool = False) -> torch.Tensor:
     """SURE of each signal, shape (N,).
 
     Parameters
@@ -162,8 +166,10 @@ def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Ten
         Recompute the Wiener prior h for the perturbed input (it is part of f).
     central : bool
         Antithetic probes (a central difference) instead of a one-sided one.
+    batch_probes : bool
+        Put the P probes through the model together (:func:`probe_divergences`): not in batch-norm's unfixed mode.
     """
-    divergence = mc_divergence(model, x, pred, epsilon * sigma, probe, with_prior, central)
+    divergence = mc_divergence(model, x, pred, epsilon * sigma, probe, with_prior, central, batch_probes)
     return sure_from_divergence(x, pred, sigma**2, divergence)
 
 
@@ -175,19 +181,33 @@ def sure_from_divergence(x: torch.Tensor, pred: torch.Tensor, variance: torch.Te
 
 
 def mc_divergence(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Tensor, probe: torch.Tensor,
-                  with_prior: bool, central: bool = False) -> torch.Tensor:
+                  with_prior: bool, central: bool = False, batch_probes: bool = False) -> torch.Tensor:
     """Monte-Carlo divergence of f at each signal, shape (N,); ``step`` is the absolute ε, shape (N,)."""
+    return probe_divergences(model, x, pred, step, probe, with_prior, central, batch_probes).mean(dim=0)
+
+
+def probe_divergences(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Tensor, probe: torch.Tensor,
+                      with_prior: bool, central: bool = False, batch_probes: bool = False) -> torch.Tensor:
+    """The divergence of f at each signal by each probe b, bᵀ(f(y + εb) − f(y))/ε, shape (P, N).
+
+    ``batch_probes``: the probes go through the model together, as many at a time as keep P·N within
+    :data:`PROBE_BATCH` signals (one call per probe on a few held-out windows spent most of a validation
+    in per-call overhead). Only for a model whose output does not depend on its batch: batch-norm
+    statistics of the batch would mix the probes.
+    """
     eps = step.clamp_min(1e-6)[:, None, None]  # (N, 1, 1)
-    probes = probe if probe.ndim == 4 else probe[None]
-    divergence = 0.0
-    for b in probes:
-        plus = _perturbed(model, x + eps * b, with_prior)
+    probes = probe if probe.ndim == 4 else probe[None]  # (P, N, 1, L)
+    group = max(1, PROBE_BATCH // x.shape[0]) if batch_probes else 1
+    width = (2 * eps if central else eps).flatten()
+    out = []
+    for b in probes.split(group):
+        plus = _perturbed(model, (x + eps * b).flatten(0, 1), with_prior).view(b.shape)
         if central:
-            difference, width = plus - _perturbed(model, x - eps * b, with_prior), 2 * eps
+            difference = plus - _perturbed(model, (x - eps * b).flatten(0, 1), with_prior).view(b.shape)
         else:
-            difference, width = plus - pred, eps
-        divergence = divergence + (b * difference).sum(dim=(1, 2)) / width.flatten()
-    return divergence / probes.shape[0]
+            difference = plus - pred
+        out.append((b * difference).sum(dim=(2, 3)) / width)
+    return torch.cat(out)
 
 
 def r2r_per_signal(model, x: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor, alpha: float,

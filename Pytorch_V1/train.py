@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, ModelConfig
+from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, ModelConfig, inference_modes
 from Pytorch_V1 import train_args
 from Pytorch_V1.adapt import ADAPT_RECIPE, StartGuard, kept_start_note, trainable_parameters
 from Pytorch_V1.bn_calibration import BN_CALIBRATION_BATCHES, recalibrate_batch_norm
@@ -232,16 +232,17 @@ def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None)
     sigmas = val.sigmas if sigmas is None else sigmas
     model.eval()
     out = {}
+    modes = inference_modes(model.config)
     try:
-        for mode in BN_MODES:
+        for mode in modes:
             preds, risks = [], []
             for s in (slice(i, i + CHUNK) for i in range(0, val.x.shape[0], CHUNK)):
                 h = val.h[s] if val.h is not None else None
                 pred = model(val.x[s], h, bn_mode=mode)
                 preds.append(pred[:, 0].double().cpu().numpy())
                 if val.probe is not None:
-                    risks.append(sure_per_signal(partial(model, bn_mode=mode), val.x[s], pred, sigmas[s],
-                                                 val.probe[:, s], VAL_EPSILON, h is not None, central=True))
+                    risks.append(sure_per_signal(partial(model, bn_mode=mode), val.x[s], pred, sigmas[s], val.probe[:, s],
+                                                 VAL_EPSILON, h is not None, central=True, batch_probes=mode == "fixed"))
             pred = np.concatenate(preds)
             if val.clean is not None:
                 out[mode] = float(rmse(pred, val.clean).mean())
@@ -253,6 +254,8 @@ def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None)
                     out["raw_sure"] = min(mean_sure, out.get("raw_sure", 0.0))
                 if val.clean is not None:
                     out[f"root_mse_{mode}"] = float(np.sqrt(mse(pred, val.clean).mean()))
+        for other in BN_MODES[len(modes):]:  # no running statistics: both modes compute the same, scored once
+            out.update({key.replace(modes[0], other): value for key, value in list(out.items()) if key.endswith(modes[0])})
     finally:
         model.train()
     return out

@@ -27,6 +27,35 @@ def _sure_and_mse(denoiser, sigma: float, n: int = 20000, seed: int = 0, central
     return sure.numpy(), mse
 
 
+def test_probes_through_the_model_together_give_each_probes_divergence_as_one_at_a_time():
+    """probe_divergences with batch_probes (groups of PROBE_BATCH // N probes, here several groups) equals
+    one call per probe, probe by probe, for a model that couples neighbours, and its mean is mc_divergence."""
+    from Pytorch_V1 import losses
+
+    calls = []
+
+    def denoiser(x, h):
+        calls.append(x.shape[0])
+        return torch.relu(x - 0.5) * 0.7 + 0.2 * torch.roll(x, 1, dims=-1)
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 1, 32, generator=gen, dtype=torch.float64)
+    probe = torch.randn(7, 5, 1, 32, generator=gen, dtype=torch.float64)
+    step = torch.full((5,), 1e-3, dtype=torch.float64)
+    pred = denoiser(x, None)
+    one = losses.probe_divergences(denoiser, x, pred, step, probe, False, central=True)
+    calls.clear()
+    old, losses.PROBE_BATCH = losses.PROBE_BATCH, 15  # three probes (15 signals) a call: groups of 3, 3 and 1
+    try:
+        together = losses.probe_divergences(denoiser, x, pred, step, probe, False, central=True, batch_probes=True)
+    finally:
+        losses.PROBE_BATCH = old
+    assert calls == [15, 15, 15, 15, 5, 5] and together.shape == (7, 5)  # plus and minus per group
+    assert torch.allclose(together, one, rtol=1e-12, atol=1e-9)
+    mean = losses.mc_divergence(denoiser, x, pred, step, probe, False, central=True)
+    assert torch.allclose(mean, one.mean(dim=0), rtol=1e-12)
+
+
 @pytest.mark.parametrize("denoiser", [
     lambda x, h: 0.6 * x,  # linear: divergence 0.6·L exactly
     lambda x, h: F.softshrink(x, 3.0),  # soft threshold: divergence = number of |y| > T
