@@ -156,11 +156,13 @@ class StartGuard:
         doubt = 2 * self.sigma_doubt * float(per_probe.mean().abs())
         return (GUARD_SDS * math.hypot(noise, probes) + doubt) / (val.x.shape[0] * val.x.shape[-1])
 
-    def verdict(self, model: ICNN_s, val, mode: str, score: float) -> tuple[bool, bool]:
+    def verdict(self, model: ICNN_s, val, mode: str, score: float,
+                computed: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[bool, bool]:
         """(admissible, allowed) for ``model`` of signed √(mean SURE) ``score``: admissible when its mean
         divergence on the validation windows is not negative (:func:`denoises_like_a_posterior_mean`);
-        allowed when it is admissible and beats the start by more than the margin."""
-        pred, divergence = outputs(model, val, mode)
+        allowed when it is admissible and beats the start by more than the margin. ``computed``: its
+        :func:`outputs` already at hand (train.evaluate's), else computed here."""
+        pred, divergence = outputs(model, val, mode) if computed is None else computed
         if not denoises_like_a_posterior_mean(divergence):
             return False, False
         return True, math.copysign(score**2, score) < self.start_sure[mode] - self._margin(pred, divergence, val, mode)

@@ -60,7 +60,7 @@ from Pytorch_V1.data import STEP_STREAM, Validation, check_training_memory, to_t
 from Pytorch_V1.distributed import Workers, gather_stream_state, leave_worker, note, process_group, worker_device, wrap_model
 from Pytorch_V1.inference import configure_threads, resolve_device
 from Pytorch_V1.losses import (LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, VAL_EPSILON, UnsureEta,
-                               compute_loss, sure_per_signal)
+                               compute_loss, probe_divergences, sure_from_divergence)
 from Pytorch_V1.model import ICNN_s
 from Pytorch_V1.rundir import RunDir, check_reads_outside, default_run_dir, open_run
 from Pytorch_V1.runstart import start_config, start_data, start_guard
@@ -224,10 +224,13 @@ def train_step(cfg: TrainConfig, parts: Parts, batch, step: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None) -> dict[str, float]:
+def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None,
+             keep: dict | None = None) -> dict[str, float]:
     """Validation in both BN modes: RMSE (with labels) and, for label-free runs, the label-free √(mean SURE).
 
-    ``sigmas`` replaces ``val.sigmas`` in SURE (UNSURE's learned σ).
+    ``sigmas`` replaces ``val.sigmas`` in SURE (UNSURE's learned σ). ``keep``, a dict, receives per BN mode
+    the outputs (N, 1, L) and each probe's divergences (P, N) that SURE was computed from (the guard's
+    :func:`Pytorch_V1.adapt.outputs`, without computing them twice).
     """
     sigmas = val.sigmas if sigmas is None else sigmas
     model.eval()
@@ -235,14 +238,19 @@ def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None)
     modes = inference_modes(model.config)
     try:
         for mode in modes:
-            preds, risks = [], []
+            preds, risks, kept = [], [], []
             for s in (slice(i, i + CHUNK) for i in range(0, val.x.shape[0], CHUNK)):
                 h = val.h[s] if val.h is not None else None
                 pred = model(val.x[s], h, bn_mode=mode)
                 preds.append(pred[:, 0].double().cpu().numpy())
                 if val.probe is not None:
-                    risks.append(sure_per_signal(partial(model, bn_mode=mode), val.x[s], pred, sigmas[s], val.probe[:, s],
-                                                 VAL_EPSILON, h is not None, central=True, batch_probes=mode == "fixed"))
+                    divergence = probe_divergences(partial(model, bn_mode=mode), val.x[s], pred, VAL_EPSILON * sigmas[s],
+                                                   val.probe[:, s], h is not None, central=True,
+                                                   batch_probes=mode == "fixed")
+                    risks.append(sure_from_divergence(val.x[s], pred, sigmas[s] ** 2, divergence.mean(dim=0)))
+                    kept.append((pred, divergence))
+            if keep is not None and kept:
+                keep[mode] = (torch.cat([p for p, _ in kept]), torch.cat([d for _, d in kept], dim=1))
             pred = np.concatenate(preds)
             if val.clean is not None:
                 out[mode] = float(rmse(pred, val.clean).mean())
@@ -256,6 +264,8 @@ def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None)
                     out[f"root_mse_{mode}"] = float(np.sqrt(mse(pred, val.clean).mean()))
         for other in BN_MODES[len(modes):]:  # no running statistics: both modes compute the same, scored once
             out.update({key.replace(modes[0], other): value for key, value in list(out.items()) if key.endswith(modes[0])})
+            if keep is not None and modes[0] in keep:
+                keep[other] = keep[modes[0]]
     finally:
         model.train()
     return out
@@ -284,7 +294,8 @@ def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, stat
     learned = None if parts.eta is None else torch.full_like(val.sigmas, parts.eta.sigma)
     if cfg.train_prior == "broad":  # heavy-tailed batches leave BN's running statistics astray: re-estimate them
         recalibrate_batch_norm(parts.deployed, stream.calibration_batches(BN_CALIBRATION_BATCHES, parts.device))
-    state.val = evaluate(parts.deployed, val, learned)
+    computed = {}  # what SURE was computed from, per BN mode: the guard's verdict reuses it
+    state.val = evaluate(parts.deployed, val, learned, keep=computed if learned is None else None)
     if parts.eta is not None:
         state.val["unsure_sigma"] = parts.eta.sigma
     append_log(run.file("train_log.csv"), state, get_lr(state.step, cfg), seconds)
@@ -293,7 +304,7 @@ def validate_and_keep_best(cfg: TrainConfig, parts: Parts, val: Validation, stat
     mode = cfg.bn_mode or min(scores, key=scores.get)
     admissible = allowed = True  # without a guard (or at the start itself) every step is judged by its score alone
     if guard is not None and state.step > 0 and scores[mode] < state.best:  # lowest ≤ best: both are decided here
-        admissible, allowed = guard.verdict(parts.deployed, val, mode, scores[mode])
+        admissible, allowed = guard.verdict(parts.deployed, val, mode, scores[mode], computed.get(mode))
     # UNSURE's SURE uses its own learned σ, which drifts, so it cannot rank steps: its best is its latest.
     # Patience counts from the lowest SURE of an admissible step: a negative divergence does not restart the wait.
     if (scores[mode] < state.lowest and admissible) or parts.eta is not None:

@@ -154,6 +154,11 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_probes_and_s
     lower = lambda by: math.copysign(math.sqrt(abs(sure0 - by)), sure0 - by)  # noqa: E731  a signed √(mean SURE)
     assert not guard.allows(model, val, "fixed", lower(0.5 * expected))
     assert guard.allows(model, val, "fixed", lower(1.5 * expected))
+    kept = {}  # what evaluate computed SURE from is what the guard would compute: the verdict reuses it
+    train_mod.evaluate(model, val, keep=kept)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(kept["fixed"], (after, div_after)))
+    for by in (0.5 * expected, 1.5 * expected):
+        assert guard.verdict(model, val, "fixed", lower(by), kept["fixed"]) == guard.verdict(model, val, "fixed", lower(by))
 
 
 def test_the_guard_refuses_a_step_whose_divergence_is_negative_however_low_its_sure():
