@@ -431,8 +431,12 @@ def upsample_linear(x: np.ndarray, scale_factor: int = 2) -> np.ndarray:
     right = np.minimum(left + 1, in_len - 1)
     right_weight = (source - left.astype(dtype))[None, :, None]  # (1, L_out, 1)
     left_weight = dtype.type(1) - right_weight
-    out = x_cln[:, left] * left_weight  # (C, L_out, N)
-    out += x_cln[:, right] * right_weight
+    # np.take gathers whole rows faster than fancy indexing; the products are then formed in place
+    out = np.take(x_cln, left, axis=1).astype(dtype, copy=False)  # (C, L_out, N)
+    out *= left_weight
+    right_part = np.take(x_cln, right, axis=1).astype(dtype, copy=False)
+    right_part *= right_weight
+    out += right_part
     return _from_cln(out)
 
 

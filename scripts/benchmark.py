@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, ModelConfig, baseline, min_length
-from Numpy_V2.model import FORWARD_BLOCK, load_h5, wiener_prior
+from Numpy_V2.model import forward_block, load_h5, wiener_prior
 from Numpy_V2.parallel import run_blocks, worker_count
 from deepdenoise1d.budget import check_memory
 from deepdenoise1d.classical import wiener_inverse_response
@@ -118,11 +118,13 @@ def prepare_weights(args: argparse.Namespace, folder: Path) -> tuple[Path, Path]
 def numpy_forward(net, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int) -> None:
     """The forward over blocks, on the pool net.denoise uses (one BLAS thread per worker)."""
 
+    size = forward_block(x.shape[2], net.config.width)
+
     def run(start: int) -> None:
-        block = slice(start, start + FORWARD_BLOCK)
+        block = slice(start, start + size)
         net.forward(x[block], None if h is None else h[block], bn_mode)
 
-    run_blocks(run, range(0, x.shape[0], FORWARD_BLOCK), threads)
+    run_blocks(run, range(0, x.shape[0], size), threads)
 
 
 def torch_eager(checkpoint: Path, x: np.ndarray, h: np.ndarray | None, bn_mode: str, threads: int) -> tuple[float, float]:
@@ -324,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
             h_seconds = timed(lambda: wiener_prior(x))
             h = wiener_prior(x)
             print(f"  Wiener prior h (shared)  {args.n / h_seconds:10.0f} signals/s")
-        numpy_forward(net, x[:FORWARD_BLOCK], None if h is None else h[:FORWARD_BLOCK], mode, 1)  # warm-up
+        first = forward_block(args.length, net.config.width)
+        numpy_forward(net, x[:first], None if h is None else h[:first], mode, 1)  # warm-up
         seconds = {"NumPy": {"forward": timed(lambda: numpy_forward(net, x, h, mode, threads)),
                              "denoise": timed(lambda: net.denoise(x[:, 0], mode, threads=threads))}}
         seconds["PyTorch"] = dict(zip(("forward", "denoise"), torch_eager(checkpoint, x, h, mode, threads)))

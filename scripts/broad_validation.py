@@ -54,11 +54,11 @@ def get_args(argv=None) -> argparse.Namespace:
 
 def validation_bytes(n: int, length: int, sets: int) -> int:
     """Estimated peak memory of scoring ``sets`` validation sets of ``n`` signals of ``length``."""
-    from Numpy_V2.model import FORWARD_BLOCK
+    from Numpy_V2.model import forward_block
 
-    samples = n * length
+    samples = n * length  # a block of forward_block(length, width 1) signals: the most any model's block holds
     return (samples * (SET_BYTES_PER_SAMPLE * sets + SCORE_BYTES_PER_SAMPLE)
-            + min(n, FORWARD_BLOCK) * length * BLOCK_BYTES_PER_SAMPLE)
+            + min(n, forward_block(length, 1)) * length * BLOCK_BYTES_PER_SAMPLE)
 
 
 def check_budget(args: argparse.Namespace) -> None:
