@@ -24,6 +24,7 @@ from icnn.spec import (
     KERNEL_SIZE,
     PRIOR_BETA_INIT,
     PRIOR_TAPS,
+    RUNNING_STAT_NORMS,
     SCALE_MAD,
     baseline_index,
     symmetric_part,
@@ -376,7 +377,10 @@ class ICNN_s(nn.Module):
         if x.shape[2] < min_length(self.config):
             raise ValueError(f"signals must have length >= {min_length(self.config)} "
                              f"(2^depth, depth {self.config.depth}), got {x.shape[2]}")
-        return symmetric_part(self.config, lambda xs, hs: self._whole(xs, hs, mode), x, h)
+        # in training the passes go through as one batch (faster on a few signals); in inference one by one,
+        # as every backend computes them; batch statistics would mix the passes, so never with those
+        batched = self.training and self.config.norm not in RUNNING_STAT_NORMS
+        return symmetric_part(self.config, lambda xs, hs: self._whole(xs, hs, mode), x, h, batched)
 
     def _whole(self, x: torch.Tensor, h: torch.Tensor | None, mode: str) -> torch.Tensor:
         """The model w before :func:`icnn.spec.symmetric_part`: the network, or its baseline and scale normalisation."""

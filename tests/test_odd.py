@@ -43,6 +43,43 @@ def test_the_default_is_not_symmetric_and_files_without_the_fields_read_as_befor
     assert symmetry_passes(ModelConfig(odd=True, reversal=True)) == [(1, False), (1, True), (-1, False), (-1, True)]
 
 
+@pytest.mark.parametrize("symmetry", SYMMETRIES, ids=["odd", "reversal", "odd+reversal"])
+def test_the_passes_as_one_batch_combine_as_one_by_one(symmetry):
+    """symmetric_part(batched=True) calls w once on the 2 or 4 passes stacked and gives what the nested passes give,
+    for NumPy arrays and torch tensors, with a w that is neither odd nor symmetric in time."""
+    config = ModelConfig(**symmetry)
+    ramp = np.linspace(0.5, 2.0, 40)
+
+    def w(x, h, calls):
+        calls.append(x.shape[0])
+        return x**2 * ramp + np.tanh(x) if isinstance(x, np.ndarray) else x**2 * torch.from_numpy(ramp) + torch.tanh(x)
+
+    x = np.random.default_rng(0).standard_normal((3, 1, 40))
+    for signals in (x, torch.from_numpy(x)):
+        one, together = [], []
+        expected = symmetric_part(config, lambda xs, hs: w(xs, hs, one), signals)
+        got = symmetric_part(config, lambda xs, hs: w(xs, hs, together), signals, batched=True)
+        assert together == [3 * len(symmetry_passes(config))] and one == [3] * len(symmetry_passes(config))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("norm, calls", [("none", [4 * 2]), ("bn", [2, 2, 2, 2])])
+def test_a_symmetric_model_batches_its_passes_in_training_only_and_never_with_batch_statistics(monkeypatch, norm,
+                                                                                                     calls):
+    model = make_model(0, **{**ODD, "reversal": True, "norm": norm, "equivariant": False, "baseline": "none"})
+    seen = []
+    whole = type(model)._whole
+    monkeypatch.setattr(type(model), "_whole", lambda self, x, h, mode: seen.append(x.shape[0]) or whole(self, x, h, mode))
+    x = torch.randn(2, 1, 64)
+    model.train()
+    model(x)
+    assert seen == calls
+    seen.clear()
+    model.eval()
+    model(x)
+    assert seen == [2, 2, 2, 2]  # inference: one pass at a time, as every backend
+
+
 def test_a_reversal_model_is_symmetric_in_time_window_by_window_in_both_backends():
     model, net = pair(odd=False, reversal=True)
     window = record(64)  # one window of the model: exact; a longer record's blended windows fall on another grid
