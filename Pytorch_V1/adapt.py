@@ -85,8 +85,8 @@ def kept_start_note(cfg, state: TrainState) -> str | None:
     if cfg.init is None or state.best_step != 0 or state.step == 0:
         return None
     metric = "√(mean SURE)" if cfg.loss in LABEL_FREE else "RMSE"
-    return (f"no step beat the starting model on the held-out validation by more than noise explains ({metric} "
-            f"{state.best:.4g} at step 0): ckpt_best.pth keeps the weights of {cfg.init}")
+    return (f"no step with a divergence ≥ 0 beat the starting model on the held-out validation by more than noise "
+            f"explains ({metric} {state.best:.4g} at step 0): ckpt_best.pth keeps the weights of {cfg.init}")
 
 
 @torch.no_grad()

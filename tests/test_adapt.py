@@ -85,7 +85,7 @@ def test_the_start_is_handed_back_when_adapting_hurts(tmp_path, capsys):
     best = load_checkpoint(tmp_path / "run" / "ckpt_best.pth")
     start_weights = load_checkpoint(start)["net_state_dict"]
     assert best["step"] == 0 and all(torch.equal(best["net_state_dict"][k], v) for k, v in start_weights.items())
-    assert "no step beat the starting model" in err and start in err
+    assert "no step with a divergence ≥ 0 beat the starting model" in err and start in err
 
 
 def test_biases_only_leaves_every_other_weight_as_it_was(start, tmp_path):
@@ -208,7 +208,7 @@ def test_a_record_built_to_make_adaptation_hurt_gets_the_start_back(tmp_path, ca
     best = load_checkpoint(tmp_path / "run" / "ckpt_best.pth")
     start_weights = load_checkpoint(start)["net_state_dict"]
     assert best["step"] == 0 and all(torch.equal(best["net_state_dict"][k], v) for k, v in start_weights.items())
-    assert "no step beat the starting model" in err
+    assert "no step with a divergence ≥ 0 beat the starting model" in err
 
 
 def test_overwrite_never_deletes_the_checkpoint_or_record_the_run_reads(start, tmp_path, run_main):
