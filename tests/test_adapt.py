@@ -174,17 +174,17 @@ def test_the_guard_refuses_a_step_whose_divergence_is_negative_however_low_its_s
     x = torch.randn(4, 1, 64)
     val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), torch.randn(3, 4, 1, 64), None, "test")
     guard = StartGuard.of(model, val)
-    divergence = outputs(model, val, "fixed")[1].double().mean()
+    far_below = -1e6  # a signed √(mean SURE) no margin could refuse
+    divergence = float(outputs(model, val, "fixed")[1].double().mean())
+    allowed = guard.allows(model, val, "fixed", far_below)
     with torch.no_grad():  # the last layer is linear: flipping its sign flips the output's, and the divergence's
         for param in model.outc.parameters():
             param.neg_()
-    flipped = outputs(model, val, "fixed")[1].double().mean()
-    assert float(flipped) == pytest.approx(-float(divergence), rel=1e-4) and float(divergence) != 0
-    negative = min(float(divergence), float(flipped))
-    far_below = -1e6  # a signed √(mean SURE) no margin could refuse
-    assert guard.allows(model, val, "fixed", far_below) == (negative == float(divergence))
-    assert not denoises_like_a_posterior_mean(torch.tensor([[negative]]))
-    assert denoises_like_a_posterior_mean(torch.tensor([[-negative]]))
+    flipped = float(outputs(model, val, "fixed")[1].double().mean())
+    assert flipped == pytest.approx(-divergence, rel=1e-4) and divergence != 0  # one of the two is negative
+    assert allowed == (divergence > 0) and guard.allows(model, val, "fixed", far_below) == (flipped > 0)
+    assert not denoises_like_a_posterior_mean(torch.tensor([[-abs(divergence)]]))
+    assert denoises_like_a_posterior_mean(torch.tensor([[abs(divergence)]]))
 
 
 def test_a_record_built_to_make_adaptation_hurt_gets_the_start_back(tmp_path, capsys):
