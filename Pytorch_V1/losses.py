@@ -146,8 +146,8 @@ class UnsureEta:
 PROBE_BATCH = 1024
 
 
-def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor, probe: torch.Tensor,
-                    epsilon: float, with_prior: bool, central: bool = False, batch_probes: bool = False) -> torch.Tensor:
+def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor,
+                    probe: torch.Tensor, epsilon: float, with_prior: bool, central: bool = False) -> torch.Tensor:
     """SURE of each signal, shape (N,).
 
     Parameters
@@ -166,10 +166,8 @@ def sure_per_signal(model, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Ten
         Recompute the Wiener prior h for the perturbed input (it is part of f).
     central : bool
         Antithetic probes (a central difference) instead of a one-sided one.
-    batch_probes : bool
-        Put the P probes through the model together (:func:`probe_divergences`): not in batch-norm's unfixed mode.
     """
-    divergence = mc_divergence(model, x, pred, epsilon * sigma, probe, with_prior, central, batch_probes)
+    divergence = mc_divergence(model, x, pred, epsilon * sigma, probe, with_prior, central)
     return sure_from_divergence(x, pred, sigma**2, divergence)
 
 
@@ -181,9 +179,9 @@ def sure_from_divergence(x: torch.Tensor, pred: torch.Tensor, variance: torch.Te
 
 
 def mc_divergence(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Tensor, probe: torch.Tensor,
-                  with_prior: bool, central: bool = False, batch_probes: bool = False) -> torch.Tensor:
+                  with_prior: bool, central: bool = False) -> torch.Tensor:
     """Monte-Carlo divergence of f at each signal, shape (N,); ``step`` is the absolute ε, shape (N,)."""
-    return probe_divergences(model, x, pred, step, probe, with_prior, central, batch_probes).mean(dim=0)
+    return probe_divergences(model, x, pred, step, probe, with_prior, central).mean(dim=0)
 
 
 def probe_divergences(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Tensor, probe: torch.Tensor,
