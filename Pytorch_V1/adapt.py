@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
 
-from icnn.spec import BN_MODES, CHUNK, inference_modes
+from icnn.spec import BN_MODES, inference_modes
 
 from Pytorch_V1.checkpoint import TrainState, load_checkpoint, model_config_of
 from Pytorch_V1.inference import denoise
-from Pytorch_V1.losses import LABEL_FREE, VAL_EPSILON, probe_divergences, sure_from_divergence
+from Pytorch_V1.losses import LABEL_FREE, sure_from_divergence, validation_outputs
 from Pytorch_V1.model import ICNN_s
 from deepdenoise1d.errors import InputError
 
@@ -89,26 +88,6 @@ def kept_start_note(cfg, state: TrainState) -> str | None:
             f"explains ({metric} {state.best:.4g} at step 0): ckpt_best.pth keeps the weights of {cfg.init}")
 
 
-@torch.no_grad()
-def outputs(model: ICNN_s, val, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's outputs on the validation signals (N, 1, L) in BN mode ``mode``, and their divergences (P, N)
-    by each of the validation's own P probes (train.evaluate's, which averages them), in chunks."""
-    training = model.training
-    model.eval()
-    f = partial(model, bn_mode=mode)
-    try:
-        preds, divergences = [], []
-        for i in range(0, val.x.shape[0], CHUNK):
-            x, h = val.x[i : i + CHUNK], None if val.h is None else val.h[i : i + CHUNK]
-            preds.append(f(x, h))
-            step = VAL_EPSILON * val.sigmas[i : i + CHUNK].to(x.device)
-            divergences.append(probe_divergences(f, x, preds[-1], step, val.probe[:, i : i + CHUNK], h is not None,
-                                                 central=True, batch_probes=mode == "fixed"))
-        return torch.cat(preds), torch.cat(divergences, dim=1)
-    finally:
-        model.train(training)
-
-
 @dataclass
 class StartGuard:
     """The start's held-out outputs and mean SURE, per BN mode: what a label-free step must beat.
@@ -135,7 +114,7 @@ class StartGuard:
         """From the start ``model`` on the validation set ``val`` (its SURE is train.evaluate's: the same
         probes and step), with the relative error allowed in validation's σ²."""
         modes = inference_modes(model.config)
-        start = {m: outputs(model, val, m) for m in modes}
+        start = {m: validation_outputs(model, val, m) for m in modes}
         start.update({m: start[modes[0]] for m in BN_MODES if m not in start})  # no running statistics: the same
         variance = val.sigmas.to(val.x.device).pow(2)
         sure = {m: float(sure_from_divergence(val.x, start[m][0], variance, start[m][1].mean(dim=0)).mean())
@@ -145,7 +124,7 @@ class StartGuard:
     def margin(self, model: ICNN_s, val, mode: str) -> float:
         """What the mean-SURE difference between ``model`` and the start may owe to noise, to the divergences'
         probes and to σ's error."""
-        return self._margin(*outputs(model, val, mode), val, mode)
+        return self._margin(*validation_outputs(model, val, mode), val, mode)
 
     def _margin(self, pred: torch.Tensor, divergence: torch.Tensor, val, mode: str) -> float:
         variance = val.sigmas.double().pow(2)
@@ -161,8 +140,8 @@ class StartGuard:
         """(admissible, allowed) for ``model`` of signed √(mean SURE) ``score``: admissible when its mean
         divergence on the validation windows is not negative (:func:`denoises_like_a_posterior_mean`);
         allowed when it is admissible and beats the start by more than the margin. ``computed``: its
-        :func:`outputs` already at hand (train.evaluate's), else computed here."""
-        pred, divergence = outputs(model, val, mode) if computed is None else computed
+        :func:`~Pytorch_V1.losses.validation_outputs` already at hand (train.evaluate's), else computed here."""
+        pred, divergence = validation_outputs(model, val, mode) if computed is None else computed
         if not denoises_like_a_posterior_mean(divergence):
             return False, False
         return True, math.copysign(score**2, score) < self.start_sure[mode] - self._margin(pred, divergence, val, mode)

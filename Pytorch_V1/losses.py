@@ -15,10 +15,13 @@ Two anchors from the literature train without labels as well: Recorrupted-to-Rec
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from icnn.spec import CHUNK
 
 from deepdenoise1d.classical import bayes_mse
 from deepdenoise1d.noise import per_signal_sigma
@@ -206,6 +209,31 @@ def probe_divergences(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Te
             difference = plus - pred
         out.append((b * difference).sum(dim=(2, 3)) / width)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def validation_outputs(model, val, mode: str, sigmas: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A model's outputs on validation signals (N, 1, L) in BN mode ``mode``, in chunks, and where the
+    validation has probes, their divergences (P, N) by each of its P probes (validation SURE's, which averages
+    them; else None). ``sigmas`` replaces ``val.sigmas`` in the probes' step (UNSURE's learned σ). The model
+    is evaluated in eval mode and left in the mode it came in."""
+    training = model.training
+    model.eval()
+    f = partial(model, bn_mode=mode)
+    sigmas = val.sigmas if sigmas is None else sigmas
+    try:
+        preds, divergences = [], []
+        for i in range(0, val.x.shape[0], CHUNK):
+            x, h = val.x[i : i + CHUNK], None if val.h is None else val.h[i : i + CHUNK]
+            preds.append(f(x, h))
+            if val.probe is not None:
+                step = VAL_EPSILON * sigmas[i : i + CHUNK].to(x.device)
+                divergences.append(probe_divergences(f, x, preds[-1], step, val.probe[:, i : i + CHUNK],
+                                                     h is not None, central=True, batch_probes=mode == "fixed"))
+        return torch.cat(preds), torch.cat(divergences, dim=1) if divergences else None
+    finally:
+        model.train(training)
 
 
 def r2r_per_signal(model, x: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor, alpha: float,

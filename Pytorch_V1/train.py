@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from icnn.spec import BN_MODES, CHUNK, MIN_LENGTH, ModelConfig, inference_modes
+from icnn.spec import BN_MODES, MIN_LENGTH, ModelConfig, inference_modes
 from Pytorch_V1 import train_args
 from Pytorch_V1.adapt import ADAPT_RECIPE, StartGuard, kept_start_note, trainable_parameters
 from Pytorch_V1.bn_calibration import BN_CALIBRATION_BATCHES, recalibrate_batch_norm
@@ -59,8 +59,8 @@ from Pytorch_V1.checkpoint import Parts, TrainState, checkpoint_dict, load_initi
 from Pytorch_V1.data import STEP_STREAM, Validation, check_training_memory, to_tensor
 from Pytorch_V1.distributed import Workers, gather_stream_state, leave_worker, note, process_group, worker_device, wrap_model
 from Pytorch_V1.inference import configure_threads, resolve_device
-from Pytorch_V1.losses import (LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, VAL_EPSILON, UnsureEta,
-                               compute_loss, probe_divergences, sure_from_divergence)
+from Pytorch_V1.losses import (LABEL_FREE, SURE_CENTRAL, SURE_EPSILON, SURE_FLOOR_SD, UnsureEta,
+                               compute_loss, sure_from_divergence, validation_outputs)
 from Pytorch_V1.model import ICNN_s
 from Pytorch_V1.rundir import RunDir, check_reads_outside, default_run_dir, open_run
 from Pytorch_V1.runstart import start_config, start_data, start_guard
@@ -229,45 +229,32 @@ def evaluate(model: ICNN_s, val: Validation, sigmas: torch.Tensor | None = None,
     """Validation in both BN modes: RMSE (with labels) and, for label-free runs, the label-free √(mean SURE).
 
     ``sigmas`` replaces ``val.sigmas`` in SURE (UNSURE's learned σ). ``keep``, a dict, receives per BN mode
-    the outputs (N, 1, L) and each probe's divergences (P, N) that SURE was computed from (the guard's
-    :func:`Pytorch_V1.adapt.outputs`, without computing them twice).
+    the outputs (N, 1, L) and each probe's divergences (P, N) that SURE was computed from
+    (:func:`~Pytorch_V1.losses.validation_outputs`), for the guard's verdict without computing them twice.
     """
     sigmas = val.sigmas if sigmas is None else sigmas
-    model.eval()
     out = {}
     modes = inference_modes(model.config)
-    try:
-        for mode in modes:
-            preds, risks, kept = [], [], []
-            for s in (slice(i, i + CHUNK) for i in range(0, val.x.shape[0], CHUNK)):
-                h = val.h[s] if val.h is not None else None
-                pred = model(val.x[s], h, bn_mode=mode)
-                preds.append(pred[:, 0].double().cpu().numpy())
-                if val.probe is not None:
-                    divergence = probe_divergences(partial(model, bn_mode=mode), val.x[s], pred, VAL_EPSILON * sigmas[s],
-                                                   val.probe[:, s], h is not None, central=True,
-                                                   batch_probes=mode == "fixed")
-                    risks.append(sure_from_divergence(val.x[s], pred, sigmas[s] ** 2, divergence.mean(dim=0)))
-                    kept.append((pred, divergence))
-            if keep is not None and kept:
-                keep[mode] = (torch.cat([p for p, _ in kept]), torch.cat([d for _, d in kept], dim=1))
-            pred = np.concatenate(preds)
+    for mode in modes:
+        pred, divergence = validation_outputs(model, val, mode, sigmas)
+        denoised = pred[:, 0].double().cpu().numpy()
+        if val.clean is not None:
+            out[mode] = float(rmse(denoised, val.clean).mean())
+        if divergence is not None:
+            if keep is not None:
+                keep[mode] = (pred, divergence)
+            # compare sqrt(mean SURE) with sqrt(mean MSE): per-signal SURE is too noisy to root
+            mean_sure = float(sure_from_divergence(val.x, pred, sigmas**2, divergence.mean(dim=0)).mean())
+            # signed, so that a mean below 0 (noise, where the error is far below σ²) still ranks the steps
+            out[f"sure_{mode}"] = math.copysign(math.sqrt(abs(mean_sure)), mean_sure)
+            if mean_sure < -sure_tolerance(sigmas, val.x.shape[-1]):  # below what noise explains: gamed (warn_negative_sure)
+                out["raw_sure"] = min(mean_sure, out.get("raw_sure", 0.0))
             if val.clean is not None:
-                out[mode] = float(rmse(pred, val.clean).mean())
-            if risks:  # compare sqrt(mean SURE) with sqrt(mean MSE): per-signal SURE is too noisy to root
-                mean_sure = float(torch.cat(risks).mean())
-                # signed, so that a mean below 0 (noise, where the error is far below σ²) still ranks the steps
-                out[f"sure_{mode}"] = math.copysign(math.sqrt(abs(mean_sure)), mean_sure)
-                if mean_sure < -sure_tolerance(sigmas, val.x.shape[-1]):  # below what noise explains: gamed (warn_negative_sure)
-                    out["raw_sure"] = min(mean_sure, out.get("raw_sure", 0.0))
-                if val.clean is not None:
-                    out[f"root_mse_{mode}"] = float(np.sqrt(mse(pred, val.clean).mean()))
-        for other in BN_MODES[len(modes):]:  # no running statistics: both modes compute the same, scored once
-            out.update({key.replace(modes[0], other): value for key, value in list(out.items()) if key.endswith(modes[0])})
-            if keep is not None and modes[0] in keep:
-                keep[other] = keep[modes[0]]
-    finally:
-        model.train()
+                out[f"root_mse_{mode}"] = float(np.sqrt(mse(denoised, val.clean).mean()))
+    for other in BN_MODES[len(modes):]:  # no running statistics: both modes compute the same, scored once
+        out.update({key.replace(modes[0], other): value for key, value in list(out.items()) if key.endswith(modes[0])})
+        if keep is not None and modes[0] in keep:
+            keep[other] = keep[modes[0]]
     return out
 
 

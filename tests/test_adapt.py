@@ -123,7 +123,8 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_probes_and_s
     error of SIGMA_DOUBT·σ² moves it, 2·SIGMA_DOUBT·σ²·|div f − div f₀|/(N·L). 0 for the start itself; a change
     of output must lower the mean SURE by more than that to replace the start."""
     from icnn.spec import ModelConfig
-    from Pytorch_V1.adapt import GUARD_SDS, SIGMA_DOUBT, StartGuard, outputs
+    from Pytorch_V1.adapt import GUARD_SDS, SIGMA_DOUBT, StartGuard
+    from Pytorch_V1.losses import validation_outputs
     from Pytorch_V1.data import Validation
     from Pytorch_V1.model import ICNN_s
 
@@ -131,7 +132,7 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_probes_and_s
     model = ICNN_s(ModelConfig(norm="none", width=2, depth=2))
     x = torch.randn(4, 1, 64)
     val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), torch.randn(3, 4, 1, 64), None, "test")
-    if float(outputs(model, val, "fixed")[1].mean()) < 0:  # the guard refuses a negative divergence: give it a sign
+    if float(validation_outputs(model, val, "fixed")[1].mean()) < 0:  # the guard refuses a negative divergence: give it a sign
         with torch.no_grad():  # the guard takes (the last layer is linear, so the divergence changes sign with it)
             for param in model.outc.parameters():
                 param.neg_()
@@ -139,10 +140,10 @@ def test_the_guard_asks_a_step_to_beat_the_start_by_more_than_noise_probes_and_s
     evaluated = train_mod.evaluate(model, val)["sure_fixed"]  # the start's SURE is the validation's own
     assert guard.start_sure["fixed"] == pytest.approx(math.copysign(evaluated**2, evaluated), rel=1e-6)
     assert guard.margin(model, val, "fixed") == 0.0
-    before, div_before = outputs(model, val, "fixed")
+    before, div_before = validation_outputs(model, val, "fixed")
     with torch.no_grad():
         model.outc.conv.weight *= 1.5  # the output moves, and so does its divergence
-    after, div_after = outputs(model, val, "fixed")
+    after, div_after = validation_outputs(model, val, "fixed")
     assert div_after.shape == (3, 4)  # one divergence per probe and signal
     noise = 2 * 2.0 * float((after - before).double().pow(2).sum().sqrt())
     per_probe = 4.0 * (div_after - div_before).double().sum(dim=1).numpy()  # σ² Σ_n Δdiv, one value per probe
@@ -165,7 +166,8 @@ def test_the_guard_refuses_a_step_whose_divergence_is_negative_however_low_its_s
     """A posterior mean's divergence is never negative: a model whose held-out divergence estimate is below zero
     does not replace the start, even at a SURE far below the start's; the same change of sign back is allowed."""
     from icnn.spec import ModelConfig
-    from Pytorch_V1.adapt import StartGuard, denoises_like_a_posterior_mean, outputs
+    from Pytorch_V1.adapt import StartGuard, denoises_like_a_posterior_mean
+    from Pytorch_V1.losses import validation_outputs
     from Pytorch_V1.data import Validation
     from Pytorch_V1.model import ICNN_s
 
@@ -175,12 +177,12 @@ def test_the_guard_refuses_a_step_whose_divergence_is_negative_however_low_its_s
     val = Validation(x, model.prior(x), None, torch.full((4,), 2.0), torch.randn(3, 4, 1, 64), None, "test")
     guard = StartGuard.of(model, val)
     far_below = -1e6  # a signed √(mean SURE) no margin could refuse
-    divergence = float(outputs(model, val, "fixed")[1].double().mean())
+    divergence = float(validation_outputs(model, val, "fixed")[1].double().mean())
     allowed = guard.allows(model, val, "fixed", far_below)
     with torch.no_grad():  # the last layer is linear: flipping its sign flips the output's, and the divergence's
         for param in model.outc.parameters():
             param.neg_()
-    flipped = float(outputs(model, val, "fixed")[1].double().mean())
+    flipped = float(validation_outputs(model, val, "fixed")[1].double().mean())
     assert flipped == pytest.approx(-divergence, rel=1e-4) and divergence != 0  # one of the two is negative
     assert allowed == (divergence > 0) and guard.allows(model, val, "fixed", far_below) == (flipped > 0)
     assert not denoises_like_a_posterior_mean(torch.tensor([[-abs(divergence)]]))
