@@ -464,15 +464,21 @@ def symmetric_part(config: ModelConfig, forward, x, h=None, batched: bool = Fals
     passes = symmetry_passes(config)
     if batched and h is None and len(passes) > 1:
         out = forward(_concat([sign * (reverse(x) if flip else x) for sign, flip in passes]), None)
-        pieces = dict(zip(passes, (out[i * x.shape[0] : (i + 1) * x.shape[0]] for i in range(len(passes)))))
-        v = {flip: (pieces[1, flip] - pieces[-1, flip]) / 2 if config.odd else pieces[1, flip] for _, flip in passes}
-        return (v[False] + reverse(v[True])) / 2 if config.reversal else v[False]
-    w = forward
-    if config.odd:
-        w = lambda xs, hs, inner=w: (inner(xs, hs) - inner(-xs, None)) / 2  # noqa: E731
-    if config.reversal:
-        w = lambda xs, hs, inner=w: (inner(xs, hs) + reverse(inner(reverse(xs), None))) / 2  # noqa: E731
-    return w(x, h)
+        outputs = [out[i * x.shape[0] : (i + 1) * x.shape[0]] for i in range(len(passes))]
+    else:
+        outputs = [forward(sign * (reverse(x) if flip else x), h if (sign, flip) == (1, False) else None)
+                   for sign, flip in passes]
+    return symmetric_mean(config, {(sign, flip): out if sign == 1 else -out
+                                   for (sign, flip), out in zip(passes, outputs)})
+
+
+def symmetric_mean(config: ModelConfig, pieces: dict, reverse_piece=None):
+    """f from its passes' signed pieces, ``pieces[sign, flip]`` = sign·w(sign·R^flip·y), time not yet reversed back:
+    the mean over the signs, then over reversal (``reverse_piece``, default :func:`reverse`, puts a piece back in
+    time). The one combining rule: :func:`symmetric_part` and the exact Jacobian both use it."""
+    reverse_piece = reverse if reverse_piece is None else reverse_piece
+    v = {flip: (pieces[1, flip] + pieces[-1, flip]) / 2 if config.odd else pieces[1, flip] for _, flip in pieces}
+    return (v[False] + reverse_piece(v[True])) / 2 if config.reversal else v[False]
 
 
 def reverse(x):
