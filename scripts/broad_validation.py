@@ -13,6 +13,10 @@ sets of ``--length`` samples:
 
     .venv/bin/python scripts/broad_validation.py --models ckpt/ckpt_universal.h5 --seeds 5353 --n 240 \\
         --length 8192 --windows 512 1024 2048
+
+``--overlaps O ...`` scores each model once per overlap of its windows (samples shared by neighbours;
+the default blend shares half a window, so every sample is seen by two windows; more overlap is an
+average over more placements of the window grid, at window ÷ (window − O) network calls per sample).
 """
 from __future__ import annotations
 
@@ -25,10 +29,11 @@ import numpy as np
 
 from deepdenoise1d.broad_prior import BroadPrior
 from deepdenoise1d.budget import check_memory
-from deepdenoise1d.cli import positive_int
+from deepdenoise1d.cli import nonnegative_int, positive_int
 from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.frontend import missing_weights_message
-from icnn.spec import min_length
+from deepdenoise1d.windows import denoise_windows
+from icnn.spec import CHUNK, min_length
 
 
 # Memory: every validation set is drawn before scoring (clean and noisy float64 per sample, per --seeds value),
@@ -49,6 +54,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--length", type=positive_int, default=512, help="samples per signal (default %(default)s)")
     p.add_argument("--windows", nargs="+", type=positive_int, default=None, metavar="W",
                    help="score each model with these inference windows (default: the model's own train_length)")
+    p.add_argument("--overlaps", nargs="+", type=nonnegative_int, default=None, metavar="O",
+                   help="score each model with these window overlaps (default: half a window)")
     return p.parse_args(argv)
 
 
@@ -68,10 +75,22 @@ def check_budget(args: argparse.Namespace) -> None:
                  "use a smaller --n or --length")
 
 
-def score(net, clean: np.ndarray, noisy: np.ndarray, sigma: np.ndarray) -> float:
-    """Mean per-signal RMSE / σ of the network's fixed-mode output."""
-    out = net.denoise(noisy, bn_mode="fixed")
+def score(net, clean: np.ndarray, noisy: np.ndarray, sigma: np.ndarray, overlap: int | None = None) -> float:
+    """Mean per-signal RMSE / σ of the network's fixed-mode output, its windows overlapping by ``overlap``
+    samples (default: as ``net.denoise`` blends them)."""
+    if overlap is None or noisy.shape[1] <= net.config.train_length:
+        out = net.denoise(noisy, bn_mode="fixed")
+    else:
+        out = denoise_windows(noisy, lambda block: net.denoise(block, bn_mode="fixed"), net.config.train_length,
+                              overlap=overlap, batch=CHUNK, dtype=noisy.dtype)
     return float(np.mean(np.sqrt(np.mean((out - clean) ** 2, axis=1)) / sigma))
+
+
+def check_overlap(net, overlap: int) -> int:
+    """``overlap`` when it is below the network's window, else a one-line error."""
+    if overlap >= net.config.train_length:
+        raise InputError(f"--overlaps {overlap}: must be below the window, {net.config.train_length} samples")
+    return overlap
 
 
 def with_window(net, window: int):
@@ -95,14 +114,17 @@ def main(argv=None) -> dict:
             raise InputError(missing_weights_message(path))
         net = load_h5(path)
         for window in args.windows or [None]:
-            nets[str(path) if window is None else f"{path} (window {window})"] = (
-                net if window is None else with_window(net, window))
+            windowed = net if window is None else with_window(net, window)
+            for overlap in args.overlaps or [None]:
+                name = str(path) + "".join(f" ({what} {v})" for what, v in (("window", window), ("overlap", overlap))
+                                           if v is not None)
+                nets[name] = (windowed, None if overlap is None else check_overlap(windowed, overlap))
     sets = {seed: BroadPrior(dtype=np.float64).validation_set(seed, args.n, args.length)[:3] for seed in args.seeds}
     scores = {}
     print("| model | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")
     print("|---|" + "---|" * (len(args.seeds) + 1))
-    for name, net in nets.items():
-        row = [score(net, *sets[seed]) for seed in args.seeds]
+    for name, (net, overlap) in nets.items():
+        row = [score(net, *sets[seed], overlap) for seed in args.seeds]
         scores[name] = row
         print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |", flush=True)
     return scores

@@ -174,6 +174,20 @@ def test_broad_validation_scores_other_inference_windows():
         study.main(flags + ["--windows", "8"])
 
 
+def test_broad_validation_scores_other_window_overlaps():
+    """--overlaps: half a window scores as the default blend does; more overlap is another blend, scored apart;
+    an overlap of a whole window is refused in one line."""
+    study = load_script(REPO_ROOT / "scripts" / "broad_validation.py", "broad_validation_overlaps")
+    path = REPO_ROOT / "ckpt" / "ckpt_universal.h5"
+    flags = ["--models", str(path), "--seeds", "3", "--n", "4", "--length", "1024"]
+    own = study.main(flags)[str(path)]
+    blended = study.main(flags + ["--overlaps", "256", "384"])
+    assert blended[f"{path} (overlap 256)"] == own
+    assert blended[f"{path} (overlap 384)"] != own and 0 < blended[f"{path} (overlap 384)"][0] < 1
+    with pytest.raises(InputError, match="--overlaps 512: must be below the window, 512 samples"):
+        study.main(flags + ["--overlaps", "512"])
+
+
 def test_adapt_study_runs_the_users_command_and_scores_start_and_adapted(tmp_path):
     """One tuning record, a few steps: the study runs train.py as a user would, scores both models against the
     clean signal, reads the held-out SURE of the start (step 0) and writes its table; the returned model is
