@@ -33,7 +33,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from icnn.spec import (BN_EPS, FRN_EPS, PRIOR_TAPS, SCALE_MAD, baseline_index, encoder_parts, modulated_part,
-                       skip_parts, symmetric_mean, symmetry_passes)
+                       skip_parts, symmetric_mean, symmetry_input, symmetry_passes)
 from Numpy_V2 import layers
 from Numpy_V2.model import BiasFreeNorm, FilterResponseNorm, NoNorm, Shrink, SigmaShrink, beyond_trust
 from deepdenoise1d.classical import WIENER_WINDOW, tikhonov_floor, wiener, wiener_inverse_response
@@ -527,8 +527,8 @@ def jacobians(net, y: np.ndarray, bn_mode: str | None = None, block: int = JACOB
         values, tangents = {}, {}
         # f(y) = mean of s·R·w(s·R·y) over the passes, so J_f(y) = mean of R·J_w(s·R·y)·R (the signs cancel)
         for sign, flip in symmetry_passes(net.config):
-            value, tangents[sign, flip] = network_dual(
-                net, sign * (np.ascontiguousarray(rows[:, ::-1]) if flip else rows), mode, tangent_dtype=tangent_dtype)
+            value, tangents[sign, flip] = network_dual(net, symmetry_input(rows, sign, flip), mode,
+                                                       tangent_dtype=tangent_dtype)
             values[sign, flip] = sign * value
         output[start:stop] = symmetric_mean(net.config, values)
         jacobian[start:stop] = symmetric_mean(net.config, tangents, lambda t: t[:, ::-1, ::-1])

@@ -161,31 +161,23 @@ def test_broad_validation_scores_train_pys_metric(tmp_path):
     assert study.main(["--models", str(path), "--seeds", "3", "--n", "20"]) == first
 
 
-def test_broad_validation_scores_other_inference_windows():
-    """--windows: the model's own window scores as the default does; another window is another blend, scored apart."""
-    study = load_script(REPO_ROOT / "scripts" / "broad_validation.py", "broad_validation_windows")
+@pytest.mark.parametrize("flag, own_value, other_value, bad_value, message", [
+    ("--windows", "512", "256", "8", "--windows 8: below the network's minimum length 32"),
+    ("--overlaps", "256", "384", "512", "--overlaps 512: must be below the window, 512 samples"),
+], ids=["windows", "overlaps"])
+def test_broad_validation_scores_other_blends(flag, own_value, other_value, bad_value, message):
+    """--windows and --overlaps: the model's own window (512), or its default overlap (half of it), scores as the
+    default does; another value is another blend, scored apart; a value the window cannot take is refused in one line."""
+    label = flag[2:-1]  # "window" or "overlap", as the rows are named
+    study = load_script(REPO_ROOT / "scripts" / "broad_validation.py", f"broad_validation_{label}s")
     path = REPO_ROOT / "ckpt" / "ckpt_universal.h5"
     flags = ["--models", str(path), "--seeds", "3", "--n", "4", "--length", "1024"]
     own = study.main(flags)[str(path)]
-    windowed = study.main(flags + ["--windows", "512", "256"])
-    assert windowed[f"{path} (window 512)"] == own
-    assert windowed[f"{path} (window 256)"] != own and 0 < windowed[f"{path} (window 256)"][0] < 1
-    with pytest.raises(InputError, match="--windows 8: below the network's minimum length 32"):
-        study.main(flags + ["--windows", "8"])
-
-
-def test_broad_validation_scores_other_window_overlaps():
-    """--overlaps: half a window scores as the default blend does; more overlap is another blend, scored apart;
-    an overlap of a whole window is refused in one line."""
-    study = load_script(REPO_ROOT / "scripts" / "broad_validation.py", "broad_validation_overlaps")
-    path = REPO_ROOT / "ckpt" / "ckpt_universal.h5"
-    flags = ["--models", str(path), "--seeds", "3", "--n", "4", "--length", "1024"]
-    own = study.main(flags)[str(path)]
-    blended = study.main(flags + ["--overlaps", "256", "384"])
-    assert blended[f"{path} (overlap 256)"] == own
-    assert blended[f"{path} (overlap 384)"] != own and 0 < blended[f"{path} (overlap 384)"][0] < 1
-    with pytest.raises(InputError, match="--overlaps 512: must be below the window, 512 samples"):
-        study.main(flags + ["--overlaps", "512"])
+    scored = study.main(flags + [flag, own_value, other_value])
+    assert scored[f"{path} ({label} {own_value})"] == own
+    assert scored[f"{path} ({label} {other_value})"] != own and 0 < scored[f"{path} ({label} {other_value})"][0] < 1
+    with pytest.raises(InputError, match=message):
+        study.main(flags + [flag, bad_value])
 
 
 def test_adapt_study_runs_the_users_command_and_scores_start_and_adapted(tmp_path):
