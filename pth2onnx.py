@@ -53,11 +53,8 @@ Pinned choices:
 - opset 18: the opset the dynamo exporter translates to natively (no version-conversion
   pass), and which ONNX Runtime runs fully (``DFT`` in float64 included).
 
-Two parts are traced in an equivalent, export-friendly form (same arithmetic up to
-float32 rounding order): the bottleneck's per-signal kernel, a grouped convolution with
-one group per signal in PyTorch, is traced as K one-tap convolutions weighted per signal
-(ONNX's ``group`` is a constant, so the batch would be fixed); ``nn.MaxPool1d(2)`` is traced as a 2-D
-pooling over (1, 2) (the same maxima; the exporter fixes the length through the 1-D one).
+One part is traced in an equivalent, export-friendly form: ``nn.MaxPool1d(2)`` as a 2-D pooling over
+(1, 2) (the same maxima; the exporter fixes the length through the 1-D one).
 
 The source is loaded with ``weights_only=True`` and checked as ``pth2h5.py`` does. The
 ONNX metadata holds ``format``, ``graph`` (``self_contained`` or ``prior_input``), ``config``
@@ -78,7 +75,6 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -275,24 +271,6 @@ class _PairMaxPool(nn.Module):
         return F.max_pool2d(x[:, :, None], (1, self.kernel))[:, :, 0]
 
 
-def batched_modulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
-    """``Pytorch_V1.model.modulated_conv1d`` as K one-tap convolutions weighted per signal (no group count in the graph).
-
-    x: (N, C_in, L); weight: (C_out, C_in, K); scale: (N, C_out, K), broadcast over C_in, so signal n's
-    output is Σ_k scale[n, :, k] · (tap k of ``weight`` on x shifted by k − K // 2, zero padding). No
-    per-signal kernel is formed: the (N, C_out, C_in, K) kernels of a batch would be written to memory on
-    every run (ckpt_universal: 95M floats for 1024 windows, a third of the graph's time).
-    """
-    length = x.shape[2]
-    k = weight.shape[2]
-    padded = F.pad(x, [k // 2, k // 2])
-    y = None
-    for i in range(k):
-        term = F.conv1d(padded[:, :, i : i + length], weight[:, :, i : i + 1]) * scale[:, :, i : i + 1]
-        y = term if y is None else y + term
-    return y if bias is None else y + bias[None, :, None]
-
-
 def self_check_lengths(config: ModelConfig) -> tuple[int, int]:
     """An odd and an even length, both at least the model's minimum: both sides of ``pad_to_match``."""
     shortest = min_length(config)
@@ -350,7 +328,7 @@ def export_graph(model: ICNN_s, bn_mode: str, self_contained: bool = True):
     length = torch.export.Dim(LENGTH_AXIS, min=min_length(model.config))
     dynamic = {name: {0: batch, 2: length} for name in names}
     try:
-        with _quiet_exporter(), mock.patch.object(torch_model, "modulated_conv1d", batched_modulated_conv1d):
+        with _quiet_exporter():
             program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=OPSET, input_names=names,
                                         output_names=["denoised"], dynamic_shapes=dynamic, verbose=False)
     except Exception as err:  # the exporter's failures share no type

@@ -139,9 +139,8 @@ def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, pa
 def modulated_conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Conv1d (padding K // 2) with a per-signal kernel ``weight · scale[n]``.
 
-    Mirror of ``Pytorch_V1.model.modulated_conv1d``. Instead of N grouped
-    convolutions, the shared kernel's per-tap products are scaled per signal,
-    since Σ_c (w[o,c,k]·s[n,o,k])·x = s[n,o,k]·Σ_c w[o,c,k]·x.
+    Mirror of ``Pytorch_V1.model.modulated_conv1d``: the shared kernel's per-tap products
+    are scaled per signal, since Σ_c (w[o,c,k]·s[n,o,k])·x = s[n,o,k]·Σ_c w[o,c,k]·x.
 
     Parameters
     ----------

@@ -74,10 +74,10 @@ def label_free_loss(cfg, parts, x, h, sigmas: np.ndarray) -> torch.Tensor:
         return r2r_per_signal(parts.net, x, sigma, z, cfg.r2r_alpha, h is not None)
     probes = parts.flip_rng.standard_normal((cfg.sure_probes, x.shape[0], x.shape[2]))
     probe = torch.from_numpy(probes.astype(np.float32))[:, :, None].to(parts.device)  # (P, N, 1, L)
-    pred = parts.net(x, h).float()
     if parts.eta is not None:  # UNSURE: σ is not used, the loss learns one variance η instead
         sigma = torch.full_like(sigma, math.sqrt(parts.eta.start(x)))
-    divergence = mc_divergence(parts.net, x, pred, cfg.sure_epsilon * sigma, probe, h is not None, cfg.sure_central)
+    pred, divergence = sure_terms(parts.net, x, h, cfg.sure_epsilon * sigma, probe, cfg.sure_central,
+                                  joint=parts.model.signals_independent)
     if parts.eta is not None:
         parts.eta.update(float(divergence.detach().mean()) / x.shape[-1])
         return sure_from_divergence(x, pred, sigma**2, divergence)
@@ -179,6 +179,28 @@ def sure_from_divergence(x: torch.Tensor, pred: torch.Tensor, variance: torch.Te
     """‖f(y) − y‖²/L − σ² + 2σ²·div f(y)/L per signal, for noise variance σ² (a scalar or (N,))."""
     residual = ((pred - x) ** 2).mean(dim=(1, 2))
     return residual - variance + 2 * variance * divergence / x.shape[-1]
+
+
+def sure_terms(model, x: torch.Tensor, h: torch.Tensor | None, step: torch.Tensor, probe: torch.Tensor,
+               central: bool, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(y), shape (N, 1, L), and its Monte-Carlo divergence (:func:`mc_divergence`), shape (N,), for SURE.
+
+    ``joint``: y and its perturbed copies go through the model as one call, each with the prior the model
+    computes for it (``h``, the one :meth:`~Pytorch_V1.model.ICNN_s.prior` computes for y, is then not needed):
+    a few large calls instead of 1 + 2P small ones. Only for a model whose outputs do not depend on the
+    batch (``ICNN_s.signals_independent``).
+    """
+    if not joint:
+        pred = model(x, h).to(x.dtype)  # float16 under AMP
+        return pred, mc_divergence(model, x, pred, step, probe, h is not None, central)
+    eps = step.clamp_min(1e-6)[:, None, None]  # (N, 1, 1), as probe_divergences
+    probes = probe if probe.ndim == 4 else probe[None]  # (P, N, 1, L)
+    moved = [x + eps * probes] + ([x - eps * probes] if central else [])
+    out = model(torch.cat([x] + [m.flatten(0, 1) for m in moved]), None).to(x.dtype)
+    pred, perturbed = out[: x.shape[0]], out[x.shape[0] :].view(len(moved), *probes.shape)
+    difference = perturbed[0] - (perturbed[1] if central else pred)
+    width = (2 * eps if central else eps).flatten()
+    return pred, ((probes * difference).sum(dim=(2, 3)) / width).mean(dim=0)
 
 
 def mc_divergence(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Tensor, probe: torch.Tensor,

@@ -142,7 +142,8 @@ def test_floored_sure_keeps_honest_values_and_reflects_gamed_ones():
     assert torch.equal(floored_sure(sure, variance, length, 0.0), sure)  # 0: off
 
 
-def test_each_sure_step_draws_fresh_probes():
+@pytest.mark.parametrize("joint", [False, True])
+def test_each_sure_step_draws_fresh_probes(joint):
     """Two steps on the same batch give different SURE values (new probes), the same rng state the same value."""
     from types import SimpleNamespace
 
@@ -152,9 +153,38 @@ def test_each_sure_step_draws_fresh_probes():
     _, noisy, _ = noisy_pairs(np.random.default_rng(0), 8, 1.0)
     x = torch.tensor(noisy, dtype=torch.float32)[:, None]
     net = lambda y, h: torch.relu(y - 1.0) * torch.sigmoid(torch.roll(y, 1, dims=-1))  # noqa: E731
-    parts = SimpleNamespace(net=net, flip_rng=np.random.default_rng(5), device=torch.device("cpu"), eta=None)
+    parts = SimpleNamespace(net=net, flip_rng=np.random.default_rng(5), device=torch.device("cpu"), eta=None,
+                            model=SimpleNamespace(signals_independent=joint))
     cfg = TrainConfig(loss="sure")
     first, second = (label_free_loss(cfg, parts, x, None, np.ones(8)) for _ in range(2))
     assert not torch.equal(first, second)
     parts.flip_rng = np.random.default_rng(5)
     assert torch.equal(label_free_loss(cfg, parts, x, None, np.ones(8)), first)
+
+
+@pytest.mark.parametrize("central, probes", [(True, 1), (True, 3), (False, 2)])
+def test_sure_terms_in_one_call_are_the_terms_call_by_call(central, probes):
+    """A model without batch statistics (the universal kind: offset-free, equivariant, odd, reversal, prior)
+    in training: f(y) and its divergence, and their gradients, the same whether y and its perturbed copies go
+    through it together (h recomputed by the model) or call by call with the prior given for y."""
+    from conftest import make_model
+    from Pytorch_V1.losses import sure_terms
+
+    model = make_model(3, norm="none", equivariant=True, baseline="median", odd=True, reversal=True,
+                       width=2, depth=3).double().train()  # float64: rounding does not hide a difference
+    assert model.signals_independent and not make_model(3).signals_independent
+    gen = torch.Generator().manual_seed(4)
+    x = 3 * torch.randn(5, 1, 64, generator=gen, dtype=torch.float64) + 2
+    probe = torch.randn(probes, 5, 1, 64, generator=gen, dtype=torch.float64)
+    step = torch.full((5,), 0.3, dtype=torch.float64)
+    results = []
+    for joint in (False, True):
+        model.zero_grad()
+        pred, divergence = sure_terms(model, x, model.prior(x), step, probe, central, joint)
+        (pred.square().mean() + divergence.mean()).backward()
+        results.append((pred.detach(), divergence.detach(), [p.grad.clone() for p in model.parameters()]))
+    (pred0, div0, grads0), (pred1, div1, grads1) = results
+    torch.testing.assert_close(pred1, pred0, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(div1, div0, rtol=1e-8, atol=1e-8)
+    for g1, g0 in zip(grads1, grads0):
+        torch.testing.assert_close(g1, g0, rtol=1e-8, atol=1e-10)

@@ -19,6 +19,7 @@ from Pytorch_V1.model import (
     SignalBatchNorm1d,
     Up,
     WienerNet,
+    modulated_conv1d,
     noise_scale,
     pad_to_match,
     wiener_prior,
@@ -178,6 +179,22 @@ def test_too_short_raises_value_error(mode):
 def test_bad_input_rank_raises_value_error():
     with pytest.raises(ValueError):
         make_model(1)(torch.randn(2, 100))
+
+
+@pytest.mark.parametrize("n, c_in, c_out, length, bias", [(1, 1, 1, 1, True), (5, 3, 4, 2, False), (7, 6, 5, 33, True)])
+def test_modulated_conv1d_is_a_conv_with_each_signals_scaled_kernel(n, c_in, c_out, length, bias):
+    # the definition, one ordinary convolution per signal with kernel weight · scale[n], forward and gradients
+    gen = torch.Generator().manual_seed(n * 100 + length)
+    x, weight = torch.randn(n, c_in, length, generator=gen), torch.randn(c_out, c_in, 3, generator=gen)
+    b = torch.randn(c_out, generator=gen) if bias else None
+    scale = 1 + 0.5 * torch.randn(n, c_out, 3, generator=gen)
+    leaves = [t.requires_grad_() for t in (x, weight, scale)]
+    got = modulated_conv1d(x, weight, b, scale)
+    want = torch.cat([F.conv1d(x[i : i + 1], weight * scale[i][:, None, :], b, padding=1) for i in range(n)])
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=ATOL)
+    probe = torch.randn(got.shape, generator=gen)
+    for g, w in zip(torch.autograd.grad((got * probe).sum(), leaves), torch.autograd.grad((want * probe).sum(), leaves)):
+        torch.testing.assert_close(g, w, atol=ATOL, rtol=ATOL)
 
 
 def test_skip_connections_are_the_specs():
