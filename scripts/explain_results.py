@@ -118,10 +118,17 @@ def torch_model(pth: Path):
 
 
 # ---------------------------------------------------------------- torch reference
-def prior_derivative_fd(y: np.ndarray, step: float = 3e-7) -> np.ndarray:
-    """dh/dy (N, L, L) by central differences of ``wiener_inverse_response`` (step × (1 + RMS))."""
+def model_prior(y: np.ndarray, config) -> np.ndarray:
+    """The Wiener prior h (N, L) the model computes for float64 signals y (N, L): of y, or of y − m(y) for an
+    offset-free model (``Pytorch_V1.model.model_prior``'s rule, in NumPy)."""
     from deepdenoise1d.classical import wiener_inverse_response
+    from icnn.spec import baseline
 
+    return wiener_inverse_response(y - baseline(y) if config.baseline == "median" else y)
+
+
+def prior_derivative_fd(y: np.ndarray, config, step: float = 3e-7) -> np.ndarray:
+    """dh/dy (N, L, L) of :func:`model_prior` by central differences (step × (1 + RMS))."""
     n, length = y.shape
     delta = step * (1.0 + np.sqrt(np.mean(y**2, axis=1)))
     dh = np.empty((n, length, length))
@@ -129,7 +136,7 @@ def prior_derivative_fd(y: np.ndarray, step: float = 3e-7) -> np.ndarray:
         plus, minus = y.copy(), y.copy()
         plus[:, j] += delta
         minus[:, j] -= delta
-        dh[:, :, j] = (wiener_inverse_response(plus) - wiener_inverse_response(minus)) / (2 * delta[:, None])
+        dh[:, :, j] = (model_prior(plus, config) - model_prior(minus, config)) / (2 * delta[:, None])
     return dh
 
 
@@ -137,14 +144,12 @@ def torch_jacobians(model, y: np.ndarray, mode: str) -> tuple[np.ndarray, np.nda
     """∂f/∂y and ∂f/∂h (N, L, L) by float64 batched autograd (one vmapped backward), and its seconds."""
     import torch
 
-    from deepdenoise1d.classical import wiener_inverse_response
-
     length = y.shape[1]
     x = torch.tensor(y[:, None, :], dtype=torch.float64, requires_grad=True)
     leaves = [x]
     h = None
     if model.wienernet is not None:
-        h = torch.tensor(wiener_inverse_response(y)[:, None, :], dtype=torch.float64, requires_grad=True)
+        h = torch.tensor(model_prior(y, model.config)[:, None, :], dtype=torch.float64, requires_grad=True)
         leaves.append(h)
     start = clock()
     out = model(x, h, bn_mode=mode)[:, 0]  # (N, L)
@@ -171,7 +176,7 @@ def reference_jacobians(model, y: np.ndarray, mode: str, chunk: int = 500) -> tu
         autograd_seconds += seconds
         if jac_h is not None:
             begin = clock()
-            jac_y += jac_h @ prior_derivative_fd(block)
+            jac_y += jac_h @ prior_derivative_fd(block, model.config)
             prior_seconds += clock() - begin
         reference[start : start + chunk] = jac_y
     return reference, autograd_seconds, prior_seconds

@@ -233,3 +233,16 @@ def test_euler_identity_holds_exactly_when_equivariant(mode):
         else:
             assert np.abs(linear - result["output"]).max() > 1e-2 * peak
             assert np.abs(result["offset"]).max() > 1e-2 * peak
+
+
+def test_explain_results_reference_differentiates_the_models_own_prior():
+    """scripts/explain_results.py's float64 reference (the accuracy table of demo/FILTER.md) is the model's own
+    Jacobian: for an offset-free model its prior is of y − m(y), and the exact Jacobian agrees with it."""
+    explain = load_script(REPO_ROOT / "scripts" / "explain_results.py", "explain_for_reference")
+    model, net = fresh_pair(True, baseline="median")
+    rng = np.random.default_rng(7)
+    y = 3.0 * rng.standard_normal((4, 48)) + 6.0 * (rng.random((4, 48)) < 0.2) + 40.0
+    for mode in ("fixed", "unfixed"):
+        reference, _, _ = explain.reference_jacobians(model, y, mode)
+        errors = relative_errors(jacobians(net, y, mode, tangent_dtype=np.float64)["jacobian"], reference)
+        assert np.median(errors) <= MEDIAN_LIMIT and np.percentile(errors, 95) <= P95_LIMIT, (mode, errors)
