@@ -193,13 +193,11 @@ def sure_terms(model, x: torch.Tensor, h: torch.Tensor | None, step: torch.Tenso
     if not joint:
         pred = model(x, h).to(x.dtype)  # float16 under AMP
         return pred, mc_divergence(model, x, pred, step, probe, h is not None, central)
-    eps = step.clamp_min(1e-6)[:, None, None]  # (N, 1, 1), as probe_divergences
-    probes = probe if probe.ndim == 4 else probe[None]  # (P, N, 1, L)
+    eps, probes, width = _probe_steps(step, probe, central)
     moved = [x + eps * probes] + ([x - eps * probes] if central else [])
     out = model(torch.cat([x] + [m.flatten(0, 1) for m in moved]), None).to(x.dtype)
     pred, perturbed = out[: x.shape[0]], out[x.shape[0] :].view(len(moved), *probes.shape)
     difference = perturbed[0] - (perturbed[1] if central else pred)
-    width = (2 * eps if central else eps).flatten()
     return pred, ((probes * difference).sum(dim=(2, 3)) / width).mean(dim=0)
 
 
@@ -218,10 +216,8 @@ def probe_divergences(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Te
     in per-call overhead). Only for a model whose output does not depend on its batch: batch-norm
     statistics of the batch would mix the probes.
     """
-    eps = step.clamp_min(1e-6)[:, None, None]  # (N, 1, 1)
-    probes = probe if probe.ndim == 4 else probe[None]  # (P, N, 1, L)
+    eps, probes, width = _probe_steps(step, probe, central)
     group = max(1, PROBE_BATCH // x.shape[0]) if batch_probes else 1
-    width = (2 * eps if central else eps).flatten()
     out = []
     for b in probes.split(group):
         plus = _perturbed(model, (x + eps * b).flatten(0, 1), with_prior).view(b.shape)
@@ -231,6 +227,15 @@ def probe_divergences(model, x: torch.Tensor, pred: torch.Tensor, step: torch.Te
             difference = plus - pred
         out.append((b * difference).sum(dim=(2, 3)) / width)
     return torch.cat(out)
+
+
+def _probe_steps(step: torch.Tensor, probe: torch.Tensor, central: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ε (N, 1, 1) from the absolute steps (N,), the probes as (P, N, 1, L), and the finite difference's width
+    per signal (N,): 2ε antithetic, ε one-sided."""
+    eps = step.clamp_min(1e-6)[:, None, None]
+    probes = probe if probe.ndim == 4 else probe[None]
+    return eps, probes, (2 * eps if central else eps).flatten()
 
 
 @torch.no_grad()
