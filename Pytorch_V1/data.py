@@ -23,7 +23,7 @@ from deepdenoise1d.errors import InputError
 from deepdenoise1d.io import check_chunk, read_signals
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.noise import estimate_sigma_auto, folder_sigmas, per_signal_sigma, sigma_prior
-from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, noisy_pairs
+from deepdenoise1d.synthesis import BLIND_SIGMA_RANGE, SIGMA, SIGNAL_LENGTH, noisy_pairs, spike_records
 
 VAL_FRACTION = 0.1  # of a --data folder, held out for validation
 MIN_VAL = 100  # at least this many held-out signals
@@ -58,6 +58,7 @@ VAL_PROBE_STREAM = 998  # validation SURE's probes
 VAL_STREAM = 999  # the synthetic validation signals
 BROAD_RANK_STRIDE = 7919  # the broad prior's stream of worker r is seeded seed + this·r
 BN_CALIBRATION_OFFSET = 104729  # the broad prior's BN-calibration batches: seed + this, apart from training's
+SPIKE_STREAM = 19  # --spike-share: [seed, 19, batch] the benchmark's spikes of a broad batch; [seed, 19] their validation
 
 
 class SyntheticStream:
@@ -138,16 +139,23 @@ class BroadStream:
     Only a scale-equivariant, offset-free model trains on it: to such a model the division changes
     nothing but the loss, which then weighs every signal alike (in units of its σ) whatever its scale.
     Batch k of worker ``rank`` is the prior's batch k of seed ``seed + BROAD_RANK_STRIDE·rank``: resumable.
+    ``spike_share`` of each batch (rounded) is the benchmark's spikes instead, joined to the crop's length
+    (:func:`deepdenoise1d.synthesis.spike_records`, σ over the blind models' range), drawn per batch k too.
     """
 
-    def __init__(self, seed: int, batch_size: int, length: int, rank: int = 0):
+    def __init__(self, seed: int, batch_size: int, length: int, rank: int = 0, spike_share: float = 0.0):
         self.prior = BroadPrior(dtype=np.float64)
         self.seed, self.batch_size, self.length = seed + BROAD_RANK_STRIDE * rank, batch_size, length
+        self.spikes = spike_count(spike_share, batch_size)
         self.epoch = 0
         self.load_state({"batch": 0})
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         clean, noisy, sigma = next(self.batches)
+        if self.spikes:
+            rng = np.random.default_rng([self.seed, SPIKE_STREAM, self.batch])
+            spiky = spike_records(rng, self.spikes, self.length)
+            clean, noisy, sigma = (np.concatenate(pair) for pair in zip((clean, noisy, sigma), spiky))
         self.batch += 1
         return noisy / sigma[:, None], clean / sigma[:, None], np.ones_like(sigma)
 
@@ -163,7 +171,13 @@ class BroadStream:
 
     def load_state(self, state: dict) -> None:
         self.batch = int(state["batch"])
-        self.batches = self.prior.batches(self.seed, self.batch_size, self.length, start=self.batch)
+        self.batches = self.prior.batches(self.seed, self.batch_size - self.spikes, self.length, start=self.batch)
+
+
+def spike_count(share: float, batch_size: int) -> int:
+    """How many of a broad batch's ``batch_size`` signals are the benchmark's spikes at ``share`` (rounded;
+    at least one signal of the broad prior is left)."""
+    return min(int(round(share * batch_size)), batch_size - 1)
 
 
 def check_crop_length(cfg) -> int:
@@ -186,8 +200,13 @@ def broad_data(cfg, workers: Workers, device: torch.device, local_batch: int):
     clean, noisy, sigma, _ = BroadPrior(dtype=np.float64).validation_set(cfg.seed + VAL_STREAM, cfg.val_size, length)
     what = (f"{cfg.val_size} broad-prior signals of {length} samples (seed {cfg.seed + VAL_STREAM}), "
             "RMSE in units of each signal's σ")
-    val = validation(cfg, noisy / sigma[:, None], clean / sigma[:, None], np.ones(cfg.val_size), None, what, device)
-    return cfg, BroadStream(cfg.seed, local_batch, length, workers.rank), val
+    extra = int(round(cfg.spike_share / (1 - cfg.spike_share) * cfg.val_size))  # the validation's share = training's
+    if extra:
+        spiky = spike_records(np.random.default_rng([cfg.seed + VAL_STREAM, SPIKE_STREAM]), extra, length)
+        clean, noisy, sigma = (np.concatenate(pair) for pair in zip((clean, noisy, sigma), spiky))
+        what += f", and {extra} of the benchmark's spikes joined to that length (σ {format_sigma(BLIND_SIGMA_RANGE)})"
+    val = validation(cfg, noisy / sigma[:, None], clean / sigma[:, None], np.ones(len(sigma)), None, what, device)
+    return cfg, BroadStream(cfg.seed, local_batch, length, workers.rank, cfg.spike_share), val
 
 
 def held_out_size(n_signals: int, requested: int | None) -> int:

@@ -113,6 +113,7 @@ class TrainConfig:
     sure_floor: float = SURE_FLOOR_SD  # per-signal SURE is reflected at −this·σ²·√(2/L) (losses.floored_sure); 0: off
     crop_length: int = SIGNAL_LENGTH  # --data RECORD or --train-prior broad: training signals of this length
     train_prior: str = "spikes"  # synthetic signals: the benchmark's spikes, or deepdenoise1d.broad_prior's families
+    spike_share: float = 0.0  # --train-prior broad: this share of each batch is the benchmark's spikes (data.BroadStream)
     input_scale: float = 1.0  # --data RECORD: the record was divided by this (its σ); also in the model config
     passes: float | None = None  # steps from the data: this many passes over the training signals (budget_from_data)
     patience: int | None = None  # stop after this many evaluations without a better validation; None: never

@@ -64,6 +64,8 @@ def parse_args(argv, description: str, defaults) -> argparse.Namespace:
         p.error("--resume and --overwrite exclude each other")
     if a.resume and a.run_dir is None:
         p.error("--resume needs --run-dir DIR (the run to continue)")
+    if a.spike_share and (a.train_prior != "broad" or a.data is not None):
+        p.error("--spike-share mixes the benchmark's spikes into --train-prior broad (without --data)")
     return a
 
 
@@ -102,6 +104,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="synthetic training signals (without --data): spikes (default, the benchmark's) or broad (nine "
                         f"families of 1-D signals at random scales, offsets and signal-to-noise ratios, crops of "
                         f"--crop-length, default {BROAD_LENGTH} there)")
+    p.add_argument("--spike-share", type=decay_float, metavar="P",
+                   help="with --train-prior broad: this share of each batch (and of the validation set) is the benchmark's "
+                        "spikes, signals joined end to end to --crop-length, σ drawn over the blind models' range "
+                        "(default 0)")
     p.add_argument("--width", type=positive_int, help="channels of the U-Net's first level, doubling per level (default 2)")
     p.add_argument("--depth", type=positive_int, help="levels of the U-Net: signals of at least 2^depth samples (default 4)")
     p.add_argument("--odd", action="store_true", default=None,
@@ -211,4 +217,5 @@ def config_from_args(a: argparse.Namespace, defaults):
         # 0: chosen with the steps (budget_from_data)
         eval_every=pick(a.eval_every, 0 if a.data is not None and a.steps is None else d.eval_every), save_every=pick(a.save_every, d.save_every), device=a.device,
         model=model, train_prior=pick(a.train_prior, "spikes"), adapt=pick(a.adapt, d.adapt),
+        spike_share=pick(a.spike_share, d.spike_share),
     )

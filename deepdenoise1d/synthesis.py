@@ -9,6 +9,7 @@ SIGNAL_LENGTH = 100
 N_SPIKES = 20
 AMPLITUDE_RANGE = (2, 10)
 SIGMA = 3.0
+BLIND_SIGMA_RANGE = (0.5, 5.0)  # the blind spike models' σ range, drawn per signal (the blind oracle's prior)
 # Held-out evaluation signals: one default seed for every script that draws them
 # (test.py, Numpy_test.py, results.py, benchmarks). Training has its own seed (666, the original repository's).
 DEFAULT_SEED = 2026
@@ -123,3 +124,32 @@ def benchmark_signals(seed: int, n: int, sigma: float = SIGMA) -> tuple[np.ndarr
     """
     clean, noisy, _ = noisy_pairs(np.random.default_rng([seed, int(round(sigma * 100))]), n, sigma)
     return clean, noisy
+
+
+def spike_records(
+    rng: np.random.Generator,
+    n: int,
+    length: int,
+    sigma: float | tuple[float, float] = BLIND_SIGMA_RANGE,
+    prior: SpikePrior = SpikePrior(),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` records of ``length`` samples, each the benchmark's signals end to end (the last one cut), one σ each.
+
+    The benchmark's spike density and amplitudes at any length: how a network trained on longer crops
+    learns the benchmark's prior (it is convolutional, so a record of joined signals is, locally, the same
+    draw as one signal).
+
+    Returns
+    -------
+    clean, noisy : np.ndarray
+        Shape (n, length), float64.
+    sigmas : np.ndarray
+        Shape (n,), the noise level of each record.
+    """
+    if n < 0 or length < 1:
+        raise ValueError(f"n must be >= 0 and length >= 1, got n={n!r}, length={length!r}")
+    joined = -(-length // prior.length)
+    clean = clean_spikes(rng, n * joined, prior).reshape(n, joined * prior.length)[:, :length]
+    sigmas = draw_sigmas(rng, n, sigma)
+    noisy = clean + sigmas[:, None] * rng.standard_normal(clean.shape)
+    return clean, noisy, sigmas

@@ -27,11 +27,10 @@ from deepdenoise1d.cli import add_overwrite_arg, output_file
 from deepdenoise1d.errors import run_cli
 from deepdenoise1d.safewrite import write_policy
 from deepdenoise1d.metrics import rmse
-from deepdenoise1d.synthesis import DEFAULT_SEED, SIGNAL_LENGTH, benchmark_signals
+from deepdenoise1d.synthesis import BLIND_SIGMA_RANGE, DEFAULT_SEED, SIGNAL_LENGTH, benchmark_signals
 
 REPO = Path(__file__).resolve().parent.parent
 SIGMAS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0)
-BLIND_RANGE = (0.5, 5.0)
 # Memory per sample of the --n signals of one σ (one σ at a time): the draw (clean, noisy, float64), a network's
 # input copy and output, and the working set of a Bayes oracle, the largest step (bayes_posterior_mean 522 and
 # bayes_blind_posterior_mean 539 bytes per sample, measured).
@@ -96,7 +95,7 @@ def study(sigmas, n: int, seed: int, models: dict, n_grid: int) -> list[dict]:
     for sigma in sigmas:
         clean, noisy = benchmark_signals(seed, n, sigma)
         aware = float(rmse(bayes_posterior_mean(noisy, sigma), clean).mean())
-        blind = float(rmse(bayes_blind_posterior_mean(noisy, BLIND_RANGE, n_grid), clean).mean())
+        blind = float(rmse(bayes_blind_posterior_mean(noisy, BLIND_SIGMA_RANGE, n_grid), clean).mean())
         row = {"sigma": sigma, "bayes": aware, "blind_oracle": blind}
         for label, model in models.items():
             value = float(rmse(run_network(model, noisy), clean).mean())
@@ -109,10 +108,10 @@ def study(sigmas, n: int, seed: int, models: dict, n_grid: int) -> list[dict]:
 def markdown(rows: list[dict], labels: list[str], n: int, seed: int) -> str:
     head = "| σ | Bayes (σ told) | blind oracle | " + " | ".join(
         f"{label}: RMSE, ×Bayes, ×blind oracle" for label in labels) + " |"
-    lines = [f"Held-out: {n} signals per σ, seed {seed}; blind oracle prior σ ∈ {BLIND_RANGE}.", "",
+    lines = [f"Held-out: {n} signals per σ, seed {seed}; blind oracle prior σ ∈ {BLIND_SIGMA_RANGE}.", "",
              head, "|" + "---|" * (3 + len(labels))]
     for r in rows:
-        flag = "" if BLIND_RANGE[0] <= r["sigma"] <= BLIND_RANGE[1] else " (out of range)"
+        flag = "" if BLIND_SIGMA_RANGE[0] <= r["sigma"] <= BLIND_SIGMA_RANGE[1] else " (out of range)"
         cells = [f"{r[l]['rmse']:.4f}, {r[l]['vs_bayes']:.4f}, {r[l]['vs_blind_oracle']:.4f}" for l in labels]
         lines.append(f"| {r['sigma']:g}{flag} | {r['bayes']:.4f} | {r['blind_oracle']:.4f} "
                      f"({r['blind_oracle'] / r['bayes']:.4f}) | " + " | ".join(cells) + " |")

@@ -34,10 +34,9 @@ from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.frontend import missing_weights_message
 from deepdenoise1d.metrics import rmse
 from deepdenoise1d.safewrite import atomic_write, guard_output
-from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, benchmark_signals
+from deepdenoise1d.synthesis import BLIND_SIGMA_RANGE, SIGMA, SIGNAL_LENGTH, benchmark_signals
 
 SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0)
-BLIND_RANGE = (0.5, 5.0)  # the blind models' training range
 GRID = dict(scale_range=(0.25, 4.0), n_grid=60, n_sigma=32)
 N_OFFSET = 11
 # Memory per sample of the --n signals of one σ: the draw (clean, noisy, float64), the oracles' estimates, and the
@@ -67,7 +66,7 @@ def check_budget(args: argparse.Namespace) -> None:
 
 def limit_estimate(noisy: np.ndarray, sigma: float, blind: bool, offset_free: bool) -> np.ndarray:
     """The best equivariant denoiser's estimate with the given knowledge (σ told unless ``blind``)."""
-    return classical.bayes_equivariant_posterior_mean(noisy, BLIND_RANGE if blind else sigma, offset_free=offset_free,
+    return classical.bayes_equivariant_posterior_mean(noisy, BLIND_SIGMA_RANGE if blind else sigma, offset_free=offset_free,
                                                       n_offset=N_OFFSET, **GRID)
 
 
@@ -81,7 +80,7 @@ def paired_ratio(model: np.ndarray, limit: np.ndarray) -> tuple[float, float]:
 def oracle_scores(clean: np.ndarray, noisy: np.ndarray, sigma: float) -> dict[str, np.ndarray]:
     """Per-signal RMSE of Bayes, the blind oracle and the two equivariant blind limits."""
     scores = {"bayes": classical.bayes_posterior_mean(noisy, sigma),
-              "blind": classical.bayes_blind_posterior_mean(noisy, BLIND_RANGE)}
+              "blind": classical.bayes_blind_posterior_mean(noisy, BLIND_SIGMA_RANGE)}
     for offset_free in (False, True):
         scores[LIMIT_NAMES[True, offset_free]] = limit_estimate(noisy, sigma, True, offset_free)
     return {name: rmse(estimate, clean) for name, estimate in scores.items()}

@@ -37,7 +37,7 @@ from deepdenoise1d.errors import InputError, run_cli
 from deepdenoise1d.safewrite import atomic_write, guard_output, write_policy
 from deepdenoise1d.plots import save_figure
 from deepdenoise1d.progress import progress
-from deepdenoise1d.synthesis import SIGMA, SIGNAL_LENGTH, benchmark_signals
+from deepdenoise1d.synthesis import BLIND_SIGMA_RANGE, SIGMA, SIGNAL_LENGTH, benchmark_signals
 from deepdenoise1d.threads import resolve_threads
 
 SHIPPED = {
@@ -49,7 +49,6 @@ SHIPPED = {
     "blind_sure": "ckpt_blind_sure.pth",
     "universal": "ckpt_universal.pth",
 }
-BLIND_RANGE = (0.5, 5.0)  # the σ range the blind checkpoints were trained on (the blind oracle's prior)
 BLIND_ORACLE = "blind bayes (σ unknown, 0.5..5)"
 SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0)
 # Memory per sample of the --n signals (float64 arrays of n × SIGNAL_LENGTH): the σ = 3 draw (clean, noisy),
@@ -141,8 +140,8 @@ def sigma3_section(models: dict, seed: int, n: int) -> tuple[list[str], list[tup
 
 
 def blind_oracle_rmse(clean: np.ndarray, noisy: np.ndarray) -> float:
-    """The blind Bayes oracle: E[x | y] with σ marginalised over :data:`BLIND_RANGE` (the blind models' limit)."""
-    return score(classical.bayes_blind_posterior_mean(noisy, BLIND_RANGE), clean)["rmse"]
+    """The blind Bayes oracle: E[x | y] with σ marginalised over :data:`BLIND_SIGMA_RANGE` (the blind models' limit)."""
+    return score(classical.bayes_blind_posterior_mean(noisy, BLIND_SIGMA_RANGE), clean)["rmse"]
 
 
 def blind_curve(curves: dict[str, list[float]], made_by: str = "") -> Figure:

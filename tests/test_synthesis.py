@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from deepdenoise1d.synthesis import SpikePrior, clean_spikes, draw_sigmas, noisy_pairs, parse_sigma
+from deepdenoise1d.synthesis import (BLIND_SIGMA_RANGE, SpikePrior, clean_spikes, draw_sigmas, noisy_pairs, parse_sigma,
+                                     spike_records)
 
 
 def test_synthesis_is_vectorised_100k_signals_under_a_second():
@@ -55,3 +56,27 @@ def test_sigma_range_is_parsed_and_sampled_uniformly():
     sigmas = draw_sigmas(np.random.default_rng(0), 100_000, (0.5, 5.0))
     assert sigmas.min() >= 0.5 and sigmas.max() <= 5.0
     assert abs(sigmas.mean() - 2.75) < 0.02 and abs(sigmas.std() - 4.5 / np.sqrt(12)) < 0.02
+
+
+@pytest.mark.parametrize("length", [100, 512, 37])
+def test_spike_records_are_the_benchmark_signals_end_to_end(length):
+    clean, noisy, sigmas = spike_records(np.random.default_rng(3), 50, length)
+    assert clean.shape == noisy.shape == (50, length) and sigmas.shape == (50,)
+    # the clean rows are the benchmark's signals joined: the same draws, cut to the length
+    joined = -(-length // 100)
+    expected = clean_spikes(np.random.default_rng(3), 50 * joined).reshape(50, -1)[:, :length]
+    np.testing.assert_array_equal(clean, expected)
+    low, high = BLIND_SIGMA_RANGE
+    assert sigmas.min() >= low and sigmas.max() <= high and sigmas.std() > 0.5
+    residual = (noisy - clean) / sigmas[:, None]  # one σ per record, white
+    assert abs(residual.std() - 1) < 0.05
+    again = spike_records(np.random.default_rng(3), 50, length)
+    for a, b in zip(again, (clean, noisy, sigmas)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_spike_records_keep_the_benchmark_density():
+    clean, _, _ = spike_records(np.random.default_rng(8), 400, 500)
+    assert abs((clean != 0).mean() - (1 - SpikePrior().zero_probability)) < 0.005
+    with pytest.raises(ValueError):
+        spike_records(np.random.default_rng(0), 2, 0)

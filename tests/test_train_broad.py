@@ -46,6 +46,43 @@ def test_broad_stream_is_in_units_of_sigma_and_resumes():
     np.testing.assert_array_equal(resumed.next_batch()[0], first[2][0])
 
 
+def test_a_spike_share_mixes_the_benchmark_into_each_batch_and_resumes():
+    plain = BroadStream(5, 8, 128).next_batch()
+    stream = BroadStream(5, 8, 128, spike_share=0.25)
+    first = [stream.next_batch() for _ in range(3)]
+    noisy, clean, sigmas = first[0]
+    assert noisy.shape == clean.shape == (8, 128) and np.all(sigmas == 1)
+    spiky = clean[6:]
+    assert np.all(spiky >= 0) and 0.1 < (spiky != 0).mean() < 0.3  # the benchmark's density, in units of σ
+    np.testing.assert_array_equal(noisy[:6], plain[0][:6])  # the broad part: the prior's own draws
+    assert not np.array_equal(noisy[6:], plain[0][6:])
+    resumed = BroadStream(5, 8, 128, spike_share=0.25)
+    resumed.load_state({"batch": 2})
+    np.testing.assert_array_equal(resumed.next_batch()[0], first[2][0])
+    assert BroadStream(5, 4, 64, spike_share=0.99).spikes == 3  # one signal of the prior is always left
+
+
+def test_a_spike_share_run_validates_on_the_same_share(tmp_path):
+    args = train_mod.get_args(["--train-prior", "broad", "--spike-share", "0.25", "--width", "2", "--depth", "3",
+                               "--loss", "rmse", "--steps", "2", "--eval-every", "2", "--batch-size", "4",
+                               "--val-size", "12", "--crop-length", "64"])
+    cfg = train_mod.config_from_args(args)
+    assert cfg.spike_share == 0.25
+    train_mod.train(cfg, tmp_path / "run")
+    _, ckpt = load_model(tmp_path / "run" / "ckpt_best.pth", "cpu")
+    assert ckpt["config"]["train"]["spike_share"] == 0.25
+    from Pytorch_V1.data import load_data
+    from Pytorch_V1.distributed import Workers
+    _, _, val = load_data(cfg, Workers(), torch.device("cpu"))
+    assert val.x.shape == (16, 1, 64) and "4 of the benchmark's spikes" in val.description
+
+
+@pytest.mark.parametrize("flags", [["--spike-share", "0.2"], ["--spike-share", "0.2", "--train-prior", "broad", "--data", "x.npy"]])
+def test_a_spike_share_needs_the_broad_prior(flags):
+    with pytest.raises(InputError, match="--spike-share"):
+        train_mod.get_args(flags)
+
+
 def test_recalibration_replaces_running_statistics_by_their_plain_average():
     model = make_model(3, equivariant=True, baseline="median")
     rng = np.random.default_rng(0)
