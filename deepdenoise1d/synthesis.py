@@ -105,8 +105,12 @@ def noisy_pairs(
     sigmas : np.ndarray
         Shape (n,), the noise level of each signal.
     """
-    clean = clean_spikes(rng, n, prior)
-    sigmas = draw_sigmas(rng, n, sigma)
+    return with_noise(rng, clean_spikes(rng, n, prior), sigma)
+
+
+def with_noise(rng: np.random.Generator, clean: np.ndarray, sigma: float | tuple[float, float]):
+    """(clean, noisy, sigmas): white noise of one σ per row (:func:`draw_sigmas`) added to ``clean`` (n, L)."""
+    sigmas = draw_sigmas(rng, clean.shape[0], sigma)
     noisy = clean + sigmas[:, None] * rng.standard_normal(clean.shape)
     return clean, noisy, sigmas
 
@@ -149,7 +153,4 @@ def spike_records(
     if n < 0 or length < 1:
         raise ValueError(f"n must be >= 0 and length >= 1, got n={n!r}, length={length!r}")
     joined = -(-length // prior.length)
-    clean = clean_spikes(rng, n * joined, prior).reshape(n, joined * prior.length)[:, :length]
-    sigmas = draw_sigmas(rng, n, sigma)
-    noisy = clean + sigmas[:, None] * rng.standard_normal(clean.shape)
-    return clean, noisy, sigmas
+    return with_noise(rng, clean_spikes(rng, n * joined, prior).reshape(n, joined * prior.length)[:, :length], sigma)
